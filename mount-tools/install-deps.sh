@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Installs the Debian packages lockfs needs to build, test and run:
+#   fuse3               fusermount3, for `lockfs mount`
+#   clang libclang-dev  bindgen, when librocksdb-sys builds RocksDB from source
+#   pkg-config          build scripts looking for system libraries
+#   attr                getfattr/setfattr, for the lock xattrs in tests and examples
+#   util-linux          flock(1)
+#   python3             tests that take fcntl locks from Python
+# Run as root (or it uses sudo). Safe to run again.
+set -euo pipefail
+packages=(fuse3 clang libclang-dev pkg-config attr util-linux python3 ca-certificates)
+if [ "$(id -u)" -eq 0 ]; then sudo=(); else sudo=(sudo); fi
+missing=()
+for p in "${packages[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+    export DEBIAN_FRONTEND=noninteractive
+    "${sudo[@]}" apt-get update
+    "${sudo[@]}" apt-get install -y "${missing[@]}"
+fi
+if ! command -v cargo >/dev/null; then
+    echo "install-deps: cargo not found; install a Rust toolchain (https://rustup.rs) first" >&2
+    exit 1
+fi

@@ -1,0 +1,249 @@
+//! `lockfs dev`: the embedded default. Starts N `lockfs serve` processes on loopback, waits for a
+//! leader, prints how to use the cluster, and stops everything on Ctrl-C or SIGTERM.
+//!
+//! The nodes are real child processes of this binary (not threads), so what a user tries here is
+//! exactly what a deployment runs.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use clap::Args;
+
+use super::{CliError, ClientOpts};
+use crate::client::ops;
+
+#[derive(Args)]
+pub struct DevArgs {
+    /// Number of nodes.
+    #[arg(long, default_value_t = 3)]
+    nodes: u16,
+    /// Data directory (one subdirectory per node); a fresh temporary one, removed on exit, if
+    /// not given.
+    #[arg(long)]
+    data: Option<PathBuf>,
+    /// Port of node 1; node i listens on base-port + i - 1.
+    #[arg(long, default_value_t = 7001)]
+    base_port: u16,
+}
+
+/// A local cluster of `lockfs serve` child processes; stopped (SIGTERM, then SIGKILL) on drop.
+pub struct LocalCluster {
+    exe: PathBuf,
+    pub data: PathBuf,
+    pub addrs: Vec<(u64, String)>,
+    peers: String,
+    children: Vec<(u64, Option<Child>)>,
+}
+
+impl LocalCluster {
+    /// Starts `nodes` nodes on consecutive loopback ports from `base_port`, data under `data`.
+    pub fn start(nodes: u16, data: PathBuf, base_port: u16) -> Result<LocalCluster, CliError> {
+        let exe = std::env::current_exe()
+            .map_err(|e| CliError::Other(format!("locating the lockfs binary: {e}")))?;
+        let addrs: Vec<(u64, String)> = (1..=nodes as u64)
+            .map(|i| (i, format!("127.0.0.1:{}", base_port as u64 + i - 1)))
+            .collect();
+        for (_, addr) in &addrs {
+            if std::net::TcpListener::bind(addr).is_err() {
+                return Err(CliError::Other(format!(
+                    "{addr} is in use (another lockfs dev?); pick other ports with --base-port"
+                )));
+            }
+        }
+        let peers = addrs
+            .iter()
+            .map(|(i, a)| format!("{i}={a}"))
+            .collect::<Vec<_>>()
+            .join(",");
+        let mut cluster = LocalCluster {
+            exe,
+            data,
+            children: addrs.iter().map(|(id, _)| (*id, None)).collect(),
+            addrs,
+            peers,
+        };
+        for id in 1..=nodes as u64 {
+            cluster.spawn(id)?;
+        }
+        Ok(cluster)
+    }
+
+    pub fn servers(&self) -> Vec<String> {
+        self.addrs.iter().map(|(_, a)| a.clone()).collect()
+    }
+
+    pub fn log_path(&self, id: u64) -> PathBuf {
+        self.data.join(format!("node{id}.log"))
+    }
+
+    /// Starts (or restarts) node `id`.
+    pub fn spawn(&mut self, id: u64) -> Result<(), CliError> {
+        let addr = self.addrs[(id - 1) as usize].1.clone();
+        let dir = self.data.join(format!("node{id}"));
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| CliError::Other(format!("{}: {e}", dir.display())))?;
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log_path(id))
+            .map_err(|e| CliError::Other(format!("creating the log of node {id}: {e}")))?;
+        let child = Command::new(&self.exe)
+            .arg("serve")
+            .args([
+                "--id",
+                &id.to_string(),
+                "--listen",
+                &addr,
+                "--peers",
+                &self.peers,
+            ])
+            .arg("--data")
+            .arg(&dir)
+            .stdin(Stdio::null())
+            .stdout(
+                log.try_clone()
+                    .map_err(|e| CliError::Other(e.to_string()))?,
+            )
+            .stderr(log)
+            .spawn()
+            .map_err(|e| CliError::Other(format!("starting node {id}: {e}")))?;
+        self.children[(id - 1) as usize].1 = Some(child);
+        Ok(())
+    }
+
+    /// kill -9 of node `id`.
+    pub fn kill(&mut self, id: u64) {
+        if let Some(mut child) = self.children[(id - 1) as usize].1.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// A node that exited on its own, if any.
+    fn exited(&mut self) -> Option<(u64, std::process::ExitStatus)> {
+        self.children.iter_mut().find_map(|(id, c)| {
+            c.as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+                .map(|s| (*id, s))
+        })
+    }
+}
+
+impl Drop for LocalCluster {
+    fn drop(&mut self) {
+        for child in self.children.iter().filter_map(|(_, c)| c.as_ref()) {
+            // SAFETY: plain kill(2) on a pid we spawned and have not yet reaped.
+            unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+        }
+        let deadline = Instant::now() + Duration::from_secs(5);
+        for (id, slot) in &mut self.children {
+            let Some(child) = slot.as_mut() else { continue };
+            loop {
+                match child.try_wait() {
+                    Ok(Some(_)) | Err(_) => break,
+                    Ok(None) if Instant::now() > deadline => {
+                        eprintln!("node {id} did not stop; killing it");
+                        let _ = child.kill();
+                        let _ = child.wait();
+                        break;
+                    }
+                    Ok(None) => std::thread::sleep(Duration::from_millis(20)),
+                }
+            }
+        }
+    }
+}
+
+pub fn run(args: DevArgs) -> Result<(), CliError> {
+    if args.nodes == 0 || args.nodes > 9 {
+        return Err(CliError::Usage("--nodes must be between 1 and 9".into()));
+    }
+    let (data, temporary) = match args.data {
+        Some(d) => (d, false),
+        None => (
+            std::env::temp_dir().join(format!("lockfs-dev-{}", std::process::id())),
+            true,
+        ),
+    };
+    let stop = Arc::new(AtomicBool::new(false));
+    for sig in [libc::SIGINT, libc::SIGTERM] {
+        install_flag(sig, stop.clone())?;
+    }
+    let mut cluster = LocalCluster::start(args.nodes, data.clone(), args.base_port)?;
+    let servers = cluster.servers();
+    let opts = ClientOpts {
+        servers: servers.clone(),
+        timeout: 20,
+    };
+    let leader = super::block_on(async {
+        // A linearizable read proves a leader that has committed in its term.
+        let client = opts.client();
+        client
+            .call(ops::stat("/"))
+            .await
+            .map_err(|e| CliError::Other(format!("the cluster did not come up: {e}")))?;
+        match client.call(ops::cluster_status()).await {
+            Ok(crate::proto::Response_oneof_result::status(s)) => Ok(s.leader_id),
+            Ok(_) => Err(CliError::Other("unexpected status answer".into())),
+            Err(e) => Err(CliError::Other(format!("the cluster did not come up: {e}"))),
+        }
+    })?;
+
+    let list = servers.join(",");
+    println!(
+        "lockfs dev: {} nodes running (leader: node {leader})",
+        args.nodes
+    );
+    println!("  data and logs: {}", data.display());
+    println!();
+    println!("  export LOCKFS_SERVERS={list}");
+    println!("  echo hello | lockfs put /greeting");
+    println!("  lockfs cat /greeting");
+    println!("  lockfs ls /");
+    println!("  lockfs cluster status");
+    println!();
+    println!("Ctrl-C stops the cluster.");
+
+    let result = loop {
+        if stop.load(Ordering::SeqCst) {
+            break Ok(());
+        }
+        if let Some((id, status)) = cluster.exited() {
+            break Err(CliError::Other(format!(
+                "node {id} exited ({status}); see {}",
+                cluster.log_path(id).display()
+            )));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    println!("stopping...");
+    drop(cluster);
+    if temporary {
+        let _ = std::fs::remove_dir_all(&data);
+    }
+    result
+}
+
+static FLAG: std::sync::OnceLock<Arc<AtomicBool>> = std::sync::OnceLock::new();
+
+extern "C" fn on_signal(_: libc::c_int) {
+    if let Some(flag) = FLAG.get() {
+        flag.store(true, Ordering::SeqCst);
+    }
+}
+
+/// Sets `flag` when `sig` arrives (an async-signal-safe store, nothing more).
+fn install_flag(sig: i32, flag: Arc<AtomicBool>) -> Result<(), CliError> {
+    let _ = FLAG.set(flag);
+    // SAFETY: the handler only performs an atomic store, which is async-signal-safe.
+    let prev = unsafe { libc::signal(sig, on_signal as *const () as libc::sighandler_t) };
+    if prev == libc::SIG_ERR {
+        return Err(CliError::Other(format!(
+            "installing a handler for signal {sig}"
+        )));
+    }
+    Ok(())
+}

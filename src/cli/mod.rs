@@ -1,0 +1,284 @@
+//! The `lockfs` command line: one binary, one subcommand per job.
+//!
+//! Every subcommand returns a [`CliError`]; `main` prints it as one line on stderr and exits
+//! non-zero, which is the only place errors become exit codes.
+
+mod bench;
+mod cluster;
+mod dev;
+mod files;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::client::{Client, ClientError};
+use crate::server::{self, ServerError};
+
+/// The embedded default: where `lockfs dev` puts its nodes and where clients look first.
+pub const DEFAULT_SERVERS: &str = "127.0.0.1:7001,127.0.0.1:7002,127.0.0.1:7003";
+
+#[derive(Parser)]
+#[command(
+    name = "lockfs",
+    version,
+    about = "A replicated lock service that Linux hosts mount as a filesystem"
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Args, Clone)]
+pub struct ClientOpts {
+    /// Cluster members to contact (any subset; the leader is found from there).
+    #[arg(long, env = "LOCKFS_SERVERS", default_value = DEFAULT_SERVERS, value_delimiter = ',')]
+    servers: Vec<String>,
+    /// Give up after this many seconds without an answer from a leader.
+    #[arg(long, default_value_t = 30)]
+    timeout: u64,
+}
+
+impl ClientOpts {
+    fn client(&self) -> Client {
+        let host = hostname();
+        Client::new(
+            self.servers.clone(),
+            Duration::from_secs(self.timeout),
+            format!("lockfs-cli@{host}[{}]", std::process::id()),
+        )
+    }
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run one member of a cluster.
+    Serve(ServeArgs),
+    /// Run a local cluster on loopback for trying lockfs out (Ctrl-C stops it).
+    Dev(dev::DevArgs),
+    /// Write stdin to a file, creating it if needed; replaces the contents atomically.
+    Put {
+        path: String,
+        /// Permission bits of a new file, in octal.
+        #[arg(long, default_value = "644")]
+        mode: String,
+        #[command(flatten)]
+        client: ClientOpts,
+    },
+    /// Print a file's contents.
+    Cat {
+        path: String,
+        #[command(flatten)]
+        client: ClientOpts,
+    },
+    /// List a directory.
+    Ls {
+        #[arg(default_value = "/")]
+        path: String,
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        client: ClientOpts,
+    },
+    /// Show a file's or directory's attributes and generation numbers.
+    Stat {
+        path: String,
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        client: ClientOpts,
+    },
+    /// Create a directory.
+    Mkdir {
+        path: String,
+        /// Create missing parents too, and succeed if the directory exists.
+        #[arg(short, long)]
+        parents: bool,
+        /// Permission bits, in octal.
+        #[arg(long, default_value = "755")]
+        mode: String,
+        #[command(flatten)]
+        client: ClientOpts,
+    },
+    /// Remove a file or an empty directory.
+    Rm {
+        path: String,
+        #[command(flatten)]
+        client: ClientOpts,
+    },
+    /// Measure latency, throughput and failover time.
+    Bench {
+        #[command(subcommand)]
+        cmd: bench::BenchCmd,
+    },
+    /// Inspect the cluster.
+    Cluster {
+        #[command(subcommand)]
+        cmd: ClusterCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum ClusterCmd {
+    /// Show the leader and every member: role, reachability, replication progress.
+    Status {
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        client: ClientOpts,
+    },
+}
+
+#[derive(Args)]
+pub struct ServeArgs {
+    /// A TOML file with any of the settings below (flags win over the file).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// This node's id (1, 2, ...), as in --peers.
+    #[arg(long)]
+    id: Option<u64>,
+    /// Data directory (RocksDB); created if missing.
+    #[arg(long)]
+    data: Option<PathBuf>,
+    /// Address to listen on for peers and clients (default: this node's address in --peers).
+    #[arg(long)]
+    listen: Option<String>,
+    /// Every member of the initial cluster: 1=HOST:PORT,2=HOST:PORT,...
+    #[arg(long)]
+    peers: Option<String>,
+    /// Raft tick length in milliseconds.
+    #[arg(long)]
+    tick_ms: Option<u64>,
+    /// Ticks without a leader before an election (randomized up to twice this).
+    #[arg(long)]
+    election_ticks: Option<usize>,
+    /// Ticks between the leader's heartbeats.
+    #[arg(long)]
+    heartbeat_ticks: Option<usize>,
+    /// Applied entries between snapshots (the log is compacted at each snapshot).
+    #[arg(long)]
+    snapshot_entries: Option<u64>,
+    /// Largest file in bytes.
+    #[arg(long)]
+    max_file_size: Option<u64>,
+}
+
+/// What a subcommand failed with, already worded for the user.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    #[error("{0}")]
+    Usage(String),
+    #[error("{0}")]
+    Server(#[from] ServerError),
+    #[error("{context}: {source}")]
+    Client {
+        context: String,
+        source: ClientError,
+    },
+    #[error("{0}")]
+    Other(String),
+}
+
+impl CliError {
+    fn client(context: impl Into<String>) -> impl FnOnce(ClientError) -> CliError {
+        let context = context.into();
+        move |source| CliError::Client { context, source }
+    }
+}
+
+/// Runs the command line; returns the process exit code.
+pub fn main() -> i32 {
+    let cli = Cli::parse();
+    let default_level = match cli.cmd {
+        Cmd::Serve(_) | Cmd::Dev(_) | Cmd::Bench { .. } => "info",
+        _ => "warn",
+    };
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(default_level))
+        .format_timestamp_millis()
+        .init();
+    match run(cli.cmd) {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("lockfs: {e}");
+            1
+        }
+    }
+}
+
+fn run(cmd: Cmd) -> Result<(), CliError> {
+    match cmd {
+        Cmd::Serve(args) => serve(args),
+        Cmd::Dev(args) => dev::run(args),
+        Cmd::Put { path, mode, client } => {
+            let mode = parse_mode(&mode)?;
+            block_on(files::put(&client.client(), &path, mode))
+        }
+        Cmd::Cat { path, client } => block_on(files::cat(&client.client(), &path)),
+        Cmd::Ls { path, json, client } => block_on(files::ls(&client.client(), &path, json)),
+        Cmd::Stat { path, json, client } => block_on(files::stat(&client.client(), &path, json)),
+        Cmd::Mkdir {
+            path,
+            parents,
+            mode,
+            client,
+        } => {
+            let mode = parse_mode(&mode)?;
+            block_on(files::mkdir(&client.client(), &path, mode, parents))
+        }
+        Cmd::Rm { path, client } => block_on(files::rm(&client.client(), &path)),
+        Cmd::Cluster {
+            cmd: ClusterCmd::Status { json, client },
+        } => block_on(cluster::status(&client, json)),
+        Cmd::Bench { cmd } => bench::run(cmd),
+    }
+}
+
+fn serve(a: ServeArgs) -> Result<(), CliError> {
+    let mut file = match &a.config {
+        Some(path) => server::config::ConfigFile::read(path)?,
+        None => server::config::ConfigFile::default(),
+    };
+    macro_rules! flag_wins {
+        ($($f:ident),*) => { $( if a.$f.is_some() { file.$f = a.$f; } )* };
+    }
+    flag_wins!(
+        id,
+        data,
+        listen,
+        peers,
+        tick_ms,
+        election_ticks,
+        heartbeat_ticks,
+        snapshot_entries,
+        max_file_size
+    );
+    Ok(server::serve(file.finish()?)?)
+}
+
+fn block_on<T, F: std::future::Future<Output = Result<T, CliError>>>(f: F) -> Result<T, CliError> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| CliError::Other(format!("starting the runtime: {e}")))?
+        .block_on(f)
+}
+
+fn parse_mode(s: &str) -> Result<u32, CliError> {
+    u32::from_str_radix(s, 8)
+        .ok()
+        .filter(|m| *m <= 0o7777)
+        .ok_or_else(|| CliError::Usage(format!("mode '{s}' is not an octal permission (e.g. 644)")))
+}
+
+fn hostname() -> String {
+    let mut buf = [0u8; 256];
+    // SAFETY: the buffer is valid for its whole length and gethostname NUL-terminates within it
+    // (or truncates, which we handle by taking up to the first NUL or the end).
+    let rc = unsafe { libc::gethostname(buf.as_mut_ptr() as *mut libc::c_char, buf.len()) };
+    if rc != 0 {
+        return "unknown".into();
+    }
+    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+    String::from_utf8_lossy(&buf[..end]).into_owned()
+}

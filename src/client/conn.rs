@@ -1,0 +1,135 @@
+//! One pipelined connection to one server: a writer task sends requests, a reader task matches
+//! responses to waiting callers by request id.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::proto::{self, frame::FramedConn};
+
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+const QUEUE: usize = 1024;
+
+/// How a call failed at the connection level.
+pub enum CallError {
+    /// The request never left: safe to send again elsewhere.
+    NotSent(String),
+    /// The connection broke after the request was sent.
+    Lost(String),
+    TimedOut,
+}
+
+type Waiters = Arc<Mutex<HashMap<u64, oneshot::Sender<proto::Response>>>>;
+
+pub struct Conn {
+    pub addr: String,
+    tx: mpsc::Sender<proto::Request>,
+    waiters: Waiters,
+    open: Arc<AtomicBool>,
+    reader: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Conn {
+    fn drop(&mut self) {
+        // The reader would otherwise wait on the socket for as long as the server keeps it open.
+        self.reader.abort();
+    }
+}
+
+impl Conn {
+    pub async fn open(addr: &str, name: &str) -> Result<Conn, String> {
+        let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr))
+            .await
+            .map_err(|_| "connect timed out".to_string())?
+            .map_err(|e| e.to_string())?;
+        let _ = stream.set_nodelay(true);
+        let mut framed = FramedConn::new(stream, proto::HELLO_MAX_FRAME);
+        let mut hello = proto::Hello::new();
+        hello.version = proto::PROTOCOL_VERSION;
+        hello.mut_client().name = name.to_string();
+        framed.send(&hello).await.map_err(|e| e.to_string())?;
+        let reply: proto::HelloReply = tokio::time::timeout(CONNECT_TIMEOUT, framed.recv())
+            .await
+            .map_err(|_| "no hello reply".to_string())?
+            .map_err(|e| e.to_string())?;
+        if let Some(err) = reply.error.as_ref() {
+            return Err(format!("refused: {}", err.message));
+        }
+        framed.set_max_frame(proto::CLIENT_MAX_FRAME);
+        let (mut reader, mut writer) = framed.split();
+
+        let waiters: Waiters = Arc::default();
+        let open = Arc::new(AtomicBool::new(true));
+        let (tx, mut rx) = mpsc::channel::<proto::Request>(QUEUE);
+        let writer_open = open.clone();
+        tokio::spawn(async move {
+            while let Some(req) = rx.recv().await {
+                if writer.send(&req).await.is_err() {
+                    break;
+                }
+            }
+            writer_open.store(false, Ordering::SeqCst);
+        });
+        let reader_waiters = waiters.clone();
+        let reader_open = open.clone();
+        let reader = tokio::spawn(async move {
+            while let Ok(resp) = reader.recv::<proto::Response>().await {
+                if resp.id == 0 {
+                    // The server gave up on the connection (bad frame); it closes next.
+                    log::warn!(
+                        "server closed the connection: {}",
+                        resp.error.as_ref().map_or("", |e| e.message.as_str())
+                    );
+                    break;
+                }
+                let waiter = reader_waiters.lock().expect("poisoned").remove(&resp.id);
+                if let Some(w) = waiter {
+                    let _ = w.send(resp);
+                }
+            }
+            reader_open.store(false, Ordering::SeqCst);
+            // Dropping the senders tells every waiter that its answer will never come.
+            reader_waiters.lock().expect("poisoned").clear();
+        });
+        Ok(Conn {
+            addr: addr.to_string(),
+            tx,
+            waiters,
+            open,
+            reader,
+        })
+    }
+
+    pub fn is_open(&self) -> bool {
+        self.open.load(Ordering::SeqCst) && !self.tx.is_closed()
+    }
+
+    pub async fn call(
+        &self,
+        req: proto::Request,
+        timeout: Duration,
+    ) -> Result<proto::Response, CallError> {
+        let id = req.id;
+        let (tx, rx) = oneshot::channel();
+        self.waiters.lock().expect("poisoned").insert(id, tx);
+        if !self.is_open() || self.tx.send(req).await.is_err() {
+            self.waiters.lock().expect("poisoned").remove(&id);
+            return Err(CallError::NotSent(format!(
+                "{}: connection closed",
+                self.addr
+            )));
+        }
+        match tokio::time::timeout(timeout, rx).await {
+            Ok(Ok(resp)) => Ok(resp),
+            Ok(Err(_)) => Err(CallError::Lost(format!("{}: connection lost", self.addr))),
+            Err(_) => {
+                self.waiters.lock().expect("poisoned").remove(&id);
+                Err(CallError::TimedOut)
+            }
+        }
+    }
+}

@@ -1,0 +1,247 @@
+//! The client library that the CLI (and later the mount) use to talk to a cluster.
+//!
+//! A [`Client`] keeps one connection, to the leader once it has found it, and pipelines requests
+//! over it: each request carries an id and the response with that id completes it, in whatever
+//! order responses arrive. It follows the cluster on its own:
+//! - a follower answers a write with "not the leader" and the leader's address: the client
+//!   reconnects there and resends;
+//! - "unavailable" (no leader yet, a proposal lost to a leader change) is retried with backoff;
+//! - a broken connection before the request was sent, or under a read, is retried elsewhere.
+//!
+//! A write whose connection broke after it was sent may or may not have been applied; until the
+//! state machine deduplicates requests by session (a later slice), the client reports that
+//! outcome as [`ClientError::Ambiguous`] instead of guessing.
+
+mod conn;
+mod error;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::Mutex;
+
+use crate::proto::{self, Request_oneof_op as Op, Response_oneof_result as Res};
+use conn::{CallError, Conn};
+pub use error::ClientError;
+
+const BACKOFF_MIN: Duration = Duration::from_millis(20);
+const BACKOFF_MAX: Duration = Duration::from_millis(500);
+/// errno for "retry later" on the wire (see `server::errno`).
+const EAGAIN: u32 = 11;
+
+pub struct Client {
+    servers: Vec<String>,
+    timeout: Duration,
+    name: String,
+    next_id: AtomicU64,
+    state: Mutex<State>,
+}
+
+struct State {
+    conn: Option<Arc<Conn>>,
+    /// Where to connect next: a leader some server pointed us to.
+    preferred: Option<String>,
+    /// Round-robin position in `servers` when nothing is preferred.
+    next_server: usize,
+}
+
+impl Client {
+    /// A client of the cluster at `servers` (any subset of its members); requests give up after
+    /// `timeout` of not finding a leader.
+    pub fn new(servers: Vec<String>, timeout: Duration, name: String) -> Client {
+        Client {
+            servers,
+            timeout,
+            name,
+            next_id: AtomicU64::new(1),
+            state: Mutex::new(State {
+                conn: None,
+                preferred: None,
+                next_server: 0,
+            }),
+        }
+    }
+
+    /// Sends one request, following redirects and retrying what is safe to retry.
+    pub async fn call(&self, op: Op) -> Result<Res, ClientError> {
+        let deadline = Instant::now() + self.timeout;
+        let mutation = is_mutation(&op);
+        let mut backoff = BACKOFF_MIN;
+        let mut last_error = String::from("no server tried");
+        loop {
+            if Instant::now() >= deadline {
+                return Err(ClientError::Unavailable(last_error));
+            }
+            let conn = match self.connection().await {
+                Ok(c) => c,
+                Err(e) => {
+                    last_error = e;
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(BACKOFF_MAX);
+                    continue;
+                }
+            };
+            let mut req = proto::Request::new();
+            req.id = self.next_id.fetch_add(1, Ordering::Relaxed);
+            req.op = Some(op.clone());
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            match conn.call(req, remaining).await {
+                Ok(resp) => match resp.error.into_option() {
+                    None => {
+                        return resp
+                            .result
+                            .ok_or_else(|| ClientError::Protocol("empty response".into()))
+                    }
+                    Some(err) if !err.leader_addr.is_empty() && err.leader_addr != conn.addr => {
+                        self.redirect(&conn, err.leader_addr).await;
+                    }
+                    Some(err) if err.code == EAGAIN || !err.leader_addr.is_empty() => {
+                        last_error = format!("{}: {}", conn.addr, err.message);
+                        if err.leader_id == 0 && err.leader_addr.is_empty() {
+                            // This server knows no leader; another one might.
+                            self.drop_connection(&conn).await;
+                        }
+                        tokio::time::sleep(backoff).await;
+                        backoff = (backoff * 2).min(BACKOFF_MAX);
+                    }
+                    Some(err) => {
+                        return Err(ClientError::Remote {
+                            code: err.code,
+                            message: err.message,
+                        })
+                    }
+                },
+                Err(CallError::NotSent(e)) => {
+                    last_error = e;
+                    self.drop_connection(&conn).await;
+                }
+                Err(CallError::Lost(e)) => {
+                    self.drop_connection(&conn).await;
+                    if mutation {
+                        return Err(ClientError::Ambiguous(e));
+                    }
+                    last_error = e;
+                }
+                Err(CallError::TimedOut) => {
+                    self.drop_connection(&conn).await;
+                    if mutation {
+                        return Err(ClientError::Ambiguous("no response in time".into()));
+                    }
+                    last_error = "no response in time".into();
+                }
+            }
+        }
+    }
+
+    async fn connection(&self) -> Result<Arc<Conn>, String> {
+        let mut st = self.state.lock().await;
+        if let Some(c) = st.conn.as_ref().filter(|c| c.is_open()) {
+            return Ok(c.clone());
+        }
+        let addr = match st.preferred.take() {
+            Some(a) => a,
+            None => {
+                if self.servers.is_empty() {
+                    return Err("no servers given".into());
+                }
+                let a = self.servers[st.next_server % self.servers.len()].clone();
+                st.next_server += 1;
+                a
+            }
+        };
+        let conn = Conn::open(&addr, &self.name)
+            .await
+            .map_err(|e| format!("{addr}: {e}"))?;
+        let conn = Arc::new(conn);
+        st.conn = Some(conn.clone());
+        Ok(conn)
+    }
+
+    async fn redirect(&self, from: &Arc<Conn>, leader: String) {
+        let mut st = self.state.lock().await;
+        if st.conn.as_ref().is_some_and(|c| Arc::ptr_eq(c, from)) {
+            st.conn = None;
+        }
+        st.preferred = Some(leader);
+    }
+
+    async fn drop_connection(&self, conn: &Arc<Conn>) {
+        let mut st = self.state.lock().await;
+        if st.conn.as_ref().is_some_and(|c| Arc::ptr_eq(c, conn)) {
+            st.conn = None;
+        }
+    }
+}
+
+fn is_mutation(op: &Op) -> bool {
+    !matches!(
+        op,
+        Op::stat(_) | Op::read(_) | Op::readdir(_) | Op::cluster_status(_)
+    )
+}
+
+/// Builders for the requests the CLI sends, addressed by path.
+pub mod ops {
+    use super::Op;
+    use crate::proto;
+
+    pub fn path(p: &str) -> proto::Target {
+        let mut t = proto::Target::new();
+        t.set_path(p.to_string());
+        t
+    }
+
+    pub fn put(p: &str, data: Vec<u8>, mode: u32, uid: u32, gid: u32) -> Op {
+        let mut m = proto::Put::new();
+        m.set_at(path(p));
+        m.data = data;
+        m.mode = mode;
+        m.uid = uid;
+        m.gid = gid;
+        Op::put(m)
+    }
+
+    pub fn read(p: &str) -> Op {
+        let mut m = proto::Read::new();
+        m.set_target(path(p));
+        Op::read(m)
+    }
+
+    pub fn readdir(p: &str) -> Op {
+        let mut m = proto::Readdir::new();
+        m.set_target(path(p));
+        Op::readdir(m)
+    }
+
+    pub fn stat(p: &str) -> Op {
+        let mut m = proto::Stat::new();
+        m.set_target(path(p));
+        Op::stat(m)
+    }
+
+    pub fn mkdir(p: &str, mode: u32, uid: u32, gid: u32) -> Op {
+        let mut m = proto::Mkdir::new();
+        m.set_at(path(p));
+        m.mode = mode;
+        m.uid = uid;
+        m.gid = gid;
+        Op::mkdir(m)
+    }
+
+    pub fn unlink(p: &str) -> Op {
+        let mut m = proto::Unlink::new();
+        m.set_at(path(p));
+        Op::unlink(m)
+    }
+
+    pub fn rmdir(p: &str) -> Op {
+        let mut m = proto::Rmdir::new();
+        m.set_at(path(p));
+        Op::rmdir(m)
+    }
+
+    pub fn cluster_status() -> Op {
+        Op::cluster_status(proto::ClusterStatus::new())
+    }
+}

@@ -1,0 +1,189 @@
+//! Settings of `lockfs serve`, from flags or a TOML file (the same names in both).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::ServerError;
+
+/// Default size limit of a file, per DESIGN.md.
+pub const DEFAULT_MAX_FILE_SIZE: u64 = 256 * 1024;
+
+/// Everything a node needs to start.
+#[derive(Debug, Clone)]
+pub struct ServeConfig {
+    pub id: u64,
+    pub data: PathBuf,
+    pub listen: String,
+    /// Every voter of the initial cluster, this node included: id -> address.
+    pub peers: BTreeMap<u64, String>,
+    /// One raft tick. Elections time out after `election_ticks` to twice that many ticks without
+    /// a leader (raft-rs randomizes in that range); the leader sends heartbeats every
+    /// `heartbeat_ticks`.
+    pub tick: Duration,
+    pub election_ticks: usize,
+    pub heartbeat_ticks: usize,
+    /// Take a snapshot and compact the log once this many entries were applied since the last.
+    pub snapshot_entries: u64,
+    /// Largest file; the leader stamps it into each command so every replica enforces the same.
+    pub max_file_size: u64,
+}
+
+/// The same settings as they appear in a `--config` file; every field is optional there.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigFile {
+    pub id: Option<u64>,
+    pub data: Option<PathBuf>,
+    pub listen: Option<String>,
+    /// `"1=host:port,2=host:port,..."`, as on the command line.
+    pub peers: Option<String>,
+    pub tick_ms: Option<u64>,
+    pub election_ticks: Option<usize>,
+    pub heartbeat_ticks: Option<usize>,
+    pub snapshot_entries: Option<u64>,
+    pub max_file_size: Option<u64>,
+}
+
+impl ConfigFile {
+    pub fn read(path: &Path) -> Result<ConfigFile, ServerError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ServerError::Io(path.display().to_string(), e))?;
+        toml::from_str(&text)
+            .map_err(|e| ServerError::Config(format!("{}: {}", path.display(), e.message())))
+    }
+
+    /// Fills in what flags left unset and checks the result.
+    pub fn finish(self) -> Result<ServeConfig, ServerError> {
+        let missing = |what: &str| ServerError::Config(format!("missing setting: {what}"));
+        let id = self.id.ok_or_else(|| missing("--id"))?;
+        let data = self.data.ok_or_else(|| missing("--data"))?;
+        let peers = parse_peers(&self.peers.ok_or_else(|| missing("--peers"))?)?;
+        let listen = match self.listen {
+            Some(l) => l,
+            None => peers.get(&id).cloned().ok_or_else(|| missing("--listen"))?,
+        };
+        if id == 0 {
+            return Err(ServerError::Config("node ids start at 1".into()));
+        }
+        if !peers.contains_key(&id) {
+            return Err(ServerError::Config(format!(
+                "node {id} is not in --peers ({})",
+                format_peers(&peers)
+            )));
+        }
+        let cfg = ServeConfig {
+            id,
+            data,
+            listen,
+            peers,
+            tick: Duration::from_millis(self.tick_ms.unwrap_or(100)),
+            election_ticks: self.election_ticks.unwrap_or(10),
+            heartbeat_ticks: self.heartbeat_ticks.unwrap_or(2),
+            snapshot_entries: self.snapshot_entries.unwrap_or(10_000),
+            max_file_size: self.max_file_size.unwrap_or(DEFAULT_MAX_FILE_SIZE),
+        };
+        if cfg.tick.is_zero()
+            || cfg.heartbeat_ticks == 0
+            || cfg.election_ticks <= cfg.heartbeat_ticks
+        {
+            return Err(ServerError::Config(
+                "need tick-ms > 0 and election-ticks > heartbeat-ticks > 0".into(),
+            ));
+        }
+        if cfg.snapshot_entries == 0 {
+            return Err(ServerError::Config("snapshot-entries must be > 0".into()));
+        }
+        if cfg.max_file_size > (crate::proto::CLIENT_MAX_FRAME as u64) / 2 {
+            return Err(ServerError::Config(format!(
+                "max-file-size is limited to {} bytes",
+                crate::proto::CLIENT_MAX_FRAME / 2
+            )));
+        }
+        Ok(cfg)
+    }
+}
+
+/// Parses `1=host:port,2=host:port`.
+pub fn parse_peers(s: &str) -> Result<BTreeMap<u64, String>, ServerError> {
+    let mut peers = BTreeMap::new();
+    for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (id, addr) = part.split_once('=').ok_or_else(|| {
+            ServerError::Config(format!("peer '{part}' is not of the form ID=HOST:PORT"))
+        })?;
+        let id: u64 = id
+            .trim()
+            .parse()
+            .map_err(|_| ServerError::Config(format!("peer id '{id}' is not a number")))?;
+        if id == 0 {
+            return Err(ServerError::Config("node ids start at 1".into()));
+        }
+        if peers.insert(id, addr.trim().to_string()).is_some() {
+            return Err(ServerError::Config(format!("peer {id} given twice")));
+        }
+    }
+    if peers.is_empty() {
+        return Err(ServerError::Config("--peers names no node".into()));
+    }
+    Ok(peers)
+}
+
+pub fn format_peers(peers: &BTreeMap<u64, String>) -> String {
+    peers
+        .iter()
+        .map(|(id, addr)| format!("{id}={addr}"))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// The id of a cluster bootstrapped from `peers`: every node given the same list computes the
+/// same id without talking to the others, and nodes given different lists refuse each other.
+pub fn cluster_id_for(peers: &BTreeMap<u64, String>) -> u64 {
+    // FNV-1a: stable across builds and platforms, unlike std's hasher.
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in format_peers(peers).bytes() {
+        h ^= b as u64;
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h.max(1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn peers_parse_and_reject_bad_input() {
+        let p = parse_peers("1=127.0.0.1:7001, 2=127.0.0.1:7002").unwrap();
+        assert_eq!(p[&2], "127.0.0.1:7002");
+        assert!(parse_peers("1=a,1=b").is_err());
+        assert!(parse_peers("x=a").is_err());
+        assert!(parse_peers("0=a").is_err());
+        assert!(parse_peers("1").is_err());
+        assert!(parse_peers("").is_err());
+    }
+
+    #[test]
+    fn cluster_id_depends_on_members_only() {
+        let a = parse_peers("1=h:1,2=h:2").unwrap();
+        let b = parse_peers("2=h:2,1=h:1").unwrap();
+        let c = parse_peers("1=h:1,2=h:3").unwrap();
+        assert_eq!(cluster_id_for(&a), cluster_id_for(&b));
+        assert_ne!(cluster_id_for(&a), cluster_id_for(&c));
+    }
+
+    #[test]
+    fn config_file_fills_defaults_and_checks() {
+        let f: ConfigFile =
+            toml::from_str("id = 2\ndata = \"/tmp/x\"\npeers = \"1=h:1,2=h:2\"\ntick_ms = 50\n")
+                .unwrap();
+        let cfg = f.finish().unwrap();
+        assert_eq!(cfg.listen, "h:2");
+        assert_eq!(cfg.tick, Duration::from_millis(50));
+        assert!(toml::from_str::<ConfigFile>("bogus = 1").is_err());
+        let f: ConfigFile = toml::from_str("id = 3\ndata = \"/x\"\npeers = \"1=h:1\"").unwrap();
+        assert!(f.finish().is_err());
+    }
+}

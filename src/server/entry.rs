@@ -1,0 +1,34 @@
+//! What a normal Raft log entry carries: one state-machine command plus what the leader stamped
+//! on it when it proposed it. Replicas apply the stamp, never their own clock or settings, so
+//! they stay identical.
+
+use serde::{Deserialize, Serialize};
+
+use crate::state::{ApplyCtx, Command};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Envelope {
+    /// The leader's wall clock when it proposed the command (nanoseconds since the epoch).
+    pub time_ns: u64,
+    /// The leader's configured file-size limit.
+    pub max_file_size: u64,
+    pub command: Command,
+}
+
+impl Envelope {
+    pub fn encode(&self) -> Vec<u8> {
+        bincode::serialize(self).expect("serializing plain data cannot fail")
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<Envelope, String> {
+        bincode::deserialize(bytes).map_err(|e| e.to_string())
+    }
+
+    pub fn ctx(&self, index: u64) -> ApplyCtx {
+        ApplyCtx {
+            index,
+            time_ns: self.time_ns,
+            max_file_size: self.max_file_size,
+        }
+    }
+}

@@ -1,0 +1,47 @@
+//! The server layer's one error type: failures to start or run a node, and the outcome of a
+//! client request that did not reach the state machine.
+
+use crate::state::StateError;
+use crate::storage::StorageError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error("{0}")]
+    Config(String),
+    #[error("storage: {0}")]
+    Storage(#[from] StorageError),
+    #[error("{0}")]
+    State(#[from] StateError),
+    #[error("raft: {0}")]
+    Raft(#[from] raft::Error),
+    #[error("{0}: {1}")]
+    Io(String, std::io::Error),
+    /// Only the leader accepts writes; the client should go to `leader_addr`.
+    #[error("not the leader")]
+    NotLeader { leader_id: u64, leader_addr: String },
+    /// The request was not applied and may be retried: no leader right now, a proposal lost to a
+    /// leader change, a read that found no quorum in time, or a node shutting down.
+    #[error("unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// Linux errno numbers the wire carries (see `proto/lockfs.proto`, message `Error`).
+pub mod errno {
+    pub const EIO: u32 = 5;
+    pub const EAGAIN: u32 = 11;
+    pub const EINVAL: u32 = 22;
+    pub const EMSGSIZE: u32 = 90;
+    pub const EPROTO: u32 = 71;
+}
+
+impl ServerError {
+    /// The errno-like code sent to clients.
+    pub fn code(&self) -> u32 {
+        match self {
+            ServerError::State(e) => e.errno() as u32,
+            ServerError::NotLeader { .. } | ServerError::Unavailable(_) => errno::EAGAIN,
+            ServerError::Config(_) => errno::EINVAL,
+            ServerError::Storage(_) | ServerError::Raft(_) | ServerError::Io(..) => errno::EIO,
+        }
+    }
+}

@@ -1,0 +1,578 @@
+//! The Raft node: one thread that owns raft-rs's `RawNode`, the state machine and the store.
+//!
+//! Everything else talks to it through its inbox ([`Input`]); it never waits on the network. One
+//! turn of its loop, following raft-rs's `five_mem_node` example:
+//!
+//! 1. take every input waiting (up to a bound): raft messages from peers are stepped, client
+//!    writes are proposed, client reads are grouped into one ReadIndex request per turn;
+//! 2. tick when a tick is due (one tick = `--tick-ms`, 100 ms by default);
+//! 3. handle `Ready`: send messages (a leader may send before persisting), install a snapshot,
+//!    apply committed entries, persist new entries and the hard state in one synced RocksDB
+//!    write, send the messages that had to wait for that write, `advance`, and apply what the
+//!    light ready committed;
+//! 4. answer reads whose ReadIndex is now applied, and take a snapshot when enough was applied.
+//!
+//! Batching falls out of this loop: all writes proposed in one turn share one fsync, and all reads
+//! of one turn share one ReadIndex round. A storage error halts the node (the process exits)
+//! rather than letting this replica diverge from the others.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use protobuf::Message as _;
+use raft::prelude::{
+    ConfChange, ConfChangeV2, Entry, EntryType, Message, Snapshot, SnapshotStatus,
+};
+use raft::{RawNode, ReadOnlyOption, StateRole, Storage as _};
+use slog::Drain as _;
+use tokio::sync::oneshot;
+
+use super::config::ServeConfig;
+use super::entry::Envelope;
+use super::transport::Transport;
+use super::ServerError;
+use crate::state::{Command, Outcome, Query, StateMachine};
+use crate::storage::{RaftLog, StateStore, Store, WriteBatch};
+
+/// How many inputs one turn takes before handling `Ready`, so a flood of requests cannot starve
+/// ticks and persistence.
+const MAX_INPUTS_PER_TURN: usize = 4096;
+/// A read waits this long for its ReadIndex (no leader, no quorum) before the client is told to
+/// retry.
+const READ_TIMEOUT: Duration = Duration::from_secs(3);
+
+pub type Reply = oneshot::Sender<Result<Outcome, ServerError>>;
+
+/// What other threads send to the node.
+pub enum Input {
+    /// A raft message from a peer.
+    Raft(Message),
+    /// A client's write: applied once committed.
+    Propose {
+        command: Command,
+        reply: Reply,
+    },
+    /// A client's read: answered, linearizably, once this node has applied a ReadIndex.
+    Read {
+        query: Query,
+        reply: Reply,
+    },
+    Status {
+        reply: oneshot::Sender<NodeStatus>,
+    },
+    SnapshotSent {
+        to: u64,
+        delivered: bool,
+    },
+    Unreachable(u64),
+    Shutdown,
+}
+
+/// A node's view of the cluster, for `lockfs cluster status`.
+#[derive(Debug, Clone)]
+pub struct NodeStatus {
+    pub cluster_id: u64,
+    pub node_id: u64,
+    pub leader_id: u64,
+    pub term: u64,
+    pub commit: u64,
+    pub applied: u64,
+    pub first_index: u64,
+    pub last_index: u64,
+    pub snapshot_index: u64,
+    pub members: Vec<MemberStatus>,
+}
+
+#[derive(Debug, Clone)]
+pub struct MemberStatus {
+    pub id: u64,
+    pub addr: String,
+    pub role: &'static str,
+    /// Known only on the leader (from check-quorum activity); elsewhere true for self only.
+    pub reachable: bool,
+    /// The leader's view of this member's log; 0 elsewhere.
+    pub matched: u64,
+}
+
+struct ReadBatch {
+    started: Instant,
+    reads: Vec<(Query, Reply)>,
+}
+
+pub struct Node {
+    raw: RawNode<RaftLog>,
+    store: Store,
+    state_store: StateStore,
+    machine: StateMachine,
+    applied: u64,
+    cluster_id: u64,
+    cfg: ServeConfig,
+    transport: Transport,
+    inbox: Receiver<Input>,
+    /// Writes proposed here and not yet applied: log index -> (term proposed in, reply).
+    proposals: BTreeMap<u64, (u64, Reply)>,
+    /// Reads of this turn, not yet sent as a ReadIndex request.
+    new_reads: Vec<(Query, Reply)>,
+    /// ReadIndex requests in flight, by request context.
+    read_batches: HashMap<u64, ReadBatch>,
+    next_read_ctx: u64,
+    /// Reads whose ReadIndex is known, waiting for it to be applied.
+    ready_reads: Vec<(u64, ReadBatch)>,
+    role: StateRole,
+    leader_id: u64,
+}
+
+impl Node {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        cfg: ServeConfig,
+        cluster_id: u64,
+        store: Store,
+        raft_log: RaftLog,
+        machine: StateMachine,
+        applied: u64,
+        transport: Transport,
+        inbox: Receiver<Input>,
+    ) -> Result<Node, ServerError> {
+        let raft_cfg = raft::Config {
+            id: cfg.id,
+            election_tick: cfg.election_ticks,
+            heartbeat_tick: cfg.heartbeat_ticks,
+            applied,
+            max_size_per_msg: 1024 * 1024,
+            max_inflight_msgs: 256,
+            check_quorum: true,
+            pre_vote: true,
+            read_only_option: ReadOnlyOption::Safe,
+            ..Default::default()
+        };
+        raft_cfg.validate()?;
+        let logger = slog::Logger::root(slog_stdlog::StdLog.fuse(), slog::o!());
+        let raw = RawNode::new(&raft_cfg, raft_log, &logger)?;
+        let state_store = store.state_store();
+        Ok(Node {
+            raw,
+            store,
+            state_store,
+            machine,
+            applied,
+            cluster_id,
+            cfg,
+            transport,
+            inbox,
+            proposals: BTreeMap::new(),
+            new_reads: Vec::new(),
+            read_batches: HashMap::new(),
+            next_read_ctx: 1,
+            ready_reads: Vec::new(),
+            role: StateRole::Follower,
+            leader_id: 0,
+        })
+    }
+
+    /// Runs until shut down; an error means the node had to halt.
+    pub fn run(mut self) -> Result<(), ServerError> {
+        let tick = self.cfg.tick;
+        let mut next_tick = Instant::now() + tick;
+        loop {
+            let wait = next_tick.saturating_duration_since(Instant::now());
+            match self.inbox.recv_timeout(wait) {
+                Ok(input) => {
+                    if !self.handle(input)? {
+                        break;
+                    }
+                    for _ in 0..MAX_INPUTS_PER_TURN {
+                        match self.inbox.try_recv() {
+                            Ok(input) => {
+                                if !self.handle(input)? {
+                                    return self.stop();
+                                }
+                            }
+                            Err(_) => break,
+                        }
+                    }
+                }
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => break,
+            }
+            let now = Instant::now();
+            if now >= next_tick {
+                self.raw.tick();
+                next_tick = now + tick;
+                self.expire_reads(now);
+            }
+            if !self.new_reads.is_empty() {
+                let ctx = self.next_read_ctx;
+                self.next_read_ctx += 1;
+                let reads = std::mem::take(&mut self.new_reads);
+                self.read_batches.insert(
+                    ctx,
+                    ReadBatch {
+                        started: now,
+                        reads,
+                    },
+                );
+                self.raw.read_index(ctx.to_be_bytes().to_vec());
+            }
+            self.on_ready()?;
+            self.answer_reads();
+            self.fail_truncated_proposals();
+            self.maybe_snapshot()?;
+        }
+        self.stop()
+    }
+
+    fn stop(mut self) -> Result<(), ServerError> {
+        let shutting_down = || ServerError::Unavailable("node shutting down".into());
+        for (_, (_, reply)) in std::mem::take(&mut self.proposals) {
+            let _ = reply.send(Err(shutting_down()));
+        }
+        log::info!("node {} stopped", self.cfg.id);
+        Ok(())
+    }
+
+    /// Handles one input; false means shut down.
+    fn handle(&mut self, input: Input) -> Result<bool, ServerError> {
+        match input {
+            Input::Raft(msg) => {
+                if let Err(e) = self.raw.step(msg) {
+                    log::debug!("raft refused a message: {e}");
+                }
+            }
+            Input::Propose { command, reply } => self.propose(command, reply),
+            Input::Read { query, reply } => self.new_reads.push((query, reply)),
+            Input::Status { reply } => {
+                let _ = reply.send(self.status());
+            }
+            Input::SnapshotSent { to, delivered } => {
+                let status = if delivered {
+                    SnapshotStatus::Finish
+                } else {
+                    SnapshotStatus::Failure
+                };
+                self.raw.report_snapshot(to, status);
+            }
+            Input::Unreachable(id) => self.raw.report_unreachable(id),
+            Input::Shutdown => return Ok(false),
+        }
+        Ok(true)
+    }
+
+    fn not_leader(&self) -> ServerError {
+        let leader_id = self.raw.raft.leader_id;
+        ServerError::NotLeader {
+            leader_id,
+            leader_addr: self.cfg.peers.get(&leader_id).cloned().unwrap_or_default(),
+        }
+    }
+
+    fn propose(&mut self, command: Command, reply: Reply) {
+        if self.raw.raft.state != StateRole::Leader {
+            let _ = reply.send(Err(self.not_leader()));
+            return;
+        }
+        let envelope = Envelope {
+            time_ns: SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map(|d| d.as_nanos() as u64)
+                .unwrap_or(0),
+            max_file_size: self.cfg.max_file_size,
+            command,
+        };
+        match self.raw.propose(vec![], envelope.encode()) {
+            Ok(()) => {
+                let index = self.raw.raft.raft_log.last_index();
+                let term = self.raw.raft.term;
+                self.proposals.insert(index, (term, reply));
+            }
+            Err(e) => {
+                let _ = reply.send(Err(ServerError::Unavailable(format!(
+                    "proposal dropped: {e}"
+                ))));
+            }
+        }
+    }
+
+    fn on_ready(&mut self) -> Result<(), ServerError> {
+        if !self.raw.has_ready() {
+            return Ok(());
+        }
+        let mut ready = self.raw.ready();
+        if let Some(ss) = ready.ss() {
+            self.observe_role(ss.raft_state, ss.leader_id);
+        }
+        self.send(ready.take_messages());
+        if !ready.snapshot().is_empty() {
+            self.install_snapshot(ready.snapshot().clone())?;
+        }
+        for rs in ready.take_read_states() {
+            self.read_state(rs.index, &rs.request_ctx);
+        }
+        self.apply(ready.take_committed_entries())?;
+
+        let mut batch = WriteBatch::default();
+        let mut dirty = false;
+        if !ready.entries().is_empty() {
+            self.raw
+                .mut_store()
+                .stage_append(&mut batch, ready.entries())?;
+            dirty = true;
+        }
+        if let Some(hs) = ready.hs() {
+            self.raw
+                .mut_store()
+                .stage_hard_state(&mut batch, hs.clone());
+            dirty = true;
+        }
+        if dirty {
+            self.store.write(batch, ready.must_sync())?;
+        }
+        self.send(ready.take_persisted_messages());
+
+        let mut light = self.raw.advance(ready);
+        if let Some(commit) = light.commit_index() {
+            let mut batch = WriteBatch::default();
+            self.raw.mut_store().stage_commit(&mut batch, commit);
+            self.store.write(batch, false)?;
+        }
+        self.send(light.take_messages());
+        self.apply(light.take_committed_entries())?;
+        self.raw.advance_apply();
+        Ok(())
+    }
+
+    fn observe_role(&mut self, role: StateRole, leader_id: u64) {
+        if role == self.role && leader_id == self.leader_id {
+            return;
+        }
+        let term = self.raw.raft.term;
+        match role {
+            StateRole::Leader => log::info!("node {} is now the leader (term {term})", self.cfg.id),
+            _ if leader_id == 0 => {
+                log::info!("node {} is {role:?}, no leader (term {term})", self.cfg.id)
+            }
+            _ => log::info!(
+                "node {} is {role:?}, leader is node {leader_id} (term {term})",
+                self.cfg.id
+            ),
+        }
+        self.role = role;
+        self.leader_id = leader_id;
+    }
+
+    fn send(&self, msgs: Vec<Message>) {
+        for msg in msgs {
+            self.transport.send(msg);
+        }
+    }
+
+    fn read_state(&mut self, index: u64, ctx: &[u8]) {
+        let Ok(ctx) = <[u8; 8]>::try_from(ctx) else {
+            return;
+        };
+        if let Some(batch) = self.read_batches.remove(&u64::from_be_bytes(ctx)) {
+            self.ready_reads.push((index, batch));
+        }
+    }
+
+    fn answer_reads(&mut self) {
+        let applied = self.applied;
+        let (now, later): (Vec<_>, Vec<_>) = std::mem::take(&mut self.ready_reads)
+            .into_iter()
+            .partition(|(index, _)| *index <= applied);
+        self.ready_reads = later;
+        for (_, batch) in now {
+            for (query, reply) in batch.reads {
+                let _ = reply.send(self.machine.query(&query).map_err(ServerError::from));
+            }
+        }
+    }
+
+    fn expire_reads(&mut self, now: Instant) {
+        let expired: Vec<u64> = self
+            .read_batches
+            .iter()
+            .filter(|(_, b)| now.duration_since(b.started) > READ_TIMEOUT)
+            .map(|(ctx, _)| *ctx)
+            .collect();
+        for ctx in expired {
+            let batch = self.read_batches.remove(&ctx).expect("collected above");
+            for (_, reply) in batch.reads {
+                let _ = reply.send(Err(ServerError::Unavailable(
+                    "no leader confirmed the read in time".into(),
+                )));
+            }
+        }
+    }
+
+    /// A new leader may have overwritten the tail of our log, taking our proposals with it.
+    fn fail_truncated_proposals(&mut self) {
+        let last = self.raw.raft.raft_log.last_index();
+        while let Some(entry) = self.proposals.last_entry() {
+            if *entry.key() <= last {
+                break;
+            }
+            let (_, reply) = entry.remove();
+            let _ = reply.send(Err(ServerError::Unavailable(
+                "leader changed before the write committed".into(),
+            )));
+        }
+    }
+
+    fn apply(&mut self, entries: Vec<Entry>) -> Result<(), ServerError> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        let mut batch = WriteBatch::default();
+        let mut replies = Vec::new();
+        for entry in entries {
+            let mut outcome = match entry.get_entry_type() {
+                EntryType::EntryNormal if entry.data.is_empty() => None, // a new leader's no-op
+                EntryType::EntryNormal => {
+                    let envelope = Envelope::decode(&entry.data).map_err(|e| {
+                        ServerError::Storage(crate::storage::StorageError::Corrupt(format!(
+                            "log entry {}: {e}",
+                            entry.index
+                        )))
+                    })?;
+                    Some(
+                        self.machine
+                            .apply(&envelope.ctx(entry.index), &envelope.command)
+                            .map_err(ServerError::from),
+                    )
+                }
+                EntryType::EntryConfChange => {
+                    let cc = ConfChange::parse_from_bytes(&entry.data)
+                        .map_err(|e| ServerError::Config(format!("conf change: {e}")))?;
+                    let cs = self.raw.apply_conf_change(&cc)?;
+                    self.raw.mut_store().stage_conf_state(&mut batch, cs);
+                    Some(Ok(Outcome::Done))
+                }
+                EntryType::EntryConfChangeV2 => {
+                    let cc = ConfChangeV2::parse_from_bytes(&entry.data)
+                        .map_err(|e| ServerError::Config(format!("conf change: {e}")))?;
+                    let cs = self.raw.apply_conf_change(&cc)?;
+                    self.raw.mut_store().stage_conf_state(&mut batch, cs);
+                    Some(Ok(Outcome::Done))
+                }
+            };
+            self.applied = entry.index;
+            // Proposals at earlier indexes were overwritten by another leader's entries.
+            while let Some(first) = self.proposals.first_entry() {
+                if *first.key() > entry.index {
+                    break;
+                }
+                let (index, (term, reply)) = first.remove_entry();
+                let result = match outcome.take() {
+                    Some(result) if index == entry.index && term == entry.term => result,
+                    _ => Err(ServerError::Unavailable(
+                        "leader changed before the write committed".into(),
+                    )),
+                };
+                replies.push((reply, result));
+            }
+        }
+        self.state_store
+            .stage_changes(&mut batch, self.machine.take_changes(), self.applied);
+        self.store.write(batch, false)?;
+        for (reply, result) in replies {
+            let _ = reply.send(result);
+        }
+        Ok(())
+    }
+
+    fn install_snapshot(&mut self, snapshot: Snapshot) -> Result<(), ServerError> {
+        let index = snapshot.get_metadata().index;
+        let machine = StateMachine::restore(&snapshot.data)?;
+        let mut batch = WriteBatch::default();
+        self.state_store
+            .stage_replace_all(&mut batch, machine.records(), index);
+        self.raw
+            .mut_store()
+            .stage_install_snapshot(&mut batch, snapshot);
+        self.store.write(batch, true)?;
+        log::info!(
+            "node {} installed a snapshot at index {index} ({} nodes)",
+            self.cfg.id,
+            machine.len()
+        );
+        self.machine = machine;
+        self.applied = index;
+        Ok(())
+    }
+
+    /// Snapshots the state machine and compacts the log once enough was applied.
+    fn maybe_snapshot(&mut self) -> Result<(), ServerError> {
+        let store = self.raw.store();
+        let since = self.applied.saturating_sub(store.snapshot_index());
+        if since < self.cfg.snapshot_entries || self.applied > store.last_index() {
+            return Ok(());
+        }
+        let mut snapshot = Snapshot::default();
+        let meta = snapshot.mut_metadata();
+        meta.index = self.applied;
+        meta.term = store.term(self.applied)?;
+        meta.set_conf_state(store.conf_state().clone());
+        snapshot.data = self.machine.snapshot().into();
+        let size = snapshot.data.len();
+        let mut batch = WriteBatch::default();
+        self.raw.mut_store().stage_compact(&mut batch, snapshot)?;
+        self.store.write(batch, false)?;
+        log::info!(
+            "node {} took a snapshot at index {} ({size} bytes) and compacted the log",
+            self.cfg.id,
+            self.applied
+        );
+        Ok(())
+    }
+
+    fn status(&self) -> NodeStatus {
+        let raft = &self.raw.raft;
+        let store = self.raw.store();
+        let is_leader = raft.state == StateRole::Leader;
+        let conf = store.conf_state();
+        let mut members = Vec::new();
+        let ids = conf
+            .voters
+            .iter()
+            .map(|id| (*id, false))
+            .chain(conf.learners.iter().map(|id| (*id, true)));
+        for (id, learner) in ids {
+            let progress = raft.prs().get(id);
+            let role = if learner {
+                "learner"
+            } else if id == raft.leader_id {
+                "leader"
+            } else if id == self.cfg.id && raft.state == StateRole::Candidate {
+                "candidate"
+            } else {
+                "follower"
+            };
+            members.push(MemberStatus {
+                id,
+                addr: self.cfg.peers.get(&id).cloned().unwrap_or_default(),
+                role,
+                reachable: id == self.cfg.id
+                    || (is_leader && progress.is_some_and(|p| p.recent_active)),
+                matched: if is_leader {
+                    progress.map_or(0, |p| p.matched)
+                } else {
+                    0
+                },
+            });
+        }
+        NodeStatus {
+            cluster_id: self.cluster_id,
+            node_id: self.cfg.id,
+            leader_id: raft.leader_id,
+            term: raft.term,
+            commit: raft.raft_log.committed,
+            applied: self.applied,
+            first_index: store.first_index(),
+            last_index: store.last_index(),
+            snapshot_index: store.snapshot_index(),
+            members,
+        }
+    }
+}

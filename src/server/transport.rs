@@ -1,0 +1,169 @@
+//! Raft messages between peers, over TCP.
+//!
+//! Each peer gets its own task with a bounded queue: the raft thread hands messages over without
+//! ever blocking, and one slow or dead peer only fills (and then drops from) its own queue. Raft
+//! tolerates lost messages; heartbeats and retries repair the gap. A peer's task dials, says
+//! hello (cluster id and both node ids), then streams frames, reconnecting with exponential
+//! backoff when the connection breaks.
+
+use std::collections::BTreeMap;
+use std::sync::mpsc::Sender;
+use std::time::Duration;
+
+use bytes::Bytes;
+use protobuf::Message as _;
+use raft::prelude::{Message, MessageType};
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+
+use super::node::Input;
+use crate::proto::{self, frame::FramedConn};
+
+/// Messages waiting for one peer; beyond this, new ones are dropped.
+const QUEUE: usize = 4096;
+const BACKOFF_MIN: Duration = Duration::from_millis(50);
+const BACKOFF_MAX: Duration = Duration::from_secs(2);
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+
+struct Outgoing {
+    frame: Bytes,
+    /// For snapshots: the raft thread must learn whether it was delivered.
+    snapshot: bool,
+}
+
+/// The raft thread's handle for sending to peers.
+pub struct Transport {
+    peers: BTreeMap<u64, mpsc::Sender<Outgoing>>,
+}
+
+impl Transport {
+    /// Starts one sender task per peer (other than `me`) on the current tokio runtime.
+    pub fn start(
+        cluster_id: u64,
+        me: u64,
+        peers: &BTreeMap<u64, String>,
+        inbox: Sender<Input>,
+    ) -> Transport {
+        let mut senders = BTreeMap::new();
+        for (&id, addr) in peers.iter().filter(|(&id, _)| id != me) {
+            let (tx, rx) = mpsc::channel(QUEUE);
+            let link = Link {
+                cluster_id,
+                me,
+                peer: id,
+                addr: addr.clone(),
+                inbox: inbox.clone(),
+            };
+            tokio::spawn(link.run(rx));
+            senders.insert(id, tx);
+        }
+        Transport { peers: senders }
+    }
+
+    /// Queues `msg` for its recipient; never blocks.
+    pub fn send(&self, msg: Message) {
+        let Some(queue) = self.peers.get(&msg.to) else {
+            log::warn!("dropping a raft message to unknown node {}", msg.to);
+            return;
+        };
+        let snapshot = msg.get_msg_type() == MessageType::MsgSnapshot;
+        let mut frame = proto::PeerFrame::new();
+        frame.raft = msg
+            .write_to_bytes()
+            .expect("encoding a raft message into a vector cannot fail");
+        let bytes = frame
+            .write_to_bytes()
+            .expect("encoding a frame into a vector cannot fail");
+        let out = Outgoing {
+            frame: Bytes::from(bytes),
+            snapshot,
+        };
+        if queue.try_send(out).is_err() {
+            log::debug!("queue to node {} full; dropping a raft message", msg.to);
+        }
+    }
+}
+
+/// The connection to one peer.
+struct Link {
+    cluster_id: u64,
+    me: u64,
+    peer: u64,
+    addr: String,
+    inbox: Sender<Input>,
+}
+
+impl Link {
+    async fn run(self, mut rx: mpsc::Receiver<Outgoing>) {
+        let mut backoff = BACKOFF_MIN;
+        let mut was_connected = true;
+        loop {
+            let mut conn = match self.connect().await {
+                Ok(c) => c,
+                Err(e) => {
+                    if was_connected {
+                        log::warn!("peer {} at {} unreachable: {}", self.peer, self.addr, e);
+                        was_connected = false;
+                    }
+                    let _ = self.inbox.send(Input::Unreachable(self.peer));
+                    // Messages queued while the peer is away are stale by the time it is back.
+                    while let Ok(out) = rx.try_recv() {
+                        self.report_snapshot(&out, false);
+                    }
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(BACKOFF_MAX);
+                    continue;
+                }
+            };
+            log::info!("connected to peer {} at {}", self.peer, self.addr);
+            was_connected = true;
+            backoff = BACKOFF_MIN;
+            loop {
+                let Some(out) = rx.recv().await else {
+                    return; // the node is shutting down
+                };
+                let result = conn.send_raw(out.frame.clone()).await;
+                self.report_snapshot(&out, result.is_ok());
+                if let Err(e) = result {
+                    log::warn!("lost connection to peer {}: {}", self.peer, e);
+                    let _ = self.inbox.send(Input::Unreachable(self.peer));
+                    break;
+                }
+            }
+        }
+    }
+
+    fn report_snapshot(&self, out: &Outgoing, delivered: bool) {
+        if out.snapshot {
+            let _ = self.inbox.send(Input::SnapshotSent {
+                to: self.peer,
+                delivered,
+            });
+        }
+    }
+
+    async fn connect(&self) -> Result<FramedConn<TcpStream>, String> {
+        let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(&self.addr))
+            .await
+            .map_err(|_| "connect timed out".to_string())?
+            .map_err(|e| e.to_string())?;
+        let _ = stream.set_nodelay(true);
+        let mut conn = FramedConn::new(stream, proto::HELLO_MAX_FRAME);
+        let mut hello = proto::Hello::new();
+        hello.version = proto::PROTOCOL_VERSION;
+        let peer = hello.mut_peer();
+        peer.cluster_id = self.cluster_id;
+        peer.from = self.me;
+        peer.to = self.peer;
+        conn.send(&hello).await.map_err(|e| e.to_string())?;
+        let reply: proto::HelloReply = tokio::time::timeout(CONNECT_TIMEOUT, conn.recv())
+            .await
+            .map_err(|_| "no hello reply".to_string())?
+            .map_err(|e| e.to_string())?;
+        if let Some(err) = reply.error.as_ref() {
+            return Err(format!("refused: {}", err.message));
+        }
+        conn.set_max_frame(proto::PEER_MAX_FRAME);
+        Ok(conn)
+    }
+}

@@ -1,0 +1,70 @@
+//! The one error type of the state layer. The FUSE edge turns it into an errno with
+//! [`StateError::errno`]; everything else passes it along unchanged.
+
+use thiserror::Error;
+
+/// Why a command or query was refused. A refused command leaves the state untouched.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum StateError {
+    #[error("no such file or directory")]
+    NotFound,
+    #[error("file exists")]
+    AlreadyExists,
+    #[error("directory not empty")]
+    NotEmpty,
+    #[error("not a directory")]
+    NotADirectory,
+    #[error("is a directory")]
+    IsADirectory,
+    #[error("file too large")]
+    FileTooLarge,
+    #[error("invalid name: {0}")]
+    InvalidName(String),
+    #[error("file name too long")]
+    NameTooLong,
+    #[error("invalid argument: {0}")]
+    InvalidArgument(String),
+    #[error("renaming directories is not supported")]
+    CrossDevice,
+    #[error("device or resource busy")]
+    Busy,
+    #[error("operation not permitted")]
+    NotPermitted,
+    #[error("corrupt state: {0}")]
+    Corrupt(String),
+}
+
+// Linux errno numbers, spelled out so the state layer needs no libc.
+const EPERM: i32 = 1;
+const ENOENT: i32 = 2;
+const EIO: i32 = 5;
+const EBUSY: i32 = 16;
+const EEXIST: i32 = 17;
+const EXDEV: i32 = 18;
+const ENOTDIR: i32 = 20;
+const EISDIR: i32 = 21;
+const EINVAL: i32 = 22;
+const EFBIG: i32 = 27;
+const ENAMETOOLONG: i32 = 36;
+const ENOTEMPTY: i32 = 39;
+
+impl StateError {
+    /// The Linux errno a filesystem call reports for this error.
+    pub fn errno(&self) -> i32 {
+        match self {
+            StateError::NotFound => ENOENT,
+            StateError::AlreadyExists => EEXIST,
+            StateError::NotEmpty => ENOTEMPTY,
+            StateError::NotADirectory => ENOTDIR,
+            StateError::IsADirectory => EISDIR,
+            StateError::FileTooLarge => EFBIG,
+            StateError::InvalidName(_) => EINVAL,
+            StateError::NameTooLong => ENAMETOOLONG,
+            StateError::InvalidArgument(_) => EINVAL,
+            StateError::CrossDevice => EXDEV,
+            StateError::Busy => EBUSY,
+            StateError::NotPermitted => EPERM,
+            StateError::Corrupt(_) => EIO,
+        }
+    }
+}

@@ -1,0 +1,41 @@
+//! The deterministic state machine of the replicated file tree.
+//!
+//! Every server applies the committed Raft log to its own [`StateMachine`]. Replicas agree only
+//! if applying is a pure function: the same commands in the same order must give the same state
+//! and the same outputs on every node. So nothing here reads a clock, draws a random number,
+//! does I/O or iterates a hash map. Time comes from the leader inside the command's
+//! [`ApplyCtx`], and the state keeps its own monotonic clock (`max` of what it has seen) so a
+//! leader with a clock behind its predecessor's never moves mtimes backwards.
+//!
+//! A command either applies completely or is refused with a [`StateError`] and changes nothing:
+//! each command checks everything before its first mutation. A refusal is an ordinary outcome
+//! replicated like any other (every replica refuses it the same way), not a fault.
+//!
+//! Persistence is by records. After applying, the caller takes the changed records with
+//! [`StateMachine::take_changes`] and writes them in one batch together with the applied index,
+//! so a crash never applies a command twice or skips one. On start it rebuilds the state with
+//! [`StateMachine::from_records`]. Snapshots for Raft are the same records in one blob
+//! ([`StateMachine::snapshot`], [`StateMachine::restore`]). The layout is in `record.rs`.
+//!
+//! Semantics follow a local Linux filesystem with the limits of DESIGN.md section 3: directories
+//! and small files only, files are renamed atomically, directories are never renamed (EXDEV),
+//! instance numbers are never reused. Two rules that Linux does not decide:
+//! - `SetAttr` bumps the acl generation once whenever mode, uid or gid is given, even if the
+//!   value is the same, and always sets ctime.
+//! - A file is ephemeral when it is created in a directory marked ephemeral; it keeps that flag
+//!   when renamed, and marking or unmarking a directory does not change existing files.
+
+mod command;
+mod error;
+mod node;
+mod path;
+mod record;
+mod tree;
+
+#[cfg(test)]
+mod tests;
+
+pub use command::{ApplyCtx, Attr, Command, DirEntry, Kind, Outcome, Query, Target};
+pub use error::StateError;
+pub use path::{split_path, validate_name, MAX_NAME_LEN};
+pub use tree::{Change, StateMachine, ROOT};

@@ -1,0 +1,389 @@
+//! The Raft log in RocksDB, served to raft-rs through `raft::Storage`.
+//!
+//! Entries live under `e` + big-endian index, so they sort in log order. The hard state, conf
+//! state and the latest snapshot (metadata and state-machine data) have one key each. The log
+//! before the snapshot's index is deleted ("compacted"); a follower that needs it receives the
+//! snapshot instead.
+//!
+//! raft-rs asks for terms very often (every append it sends or receives), so the terms of the
+//! entries in the log are kept in memory; entries themselves are read from RocksDB, whose
+//! memtable holds the recent ones.
+
+use std::collections::VecDeque;
+
+use raft::prelude::{ConfState, Entry, HardState, Snapshot};
+use raft::{GetEntriesContext, RaftState};
+use rocksdb::{Direction, IteratorMode, WriteBatch};
+
+use super::{Result, StorageError, Store, CF_RAFT};
+
+const KEY_HARD_STATE: &[u8] = b"hs";
+const KEY_CONF_STATE: &[u8] = b"cs";
+const KEY_SNAPSHOT: &[u8] = b"snap";
+const ENTRY_PREFIX: u8 = b'e';
+
+fn entry_key(index: u64) -> [u8; 9] {
+    let mut k = [0u8; 9];
+    k[0] = ENTRY_PREFIX;
+    k[1..].copy_from_slice(&index.to_be_bytes());
+    k
+}
+
+fn decode_pb<M: protobuf::Message>(bytes: &[u8], what: &str) -> Result<M> {
+    M::parse_from_bytes(bytes).map_err(|e| StorageError::Corrupt(format!("{what}: {e}")))
+}
+
+fn encode_pb<M: protobuf::Message>(m: &M) -> Vec<u8> {
+    m.write_to_bytes()
+        .expect("encoding a raft message into a vector cannot fail")
+}
+
+pub struct RaftLog {
+    store: Store,
+    hard_state: HardState,
+    conf_state: ConfState,
+    /// The latest snapshot: the log before `snapshot.index + 1` is gone.
+    snapshot: Snapshot,
+    /// Terms of the entries `first_index ..= last_index`.
+    terms: VecDeque<u64>,
+}
+
+impl RaftLog {
+    pub(super) fn load(store: Store) -> Result<RaftLog> {
+        let cf = store.cf(CF_RAFT);
+        let get = |key: &[u8]| store.db.get_cf(cf, key);
+        let hard_state = match get(KEY_HARD_STATE)? {
+            Some(v) => decode_pb(&v, "hard state")?,
+            None => HardState::default(),
+        };
+        let conf_state = match get(KEY_CONF_STATE)? {
+            Some(v) => decode_pb(&v, "conf state")?,
+            None => ConfState::default(),
+        };
+        let snapshot: Snapshot = match get(KEY_SNAPSHOT)? {
+            Some(v) => decode_pb(&v, "snapshot")?,
+            None => Snapshot::default(),
+        };
+        let mut terms = VecDeque::new();
+        let mut expected = snapshot.get_metadata().index + 1;
+        let start = entry_key(expected);
+        for item in store
+            .db
+            .iterator_cf(cf, IteratorMode::From(&start, Direction::Forward))
+        {
+            let (k, v) = item?;
+            if k.first() != Some(&ENTRY_PREFIX) {
+                break;
+            }
+            let entry: Entry = decode_pb(&v, "log entry")?;
+            if entry.index != expected {
+                return Err(StorageError::Corrupt(format!(
+                    "log entry {} found where {} was expected",
+                    entry.index, expected
+                )));
+            }
+            terms.push_back(entry.term);
+            expected += 1;
+        }
+        Ok(RaftLog {
+            store,
+            hard_state,
+            conf_state,
+            snapshot,
+            terms,
+        })
+    }
+
+    /// Has this log ever been initialized (a conf state, an entry, or a snapshot)?
+    pub fn is_initialized(&self) -> bool {
+        !self.conf_state.voters.is_empty()
+            || !self.conf_state.learners.is_empty()
+            || self.last_index() > 0
+    }
+
+    pub fn hard_state(&self) -> &HardState {
+        &self.hard_state
+    }
+
+    pub fn conf_state(&self) -> &ConfState {
+        &self.conf_state
+    }
+
+    pub fn snapshot_index(&self) -> u64 {
+        self.snapshot.get_metadata().index
+    }
+
+    pub fn first_index(&self) -> u64 {
+        self.snapshot_index() + 1
+    }
+
+    pub fn last_index(&self) -> u64 {
+        self.snapshot_index() + self.terms.len() as u64
+    }
+
+    /// Adds `entries` to `batch`, replacing any conflicting suffix of the log.
+    pub fn stage_append(&mut self, batch: &mut WriteBatch, entries: &[Entry]) -> Result<()> {
+        let Some(first) = entries.first() else {
+            return Ok(());
+        };
+        if first.index < self.first_index() || first.index > self.last_index() + 1 {
+            return Err(StorageError::Corrupt(format!(
+                "append at {} to a log holding {}..={}",
+                first.index,
+                self.first_index(),
+                self.last_index()
+            )));
+        }
+        let cf = self.store.cf(CF_RAFT);
+        if first.index <= self.last_index() {
+            batch.delete_range_cf(cf, entry_key(first.index), entry_key(self.last_index() + 1));
+            self.terms
+                .truncate((first.index - self.first_index()) as usize);
+        }
+        for e in entries {
+            batch.put_cf(cf, entry_key(e.index), encode_pb(e));
+            self.terms.push_back(e.term);
+        }
+        Ok(())
+    }
+
+    pub fn stage_hard_state(&mut self, batch: &mut WriteBatch, hs: HardState) {
+        batch.put_cf(self.store.cf(CF_RAFT), KEY_HARD_STATE, encode_pb(&hs));
+        self.hard_state = hs;
+    }
+
+    pub fn stage_commit(&mut self, batch: &mut WriteBatch, commit: u64) {
+        let mut hs = self.hard_state.clone();
+        hs.commit = commit;
+        self.stage_hard_state(batch, hs);
+    }
+
+    pub fn stage_conf_state(&mut self, batch: &mut WriteBatch, cs: ConfState) {
+        batch.put_cf(self.store.cf(CF_RAFT), KEY_CONF_STATE, encode_pb(&cs));
+        self.conf_state = cs;
+    }
+
+    /// Installs a snapshot received from the leader: the whole log is replaced by it.
+    pub fn stage_install_snapshot(&mut self, batch: &mut WriteBatch, snapshot: Snapshot) {
+        let meta = snapshot.get_metadata();
+        let mut hs = self.hard_state.clone();
+        hs.term = hs.term.max(meta.term);
+        hs.commit = meta.index;
+        self.stage_hard_state(batch, hs);
+        self.stage_conf_state(batch, meta.get_conf_state().clone());
+        self.terms.clear();
+        let cf = self.store.cf(CF_RAFT);
+        batch.delete_range_cf(cf, entry_key(0), entry_key(u64::MAX));
+        batch.put_cf(cf, KEY_SNAPSHOT, encode_pb(&snapshot));
+        self.snapshot = snapshot;
+    }
+
+    /// Records a snapshot of our own state machine and drops the log it covers.
+    pub fn stage_compact(&mut self, batch: &mut WriteBatch, snapshot: Snapshot) -> Result<()> {
+        let index = snapshot.get_metadata().index;
+        if index < self.snapshot_index() || index > self.last_index() {
+            return Err(StorageError::Corrupt(format!(
+                "snapshot at {} outside the log {}..={}",
+                index,
+                self.first_index(),
+                self.last_index()
+            )));
+        }
+        let cf = self.store.cf(CF_RAFT);
+        batch.delete_range_cf(cf, entry_key(0), entry_key(index + 1));
+        self.terms.drain(..(index - self.snapshot_index()) as usize);
+        batch.put_cf(cf, KEY_SNAPSHOT, encode_pb(&snapshot));
+        self.snapshot = snapshot;
+        Ok(())
+    }
+
+    fn read_entries(&self, low: u64, high: u64, max_size: Option<u64>) -> Result<Vec<Entry>> {
+        let cf = self.store.cf(CF_RAFT);
+        let start = entry_key(low);
+        let mut out = Vec::with_capacity((high - low).min(1024) as usize);
+        let mut size = 0u64;
+        for item in self
+            .store
+            .db
+            .iterator_cf(cf, IteratorMode::From(&start, Direction::Forward))
+        {
+            let (k, v) = item?;
+            if k.first() != Some(&ENTRY_PREFIX) {
+                break;
+            }
+            let entry: Entry = decode_pb(&v, "log entry")?;
+            if entry.index >= high {
+                break;
+            }
+            size += v.len() as u64;
+            // raft-rs wants at least one entry even when it alone exceeds the limit.
+            if !out.is_empty() && max_size.is_some_and(|m| size > m) {
+                break;
+            }
+            out.push(entry);
+        }
+        if out.first().map(|e| e.index) != Some(low) {
+            return Err(StorageError::Corrupt(format!(
+                "log entry {low} missing from the store"
+            )));
+        }
+        Ok(out)
+    }
+}
+
+fn store_error(e: StorageError) -> raft::Error {
+    raft::Error::Store(raft::StorageError::Other(Box::new(e)))
+}
+
+impl raft::Storage for RaftLog {
+    fn initial_state(&self) -> raft::Result<RaftState> {
+        Ok(RaftState::new(
+            self.hard_state.clone(),
+            self.conf_state.clone(),
+        ))
+    }
+
+    fn entries(
+        &self,
+        low: u64,
+        high: u64,
+        max_size: impl Into<Option<u64>>,
+        _context: GetEntriesContext,
+    ) -> raft::Result<Vec<Entry>> {
+        if low < self.first_index() {
+            return Err(raft::Error::Store(raft::StorageError::Compacted));
+        }
+        if high > self.last_index() + 1 {
+            return Err(raft::Error::Store(raft::StorageError::Unavailable));
+        }
+        if low >= high {
+            return Ok(Vec::new());
+        }
+        self.read_entries(low, high, max_size.into())
+            .map_err(store_error)
+    }
+
+    fn term(&self, idx: u64) -> raft::Result<u64> {
+        let snap = self.snapshot.get_metadata();
+        if idx == snap.index {
+            return Ok(snap.term);
+        }
+        if idx < self.first_index() {
+            return Err(raft::Error::Store(raft::StorageError::Compacted));
+        }
+        if idx > self.last_index() {
+            return Err(raft::Error::Store(raft::StorageError::Unavailable));
+        }
+        Ok(self.terms[(idx - self.first_index()) as usize])
+    }
+
+    fn first_index(&self) -> raft::Result<u64> {
+        Ok(RaftLog::first_index(self))
+    }
+
+    fn last_index(&self) -> raft::Result<u64> {
+        Ok(RaftLog::last_index(self))
+    }
+
+    fn snapshot(&self, request_index: u64, _to: u64) -> raft::Result<Snapshot> {
+        // Snapshots are taken whenever the log is compacted, so the stored one always covers
+        // everything a follower can be missing; before the first compaction there is nothing a
+        // follower cannot get from the log, and raft-rs retries later.
+        if self.snapshot_index() == 0 || self.snapshot_index() < request_index {
+            return Err(raft::Error::Store(
+                raft::StorageError::SnapshotTemporarilyUnavailable,
+            ));
+        }
+        Ok(self.snapshot.clone())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use raft::Storage;
+
+    fn entry(index: u64, term: u64) -> Entry {
+        let mut e = Entry::default();
+        e.index = index;
+        e.term = term;
+        e.data = vec![index as u8; 10].into();
+        e
+    }
+
+    fn append(log: &mut RaftLog, entries: &[Entry]) {
+        let mut batch = WriteBatch::default();
+        log.stage_append(&mut batch, entries).unwrap();
+        log.store.write(batch, true).unwrap();
+    }
+
+    #[test]
+    fn append_overwrite_compact_and_reload() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let mut log = store.raft_log().unwrap();
+        assert!(!log.is_initialized());
+        append(&mut log, &[entry(1, 1), entry(2, 1), entry(3, 1)]);
+        // A new leader overwrites the tail from index 2.
+        append(&mut log, &[entry(2, 2), entry(3, 2), entry(4, 2)]);
+        assert_eq!(Storage::last_index(&log).unwrap(), 4);
+        assert_eq!(log.term(2).unwrap(), 2);
+        let got = log
+            .entries(1, 5, None, GetEntriesContext::empty(false))
+            .unwrap();
+        assert_eq!(
+            got.iter().map(|e| (e.index, e.term)).collect::<Vec<_>>(),
+            vec![(1, 1), (2, 2), (3, 2), (4, 2)]
+        );
+        // A size limit still yields at least one entry.
+        let got = log
+            .entries(2, 5, 1, GetEntriesContext::empty(false))
+            .unwrap();
+        assert_eq!(got.len(), 1);
+        // A gap is refused.
+        let mut batch = WriteBatch::default();
+        assert!(log.stage_append(&mut batch, &[entry(9, 2)]).is_err());
+
+        let mut snap = Snapshot::default();
+        snap.mut_metadata().index = 3;
+        snap.mut_metadata().term = 2;
+        snap.data = b"state".to_vec().into();
+        let mut batch = WriteBatch::default();
+        log.stage_compact(&mut batch, snap).unwrap();
+        store.write(batch, true).unwrap();
+        assert_eq!(Storage::first_index(&log).unwrap(), 4);
+        assert_eq!(log.term(3).unwrap(), 2);
+        assert!(log.term(2).is_err());
+        assert!(log
+            .entries(2, 4, None, GetEntriesContext::empty(false))
+            .is_err());
+        assert_eq!(log.snapshot(0, 2).unwrap().data.as_ref(), b"state");
+
+        drop(log);
+        let log = store.raft_log().unwrap();
+        assert_eq!(Storage::first_index(&log).unwrap(), 4);
+        assert_eq!(Storage::last_index(&log).unwrap(), 4);
+        assert_eq!(log.term(4).unwrap(), 2);
+    }
+
+    #[test]
+    fn installing_a_snapshot_replaces_the_log() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let mut log = store.raft_log().unwrap();
+        append(&mut log, &[entry(1, 1), entry(2, 1)]);
+        let mut snap = Snapshot::default();
+        snap.mut_metadata().index = 10;
+        snap.mut_metadata().term = 3;
+        snap.mut_metadata().mut_conf_state().voters = vec![1, 2, 3];
+        let mut batch = WriteBatch::default();
+        log.stage_install_snapshot(&mut batch, snap);
+        store.write(batch, true).unwrap();
+        let log = store.raft_log().unwrap();
+        assert_eq!(Storage::first_index(&log).unwrap(), 11);
+        assert_eq!(Storage::last_index(&log).unwrap(), 10);
+        assert_eq!(log.hard_state().commit, 10);
+        assert_eq!(log.conf_state().voters, vec![1, 2, 3]);
+        assert!(log.is_initialized());
+    }
+}

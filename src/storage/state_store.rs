@@ -1,0 +1,71 @@
+//! The state machine's records and applied index, in the `state` column family.
+//!
+//! The state machine decides what its records are (keys and values are opaque bytes here); this
+//! file only guarantees that each batch of changes lands together with the applied index it
+//! belongs to.
+
+use rocksdb::{IteratorMode, WriteBatch};
+
+use super::{Result, Store, CF_STATE};
+
+/// Kept apart from the state machine's own key prefixes (`n/`, `m/`, ...).
+const KEY_APPLIED: &[u8] = b"a/applied";
+
+pub struct StateStore {
+    store: Store,
+}
+
+impl StateStore {
+    pub(super) fn new(store: Store) -> StateStore {
+        StateStore { store }
+    }
+
+    /// The applied index and every state-machine record.
+    pub fn load(&self) -> Result<(u64, Vec<(Vec<u8>, Vec<u8>)>)> {
+        let cf = self.store.cf(CF_STATE);
+        let mut applied = 0;
+        let mut records = Vec::new();
+        for item in self.store.db.iterator_cf(cf, IteratorMode::Start) {
+            let (k, v) = item?;
+            if &*k == KEY_APPLIED {
+                applied = super::decode(&v, "applied index")?;
+            } else {
+                records.push((k.into_vec(), v.into_vec()));
+            }
+        }
+        Ok((applied, records))
+    }
+
+    /// Adds the changes of some applied commands and their applied index to `batch`.
+    pub fn stage_changes(
+        &self,
+        batch: &mut WriteBatch,
+        changes: Vec<(Vec<u8>, Option<Vec<u8>>)>,
+        applied: u64,
+    ) {
+        let cf = self.store.cf(CF_STATE);
+        for (k, v) in changes {
+            match v {
+                Some(v) => batch.put_cf(cf, k, v),
+                None => batch.delete_cf(cf, k),
+            }
+        }
+        batch.put_cf(cf, KEY_APPLIED, super::encode(&applied));
+    }
+
+    /// Adds to `batch` the replacement of every record by `records` (a snapshot being installed).
+    pub fn stage_replace_all(
+        &self,
+        batch: &mut WriteBatch,
+        records: Vec<(Vec<u8>, Vec<u8>)>,
+        applied: u64,
+    ) {
+        let cf = self.store.cf(CF_STATE);
+        // Every key of the state machine (and the applied index) starts with an ASCII letter.
+        batch.delete_range_cf(cf, &[][..], &[0xffu8][..]);
+        for (k, v) in records {
+            batch.put_cf(cf, k, v);
+        }
+        batch.put_cf(cf, KEY_APPLIED, super::encode(&applied));
+    }
+}

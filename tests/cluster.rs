@@ -1,0 +1,383 @@
+//! The replicated tree end to end: real `lockfs serve` processes, real RocksDB, the real CLI, and
+//! kill -9.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use common::{cli, fails_with, ok, Cluster};
+
+#[test]
+fn write_through_one_node_read_through_each_other() {
+    let c = Cluster::start(3, &[]);
+    let one = c.addr(1);
+    ok(&one, &["mkdir", "/config"], None);
+    ok(&one, &["put", "/config/greeting"], Some(b"hello\n"));
+    for id in 1..=3 {
+        let at = c.addr(id);
+        // A read served by this node alone (ReadIndex), right after the write was acknowledged.
+        assert_eq!(ok(&at, &["cat", "/config/greeting"], None), b"hello\n");
+        assert_eq!(ok(&at, &["ls", "/config"], None), b"greeting\n");
+    }
+    // Overwrite through another node; every node sees the new contents at once.
+    ok(&c.addr(3), &["put", "/config/greeting"], Some(b"bonjour\n"));
+    for id in 1..=3 {
+        assert_eq!(
+            ok(&c.addr(id), &["cat", "/config/greeting"], None),
+            b"bonjour\n"
+        );
+    }
+    let stat: serde_json::Value = serde_json::from_slice(&ok(
+        &c.addr(2),
+        &["stat", "--json", "/config/greeting"],
+        None,
+    ))
+    .unwrap();
+    assert_eq!(stat["size"], 8);
+    assert_eq!(stat["kind"], "file");
+    assert_eq!(stat["content_generation"], 2);
+    assert_eq!(stat["mode"], "0644");
+
+    ok(&one, &["mkdir", "-p", "/a/b/c"], None);
+    ok(&one, &["mkdir", "-p", "/a/b/c"], None);
+    ok(&one, &["rm", "/a/b/c"], None);
+    assert_eq!(ok(&c.addr(2), &["ls", "/a/b"], None), b"");
+    let listing: serde_json::Value =
+        serde_json::from_slice(&ok(&c.addr(3), &["ls", "--json", "/"], None)).unwrap();
+    let names: Vec<&str> = listing
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, vec!["a", "config"]);
+
+    let status: serde_json::Value =
+        serde_json::from_slice(&ok(&c.servers(), &["cluster", "status", "--json"], None)).unwrap();
+    let leader = status["leader"].as_u64().expect("a leader");
+    let members = status["members"].as_array().unwrap();
+    assert_eq!(members.len(), 3);
+    for m in members {
+        let id = m["id"].as_u64().unwrap();
+        let role = if id == leader { "leader" } else { "follower" };
+        assert_eq!(m["role"], role);
+        assert_eq!(m["addr"], c.addr(id));
+        assert_eq!(m["reachable"], true);
+    }
+}
+
+#[test]
+fn bad_input_gets_a_clear_error_and_changes_nothing() {
+    let c = Cluster::start(1, &["--max-file-size", "1000"]);
+    let s = c.servers();
+    ok(&s, &["mkdir", "/d"], None);
+    ok(&s, &["put", "/d/f"], Some(b"keep"));
+    let long = format!("/d/{}", "x".repeat(256));
+    fails_with(&s, &["put", &long], Some(b"x"), "too long");
+    fails_with(&s, &["put", "/d/f/g"], Some(b"x"), "not a directory");
+    fails_with(&s, &["put", "/d/big"], Some(&[b'z'; 1001]), "too large");
+    ok(&s, &["put", "/d/exact"], Some(&[b'z'; 1000]));
+    fails_with(&s, &["put", "/d"], Some(b"x"), "is a directory");
+    fails_with(&s, &["rm", "/d"], None, "not empty");
+    fails_with(&s, &["cat", "/nope"], None, "no such file");
+    fails_with(&s, &["cat", "/d"], None, "is a directory");
+    fails_with(&s, &["mkdir", "/d"], None, "exists");
+    fails_with(&s, &["put", "relative"], Some(b"x"), "");
+    fails_with(&s, &["put", "/d/../f"], Some(b"x"), "");
+    fails_with(&s, &["put", "/d/f", "--mode", "999"], Some(b"x"), "octal");
+    // Nothing above touched the existing file.
+    assert_eq!(ok(&s, &["cat", "/d/f"], None), b"keep");
+    assert_eq!(ok(&s, &["ls", "/d"], None), b"exact\nf\n");
+}
+
+#[test]
+fn malformed_frames_and_unknown_peers_are_refused_and_the_node_keeps_serving() {
+    use std::io::{Read, Write};
+    let c = Cluster::start(1, &[]);
+    let s = c.servers();
+    ok(&s, &["put", "/x"], Some(b"1"));
+
+    // Garbage instead of a hello.
+    let mut sock = std::net::TcpStream::connect(c.addr(1)).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    sock.write_all(&[0, 0, 0, 5, 0xff, 0xff, 0xff, 0xff, 0xff])
+        .unwrap();
+    let mut buf = Vec::new();
+    let _ = sock.read_to_end(&mut buf); // the node hangs up
+
+    // A frame announcing 2 GiB.
+    let mut sock = std::net::TcpStream::connect(c.addr(1)).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    sock.write_all(&[0x7f, 0xff, 0xff, 0xff, 1, 2, 3]).unwrap();
+    let _ = sock.read_to_end(&mut buf);
+
+    // A peer hello from a node id the cluster does not have.
+    use protobuf::Message;
+    let mut hello = lockfs::proto::Hello::new();
+    hello.version = lockfs::proto::PROTOCOL_VERSION;
+    let status: serde_json::Value =
+        serde_json::from_slice(&ok(&s, &["cluster", "status", "--json"], None)).unwrap();
+    let cluster_id = u64::from_str_radix(status["cluster_id"].as_str().unwrap(), 16).unwrap();
+    let peer = hello.mut_peer();
+    peer.cluster_id = cluster_id;
+    peer.from = 99;
+    peer.to = 1;
+    let bytes = hello.write_to_bytes().unwrap();
+    let mut sock = std::net::TcpStream::connect(c.addr(1)).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    sock.write_all(&(bytes.len() as u32).to_be_bytes()).unwrap();
+    sock.write_all(&bytes).unwrap();
+    let mut len = [0u8; 4];
+    sock.read_exact(&mut len).unwrap();
+    let mut body = vec![0u8; u32::from_be_bytes(len) as usize];
+    sock.read_exact(&mut body).unwrap();
+    let reply = lockfs::proto::HelloReply::parse_from_bytes(&body).unwrap();
+    assert!(reply.get_error().message.contains("unknown node id 99"));
+
+    // A peer of another cluster.
+    let mut hello = lockfs::proto::Hello::new();
+    hello.version = lockfs::proto::PROTOCOL_VERSION;
+    let peer = hello.mut_peer();
+    peer.cluster_id = cluster_id ^ 1;
+    peer.from = 1;
+    peer.to = 1;
+    let bytes = hello.write_to_bytes().unwrap();
+    let mut sock = std::net::TcpStream::connect(c.addr(1)).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    sock.write_all(&(bytes.len() as u32).to_be_bytes()).unwrap();
+    sock.write_all(&bytes).unwrap();
+    sock.read_exact(&mut len).unwrap();
+    let mut body = vec![0u8; u32::from_be_bytes(len) as usize];
+    sock.read_exact(&mut body).unwrap();
+    let reply = lockfs::proto::HelloReply::parse_from_bytes(&body).unwrap();
+    assert!(reply.get_error().message.contains("belongs to cluster"));
+
+    // Still serving.
+    ok(&s, &["put", "/x"], Some(b"2"));
+    assert_eq!(ok(&s, &["cat", "/x"], None), b"2");
+}
+
+/// Writes `/k/<i>` with contents `v<i>` through the CLI; returns whether it was acknowledged.
+fn put_key(servers: &str, i: usize) -> bool {
+    cli(
+        servers,
+        &["put", &format!("/k/{i}")],
+        Some(format!("v{i}").as_bytes()),
+    )
+    .status
+    .success()
+}
+
+#[test]
+fn leader_kill9_writes_resume_and_nothing_acknowledged_is_lost() {
+    let mut c = Cluster::start(3, &[]);
+    let s = c.servers();
+    ok(&s, &["mkdir", "/k"], None);
+    let mut acked = Vec::new();
+    for i in 0..20 {
+        if put_key(&s, i) {
+            acked.push(i);
+        }
+    }
+    assert_eq!(acked.len(), 20, "all writes before the fault succeed");
+    let leader = c.wait_leader(Duration::from_secs(10));
+    c.kill(leader);
+    let killed_at = Instant::now();
+    let survivors: Vec<u64> = (1..=3).filter(|&id| id != leader).collect();
+    let mut first_after = None;
+    for i in 20..60 {
+        if put_key(&s, i) {
+            acked.push(i);
+            first_after.get_or_insert_with(|| killed_at.elapsed());
+        }
+    }
+    let first_after = first_after.expect("writes resumed after the leader died");
+    eprintln!("first write acknowledged {first_after:?} after kill -9 of the leader");
+    for &id in &survivors {
+        for &i in &acked {
+            assert_eq!(
+                ok(&c.addr(id), &["cat", &format!("/k/{i}")], None),
+                format!("v{i}").as_bytes(),
+                "node {id} lost /k/{i}"
+            );
+        }
+    }
+    // The old leader comes back as a follower and catches up.
+    c.spawn(leader);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let last = *acked.last().unwrap();
+    loop {
+        let out = cli(&c.addr(leader), &["cat", &format!("/k/{last}")], None);
+        if out.status.success() {
+            assert_eq!(out.stdout, format!("v{last}").as_bytes());
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "old leader never caught up\n{}",
+            c.logs()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn kill9_of_every_node_loses_nothing_acknowledged() {
+    let mut c = Cluster::start(3, &[]);
+    let s = c.servers();
+    ok(&s, &["mkdir", "/k"], None);
+    for i in 0..30 {
+        assert!(put_key(&s, i), "write {i}");
+    }
+    ok(&s, &["put", "/k/0"], Some(b"rewritten"));
+    ok(&s, &["rm", "/k/1"], None);
+    for id in 1..=3 {
+        c.kill(id);
+    }
+    for id in 1..=3 {
+        c.spawn(id);
+    }
+    c.wait_leader(Duration::from_secs(30));
+    for id in 1..=3 {
+        let at = c.addr(id);
+        assert_eq!(ok(&at, &["cat", "/k/0"], None), b"rewritten");
+        fails_with(&at, &["cat", "/k/1"], None, "no such file");
+        for i in 2..30 {
+            assert_eq!(
+                ok(&at, &["cat", &format!("/k/{i}")], None),
+                format!("v{i}").as_bytes()
+            );
+        }
+    }
+}
+
+/// Reads every file under `/bulk` through `server` with the client library.
+async fn contents(server: String) -> BTreeMap<String, Vec<u8>> {
+    use lockfs::client::{ops, Client};
+    use lockfs::proto::Response_oneof_result as Res;
+    let client = Client::new(vec![server], Duration::from_secs(30), "test".into());
+    let Res::entries(list) = client.call(ops::readdir("/bulk")).await.unwrap() else {
+        panic!("readdir");
+    };
+    let mut out = BTreeMap::new();
+    for e in list.entries {
+        let path = format!("/bulk/{}", e.name);
+        let Res::data(d) = client.call(ops::read(&path)).await.unwrap() else {
+            panic!("read");
+        };
+        out.insert(path, d.data);
+    }
+    out
+}
+
+#[test]
+fn a_node_stopped_during_thousands_of_writes_catches_up_from_a_snapshot() {
+    let mut c = Cluster::start(3, &["--snapshot-entries", "200"]);
+    let s = c.servers();
+    ok(&s, &["mkdir", "/bulk"], None);
+    let leader = c.wait_leader(Duration::from_secs(10));
+    let lagging = if leader == 3 { 2 } else { 3 };
+    c.kill(lagging);
+
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let servers: Vec<String> = s.split(',').map(String::from).collect();
+    rt.block_on(async {
+        use lockfs::client::{ops, Client};
+        let client =
+            std::sync::Arc::new(Client::new(servers, Duration::from_secs(30), "bulk".into()));
+        // 3000 writes, 32 in flight at a time, over 500 files (so most are overwrites).
+        let mut tasks = Vec::new();
+        for w in 0..32usize {
+            let client = client.clone();
+            tasks.push(tokio::spawn(async move {
+                for i in (w..3000).step_by(32) {
+                    let path = format!("/bulk/f{}", i % 500);
+                    let data = format!("write {i}").into_bytes();
+                    client
+                        .call(ops::put(&path, data, 0o644, 0, 0))
+                        .await
+                        .unwrap();
+                }
+            }));
+        }
+        for t in tasks {
+            t.await.unwrap();
+        }
+    });
+    let leader_log = c.log_of(c.wait_leader(Duration::from_secs(10)));
+    assert!(
+        leader_log.contains("compacted the log"),
+        "the leader compacted its log"
+    );
+
+    c.spawn(lagging);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !c.log_of(lagging).contains("installed a snapshot") {
+        assert!(
+            Instant::now() < deadline,
+            "node {lagging} never installed a snapshot\n{}",
+            c.logs()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let expected = rt.block_on(contents(c.addr(leader)));
+    assert_eq!(expected.len(), 500);
+    for id in 1..=3 {
+        assert_eq!(
+            rt.block_on(contents(c.addr(id))),
+            expected,
+            "node {id} serves different contents"
+        );
+    }
+}
+
+#[test]
+fn data_directory_and_config_file_are_checked() {
+    let mut c = Cluster::start(1, &[]);
+    let s = c.servers();
+    ok(&s, &["put", "/f"], Some(b"x"));
+    assert!(c.terminate(1), "SIGTERM stops a node cleanly");
+
+    // The data of node 1 cannot be started as node 2.
+    let out = std::process::Command::new(common::BIN)
+        .args(["serve", "--id", "2", "--peers", &format!("2={}", c.addr(1))])
+        .arg("--data")
+        .arg(&c.nodes[0].data)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("holds the data of node 1"));
+
+    // The same node started from a config file serves its data.
+    let conf = c.dir.path().join("node1.toml");
+    std::fs::write(
+        &conf,
+        format!(
+            "id = 1\ndata = {:?}\npeers = \"{}\"\ntick_ms = 100\n",
+            c.nodes[0].data, c.peers
+        ),
+    )
+    .unwrap();
+    c.spawn_with(1, &["--config".into(), conf.display().to_string()]);
+    c.wait_leader(Duration::from_secs(30));
+    assert_eq!(ok(&s, &["cat", "/f"], None), b"x");
+
+    // An unknown setting in the file is an error.
+    std::fs::write(&conf, "bogus = 1\n").unwrap();
+    let out = std::process::Command::new(common::BIN)
+        .args(["serve", "--config"])
+        .arg(&conf)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("bogus"));
+}

@@ -1,0 +1,306 @@
+//! Test harness: real `lockfs serve` processes on loopback ports, real RocksDB directories, and
+//! the real `lockfs` CLI. Everything a test starts is killed when its `Cluster` is dropped, also
+//! when the test fails; every wait is bounded.
+
+#![allow(dead_code)]
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_lockfs");
+
+/// A free loopback port (bound once, then released for the node to take).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .expect("binding a loopback port")
+        .local_addr()
+        .expect("local addr")
+        .port()
+}
+
+pub struct Node {
+    pub id: u64,
+    pub addr: String,
+    pub data: PathBuf,
+    pub log: PathBuf,
+    child: Option<Child>,
+}
+
+impl Node {
+    pub fn is_running(&mut self) -> bool {
+        match &mut self.child {
+            Some(c) => c.try_wait().ok().flatten().is_none(),
+            None => false,
+        }
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+}
+
+pub struct Cluster {
+    pub dir: tempfile::TempDir,
+    pub nodes: Vec<Node>,
+    pub peers: String,
+    pub extra: Vec<String>,
+}
+
+impl Cluster {
+    /// Starts `n` nodes with `extra` flags and waits until they have a leader.
+    pub fn start(n: u64, extra: &[&str]) -> Cluster {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let nodes: Vec<Node> = (1..=n)
+            .map(|id| Node {
+                id,
+                addr: format!("127.0.0.1:{}", free_port()),
+                data: dir.path().join(format!("node{id}")),
+                log: dir.path().join(format!("node{id}.log")),
+                child: None,
+            })
+            .collect();
+        let peers = nodes
+            .iter()
+            .map(|n| format!("{}={}", n.id, n.addr))
+            .collect::<Vec<_>>()
+            .join(",");
+        let mut c = Cluster {
+            dir,
+            nodes,
+            peers,
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+        };
+        for id in 1..=n {
+            c.spawn(id);
+        }
+        c.wait_leader(Duration::from_secs(30));
+        c
+    }
+
+    fn node(&mut self, id: u64) -> &mut Node {
+        self.nodes
+            .iter_mut()
+            .find(|n| n.id == id)
+            .expect("no such node")
+    }
+
+    pub fn addr(&self, id: u64) -> String {
+        self.nodes
+            .iter()
+            .find(|n| n.id == id)
+            .expect("node")
+            .addr
+            .clone()
+    }
+
+    /// Every node's address, comma-separated, as LOCKFS_SERVERS wants it.
+    pub fn servers(&self) -> String {
+        self.nodes
+            .iter()
+            .map(|n| n.addr.clone())
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    pub fn spawn(&mut self, id: u64) {
+        let node = self.nodes.iter().find(|n| n.id == id).expect("node");
+        let mut args: Vec<String> = vec![
+            "--id".into(),
+            id.to_string(),
+            "--listen".into(),
+            node.addr.clone(),
+            "--peers".into(),
+            self.peers.clone(),
+            "--data".into(),
+            node.data.display().to_string(),
+        ];
+        args.extend(self.extra.iter().cloned());
+        self.spawn_with(id, &args);
+    }
+
+    /// Starts node `id` as `lockfs serve ARGS` (nothing added), logging to its log file.
+    pub fn spawn_with(&mut self, id: u64, args: &[String]) {
+        let node = self.node(id);
+        assert!(node.child.is_none(), "node {id} already running");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&node.log)
+            .expect("log file");
+        let child = Command::new(BIN)
+            .arg("serve")
+            .args(args)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .expect("spawning lockfs serve");
+        node.child = Some(child);
+    }
+
+    /// kill -9.
+    pub fn kill(&mut self, id: u64) {
+        if let Some(mut c) = self.node(id).child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM and wait (bounded) for a clean exit; returns whether it exited cleanly.
+    pub fn terminate(&mut self, id: u64) -> bool {
+        let Some(mut c) = self.node(id).child.take() else {
+            return false;
+        };
+        // SAFETY: kill(2) on our own child's pid.
+        unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = c.try_wait() {
+                return status.success();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = c.kill();
+        let _ = c.wait();
+        false
+    }
+
+    /// The leader as the cluster reports it, waiting up to `timeout` for one.
+    pub fn wait_leader(&self, timeout: Duration) -> u64 {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let out = self.cli(&self.servers(), &["cluster", "status", "--json"], None);
+            if out.status.success() {
+                let v: serde_json::Value =
+                    serde_json::from_slice(&out.stdout).expect("status json");
+                if let Some(id) = v["leader"].as_u64() {
+                    return id;
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no leader within {timeout:?}: {}\n{}",
+                String::from_utf8_lossy(&out.stderr),
+                self.logs()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Runs the CLI against `servers`.
+    pub fn cli(&self, servers: &str, args: &[&str], stdin: Option<&[u8]>) -> Output {
+        cli(servers, args, stdin)
+    }
+
+    /// Every node's log, for failure messages.
+    pub fn logs(&self) -> String {
+        let mut s = String::new();
+        for n in &self.nodes {
+            let text = std::fs::read_to_string(&n.log).unwrap_or_default();
+            let tail: Vec<&str> = text.lines().rev().take(40).collect();
+            s.push_str(&format!("--- node {} ({}) ---\n", n.id, n.log.display()));
+            for l in tail.into_iter().rev() {
+                s.push_str(l);
+                s.push('\n');
+            }
+        }
+        s
+    }
+
+    pub fn log_of(&self, id: u64) -> String {
+        let n = self.nodes.iter().find(|n| n.id == id).expect("node");
+        std::fs::read_to_string(&n.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for n in &mut self.nodes {
+            if let Some(mut c) = n.child.take() {
+                let _ = c.kill();
+                let _ = c.wait();
+            }
+        }
+    }
+}
+
+/// Runs the `lockfs` CLI with LOCKFS_SERVERS=`servers`, bounded to 60 s.
+pub fn cli(servers: &str, args: &[&str], stdin: Option<&[u8]>) -> Output {
+    let mut child = Command::new(BIN)
+        .args(args)
+        .env("LOCKFS_SERVERS", servers)
+        .env("RUST_LOG", "warn")
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawning lockfs");
+    if let Some(data) = stdin {
+        use std::io::Write;
+        let mut pipe = child.stdin.take().expect("stdin");
+        pipe.write_all(data).expect("writing stdin");
+    }
+    let pid = child.id();
+    let (done, finished) = std::sync::mpsc::channel::<()>();
+    let watchdog = std::thread::spawn(move || {
+        if let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
+            finished.recv_timeout(Duration::from_secs(60))
+        {
+            // SAFETY: kill(2) on our child, which has not been reaped: we are still waiting.
+            unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+        }
+    });
+    let out = child.wait_with_output().expect("waiting for lockfs");
+    drop(done);
+    let _ = watchdog.join();
+    out
+}
+
+/// Runs the CLI and asserts success; returns stdout.
+pub fn ok(servers: &str, args: &[&str], stdin: Option<&[u8]>) -> Vec<u8> {
+    let out = cli(servers, args, stdin);
+    assert!(
+        out.status.success(),
+        "lockfs {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
+
+/// Runs the CLI and asserts failure with one line on stderr containing `needle`.
+pub fn fails_with(servers: &str, args: &[&str], stdin: Option<&[u8]>, needle: &str) {
+    let out = cli(servers, args, stdin);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "lockfs {args:?} should fail");
+    assert_eq!(
+        err.trim_end().lines().count(),
+        1,
+        "one line on stderr: {err}"
+    );
+    assert!(
+        err.contains(needle),
+        "lockfs {args:?}: {err:?} lacks {needle:?}"
+    );
+}
+
+pub fn data_dir_size(p: &Path) -> u64 {
+    let mut total = 0;
+    if let Ok(rd) = std::fs::read_dir(p) {
+        for e in rd.flatten() {
+            let m = e.metadata().expect("metadata");
+            total += if m.is_dir() {
+                data_dir_size(&e.path())
+            } else {
+                m.len()
+            };
+        }
+    }
+    total
+}
