@@ -26,7 +26,7 @@ use conn::{CallError, Conn};
 pub use error::ClientError;
 
 const BACKOFF_MIN: Duration = Duration::from_millis(20);
-const BACKOFF_MAX: Duration = Duration::from_millis(500);
+const BACKOFF_MAX: Duration = Duration::from_millis(200);
 /// errno for "retry later" on the wire (see `server::errno`).
 const EAGAIN: u32 = 11;
 
