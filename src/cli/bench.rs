@@ -95,7 +95,7 @@ async fn write(a: WriteArgs) -> Result<(), CliError> {
         ));
     }
     let client = Arc::new(a.client.client());
-    super::files::mkdir(&client, "/bench", 0o755, true).await?;
+    super::files::mkdir(&client, "/bench", 0o755, true, false).await?;
     let payload = vec![b'x'; a.size];
     let started = Instant::now();
     let mut tasks = Vec::new();

@@ -118,15 +118,33 @@ pub async fn stat(client: &Client, path: &str, json: bool) -> Result<(), CliErro
     Ok(())
 }
 
-pub async fn mkdir(client: &Client, path: &str, mode: u32, parents: bool) -> Result<(), CliError> {
-    let (uid, gid) = ids();
-    if !parents {
+pub async fn mkdir(
+    client: &Client,
+    path: &str,
+    mode: u32,
+    parents: bool,
+    ephemeral: bool,
+) -> Result<(), CliError> {
+    if parents {
+        mkdir_parents(client, path, mode).await?;
+    } else {
+        let (uid, gid) = ids();
         client
             .call(ops::mkdir(path, mode, uid, gid))
             .await
             .map_err(CliError::client(path))?;
-        return Ok(());
     }
+    if ephemeral {
+        client
+            .call(ops::set_ephemeral(path, true))
+            .await
+            .map_err(CliError::client(path))?;
+    }
+    Ok(())
+}
+
+async fn mkdir_parents(client: &Client, path: &str, mode: u32) -> Result<(), CliError> {
+    let (uid, gid) = ids();
     let mut prefix = String::new();
     for part in path.split('/').filter(|p| !p.is_empty()) {
         prefix.push('/');

@@ -7,6 +7,7 @@ mod bench;
 mod cluster;
 mod dev;
 mod files;
+mod locks;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -98,6 +99,18 @@ enum Cmd {
         /// Permission bits, in octal.
         #[arg(long, default_value = "755")]
         mode: String,
+        /// Files created in it are ephemeral: deleted when no session holds them open.
+        #[arg(long)]
+        ephemeral: bool,
+        #[command(flatten)]
+        client: ClientOpts,
+    },
+    /// Hold a cluster-wide lock on PATH while CMD runs: lockfs run --lock PATH -- CMD ARGS...
+    Run(locks::RunArgs),
+    /// List every lock in the cluster: path, mode, holders (host, pid, since), waiters.
+    Locks {
+        #[arg(long)]
+        json: bool,
         #[command(flatten)]
         client: ClientOpts,
     },
@@ -162,6 +175,9 @@ pub struct ServeArgs {
     /// Largest file in bytes.
     #[arg(long)]
     max_file_size: Option<u64>,
+    /// Milliseconds during which a lock freed by a session expiry is granted to nobody.
+    #[arg(long)]
+    lock_delay_ms: Option<u64>,
 }
 
 /// What a subcommand failed with, already worded for the user.
@@ -178,6 +194,9 @@ pub enum CliError {
     },
     #[error("{0}")]
     Other(String),
+    /// Exit with this code and print nothing more (e.g. the status of the command `run` ran).
+    #[error("exit status {0}")]
+    Exit(i32),
 }
 
 impl CliError {
@@ -199,6 +218,7 @@ pub fn main() -> i32 {
         .init();
     match run(cli.cmd) {
         Ok(()) => 0,
+        Err(CliError::Exit(code)) => code,
         Err(e) => {
             eprintln!("lockfs: {e}");
             1
@@ -221,11 +241,20 @@ fn run(cmd: Cmd) -> Result<(), CliError> {
             path,
             parents,
             mode,
+            ephemeral,
             client,
         } => {
             let mode = parse_mode(&mode)?;
-            block_on(files::mkdir(&client.client(), &path, mode, parents))
+            block_on(files::mkdir(
+                &client.client(),
+                &path,
+                mode,
+                parents,
+                ephemeral,
+            ))
         }
+        Cmd::Run(args) => block_on(locks::run(args)),
+        Cmd::Locks { json, client } => block_on(locks::list(&client, json)),
         Cmd::Rm { path, client } => block_on(files::rm(&client.client(), &path)),
         Cmd::Cluster {
             cmd: ClusterCmd::Status { json, client },
@@ -251,7 +280,8 @@ fn serve(a: ServeArgs) -> Result<(), CliError> {
         election_ticks,
         heartbeat_ticks,
         snapshot_entries,
-        max_file_size
+        max_file_size,
+        lock_delay_ms
     );
     Ok(server::serve(file.finish()?)?)
 }
@@ -271,7 +301,7 @@ fn parse_mode(s: &str) -> Result<u32, CliError> {
         .ok_or_else(|| CliError::Usage(format!("mode '{s}' is not an octal permission (e.g. 644)")))
 }
 
-fn hostname() -> String {
+pub(crate) fn hostname() -> String {
     let mut buf = [0u8; 256];
     // SAFETY: the buffer is valid for its whole length and gethostname NUL-terminates within it
     // (or truncates, which we handle by taking up to the first NUL or the end).

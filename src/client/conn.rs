@@ -41,7 +41,12 @@ impl Drop for Conn {
 }
 
 impl Conn {
-    pub async fn open(addr: &str, name: &str) -> Result<Conn, String> {
+    /// Connects to `addr`; events pushed by the server go to `events`.
+    pub async fn open(
+        addr: &str,
+        name: &str,
+        events: mpsc::UnboundedSender<proto::Event>,
+    ) -> Result<Conn, String> {
         let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr))
             .await
             .map_err(|_| "connect timed out".to_string())?
@@ -77,7 +82,15 @@ impl Conn {
         let reader_waiters = waiters.clone();
         let reader_open = open.clone();
         let reader = tokio::spawn(async move {
-            while let Ok(resp) = reader.recv::<proto::Response>().await {
+            while let Ok(frame) = reader.recv::<proto::ServerFrame>().await {
+                let resp = match frame.kind {
+                    Some(proto::ServerFrame_oneof_kind::response(r)) => r,
+                    Some(proto::ServerFrame_oneof_kind::event(e)) => {
+                        let _ = events.send(e);
+                        continue;
+                    }
+                    None => continue,
+                };
                 if resp.id == 0 {
                     // The server gave up on the connection (bad frame); it closes next.
                     log::warn!(

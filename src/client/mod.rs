@@ -14,12 +14,13 @@
 
 mod conn;
 mod error;
+pub mod session;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::sync::Mutex;
+use tokio::sync::{mpsc, watch, Mutex};
 
 use crate::proto::{self, Request_oneof_op as Op, Response_oneof_result as Res};
 use conn::{CallError, Conn};
@@ -36,6 +37,20 @@ pub struct Client {
     name: String,
     next_id: AtomicU64,
     state: Mutex<State>,
+    events_tx: mpsc::UnboundedSender<proto::Event>,
+    /// Pushed events, for the one session that takes them.
+    events: std::sync::Mutex<Option<mpsc::UnboundedReceiver<proto::Event>>>,
+    /// Bumped on every new connection: subscriptions (and pushed events) do not survive a
+    /// reconnection, so sessions renew them when this changes.
+    epoch: watch::Sender<u64>,
+}
+
+/// Identifies a request in a session, for at-most-once application.
+#[derive(Debug, Clone, Copy)]
+pub struct InSession {
+    pub session: u64,
+    pub seq: u64,
+    pub first_unacked: u64,
 }
 
 struct State {
@@ -50,6 +65,7 @@ impl Client {
     /// A client of the cluster at `servers` (any subset of its members); requests give up after
     /// `timeout` of not finding a leader.
     pub fn new(servers: Vec<String>, timeout: Duration, name: String) -> Client {
+        let (events_tx, events) = mpsc::unbounded_channel();
         Client {
             servers,
             timeout,
@@ -60,13 +76,27 @@ impl Client {
                 preferred: None,
                 next_server: 0,
             }),
+            events_tx,
+            events: std::sync::Mutex::new(Some(events)),
+            epoch: watch::channel(0).0,
         }
     }
 
     /// Sends one request, following redirects and retrying what is safe to retry.
     pub async fn call(&self, op: Op) -> Result<Res, ClientError> {
-        let deadline = Instant::now() + self.timeout;
-        let mutation = is_mutation(&op);
+        self.call_with(op, None, self.timeout).await
+    }
+
+    /// Sends one request, in a session or not, giving up after `timeout`. In a session, a write
+    /// whose connection broke is retried: the cluster applies it at most once.
+    pub async fn call_with(
+        &self,
+        op: Op,
+        in_session: Option<InSession>,
+        timeout: Duration,
+    ) -> Result<Res, ClientError> {
+        let deadline = Instant::now() + timeout;
+        let mutation = is_mutation(&op) && in_session.is_none();
         let mut backoff = BACKOFF_MIN;
         let mut last_error = String::from("no server tried");
         loop {
@@ -85,6 +115,11 @@ impl Client {
             let mut req = proto::Request::new();
             req.id = self.next_id.fetch_add(1, Ordering::Relaxed);
             req.op = Some(op.clone());
+            if let Some(s) = in_session {
+                req.session = s.session;
+                req.seq = s.seq;
+                req.first_unacked = s.first_unacked;
+            }
             let remaining = deadline.saturating_duration_since(Instant::now());
             match conn.call(req, remaining).await {
                 Ok(resp) => match resp.error.into_option() {
@@ -150,12 +185,23 @@ impl Client {
                 a
             }
         };
-        let conn = Conn::open(&addr, &self.name)
+        let conn = Conn::open(&addr, &self.name, self.events_tx.clone())
             .await
             .map_err(|e| format!("{addr}: {e}"))?;
         let conn = Arc::new(conn);
         st.conn = Some(conn.clone());
+        self.epoch.send_modify(|e| *e += 1);
         Ok(conn)
+    }
+
+    /// Events pushed by the cluster; only the first caller gets them.
+    pub fn take_events(&self) -> Option<mpsc::UnboundedReceiver<proto::Event>> {
+        self.events.lock().expect("poisoned").take()
+    }
+
+    /// Changes whenever the client connects anew.
+    pub fn epoch(&self) -> watch::Receiver<u64> {
+        self.epoch.subscribe()
     }
 
     async fn redirect(&self, from: &Arc<Conn>, leader: String) {
@@ -177,7 +223,14 @@ impl Client {
 fn is_mutation(op: &Op) -> bool {
     !matches!(
         op,
-        Op::stat(_) | Op::read(_) | Op::readdir(_) | Op::cluster_status(_)
+        Op::stat(_)
+            | Op::read(_)
+            | Op::readdir(_)
+            | Op::cluster_status(_)
+            | Op::keep_alive(_)
+            | Op::get_lock(_)
+            | Op::list_locks(_)
+            | Op::list_sessions(_)
     )
 }
 
@@ -243,5 +296,20 @@ pub mod ops {
 
     pub fn cluster_status() -> Op {
         Op::cluster_status(proto::ClusterStatus::new())
+    }
+
+    pub fn set_ephemeral(p: &str, ephemeral: bool) -> Op {
+        let mut m = proto::SetEphemeral::new();
+        m.set_target(path(p));
+        m.ephemeral = ephemeral;
+        Op::set_ephemeral(m)
+    }
+
+    pub fn list_locks() -> Op {
+        Op::list_locks(proto::ListLocks::new())
+    }
+
+    pub fn list_sessions() -> Op {
+        Op::list_sessions(proto::ListSessions::new())
     }
 }

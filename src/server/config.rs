@@ -29,6 +29,13 @@ pub struct ServeConfig {
     pub snapshot_entries: u64,
     /// Largest file; the leader stamps it into each command so every replica enforces the same.
     pub max_file_size: u64,
+    /// After a session expires, its locks are not granted to anyone else for this long (Chubby's
+    /// lock-delay): a holder that was cut off, not dead, gets time to notice before anyone
+    /// else acts under the same lock.
+    pub lock_delay: Duration,
+    /// Bounds on the session TTL a client may ask for.
+    pub min_session_ttl: Duration,
+    pub max_session_ttl: Duration,
 }
 
 /// The same settings as they appear in a `--config` file; every field is optional there.
@@ -45,6 +52,7 @@ pub struct ConfigFile {
     pub heartbeat_ticks: Option<usize>,
     pub snapshot_entries: Option<u64>,
     pub max_file_size: Option<u64>,
+    pub lock_delay_ms: Option<u64>,
 }
 
 impl ConfigFile {
@@ -84,6 +92,9 @@ impl ConfigFile {
             heartbeat_ticks: self.heartbeat_ticks.unwrap_or(2),
             snapshot_entries: self.snapshot_entries.unwrap_or(10_000),
             max_file_size: self.max_file_size.unwrap_or(DEFAULT_MAX_FILE_SIZE),
+            lock_delay: Duration::from_millis(self.lock_delay_ms.unwrap_or(5_000)),
+            min_session_ttl: Duration::from_secs(1),
+            max_session_ttl: Duration::from_secs(600),
         };
         if cfg.tick.is_zero()
             || cfg.heartbeat_ticks == 0

@@ -2,16 +2,25 @@
 //! queries, outcomes and errors become responses. No policy lives here.
 
 use crate::proto::{self, Request_oneof_op as Op, Response_oneof_result as Res};
-use crate::state::{Attr, Command, DirEntry, Kind, Outcome, Query, StateError, Target};
+use crate::state::{
+    Attr, Command, CreateSpec, DirEntry, Event, Kind, LockHolder, LockInfo, LockKind, LockResult,
+    LockStyle, LockWaiter, Outcome, Query, RequestId, SessionInfo, StateError, Target,
+};
 
 use super::node::NodeStatus;
 use super::ServerError;
 
 /// What a request asks the node to do.
 pub enum Action {
-    Write(Command),
+    Write {
+        command: Command,
+        request: Option<RequestId>,
+    },
     Read(Query),
     Status,
+    KeepAlive {
+        session: u64,
+    },
 }
 
 fn target(t: Option<&proto::Target>) -> Result<Target, ServerError> {
@@ -31,9 +40,38 @@ fn invalid(what: &str) -> ServerError {
     ServerError::State(StateError::InvalidArgument(what.to_string()))
 }
 
+fn lock_kind(k: proto::LockKind) -> LockKind {
+    match k {
+        proto::LockKind::SHARED => LockKind::Shared,
+        proto::LockKind::EXCLUSIVE => LockKind::Exclusive,
+    }
+}
+
+fn lock_style(s: proto::LockStyle) -> LockStyle {
+    match s {
+        proto::LockStyle::FLOCK => LockStyle::Flock,
+        proto::LockStyle::POSIX => LockStyle::Posix,
+    }
+}
+
 pub fn action(req: &proto::Request) -> Result<Action, ServerError> {
     let op = req.op.as_ref().ok_or_else(|| invalid("empty request"))?;
-    let write = Action::Write;
+    let request = (req.session != 0).then_some(RequestId {
+        session: req.session,
+        seq: req.seq,
+        first_unacked: req.first_unacked,
+    });
+    let session = || {
+        if req.session == 0 {
+            Err(invalid("this request needs a session"))
+        } else {
+            Ok(req.session)
+        }
+    };
+    let write = |command| Action::Write {
+        command,
+        request: request.clone(),
+    };
     Ok(match op {
         Op::mkdir(m) => write(Command::Mkdir {
             at: target(m.at.as_ref())?,
@@ -95,7 +133,181 @@ pub fn action(req: &proto::Request) -> Result<Action, ServerError> {
         }),
         Op::readdir(m) => Action::Read(Query::Readdir(target(m.target.as_ref())?)),
         Op::cluster_status(_) => Action::Status,
+        Op::open_session(m) => Action::Write {
+            command: Command::OpenSession {
+                ttl_ms: m.ttl_ms,
+                host: m.host.clone(),
+                pid: m.pid,
+                name: m.name.clone(),
+            },
+            request: None,
+        },
+        Op::keep_alive(_) => Action::KeepAlive {
+            session: session()?,
+        },
+        Op::close_session(_) => write(Command::CloseSession {
+            session: session()?,
+        }),
+        Op::open(m) => write(Command::Open {
+            session: session()?,
+            at: target(m.at.as_ref())?,
+            create: m.create.then_some(CreateSpec {
+                mode: m.mode,
+                uid: m.uid,
+                gid: m.gid,
+                exclusive: m.exclusive,
+            }),
+        }),
+        Op::close(m) => write(Command::Close {
+            session: session()?,
+            handle: m.handle,
+        }),
+        Op::lock(m) => write(Command::Lock {
+            session: session()?,
+            handle: m.handle,
+            owner: m.owner,
+            style: lock_style(m.style),
+            kind: lock_kind(m.kind),
+            start: m.start,
+            end: m.end,
+            wait: m.wait,
+            pid: m.pid,
+        }),
+        Op::unlock(m) => write(Command::Unlock {
+            session: session()?,
+            handle: m.handle,
+            owner: m.owner,
+            style: lock_style(m.style),
+            start: m.start,
+            end: m.end,
+        }),
+        Op::cancel_wait(m) => write(Command::CancelWait {
+            session: session()?,
+            wait: m.wait,
+        }),
+        Op::get_lock(m) => Action::Read(Query::GetLock {
+            session: session()?,
+            handle: m.handle,
+            owner: m.owner,
+            style: lock_style(m.style),
+            kind: lock_kind(m.kind),
+            start: m.start,
+            end: m.end,
+        }),
+        Op::list_locks(_) => Action::Read(Query::Locks),
+        Op::list_sessions(_) => Action::Read(Query::Sessions),
     })
+}
+
+fn proto_kind(k: &LockKind) -> proto::LockKind {
+    match k {
+        LockKind::Shared => proto::LockKind::SHARED,
+        LockKind::Exclusive => proto::LockKind::EXCLUSIVE,
+    }
+}
+
+fn proto_style(s: &LockStyle) -> proto::LockStyle {
+    match s {
+        LockStyle::Flock => proto::LockStyle::FLOCK,
+        LockStyle::Posix => proto::LockStyle::POSIX,
+    }
+}
+
+fn holder(h: &LockHolder) -> proto::LockHolder {
+    let mut p = proto::LockHolder::new();
+    p.session = h.session;
+    p.owner = h.owner;
+    p.style = proto_style(&h.style);
+    p.kind = proto_kind(&h.kind);
+    p.start = h.start;
+    p.end = h.end;
+    p.pid = h.pid;
+    p.host = h.host.clone();
+    p.since_ns = h.since_ns;
+    p
+}
+
+fn waiter(w: &LockWaiter) -> proto::LockHolder {
+    let mut p = proto::LockHolder::new();
+    p.session = w.session;
+    p.owner = w.owner;
+    p.style = proto_style(&w.style);
+    p.kind = proto_kind(&w.kind);
+    p.start = w.start;
+    p.end = w.end;
+    p.pid = w.pid;
+    p.host = w.host.clone();
+    p.since_ns = w.since_ns;
+    p.wait = w.wait;
+    p
+}
+
+fn lock_info(l: &LockInfo) -> proto::LockInfo {
+    let mut p = proto::LockInfo::new();
+    p.instance = l.instance;
+    p.path = l.path.clone();
+    p.lock_generation = l.lock_generation;
+    p.holders = l.holders.iter().map(holder).collect();
+    p.waiters = l.waiters.iter().map(waiter).collect();
+    p.delay_until_ns = l.delay_until_ns;
+    p
+}
+
+fn session_info(s: &SessionInfo) -> proto::SessionInfo {
+    let mut p = proto::SessionInfo::new();
+    p.id = s.id;
+    p.ttl_ms = s.ttl_ms;
+    p.host = s.host.clone();
+    p.pid = s.pid;
+    p.name = s.name.clone();
+    p.handles = s.handles;
+    p.created_ns = s.created_ns;
+    p
+}
+
+/// A state-machine event as pushed to clients.
+pub fn event(e: &Event) -> proto::Event {
+    use proto::Event_Kind as K;
+    let mut p = proto::Event::new();
+    match e {
+        Event::Granted {
+            session,
+            wait,
+            instance,
+            generation,
+        } => {
+            p.kind = K::GRANTED;
+            p.session = *session;
+            p.wait = *wait;
+            p.instance = *instance;
+            p.generation = *generation;
+        }
+        Event::WaitFailed {
+            session,
+            wait,
+            error: err,
+        } => {
+            p.kind = K::WAIT_FAILED;
+            p.session = *session;
+            p.wait = *wait;
+            p.set_error(error(&ServerError::State(err.clone())));
+        }
+        Event::SessionEnded { session, expired } => {
+            p.kind = K::SESSION_ENDED;
+            p.session = *session;
+            p.expired = *expired;
+        }
+    }
+    p
+}
+
+/// The session an event is for.
+pub fn event_session(e: &Event) -> u64 {
+    match e {
+        Event::Granted { session, .. }
+        | Event::WaitFailed { session, .. }
+        | Event::SessionEnded { session, .. } => *session,
+    }
 }
 
 fn kind(k: Kind) -> proto::Kind {
@@ -148,6 +360,56 @@ pub fn outcome(o: Outcome) -> Res {
             Res::entries(e)
         }
         Outcome::Done => Res::done(proto::Done::new()),
+        Outcome::Session { id } => {
+            let mut p = proto::SessionReply::new();
+            p.session = id;
+            Res::session(p)
+        }
+        Outcome::Opened { handle, attr: a } => {
+            let mut p = proto::Opened::new();
+            p.handle = handle;
+            p.set_attr(attr(&a));
+            Res::opened(p)
+        }
+        Outcome::Lock(r) => {
+            let mut p = proto::LockReply::new();
+            match r {
+                LockResult::Granted { generation } => {
+                    p.granted = true;
+                    p.generation = generation;
+                }
+                LockResult::WouldBlock { conflict } => {
+                    p.would_block = true;
+                    if let Some(h) = conflict {
+                        p.set_conflict(holder(&h));
+                    }
+                }
+                LockResult::Queued { wait } => p.wait = wait,
+            }
+            Res::lock(p)
+        }
+        Outcome::Cancelled { was_granted } => {
+            let mut p = proto::Cancelled::new();
+            p.was_granted = was_granted;
+            Res::cancelled(p)
+        }
+        Outcome::LockProbe(conflict) => {
+            let mut p = proto::LockProbe::new();
+            if let Some(h) = conflict {
+                p.set_conflict(holder(&h));
+            }
+            Res::probe(p)
+        }
+        Outcome::Locks(list) => {
+            let mut p = proto::LocksReply::new();
+            p.locks = list.iter().map(lock_info).collect();
+            Res::locks(p)
+        }
+        Outcome::Sessions(list) => {
+            let mut p = proto::SessionsReply::new();
+            p.sessions = list.iter().map(session_info).collect();
+            Res::sessions(p)
+        }
     }
 }
 

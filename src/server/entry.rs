@@ -4,7 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::state::{ApplyCtx, Command};
+use crate::state::{ApplyCtx, Command, RequestId};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Envelope {
@@ -12,6 +12,10 @@ pub struct Envelope {
     pub time_ns: u64,
     /// The leader's configured file-size limit.
     pub max_file_size: u64,
+    /// The leader's configured lock-delay after a session expiry.
+    pub lock_delay_ns: u64,
+    /// The session and sequence number of the client request, for at-most-once application.
+    pub request: Option<RequestId>,
     pub command: Command,
 }
 
@@ -29,6 +33,7 @@ impl Envelope {
             index,
             time_ns: self.time_ns,
             max_file_size: self.max_file_size,
+            lock_delay_ns: self.lock_delay_ns,
         }
     }
 }

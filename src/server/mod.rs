@@ -9,6 +9,7 @@ pub mod config;
 mod convert;
 mod entry;
 mod error;
+mod events;
 pub mod node;
 mod service;
 mod transport;
@@ -75,14 +76,17 @@ pub fn serve(cfg: ServeConfig) -> Result<(), ServerError> {
         let _guard = runtime.enter();
         transport::Transport::start(cluster_id, cfg.id, &cfg.peers, inbox_tx.clone())
     };
+    let events = Arc::new(events::EventRouter::default());
     let service = Arc::new(service::Service {
         cluster_id,
         node_id: cfg.id,
         peers: cfg.peers.clone(),
         inbox: inbox_tx.clone(),
+        events: events.clone(),
+        next_conn: std::sync::atomic::AtomicU64::new(1),
     });
     let node = Node::new(
-        cfg, cluster_id, store, raft_log, machine, applied, transport, inbox_rx,
+        cfg, cluster_id, store, raft_log, machine, applied, transport, inbox_rx, events,
     )?;
     let raft_thread = std::thread::Builder::new()
         .name("lockfs-raft".into())

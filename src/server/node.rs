@@ -16,8 +16,9 @@
 //! of one turn share one ReadIndex round. A storage error halts the node (the process exits)
 //! rather than letting this replica diverge from the others.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use protobuf::Message as _;
@@ -29,10 +30,12 @@ use slog::Drain as _;
 use tokio::sync::oneshot;
 
 use super::config::ServeConfig;
+use super::convert;
 use super::entry::Envelope;
+use super::events::EventRouter;
 use super::transport::Transport;
 use super::ServerError;
-use crate::state::{Command, Outcome, Query, StateMachine};
+use crate::state::{Command, Event, Outcome, Query, RequestId, StateError, StateMachine};
 use crate::storage::{RaftLog, StateStore, Store, WriteBatch};
 
 /// How many inputs one turn takes before handling `Ready`, so a flood of requests cannot starve
@@ -51,7 +54,13 @@ pub enum Input {
     /// A client's write: applied once committed.
     Propose {
         command: Command,
+        request: Option<RequestId>,
         reply: Reply,
+    },
+    /// A session's keep-alive: answered by the leader alone, with the session's TTL in ms.
+    KeepAlive {
+        session: u64,
+        reply: oneshot::Sender<Result<u64, ServerError>>,
     },
     /// A client's read: answered, linearizably, once this node has applied a ReadIndex.
     Read {
@@ -110,8 +119,9 @@ pub struct Node {
     cfg: ServeConfig,
     transport: Transport,
     inbox: Receiver<Input>,
-    /// Writes proposed here and not yet applied: log index -> (term proposed in, reply).
-    proposals: BTreeMap<u64, (u64, Reply)>,
+    /// Writes proposed here and not yet applied: log index -> (term proposed in, reply). The
+    /// leader's own proposals (session expiry, wake-ups) have no reply.
+    proposals: BTreeMap<u64, (u64, Option<Reply>)>,
     /// Reads of this turn, not yet sent as a ReadIndex request.
     new_reads: Vec<(Query, Reply)>,
     /// ReadIndex requests in flight, by request context.
@@ -121,6 +131,15 @@ pub struct Node {
     ready_reads: Vec<(u64, ReadBatch)>,
     role: StateRole,
     leader_id: u64,
+    events: Arc<EventRouter>,
+    /// Leader only: when each live session was last heard from, and its TTL. Never replicated:
+    /// a new leader starts every session's timer afresh, so a failover never expires a healthy
+    /// session.
+    heard: HashMap<u64, (Instant, Duration)>,
+    /// Sessions whose expiry this leader proposed and has not yet seen applied.
+    expiring: HashSet<u64>,
+    /// When this leader last proposed a wake-up for an ended lock-delay.
+    wake_proposed: Option<Instant>,
 }
 
 impl Node {
@@ -134,6 +153,7 @@ impl Node {
         applied: u64,
         transport: Transport,
         inbox: Receiver<Input>,
+        events: Arc<EventRouter>,
     ) -> Result<Node, ServerError> {
         let raft_cfg = raft::Config {
             id: cfg.id,
@@ -168,6 +188,10 @@ impl Node {
             ready_reads: Vec::new(),
             role: StateRole::Follower,
             leader_id: 0,
+            events,
+            heard: HashMap::new(),
+            expiring: HashSet::new(),
+            wake_proposed: None,
         })
     }
 
@@ -201,6 +225,9 @@ impl Node {
                 self.raw.tick();
                 next_tick = now + tick;
                 self.expire_reads(now);
+                if self.raw.raft.state == StateRole::Leader {
+                    self.check_sessions(now);
+                }
             }
             if !self.new_reads.is_empty() {
                 let ctx = self.next_read_ctx;
@@ -226,7 +253,9 @@ impl Node {
     fn stop(mut self) -> Result<(), ServerError> {
         let shutting_down = || ServerError::Unavailable("node shutting down".into());
         for (_, (_, reply)) in std::mem::take(&mut self.proposals) {
-            let _ = reply.send(Err(shutting_down()));
+            if let Some(reply) = reply {
+                let _ = reply.send(Err(shutting_down()));
+            }
         }
         log::info!("node {} stopped", self.cfg.id);
         Ok(())
@@ -240,7 +269,14 @@ impl Node {
                     log::debug!("raft refused a message: {e}");
                 }
             }
-            Input::Propose { command, reply } => self.propose(command, reply),
+            Input::Propose {
+                command,
+                request,
+                reply,
+            } => self.propose(command, request, Some(reply)),
+            Input::KeepAlive { session, reply } => {
+                let _ = reply.send(self.keep_alive(session));
+            }
             Input::Read { query, reply } => self.new_reads.push((query, reply)),
             Input::Status { reply } => {
                 let _ = reply.send(self.status());
@@ -267,17 +303,34 @@ impl Node {
         }
     }
 
-    fn propose(&mut self, command: Command, reply: Reply) {
+    fn propose(&mut self, command: Command, request: Option<RequestId>, reply: Option<Reply>) {
+        let refuse = |reply: Option<Reply>, e: ServerError| {
+            if let Some(reply) = reply {
+                let _ = reply.send(Err(e));
+            }
+        };
         if self.raw.raft.state != StateRole::Leader {
-            let _ = reply.send(Err(self.not_leader()));
-            return;
+            return refuse(reply, self.not_leader());
+        }
+        if let Command::OpenSession { ttl_ms, .. } = &command {
+            let ttl = Duration::from_millis(*ttl_ms);
+            if ttl < self.cfg.min_session_ttl || ttl > self.cfg.max_session_ttl {
+                let why = format!(
+                    "session ttl must be between {:?} and {:?}",
+                    self.cfg.min_session_ttl, self.cfg.max_session_ttl
+                );
+                return refuse(reply, StateError::InvalidArgument(why).into());
+            }
+        }
+        if let Some(r) = &request {
+            // Any request in a session shows the client is alive.
+            self.touch(r.session);
         }
         let envelope = Envelope {
-            time_ns: SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map(|d| d.as_nanos() as u64)
-                .unwrap_or(0),
+            time_ns: now_ns(),
             max_file_size: self.cfg.max_file_size,
+            lock_delay_ns: self.cfg.lock_delay.as_nanos() as u64,
+            request,
             command,
         };
         match self.raw.propose(vec![], envelope.encode()) {
@@ -286,10 +339,73 @@ impl Node {
                 let term = self.raw.raft.term;
                 self.proposals.insert(index, (term, reply));
             }
-            Err(e) => {
-                let _ = reply.send(Err(ServerError::Unavailable(format!(
-                    "proposal dropped: {e}"
-                ))));
+            Err(e) => refuse(
+                reply,
+                ServerError::Unavailable(format!("proposal dropped: {e}")),
+            ),
+        }
+    }
+
+    fn touch(&mut self, session: u64) {
+        if let Some((last, _)) = self.heard.get_mut(&session) {
+            *last = Instant::now();
+        }
+    }
+
+    /// Renews a session's lease. Only the leader may: it alone expires sessions, and a new
+    /// leader gives every session a full TTL, so a lease renewed by a deposed leader still ends
+    /// before the new leader could expire the session.
+    fn keep_alive(&mut self, session: u64) -> Result<u64, ServerError> {
+        if self.raw.raft.state != StateRole::Leader {
+            return Err(self.not_leader());
+        }
+        let ttl = self
+            .machine
+            .session_ids()
+            .into_iter()
+            .find(|(id, _)| *id == session)
+            .map(|(_, ttl_ms)| ttl_ms)
+            .ok_or(ServerError::State(StateError::SessionExpired))?;
+        if self.expiring.contains(&session) {
+            return Err(ServerError::State(StateError::SessionExpired));
+        }
+        self.heard
+            .insert(session, (Instant::now(), Duration::from_millis(ttl)));
+        Ok(ttl)
+    }
+
+    /// Leader, every tick: expire sessions not heard from within their TTL, and wake lock
+    /// waiters whose lock-delay has ended. Both are ordinary commands, so every replica applies
+    /// them at the same point of the log.
+    fn check_sessions(&mut self, now: Instant) {
+        let live: HashMap<u64, u64> = self.machine.session_ids().into_iter().collect();
+        self.heard.retain(|id, _| live.contains_key(id));
+        self.expiring.retain(|id| live.contains_key(id));
+        for (id, ttl_ms) in &live {
+            self.heard
+                .entry(*id)
+                .or_insert((now, Duration::from_millis(*ttl_ms)));
+        }
+        let overdue: Vec<u64> = self
+            .heard
+            .iter()
+            .filter(|(id, (last, ttl))| {
+                now.duration_since(*last) > *ttl && !self.expiring.contains(id)
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        for session in overdue {
+            log::info!("session {session} expired: not heard from within its TTL");
+            self.expiring.insert(session);
+            self.propose(Command::ExpireSession { session }, None, None);
+        }
+        if let Some(wake_at) = self.machine.next_wake_ns() {
+            let recently = self
+                .wake_proposed
+                .is_some_and(|t| now.duration_since(t) < Duration::from_secs(1));
+            if now_ns() >= wake_at && !recently {
+                self.wake_proposed = Some(now);
+                self.propose(Command::Wake, None, None);
             }
         }
     }
@@ -347,6 +463,11 @@ impl Node {
             return;
         }
         let term = self.raw.raft.term;
+        if role == StateRole::Leader && self.role != StateRole::Leader {
+            // Every session gets a full TTL from now (check_sessions fills this in).
+            self.heard.clear();
+            self.expiring.clear();
+        }
         match role {
             StateRole::Leader => log::info!("node {} is now the leader (term {term})", self.cfg.id),
             _ if leader_id == 0 => {
@@ -413,10 +534,11 @@ impl Node {
             if *entry.key() <= last {
                 break;
             }
-            let (_, reply) = entry.remove();
-            let _ = reply.send(Err(ServerError::Unavailable(
-                "leader changed before the write committed".into(),
-            )));
+            if let (_, Some(reply)) = entry.remove() {
+                let _ = reply.send(Err(ServerError::Unavailable(
+                    "leader changed before the write committed".into(),
+                )));
+            }
         }
     }
 
@@ -438,7 +560,11 @@ impl Node {
                     })?;
                     Some(
                         self.machine
-                            .apply(&envelope.ctx(entry.index), &envelope.command)
+                            .apply_request(
+                                &envelope.ctx(entry.index),
+                                envelope.request.as_ref(),
+                                &envelope.command,
+                            )
                             .map_err(ServerError::from),
                     )
                 }
@@ -470,14 +596,29 @@ impl Node {
                         "leader changed before the write committed".into(),
                     )),
                 };
-                replies.push((reply, result));
+                if let Some(reply) = reply {
+                    replies.push((reply, result));
+                }
             }
         }
+        let events = self.machine.take_events();
         self.state_store
             .stage_changes(&mut batch, self.machine.take_changes(), self.applied);
         self.store.write(batch, false)?;
         for (reply, result) in replies {
             let _ = reply.send(result);
+        }
+        for event in events {
+            if let Event::SessionEnded { session, .. } = &event {
+                self.heard.remove(session);
+                self.expiring.remove(session);
+            }
+            let ended = matches!(event, Event::SessionEnded { .. });
+            self.events.publish(
+                convert::event_session(&event),
+                convert::event(&event),
+                ended,
+            );
         }
         Ok(())
     }
@@ -575,4 +716,11 @@ impl Node {
             members,
         }
     }
+}
+
+fn now_ns() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0)
 }

@@ -6,6 +6,7 @@
 //! soon as it is ready, so a slow request never holds up the ones behind it.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::Sender;
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,6 +17,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot};
 
 use super::convert::{self, Action};
+use super::events::EventRouter;
 use super::node::Input;
 use super::ServerError;
 use crate::proto::{self, frame::FramedConn, Hello_oneof_kind as HelloKind};
@@ -32,6 +34,8 @@ pub struct Service {
     pub node_id: u64,
     pub peers: BTreeMap<u64, String>,
     pub inbox: Sender<Input>,
+    pub events: Arc<EventRouter>,
+    pub next_conn: AtomicU64,
 }
 
 impl Service {
@@ -133,11 +137,12 @@ impl Service {
 
     async fn client(&self, mut conn: FramedConn<TcpStream>) -> Result<(), String> {
         conn.set_max_frame(proto::CLIENT_MAX_FRAME);
+        let conn_id = self.next_conn.fetch_add(1, Ordering::Relaxed);
         let (mut reader, mut writer) = conn.split();
-        let (tx, mut rx) = mpsc::channel::<proto::Response>(CLIENT_QUEUE);
+        let (tx, mut rx) = mpsc::channel::<proto::ServerFrame>(CLIENT_QUEUE);
         let write_task = tokio::spawn(async move {
-            while let Some(resp) = rx.recv().await {
-                if writer.send(&resp).await.is_err() {
+            while let Some(frame) = rx.recv().await {
+                if writer.send(&frame).await.is_err() {
                     break;
                 }
             }
@@ -154,7 +159,9 @@ impl Service {
                     err.code = super::error::errno::EMSGSIZE;
                     err.message = format!("bad frame: {e}");
                     resp.set_error(err);
-                    let _ = tx.send(resp).await;
+                    let mut frame = proto::ServerFrame::new();
+                    frame.set_response(resp);
+                    let _ = tx.send(frame).await;
                     break Err(e.to_string());
                 }
             };
@@ -163,18 +170,27 @@ impl Service {
             };
             let tx = tx.clone();
             let inbox = self.inbox.clone();
+            let events = self.events.clone();
             tokio::spawn(async move {
                 let _permit = permit;
-                let id = req.id;
                 let mut resp = proto::Response::new();
-                resp.id = id;
+                resp.id = req.id;
                 match handle(&inbox, &req).await {
-                    Ok(res) => resp.result = Some(res),
+                    Ok(res) => {
+                        // A connection that keeps a session alive (or opened it) gets its events.
+                        if let proto::Response_oneof_result::session(s) = &res {
+                            events.subscribe(s.session, conn_id, &tx);
+                        }
+                        resp.result = Some(res)
+                    }
                     Err(e) => resp.set_error(convert::error(&e)),
                 }
-                let _ = tx.send(resp).await;
+                let mut frame = proto::ServerFrame::new();
+                frame.set_response(resp);
+                let _ = tx.send(frame).await;
             });
         };
+        self.events.unsubscribe(conn_id);
         drop(tx);
         let _ = write_task.await;
         result
@@ -192,12 +208,27 @@ async fn handle(
             inbox.send(Input::Status { reply }).map_err(|_| stopped())?;
             Ok(convert::status(rx.await.map_err(|_| stopped())?))
         }
-        Action::Write(command) => {
+        Action::Write { command, request } => {
             let (reply, rx) = oneshot::channel();
             inbox
-                .send(Input::Propose { command, reply })
+                .send(Input::Propose {
+                    command,
+                    request,
+                    reply,
+                })
                 .map_err(|_| stopped())?;
             Ok(convert::outcome(rx.await.map_err(|_| stopped())??))
+        }
+        Action::KeepAlive { session } => {
+            let (reply, rx) = oneshot::channel();
+            inbox
+                .send(Input::KeepAlive { session, reply })
+                .map_err(|_| stopped())?;
+            let ttl_ms = rx.await.map_err(|_| stopped())??;
+            let mut p = proto::SessionReply::new();
+            p.session = session;
+            p.ttl_ms = ttl_ms;
+            Ok(proto::Response_oneof_result::session(p))
         }
         Action::Read(query) => {
             let (reply, rx) = oneshot::channel();

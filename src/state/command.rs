@@ -1,7 +1,10 @@
 //! What goes into the state machine and what comes out. Commands travel through the Raft log,
-//! so every type here is serializable and compares by value.
+//! and results are cached for deduplication, so every type here is serializable and compares by
+//! value.
 
 use serde::{Deserialize, Serialize};
+
+use super::StateError;
 
 /// Names a node. Creation commands read a target as (parent directory, last name).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -29,6 +32,8 @@ pub struct ApplyCtx {
     pub time_ns: u64,
     /// The cluster's file size limit in bytes.
     pub max_file_size: u64,
+    /// How long a lock freed by a session's expiry stays ungrantable (Chubby's lock-delay).
+    pub lock_delay_ns: u64,
 }
 
 /// A mutation of the tree. Modes keep only the permission bits (`& 0o7777`); the kind is
@@ -93,6 +98,198 @@ pub enum Command {
         target: Target,
         ephemeral: bool,
     },
+    /// Starts a session; its id comes from a counter and is never reused.
+    OpenSession {
+        ttl_ms: u64,
+        host: String,
+        pid: u32,
+        name: String,
+    },
+    /// A clean end: locks released, waits dropped, handles closed, no lock-delay.
+    CloseSession {
+        session: u64,
+    },
+    /// The leader decided the session expired: as `CloseSession`, plus a lock-delay on every
+    /// node the session held a lock on.
+    ExpireSession {
+        session: u64,
+    },
+    /// Opens an existing file or directory, or with `create` creates the file if missing, in
+    /// one command (so an ephemeral file is never without a handle).
+    Open {
+        session: u64,
+        at: Target,
+        create: Option<CreateSpec>,
+    },
+    /// Releases the flock locks taken through the handle and deletes an ephemeral file that no
+    /// handle holds anymore. POSIX locks stay: the mount unlocks them explicitly.
+    Close {
+        session: u64,
+        handle: u64,
+    },
+    /// `handle` names the node; the owner is (session, owner). `end` is exclusive,
+    /// `u64::MAX` is "to the end of the file"; flock locks always cover the whole file.
+    Lock {
+        session: u64,
+        handle: u64,
+        owner: u64,
+        style: LockStyle,
+        kind: LockKind,
+        start: u64,
+        end: u64,
+        wait: bool,
+        pid: u32,
+    },
+    /// Removes the owner's coverage of the range; unlocking what is not held succeeds.
+    Unlock {
+        session: u64,
+        handle: u64,
+        owner: u64,
+        style: LockStyle,
+        start: u64,
+        end: u64,
+    },
+    /// Withdraws a queued wait, or releases the lock it obtained if the grant won the race.
+    CancelWait {
+        session: u64,
+        wait: u64,
+    },
+    /// Only advances time, so that waits behind an ended lock-delay are granted.
+    Wake,
+}
+
+impl Command {
+    /// The session a command acts for, if it names one.
+    pub fn session(&self) -> Option<u64> {
+        match self {
+            Command::CloseSession { session }
+            | Command::ExpireSession { session }
+            | Command::Open { session, .. }
+            | Command::Close { session, .. }
+            | Command::Lock { session, .. }
+            | Command::Unlock { session, .. }
+            | Command::CancelWait { session, .. } => Some(*session),
+            _ => None,
+        }
+    }
+}
+
+/// How `Command::Open` creates a missing file; `exclusive` is `O_CREAT|O_EXCL`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CreateSpec {
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub exclusive: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum LockKind {
+    Shared,
+    Exclusive,
+}
+
+/// flock(2) locks and fcntl (POSIX) locks never conflict with each other, as on Linux.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum LockStyle {
+    Flock,
+    Posix,
+}
+
+/// A granted lock, as `lockfs locks` and F_GETLK show it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LockHolder {
+    pub session: u64,
+    pub owner: u64,
+    pub style: LockStyle,
+    pub kind: LockKind,
+    pub start: u64,
+    /// Exclusive; `u64::MAX` is "to the end of the file".
+    pub end: u64,
+    pub pid: u32,
+    /// The host of the holder's session.
+    pub host: String,
+    pub since_ns: u64,
+}
+
+/// A queued request, in queue order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LockWaiter {
+    pub wait: u64,
+    pub session: u64,
+    pub owner: u64,
+    pub style: LockStyle,
+    pub kind: LockKind,
+    pub start: u64,
+    pub end: u64,
+    pub pid: u32,
+    pub host: String,
+    pub since_ns: u64,
+}
+
+/// The locks of one node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LockInfo {
+    pub instance: u64,
+    pub path: String,
+    pub lock_generation: u64,
+    pub holders: Vec<LockHolder>,
+    pub waiters: Vec<LockWaiter>,
+    /// Nothing is granted before this time; 0 when no lock-delay is pending.
+    pub delay_until_ns: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum LockResult {
+    /// `generation` is the node's lock generation after the grant (the fencing token).
+    Granted { generation: u64 },
+    /// `conflict` is the first conflicting holder; `None` when only queued waiters or a
+    /// lock-delay stand in the way.
+    WouldBlock { conflict: Option<LockHolder> },
+    /// The request waits; an [`Event::Granted`] or [`Event::WaitFailed`] with this id follows.
+    Queued { wait: u64 },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionInfo {
+    pub id: u64,
+    pub ttl_ms: u64,
+    pub host: String,
+    pub pid: u32,
+    pub name: String,
+    /// Open handles.
+    pub handles: u64,
+    pub created_ns: u64,
+}
+
+/// Identifies a client request for deduplication (Raft thesis 6.3).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RequestId {
+    pub session: u64,
+    pub seq: u64,
+    /// Every request of this session below this number has its answer: the client never
+    /// retries them, so their cached results may go.
+    pub first_unacked: u64,
+}
+
+/// What applying told someone other than the caller; see [`crate::state::StateMachine::take_events`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Event {
+    /// A queued wait was granted (by the command that freed the lock, or after a lock-delay).
+    Granted {
+        session: u64,
+        wait: u64,
+        instance: u64,
+        generation: u64,
+    },
+    /// A queued wait can never be granted (its node was deleted, its handle closed).
+    WaitFailed {
+        session: u64,
+        wait: u64,
+        error: StateError,
+    },
+    /// A session ended (closed or expired): the server tells that client.
+    SessionEnded { session: u64, expired: bool },
 }
 
 /// A read-only question about the tree.
@@ -106,6 +303,20 @@ pub enum Query {
         len: Option<u64>,
     },
     Readdir(Target),
+    /// F_GETLK: the first holder that would conflict with this request.
+    GetLock {
+        session: u64,
+        handle: u64,
+        owner: u64,
+        style: LockStyle,
+        kind: LockKind,
+        start: u64,
+        end: u64,
+    },
+    /// Every node with holders or waiters, sorted by path.
+    Locks,
+    /// Every live session, by id.
+    Sessions,
 }
 
 /// What `stat` shows about a node, plus Chubby's monotonic numbers.
@@ -151,4 +362,18 @@ pub enum Outcome {
     /// Sorted by name; no "." or "..".
     Entries(Vec<DirEntry>),
     Done,
+    Session {
+        id: u64,
+    },
+    Opened {
+        handle: u64,
+        attr: Attr,
+    },
+    Lock(LockResult),
+    Cancelled {
+        was_granted: bool,
+    },
+    LockProbe(Option<LockHolder>),
+    Locks(Vec<LockInfo>),
+    Sessions(Vec<SessionInfo>),
 }

@@ -1,10 +1,12 @@
 //! The one error type of the state layer. The FUSE edge turns it into an errno with
 //! [`StateError::errno`]; everything else passes it along unchanged.
 
+use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 /// Why a command or query was refused. A refused command leaves the state untouched.
-#[derive(Debug, Clone, PartialEq, Eq, Error)]
+/// Serializable because cached results and events carry it.
+#[derive(Debug, Clone, PartialEq, Eq, Error, Serialize, Deserialize)]
 pub enum StateError {
     #[error("no such file or directory")]
     NotFound,
@@ -32,12 +34,22 @@ pub enum StateError {
     NotPermitted,
     #[error("corrupt state: {0}")]
     Corrupt(String),
+    /// The session does not exist: never opened, closed, or expired.
+    #[error("session expired")]
+    SessionExpired,
+    /// The handle is not an open handle of this session.
+    #[error("bad file handle")]
+    BadHandle,
+    /// A node's lock table is full (holders or waiters).
+    #[error("no locks available")]
+    NoLocks,
 }
 
 // Linux errno numbers, spelled out so the state layer needs no libc.
 const EPERM: i32 = 1;
 const ENOENT: i32 = 2;
 const EIO: i32 = 5;
+const EBADF: i32 = 9;
 const EBUSY: i32 = 16;
 const EEXIST: i32 = 17;
 const EXDEV: i32 = 18;
@@ -46,7 +58,9 @@ const EISDIR: i32 = 21;
 const EINVAL: i32 = 22;
 const EFBIG: i32 = 27;
 const ENAMETOOLONG: i32 = 36;
+const ENOLCK: i32 = 37;
 const ENOTEMPTY: i32 = 39;
+const EKEYEXPIRED: i32 = 127;
 
 impl StateError {
     /// The Linux errno a filesystem call reports for this error.
@@ -65,6 +79,9 @@ impl StateError {
             StateError::Busy => EBUSY,
             StateError::NotPermitted => EPERM,
             StateError::Corrupt(_) => EIO,
+            StateError::SessionExpired => EKEYEXPIRED,
+            StateError::BadHandle => EBADF,
+            StateError::NoLocks => ENOLCK,
         }
     }
 }

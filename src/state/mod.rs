@@ -24,18 +24,36 @@
 //!   value is the same, and always sets ctime.
 //! - A file is ephemeral when it is created in a directory marked ephemeral; it keeps that flag
 //!   when renamed, and marking or unmarking a directory does not change existing files.
+//!
+//! On top of the tree (DESIGN.md section 3): sessions and their open handles (`session.rs`),
+//! flock and POSIX locks with FIFO queues, lock-delay and fencing generations (`lock.rs` for
+//! the table, `locking.rs` for the commands), ephemeral files that live exactly as long as a
+//! handle holds them, and at-most-once application of client requests (`dedup.rs`). Besides
+//! its outcome, applying a command may tell other clients something (a queued lock granted, a
+//! wait failed, a session ended): the caller collects these with [`StateMachine::take_events`]
+//! after each apply and delivers them once the command is committed and applied.
 
 mod command;
+mod dedup;
 mod error;
+mod lock;
+mod locking;
 mod node;
 mod path;
+mod persist;
 mod record;
+mod session;
 mod tree;
 
 #[cfg(test)]
 mod tests;
 
-pub use command::{ApplyCtx, Attr, Command, DirEntry, Kind, Outcome, Query, Target};
+pub use command::{
+    ApplyCtx, Attr, Command, CreateSpec, DirEntry, Event, Kind, LockHolder, LockInfo, LockKind,
+    LockResult, LockStyle, LockWaiter, Outcome, Query, RequestId, SessionInfo, Target,
+};
+pub use dedup::MAX_CACHED_RESULTS;
 pub use error::StateError;
+pub use locking::{MAX_GRANTED_MEMORY, MAX_LOCKS_PER_NODE};
 pub use path::{split_path, validate_name, MAX_NAME_LEN};
 pub use tree::{Change, StateMachine, ROOT};

@@ -1,9 +1,14 @@
 //! How the state is laid out as key/value records. The caller stores them (RocksDB) in the same
 //! batch as the applied index; this module only names the keys and encodes the values.
 //!
-//! - `n/<instance as u64 big-endian>`: a node (`node.rs`) without its children map. Big-endian keeps
-//!   the byte order of keys equal to the numeric order of instances.
-//! - `m/meta`: the `Meta` record (next instance number, clock).
+//! Numbers in keys are u64 big-endian, so the byte order of keys is the numeric order.
+//!
+//! - `n/<instance>`: a node (`node.rs`) without its children map.
+//! - `m/meta`: the `Meta` record (counters, clock).
+//! - `s/<session>`: a session (`session.rs`) without its handles and cached results.
+//! - `h/<handle>`: an open handle: its session and node.
+//! - `r/<session><seq>`: the cached result of request `seq` of a session (`dedup.rs`).
+//! - `l/<instance>`: the lock table of a node (`lock.rs`): holders, waiters, lock-delay.
 //!
 //! Other prefixes are left to future record kinds and ignored when loading.
 
@@ -13,6 +18,10 @@ use serde::{Deserialize, Serialize};
 use super::StateError;
 
 pub(super) const NODE_PREFIX: &[u8] = b"n/";
+pub(super) const SESSION_PREFIX: &[u8] = b"s/";
+pub(super) const HANDLE_PREFIX: &[u8] = b"h/";
+pub(super) const RESPONSE_PREFIX: &[u8] = b"r/";
+pub(super) const LOCK_PREFIX: &[u8] = b"l/";
 pub(super) const META_KEY: &[u8] = b"m/meta";
 
 /// Counters that outlive any one node.
@@ -22,22 +31,39 @@ pub(super) struct Meta {
     pub next_instance: u64,
     /// The latest leader time applied; time never goes backwards inside the state.
     pub clock_ns: u64,
+    /// The ids the next session, handle and lock wait get; never reused.
+    pub next_session: u64,
+    pub next_handle: u64,
+    pub next_wait: u64,
 }
 
-pub(super) fn node_key(instance: u64) -> Vec<u8> {
-    let mut key = NODE_PREFIX.to_vec();
-    key.extend_from_slice(&instance.to_be_bytes());
+/// `prefix` followed by the numbers.
+pub(super) fn key(prefix: &[u8], ids: &[u64]) -> Vec<u8> {
+    let mut key = prefix.to_vec();
+    for id in ids {
+        key.extend_from_slice(&id.to_be_bytes());
+    }
     key
 }
 
-/// The instance number in a node key, or `None` when `key` is not a node key.
-pub(super) fn parse_node_key(key: &[u8]) -> Option<Result<u64, StateError>> {
-    let rest = key.strip_prefix(NODE_PREFIX)?;
-    Some(
-        <[u8; 8]>::try_from(rest)
-            .map(u64::from_be_bytes)
-            .map_err(|_| StateError::Corrupt(format!("bad node key {key:?}"))),
-    )
+pub(super) fn node_key(instance: u64) -> Vec<u8> {
+    key(NODE_PREFIX, &[instance])
+}
+
+/// The `N` numbers in a key of `prefix`, or `None` when `key` does not start with `prefix`.
+pub(super) fn parse_key<const N: usize>(
+    prefix: &[u8],
+    key: &[u8],
+) -> Option<Result<[u64; N], StateError>> {
+    let rest = key.strip_prefix(prefix)?;
+    if rest.len() != 8 * N {
+        return Some(Err(StateError::Corrupt(format!("bad key {key:?}"))));
+    }
+    let mut ids = [0; N];
+    for (id, bytes) in ids.iter_mut().zip(rest.chunks_exact(8)) {
+        *id = u64::from_be_bytes(bytes.try_into().expect("chunks of 8"));
+    }
+    Some(Ok(ids))
 }
 
 fn codec() -> impl bincode::Options {

@@ -1,8 +1,12 @@
 //! In-process tests of the tree: one test per behaviour and per error, a randomized comparison
 //! of two replicas (`tests/random.rs`) and data-driven scenarios (`tests/script.rs`).
 
+mod dedup;
+mod locks;
 mod random;
+mod random_sessions;
 mod script;
+mod sessions;
 
 use std::collections::BTreeMap;
 
@@ -10,12 +14,14 @@ use super::*;
 
 const LIMIT: u64 = 64;
 const NOW: u64 = 1_000;
+const LOCK_DELAY: u64 = 500;
 
 fn ctx(time_ns: u64) -> ApplyCtx {
     ApplyCtx {
         index: 1,
         time_ns,
         max_file_size: LIMIT,
+        lock_delay_ns: LOCK_DELAY,
     }
 }
 
@@ -134,6 +140,145 @@ fn names(sm: &StateMachine, target: Target) -> Vec<String> {
         Ok(Outcome::Entries(entries)) => entries.into_iter().map(|e| e.name).collect(),
         other => panic!("readdir: {other:?}"),
     }
+}
+
+/// Opens a session on host `host`; returns its id.
+fn session(sm: &mut StateMachine, host: &str) -> u64 {
+    let cmd = Command::OpenSession {
+        ttl_ms: 10_000,
+        host: host.into(),
+        pid: 42,
+        name: "mount".into(),
+    };
+    match ok(sm, cmd) {
+        Outcome::Session { id } => id,
+        other => panic!("expected a session, got {other:?}"),
+    }
+}
+
+fn open_cmd(session: u64, path: &str, create: Option<CreateSpec>) -> Command {
+    Command::Open {
+        session,
+        at: p(path),
+        create,
+    }
+}
+
+fn spec(exclusive: bool) -> CreateSpec {
+    CreateSpec {
+        mode: 0o644,
+        uid: 10,
+        gid: 20,
+        exclusive,
+    }
+}
+
+fn into_opened(outcome: Outcome) -> (u64, Attr) {
+    match outcome {
+        Outcome::Opened { handle, attr } => (handle, attr),
+        other => panic!("expected a handle, got {other:?}"),
+    }
+}
+
+/// Opens an existing node; returns the handle.
+fn open(sm: &mut StateMachine, session: u64, path: &str) -> u64 {
+    into_opened(ok(sm, open_cmd(session, path, None))).0
+}
+
+/// Opens with O_CREAT; returns the handle and the attributes.
+fn open_new(sm: &mut StateMachine, session: u64, path: &str) -> (u64, Attr) {
+    into_opened(ok(sm, open_cmd(session, path, Some(spec(false)))))
+}
+
+#[allow(clippy::too_many_arguments)] // one per field of Command::Lock that tests vary
+fn lock_cmd(
+    session: u64,
+    handle: u64,
+    owner: u64,
+    style: LockStyle,
+    kind: LockKind,
+    start: u64,
+    end: u64,
+    wait: bool,
+) -> Command {
+    Command::Lock {
+        session,
+        handle,
+        owner,
+        style,
+        kind,
+        start,
+        end,
+        wait,
+        pid: 100 + owner as u32,
+    }
+}
+
+fn unlock_cmd(
+    session: u64,
+    handle: u64,
+    owner: u64,
+    style: LockStyle,
+    start: u64,
+    end: u64,
+) -> Command {
+    Command::Unlock {
+        session,
+        handle,
+        owner,
+        style,
+        start,
+        end,
+    }
+}
+
+fn lock_result(sm: &mut StateMachine, cmd: Command) -> LockResult {
+    match ok(sm, cmd) {
+        Outcome::Lock(result) => result,
+        other => panic!("expected a lock result, got {other:?}"),
+    }
+}
+
+/// Expects an immediate grant; returns its generation.
+fn granted(sm: &mut StateMachine, cmd: Command) -> u64 {
+    match lock_result(sm, cmd.clone()) {
+        LockResult::Granted { generation } => generation,
+        other => panic!("{cmd:?}: expected a grant, got {other:?}"),
+    }
+}
+
+/// Expects the request to queue; returns the wait id.
+fn queued(sm: &mut StateMachine, cmd: Command) -> u64 {
+    match lock_result(sm, cmd.clone()) {
+        LockResult::Queued { wait } => wait,
+        other => panic!("{cmd:?}: expected to queue, got {other:?}"),
+    }
+}
+
+/// Expects WouldBlock; returns the conflicting holder.
+fn would_block(sm: &mut StateMachine, cmd: Command) -> Option<LockHolder> {
+    match lock_result(sm, cmd.clone()) {
+        LockResult::WouldBlock { conflict } => conflict,
+        other => panic!("{cmd:?}: expected WouldBlock, got {other:?}"),
+    }
+}
+
+/// The lock table of one node as `Query::Locks` shows it.
+fn locks_of(sm: &StateMachine, path: &str) -> Option<LockInfo> {
+    let Ok(Outcome::Locks(infos)) = sm.query(&Query::Locks) else {
+        panic!("locks");
+    };
+    infos.into_iter().find(|i| i.path == path)
+}
+
+/// (owner, kind, start, end) of a node's holders.
+fn held(sm: &StateMachine, path: &str) -> Vec<(u64, LockKind, u64, u64)> {
+    locks_of(sm, path).map_or(Vec::new(), |info| {
+        info.holders
+            .iter()
+            .map(|h| (h.owner, h.kind, h.start, h.end))
+            .collect()
+    })
 }
 
 /// A tree with /d (dir), /d/f (file "hello") and /g (file "x").
@@ -787,8 +932,9 @@ fn files_created_in_an_ephemeral_directory_are_ephemeral() {
     };
     let dir = into_attr(ok_at(&mut sm, NOW + 1, eph));
     assert_eq!((dir.ephemeral, dir.ctime_ns), (true, NOW + 1));
-    assert!(ok_attr(&mut sm, create(p("/eph/a"), true)).ephemeral);
-    assert!(ok_attr(&mut sm, put(p("/eph/b"), b"1")).ephemeral);
+    let s = session(&mut sm, "h1");
+    assert!(open_new(&mut sm, s, "/eph/a").1.ephemeral);
+    assert!(open_new(&mut sm, s, "/eph/b").1.ephemeral);
     assert!(!ok_attr(&mut sm, mkdir(p("/eph/sub"))).ephemeral);
     assert!(!ok_attr(&mut sm, create(p("/eph/sub/c"), true)).ephemeral);
     // The flag belongs to the file from its creation on.
@@ -805,6 +951,28 @@ fn files_created_in_an_ephemeral_directory_are_ephemeral() {
     );
     assert!(stat(&sm, p("/eph/b")).unwrap().ephemeral);
     assert!(!ok_attr(&mut sm, create(p("/eph/later"), true)).ephemeral);
+}
+
+#[test]
+fn new_files_in_an_ephemeral_directory_come_only_from_open() {
+    let mut sm = sample();
+    ok(
+        &mut sm,
+        Command::SetEphemeral {
+            target: p("/d"),
+            ephemeral: true,
+        },
+    );
+    let refusal = StateError::InvalidArgument(
+        "files in an ephemeral directory are created by opening them".into(),
+    );
+    refused(&mut sm, create(p("/d/new"), false), refusal.clone());
+    refused(&mut sm, put(p("/d/new"), b"x"), refusal);
+    // Existing files (made before the directory was marked) are written as usual.
+    ok(&mut sm, put(p("/d/f"), b"again"));
+    ok(&mut sm, create(p("/d/f"), false));
+    ok(&mut sm, write(p("/d/f"), 0, b"A", false));
+    ok(&mut sm, mkdir(p("/d/sub")));
 }
 
 #[test]
@@ -1012,10 +1180,13 @@ fn records_round_trip() {
             ephemeral: true,
         },
     );
+    let s = session(&mut sm, "h1");
+    open_new(&mut sm, s, "/d/e");
     ok(&mut sm, put(p("/d/e"), b"eph"));
     ok(&mut sm, chmod(p("/g"), 0o640));
     let records = sm.records();
-    assert_eq!(records.len(), sm.len() + 1);
+    // Meta, the nodes, the session and its handle.
+    assert_eq!(records.len(), sm.len() + 3);
     assert!(
         records.windows(2).all(|w| w[0].0 < w[1].0),
         "records are sorted"
@@ -1027,7 +1198,7 @@ fn records_round_trip() {
     assert_eq!(names(&reloaded, p("/d")), ["e", "f"]);
     // Any order, and records of other kinds are left alone.
     let mut shuffled: Vec<_> = records.into_iter().rev().collect();
-    shuffled.push((b"s/session/1".to_vec(), b"not ours".to_vec()));
+    shuffled.push((b"x/future/1".to_vec(), b"not ours".to_vec()));
     shuffled.push((b"m/other".to_vec(), b"not ours".to_vec()));
     let reloaded = StateMachine::from_records(shuffled).unwrap();
     assert_eq!(reloaded.snapshot(), sm.snapshot());
@@ -1153,6 +1324,9 @@ fn every_error_has_its_errno() {
         (StateError::FileTooLarge, 27),
         (StateError::NameTooLong, 36),
         (StateError::NotEmpty, 39),
+        (StateError::BadHandle, 9),
+        (StateError::NoLocks, 37),
+        (StateError::SessionExpired, 127),
     ];
     for (err, errno) in cases {
         assert_eq!(err.errno(), errno, "{err:?}");
@@ -1161,4 +1335,5 @@ fn every_error_has_its_errno() {
         StateError::NotFound.to_string(),
         "no such file or directory"
     );
+    assert_eq!(StateError::SessionExpired.to_string(), "session expired");
 }

@@ -1,5 +1,7 @@
 //! The replicated file tree: directories and small files addressed by path, by instance number,
-//! or by (parent, name).
+//! or by (parent, name); and the dispatcher of every command and query. Sessions and handles
+//! are in `session.rs`, locks in `lock.rs` and `locking.rs`, deduplication in `dedup.rs`,
+//! records in `persist.rs`.
 //!
 //! Every command validates everything that can fail before it touches anything, so a refused
 //! command leaves the tree, the counters and the change log exactly as they were. Mutations mark
@@ -7,10 +9,13 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use super::lock::LockTable;
+use super::locking::LockRequest;
 use super::node::{Node, PERMISSION_BITS};
 use super::path::{split_path, validate_name};
-use super::record::{self, Meta, META_KEY};
-use super::{ApplyCtx, Attr, Command, DirEntry, Kind, Outcome, Query, StateError, Target};
+use super::record::Meta;
+use super::session::{Handle, Session};
+use super::{ApplyCtx, Attr, Command, DirEntry, Event, Kind, Outcome, Query, StateError, Target};
 
 /// The instance number of the root directory.
 pub const ROOT: u64 = 1;
@@ -21,19 +26,35 @@ pub type Change = (Vec<u8>, Option<Vec<u8>>);
 /// The deterministic state of the file tree. See the module docs of [`crate::state`].
 #[derive(Debug, Clone)]
 pub struct StateMachine {
-    nodes: BTreeMap<u64, Node>,
-    meta: Meta,
-    /// Nodes created, changed or removed since the last `take_changes`.
-    dirty_nodes: BTreeSet<u64>,
-    meta_dirty: bool,
+    pub(super) nodes: BTreeMap<u64, Node>,
+    pub(super) meta: Meta,
+    pub(super) sessions: BTreeMap<u64, Session>,
+    /// Open handles by id.
+    pub(super) handles: BTreeMap<u64, Handle>,
+    /// Lock tables of nodes that have holders, waiters or a pending lock-delay.
+    pub(super) locks: BTreeMap<u64, LockTable>,
+    /// Derived: open handles per instance.
+    pub(super) holds: BTreeMap<u64, u64>,
+    /// Derived: (delay_until_ns, instance) of every pending lock-delay.
+    pub(super) delays: BTreeSet<(u64, u64)>,
+    /// Events since the last `take_events`. Not stored.
+    pub(super) events: Vec<Event>,
+    /// Records created, changed or removed since the last `take_changes`.
+    pub(super) dirty_nodes: BTreeSet<u64>,
+    pub(super) dirty_sessions: BTreeSet<u64>,
+    pub(super) dirty_handles: BTreeSet<u64>,
+    pub(super) dirty_locks: BTreeSet<u64>,
+    /// (session, request sequence number) of cached results.
+    pub(super) dirty_responses: BTreeSet<(u64, u64)>,
+    pub(super) meta_dirty: bool,
 }
 
 /// Where a creating command puts its node: the entry `name` of directory `parent`, which may
 /// already hold a node. For the path "/" it is the root itself (existing, with no name).
-struct Slot {
-    parent: u64,
-    name: String,
-    existing: Option<u64>,
+pub(super) struct Slot {
+    pub parent: u64,
+    pub name: String,
+    pub existing: Option<u64>,
 }
 
 impl Default for StateMachine {
@@ -52,14 +73,28 @@ impl StateMachine {
             meta: Meta {
                 next_instance: ROOT + 1,
                 clock_ns: 0,
+                next_session: 1,
+                next_handle: 1,
+                next_wait: 1,
             },
+            sessions: BTreeMap::new(),
+            handles: BTreeMap::new(),
+            locks: BTreeMap::new(),
+            holds: BTreeMap::new(),
+            delays: BTreeSet::new(),
+            events: Vec::new(),
             dirty_nodes: BTreeSet::from([ROOT]),
+            dirty_sessions: BTreeSet::new(),
+            dirty_handles: BTreeSet::new(),
+            dirty_locks: BTreeSet::new(),
+            dirty_responses: BTreeSet::new(),
             meta_dirty: true,
         }
     }
 
-    /// Applies one committed command. On error nothing changed.
-    pub fn apply(&mut self, ctx: &ApplyCtx, cmd: &Command) -> Result<Outcome, StateError> {
+    /// Applies a command (deduplication aside, see `dedup.rs`). After a successful command the
+    /// lock-delays whose time has come end, and the clock moves to the command's time.
+    pub(super) fn execute(&mut self, ctx: &ApplyCtx, cmd: &Command) -> Result<Outcome, StateError> {
         let now = self.meta.clock_ns.max(ctx.time_ns);
         let max_size = ctx.max_file_size;
         let outcome = match cmd {
@@ -99,7 +134,57 @@ impl StateMachine {
             Command::SetEphemeral { target, ephemeral } => {
                 self.set_ephemeral(target, *ephemeral, now)
             }
+            Command::OpenSession {
+                ttl_ms,
+                host,
+                pid,
+                name,
+            } => self.open_session(*ttl_ms, host, *pid, name, now),
+            Command::CloseSession { session } => self.end_session(*session, None, now),
+            Command::ExpireSession { session } => {
+                self.end_session(*session, Some(ctx.lock_delay_ns), now)
+            }
+            Command::Open {
+                session,
+                at,
+                create,
+            } => self.open(*session, at, create.as_ref(), now),
+            Command::Close { session, handle } => self.close(*session, *handle, now),
+            Command::Lock {
+                session,
+                handle,
+                owner,
+                style,
+                kind,
+                start,
+                end,
+                wait,
+                pid,
+            } => {
+                let request = LockRequest {
+                    session: *session,
+                    handle: *handle,
+                    owner: *owner,
+                    style: *style,
+                    kind: *kind,
+                    start: *start,
+                    end: *end,
+                    pid: *pid,
+                };
+                self.lock(&request, *wait, now)
+            }
+            Command::Unlock {
+                session,
+                handle,
+                owner,
+                style,
+                start,
+                end,
+            } => self.unlock(*session, *handle, *owner, *style, *start, *end, now),
+            Command::CancelWait { session, wait } => self.cancel_wait(*session, *wait, now),
+            Command::Wake => Ok(Outcome::Done),
         }?;
+        self.end_delays(now);
         if now != self.meta.clock_ns {
             self.meta.clock_ns = now;
             self.meta_dirty = true;
@@ -140,7 +225,32 @@ impl StateMachine {
                     .collect();
                 Ok(Outcome::Entries(entries))
             }
+            Query::GetLock {
+                session,
+                handle,
+                owner,
+                style,
+                kind,
+                start,
+                end,
+            } => self.get_lock(&LockRequest {
+                session: *session,
+                handle: *handle,
+                owner: *owner,
+                style: *style,
+                kind: *kind,
+                start: *start,
+                end: *end,
+                pid: 0,
+            }),
+            Query::Locks => Ok(Outcome::Locks(self.lock_infos())),
+            Query::Sessions => Ok(Outcome::Sessions(self.sessions_info())),
         }
+    }
+
+    /// The events of the commands applied since the last call, in order. See [`Event`].
+    pub fn take_events(&mut self) -> Vec<Event> {
+        std::mem::take(&mut self.events)
     }
 
     /// The instance number a target names.
@@ -216,6 +326,7 @@ impl StateMachine {
                 self.file(ino).map(|node| Outcome::Attr(node.attr(ino)))
             };
         }
+        self.not_ephemeral(slot.parent)?;
         let node = Node::new(Kind::File, slot.parent, &slot.name, mode, uid, gid, now);
         let ino = self.insert_node(node, now);
         Ok(Outcome::Attr(self.nodes[&ino].attr(ino)))
@@ -268,8 +379,9 @@ impl StateMachine {
         now: u64,
     ) -> Result<Outcome, StateError> {
         let slot = self.resolve_slot(at)?;
-        if let Some(ino) = slot.existing {
-            self.file(ino)?;
+        match slot.existing {
+            Some(ino) => self.file(ino).map(|_| ())?,
+            None => self.not_ephemeral(slot.parent)?,
         }
         checked_size(data.len() as u64, max_size)?;
         let ino = match slot.existing {
@@ -302,7 +414,7 @@ impl StateMachine {
     fn unlink(&mut self, at: &Target, now: u64) -> Result<Outcome, StateError> {
         let ino = self.lookup(at)?;
         self.file(ino)?;
-        self.remove_node(ino, now);
+        self.delete_node(ino, now);
         Ok(Outcome::Done)
     }
 
@@ -314,7 +426,7 @@ impl StateMachine {
         if !self.dir(ino)?.children.is_empty() {
             return Err(StateError::NotEmpty);
         }
-        self.remove_node(ino, now);
+        self.delete_node(ino, now);
         Ok(Outcome::Done)
     }
 
@@ -328,7 +440,7 @@ impl StateMachine {
             Some(existing) if existing == ino => return Ok(Outcome::Done),
             Some(existing) => {
                 self.file(existing)?;
-                self.remove_node(existing, now);
+                self.delete_node(existing, now);
             }
             None => {}
         }
@@ -387,11 +499,22 @@ impl StateMachine {
 
     // ---- Resolution: read-only, every error a command can meet while naming things.
 
-    fn node(&self, ino: u64) -> Result<&Node, StateError> {
+    /// New files in an ephemeral directory are made by `Open` with `create` only, so that an
+    /// ephemeral file is never without a handle.
+    fn not_ephemeral(&self, dir: u64) -> Result<(), StateError> {
+        if self.nodes[&dir].ephemeral {
+            return Err(StateError::InvalidArgument(
+                "files in an ephemeral directory are created by opening them".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    pub(super) fn node(&self, ino: u64) -> Result<&Node, StateError> {
         self.nodes.get(&ino).ok_or(StateError::NotFound)
     }
 
-    fn dir(&self, ino: u64) -> Result<&Node, StateError> {
+    pub(super) fn dir(&self, ino: u64) -> Result<&Node, StateError> {
         let node = self.node(ino)?;
         if node.is_dir() {
             Ok(node)
@@ -400,7 +523,7 @@ impl StateMachine {
         }
     }
 
-    fn file(&self, ino: u64) -> Result<&Node, StateError> {
+    pub(super) fn file(&self, ino: u64) -> Result<&Node, StateError> {
         let node = self.node(ino)?;
         if node.is_dir() {
             Err(StateError::IsADirectory)
@@ -421,7 +544,7 @@ impl StateMachine {
     }
 
     /// Where a creating command (or the destination of a rename) puts its node.
-    fn resolve_slot(&self, target: &Target) -> Result<Slot, StateError> {
+    pub(super) fn resolve_slot(&self, target: &Target) -> Result<Slot, StateError> {
         let (parent, name) = match target {
             Target::Path(path) => {
                 let components = split_path(path)?;
@@ -454,7 +577,7 @@ impl StateMachine {
 
     // ---- Mutation helpers: they assume the checks above passed and mark what they change.
 
-    fn node_mut(&mut self, ino: u64) -> &mut Node {
+    pub(super) fn node_mut(&mut self, ino: u64) -> &mut Node {
         self.dirty_nodes.insert(ino);
         self.nodes
             .get_mut(&ino)
@@ -479,7 +602,7 @@ impl StateMachine {
 
     /// Adds a node under a fresh instance number into its parent, which must be a directory
     /// without an entry of that name. Files inherit the parent's ephemeral flag.
-    fn insert_node(&mut self, mut node: Node, now: u64) -> u64 {
+    pub(super) fn insert_node(&mut self, mut node: Node, now: u64) -> u64 {
         let ino = self.meta.next_instance;
         self.meta.next_instance += 1;
         self.meta_dirty = true;
@@ -491,173 +614,16 @@ impl StateMachine {
         ino
     }
 
-    /// Removes a file or an empty directory other than the root.
-    fn remove_node(&mut self, ino: u64, now: u64) {
+    /// Removes a file or an empty directory other than the root, with its locks (its waiters
+    /// fail). Handles on it stay open.
+    pub(super) fn delete_node(&mut self, ino: u64, now: u64) {
+        self.drop_locks(ino);
         let node = self
             .nodes
             .remove(&ino)
             .expect("node was resolved before removal");
         self.dirty_nodes.insert(ino);
         self.dir_mut(node.parent, now).children.remove(&node.name);
-    }
-
-    // ---- Persistence.
-
-    /// The records changed since the last call, sorted by key, one per key: `Some` to put,
-    /// `None` to delete. Write them in one batch with the applied index.
-    pub fn take_changes(&mut self) -> Vec<Change> {
-        let mut changes = Vec::with_capacity(self.dirty_nodes.len() + 1);
-        // "m/meta" sorts before every "n/..." key.
-        if std::mem::take(&mut self.meta_dirty) {
-            changes.push((META_KEY.to_vec(), Some(record::encode(&self.meta))));
-        }
-        for ino in std::mem::take(&mut self.dirty_nodes) {
-            let value = self.nodes.get(&ino).map(record::encode);
-            changes.push((record::node_key(ino), value));
-        }
-        changes
-    }
-
-    /// Every record of the state, sorted by key.
-    pub fn records(&self) -> Vec<(Vec<u8>, Vec<u8>)> {
-        let meta = (META_KEY.to_vec(), record::encode(&self.meta));
-        let nodes = self
-            .nodes
-            .iter()
-            .map(|(&ino, node)| (record::node_key(ino), record::encode(node)));
-        std::iter::once(meta).chain(nodes).collect()
-    }
-
-    /// Rebuilds the state from stored records, in any order. No tree records at all gives
-    /// [`StateMachine::new`] (with its records pending); keys of unknown prefixes are ignored.
-    pub fn from_records(
-        records: impl IntoIterator<Item = (Vec<u8>, Vec<u8>)>,
-    ) -> Result<Self, StateError> {
-        let mut nodes = BTreeMap::new();
-        let mut meta = None;
-        for (key, value) in records {
-            if key == META_KEY {
-                if meta
-                    .replace(record::decode::<Meta>("meta record", &value)?)
-                    .is_some()
-                {
-                    return Err(StateError::Corrupt("meta record appears twice".into()));
-                }
-            } else if let Some(ino) = record::parse_node_key(&key) {
-                let ino = ino?;
-                let node: Node = record::decode(&format!("node record {ino}"), &value)?;
-                if nodes.insert(ino, node).is_some() {
-                    return Err(StateError::Corrupt(format!("node {ino} appears twice")));
-                }
-            }
-        }
-        let meta = match meta {
-            None if nodes.is_empty() => return Ok(Self::new()),
-            None => return Err(StateError::Corrupt("meta record missing".into())),
-            Some(meta) => meta,
-        };
-        let links: Vec<(u64, String, u64)> = nodes
-            .iter()
-            .filter(|(&ino, _)| ino != ROOT)
-            .map(|(&ino, node)| (node.parent, node.name.clone(), ino))
-            .collect();
-        for (parent, name, ino) in links {
-            let dir = nodes
-                .get_mut(&parent)
-                .filter(|dir| dir.is_dir())
-                .ok_or_else(|| {
-                    StateError::Corrupt(format!("node {ino}: parent {parent} is not a directory"))
-                })?;
-            if dir.children.insert(name, ino).is_some() {
-                return Err(StateError::Corrupt(format!(
-                    "node {ino}: name taken in {parent}"
-                )));
-            }
-        }
-        let state = StateMachine {
-            nodes,
-            meta,
-            dirty_nodes: BTreeSet::new(),
-            meta_dirty: false,
-        };
-        state.validate()?;
-        Ok(state)
-    }
-
-    /// The whole state as one blob, for Raft snapshots.
-    pub fn snapshot(&self) -> Vec<u8> {
-        record::encode(&self.records())
-    }
-
-    /// The state a [`StateMachine::snapshot`] was taken of. Nothing is pending in
-    /// `take_changes`: the caller replaces its stored records with [`StateMachine::records`].
-    pub fn restore(data: &[u8]) -> Result<Self, StateError> {
-        let records: Vec<(Vec<u8>, Vec<u8>)> = record::decode("snapshot", data)?;
-        Self::from_records(records)
-    }
-
-    /// Checks the structural invariants: the root is a directory and its own parent; every
-    /// other node has a valid name and sits, under that name, in a directory that exists;
-    /// every node is reachable from the root; files have no entries, directories no data;
-    /// modes are permission bits; instance numbers are below the next one.
-    pub fn validate(&self) -> Result<(), StateError> {
-        let corrupt = |what: String| Err(StateError::Corrupt(what));
-        match self.nodes.get(&ROOT) {
-            Some(root) if root.is_dir() && root.parent == ROOT && root.name.is_empty() => {}
-            _ => return corrupt("root is missing or malformed".into()),
-        }
-        for (&ino, node) in &self.nodes {
-            if ino == 0 || ino >= self.meta.next_instance {
-                return corrupt(format!("node {ino}: instance out of range"));
-            }
-            if node.mode & !PERMISSION_BITS != 0 {
-                return corrupt(format!("node {ino}: mode {:o}", node.mode));
-            }
-            if node.is_dir() && !node.data.is_empty() {
-                return corrupt(format!("directory {ino} has data"));
-            }
-            if !node.is_dir() && !node.children.is_empty() {
-                return corrupt(format!("file {ino} has entries"));
-            }
-            for (name, child) in &node.children {
-                match self.nodes.get(child) {
-                    Some(c) if *child != ROOT && c.parent == ino && &c.name == name => {}
-                    _ => {
-                        return corrupt(format!("directory {ino}: entry {name:?} is inconsistent"))
-                    }
-                }
-            }
-            if ino == ROOT {
-                continue;
-            }
-            if validate_name(&node.name).is_err() {
-                return corrupt(format!("node {ino}: invalid name {:?}", node.name));
-            }
-            if self
-                .nodes
-                .get(&node.parent)
-                .and_then(|p| p.children.get(&node.name))
-                != Some(&ino)
-            {
-                return corrupt(format!(
-                    "node {ino}: missing from its parent {}",
-                    node.parent
-                ));
-            }
-        }
-        let mut seen = BTreeSet::from([ROOT]);
-        let mut stack = vec![ROOT];
-        while let Some(ino) = stack.pop() {
-            for &child in self.nodes[&ino].children.values() {
-                if seen.insert(child) {
-                    stack.push(child);
-                }
-            }
-        }
-        if seen.len() != self.nodes.len() {
-            return corrupt("some nodes are not reachable from the root".into());
-        }
-        Ok(())
     }
 }
 

@@ -169,12 +169,22 @@ impl Gen {
     }
 }
 
+/// A seed known to reach every path the coverage checks at the end of `run` ask for.
+const FIXED_SEED: u64 = 1;
+
+/// One run on the fixed seed with the coverage checks, then one on a fresh seed (or
+/// `LOCKFS_SEED`) for breadth: a fresh seed may by chance miss a rare path, which is no failure.
 #[test]
 fn replicas_fed_the_same_commands_agree() {
+    run(FIXED_SEED, true);
     let seed = match std::env::var("LOCKFS_SEED") {
         Ok(seed) => seed.parse().expect("LOCKFS_SEED must be a number"),
         Err(_) => rand::random(),
     };
+    run(seed, false);
+}
+
+fn run(seed: u64, check_coverage: bool) {
     println!("seed {seed} (rerun with LOCKFS_SEED={seed})");
     let mut gen = Gen {
         rng: StdRng::seed_from_u64(seed),
@@ -198,6 +208,7 @@ fn replicas_fed_the_same_commands_agree() {
             index: step as u64 + 1,
             time_ns: time,
             max_file_size: LIMIT,
+            lock_delay_ns: 0,
         };
         let cmd = gen.command();
         let before = a.snapshot();
@@ -262,6 +273,9 @@ fn replicas_fed_the_same_commands_agree() {
         removed.len(),
         a.len()
     );
+    if !check_coverage {
+        return;
+    }
     // The run must have exercised both paths and grown a tree.
     assert!(
         refusals > STEPS / 10 && successes > STEPS / 10,

@@ -6,9 +6,17 @@
 //! Commands: `mkdir|create|put|write|truncate|unlink|rmdir|rename|setattr|ephemeral|stat|read|ls`,
 //! then targets (`#ino`, `#parent:name`, anything else is a path), then `key=value` options
 //! (`mode= uid= gid= data= off= len= size= atime= mtime=`) and flags (`excl`, `trunc`, `off`).
-//! `time N` and `limit N` set the leader time and file size limit for the commands that follow.
+//! `time N`, `limit N` and `delay N` set the leader time, file size limit and lock-delay for the
+//! commands that follow.
 //! Attributes print as `kind #instance parent=#p mode owner=uid:gid size times gen=content/lock/acl
 //! children [ephemeral]`; errors as `error: Variant`.
+//!
+//! Sessions and locks: `session host= ttl= pid= name=`, `endsession s=`, `expire s=`,
+//! `open s= TARGET [create] [excl]`, `close s= h=`, `lock s= h= o= flock|posix sh|ex start= end=
+//! [wait] pid=`, `unlock s= h= o= flock|posix start= end=`, `cancel s= wait=`, `wake`, and the
+//! queries `getlock ...` (as lock), `locks`, `sessions`. `end=max` is `u64::MAX`. Any command
+//! takes `req=session:seq:first_unacked` to go through deduplication. The events a command
+//! emits print after its output as `event: ...`.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -49,8 +57,10 @@ fn run_script(script: &str) -> String {
             index: 0,
             time_ns: 0,
             max_file_size: 256 * 1024,
+            lock_delay_ns: 0,
         },
     };
+    runner.sm.take_events();
     let mut out = String::new();
     let mut in_output = false;
     for line in script.lines() {
@@ -104,9 +114,82 @@ impl Runner {
             .get("data")
             .map_or(Vec::new(), |d| d.as_bytes().to_vec());
         let at = || targets.first().cloned().expect("command needs a target");
+        let text = |name: &str| options.get(name).map_or(String::new(), |v| v.to_string());
+        let id = |name: &str| num(name).unwrap_or_else(|| panic!("{op} needs {name}="));
+        let style = if flag("posix") {
+            LockStyle::Posix
+        } else {
+            LockStyle::Flock
+        };
+        let kind = if flag("ex") {
+            LockKind::Exclusive
+        } else {
+            LockKind::Shared
+        };
+        let (start, end) = (num("start").unwrap_or(0), num("end").unwrap_or(u64::MAX));
         let command = match *op {
             "time" => return self.set(|ctx| ctx.time_ns = number(rest[0])),
             "limit" => return self.set(|ctx| ctx.max_file_size = number(rest[0])),
+            "delay" => return self.set(|ctx| ctx.lock_delay_ns = number(rest[0])),
+            "locks" => return self.query(Query::Locks),
+            "sessions" => return self.query(Query::Sessions),
+            "getlock" => {
+                return self.query(Query::GetLock {
+                    session: id("s"),
+                    handle: id("h"),
+                    owner: id("o"),
+                    style,
+                    kind,
+                    start,
+                    end,
+                })
+            }
+            "session" => Command::OpenSession {
+                ttl_ms: num("ttl").unwrap_or(10_000),
+                host: text("host"),
+                pid: num("pid").unwrap_or(0) as u32,
+                name: text("name"),
+            },
+            "endsession" => Command::CloseSession { session: id("s") },
+            "expire" => Command::ExpireSession { session: id("s") },
+            "open" => Command::Open {
+                session: id("s"),
+                at: at(),
+                create: flag("create").then(|| CreateSpec {
+                    mode: mode.unwrap_or(0o644),
+                    uid: uid.unwrap_or(0),
+                    gid: gid.unwrap_or(0),
+                    exclusive: flag("excl"),
+                }),
+            },
+            "close" => Command::Close {
+                session: id("s"),
+                handle: id("h"),
+            },
+            "lock" => Command::Lock {
+                session: id("s"),
+                handle: id("h"),
+                owner: id("o"),
+                style,
+                kind,
+                start,
+                end,
+                wait: flag("wait"),
+                pid: num("pid").unwrap_or(0) as u32,
+            },
+            "unlock" => Command::Unlock {
+                session: id("s"),
+                handle: id("h"),
+                owner: id("o"),
+                style,
+                start,
+                end,
+            },
+            "cancel" => Command::CancelWait {
+                session: id("s"),
+                wait: id("wait"),
+            },
+            "wake" => Command::Wake,
             "stat" => return self.query(Query::Stat(at())),
             "ls" => return self.query(Query::Readdir(at())),
             "read" => {
@@ -168,10 +251,23 @@ impl Runner {
             other => panic!("unknown command {other:?}"),
         };
         self.ctx.index += 1;
-        show(self.sm.apply(&self.ctx, &command))
-            .lines()
-            .map(str::to_owned)
-            .collect()
+        let req = options.get("req").map(|r| {
+            let n: Vec<u64> = r.split(':').map(number).collect();
+            RequestId {
+                session: n[0],
+                seq: n[1],
+                first_unacked: n[2],
+            }
+        });
+        let result = self.sm.apply_request(&self.ctx, req.as_ref(), &command);
+        let mut out: Vec<String> = show(result).lines().map(str::to_owned).collect();
+        out.extend(
+            self.sm
+                .take_events()
+                .iter()
+                .map(|e| format!("event: {}", show_event(e))),
+        );
+        out
     }
 
     fn set(&mut self, change: impl FnOnce(&mut ApplyCtx)) -> Vec<String> {
@@ -189,7 +285,9 @@ fn is_target(word: &str) -> bool {
     !word.contains('=') && !FLAGS.contains(&word)
 }
 
-const FLAGS: [&str; 3] = ["excl", "trunc", "off"];
+const FLAGS: [&str; 11] = [
+    "excl", "trunc", "off", "create", "wait", "sh", "ex", "flock", "posix", "locks", "sessions",
+];
 
 /// `#ino`, `#parent:name`, or else a path.
 fn target(word: &str) -> Target {
@@ -205,8 +303,11 @@ fn target(word: &str) -> Target {
     }
 }
 
-/// Decimal, or octal with a leading 0 (modes).
+/// Decimal, octal with a leading 0 (modes), or `max`.
 fn number(text: &str) -> u64 {
+    if text == "max" {
+        return u64::MAX;
+    }
     let parsed = match text.strip_prefix('0') {
         Some(octal) if !octal.is_empty() => u64::from_str_radix(octal, 8),
         _ => text.parse(),
@@ -226,6 +327,98 @@ fn show(result: Result<Outcome, StateError>) -> String {
             .map(|e| format!("{} {} #{}", e.name, kind(e.kind), e.instance))
             .collect::<Vec<_>>()
             .join("\n"),
+        Ok(Outcome::Session { id }) => format!("session {id}"),
+        Ok(Outcome::Opened { handle, attr }) => format!("handle {handle}: {}", show_attr(&attr)),
+        Ok(Outcome::Lock(LockResult::Granted { generation })) => {
+            format!("granted gen={generation}")
+        }
+        Ok(Outcome::Lock(LockResult::Queued { wait })) => format!("queued wait={wait}"),
+        Ok(Outcome::Lock(LockResult::WouldBlock { conflict: None })) => "would block".into(),
+        Ok(Outcome::Lock(LockResult::WouldBlock {
+            conflict: Some(holder),
+        })) => format!("would block: {}", show_holder(&holder)),
+        Ok(Outcome::Cancelled { was_granted }) => format!("cancelled was_granted={was_granted}"),
+        Ok(Outcome::LockProbe(None)) => "no conflict".into(),
+        Ok(Outcome::LockProbe(Some(holder))) => format!("conflict: {}", show_holder(&holder)),
+        Ok(Outcome::Locks(infos)) if infos.is_empty() => "(no locks)".into(),
+        Ok(Outcome::Locks(infos)) => infos
+            .iter()
+            .flat_map(|info| {
+                let head = format!(
+                    "{} #{} gen={} delay_until={}",
+                    info.path, info.instance, info.lock_generation, info.delay_until_ns
+                );
+                let holders = info
+                    .holders
+                    .iter()
+                    .map(|h| format!("  holder {}", show_holder(h)));
+                let waiters = info.waiters.iter().map(|w| {
+                    format!(
+                        "  waiter wait={} s={} o={} {} pid={} host={} since={}",
+                        w.wait,
+                        w.session,
+                        w.owner,
+                        show_lock(w.style, w.kind, w.start, w.end),
+                        w.pid,
+                        w.host,
+                        w.since_ns
+                    )
+                });
+                std::iter::once(head).chain(holders).chain(waiters)
+            })
+            .collect::<Vec<_>>()
+            .join("\n"),
+        Ok(Outcome::Sessions(sessions)) if sessions.is_empty() => "(no sessions)".into(),
+        Ok(Outcome::Sessions(sessions)) => sessions
+            .iter()
+            .map(|s| {
+                format!(
+                    "session {} ttl={} host={} pid={} name={} handles={} created={}",
+                    s.id, s.ttl_ms, s.host, s.pid, s.name, s.handles, s.created_ns
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("\n"),
+    }
+}
+
+fn show_lock(style: LockStyle, kind: LockKind, start: u64, end: u64) -> String {
+    let end = if end == u64::MAX {
+        "max".to_string()
+    } else {
+        end.to_string()
+    };
+    format!("{style:?} {kind:?} [{start},{end})")
+}
+
+fn show_holder(h: &LockHolder) -> String {
+    format!(
+        "s={} o={} {} pid={} host={} since={}",
+        h.session,
+        h.owner,
+        show_lock(h.style, h.kind, h.start, h.end),
+        h.pid,
+        h.host,
+        h.since_ns
+    )
+}
+
+fn show_event(event: &Event) -> String {
+    match event {
+        Event::Granted {
+            session,
+            wait,
+            instance,
+            generation,
+        } => format!("granted s={session} wait={wait} #{instance} gen={generation}"),
+        Event::WaitFailed {
+            session,
+            wait,
+            error,
+        } => format!("wait failed s={session} wait={wait}: {error:?}"),
+        Event::SessionEnded { session, expired } => {
+            format!("session {session} ended expired={expired}")
+        }
     }
 }
 

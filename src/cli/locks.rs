@@ -1,0 +1,265 @@
+//! `lockfs run --lock PATH -- CMD` (hold a cluster-wide lock while CMD runs) and `lockfs locks`.
+//!
+//! `run` works like `consul lock`: it opens a session, takes the lock (waiting in the cluster's
+//! FIFO queue unless told otherwise), runs CMD with the lock generation (the fencing token) in
+//! `LOCKFS_LOCK_GENERATION`, and releases everything when CMD exits. If the session is lost while
+//! CMD runs, someone else may get the lock soon: CMD gets SIGTERM, then SIGKILL after a grace.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::Args;
+use serde_json::json;
+
+use super::{CliError, ClientOpts};
+use crate::client::ops;
+use crate::client::session::{LockOutcome, LockRequest, Session, SessionState};
+use crate::proto::{self, Response_oneof_result as Res};
+
+#[derive(Args)]
+pub struct RunArgs {
+    /// The file to lock (created if missing).
+    #[arg(long)]
+    lock: String,
+    /// Take a shared lock (many holders) instead of an exclusive one.
+    #[arg(long)]
+    shared: bool,
+    /// Seconds to wait for the lock; 0 tries once. Without it, waits as long as it takes.
+    #[arg(long)]
+    wait: Option<f64>,
+    /// Session TTL in seconds: how long the cluster keeps the lock after this process vanished.
+    #[arg(long, default_value_t = 10.0)]
+    ttl: f64,
+    /// Seconds between SIGTERM and SIGKILL when the lock is lost while CMD runs.
+    #[arg(long, default_value_t = 5.0)]
+    kill_grace: f64,
+    #[command(flatten)]
+    client: ClientOpts,
+    /// The command to run while holding the lock.
+    #[arg(last = true, required = true)]
+    cmd: Vec<String>,
+}
+
+fn seconds(s: f64, what: &str) -> Result<Duration, CliError> {
+    Duration::try_from_secs_f64(s)
+        .map_err(|_| CliError::Usage(format!("{what} must be a number of seconds >= 0")))
+}
+
+async fn terminated() {
+    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(mut s) => {
+            s.recv().await;
+        }
+        Err(_) => std::future::pending().await,
+    }
+}
+
+pub async fn run(a: RunArgs) -> Result<(), CliError> {
+    let ttl = seconds(a.ttl, "--ttl")?;
+    let kill_grace = seconds(a.kill_grace, "--kill-grace")?;
+    let wait = match a.wait {
+        None => Some(None),
+        Some(s) if s == 0.0 => None,
+        Some(s) => Some(Some(seconds(s, "--wait")?)),
+    };
+    let client = Arc::new(a.client.client());
+    let host = super::hostname();
+    let session = Session::open(client, ttl, ttl, &host, "lockfs run")
+        .await
+        .map_err(CliError::client("opening a session"))?;
+    let result = run_in_session(&session, &a, wait, kill_grace).await;
+    // However CMD ended, give the lock back now rather than after the TTL.
+    let _ = session.close().await;
+    result
+}
+
+async fn run_in_session(
+    session: &Arc<Session>,
+    a: &RunArgs,
+    wait: Option<Option<Duration>>,
+    kill_grace: Duration,
+) -> Result<(), CliError> {
+    let (handle, _) = session
+        .open_file(&a.lock, true, 0o644, false)
+        .await
+        .map_err(CliError::client(a.lock.as_str()))?;
+    let req = LockRequest {
+        handle,
+        owner: handle,
+        style: proto::LockStyle::FLOCK,
+        kind: if a.shared {
+            proto::LockKind::SHARED
+        } else {
+            proto::LockKind::EXCLUSIVE
+        },
+        start: 0,
+        end: u64::MAX,
+        pid: std::process::id(),
+    };
+    let interrupted = async {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = terminated() => {}
+        }
+    };
+    let generation = match session
+        .lock(&req, wait, interrupted)
+        .await
+        .map_err(CliError::client(a.lock.as_str()))?
+    {
+        LockOutcome::Granted { generation } => generation,
+        LockOutcome::WouldBlock { conflict } => {
+            let by = conflict
+                .map(|h| format!(" (held by pid {} on {})", h.pid, h.host))
+                .unwrap_or_default();
+            return Err(CliError::Other(format!("{}: lock is held{by}", a.lock)));
+        }
+        LockOutcome::GaveUp => {
+            return Err(CliError::Other(format!(
+                "{}: gave up waiting for the lock",
+                a.lock
+            )))
+        }
+    };
+    log::info!("{}: lock held, generation {generation}", a.lock);
+
+    let mut child = tokio::process::Command::new(&a.cmd[0])
+        .args(&a.cmd[1..])
+        .env("LOCKFS_LOCK_GENERATION", generation.to_string())
+        .env("LOCKFS_LOCK_PATH", &a.lock)
+        .spawn()
+        .map_err(|e| CliError::Other(format!("{}: {e}", a.cmd[0])))?;
+    let mut state = session.state();
+    let lost = async {
+        loop {
+            if matches!(*state.borrow_and_update(), SessionState::Ended { .. }) {
+                return;
+            }
+            if state.changed().await.is_err() {
+                return;
+            }
+        }
+    };
+    let status = tokio::select! {
+        status = child.wait() => status.map_err(|e| CliError::Other(format!("waiting for {}: {e}", a.cmd[0])))?,
+        _ = lost => {
+            eprintln!("lockfs: {}: lock lost (session ended); stopping {}", a.lock, a.cmd[0]);
+            signal(&child, libc::SIGTERM);
+            match tokio::time::timeout(kill_grace, child.wait()).await {
+                Ok(_) => {}
+                Err(_) => {
+                    let _ = child.kill().await;
+                }
+            }
+            return Err(CliError::Exit(1));
+        }
+        _ = terminated() => {
+            signal(&child, libc::SIGTERM);
+            let status = child.wait().await.map_err(|e| CliError::Other(e.to_string()))?;
+            return Err(CliError::Exit(exit_code(status)));
+        }
+    };
+    match exit_code(status) {
+        0 => Ok(()),
+        code => Err(CliError::Exit(code)),
+    }
+}
+
+fn signal(child: &tokio::process::Child, sig: i32) {
+    if let Some(pid) = child.id() {
+        // SAFETY: kill(2) on our own child, which has not been reaped (we have not waited it).
+        unsafe { libc::kill(pid as i32, sig) };
+    }
+}
+
+/// The shell's convention: the exit code, or 128 + the signal that killed it.
+fn exit_code(status: std::process::ExitStatus) -> i32 {
+    use std::os::unix::process::ExitStatusExt;
+    status
+        .code()
+        .unwrap_or_else(|| 128 + status.signal().unwrap_or(0))
+}
+
+fn kind_name(k: proto::LockKind) -> &'static str {
+    match k {
+        proto::LockKind::SHARED => "shared",
+        proto::LockKind::EXCLUSIVE => "exclusive",
+    }
+}
+
+fn style_name(s: proto::LockStyle) -> &'static str {
+    match s {
+        proto::LockStyle::FLOCK => "flock",
+        proto::LockStyle::POSIX => "posix",
+    }
+}
+
+fn holder_json(h: &proto::LockHolder) -> serde_json::Value {
+    let mut v = json!({
+        "session": h.session, "owner": h.owner, "style": style_name(h.style),
+        "mode": kind_name(h.kind), "start": h.start, "end": h.end, "host": h.host,
+        "pid": h.pid, "since_ns": h.since_ns,
+    });
+    if h.wait != 0 {
+        v["wait"] = json!(h.wait);
+    }
+    v
+}
+
+/// `lockfs locks`: every lock and waiter in the cluster.
+pub async fn list(opts: &ClientOpts, as_json: bool) -> Result<(), CliError> {
+    let Res::locks(list) = opts
+        .client()
+        .call(ops::list_locks())
+        .await
+        .map_err(CliError::client("locks"))?
+    else {
+        return Err(CliError::Other("unexpected answer to locks".into()));
+    };
+    if as_json {
+        let v: Vec<_> = list
+            .locks
+            .iter()
+            .map(|l| {
+                json!({
+                    "path": l.path, "instance": l.instance, "generation": l.lock_generation,
+                    "holders": l.holders.iter().map(holder_json).collect::<Vec<_>>(),
+                    "waiters": l.waiters.iter().map(holder_json).collect::<Vec<_>>(),
+                    "delay_until_ns": l.delay_until_ns,
+                })
+            })
+            .collect();
+        println!("{}", serde_json::Value::Array(v));
+        return Ok(());
+    }
+    for l in &list.locks {
+        println!(
+            "{}  generation {}  {} holder(s), {} waiter(s)",
+            l.path,
+            l.lock_generation,
+            l.holders.len(),
+            l.waiters.len()
+        );
+        for h in &l.holders {
+            println!(
+                "  held    {} {} by {} pid {} (session {})",
+                style_name(h.style),
+                kind_name(h.kind),
+                h.host,
+                h.pid,
+                h.session
+            );
+        }
+        for w in &l.waiters {
+            println!(
+                "  waiting {} {} by {} pid {} (session {})",
+                style_name(w.style),
+                kind_name(w.kind),
+                w.host,
+                w.pid,
+                w.session
+            );
+        }
+    }
+    Ok(())
+}

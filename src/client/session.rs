@@ -1,0 +1,477 @@
+//! A client session: the lease that keeps a client's handles, locks and ephemeral files alive.
+//!
+//! The session sends a keep-alive every TTL/3 to the leader. It tracks its lease conservatively:
+//! the lease runs for TTL from the moment the last acknowledged keep-alive was *sent* (the leader
+//! renewed it no earlier than that). When the lease runs out without renewal the session is in
+//! *jeopardy*: it keeps trying every server for a grace period. If a keep-alive gets through and
+//! the session is still alive, everything goes on untouched; if the cluster says it expired, or
+//! the grace period ends, the session is over and its holder must stop acting under its locks.
+//!
+//! Requests in a session carry (session, sequence number), so the session can retry a write after
+//! a broken connection or a failover without ever having it applied twice.
+//!
+//! Lock waits are queued on the servers; the grant is pushed as an event on the connection that
+//! keeps the session alive. Pushes do not survive a reconnection, so after each reconnection the
+//! session renews its subscription and checks its pending waits against the lock table.
+
+use std::collections::{BTreeSet, HashMap};
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
+
+use tokio::sync::{oneshot, watch};
+
+use super::{Client, ClientError, InSession};
+use crate::proto::{self, Request_oneof_op as Op, Response_oneof_result as Res};
+
+/// errno-like code of an expired session on the wire (EKEYEXPIRED).
+pub const SESSION_EXPIRED: u32 = 127;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SessionState {
+    Live,
+    /// The lease ran out; still trying to reach the cluster within the grace period.
+    Jeopardy,
+    /// Closed by us, or expired (then its locks may already belong to someone else).
+    Ended {
+        expired: bool,
+    },
+}
+
+/// A lock to take through an open handle.
+#[derive(Debug, Clone)]
+pub struct LockRequest {
+    pub handle: u64,
+    pub owner: u64,
+    pub style: proto::LockStyle,
+    pub kind: proto::LockKind,
+    pub start: u64,
+    pub end: u64,
+    pub pid: u32,
+}
+
+#[derive(Debug, Clone)]
+pub enum LockOutcome {
+    /// Held; `generation` is the file's lock generation after the grant (the fencing token).
+    Granted { generation: u64 },
+    /// Not available now (try-lock); the first conflicting holder when there is one.
+    WouldBlock { conflict: Option<proto::LockHolder> },
+    /// The wait was given up (timeout or cancellation) and withdrawn from the queue.
+    GaveUp,
+}
+
+enum WaitResult {
+    Granted { generation: u64 },
+    Failed(ClientError),
+}
+
+struct Wait {
+    owner: u64,
+    result: Option<oneshot::Sender<WaitResult>>,
+}
+
+pub struct Session {
+    client: Arc<Client>,
+    pub id: u64,
+    pub ttl: Duration,
+    grace: Duration,
+    next_seq: AtomicU64,
+    /// Sequence numbers sent and not yet answered: the lowest is `first_unacked`.
+    in_flight: Mutex<BTreeSet<u64>>,
+    state: watch::Sender<SessionState>,
+    waits: Mutex<HashMap<u64, Wait>>,
+    /// Results of waits that arrived before we knew their wait id.
+    early: Mutex<HashMap<u64, WaitResult>>,
+    tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
+}
+
+fn expired() -> ClientError {
+    ClientError::Remote {
+        code: SESSION_EXPIRED,
+        message: "session expired".into(),
+    }
+}
+
+impl Session {
+    /// Opens a session with the given TTL; `grace` is how long it keeps trying once its lease ran
+    /// out. Must be called inside a tokio runtime (it spawns the keep-alive).
+    pub async fn open(
+        client: Arc<Client>,
+        ttl: Duration,
+        grace: Duration,
+        host: &str,
+        name: &str,
+    ) -> Result<Arc<Session>, ClientError> {
+        let mut m = proto::OpenSession::new();
+        m.ttl_ms = ttl.as_millis() as u64;
+        m.host = host.to_string();
+        m.pid = std::process::id();
+        m.name = name.to_string();
+        let sent = Instant::now();
+        let id = match client.call(Op::open_session(m)).await? {
+            Res::session(s) => s.session,
+            _ => return Err(ClientError::Protocol("unexpected answer to open".into())),
+        };
+        let session = Arc::new(Session {
+            client: client.clone(),
+            id,
+            ttl,
+            grace,
+            next_seq: AtomicU64::new(1),
+            in_flight: Mutex::new(BTreeSet::new()),
+            state: watch::channel(SessionState::Live).0,
+            waits: Mutex::new(HashMap::new()),
+            early: Mutex::new(HashMap::new()),
+            tasks: Mutex::new(Vec::new()),
+        });
+        let mut tasks = Vec::new();
+        if let Some(events) = client.take_events() {
+            tasks.push(tokio::spawn(dispatch_events(
+                Arc::downgrade(&session),
+                events,
+            )));
+        }
+        tasks.push(tokio::spawn(keep_alive(
+            Arc::downgrade(&session),
+            sent + ttl,
+            client.epoch(),
+        )));
+        *session.tasks.lock().expect("poisoned") = tasks;
+        Ok(session)
+    }
+
+    pub fn state(&self) -> watch::Receiver<SessionState> {
+        self.state.subscribe()
+    }
+
+    fn is_ended(&self) -> bool {
+        matches!(*self.state.borrow(), SessionState::Ended { .. })
+    }
+
+    /// Sends a request in this session.
+    pub async fn call(&self, op: Op) -> Result<Res, ClientError> {
+        if self.is_ended() {
+            return Err(expired());
+        }
+        let seq = self.next_seq.fetch_add(1, Ordering::Relaxed);
+        let first_unacked = {
+            let mut in_flight = self.in_flight.lock().expect("poisoned");
+            in_flight.insert(seq);
+            *in_flight.first().expect("just inserted")
+        };
+        let tag = InSession {
+            session: self.id,
+            seq,
+            first_unacked,
+        };
+        let result = self
+            .client
+            .call_with(op, Some(tag), self.ttl + self.grace)
+            .await;
+        self.in_flight.lock().expect("poisoned").remove(&seq);
+        if let Err(ClientError::Remote {
+            code: SESSION_EXPIRED,
+            ..
+        }) = &result
+        {
+            self.end(true);
+        }
+        result
+    }
+
+    /// Opens (and with `create`, creates) a file; returns the handle and its attributes.
+    pub async fn open_file(
+        &self,
+        path: &str,
+        create: bool,
+        mode: u32,
+        exclusive: bool,
+    ) -> Result<(u64, proto::Attr), ClientError> {
+        let mut m = proto::Open::new();
+        m.set_at(super::ops::path(path));
+        m.create = create;
+        m.mode = mode;
+        m.exclusive = exclusive;
+        // SAFETY: geteuid and getegid cannot fail and touch no memory.
+        (m.uid, m.gid) = unsafe { (libc::geteuid(), libc::getegid()) };
+        match self.call(Op::open(m)).await? {
+            Res::opened(mut o) => Ok((o.handle, o.take_attr())),
+            _ => Err(ClientError::Protocol("unexpected answer to open".into())),
+        }
+    }
+
+    /// Takes a lock. Without `wait`, fails at once with `WouldBlock` when it is not available.
+    /// With `wait`, queues on the servers until granted, until the wait's deadline (`None`:
+    /// forever) or until `cancel` completes; a wait given up is withdrawn from the queue, and a
+    /// grant that raced with giving up is released again, so no lock stays granted to nobody.
+    pub async fn lock(
+        &self,
+        req: &LockRequest,
+        wait: Option<Option<Duration>>,
+        cancel: impl Future<Output = ()>,
+    ) -> Result<LockOutcome, ClientError> {
+        let mut m = proto::Lock::new();
+        m.handle = req.handle;
+        m.owner = req.owner;
+        m.style = req.style;
+        m.kind = req.kind;
+        m.start = req.start;
+        m.end = req.end;
+        m.pid = req.pid;
+        m.wait = wait.is_some();
+        let reply = match self.call(Op::lock(m)).await? {
+            Res::lock(r) => r,
+            _ => return Err(ClientError::Protocol("unexpected answer to lock".into())),
+        };
+        if reply.granted {
+            return Ok(LockOutcome::Granted {
+                generation: reply.generation,
+            });
+        }
+        if reply.would_block || reply.wait == 0 {
+            return Ok(LockOutcome::WouldBlock {
+                conflict: reply.conflict.into_option(),
+            });
+        }
+        let wait_id = reply.wait;
+        let (tx, rx) = oneshot::channel();
+        let early = self.early.lock().expect("poisoned").remove(&wait_id);
+        match early {
+            Some(result) => {
+                let _ = tx.send(result);
+            }
+            None => {
+                self.waits.lock().expect("poisoned").insert(
+                    wait_id,
+                    Wait {
+                        owner: req.owner,
+                        result: Some(tx),
+                    },
+                );
+            }
+        }
+        let deadline = wait.flatten();
+        let timeout = async {
+            match deadline {
+                Some(d) => tokio::time::sleep(d).await,
+                None => std::future::pending().await,
+            }
+        };
+        let outcome = tokio::select! {
+            r = rx => match r {
+                Ok(WaitResult::Granted { generation }) => return Ok(LockOutcome::Granted { generation }),
+                Ok(WaitResult::Failed(e)) => return Err(e),
+                Err(_) => return Err(expired()),
+            },
+            _ = timeout => LockOutcome::GaveUp,
+            _ = cancel => LockOutcome::GaveUp,
+        };
+        self.waits.lock().expect("poisoned").remove(&wait_id);
+        let mut c = proto::CancelWait::new();
+        c.wait = wait_id;
+        self.call(Op::cancel_wait(c)).await?;
+        Ok(outcome)
+    }
+
+    /// Ends the session: the cluster releases its locks and closes its handles at once.
+    pub async fn close(&self) -> Result<(), ClientError> {
+        if self.is_ended() {
+            return Ok(());
+        }
+        let result = self
+            .call(Op::close_session(proto::CloseSession::new()))
+            .await;
+        self.end(false);
+        result.map(|_| ())
+    }
+
+    fn end(&self, expired_now: bool) {
+        self.state.send_if_modified(|s| {
+            if matches!(s, SessionState::Ended { .. }) {
+                return false;
+            }
+            *s = SessionState::Ended {
+                expired: expired_now,
+            };
+            true
+        });
+        for (_, mut w) in self.waits.lock().expect("poisoned").drain() {
+            if let Some(tx) = w.result.take() {
+                let _ = tx.send(WaitResult::Failed(expired()));
+            }
+        }
+        for t in self.tasks.lock().expect("poisoned").drain(..) {
+            t.abort();
+        }
+    }
+
+    fn finish_wait(&self, wait: u64, result: WaitResult) {
+        let entry = self.waits.lock().expect("poisoned").remove(&wait);
+        match entry.and_then(|mut w| w.result.take()) {
+            Some(tx) => {
+                let _ = tx.send(result);
+            }
+            None => {
+                self.early.lock().expect("poisoned").insert(wait, result);
+            }
+        }
+    }
+
+    /// After a reconnection pushes may have been lost: find waits that were granted meanwhile.
+    async fn resync_waits(&self) {
+        let owners: Vec<(u64, u64)> = self
+            .waits
+            .lock()
+            .expect("poisoned")
+            .iter()
+            .map(|(id, w)| (*id, w.owner))
+            .collect();
+        if owners.is_empty() {
+            return;
+        }
+        let Ok(Res::locks(list)) = self.client.call(super::ops::list_locks()).await else {
+            return;
+        };
+        for info in &list.locks {
+            for (wait, owner) in &owners {
+                let still_waiting = info.waiters.iter().any(|w| w.wait == *wait);
+                let holds = info
+                    .holders
+                    .iter()
+                    .any(|h| h.session == self.id && h.owner == *owner);
+                if holds && !still_waiting {
+                    self.finish_wait(
+                        *wait,
+                        WaitResult::Granted {
+                            generation: info.lock_generation,
+                        },
+                    );
+                }
+            }
+        }
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        for t in self.tasks.lock().expect("poisoned").drain(..) {
+            t.abort();
+        }
+    }
+}
+
+async fn dispatch_events(
+    session: Weak<Session>,
+    mut events: tokio::sync::mpsc::UnboundedReceiver<proto::Event>,
+) {
+    use proto::Event_Kind as K;
+    while let Some(e) = events.recv().await {
+        let Some(s) = session.upgrade() else { return };
+        if e.session != s.id {
+            continue;
+        }
+        match e.kind {
+            K::GRANTED => s.finish_wait(
+                e.wait,
+                WaitResult::Granted {
+                    generation: e.generation,
+                },
+            ),
+            K::WAIT_FAILED => {
+                let err = e.get_error();
+                s.finish_wait(
+                    e.wait,
+                    WaitResult::Failed(ClientError::Remote {
+                        code: err.code,
+                        message: err.message.clone(),
+                    }),
+                )
+            }
+            K::SESSION_ENDED => {
+                log::warn!(
+                    "session {} {}",
+                    s.id,
+                    if e.expired { "expired" } else { "closed" }
+                );
+                s.end(e.expired);
+                return;
+            }
+        }
+    }
+}
+
+async fn keep_alive(
+    session: Weak<Session>,
+    mut lease_end: Instant,
+    mut epoch: watch::Receiver<u64>,
+) {
+    let mut seen_epoch = *epoch.borrow_and_update();
+    loop {
+        let Some(s) = session.upgrade() else { return };
+        let interval = s.ttl / 3;
+        let sent = Instant::now();
+        let tag = InSession {
+            session: s.id,
+            seq: 0,
+            first_unacked: 0,
+        };
+        let op = Op::keep_alive(proto::KeepAlive::new());
+        let attempt = s
+            .client
+            .call_with(op, Some(tag), interval.max(Duration::from_millis(200)))
+            .await;
+        let now = Instant::now();
+        match attempt {
+            Ok(_) => {
+                lease_end = sent + s.ttl;
+                if *s.state.borrow() == SessionState::Jeopardy {
+                    log::info!("session {} is safe again", s.id);
+                }
+                s.state.send_if_modified(|st| {
+                    let changed = *st == SessionState::Jeopardy;
+                    if changed {
+                        *st = SessionState::Live;
+                    }
+                    changed
+                });
+                let current = *epoch.borrow_and_update();
+                if current != seen_epoch {
+                    seen_epoch = current;
+                    s.resync_waits().await;
+                }
+            }
+            Err(ClientError::Remote {
+                code: SESSION_EXPIRED,
+                ..
+            }) => {
+                log::warn!("session {} expired", s.id);
+                s.end(true);
+                return;
+            }
+            Err(e) => {
+                if now >= lease_end + s.grace {
+                    log::warn!("session {} lost: no keep-alive got through ({e})", s.id);
+                    s.end(true);
+                    return;
+                }
+                if now >= lease_end {
+                    s.state.send_if_modified(|st| {
+                        let changed = *st == SessionState::Live;
+                        if changed {
+                            log::warn!("session {} in jeopardy: {e}", s.id);
+                            *st = SessionState::Jeopardy;
+                        }
+                        changed
+                    });
+                }
+            }
+        }
+        let next = sent + interval;
+        drop(s);
+        tokio::select! {
+            _ = tokio::time::sleep_until(next.into()) => {}
+            _ = epoch.changed() => {}
+        }
+    }
+}

@@ -1,0 +1,365 @@
+//! The lock commands and queries: Lock, Unlock, CancelWait, Wake, F_GETLK and the listing, and
+//! what deleting a node or ending a lock-delay does to waiters. The table arithmetic is in
+//! `lock.rs`; the rules are in its module docs.
+//!
+//! Every change to a node's lock table ends in [`StateMachine::settle`]: it ends a lock-delay
+//! whose time has come, runs the waiter scan, bumps the lock generation for each exclusive
+//! grant and emits an [`Event::Granted`] per granted wait. A request that is granted at once
+//! answers with its generation and emits no event.
+//!
+//! Lock-delays end by time alone, and time only moves when a command is applied. So after
+//! every successful command the state ends the delays whose time has come (and grants their
+//! waiters) in that same command; `Wake` is the command that does only that. The leader
+//! proposes it at [`StateMachine::next_wake_ns`] so that waiters do not depend on unrelated
+//! traffic.
+//!
+//! A CancelWait may lose the race to the grant (the waiting process got a signal while the
+//! grant was on its way). To release what such a wait obtained, the session remembers its
+//! granted waits (`Session::granted`), at most [`MAX_GRANTED_MEMORY`] of them, the oldest
+//! forgotten first. A memory goes when the owner locks or unlocks on that node again, or
+//! another wait of that owner is granted there (the wait's lock is no longer identifiable),
+//! and with the session. Releasing it removes the owner's coverage of the wait's range: for a
+//! POSIX wait that also drops what the owner held there before the wait (the process saw
+//! EINTR; fcntl would have kept the old lock, we do not reconstruct it).
+
+use super::lock::{Held, LockTable};
+use super::session::GrantedWait;
+use super::tree::StateMachine;
+use super::{Event, LockInfo, LockKind, LockResult, LockStyle, Outcome, StateError, ROOT};
+
+/// Holders or waiters per node beyond which a lock request is refused with ENOLCK.
+pub const MAX_LOCKS_PER_NODE: usize = 10_000;
+/// Granted waits a session remembers for a late CancelWait.
+pub const MAX_GRANTED_MEMORY: usize = 64;
+
+/// A lock request as the commands and queries carry it.
+pub(super) struct LockRequest {
+    pub session: u64,
+    pub handle: u64,
+    pub owner: u64,
+    pub style: LockStyle,
+    pub kind: LockKind,
+    pub start: u64,
+    pub end: u64,
+    pub pid: u32,
+}
+
+/// flock locks cover the whole node whatever range is given; a POSIX range must not be empty.
+fn range(style: LockStyle, start: u64, end: u64) -> Result<(u64, u64), StateError> {
+    match style {
+        LockStyle::Flock => Ok((0, u64::MAX)),
+        LockStyle::Posix if start < end => Ok((start, end)),
+        LockStyle::Posix => Err(StateError::InvalidArgument(format!(
+            "empty lock range [{start}, {end})"
+        ))),
+    }
+}
+
+impl StateMachine {
+    /// The node a request's handle names, and the request as a lock; checks everything a lock
+    /// request can fail on except a full table.
+    fn resolve_request(&self, r: &LockRequest, now: u64) -> Result<(u64, Held), StateError> {
+        let ino = self.handle_node(r.session, r.handle)?;
+        self.node(ino)?;
+        let (start, end) = range(r.style, r.start, r.end)?;
+        let lock = Held {
+            session: r.session,
+            owner: r.owner,
+            handle: r.handle,
+            style: r.style,
+            kind: r.kind,
+            start,
+            end,
+            pid: r.pid,
+            since_ns: now,
+        };
+        Ok((ino, lock))
+    }
+
+    pub(super) fn lock(
+        &mut self,
+        r: &LockRequest,
+        wait: bool,
+        now: u64,
+    ) -> Result<Outcome, StateError> {
+        let (ino, lock) = self.resolve_request(r, now)?;
+        let mut table = self.locks.get(&ino).cloned().unwrap_or_default();
+        let generation = self.nodes[&ino].lock_generation;
+        if table.covered(&lock, |k| k == lock.kind) {
+            // A repeat changes nothing (and must not lose the lock to a flock conversion).
+            return Ok(Outcome::Lock(LockResult::Granted { generation }));
+        }
+        // A lock-delay lets a flock downgrade through: judge it before the old lock goes.
+        let delayed = table.delayed(&lock, now);
+        if lock.style == LockStyle::Flock {
+            // Linux converts a flock lock by dropping it first, then acquiring.
+            table.unlock(lock.session, lock.owner, LockStyle::Flock, 0, u64::MAX);
+        }
+        // `Some(first conflicting holder)` when blocked.
+        let blocked = match table.first_conflict(&lock) {
+            Some(holder) => Some(Some(holder.clone())),
+            None if delayed || table.blocked_by_queue(&table.waiters, &lock) => Some(None),
+            None => None,
+        };
+        let mut bump = false;
+        let result = match blocked {
+            None => {
+                bump = table.grant(lock.clone());
+                LockResult::Granted {
+                    generation: generation + u64::from(bump),
+                }
+            }
+            Some(_) if wait => {
+                let id = self.meta.next_wait;
+                table.waiters.push(super::lock::Waiter {
+                    wait: id,
+                    lock: lock.clone(),
+                });
+                LockResult::Queued { wait: id }
+            }
+            Some(conflict) => {
+                let host = |s: u64| self.sessions[&s].host.as_str();
+                LockResult::WouldBlock {
+                    conflict: conflict.map(|h| h.to_holder(host(h.session))),
+                }
+            }
+        };
+        if table.holders.len() > MAX_LOCKS_PER_NODE || table.waiters.len() > MAX_LOCKS_PER_NODE {
+            return Err(StateError::NoLocks);
+        }
+        // Checked; mutations from here on.
+        if let LockResult::Queued { .. } = result {
+            self.meta.next_wait += 1;
+            self.meta_dirty = true;
+        }
+        if bump {
+            self.node_mut(ino).lock_generation += 1;
+        }
+        self.forget_grants(lock.session, lock.owner, lock.style, ino);
+        self.settle(ino, table, now);
+        Ok(Outcome::Lock(result))
+    }
+
+    #[allow(clippy::too_many_arguments)] // one per field of Command::Unlock, plus the time
+    pub(super) fn unlock(
+        &mut self,
+        session: u64,
+        handle: u64,
+        owner: u64,
+        style: LockStyle,
+        start: u64,
+        end: u64,
+        now: u64,
+    ) -> Result<Outcome, StateError> {
+        let ino = self.handle_node(session, handle)?;
+        let (start, end) = range(style, start, end)?;
+        // On a deleted node nothing is held: the unlock the mount sends at close succeeds.
+        let Some(table) = self.locks.get(&ino) else {
+            return Ok(Outcome::Done);
+        };
+        let mut table = table.clone();
+        table.unlock(session, owner, style, start, end);
+        self.forget_grants(session, owner, style, ino);
+        self.settle(ino, table, now);
+        Ok(Outcome::Done)
+    }
+
+    pub(super) fn cancel_wait(
+        &mut self,
+        session: u64,
+        wait: u64,
+        now: u64,
+    ) -> Result<Outcome, StateError> {
+        self.live_session(session)?;
+        let queued_on = self.locks.iter().find_map(|(&ino, t)| {
+            t.waiters
+                .iter()
+                .any(|w| w.wait == wait && w.lock.session == session)
+                .then_some(ino)
+        });
+        if let Some(ino) = queued_on {
+            let mut table = self.locks[&ino].clone();
+            table.waiters.retain(|w| w.wait != wait);
+            // Later waiters may have been blocked by this one only.
+            self.settle(ino, table, now);
+            return Ok(Outcome::Cancelled { was_granted: false });
+        }
+        let Some(granted) = self.sessions[&session].granted.get(&wait).cloned() else {
+            return Ok(Outcome::Cancelled { was_granted: false });
+        };
+        self.session_mut(session).granted.remove(&wait);
+        if let Some(table) = self.locks.get(&granted.instance) {
+            let mut table = table.clone();
+            table.unlock(
+                session,
+                granted.owner,
+                granted.style,
+                granted.start,
+                granted.end,
+            );
+            self.settle(granted.instance, table, now);
+        }
+        Ok(Outcome::Cancelled { was_granted: true })
+    }
+
+    // ---- Queries.
+
+    pub(super) fn get_lock(&self, r: &LockRequest) -> Result<Outcome, StateError> {
+        let (ino, lock) = self.resolve_request(r, 0)?;
+        let conflict = self
+            .locks
+            .get(&ino)
+            .and_then(|t| t.first_conflict(&lock))
+            .map(|h| h.to_holder(&self.sessions[&h.session].host));
+        Ok(Outcome::LockProbe(conflict))
+    }
+
+    pub(super) fn lock_infos(&self) -> Vec<LockInfo> {
+        let host = |s: u64| self.sessions[&s].host.as_str();
+        let mut infos: Vec<LockInfo> = self
+            .locks
+            .iter()
+            .filter(|(_, t)| !t.holders.is_empty() || !t.waiters.is_empty())
+            .map(|(&ino, t)| LockInfo {
+                instance: ino,
+                path: self.path_of(ino),
+                lock_generation: self.nodes[&ino].lock_generation,
+                holders: t
+                    .holders
+                    .iter()
+                    .map(|h| h.to_holder(host(h.session)))
+                    .collect(),
+                waiters: t
+                    .waiters
+                    .iter()
+                    .map(|w| w.to_waiter(host(w.lock.session)))
+                    .collect(),
+                delay_until_ns: t.delay_until_ns,
+            })
+            .collect();
+        infos.sort_by(|a, b| (&a.path, a.instance).cmp(&(&b.path, b.instance)));
+        infos
+    }
+
+    /// The absolute path of a live node, found by walking its parents.
+    fn path_of(&self, ino: u64) -> String {
+        let mut names = Vec::new();
+        let mut at = ino;
+        while at != ROOT {
+            let node = &self.nodes[&at];
+            names.push(node.name.as_str());
+            at = node.parent;
+        }
+        if names.is_empty() {
+            return "/".into();
+        }
+        names.iter().rev().map(|n| format!("/{n}")).collect()
+    }
+
+    /// The earliest pending lock-delay end of a node with waiters: the leader proposes `Wake`
+    /// then. Always in the future of [`StateMachine::clock_ns`]: delays that ended were
+    /// handled by the command that moved the clock past them.
+    pub fn next_wake_ns(&self) -> Option<u64> {
+        self.delays
+            .iter()
+            .find(|(_, ino)| !self.locks[ino].waiters.is_empty())
+            .map(|&(until, _)| until)
+    }
+
+    // ---- Helpers for every command that changes locks.
+
+    /// Stores a changed lock table of live node `ino`: ends its lock-delay if its time has come,
+    /// grants what can be granted (events, generation, granted-wait memory), and keeps the
+    /// table only while it holds anything.
+    pub(super) fn settle(&mut self, ino: u64, mut table: LockTable, now: u64) {
+        if table.delay_until_ns != 0 && table.delay_until_ns <= now {
+            table.delay_until_ns = 0;
+        }
+        let mut generation = self.nodes[&ino].lock_generation;
+        let grants = table.scan(now, &mut generation);
+        if generation != self.nodes[&ino].lock_generation {
+            self.node_mut(ino).lock_generation = generation;
+        }
+        for grant in grants {
+            let l = &grant.lock;
+            self.forget_grants(l.session, l.owner, l.style, ino);
+            let memory = &mut self.session_mut(l.session).granted;
+            memory.insert(
+                grant.wait,
+                GrantedWait {
+                    instance: ino,
+                    owner: l.owner,
+                    style: l.style,
+                    start: l.start,
+                    end: l.end,
+                },
+            );
+            while memory.len() > MAX_GRANTED_MEMORY {
+                memory.pop_first();
+            }
+            self.events.push(Event::Granted {
+                session: l.session,
+                wait: grant.wait,
+                instance: ino,
+                generation: grant.generation,
+            });
+        }
+        self.store_table(ino, table);
+    }
+
+    /// Puts (or, when empty, removes) node `ino`'s lock table, keeping the delay index.
+    fn store_table(&mut self, ino: u64, table: LockTable) {
+        let old = if table.is_empty() {
+            self.locks.remove(&ino)
+        } else {
+            self.locks.insert(ino, table.clone())
+        };
+        if old.as_ref() == Some(&table) {
+            return;
+        }
+        self.dirty_locks.insert(ino);
+        if let Some(old) = old.filter(|t| t.delay_until_ns != 0) {
+            self.delays.remove(&(old.delay_until_ns, ino));
+        }
+        if table.delay_until_ns != 0 {
+            self.delays.insert((table.delay_until_ns, ino));
+        }
+    }
+
+    /// Forgets the granted waits of an owner on a node: its locks there changed since.
+    fn forget_grants(&mut self, session: u64, owner: u64, style: LockStyle, ino: u64) {
+        let Some(s) = self.sessions.get(&session) else {
+            return;
+        };
+        let stale = |g: &GrantedWait| g.instance == ino && g.owner == owner && g.style == style;
+        if s.granted.values().any(stale) {
+            self.session_mut(session).granted.retain(|_, g| !stale(g));
+        }
+    }
+
+    /// Node `ino` is being deleted: its locks go and its waiters fail with NotFound.
+    pub(super) fn drop_locks(&mut self, ino: u64) {
+        let Some(table) = self.locks.get(&ino) else {
+            return;
+        };
+        for w in table.waiters.clone() {
+            self.events.push(Event::WaitFailed {
+                session: w.lock.session,
+                wait: w.wait,
+                error: StateError::NotFound,
+            });
+        }
+        self.store_table(ino, LockTable::default());
+    }
+
+    /// Ends every lock-delay whose time has come and grants its waiters.
+    pub(super) fn end_delays(&mut self, now: u64) {
+        while let Some(&(until, ino)) = self.delays.first() {
+            if until > now {
+                break;
+            }
+            let table = self.locks[&ino].clone();
+            self.settle(ino, table, now);
+        }
+    }
+}

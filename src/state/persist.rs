@@ -1,0 +1,394 @@
+//! The state as records (layout in `record.rs`): what changed since the last batch, everything
+//! for a snapshot, the state rebuilt from stored records, and the invariants checked on load.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use super::dedup::MAX_CACHED_RESULTS;
+use super::lock::{Held, LockTable};
+use super::locking::MAX_GRANTED_MEMORY;
+use super::node::{Node, PERMISSION_BITS};
+use super::path::validate_name;
+use super::record::{
+    self, Meta, HANDLE_PREFIX, LOCK_PREFIX, META_KEY, NODE_PREFIX, RESPONSE_PREFIX, SESSION_PREFIX,
+};
+use super::session::{Handle, Session};
+use super::tree::{Change, StateMachine, ROOT};
+use super::{LockStyle, Outcome, StateError};
+
+/// A cached result as stored.
+type Response = Result<Outcome, StateError>;
+
+impl StateMachine {
+    /// The records changed since the last call, sorted by key, one per key: `Some` to put,
+    /// `None` to delete. Write them in one batch with the applied index.
+    pub fn take_changes(&mut self) -> Vec<Change> {
+        let mut changes = Vec::new();
+        if std::mem::take(&mut self.meta_dirty) {
+            changes.push((META_KEY.to_vec(), Some(record::encode(&self.meta))));
+        }
+        for ino in std::mem::take(&mut self.dirty_nodes) {
+            let value = self.nodes.get(&ino).map(record::encode);
+            changes.push((record::node_key(ino), value));
+        }
+        for id in std::mem::take(&mut self.dirty_sessions) {
+            let value = self.sessions.get(&id).map(record::encode);
+            changes.push((record::key(SESSION_PREFIX, &[id]), value));
+        }
+        for id in std::mem::take(&mut self.dirty_handles) {
+            let value = self.handles.get(&id).map(record::encode);
+            changes.push((record::key(HANDLE_PREFIX, &[id]), value));
+        }
+        for (id, seq) in std::mem::take(&mut self.dirty_responses) {
+            let value = self
+                .sessions
+                .get(&id)
+                .and_then(|s| s.responses.get(&seq))
+                .map(record::encode);
+            changes.push((record::key(RESPONSE_PREFIX, &[id, seq]), value));
+        }
+        for ino in std::mem::take(&mut self.dirty_locks) {
+            let value = self.locks.get(&ino).map(record::encode);
+            changes.push((record::key(LOCK_PREFIX, &[ino]), value));
+        }
+        changes.sort_by(|a, b| a.0.cmp(&b.0));
+        changes
+    }
+
+    /// Every record of the state, sorted by key.
+    pub fn records(&self) -> Vec<(Vec<u8>, Vec<u8>)> {
+        let mut records = vec![(META_KEY.to_vec(), record::encode(&self.meta))];
+        for (&ino, node) in &self.nodes {
+            records.push((record::node_key(ino), record::encode(node)));
+        }
+        for (&id, session) in &self.sessions {
+            records.push((record::key(SESSION_PREFIX, &[id]), record::encode(session)));
+            for (&seq, response) in &session.responses {
+                let key = record::key(RESPONSE_PREFIX, &[id, seq]);
+                records.push((key, record::encode(response)));
+            }
+        }
+        for (&id, handle) in &self.handles {
+            records.push((record::key(HANDLE_PREFIX, &[id]), record::encode(handle)));
+        }
+        for (&ino, table) in &self.locks {
+            records.push((record::key(LOCK_PREFIX, &[ino]), record::encode(table)));
+        }
+        records.sort_by(|a, b| a.0.cmp(&b.0));
+        records
+    }
+
+    /// Rebuilds the state from stored records, in any order. No records of the state at all
+    /// gives [`StateMachine::new`] (with its records pending); keys of unknown prefixes are
+    /// ignored.
+    pub fn from_records(
+        records: impl IntoIterator<Item = (Vec<u8>, Vec<u8>)>,
+    ) -> Result<Self, StateError> {
+        let mut nodes = BTreeMap::new();
+        let mut sessions: BTreeMap<u64, Session> = BTreeMap::new();
+        let mut handles: BTreeMap<u64, Handle> = BTreeMap::new();
+        let mut responses: BTreeMap<(u64, u64), Response> = BTreeMap::new();
+        let mut locks: BTreeMap<u64, LockTable> = BTreeMap::new();
+        let mut meta = None;
+        fn once<K: Ord + std::fmt::Debug, V>(
+            map: &mut BTreeMap<K, V>,
+            key: K,
+            value: V,
+        ) -> Result<(), StateError> {
+            let what = format!("{key:?}");
+            match map.insert(key, value) {
+                None => Ok(()),
+                Some(_) => Err(StateError::Corrupt(format!("record {what} appears twice"))),
+            }
+        }
+        for (key, value) in records {
+            if key == META_KEY {
+                if meta
+                    .replace(record::decode::<Meta>("meta record", &value)?)
+                    .is_some()
+                {
+                    return Err(StateError::Corrupt("meta record appears twice".into()));
+                }
+            } else if let Some(ids) = record::parse_key::<1>(NODE_PREFIX, &key) {
+                let [ino] = ids?;
+                let node: Node = record::decode(&format!("node record {ino}"), &value)?;
+                once(&mut nodes, ino, node)?;
+            } else if let Some(ids) = record::parse_key::<1>(SESSION_PREFIX, &key) {
+                let [id] = ids?;
+                once(&mut sessions, id, record::decode("session record", &value)?)?;
+            } else if let Some(ids) = record::parse_key::<1>(HANDLE_PREFIX, &key) {
+                let [id] = ids?;
+                once(&mut handles, id, record::decode("handle record", &value)?)?;
+            } else if let Some(ids) = record::parse_key::<2>(RESPONSE_PREFIX, &key) {
+                let [id, seq] = ids?;
+                let response = record::decode("cached result", &value)?;
+                once(&mut responses, (id, seq), response)?;
+            } else if let Some(ids) = record::parse_key::<1>(LOCK_PREFIX, &key) {
+                let [ino] = ids?;
+                once(&mut locks, ino, record::decode("lock record", &value)?)?;
+            }
+        }
+        let meta = match meta {
+            None if nodes.is_empty()
+                && sessions.is_empty()
+                && handles.is_empty()
+                && responses.is_empty()
+                && locks.is_empty() =>
+            {
+                return Ok(Self::new())
+            }
+            None => return Err(StateError::Corrupt("meta record missing".into())),
+            Some(meta) => meta,
+        };
+        let links: Vec<(u64, String, u64)> = nodes
+            .iter()
+            .filter(|(&ino, _)| ino != ROOT)
+            .map(|(&ino, node)| (node.parent, node.name.clone(), ino))
+            .collect();
+        for (parent, name, ino) in links {
+            let dir = nodes
+                .get_mut(&parent)
+                .filter(|dir| dir.is_dir())
+                .ok_or_else(|| {
+                    StateError::Corrupt(format!("node {ino}: parent {parent} is not a directory"))
+                })?;
+            if dir.children.insert(name, ino).is_some() {
+                return Err(StateError::Corrupt(format!(
+                    "node {ino}: name taken in {parent}"
+                )));
+            }
+        }
+        let mut holds = BTreeMap::new();
+        for (&id, handle) in &handles {
+            let session = sessions.get_mut(&handle.session).ok_or_else(|| {
+                StateError::Corrupt(format!("handle {id}: no session {}", handle.session))
+            })?;
+            session.handles.insert(id);
+            *holds.entry(handle.instance).or_insert(0) += 1;
+        }
+        for ((id, seq), response) in responses {
+            let session = sessions.get_mut(&id).ok_or_else(|| {
+                StateError::Corrupt(format!("cached result {seq}: no session {id}"))
+            })?;
+            session.responses.insert(seq, response);
+        }
+        let delays = locks
+            .iter()
+            .filter(|(_, t)| t.delay_until_ns != 0)
+            .map(|(&ino, t)| (t.delay_until_ns, ino))
+            .collect();
+        let state = StateMachine {
+            nodes,
+            meta,
+            sessions,
+            handles,
+            locks,
+            holds,
+            delays,
+            events: Vec::new(),
+            dirty_nodes: BTreeSet::new(),
+            dirty_sessions: BTreeSet::new(),
+            dirty_handles: BTreeSet::new(),
+            dirty_locks: BTreeSet::new(),
+            dirty_responses: BTreeSet::new(),
+            meta_dirty: false,
+        };
+        state.validate()?;
+        Ok(state)
+    }
+
+    /// The whole state as one blob, for Raft snapshots.
+    pub fn snapshot(&self) -> Vec<u8> {
+        record::encode(&self.records())
+    }
+
+    /// The state a [`StateMachine::snapshot`] was taken of. Nothing is pending in
+    /// `take_changes`: the caller replaces its stored records with [`StateMachine::records`].
+    pub fn restore(data: &[u8]) -> Result<Self, StateError> {
+        let records: Vec<(Vec<u8>, Vec<u8>)> = record::decode("snapshot", data)?;
+        Self::from_records(records)
+    }
+
+    /// Checks the invariants. Of the tree: the root is a directory and its own parent; every
+    /// other node has a valid name and sits, under that name, in a directory that exists;
+    /// every node is reachable from the root; files have no entries, directories no data;
+    /// modes are permission bits; instance numbers are below the next one. Of sessions and
+    /// locks: see [`StateMachine::validate_sessions`] and [`StateMachine::validate_locks`].
+    pub fn validate(&self) -> Result<(), StateError> {
+        self.validate_tree()?;
+        self.validate_sessions()?;
+        self.validate_locks()
+    }
+
+    fn validate_tree(&self) -> Result<(), StateError> {
+        let corrupt = |what: String| Err(StateError::Corrupt(what));
+        match self.nodes.get(&ROOT) {
+            Some(root) if root.is_dir() && root.parent == ROOT && root.name.is_empty() => {}
+            _ => return corrupt("root is missing or malformed".into()),
+        }
+        for (&ino, node) in &self.nodes {
+            if ino == 0 || ino >= self.meta.next_instance {
+                return corrupt(format!("node {ino}: instance out of range"));
+            }
+            if node.mode & !PERMISSION_BITS != 0 {
+                return corrupt(format!("node {ino}: mode {:o}", node.mode));
+            }
+            if node.is_dir() && !node.data.is_empty() {
+                return corrupt(format!("directory {ino} has data"));
+            }
+            if !node.is_dir() && !node.children.is_empty() {
+                return corrupt(format!("file {ino} has entries"));
+            }
+            for (name, child) in &node.children {
+                match self.nodes.get(child) {
+                    Some(c) if *child != ROOT && c.parent == ino && &c.name == name => {}
+                    _ => {
+                        return corrupt(format!("directory {ino}: entry {name:?} is inconsistent"))
+                    }
+                }
+            }
+            if ino == ROOT {
+                continue;
+            }
+            if validate_name(&node.name).is_err() {
+                return corrupt(format!("node {ino}: invalid name {:?}", node.name));
+            }
+            if self
+                .nodes
+                .get(&node.parent)
+                .and_then(|p| p.children.get(&node.name))
+                != Some(&ino)
+            {
+                return corrupt(format!(
+                    "node {ino}: missing from its parent {}",
+                    node.parent
+                ));
+            }
+        }
+        let mut seen = BTreeSet::from([ROOT]);
+        let mut stack = vec![ROOT];
+        while let Some(ino) = stack.pop() {
+            for &child in self.nodes[&ino].children.values() {
+                if seen.insert(child) {
+                    stack.push(child);
+                }
+            }
+        }
+        if seen.len() != self.nodes.len() {
+            return corrupt("some nodes are not reachable from the root".into());
+        }
+        Ok(())
+    }
+
+    /// Ids are below their counters; every handle belongs to a live session and names an
+    /// instance that was handed out; the derived maps agree with the handles; every ephemeral
+    /// file is held by some handle; caches stay within their bounds and above the
+    /// acknowledged sequence number.
+    fn validate_sessions(&self) -> Result<(), StateError> {
+        let corrupt = |what: String| Err(StateError::Corrupt(what));
+        let mut holds: BTreeMap<u64, u64> = BTreeMap::new();
+        for (&id, h) in &self.handles {
+            if id == 0 || id >= self.meta.next_handle {
+                return corrupt(format!("handle {id}: id out of range"));
+            }
+            if h.instance == 0 || h.instance >= self.meta.next_instance {
+                return corrupt(format!("handle {id}: instance {} out of range", h.instance));
+            }
+            match self.sessions.get(&h.session) {
+                Some(s) if s.handles.contains(&id) => {}
+                _ => return corrupt(format!("handle {id}: session {} is not live", h.session)),
+            }
+            *holds.entry(h.instance).or_insert(0) += 1;
+        }
+        if holds != self.holds {
+            return corrupt("handle counts disagree with the handles".into());
+        }
+        for (&id, s) in &self.sessions {
+            if id == 0 || id >= self.meta.next_session {
+                return corrupt(format!("session {id}: id out of range"));
+            }
+            if s.handles.iter().any(|h| !self.handles.contains_key(h)) {
+                return corrupt(format!("session {id}: lists a handle that is not open"));
+            }
+            if s.responses.len() > MAX_CACHED_RESULTS
+                || s.responses
+                    .keys()
+                    .next()
+                    .is_some_and(|&seq| seq < s.acked_below)
+            {
+                return corrupt(format!("session {id}: cached results out of bounds"));
+            }
+            if s.granted.len() > MAX_GRANTED_MEMORY
+                || s.granted
+                    .keys()
+                    .any(|&w| w == 0 || w >= self.meta.next_wait)
+            {
+                return corrupt(format!("session {id}: granted waits out of bounds"));
+            }
+        }
+        for (&ino, node) in &self.nodes {
+            if node.ephemeral && !node.is_dir() && !self.holds.contains_key(&ino) {
+                return corrupt(format!("ephemeral file {ino} is held by no handle"));
+            }
+        }
+        Ok(())
+    }
+
+    /// Lock tables are of live nodes and not empty; a lock-delay is 0 or still ahead of the
+    /// clock (an ended one was handled by the command that moved the clock); holders and
+    /// waiters belong to live sessions and have sane ranges (flock: the whole node); holders
+    /// are sorted, an owner's ranges are disjoint, no two holders conflict; wait ids are below
+    /// the counter and unique; no waiter could be granted (every scan ran to its end).
+    fn validate_locks(&self) -> Result<(), StateError> {
+        let corrupt = |what: String| Err(StateError::Corrupt(what));
+        let sane = |l: &Held| {
+            self.sessions.contains_key(&l.session)
+                && l.start < l.end
+                && (l.style == LockStyle::Posix || (l.start, l.end) == (0, u64::MAX))
+        };
+        let mut waits = BTreeSet::new();
+        for (&ino, t) in &self.locks {
+            let Some(node) = self.nodes.get(&ino) else {
+                return corrupt(format!("locks on missing node {ino}"));
+            };
+            if t.is_empty() {
+                return corrupt(format!("empty lock table of node {ino}"));
+            }
+            if t.delay_until_ns != 0 && t.delay_until_ns <= self.meta.clock_ns {
+                return corrupt(format!("node {ino}: a lock-delay that ended is pending"));
+            }
+            for (i, h) in t.holders.iter().enumerate() {
+                if !sane(h) {
+                    return corrupt(format!("node {ino}: bad holder {h:?}"));
+                }
+                if let Some(next) = t.holders.get(i + 1) {
+                    let ordered = (h.style, h.session, h.owner, h.start)
+                        < (next.style, next.session, next.owner, next.start);
+                    let disjoint = !next.same_owner(h.session, h.owner, h.style)
+                        || (h.end <= next.start
+                            && (h.end < next.start || h.kind != next.kind)
+                            && h.style == LockStyle::Posix);
+                    if !ordered || !disjoint {
+                        return corrupt(format!("node {ino}: holders overlap or are unsorted"));
+                    }
+                }
+                if t.holders[..i].iter().any(|other| other.conflicts(h)) {
+                    return corrupt(format!("node {ino}: conflicting holders"));
+                }
+            }
+            for w in &t.waiters {
+                if !sane(&w.lock) || w.wait == 0 || w.wait >= self.meta.next_wait {
+                    return corrupt(format!("node {ino}: bad waiter {w:?}"));
+                }
+                if !waits.insert(w.wait) {
+                    return corrupt(format!("wait {} queued twice", w.wait));
+                }
+            }
+            let mut scanned = t.clone();
+            let mut generation = node.lock_generation;
+            if !scanned.scan(self.meta.clock_ns, &mut generation).is_empty() {
+                return corrupt(format!("node {ino}: a waiter could be granted"));
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,693 @@
+//! flock and POSIX locks: conflicts, queues, lock-delay, cancellation, deletion.
+
+use super::*;
+
+const FL: LockStyle = LockStyle::Flock;
+const PX: LockStyle = LockStyle::Posix;
+const SH: LockKind = LockKind::Shared;
+const EX: LockKind = LockKind::Exclusive;
+const MAX: u64 = u64::MAX;
+
+/// A sample tree with sessions 1 (host "a") and 2 (host "b"), each with a handle on /g:
+/// returns (sm, handle of 1, handle of 2).
+fn two_sessions() -> (StateMachine, u64, u64) {
+    let mut sm = sample();
+    assert_eq!(session(&mut sm, "a"), 1);
+    assert_eq!(session(&mut sm, "b"), 2);
+    let h1 = open(&mut sm, 1, "/g");
+    let h2 = open(&mut sm, 2, "/g");
+    sm.take_events();
+    (sm, h1, h2)
+}
+
+fn g(sm: &StateMachine) -> u64 {
+    sm.lookup(&p("/g")).unwrap()
+}
+
+#[test]
+fn flock_exclusive_excludes_and_bumps_the_generation() {
+    let (mut sm, h1, h2) = two_sessions();
+    let gen = granted(&mut sm, lock_cmd(1, h1, 7, FL, EX, 0, 0, false));
+    assert_eq!(gen, 1);
+    assert_eq!(stat(&sm, p("/g")).unwrap().lock_generation, 1);
+    let conflict = would_block(&mut sm, lock_cmd(2, h2, 8, FL, SH, 0, 0, false)).unwrap();
+    assert_eq!(
+        conflict,
+        LockHolder {
+            session: 1,
+            owner: 7,
+            style: FL,
+            kind: EX,
+            start: 0,
+            end: MAX,
+            pid: 107,
+            host: "a".into(),
+            since_ns: NOW,
+        }
+    );
+    // flock and POSIX locks never conflict.
+    granted(&mut sm, lock_cmd(2, h2, 8, PX, EX, 0, MAX, false));
+    // The generation is the node's, whatever the style; a repeat does not bump it.
+    assert_eq!(granted(&mut sm, lock_cmd(1, h1, 7, FL, EX, 0, 0, false)), 2);
+    // The same owner value in another session is another owner.
+    assert!(would_block(&mut sm, lock_cmd(2, h2, 7, FL, EX, 0, 0, false)).is_some());
+    assert_eq!(sm.take_events(), []);
+}
+
+#[test]
+fn shared_locks_share_and_do_not_bump() {
+    let (mut sm, h1, h2) = two_sessions();
+    assert_eq!(granted(&mut sm, lock_cmd(1, h1, 1, FL, SH, 0, 0, false)), 0);
+    assert_eq!(granted(&mut sm, lock_cmd(2, h2, 2, FL, SH, 0, 0, false)), 0);
+    assert_eq!(held(&sm, "/g").len(), 2);
+    assert!(would_block(&mut sm, lock_cmd(2, h2, 3, FL, EX, 0, 0, false)).is_some());
+}
+
+#[test]
+fn unlocking_what_is_not_held_succeeds() {
+    let (mut sm, h1, _) = two_sessions();
+    ok(&mut sm, unlock_cmd(1, h1, 1, FL, 0, MAX));
+    ok(&mut sm, unlock_cmd(1, h1, 1, PX, 5, 10));
+    granted(&mut sm, lock_cmd(1, h1, 1, PX, EX, 0, 10, false));
+    ok(&mut sm, unlock_cmd(1, h1, 1, PX, 0, 10));
+    ok(&mut sm, unlock_cmd(1, h1, 1, PX, 0, 10));
+    assert_eq!(held(&sm, "/g"), []);
+    assert_eq!(locks_of(&sm, "/g"), None);
+    assert!(sm.records().iter().all(|(k, _)| !k.starts_with(b"l/")));
+}
+
+#[test]
+fn lock_arguments_are_checked() {
+    let (mut sm, h1, h2) = two_sessions();
+    for (start, end) in [(5, 5), (6, 5)] {
+        assert!(matches!(
+            sm.apply(&ctx(NOW), &lock_cmd(1, h1, 1, PX, SH, start, end, false)),
+            Err(StateError::InvalidArgument(_))
+        ));
+        assert!(matches!(
+            sm.apply(&ctx(NOW), &unlock_cmd(1, h1, 1, PX, start, end)),
+            Err(StateError::InvalidArgument(_))
+        ));
+    }
+    // Another session's handle.
+    refused(
+        &mut sm,
+        lock_cmd(1, h2, 1, FL, SH, 0, 0, false),
+        StateError::BadHandle,
+    );
+    refused(
+        &mut sm,
+        unlock_cmd(1, 99, 1, FL, 0, 0),
+        StateError::BadHandle,
+    );
+    // flock ignores the range: a flock lock covers the whole node.
+    granted(&mut sm, lock_cmd(1, h1, 1, FL, SH, 3, 4, false));
+    assert_eq!(held(&sm, "/g"), [(1, SH, 0, MAX)]);
+}
+
+#[test]
+fn directories_can_be_locked() {
+    let mut sm = sample();
+    let a = session(&mut sm, "a");
+    let b = session(&mut sm, "b");
+    let ha = open(&mut sm, a, "/d");
+    let hb = open(&mut sm, b, "/d");
+    granted(&mut sm, lock_cmd(a, ha, 1, FL, EX, 0, 0, false));
+    let wait = queued(&mut sm, lock_cmd(b, hb, 1, FL, EX, 0, 0, true));
+    ok(
+        &mut sm,
+        Command::Close {
+            session: a,
+            handle: ha,
+        },
+    );
+    let d = sm.lookup(&p("/d")).unwrap();
+    assert_eq!(
+        sm.take_events(),
+        [Event::Granted {
+            session: b,
+            wait,
+            instance: d,
+            generation: 2
+        }]
+    );
+    // Removing the directory drops its locks.
+    ok(&mut sm, Command::Unlink { at: p("/d/f") });
+    ok(&mut sm, Command::Rmdir { at: p("/d") });
+    assert_eq!(sm.query(&Query::Locks), Ok(Outcome::Locks(vec![])));
+}
+
+#[test]
+fn waiters_are_granted_in_fifo_order() {
+    let (mut sm, h1, h2) = two_sessions();
+    granted(&mut sm, lock_cmd(1, h1, 1, FL, SH, 0, 0, false));
+    let w_ex = queued(&mut sm, lock_cmd(2, h2, 2, FL, EX, 0, 0, true));
+    // A shared request would fit with the holder, but must not overtake the exclusive waiter.
+    assert_eq!(
+        would_block(&mut sm, lock_cmd(1, h1, 3, FL, SH, 0, 0, false)),
+        None
+    );
+    let w_sh = queued(&mut sm, lock_cmd(1, h1, 3, FL, SH, 0, 0, true));
+    let info = locks_of(&sm, "/g").unwrap();
+    assert_eq!(
+        info.waiters
+            .iter()
+            .map(|w| (w.wait, w.owner))
+            .collect::<Vec<_>>(),
+        [(w_ex, 2), (w_sh, 3)]
+    );
+    assert_eq!(
+        (info.waiters[0].host.as_str(), info.waiters[0].since_ns),
+        ("b", NOW)
+    );
+    ok_at(&mut sm, NOW + 1, unlock_cmd(1, h1, 1, FL, 0, 0));
+    let gi = g(&sm);
+    assert_eq!(
+        sm.take_events(),
+        [Event::Granted {
+            session: 2,
+            wait: w_ex,
+            instance: gi,
+            generation: 1
+        }]
+    );
+    assert_eq!(held(&sm, "/g"), [(2, EX, 0, MAX)]);
+    assert_eq!(locks_of(&sm, "/g").unwrap().holders[0].since_ns, NOW + 1);
+    ok(&mut sm, unlock_cmd(2, h2, 2, FL, 0, 0));
+    assert_eq!(
+        sm.take_events(),
+        [Event::Granted {
+            session: 1,
+            wait: w_sh,
+            instance: gi,
+            generation: 1
+        }]
+    );
+}
+
+#[test]
+fn thousands_of_exclusive_waiters_are_granted_one_by_one_in_order() {
+    const N: u64 = 2_000;
+    let (mut sm, h1, _) = two_sessions();
+    granted(&mut sm, lock_cmd(1, h1, 0, PX, EX, 0, MAX, false));
+    let waits: Vec<u64> = (1..=N)
+        .map(|owner| queued(&mut sm, lock_cmd(1, h1, owner, PX, EX, 0, MAX, true)))
+        .collect();
+    assert_eq!(waits, (1..=N).collect::<Vec<_>>());
+    for (i, owner) in (0..N).enumerate() {
+        ok(&mut sm, unlock_cmd(1, h1, owner, PX, 0, MAX));
+        let events = sm.take_events();
+        assert_eq!(events.len(), 1, "after unlock {owner}");
+        let Event::Granted {
+            wait, generation, ..
+        } = events[0]
+        else {
+            panic!("{events:?}");
+        };
+        assert_eq!((wait, generation), (waits[i], i as u64 + 2));
+        assert_eq!(held(&sm, "/g"), [(owner + 1, EX, 0, MAX)]);
+    }
+    assert!(locks_of(&sm, "/g").unwrap().waiters.is_empty());
+}
+
+#[test]
+fn shared_waiters_are_granted_together_after_an_exclusive_release() {
+    const N: u64 = 3_000;
+    let (mut sm, h1, h2) = two_sessions();
+    granted(&mut sm, lock_cmd(1, h1, 0, FL, EX, 0, 0, false));
+    for owner in 1..=N {
+        queued(&mut sm, lock_cmd(2, h2, owner, FL, SH, 0, 0, true));
+    }
+    // An exclusive request behind them.
+    let last = queued(&mut sm, lock_cmd(2, h2, N + 1, FL, EX, 0, 0, true));
+    ok(
+        &mut sm,
+        Command::Close {
+            session: 1,
+            handle: h1,
+        },
+    );
+    let events = sm.take_events();
+    assert_eq!(events.len() as u64, N);
+    assert!(events
+        .iter()
+        .zip(1..)
+        .all(|(e, w)| matches!(e, Event::Granted { wait, generation: 1, .. } if *wait == w)));
+    assert_eq!(held(&sm, "/g").len() as u64, N);
+    let info = locks_of(&sm, "/g").unwrap();
+    assert_eq!(
+        info.waiters.iter().map(|w| w.wait).collect::<Vec<_>>(),
+        [last]
+    );
+}
+
+#[test]
+fn closing_a_handle_fails_the_flock_waits_made_through_it() {
+    let (mut sm, h1, h2) = two_sessions();
+    granted(&mut sm, lock_cmd(2, h2, 2, FL, EX, 0, 0, false));
+    let w_fl = queued(&mut sm, lock_cmd(1, h1, 1, FL, EX, 0, 0, true));
+    granted(&mut sm, lock_cmd(2, h2, 2, PX, EX, 0, 10, false));
+    let w_px = queued(&mut sm, lock_cmd(1, h1, 1, PX, SH, 0, 10, true));
+    ok(
+        &mut sm,
+        Command::Close {
+            session: 1,
+            handle: h1,
+        },
+    );
+    assert_eq!(
+        sm.take_events(),
+        [Event::WaitFailed {
+            session: 1,
+            wait: w_fl,
+            error: StateError::BadHandle
+        }]
+    );
+    // The POSIX wait belongs to the process and stays.
+    let info = locks_of(&sm, "/g").unwrap();
+    assert_eq!(
+        info.waiters.iter().map(|w| w.wait).collect::<Vec<_>>(),
+        [w_px]
+    );
+}
+
+#[test]
+fn close_releases_flock_locks_of_the_handle_but_not_posix_locks() {
+    let (mut sm, h1, h2) = two_sessions();
+    let h1b = open(&mut sm, 1, "/g");
+    granted(&mut sm, lock_cmd(1, h1, 1, FL, SH, 0, 0, false));
+    granted(&mut sm, lock_cmd(1, h1b, 2, FL, SH, 0, 0, false));
+    granted(&mut sm, lock_cmd(1, h1, 3, PX, EX, 0, 10, false));
+    ok(
+        &mut sm,
+        Command::Close {
+            session: 1,
+            handle: h1,
+        },
+    );
+    let info = locks_of(&sm, "/g").unwrap();
+    let left: Vec<_> = info.holders.iter().map(|h| (h.style, h.owner)).collect();
+    assert_eq!(left, [(FL, 2), (PX, 3)]);
+    // The mount unlocks POSIX locks explicitly, through any handle of the session.
+    ok(&mut sm, unlock_cmd(1, h1b, 3, PX, 0, MAX));
+    granted(&mut sm, lock_cmd(2, h2, 9, PX, EX, 0, 10, false));
+}
+
+#[test]
+fn posix_unlock_splits_a_range() {
+    let (mut sm, h1, h2) = two_sessions();
+    granted(&mut sm, lock_cmd(1, h1, 1, PX, EX, 0, 100, false));
+    ok(&mut sm, unlock_cmd(1, h1, 1, PX, 20, 30));
+    assert_eq!(held(&sm, "/g"), [(1, EX, 0, 20), (1, EX, 30, 100)]);
+    granted(&mut sm, lock_cmd(2, h2, 2, PX, EX, 20, 30, false));
+    assert!(would_block(&mut sm, lock_cmd(2, h2, 2, PX, SH, 19, 21, false)).is_some());
+    // Unlocking across both pieces trims both.
+    ok(&mut sm, unlock_cmd(1, h1, 1, PX, 10, 40));
+    assert_eq!(
+        held(&sm, "/g"),
+        [(1, EX, 0, 10), (1, EX, 40, 100), (2, EX, 20, 30)]
+    );
+}
+
+#[test]
+fn posix_locks_replace_and_merge_the_owners_ranges() {
+    let (mut sm, h1, h2) = two_sessions();
+    granted(&mut sm, lock_cmd(1, h1, 1, PX, SH, 0, 100, false));
+    // Upgrade of a sub-range splits the shared range.
+    assert_eq!(
+        granted(&mut sm, lock_cmd(1, h1, 1, PX, EX, 40, 60, false)),
+        1
+    );
+    assert_eq!(
+        held(&sm, "/g"),
+        [(1, SH, 0, 40), (1, EX, 40, 60), (1, SH, 60, 100)]
+    );
+    assert!(would_block(&mut sm, lock_cmd(2, h2, 2, PX, SH, 50, 51, false)).is_some());
+    granted(&mut sm, lock_cmd(2, h2, 2, PX, SH, 0, 40, false));
+    // Downgrade merges everything back into one shared range.
+    assert_eq!(
+        granted(&mut sm, lock_cmd(1, h1, 1, PX, SH, 40, 60, false)),
+        1
+    );
+    assert_eq!(held(&sm, "/g"), [(1, SH, 0, 100), (2, SH, 0, 40)]);
+    // Adjacent and overlapping ranges of the same kind merge; of another kind they do not.
+    granted(&mut sm, lock_cmd(2, h2, 3, PX, EX, 200, 210, false));
+    granted(&mut sm, lock_cmd(2, h2, 3, PX, EX, 210, 220, false));
+    granted(&mut sm, lock_cmd(2, h2, 3, PX, EX, 190, 205, false));
+    granted(&mut sm, lock_cmd(2, h2, 3, PX, SH, 220, 230, false));
+    let owner3: Vec<_> = held(&sm, "/g").into_iter().filter(|h| h.0 == 3).collect();
+    assert_eq!(owner3, [(3, EX, 190, 220), (3, SH, 220, 230)]);
+    // A repeat inside an existing range changes nothing and does not bump.
+    let gen = stat(&sm, p("/g")).unwrap().lock_generation;
+    assert_eq!(
+        granted(&mut sm, lock_cmd(2, h2, 3, PX, EX, 195, 196, false)),
+        gen
+    );
+    assert_eq!(held(&sm, "/g").iter().filter(|h| h.0 == 3).count(), 2);
+}
+
+#[test]
+fn a_posix_upgrade_does_not_deadlock_behind_a_waiter_it_blocks() {
+    let (mut sm, h1, h2) = two_sessions();
+    granted(&mut sm, lock_cmd(1, h1, 1, PX, SH, 0, 10, false));
+    queued(&mut sm, lock_cmd(2, h2, 2, PX, EX, 0, 10, true));
+    // The waiter waits on owner 1 anyway; owner 1's upgrade goes through, as fcntl's would.
+    granted(&mut sm, lock_cmd(1, h1, 1, PX, EX, 0, 10, false));
+    assert_eq!(held(&sm, "/g"), [(1, EX, 0, 10)]);
+    // Others still queue behind the waiter.
+    let conflict = would_block(&mut sm, lock_cmd(2, h2, 3, PX, SH, 5, 6, false));
+    assert_eq!(conflict.map(|h| h.owner), Some(1));
+    granted(&mut sm, lock_cmd(2, h2, 3, PX, SH, 20, 30, false));
+}
+
+#[test]
+fn flock_conversion_drops_the_old_lock_first() {
+    let (mut sm, h1, h2) = two_sessions();
+    granted(&mut sm, lock_cmd(1, h1, 1, FL, SH, 0, 0, false));
+    granted(&mut sm, lock_cmd(2, h2, 2, FL, SH, 0, 0, false));
+    // Converting to exclusive must wait for owner 2; the shared lock is already gone.
+    let wait = queued(&mut sm, lock_cmd(1, h1, 1, FL, EX, 0, 0, true));
+    assert_eq!(held(&sm, "/g"), [(2, SH, 0, MAX)]);
+    ok(&mut sm, unlock_cmd(2, h2, 2, FL, 0, 0));
+    assert!(
+        matches!(sm.take_events()[..], [Event::Granted { wait: w, generation: 1, .. }] if w == wait)
+    );
+    assert_eq!(held(&sm, "/g"), [(1, EX, 0, MAX)]);
+    // Downgrade converts in place.
+    assert_eq!(granted(&mut sm, lock_cmd(1, h1, 1, FL, SH, 0, 0, false)), 1);
+    assert_eq!(held(&sm, "/g"), [(1, SH, 0, MAX)]);
+    // A non-blocking conversion that fails loses the old lock, as flock(2) documents.
+    granted(&mut sm, lock_cmd(2, h2, 2, FL, SH, 0, 0, false));
+    assert!(would_block(&mut sm, lock_cmd(1, h1, 1, FL, EX, 0, 0, false)).is_some());
+    assert_eq!(held(&sm, "/g"), [(2, SH, 0, MAX)]);
+}
+
+#[test]
+fn deleting_a_node_fails_its_waiters() {
+    for delete in [Command::Unlink { at: p("/g") }, rename(p("/d/f"), p("/g"))] {
+        let (mut sm, h1, h2) = two_sessions();
+        let gi = g(&sm);
+        granted(&mut sm, lock_cmd(1, h1, 1, FL, EX, 0, 0, false));
+        let wait = queued(&mut sm, lock_cmd(2, h2, 2, FL, EX, 0, 0, true));
+        ok(&mut sm, delete.clone());
+        assert_eq!(
+            sm.take_events(),
+            [Event::WaitFailed {
+                session: 2,
+                wait,
+                error: StateError::NotFound
+            }]
+        );
+        assert!(sm.records().iter().all(|(k, _)| !k.starts_with(b"l/")));
+        // The handles stay open; closing them is fine.
+        ok(
+            &mut sm,
+            Command::Close {
+                session: 1,
+                handle: h1,
+            },
+        );
+        ok(&mut sm, Command::CancelWait { session: 2, wait });
+        assert_eq!(sm.take_events(), []);
+        sm.validate().unwrap();
+        let _ = gi;
+    }
+}
+
+#[test]
+fn ephemeral_cleanup_fails_waiters_of_other_sessions() {
+    let mut sm = sample();
+    ok(&mut sm, mkdir(p("/eph")));
+    ok(
+        &mut sm,
+        Command::SetEphemeral {
+            target: p("/eph"),
+            ephemeral: true,
+        },
+    );
+    let a = session(&mut sm, "a");
+    let b = session(&mut sm, "b");
+    let (ha, _) = open_new(&mut sm, a, "/eph/x");
+    let hb = open(&mut sm, b, "/eph/x");
+    granted(&mut sm, lock_cmd(a, ha, 1, FL, EX, 0, 0, false));
+    let wait = queued(&mut sm, lock_cmd(b, hb, 1, FL, EX, 0, 0, true));
+    // b's handle keeps the file; its wait is granted when a goes.
+    ok(&mut sm, Command::CloseSession { session: a });
+    assert!(matches!(sm.take_events()[..], [_, Event::Granted { wait: w, .. }] if w == wait));
+    ok(&mut sm, Command::CloseSession { session: b });
+    assert_eq!(names(&sm, p("/eph")), Vec::<String>::new());
+}
+
+#[test]
+fn a_session_that_expires_while_waiting_leaves_the_queue() {
+    let (mut sm, h1, h2) = two_sessions();
+    granted(&mut sm, lock_cmd(1, h1, 1, FL, EX, 0, 0, false));
+    queued(&mut sm, lock_cmd(2, h2, 2, FL, EX, 0, 0, true));
+    ok(&mut sm, Command::ExpireSession { session: 2 });
+    assert_eq!(
+        sm.take_events(),
+        [Event::SessionEnded {
+            session: 2,
+            expired: true
+        }]
+    );
+    assert!(locks_of(&sm, "/g").unwrap().waiters.is_empty());
+    // It held nothing: no lock-delay.
+    assert_eq!(locks_of(&sm, "/g").unwrap().delay_until_ns, 0);
+    ok(&mut sm, unlock_cmd(1, h1, 1, FL, 0, 0));
+    assert_eq!(sm.take_events(), []);
+    assert_eq!(locks_of(&sm, "/g"), None);
+}
+
+#[test]
+fn expiry_leaves_a_lock_delay_that_wake_ends() {
+    let (mut sm, h1, h2) = two_sessions();
+    let c = session(&mut sm, "c");
+    let hc = open(&mut sm, c, "/g");
+    granted(&mut sm, lock_cmd(1, h1, 1, FL, EX, 0, 0, false));
+    let wait = queued(&mut sm, lock_cmd(2, h2, 2, FL, EX, 0, 0, true));
+    ok(&mut sm, Command::ExpireSession { session: 1 });
+    sm.take_events();
+    let until = NOW + LOCK_DELAY;
+    let info = locks_of(&sm, "/g").unwrap();
+    assert_eq!((info.holders.len(), info.delay_until_ns), (0, until));
+    assert_eq!(sm.next_wake_ns(), Some(until));
+    // During the delay nothing is granted, not even on a free node.
+    assert_eq!(
+        would_block(&mut sm, lock_cmd(c, hc, 3, FL, SH, 0, 0, false)),
+        None
+    );
+    ok_at(&mut sm, until - 1, Command::Wake);
+    assert_eq!(sm.take_events(), []);
+    assert_eq!(sm.next_wake_ns(), Some(until));
+    // A late leader clock does not end it early.
+    ok_at(&mut sm, NOW, Command::Wake);
+    assert_eq!(sm.take_events(), []);
+    ok_at(&mut sm, until, Command::Wake);
+    let gi = g(&sm);
+    assert_eq!(
+        sm.take_events(),
+        [Event::Granted {
+            session: 2,
+            wait,
+            instance: gi,
+            generation: 2
+        }]
+    );
+    assert_eq!(sm.next_wake_ns(), None);
+    assert_eq!(locks_of(&sm, "/g").unwrap().delay_until_ns, 0);
+    sm.validate().unwrap();
+}
+
+#[test]
+fn a_lock_delay_ends_with_any_command_that_passes_it() {
+    let (mut sm, h1, h2) = two_sessions();
+    granted(&mut sm, lock_cmd(1, h1, 1, PX, EX, 0, 10, false));
+    ok(&mut sm, Command::ExpireSession { session: 1 });
+    sm.take_events();
+    // No waiters: nothing to wake for, but the delay still holds new requests off.
+    assert_eq!(sm.next_wake_ns(), None);
+    assert_eq!(
+        would_block(&mut sm, lock_cmd(2, h2, 2, PX, SH, 5, 6, false)),
+        None
+    );
+    // Other ranges of the node too: the delay is per node.
+    assert_eq!(
+        would_block(&mut sm, lock_cmd(2, h2, 2, PX, SH, 50, 60, false)),
+        None
+    );
+    let wait = queued(&mut sm, lock_cmd(2, h2, 2, PX, SH, 5, 6, true));
+    ok_at(&mut sm, NOW + LOCK_DELAY + 1, put(p("/d/f"), b"unrelated"));
+    let events = sm.take_events();
+    assert!(
+        matches!(events[..], [Event::Granted { wait: w, generation: 1, .. }] if w == wait),
+        "{events:?}"
+    );
+    // A clean close leaves no delay.
+    let h = open(&mut sm, 2, "/d/f");
+    granted(&mut sm, lock_cmd(2, h, 2, FL, EX, 0, 0, false));
+    ok(&mut sm, Command::CloseSession { session: 2 });
+    let c = session(&mut sm, "c");
+    let hc = open(&mut sm, c, "/d/f");
+    granted(&mut sm, lock_cmd(c, hc, 2, FL, EX, 0, 0, false));
+}
+
+#[test]
+fn a_lock_delay_lets_the_owner_keep_and_downgrade_what_it_holds() {
+    let (mut sm, h1, h2) = two_sessions();
+    granted(&mut sm, lock_cmd(1, h1, 1, PX, SH, 0, 10, false));
+    granted(&mut sm, lock_cmd(2, h2, 2, PX, EX, 20, 30, false));
+    granted(&mut sm, lock_cmd(2, h2, 2, FL, EX, 0, 0, false));
+    ok(&mut sm, Command::ExpireSession { session: 1 });
+    granted(&mut sm, lock_cmd(2, h2, 2, PX, SH, 20, 25, false));
+    granted(&mut sm, lock_cmd(2, h2, 2, FL, SH, 0, 0, false));
+    assert_eq!(
+        would_block(&mut sm, lock_cmd(2, h2, 2, PX, EX, 20, 25, false)),
+        None
+    );
+    assert_eq!(
+        would_block(&mut sm, lock_cmd(2, h2, 2, PX, SH, 30, 31, false)),
+        None
+    );
+}
+
+#[test]
+fn cancel_a_queued_wait() {
+    let (mut sm, h1, h2) = two_sessions();
+    granted(&mut sm, lock_cmd(1, h1, 1, FL, SH, 0, 0, false));
+    let w_ex = queued(&mut sm, lock_cmd(2, h2, 2, FL, EX, 0, 0, true));
+    let w_sh = queued(&mut sm, lock_cmd(2, h2, 3, FL, SH, 0, 0, true));
+    // Another session cannot cancel it.
+    assert_eq!(
+        ok(
+            &mut sm,
+            Command::CancelWait {
+                session: 1,
+                wait: w_ex
+            }
+        ),
+        Outcome::Cancelled { was_granted: false }
+    );
+    assert_eq!(locks_of(&sm, "/g").unwrap().waiters.len(), 2);
+    assert_eq!(
+        ok(
+            &mut sm,
+            Command::CancelWait {
+                session: 2,
+                wait: w_ex
+            }
+        ),
+        Outcome::Cancelled { was_granted: false }
+    );
+    // The shared waiter was blocked only by the cancelled one.
+    assert!(matches!(sm.take_events()[..], [Event::Granted { wait, .. }] if wait == w_sh));
+    // Unknown waits: nothing happens, twice.
+    for _ in 0..2 {
+        assert_eq!(
+            ok(
+                &mut sm,
+                Command::CancelWait {
+                    session: 2,
+                    wait: 999
+                }
+            ),
+            Outcome::Cancelled { was_granted: false }
+        );
+    }
+    assert_eq!(sm.take_events(), []);
+}
+
+#[test]
+fn cancel_after_the_grant_releases_what_the_wait_obtained() {
+    let (mut sm, h1, h2) = two_sessions();
+    granted(&mut sm, lock_cmd(1, h1, 1, PX, EX, 0, 100, false));
+    let wait = queued(&mut sm, lock_cmd(2, h2, 2, PX, EX, 10, 20, true));
+    let next = queued(&mut sm, lock_cmd(1, h1, 3, PX, SH, 15, 16, true));
+    granted(&mut sm, lock_cmd(2, h2, 2, PX, SH, 150, 160, false));
+    ok(&mut sm, unlock_cmd(1, h1, 1, PX, 0, 100));
+    assert!(matches!(sm.take_events()[..], [Event::Granted { wait: w, .. }] if w == wait));
+    // The waiting process was interrupted meanwhile: the lock goes to nobody, and the next
+    // waiter gets its turn in the same command.
+    assert_eq!(
+        ok(&mut sm, Command::CancelWait { session: 2, wait }),
+        Outcome::Cancelled { was_granted: true }
+    );
+    assert!(matches!(sm.take_events()[..], [Event::Granted { wait: w, .. }] if w == next));
+    assert_eq!(held(&sm, "/g"), [(3, SH, 15, 16), (2, SH, 150, 160)]);
+    // Only once.
+    assert_eq!(
+        ok(&mut sm, Command::CancelWait { session: 2, wait }),
+        Outcome::Cancelled { was_granted: false }
+    );
+}
+
+#[test]
+fn a_granted_wait_is_forgotten_once_the_owner_moves_on() {
+    let (mut sm, h1, h2) = two_sessions();
+    granted(&mut sm, lock_cmd(1, h1, 1, FL, EX, 0, 0, false));
+    let wait = queued(&mut sm, lock_cmd(2, h2, 2, FL, EX, 0, 0, true));
+    ok(&mut sm, unlock_cmd(1, h1, 1, FL, 0, 0));
+    sm.take_events();
+    // The owner locked again (it got the grant): a late cancel must not release that.
+    ok(&mut sm, unlock_cmd(2, h2, 2, FL, 0, 0));
+    granted(&mut sm, lock_cmd(2, h2, 2, FL, SH, 0, 0, false));
+    assert_eq!(
+        ok(&mut sm, Command::CancelWait { session: 2, wait }),
+        Outcome::Cancelled { was_granted: false }
+    );
+    assert_eq!(held(&sm, "/g"), [(2, SH, 0, MAX)]);
+}
+
+#[test]
+fn get_lock_reports_the_first_conflicting_holder() {
+    let (mut sm, h1, h2) = two_sessions();
+    granted(&mut sm, lock_cmd(1, h1, 1, PX, SH, 0, 10, false));
+    granted(&mut sm, lock_cmd(1, h1, 4, PX, SH, 5, 15, false));
+    let probe = |sm: &StateMachine, owner, kind, start, end| {
+        let q = Query::GetLock {
+            session: 2,
+            handle: h2,
+            owner,
+            style: PX,
+            kind,
+            start,
+            end,
+        };
+        match sm.query(&q) {
+            Ok(Outcome::LockProbe(h)) => h.map(|h| (h.owner, h.start, h.end)),
+            other => panic!("{other:?}"),
+        }
+    };
+    assert_eq!(probe(&sm, 2, SH, 0, MAX), None);
+    assert_eq!(probe(&sm, 2, EX, 12, 13), Some((4, 5, 15)));
+    assert_eq!(probe(&sm, 2, EX, 0, MAX), Some((1, 0, 10)));
+    assert_eq!(probe(&sm, 2, EX, 15, MAX), None);
+    let q = Query::GetLock {
+        session: 2,
+        handle: h1,
+        owner: 2,
+        style: PX,
+        kind: EX,
+        start: 0,
+        end: 1,
+    };
+    assert_eq!(sm.query(&q), Err(StateError::BadHandle));
+}
+
+#[test]
+fn the_listing_is_sorted_by_path() {
+    let (mut sm, h1, _) = two_sessions();
+    let hf = open(&mut sm, 1, "/d/f");
+    let hr = open(&mut sm, 1, "/");
+    granted(&mut sm, lock_cmd(1, h1, 1, FL, SH, 0, 0, false));
+    granted(&mut sm, lock_cmd(1, hf, 1, FL, SH, 0, 0, false));
+    granted(&mut sm, lock_cmd(1, hr, 1, FL, EX, 0, 0, false));
+    let Ok(Outcome::Locks(infos)) = sm.query(&Query::Locks) else {
+        panic!("locks");
+    };
+    let paths: Vec<_> = infos.iter().map(|i| i.path.as_str()).collect();
+    assert_eq!(paths, ["/", "/d/f", "/g"]);
+    assert_eq!(infos[0].lock_generation, 1);
+    ok(&mut sm, rename(p("/d/f"), p("/a")));
+    assert!(locks_of(&sm, "/a").is_some());
+}
