@@ -59,7 +59,7 @@ pub async fn run(a: RunArgs) -> Result<(), CliError> {
     let kill_grace = seconds(a.kill_grace, "--kill-grace")?;
     let wait = match a.wait {
         None => Some(None),
-        Some(s) if s == 0.0 => None,
+        Some(s) if s <= 0.0 => None,
         Some(s) => Some(Some(seconds(s, "--wait")?)),
     };
     let client = Arc::new(a.client.client());

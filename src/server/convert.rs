@@ -321,7 +321,7 @@ pub fn attr(a: &Attr) -> proto::Attr {
     let mut p = proto::Attr::new();
     p.instance = a.instance;
     p.parent = a.parent;
-    p.kind = kind(a.kind.clone());
+    p.kind = kind(a.kind);
     p.mode = a.mode;
     p.uid = a.uid;
     p.gid = a.gid;
@@ -341,7 +341,7 @@ fn entry(e: &DirEntry) -> proto::DirEntry {
     let mut p = proto::DirEntry::new();
     p.name = e.name.clone();
     p.instance = e.instance;
-    p.kind = kind(e.kind.clone());
+    p.kind = kind(e.kind);
     p
 }
 

@@ -33,8 +33,10 @@ pub fn serve(cfg: ServeConfig) -> Result<(), ServerError> {
     if !raft_log.is_initialized() {
         // A fresh data directory: every node of the initial cluster starts from the same
         // configuration, so they agree on the voters without any exchange.
-        let mut cs = ConfState::default();
-        cs.voters = cfg.peers.keys().copied().collect();
+        let cs = ConfState {
+            voters: cfg.peers.keys().copied().collect(),
+            ..Default::default()
+        };
         let mut batch = WriteBatch::default();
         raft_log.stage_conf_state(&mut batch, cs);
         store.write(batch, true)?;

@@ -65,12 +65,13 @@ impl RaftLog {
             None => Snapshot::default(),
         };
         let mut terms = VecDeque::new();
-        let mut expected = snapshot.get_metadata().index + 1;
-        let start = entry_key(expected);
-        for item in store
-            .db
-            .iterator_cf(cf, IteratorMode::From(&start, Direction::Forward))
-        {
+        let first = snapshot.get_metadata().index + 1;
+        let start = entry_key(first);
+        for (expected, item) in (first..).zip(
+            store
+                .db
+                .iterator_cf(cf, IteratorMode::From(&start, Direction::Forward)),
+        ) {
             let (k, v) = item?;
             if k.first() != Some(&ENTRY_PREFIX) {
                 break;
@@ -83,7 +84,6 @@ impl RaftLog {
                 )));
             }
             terms.push_back(entry.term);
-            expected += 1;
         }
         Ok(RaftLog {
             store,
@@ -304,11 +304,12 @@ mod tests {
     use raft::Storage;
 
     fn entry(index: u64, term: u64) -> Entry {
-        let mut e = Entry::default();
-        e.index = index;
-        e.term = term;
-        e.data = vec![index as u8; 10].into();
-        e
+        Entry {
+            index,
+            term,
+            data: vec![index as u8; 10].into(),
+            ..Default::default()
+        }
     }
 
     fn append(log: &mut RaftLog, entries: &[Entry]) {

@@ -8,6 +8,9 @@ use rocksdb::{IteratorMode, WriteBatch};
 
 use super::{Result, Store, CF_STATE};
 
+/// Records as (key, value) pairs.
+pub type Records = Vec<(Vec<u8>, Vec<u8>)>;
+
 /// Kept apart from the state machine's own key prefixes (`n/`, `m/`, ...).
 const KEY_APPLIED: &[u8] = b"a/applied";
 
@@ -21,7 +24,7 @@ impl StateStore {
     }
 
     /// The applied index and every state-machine record.
-    pub fn load(&self) -> Result<(u64, Vec<(Vec<u8>, Vec<u8>)>)> {
+    pub fn load(&self) -> Result<(u64, Records)> {
         let cf = self.store.cf(CF_STATE);
         let mut applied = 0;
         let mut records = Vec::new();
@@ -54,12 +57,7 @@ impl StateStore {
     }
 
     /// Adds to `batch` the replacement of every record by `records` (a snapshot being installed).
-    pub fn stage_replace_all(
-        &self,
-        batch: &mut WriteBatch,
-        records: Vec<(Vec<u8>, Vec<u8>)>,
-        applied: u64,
-    ) {
+    pub fn stage_replace_all(&self, batch: &mut WriteBatch, records: Records, applied: u64) {
         let cf = self.store.cf(CF_STATE);
         // Every key of the state machine (and the applied index) starts with an ASCII letter.
         batch.delete_range_cf(cf, &[][..], &[0xffu8][..]);
