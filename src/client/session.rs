@@ -61,6 +61,14 @@ pub enum LockOutcome {
     GaveUp,
 }
 
+/// The immediate answer to a lock request.
+#[derive(Debug, Clone)]
+pub enum Requested {
+    Done(LockOutcome),
+    /// Queued on the servers with this wait id; see `Session::wait_granted`.
+    Queued(u64),
+}
+
 enum WaitResult {
     Granted { generation: u64 },
     Failed(ClientError),
@@ -211,6 +219,29 @@ impl Session {
         wait: Option<Option<Duration>>,
         cancel: impl Future<Output = ()>,
     ) -> Result<LockOutcome, ClientError> {
+        let wait_id = match self.request_lock(req, wait.is_some()).await? {
+            Requested::Done(outcome) => return Ok(outcome),
+            Requested::Queued(id) => id,
+        };
+        let timeout = async {
+            match wait.flatten() {
+                Some(d) => tokio::time::sleep(d).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            r = self.wait_granted(wait_id) => r.map(|generation| LockOutcome::Granted { generation }),
+            _ = timeout => self.cancel_wait(wait_id).await.map(|_| LockOutcome::GaveUp),
+            _ = cancel => self.cancel_wait(wait_id).await.map(|_| LockOutcome::GaveUp),
+        }
+    }
+
+    /// Sends a lock request; a queued one is registered so its grant is not missed.
+    pub async fn request_lock(
+        &self,
+        req: &LockRequest,
+        wait: bool,
+    ) -> Result<Requested, ClientError> {
         let mut m = proto::Lock::new();
         m.handle = req.handle;
         m.owner = req.owner;
@@ -219,59 +250,65 @@ impl Session {
         m.start = req.start;
         m.end = req.end;
         m.pid = req.pid;
-        m.wait = wait.is_some();
+        m.wait = wait;
         let reply = match self.call(Op::lock(m)).await? {
             Res::lock(r) => r,
             _ => return Err(ClientError::Protocol("unexpected answer to lock".into())),
         };
         if reply.granted {
-            return Ok(LockOutcome::Granted {
+            return Ok(Requested::Done(LockOutcome::Granted {
                 generation: reply.generation,
-            });
+            }));
         }
         if reply.would_block || reply.wait == 0 {
-            return Ok(LockOutcome::WouldBlock {
+            return Ok(Requested::Done(LockOutcome::WouldBlock {
                 conflict: reply.conflict.into_option(),
-            });
+            }));
         }
-        let wait_id = reply.wait;
+        let mut waits = self.waits.lock().expect("poisoned");
+        waits.entry(reply.wait).or_insert(Wait {
+            owner: req.owner,
+            result: None,
+        });
+        Ok(Requested::Queued(reply.wait))
+    }
+
+    /// Waits for a queued lock to be granted; returns its generation.
+    pub async fn wait_granted(&self, wait: u64) -> Result<u64, ClientError> {
         let (tx, rx) = oneshot::channel();
-        let early = self.early.lock().expect("poisoned").remove(&wait_id);
+        let early = self.early.lock().expect("poisoned").remove(&wait);
         match early {
             Some(result) => {
+                self.waits.lock().expect("poisoned").remove(&wait);
                 let _ = tx.send(result);
             }
             None => {
-                self.waits.lock().expect("poisoned").insert(
-                    wait_id,
-                    Wait {
-                        owner: req.owner,
-                        result: Some(tx),
-                    },
-                );
+                let mut waits = self.waits.lock().expect("poisoned");
+                let entry = waits.entry(wait).or_insert(Wait {
+                    owner: 0,
+                    result: None,
+                });
+                entry.result = Some(tx);
             }
         }
-        let deadline = wait.flatten();
-        let timeout = async {
-            match deadline {
-                Some(d) => tokio::time::sleep(d).await,
-                None => std::future::pending().await,
-            }
-        };
-        let outcome = tokio::select! {
-            r = rx => match r {
-                Ok(WaitResult::Granted { generation }) => return Ok(LockOutcome::Granted { generation }),
-                Ok(WaitResult::Failed(e)) => return Err(e),
-                Err(_) => return Err(expired()),
-            },
-            _ = timeout => LockOutcome::GaveUp,
-            _ = cancel => LockOutcome::GaveUp,
-        };
-        self.waits.lock().expect("poisoned").remove(&wait_id);
+        match rx.await {
+            Ok(WaitResult::Granted { generation }) => Ok(generation),
+            Ok(WaitResult::Failed(e)) => Err(e),
+            Err(_) => Err(expired()),
+        }
+    }
+
+    /// Withdraws a queued lock request; true if it had been granted meanwhile (it is then
+    /// released again).
+    pub async fn cancel_wait(&self, wait: u64) -> Result<bool, ClientError> {
+        self.waits.lock().expect("poisoned").remove(&wait);
+        self.early.lock().expect("poisoned").remove(&wait);
         let mut c = proto::CancelWait::new();
-        c.wait = wait_id;
-        self.call(Op::cancel_wait(c)).await?;
-        Ok(outcome)
+        c.wait = wait;
+        match self.call(Op::cancel_wait(c)).await? {
+            Res::cancelled(c) => Ok(c.was_granted),
+            _ => Err(ClientError::Protocol("unexpected answer to cancel".into())),
+        }
     }
 
     /// Ends the session: the cluster releases its locks and closes its handles at once.
@@ -307,8 +344,17 @@ impl Session {
     }
 
     fn finish_wait(&self, wait: u64, result: WaitResult) {
-        let entry = self.waits.lock().expect("poisoned").remove(&wait);
-        match entry.and_then(|mut w| w.result.take()) {
+        let sender = {
+            let mut waits = self.waits.lock().expect("poisoned");
+            match waits.get_mut(&wait).and_then(|w| w.result.take()) {
+                Some(tx) => {
+                    waits.remove(&wait);
+                    Some(tx)
+                }
+                None => None,
+            }
+        };
+        match sender {
             Some(tx) => {
                 let _ = tx.send(result);
             }
