@@ -91,6 +91,7 @@ pub fn action(req: &proto::Request) -> Result<Action, ServerError> {
             offset: m.offset,
             data: m.data.clone(),
             truncate: m.truncate,
+            append: m.append,
         }),
         Op::put(m) => write(Command::Put {
             at: target(m.at.as_ref())?,

@@ -60,6 +60,9 @@ pub enum Command {
         offset: u64,
         data: Vec<u8>,
         truncate: bool,
+        /// O_APPEND: write at the end of the file as it is when the command applies, ignoring
+        /// `offset`, so appends from many hosts never overwrite each other.
+        append: bool,
     },
     /// Creates the file if missing (mode, uid, gid used only then) and replaces its contents.
     Put {

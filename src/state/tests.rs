@@ -61,6 +61,7 @@ fn write(target: Target, offset: u64, data: &[u8], truncate: bool) -> Command {
         offset,
         data: data.to_vec(),
         truncate,
+        append: false,
     }
 }
 
@@ -506,6 +507,20 @@ fn create_of_an_existing_file() {
 }
 
 // ---- Write.
+
+#[test]
+fn append_writes_at_the_end_whatever_the_offset() {
+    let mut sm = sample();
+    let mut cmd = write(p("/d/f"), 0, b"++", false);
+    if let Command::Write { append, .. } = &mut cmd {
+        *append = true;
+    }
+    let a = ok_attr(&mut sm, cmd.clone());
+    assert_eq!(read(&sm, "/d/f", 0, None), b"hello++");
+    assert_eq!(a.size, 7);
+    ok_attr(&mut sm, cmd);
+    assert_eq!(read(&sm, "/d/f", 0, None), b"hello++++");
+}
 
 #[test]
 fn write_overwrites_extends_and_bumps() {

@@ -111,7 +111,8 @@ impl StateMachine {
                 offset,
                 data,
                 truncate,
-            } => self.write(target, *offset, data, *truncate, max_size, now),
+                append,
+            } => self.write(target, *offset, data, *truncate, *append, max_size, now),
             Command::Put {
                 at,
                 data,
@@ -332,18 +333,21 @@ impl StateMachine {
         Ok(Outcome::Attr(self.nodes[&ino].attr(ino)))
     }
 
+    #[allow(clippy::too_many_arguments)] // one per field of Command::Write, plus the context
     fn write(
         &mut self,
         target: &Target,
         offset: u64,
         data: &[u8],
         truncate: bool,
+        append: bool,
         max_size: u64,
         now: u64,
     ) -> Result<Outcome, StateError> {
         let ino = self.lookup(target)?;
         let node = self.file(ino)?;
         let old_len = if truncate { 0 } else { node.data.len() as u64 };
+        let offset = if append { old_len } else { offset };
         // As with pwrite(2), writing nothing never extends the file.
         let new_len = if data.is_empty() {
             old_len

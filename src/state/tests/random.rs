@@ -116,6 +116,7 @@ impl Gen {
                 offset: self.rng.gen_range(0..=LIMIT),
                 data: self.data(),
                 truncate: self.rng.gen_ratio(1, 4),
+                append: self.rng.gen_ratio(1, 8),
             },
             9 | 10 => Command::Put {
                 at: self.target(),

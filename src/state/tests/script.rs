@@ -225,6 +225,7 @@ impl Runner {
                 offset: num("off").unwrap_or(0),
                 data,
                 truncate: flag("trunc"),
+                append: flag("append"),
             },
             "truncate" => Command::Truncate {
                 target: at(),
@@ -285,8 +286,9 @@ fn is_target(word: &str) -> bool {
     !word.contains('=') && !FLAGS.contains(&word)
 }
 
-const FLAGS: [&str; 11] = [
-    "excl", "trunc", "off", "create", "wait", "sh", "ex", "flock", "posix", "locks", "sessions",
+const FLAGS: [&str; 12] = [
+    "append", "excl", "trunc", "off", "create", "wait", "sh", "ex", "flock", "posix", "locks",
+    "sessions",
 ];
 
 /// `#ino`, `#parent:name`, or else a path.
