@@ -17,6 +17,8 @@ use crate::client::ops;
 
 #[derive(Args)]
 pub struct DevArgs {
+    /// Mount the cluster here too (an existing directory).
+    mountpoint: Option<PathBuf>,
     /// Number of nodes.
     #[arg(long, default_value_t = 3)]
     nodes: u16,
@@ -31,7 +33,7 @@ pub struct DevArgs {
 
 /// A local cluster of `lockfs serve` child processes; stopped (SIGTERM, then SIGKILL) on drop.
 pub struct LocalCluster {
-    exe: PathBuf,
+    pub exe: PathBuf,
     pub data: PathBuf,
     pub addrs: Vec<(u64, String)>,
     peers: String,
@@ -193,6 +195,10 @@ pub fn run(args: DevArgs) -> Result<(), CliError> {
     })?;
 
     let list = servers.join(",");
+    let mut mount = match &args.mountpoint {
+        Some(m) => Some(MountChild::start(&cluster.exe, m, &list, &data)?),
+        None => None,
+    };
     println!(
         "lockfs dev: {} nodes running (leader: node {leader})",
         args.nodes
@@ -204,12 +210,28 @@ pub fn run(args: DevArgs) -> Result<(), CliError> {
     println!("  lockfs cat /greeting");
     println!("  lockfs ls /");
     println!("  lockfs cluster status");
+    if let Some(m) = &args.mountpoint {
+        let m = m.display();
+        println!();
+        println!("  mounted at {m}:");
+        println!("  echo hello > {m}/greeting; cat {m}/greeting");
+        println!("  flock {m}/job -c 'echo I hold the cluster-wide lock; sleep 5'");
+    }
     println!();
     println!("Ctrl-C stops the cluster.");
 
     let result = loop {
         if stop.load(Ordering::SeqCst) {
             break Ok(());
+        }
+        if let Some(status) = mount
+            .as_mut()
+            .and_then(|m| m.child.try_wait().ok().flatten())
+        {
+            break Err(CliError::Other(format!(
+                "the mount exited ({status}); see {}",
+                data.join("mount.log").display()
+            )));
         }
         if let Some((id, status)) = cluster.exited() {
             break Err(CliError::Other(format!(
@@ -220,11 +242,91 @@ pub fn run(args: DevArgs) -> Result<(), CliError> {
         std::thread::sleep(Duration::from_millis(100));
     };
     println!("stopping...");
+    // The mount first, while the cluster can still close its session.
+    drop(mount.take());
     drop(cluster);
     if temporary {
         let _ = std::fs::remove_dir_all(&data);
     }
     result
+}
+
+/// `lockfs mount --foreground` as a child of `lockfs dev`; unmounted (SIGTERM) on drop.
+struct MountChild {
+    child: Child,
+}
+
+impl MountChild {
+    fn start(
+        exe: &std::path::Path,
+        mountpoint: &std::path::Path,
+        servers: &str,
+        data: &std::path::Path,
+    ) -> Result<MountChild, CliError> {
+        let log = std::fs::File::create(data.join("mount.log"))
+            .map_err(|e| CliError::Other(format!("creating the mount log: {e}")))?;
+        let mut child = Command::new(exe)
+            .args(["mount", "--foreground", "--servers", servers])
+            .arg(mountpoint)
+            .stdin(Stdio::null())
+            .stdout(
+                log.try_clone()
+                    .map_err(|e| CliError::Other(e.to_string()))?,
+            )
+            .stderr(log)
+            .spawn()
+            .map_err(|e| CliError::Other(format!("starting the mount: {e}")))?;
+        // Ready when the mountpoint shows up in the mount table.
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let wanted = std::fs::canonicalize(mountpoint).unwrap_or(mountpoint.to_path_buf());
+        loop {
+            if is_mounted(&wanted) {
+                return Ok(MountChild { child });
+            }
+            if let Ok(Some(status)) = child.try_wait() {
+                return Err(CliError::Other(format!(
+                    "mounting {} failed ({status}); see {}",
+                    mountpoint.display(),
+                    data.join("mount.log").display()
+                )));
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(CliError::Other(format!(
+                    "mounting {} timed out",
+                    mountpoint.display()
+                )));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+/// Whether a lockfs mount sits at `path` (as /proc/self/mounts spells it).
+pub fn is_mounted(path: &std::path::Path) -> bool {
+    let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap_or_default();
+    let path = path.to_string_lossy();
+    mounts.lines().any(|l| {
+        let mut fields = l.split_whitespace();
+        fields.next() == Some("lockfs") && fields.next() == Some(&*path)
+    })
+}
+
+impl Drop for MountChild {
+    fn drop(&mut self) {
+        // SAFETY: kill(2) on our own child, not yet reaped.
+        unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 static FLAG: std::sync::OnceLock<Arc<AtomicBool>> = std::sync::OnceLock::new();

@@ -8,6 +8,7 @@ mod cluster;
 mod dev;
 mod files;
 mod locks;
+mod mount;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -56,8 +57,11 @@ impl ClientOpts {
 enum Cmd {
     /// Run one member of a cluster.
     Serve(ServeArgs),
-    /// Run a local cluster on loopback for trying lockfs out (Ctrl-C stops it).
+    /// Run a local cluster on loopback for trying lockfs out, mounted at MOUNTPOINT if given
+    /// (Ctrl-C stops it).
     Dev(dev::DevArgs),
+    /// Mount the cluster: flock on the mount is a cluster-wide lock.
+    Mount(mount::MountArgs),
     /// Write stdin to a file, creating it if needed; replaces the contents atomically.
     Put {
         path: String,
@@ -210,7 +214,7 @@ impl CliError {
 pub fn main() -> i32 {
     let cli = Cli::parse();
     let default_level = match cli.cmd {
-        Cmd::Serve(_) | Cmd::Dev(_) | Cmd::Bench { .. } => "info",
+        Cmd::Serve(_) | Cmd::Dev(_) | Cmd::Bench { .. } | Cmd::Mount(_) => "info",
         _ => "warn",
     };
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(default_level))
@@ -230,6 +234,7 @@ fn run(cmd: Cmd) -> Result<(), CliError> {
     match cmd {
         Cmd::Serve(args) => serve(args),
         Cmd::Dev(args) => dev::run(args),
+        Cmd::Mount(args) => mount::run(args),
         Cmd::Put { path, mode, client } => {
             let mode = parse_mode(&mode)?;
             block_on(files::put(&client.client(), &path, mode))

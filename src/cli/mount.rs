@@ -1,0 +1,256 @@
+//! `lockfs mount`: the cluster as a local filesystem.
+//!
+//! Without `--foreground` the command daemonizes, but only after the mount is in place: the
+//! parent waits on a pipe until the child reports success (then exits 0) or a failure (then
+//! prints it and exits 1), so `mount` errors reach the shell that asked. The daemon logs to
+//! `--log`. SIGTERM, SIGINT or an external `umount` end it: it unmounts and closes its session,
+//! which releases the mount's locks and ephemeral files at once.
+
+use std::io::{Read, Write};
+use std::os::fd::{FromRawFd, OwnedFd};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::Args;
+
+use super::{CliError, ClientOpts};
+use crate::fs::cluster::ClusterBackend;
+use crate::fs::{mount, MountConfig, MountHandle};
+
+#[derive(Args)]
+pub struct MountArgs {
+    /// Where to mount (an existing directory).
+    pub mountpoint: PathBuf,
+    /// Mount options, comma-separated: allow_other, default_permissions (on unless
+    /// no_default_permissions), ro, rw, ttl=SECONDS (session TTL, default 10); _netdev,
+    /// defaults, auto, noauto, nofail, user, nouser, dev, suid, exec are accepted and ignored
+    /// (they concern mount(8) and fstab).
+    #[arg(short = 'o')]
+    pub options: Option<String>,
+    /// Stay in the foreground (and log to stderr).
+    #[arg(long)]
+    pub foreground: bool,
+    /// Log file of a daemonized mount.
+    #[arg(long, default_value = "/tmp/lockfs-mount.log")]
+    pub log: PathBuf,
+    #[command(flatten)]
+    pub client: ClientOpts,
+}
+
+/// Parsed `-o` options.
+pub struct Options {
+    pub config: MountConfig,
+    pub ttl: Duration,
+}
+
+pub fn parse_options(s: Option<&str>) -> Result<Options, CliError> {
+    let mut o = Options {
+        config: MountConfig::default(),
+        ttl: Duration::from_secs(10),
+    };
+    for opt in s
+        .unwrap_or("")
+        .split(',')
+        .map(str::trim)
+        .filter(|o| !o.is_empty())
+    {
+        match opt.split_once('=') {
+            Some(("ttl", v)) => {
+                let secs: f64 = v
+                    .parse()
+                    .map_err(|_| CliError::Usage(format!("ttl={v}: not a number of seconds")))?;
+                o.ttl = Duration::try_from_secs_f64(secs)
+                    .map_err(|_| CliError::Usage(format!("ttl={v}: not a number of seconds")))?;
+            }
+            Some(_) => return Err(CliError::Usage(format!("unknown mount option '{opt}'"))),
+            None => match opt {
+                "allow_other" => o.config.allow_other = true,
+                "default_permissions" => o.config.default_permissions = true,
+                "no_default_permissions" => o.config.default_permissions = false,
+                "ro" => o.config.read_only = true,
+                "rw" => o.config.read_only = false,
+                "_netdev" | "defaults" | "auto" | "noauto" | "nofail" | "user" | "nouser"
+                | "dev" | "suid" | "exec" | "nodev" | "nosuid" | "noexec" => {}
+                _ => return Err(CliError::Usage(format!("unknown mount option '{opt}'"))),
+            },
+        }
+    }
+    Ok(o)
+}
+
+pub fn run(a: MountArgs) -> Result<(), CliError> {
+    let options = parse_options(a.options.as_deref())?;
+    if !a.mountpoint.is_dir() {
+        return Err(CliError::Usage(format!(
+            "{}: not a directory",
+            a.mountpoint.display()
+        )));
+    }
+    if a.foreground {
+        return serve_mount(&a, options, None);
+    }
+    let mut fds = [0; 2];
+    // SAFETY: pipe(2) fills the two-element array on success.
+    if unsafe { libc::pipe(fds.as_mut_ptr()) } != 0 {
+        return Err(CliError::Other(format!(
+            "pipe: {}",
+            std::io::Error::last_os_error()
+        )));
+    }
+    // SAFETY: both descriptors were just created and are owned by nobody else.
+    let (read_end, write_end) =
+        unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    // Fork before any thread exists (no runtime has been built yet), so the child is sound.
+    // SAFETY: fork(2); the child only continues with this single-threaded program.
+    match unsafe { libc::fork() } {
+        -1 => Err(CliError::Other(format!(
+            "fork: {}",
+            std::io::Error::last_os_error()
+        ))),
+        0 => {
+            drop(read_end);
+            let code = match daemon_child(&a, options, write_end) {
+                Ok(()) => 0,
+                Err(e) => {
+                    log::error!("{e}");
+                    1
+                }
+            };
+            std::process::exit(code);
+        }
+        _ => {
+            drop(write_end);
+            let mut status = String::new();
+            let _ = std::fs::File::from(read_end).read_to_string(&mut status);
+            match status.strip_prefix("ok") {
+                Some(_) => Ok(()),
+                None if status.is_empty() => Err(CliError::Other(format!(
+                    "the mount daemon died; see {}",
+                    a.log.display()
+                ))),
+                None => Err(CliError::Other(
+                    status.trim_start_matches("error: ").to_string(),
+                )),
+            }
+        }
+    }
+}
+
+fn daemon_child(a: &MountArgs, options: Options, status: OwnedFd) -> Result<(), CliError> {
+    // SAFETY: setsid(2) in the freshly forked child: it leaves the shell's session.
+    unsafe { libc::setsid() };
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&a.log)
+        .map_err(|e| CliError::Other(format!("{}: {e}", a.log.display())))?;
+    let devnull =
+        std::fs::File::open("/dev/null").map_err(|e| CliError::Other(format!("/dev/null: {e}")))?;
+    use std::os::fd::AsRawFd;
+    // SAFETY: dup2(2) onto the standard descriptors, from descriptors we own.
+    unsafe {
+        libc::dup2(devnull.as_raw_fd(), 0);
+        libc::dup2(log.as_raw_fd(), 1);
+        libc::dup2(log.as_raw_fd(), 2);
+    }
+    serve_mount(a, options, Some(status))
+}
+
+/// Reports the mount's outcome to the waiting parent (if any).
+fn report(status: &mut Option<OwnedFd>, message: &str) {
+    if let Some(fd) = status.take() {
+        let _ = std::fs::File::from(fd).write_all(message.as_bytes());
+    }
+}
+
+fn serve_mount(a: &MountArgs, options: Options, status: Option<OwnedFd>) -> Result<(), CliError> {
+    let mut status = status;
+    let result = mount_and_wait(a, options, &mut status);
+    if let Err(e) = &result {
+        report(&mut status, &format!("error: {e}"));
+    }
+    result
+}
+
+fn mount_and_wait(
+    a: &MountArgs,
+    options: Options,
+    status: &mut Option<OwnedFd>,
+) -> Result<(), CliError> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .thread_name("lockfs-mount")
+        .build()
+        .map_err(|e| CliError::Other(format!("starting the runtime: {e}")))?;
+    let client = Arc::new(a.client.client());
+    let name = format!("lockfs mount {}", a.mountpoint.display());
+    let backend = runtime
+        .block_on(ClusterBackend::connect(
+            client,
+            options.ttl,
+            super::hostname(),
+            name,
+        ))
+        .map_err(CliError::client("connecting to the cluster"))?;
+    let backend = Arc::new(backend);
+    let handle = mount(
+        backend.clone(),
+        &a.mountpoint,
+        options.config,
+        runtime.handle().clone(),
+    )
+    .map_err(|e| CliError::Other(format!("mounting {}: {e}", a.mountpoint.display())))?;
+    log::info!("mounted {}", a.mountpoint.display());
+    report(status, "ok");
+    runtime.block_on(wait_for_end(&handle));
+    log::info!("unmounting {}", a.mountpoint.display());
+    let already_gone = handle.is_finished();
+    match handle.unmount() {
+        // Someone else unmounted it; nothing was left to unmount.
+        Err(_) if already_gone => {}
+        Err(e) => log::warn!("unmounting {}: {e}", a.mountpoint.display()),
+        Ok(()) => {}
+    }
+    runtime.block_on(backend.shutdown());
+    Ok(())
+}
+
+/// Until SIGTERM, SIGINT or an external unmount.
+async fn wait_for_end(handle: &MountHandle) {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    let terminated = async {
+        match term.as_mut() {
+            Some(t) => {
+                t.recv().await;
+            }
+            None => std::future::pending().await,
+        }
+    };
+    let unmounted = async {
+        while !handle.is_finished() {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = terminated => {}
+        _ = unmounted => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mount_options_parse() {
+        let o = parse_options(Some("allow_other,ro,ttl=2.5,_netdev")).unwrap();
+        assert!(o.config.allow_other && o.config.read_only);
+        assert_eq!(o.ttl, Duration::from_millis(2500));
+        assert!(parse_options(Some("bogus")).is_err());
+        assert!(parse_options(Some("ttl=x")).is_err());
+        assert!(parse_options(None).unwrap().config.default_permissions);
+    }
+}

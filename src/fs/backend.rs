@@ -1,0 +1,222 @@
+//! What the mount needs from the cluster, and nothing more.
+//!
+//! The FUSE layer translates kernel requests into calls of [`Backend`] and answers the kernel
+//! with what comes back. Everything that decides (permissions of a lock, who conflicts with
+//! whom, when an ephemeral file goes) lives behind this trait, in the cluster's state machine;
+//! the mount holds no policy. The production backend talks to the cluster through the mount's
+//! client session; tests put an in-process state machine behind it.
+//!
+//! Every call is asynchronous because every call may be a round trip to the cluster (a Raft
+//! commit for mutations, a linearizable read for queries). Errors are Linux errno values as a
+//! local filesystem gives them; [`Errno::EKEYEXPIRED`] says the mount's session expired, which
+//! the FUSE edge reports as EIO (see `errors.rs`).
+//!
+//! Ranges are half-open: `end` is exclusive and `u64::MAX` means "to the end of the file", so a
+//! lock that grows with the file is distinguishable from a lock on a fixed range.
+
+use std::future::Future;
+use std::pin::Pin;
+
+/// The future every backend call returns.
+pub type BoxFut<'a, T> = Pin<Box<dyn Future<Output = Result<T, Errno>> + Send + 'a>>;
+
+/// A Linux errno value, as a local filesystem would report it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Errno(pub i32);
+
+impl Errno {
+    pub const EPERM: Errno = Errno(libc::EPERM);
+    pub const ENOENT: Errno = Errno(libc::ENOENT);
+    pub const EINTR: Errno = Errno(libc::EINTR);
+    pub const EIO: Errno = Errno(libc::EIO);
+    pub const EBADF: Errno = Errno(libc::EBADF);
+    pub const EAGAIN: Errno = Errno(libc::EAGAIN);
+    pub const EEXIST: Errno = Errno(libc::EEXIST);
+    pub const EXDEV: Errno = Errno(libc::EXDEV);
+    pub const ENOTDIR: Errno = Errno(libc::ENOTDIR);
+    pub const EISDIR: Errno = Errno(libc::EISDIR);
+    pub const EINVAL: Errno = Errno(libc::EINVAL);
+    pub const EFBIG: Errno = Errno(libc::EFBIG);
+    pub const ENAMETOOLONG: Errno = Errno(libc::ENAMETOOLONG);
+    pub const ENOLCK: Errno = Errno(libc::ENOLCK);
+    pub const ENOTEMPTY: Errno = Errno(libc::ENOTEMPTY);
+    pub const ENODATA: Errno = Errno(libc::ENODATA);
+    pub const ENOTSUP: Errno = Errno(libc::ENOTSUP);
+    pub const ERANGE: Errno = Errno(libc::ERANGE);
+    /// The mount's session expired: its handles and locks are gone.
+    pub const EKEYEXPIRED: Errno = Errno(libc::EKEYEXPIRED);
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NodeKind {
+    Dir,
+    File,
+}
+
+/// What `stat` shows, plus Chubby's monotonic numbers for the xattrs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileAttr {
+    /// The instance number: never reused, so it is the inode number. The root is 1.
+    pub ino: u64,
+    pub kind: NodeKind,
+    /// Permission bits only (`& 0o7777`).
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub size: u64,
+    pub atime_ns: u64,
+    pub mtime_ns: u64,
+    pub ctime_ns: u64,
+    pub content_generation: u64,
+    pub lock_generation: u64,
+    pub acl_generation: u64,
+    /// A file: it is ephemeral. A directory: files created in it will be.
+    pub ephemeral: bool,
+    /// Entries of a directory; 0 for files.
+    pub children: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DirEntry {
+    pub name: String,
+    pub ino: u64,
+    pub kind: NodeKind,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LockKind {
+    Shared,
+    Exclusive,
+}
+
+/// flock(2) locks belong to an open file description and cover the whole file; POSIX (fcntl)
+/// locks belong to a process (or, for OFD locks, an open file description) and cover byte
+/// ranges. The two never conflict with each other, as on Linux.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LockStyle {
+    Flock,
+    Posix,
+}
+
+/// A lock request. The owner is (mount session, `owner`); `owner` is the kernel's lock owner.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LockSpec {
+    /// The backend handle the request comes through; it names the node.
+    pub handle: u64,
+    pub owner: u64,
+    pub style: LockStyle,
+    pub kind: LockKind,
+    pub start: u64,
+    /// Exclusive; `u64::MAX` is "to the end of the file".
+    pub end: u64,
+    /// The requesting process as this host sees it (shown by F_GETLK and the holders xattr).
+    pub pid: u32,
+}
+
+/// A granted lock, as F_GETLK and `user.lockfs.holders` show it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Holder {
+    pub session: u64,
+    pub owner: u64,
+    pub style: LockStyle,
+    pub kind: LockKind,
+    pub start: u64,
+    pub end: u64,
+    pub pid: u32,
+    /// The host of the holder's session.
+    pub host: String,
+    pub since_ns: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LockReply {
+    /// `generation` is the node's lock generation after the grant (the fencing token).
+    Granted { generation: u64 },
+    /// `conflict` is the first conflicting holder, `None` when only queued waiters or a
+    /// lock-delay stand in the way.
+    WouldBlock { conflict: Option<Holder> },
+    /// The request waits in the cluster's FIFO queue: await [`Backend::wait_granted`].
+    Queued { wait: u64 },
+}
+
+/// The cluster as the mount sees it. See the module docs.
+pub trait Backend: Send + Sync + 'static {
+    fn lookup(&self, parent: u64, name: &str) -> BoxFut<'_, FileAttr>;
+    fn getattr(&self, ino: u64) -> BoxFut<'_, FileAttr>;
+    /// Any field given changes; `size` truncates or extends with zeros. Times are wall-clock
+    /// nanoseconds since the Unix epoch.
+    #[allow(clippy::too_many_arguments)] // one per settable attribute, as setattr(2) has them
+    fn setattr(
+        &self,
+        ino: u64,
+        mode: Option<u32>,
+        uid: Option<u32>,
+        gid: Option<u32>,
+        size: Option<u64>,
+        atime_ns: Option<u64>,
+        mtime_ns: Option<u64>,
+    ) -> BoxFut<'_, FileAttr>;
+    /// Sorted by name; without "." and "..".
+    fn readdir(&self, ino: u64) -> BoxFut<'_, Vec<DirEntry>>;
+    fn mkdir(&self, parent: u64, name: &str, mode: u32, uid: u32, gid: u32)
+        -> BoxFut<'_, FileAttr>;
+    fn unlink(&self, parent: u64, name: &str) -> BoxFut<'_, ()>;
+    fn rmdir(&self, parent: u64, name: &str) -> BoxFut<'_, ()>;
+    /// Atomic; replaces an existing file at the destination. Directories may be refused (EXDEV).
+    fn rename(&self, parent: u64, name: &str, new_parent: u64, new_name: &str) -> BoxFut<'_, ()>;
+    /// Opens a file or directory in the mount's session. A handle keeps an ephemeral file
+    /// alive and carries flock locks; [`Backend::close`] ends it.
+    fn open(&self, ino: u64) -> BoxFut<'_, u64>;
+    /// Creates the file if missing and opens it, in one step (an ephemeral file is never
+    /// without a handle). `exclusive` is O_EXCL: EEXIST if the name exists, cluster-wide.
+    #[allow(clippy::too_many_arguments)] // the arguments of creat(2), plus O_EXCL
+    fn create(
+        &self,
+        parent: u64,
+        name: &str,
+        mode: u32,
+        uid: u32,
+        gid: u32,
+        exclusive: bool,
+    ) -> BoxFut<'_, (u64, FileAttr)>;
+    /// Reads through an open handle; fewer bytes than `len` only at the end of the file.
+    fn read(&self, handle: u64, ino: u64, offset: u64, len: u64) -> BoxFut<'_, Vec<u8>>;
+    /// Writes through an open handle, visible everywhere when it returns. `truncate` empties
+    /// the file first in the same commit (an O_TRUNC folded into the first write); `append`
+    /// writes at the end of the file as it is when the write commits, ignoring `offset`.
+    #[allow(clippy::too_many_arguments)] // pwrite(2) plus the two modifiers above
+    fn write(
+        &self,
+        handle: u64,
+        ino: u64,
+        offset: u64,
+        data: Vec<u8>,
+        truncate: bool,
+        append: bool,
+    ) -> BoxFut<'_, FileAttr>;
+    /// Releases the handle's flock locks and withdraws its ephemeral hold. POSIX locks stay:
+    /// the mount unlocks them as the kernel tells it (see `owners.rs`).
+    fn close(&self, handle: u64) -> BoxFut<'_, ()>;
+    fn lock(&self, spec: LockSpec, wait: bool) -> BoxFut<'_, LockReply>;
+    /// Completes when the queued wait is granted (the generation after the grant), or fails
+    /// when it never can be (node deleted, handle closed, session expired).
+    fn wait_granted(&self, wait: u64) -> BoxFut<'_, u64>;
+    /// Withdraws a queued wait. `true` when the grant won the race: the backend released
+    /// what the wait obtained, so nothing stays granted to a process that saw EINTR.
+    fn cancel_wait(&self, wait: u64) -> BoxFut<'_, bool>;
+    /// Removes the owner's locks of this style in the range; unlocking nothing succeeds.
+    fn unlock(
+        &self,
+        handle: u64,
+        owner: u64,
+        style: LockStyle,
+        start: u64,
+        end: u64,
+    ) -> BoxFut<'_, ()>;
+    /// F_GETLK: the first holder that would conflict with `spec`, if any.
+    fn getlk(&self, spec: LockSpec) -> BoxFut<'_, Option<Holder>>;
+    /// Directories only: files created in it from now on are ephemeral.
+    fn set_ephemeral(&self, ino: u64, ephemeral: bool) -> BoxFut<'_, FileAttr>;
+    /// Every granted lock on the node.
+    fn holders(&self, ino: u64) -> BoxFut<'_, Vec<Holder>>;
+}

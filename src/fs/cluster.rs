@@ -1,0 +1,542 @@
+//! The mount's backend: every FUSE operation becomes a request in the mount's session.
+//!
+//! One session per mount. Handles belong to the session that opened them: when a session
+//! expires, its handles fail with EIO (the cluster has already released their locks and
+//! ephemeral files), and the next open starts a new session, as DESIGN.md asks. Requests other
+//! than opens also travel in the current session, so a retry after a failover is applied at most
+//! once.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::Mutex as AsyncMutex;
+
+use super::backend::{
+    Backend, BoxFut, DirEntry, Errno, FileAttr, Holder, LockKind, LockReply, LockSpec, LockStyle,
+    NodeKind,
+};
+use crate::client::session::{LockOutcome, LockRequest, Requested, Session, SessionState};
+use crate::client::{Client, ClientError};
+use crate::proto::{self, Request_oneof_op as Op, Response_oneof_result as Res};
+
+/// Errno of a handle whose session is gone; the fs layer reports it as EIO.
+const EKEYEXPIRED: i32 = libc::EKEYEXPIRED;
+
+pub struct ClusterBackend {
+    client: Arc<Client>,
+    ttl: Duration,
+    host: String,
+    name: String,
+    session: AsyncMutex<Option<Arc<Session>>>,
+    /// Mount handle -> (session id, cluster handle). Mount handles stay unique across sessions.
+    handles: Mutex<HashMap<u64, (u64, u64)>>,
+    next_handle: std::sync::atomic::AtomicU64,
+}
+
+fn errno(e: ClientError) -> Errno {
+    match e {
+        ClientError::Remote { code, .. } => Errno(code as i32),
+        _ => Errno(libc::EIO),
+    }
+}
+
+fn unexpected() -> Errno {
+    Errno(libc::EIO)
+}
+
+fn target_ino(ino: u64) -> proto::Target {
+    let mut t = proto::Target::new();
+    t.set_ino(ino);
+    t
+}
+
+fn target_child(parent: u64, name: &str) -> proto::Target {
+    let mut c = proto::Child::new();
+    c.parent = parent;
+    c.name = name.to_string();
+    let mut t = proto::Target::new();
+    t.set_child(c);
+    t
+}
+
+fn attr(a: &proto::Attr) -> FileAttr {
+    FileAttr {
+        ino: a.instance,
+        kind: match a.kind {
+            proto::Kind::DIR => NodeKind::Dir,
+            proto::Kind::FILE => NodeKind::File,
+        },
+        mode: a.mode,
+        uid: a.uid,
+        gid: a.gid,
+        size: a.size,
+        atime_ns: a.atime_ns,
+        mtime_ns: a.mtime_ns,
+        ctime_ns: a.ctime_ns,
+        content_generation: a.content_generation,
+        lock_generation: a.lock_generation,
+        acl_generation: a.acl_generation,
+        ephemeral: a.ephemeral,
+        children: a.children,
+    }
+}
+
+fn style(s: LockStyle) -> proto::LockStyle {
+    match s {
+        LockStyle::Flock => proto::LockStyle::FLOCK,
+        LockStyle::Posix => proto::LockStyle::POSIX,
+    }
+}
+
+fn kind(k: LockKind) -> proto::LockKind {
+    match k {
+        LockKind::Shared => proto::LockKind::SHARED,
+        LockKind::Exclusive => proto::LockKind::EXCLUSIVE,
+    }
+}
+
+fn holder(h: &proto::LockHolder) -> Holder {
+    Holder {
+        session: h.session,
+        owner: h.owner,
+        style: match h.style {
+            proto::LockStyle::FLOCK => LockStyle::Flock,
+            proto::LockStyle::POSIX => LockStyle::Posix,
+        },
+        kind: match h.kind {
+            proto::LockKind::SHARED => LockKind::Shared,
+            proto::LockKind::EXCLUSIVE => LockKind::Exclusive,
+        },
+        start: h.start,
+        end: h.end,
+        pid: h.pid,
+        host: h.host.clone(),
+        since_ns: h.since_ns,
+    }
+}
+
+impl ClusterBackend {
+    /// Opens the mount's first session at once, so a mount against an unreachable cluster
+    /// fails before it detaches.
+    pub async fn connect(
+        client: Arc<Client>,
+        ttl: Duration,
+        host: String,
+        name: String,
+    ) -> Result<ClusterBackend, ClientError> {
+        let backend = ClusterBackend {
+            client,
+            ttl,
+            host,
+            name,
+            session: AsyncMutex::new(None),
+            handles: Mutex::new(HashMap::new()),
+            next_handle: std::sync::atomic::AtomicU64::new(1),
+        };
+        backend.current().await?;
+        Ok(backend)
+    }
+
+    /// The live session, opening a new one if the last one ended.
+    async fn current(&self) -> Result<Arc<Session>, ClientError> {
+        let mut slot = self.session.lock().await;
+        if let Some(s) = slot.as_ref() {
+            if !matches!(*s.state().borrow(), SessionState::Ended { .. }) {
+                return Ok(s.clone());
+            }
+            log::warn!("session {} ended; opening a new one", s.id);
+        }
+        let s = Session::open(
+            self.client.clone(),
+            self.ttl,
+            self.ttl,
+            &self.host,
+            &self.name,
+        )
+        .await?;
+        log::info!("mount session {} opened (ttl {:?})", s.id, self.ttl);
+        *slot = Some(s.clone());
+        Ok(s)
+    }
+
+    async fn call(&self, op: Op) -> Result<Res, Errno> {
+        let s = self.current().await.map_err(errno)?;
+        s.call(op).await.map_err(errno)
+    }
+
+    /// The session and cluster handle behind a mount handle; EIO-bound error if its session
+    /// is gone.
+    async fn handle(&self, fh: u64) -> Result<(Arc<Session>, u64), Errno> {
+        let (sid, handle) = *self
+            .handles
+            .lock()
+            .expect("poisoned")
+            .get(&fh)
+            .ok_or(Errno(libc::EBADF))?;
+        let s = self.current().await.map_err(errno)?;
+        if s.id != sid {
+            return Err(Errno(EKEYEXPIRED));
+        }
+        Ok((s, handle))
+    }
+
+    fn remember(&self, session: u64, handle: u64) -> u64 {
+        let fh = self
+            .next_handle
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.handles
+            .lock()
+            .expect("poisoned")
+            .insert(fh, (session, handle));
+        fh
+    }
+
+    /// Closes the session (on unmount): its locks and ephemeral files go at once.
+    pub async fn shutdown(&self) {
+        if let Some(s) = self.session.lock().await.take() {
+            if let Err(e) = s.close().await {
+                log::warn!("closing session {}: {e}", s.id);
+            }
+        }
+    }
+
+    async fn expect_attr(&self, op: Op) -> Result<FileAttr, Errno> {
+        match self.call(op).await? {
+            Res::attr(a) => Ok(attr(&a)),
+            _ => Err(unexpected()),
+        }
+    }
+}
+
+impl Backend for ClusterBackend {
+    fn lookup(&self, parent: u64, name: &str) -> BoxFut<'_, FileAttr> {
+        let name = name.to_string();
+        Box::pin(async move {
+            let mut m = proto::Stat::new();
+            m.set_target(target_child(parent, &name));
+            self.expect_attr(Op::stat(m)).await
+        })
+    }
+
+    fn getattr(&self, ino: u64) -> BoxFut<'_, FileAttr> {
+        Box::pin(async move {
+            let mut m = proto::Stat::new();
+            m.set_target(target_ino(ino));
+            self.expect_attr(Op::stat(m)).await
+        })
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn setattr(
+        &self,
+        ino: u64,
+        mode: Option<u32>,
+        uid: Option<u32>,
+        gid: Option<u32>,
+        size: Option<u64>,
+        atime_ns: Option<u64>,
+        mtime_ns: Option<u64>,
+    ) -> BoxFut<'_, FileAttr> {
+        Box::pin(async move {
+            let mut last = None;
+            if let Some(size) = size {
+                let mut m = proto::Truncate::new();
+                m.set_target(target_ino(ino));
+                m.size = size;
+                last = Some(self.expect_attr(Op::truncate(m)).await?);
+            }
+            if mode.is_some()
+                || uid.is_some()
+                || gid.is_some()
+                || atime_ns.is_some()
+                || mtime_ns.is_some()
+            {
+                let mut m = proto::SetAttr::new();
+                m.set_target(target_ino(ino));
+                (m.has_mode, m.mode) = (mode.is_some(), mode.unwrap_or(0));
+                (m.has_uid, m.uid) = (uid.is_some(), uid.unwrap_or(0));
+                (m.has_gid, m.gid) = (gid.is_some(), gid.unwrap_or(0));
+                (m.has_atime, m.atime_ns) = (atime_ns.is_some(), atime_ns.unwrap_or(0));
+                (m.has_mtime, m.mtime_ns) = (mtime_ns.is_some(), mtime_ns.unwrap_or(0));
+                last = Some(self.expect_attr(Op::set_attr(m)).await?);
+            }
+            match last {
+                Some(a) => Ok(a),
+                None => self.getattr(ino).await,
+            }
+        })
+    }
+
+    fn readdir(&self, ino: u64) -> BoxFut<'_, Vec<DirEntry>> {
+        Box::pin(async move {
+            let mut m = proto::Readdir::new();
+            m.set_target(target_ino(ino));
+            match self.call(Op::readdir(m)).await? {
+                Res::entries(e) => Ok(e
+                    .entries
+                    .iter()
+                    .map(|d| DirEntry {
+                        name: d.name.clone(),
+                        ino: d.instance,
+                        kind: match d.kind {
+                            proto::Kind::DIR => NodeKind::Dir,
+                            proto::Kind::FILE => NodeKind::File,
+                        },
+                    })
+                    .collect()),
+                _ => Err(unexpected()),
+            }
+        })
+    }
+
+    fn mkdir(
+        &self,
+        parent: u64,
+        name: &str,
+        mode: u32,
+        uid: u32,
+        gid: u32,
+    ) -> BoxFut<'_, FileAttr> {
+        let name = name.to_string();
+        Box::pin(async move {
+            let mut m = proto::Mkdir::new();
+            m.set_at(target_child(parent, &name));
+            m.mode = mode;
+            m.uid = uid;
+            m.gid = gid;
+            self.expect_attr(Op::mkdir(m)).await
+        })
+    }
+
+    fn unlink(&self, parent: u64, name: &str) -> BoxFut<'_, ()> {
+        let name = name.to_string();
+        Box::pin(async move {
+            let mut m = proto::Unlink::new();
+            m.set_at(target_child(parent, &name));
+            self.call(Op::unlink(m)).await.map(|_| ())
+        })
+    }
+
+    fn rmdir(&self, parent: u64, name: &str) -> BoxFut<'_, ()> {
+        let name = name.to_string();
+        Box::pin(async move {
+            let mut m = proto::Rmdir::new();
+            m.set_at(target_child(parent, &name));
+            self.call(Op::rmdir(m)).await.map(|_| ())
+        })
+    }
+
+    fn rename(&self, parent: u64, name: &str, new_parent: u64, new_name: &str) -> BoxFut<'_, ()> {
+        let (name, new_name) = (name.to_string(), new_name.to_string());
+        Box::pin(async move {
+            let mut m = proto::Rename::new();
+            m.set_from(target_child(parent, &name));
+            m.set_to(target_child(new_parent, &new_name));
+            self.call(Op::rename(m)).await.map(|_| ())
+        })
+    }
+
+    fn open(&self, ino: u64) -> BoxFut<'_, u64> {
+        Box::pin(async move {
+            let s = self.current().await.map_err(errno)?;
+            let mut m = proto::Open::new();
+            m.set_at(target_ino(ino));
+            match s.call(Op::open(m)).await.map_err(errno)? {
+                Res::opened(o) => Ok(self.remember(s.id, o.handle)),
+                _ => Err(unexpected()),
+            }
+        })
+    }
+
+    fn create(
+        &self,
+        parent: u64,
+        name: &str,
+        mode: u32,
+        uid: u32,
+        gid: u32,
+        exclusive: bool,
+    ) -> BoxFut<'_, (u64, FileAttr)> {
+        let name = name.to_string();
+        Box::pin(async move {
+            let s = self.current().await.map_err(errno)?;
+            let mut m = proto::Open::new();
+            m.set_at(target_child(parent, &name));
+            m.create = true;
+            m.mode = mode;
+            m.uid = uid;
+            m.gid = gid;
+            m.exclusive = exclusive;
+            match s.call(Op::open(m)).await.map_err(errno)? {
+                Res::opened(o) => Ok((self.remember(s.id, o.handle), attr(o.get_attr()))),
+                _ => Err(unexpected()),
+            }
+        })
+    }
+
+    fn read(&self, handle: u64, ino: u64, offset: u64, len: u64) -> BoxFut<'_, Vec<u8>> {
+        Box::pin(async move {
+            // Reads through a handle of an expired session fail like every other use of it.
+            self.handle(handle).await?;
+            let mut m = proto::Read::new();
+            m.set_target(target_ino(ino));
+            m.offset = offset;
+            m.has_len = true;
+            m.len = len;
+            match self.call(Op::read(m)).await? {
+                Res::data(d) => Ok(d.data),
+                _ => Err(unexpected()),
+            }
+        })
+    }
+
+    fn write(
+        &self,
+        handle: u64,
+        ino: u64,
+        offset: u64,
+        data: Vec<u8>,
+        truncate: bool,
+        append: bool,
+    ) -> BoxFut<'_, FileAttr> {
+        Box::pin(async move {
+            let (s, _) = self.handle(handle).await?;
+            let mut m = proto::Write::new();
+            m.set_target(target_ino(ino));
+            m.offset = offset;
+            m.data = data;
+            m.truncate = truncate;
+            m.append = append;
+            match s.call(Op::write(m)).await.map_err(errno)? {
+                Res::attr(a) => Ok(attr(&a)),
+                _ => Err(unexpected()),
+            }
+        })
+    }
+
+    fn close(&self, fh: u64) -> BoxFut<'_, ()> {
+        Box::pin(async move {
+            let entry = self.handles.lock().expect("poisoned").remove(&fh);
+            let Some((sid, handle)) = entry else {
+                return Ok(());
+            };
+            let s = self.current().await.map_err(errno)?;
+            if s.id != sid {
+                // The old session took its handles with it.
+                return Ok(());
+            }
+            let mut m = proto::Close::new();
+            m.handle = handle;
+            s.call(Op::close(m)).await.map(|_| ()).map_err(errno)
+        })
+    }
+
+    fn lock(&self, spec: LockSpec, wait: bool) -> BoxFut<'_, LockReply> {
+        Box::pin(async move {
+            let (s, handle) = self.handle(spec.handle).await?;
+            let req = LockRequest {
+                handle,
+                owner: spec.owner,
+                style: style(spec.style),
+                kind: kind(spec.kind),
+                start: spec.start,
+                end: spec.end,
+                pid: spec.pid,
+            };
+            match s.request_lock(&req, wait).await.map_err(errno)? {
+                Requested::Done(LockOutcome::Granted { generation }) => {
+                    Ok(LockReply::Granted { generation })
+                }
+                Requested::Done(LockOutcome::WouldBlock { conflict }) => {
+                    Ok(LockReply::WouldBlock {
+                        conflict: conflict.as_ref().map(holder),
+                    })
+                }
+                Requested::Done(LockOutcome::GaveUp) => {
+                    Ok(LockReply::WouldBlock { conflict: None })
+                }
+                Requested::Queued(wait) => Ok(LockReply::Queued { wait }),
+            }
+        })
+    }
+
+    fn wait_granted(&self, wait: u64) -> BoxFut<'_, u64> {
+        Box::pin(async move {
+            let s = self.current().await.map_err(errno)?;
+            s.wait_granted(wait).await.map_err(errno)
+        })
+    }
+
+    fn cancel_wait(&self, wait: u64) -> BoxFut<'_, bool> {
+        Box::pin(async move {
+            let s = self.current().await.map_err(errno)?;
+            s.cancel_wait(wait).await.map_err(errno)
+        })
+    }
+
+    fn unlock(
+        &self,
+        fh: u64,
+        owner: u64,
+        lock_style: LockStyle,
+        start: u64,
+        end: u64,
+    ) -> BoxFut<'_, ()> {
+        Box::pin(async move {
+            let (s, handle) = match self.handle(fh).await {
+                Ok(h) => h,
+                // Nothing is held through a handle of a dead session.
+                Err(Errno(EKEYEXPIRED)) => return Ok(()),
+                Err(e) => return Err(e),
+            };
+            let mut m = proto::Unlock::new();
+            m.handle = handle;
+            m.owner = owner;
+            m.style = style(lock_style);
+            m.start = start;
+            m.end = end;
+            s.call(Op::unlock(m)).await.map(|_| ()).map_err(errno)
+        })
+    }
+
+    fn getlk(&self, spec: LockSpec) -> BoxFut<'_, Option<Holder>> {
+        Box::pin(async move {
+            let (s, handle) = self.handle(spec.handle).await?;
+            let mut m = proto::GetLock::new();
+            m.handle = handle;
+            m.owner = spec.owner;
+            m.style = style(spec.style);
+            m.kind = kind(spec.kind);
+            m.start = spec.start;
+            m.end = spec.end;
+            match s.call(Op::get_lock(m)).await.map_err(errno)? {
+                Res::probe(p) => Ok(p.conflict.as_ref().map(holder)),
+                _ => Err(unexpected()),
+            }
+        })
+    }
+
+    fn set_ephemeral(&self, ino: u64, ephemeral: bool) -> BoxFut<'_, FileAttr> {
+        Box::pin(async move {
+            let mut m = proto::SetEphemeral::new();
+            m.set_target(target_ino(ino));
+            m.ephemeral = ephemeral;
+            self.expect_attr(Op::set_ephemeral(m)).await
+        })
+    }
+
+    fn holders(&self, ino: u64) -> BoxFut<'_, Vec<Holder>> {
+        Box::pin(async move {
+            match self.call(crate::client::ops::list_locks()).await? {
+                Res::locks(l) => Ok(l
+                    .locks
+                    .iter()
+                    .filter(|i| i.instance == ino)
+                    .flat_map(|i| i.holders.iter().map(holder))
+                    .collect()),
+                _ => Err(unexpected()),
+            }
+        })
+    }
+}

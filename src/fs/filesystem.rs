@@ -1,0 +1,750 @@
+//! The FUSE request handlers: each kernel request becomes backend calls, answered from a task.
+//!
+//! fuser reads requests on its own thread and calls these handlers one at a time. Every handler
+//! copies what it needs out of the request and spawns a task on the mount's tokio runtime that
+//! does the round trips and replies, so a slow commit or a lock wait of minutes never holds up
+//! the next request. The kernel itself orders what must be ordered (it waits for our answer
+//! before it sends the next write on an inode, for example).
+//!
+//! Capabilities asked of the kernel in `init`:
+//! - FUSE_POSIX_LOCKS and FUSE_FLOCK_LOCKS: fcntl and flock locks come to us instead of being
+//!   kept in this kernel only. Without them there is no cluster-wide lock, so a kernel lacking
+//!   them fails the mount.
+//! - FUSE_ATOMIC_O_TRUNC: O_TRUNC arrives as a flag of OPEN instead of a separate SETATTR of size
+//!   0, so the truncation can be folded into the first write (see `open_files.rs`). Every Linux
+//!   since 2.6.24 has it; without it the mount is refused rather than show empty files.
+//!
+//! Every open file is opened with FOPEN_DIRECT_IO: reads and writes go to the cluster instead
+//! of the page cache, so `cat` never shows another host's old data and sizes never come from a
+//! stale cache.
+
+use std::ffi::OsStr;
+use std::future::Future;
+use std::io;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use fuser::{
+    FileHandle, FopenFlags, Generation, INodeNo, InitFlags, KernelConfig, LockOwner, OpenFlags,
+    RenameFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry,
+    ReplyLock, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
+};
+
+use super::attr::{self, TTL};
+use super::backend::{Backend, Errno, FileAttr, LockStyle};
+use super::errors::to_kernel;
+use super::locks::{self, KernelLock};
+use super::open_files::{OpenFile, OpenFiles};
+use super::owners::LockOwners;
+use super::xattr;
+
+/// What the request tasks share.
+pub struct Inner {
+    pub backend: Arc<dyn Backend>,
+    pub files: OpenFiles,
+    pub owners: LockOwners,
+    /// Set when the session ends: lock waits give up.
+    pub shutdown: tokio::sync::watch::Sender<bool>,
+}
+
+/// The fuser filesystem of a lockfs mount.
+pub struct LockFs {
+    inner: Arc<Inner>,
+    runtime: tokio::runtime::Handle,
+}
+
+impl LockFs {
+    pub fn new(backend: Arc<dyn Backend>, runtime: tokio::runtime::Handle) -> Self {
+        LockFs {
+            inner: Arc::new(Inner {
+                backend,
+                files: OpenFiles::default(),
+                owners: LockOwners::default(),
+                shutdown: tokio::sync::watch::channel(false).0,
+            }),
+            runtime,
+        }
+    }
+
+    /// Runs `work` on the runtime with the shared state.
+    fn spawn<F, Fut>(&self, work: F)
+    where
+        F: FnOnce(Arc<Inner>) -> Fut,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        self.runtime.spawn(work(self.inner.clone()));
+    }
+}
+
+fn name_of(name: &OsStr) -> Result<String, Errno> {
+    name.to_str().map(str::to_owned).ok_or(Errno::EINVAL)
+}
+
+fn time_ns(time: TimeOrNow) -> u64 {
+    let time = match time {
+        TimeOrNow::SpecificTime(t) => t,
+        TimeOrNow::Now => SystemTime::now(),
+    };
+    time.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+}
+
+fn reply_entry(reply: ReplyEntry, result: Result<FileAttr, Errno>) {
+    match result {
+        Ok(attr) => reply.entry(&TTL, &attr::to_kernel(&attr), Generation(0)),
+        Err(e) => reply.error(to_kernel(e)),
+    }
+}
+
+fn reply_attr(reply: ReplyAttr, result: Result<FileAttr, Errno>) {
+    match result {
+        Ok(attr) => reply.attr(&TTL, &attr::to_kernel(&attr)),
+        Err(e) => reply.error(to_kernel(e)),
+    }
+}
+
+fn reply_empty(reply: ReplyEmpty, result: Result<(), Errno>) {
+    match result {
+        Ok(()) => reply.ok(),
+        Err(e) => reply.error(to_kernel(e)),
+    }
+}
+
+impl Inner {
+    /// Commits an O_TRUNC that no write has carried yet.
+    async fn apply_pending_truncate(&self, file: &OpenFile) -> Result<(), Errno> {
+        let mut pending = file.pending_truncate.lock().await;
+        if *pending {
+            self.backend
+                .setattr(file.ino, None, None, None, Some(0), None, None)
+                .await?;
+            *pending = false;
+        }
+        Ok(())
+    }
+
+    /// A close(2): the closing process's POSIX locks on the file go, as on a local filesystem.
+    /// A pending O_TRUNC stays pending (see `open_files.rs`).
+    async fn flush(&self, fh: u64, owner: u64) -> Result<(), Errno> {
+        let file = self.files.get(fh)?;
+        if !self.owners.take_owner(file.ino, owner) {
+            return Ok(());
+        }
+        let handle = file.handle(&*self.backend).await?;
+        self.backend
+            .unlock(handle, owner, LockStyle::Posix, 0, u64::MAX)
+            .await
+    }
+
+    /// The last close of an open file description: a truncation no write carried, the
+    /// descriptor-owned POSIX locks, then the backend handle (which takes the flock locks
+    /// with it).
+    async fn release(&self, fh: u64) -> Result<(), Errno> {
+        let file = self.files.remove(fh)?;
+        let truncated = self.apply_pending_truncate(&file).await;
+        let released = self.owners.take_released(file.ino, fh);
+        let Some(handle) = file.take_handle().await else {
+            return truncated;
+        };
+        for owner in released {
+            let unlocked = self
+                .backend
+                .unlock(handle, owner, LockStyle::Posix, 0, u64::MAX)
+                .await;
+            if let Err(e) = unlocked {
+                log::warn!(
+                    "unlocking owner {owner} of inode {} at release: {e:?}",
+                    file.ino
+                );
+            }
+        }
+        let closed = self.backend.close(handle).await;
+        truncated.and(closed)
+    }
+
+    async fn write(&self, fh: u64, offset: u64, data: Vec<u8>, append: bool) -> Result<u32, Errno> {
+        let file = self.files.get(fh)?;
+        let handle = file.handle(&*self.backend).await?;
+        let len = u32::try_from(data.len()).map_err(|_| Errno::EINVAL)?;
+        let mut pending = file.pending_truncate.lock().await;
+        self.backend
+            .write(handle, file.ino, offset, data, *pending, append)
+            .await?;
+        *pending = false;
+        Ok(len)
+    }
+
+    #[allow(clippy::too_many_arguments)] // setattr(2)'s fields
+    async fn setattr(
+        &self,
+        ino: u64,
+        fh: Option<u64>,
+        mode: Option<u32>,
+        uid: Option<u32>,
+        gid: Option<u32>,
+        size: Option<u64>,
+        atime_ns: Option<u64>,
+        mtime_ns: Option<u64>,
+    ) -> Result<FileAttr, Errno> {
+        // ftruncate after an O_TRUNC that no write carried yet: truncate to zero first, so
+        // the old bytes below the new size are gone as they would be locally.
+        let file = match (size, fh) {
+            (Some(_), Some(fh)) => Some(self.files.get(fh)?),
+            _ => None,
+        };
+        let mut pending = match &file {
+            Some(file) => Some(file.pending_truncate.lock().await),
+            None => None,
+        };
+        if let (Some(pending), Some(size)) = (pending.as_deref_mut(), size) {
+            if *pending && size > 0 {
+                self.backend
+                    .setattr(ino, None, None, None, Some(0), None, None)
+                    .await?;
+            }
+            *pending = false;
+        }
+        self.backend
+            .setattr(ino, mode, uid, gid, size, atime_ns, mtime_ns)
+            .await
+    }
+
+    async fn readdir(
+        &self,
+        ino: u64,
+        fh: u64,
+        offset: u64,
+        mut reply: ReplyDirectory,
+    ) -> Result<(), (Errno, ReplyDirectory)> {
+        let file = match self.files.get(fh) {
+            Ok(file) => file,
+            Err(e) => return Err((e, reply)),
+        };
+        let cached = file.listing.lock().unwrap().clone();
+        let listing = match cached {
+            Some(listing) if offset > 0 => listing,
+            _ => match self.backend.readdir(ino).await {
+                Ok(entries) => {
+                    let listing = Arc::new(entries);
+                    *file.listing.lock().unwrap() = Some(listing.clone());
+                    listing
+                }
+                Err(e) => return Err((e, reply)),
+            },
+        };
+        // "." and ".." first; the kernel ignores the inode of "..".
+        let dots = [(ino, "."), (ino, "..")]
+            .into_iter()
+            .map(|(i, n)| (i, fuser::FileType::Directory, n));
+        let entries = listing
+            .iter()
+            .map(|e| (e.ino, attr::file_type(e.kind), e.name.as_str()));
+        for (index, (ino, kind, name)) in dots.chain(entries).enumerate().skip(offset as usize) {
+            if reply.add(INodeNo(ino), index as u64 + 1, kind, name) {
+                break;
+            }
+        }
+        reply.ok();
+        Ok(())
+    }
+
+    async fn getxattr(&self, ino: u64, name: xattr::Name) -> Result<Vec<u8>, Errno> {
+        if name == xattr::Name::Holders {
+            return Ok(xattr::holders_value(&self.backend.holders(ino).await?));
+        }
+        Ok(xattr::value(name, &self.backend.getattr(ino).await?))
+    }
+}
+
+impl fuser::Filesystem for LockFs {
+    fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> io::Result<()> {
+        let needed = InitFlags::FUSE_POSIX_LOCKS
+            | InitFlags::FUSE_FLOCK_LOCKS
+            | InitFlags::FUSE_ATOMIC_O_TRUNC;
+        config.add_capabilities(needed).map_err(|missing| {
+            io::Error::new(
+                io::ErrorKind::Unsupported,
+                format!("the kernel's FUSE lacks {missing:?}, which lockfs needs"),
+            )
+        })
+    }
+
+    fn destroy(&mut self) {
+        self.inner.shutdown.send_replace(true);
+    }
+
+    fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        let name = name_of(name);
+        self.spawn(|inner| async move {
+            let result = match name {
+                Ok(name) => inner.backend.lookup(parent.0, &name).await,
+                Err(e) => Err(e),
+            };
+            reply_entry(reply, result);
+        });
+    }
+
+    fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
+        self.spawn(|inner| async move { reply_attr(reply, inner.backend.getattr(ino.0).await) });
+    }
+
+    fn setattr(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        mode: Option<u32>,
+        uid: Option<u32>,
+        gid: Option<u32>,
+        size: Option<u64>,
+        atime: Option<TimeOrNow>,
+        mtime: Option<TimeOrNow>,
+        _ctime: Option<SystemTime>,
+        fh: Option<FileHandle>,
+        _crtime: Option<SystemTime>,
+        _chgtime: Option<SystemTime>,
+        _bkuptime: Option<SystemTime>,
+        _flags: Option<fuser::BsdFileFlags>,
+        reply: ReplyAttr,
+    ) {
+        let mode = mode.map(|m| m & 0o7777);
+        let (atime, mtime) = (atime.map(time_ns), mtime.map(time_ns));
+        self.spawn(|inner| async move {
+            let fh = fh.map(|f| f.0);
+            let result = inner
+                .setattr(ino.0, fh, mode, uid, gid, size, atime, mtime)
+                .await;
+            reply_attr(reply, result);
+        });
+    }
+
+    fn mknod(
+        &self,
+        _req: &Request,
+        _parent: INodeNo,
+        _name: &OsStr,
+        _mode: u32,
+        _umask: u32,
+        _rdev: u32,
+        reply: ReplyEntry,
+    ) {
+        reply.error(fuser::Errno::EPERM);
+    }
+
+    fn mkdir(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        umask: u32,
+        reply: ReplyEntry,
+    ) {
+        let name = name_of(name);
+        let (uid, gid) = (req.uid(), req.gid());
+        self.spawn(|inner| async move {
+            let result = match name {
+                Ok(name) => {
+                    let mode = mode & !umask & 0o7777;
+                    inner.backend.mkdir(parent.0, &name, mode, uid, gid).await
+                }
+                Err(e) => Err(e),
+            };
+            reply_entry(reply, result);
+        });
+    }
+
+    fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let name = name_of(name);
+        self.spawn(|inner| async move {
+            let result = match name {
+                Ok(name) => inner.backend.unlink(parent.0, &name).await,
+                Err(e) => Err(e),
+            };
+            reply_empty(reply, result);
+        });
+    }
+
+    fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let name = name_of(name);
+        self.spawn(|inner| async move {
+            let result = match name {
+                Ok(name) => inner.backend.rmdir(parent.0, &name).await,
+                Err(e) => Err(e),
+            };
+            reply_empty(reply, result);
+        });
+    }
+
+    fn symlink(
+        &self,
+        _req: &Request,
+        _parent: INodeNo,
+        _link_name: &OsStr,
+        _target: &std::path::Path,
+        reply: ReplyEntry,
+    ) {
+        reply.error(fuser::Errno::EPERM);
+    }
+
+    fn rename(
+        &self,
+        _req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        newparent: INodeNo,
+        newname: &OsStr,
+        flags: RenameFlags,
+        reply: ReplyEmpty,
+    ) {
+        // RENAME_NOREPLACE and RENAME_EXCHANGE are not commands of the cluster; callers
+        // (mv -n, for one) fall back when the filesystem says EINVAL.
+        if !flags.is_empty() {
+            reply.error(fuser::Errno::EINVAL);
+            return;
+        }
+        let names = name_of(name).and_then(|a| Ok((a, name_of(newname)?)));
+        self.spawn(|inner| async move {
+            let result = match names {
+                Ok((from, to)) => {
+                    inner
+                        .backend
+                        .rename(parent.0, &from, newparent.0, &to)
+                        .await
+                }
+                Err(e) => Err(e),
+            };
+            reply_empty(reply, result);
+        });
+    }
+
+    fn link(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _newparent: INodeNo,
+        _newname: &OsStr,
+        reply: ReplyEntry,
+    ) {
+        reply.error(fuser::Errno::EPERM);
+    }
+
+    fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        let truncate = flags.0 & libc::O_TRUNC != 0;
+        self.spawn(|inner| async move {
+            match inner.backend.open(ino.0).await {
+                Ok(handle) => {
+                    let fh = inner.files.insert(OpenFile::file(ino.0, handle, truncate));
+                    reply.opened(FileHandle(fh), FopenFlags::FOPEN_DIRECT_IO);
+                }
+                Err(e) => reply.error(to_kernel(e)),
+            }
+        });
+    }
+
+    fn read(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        size: u32,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyData,
+    ) {
+        self.spawn(|inner| async move {
+            let read = async {
+                let file = inner.files.get(fh.0)?;
+                let handle = file.handle(&*inner.backend).await?;
+                let len = u64::from(size);
+                inner.backend.read(handle, ino.0, offset, len).await
+            };
+            match read.await {
+                Ok(data) => reply.data(&data),
+                Err(e) => reply.error(to_kernel(e)),
+            }
+        });
+    }
+
+    fn write(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        data: &[u8],
+        _write_flags: WriteFlags,
+        flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyWrite,
+    ) {
+        // The kernel computes an O_APPEND offset from its cached size, which another host may
+        // have outdated: let the cluster append at its own end of file instead.
+        let append = flags.0 & libc::O_APPEND != 0;
+        let data = data.to_vec();
+        self.spawn(|inner| async move {
+            match inner.write(fh.0, offset, data, append).await {
+                Ok(written) => reply.written(written),
+                Err(e) => reply.error(to_kernel(e)),
+            }
+        });
+    }
+
+    fn flush(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        lock_owner: LockOwner,
+        reply: ReplyEmpty,
+    ) {
+        self.spawn(
+            |inner| async move { reply_empty(reply, inner.flush(fh.0, lock_owner.0).await) },
+        );
+    }
+
+    fn release(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        _flush: bool,
+        reply: ReplyEmpty,
+    ) {
+        self.spawn(|inner| async move {
+            let result = inner.release(fh.0).await;
+            if let Err(e) = result {
+                log::warn!("release of file handle {}: {e:?}", fh.0);
+            }
+            reply_empty(reply, result);
+        });
+    }
+
+    fn fsync(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _datasync: bool,
+        reply: ReplyEmpty,
+    ) {
+        // Every write was committed on a majority before it returned.
+        reply.ok();
+    }
+
+    fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        let fh = self.inner.files.insert(OpenFile::dir(ino.0));
+        reply.opened(FileHandle(fh), FopenFlags::empty());
+    }
+
+    fn readdir(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        reply: ReplyDirectory,
+    ) {
+        self.spawn(|inner| async move {
+            if let Err((e, reply)) = inner.readdir(ino.0, fh.0, offset, reply).await {
+                reply.error(to_kernel(e));
+            }
+        });
+    }
+
+    fn releasedir(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _flags: OpenFlags,
+        reply: ReplyEmpty,
+    ) {
+        self.spawn(|inner| async move { reply_empty(reply, inner.release(fh.0).await) });
+    }
+
+    fn fsyncdir(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _datasync: bool,
+        reply: ReplyEmpty,
+    ) {
+        reply.ok();
+    }
+
+    fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
+        // The cluster has no meaningful block count; report a roomy constant so that tools
+        // checking free space before writing go ahead.
+        const BLOCKS: u64 = 1 << 20;
+        const FILES: u64 = 1 << 20;
+        let bsize = attr::BLOCK_SIZE;
+        reply.statfs(BLOCKS, BLOCKS, BLOCKS, FILES, FILES, bsize, 255, bsize);
+    }
+
+    fn setxattr(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        name: &OsStr,
+        value: &[u8],
+        _flags: i32,
+        _position: u32,
+        reply: ReplyEmpty,
+    ) {
+        let flag = match xattr::Name::parse(name) {
+            Some(xattr::Name::Ephemeral) => xattr::parse_flag(value),
+            Some(_) => Err(Errno::EPERM),
+            None => Err(Errno::ENOTSUP),
+        };
+        self.spawn(|inner| async move {
+            let result = match flag {
+                Ok(flag) => inner.backend.set_ephemeral(ino.0, flag).await.map(drop),
+                Err(e) => Err(e),
+            };
+            reply_empty(reply, result);
+        });
+    }
+
+    fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
+        let Some(name) = xattr::Name::parse(name) else {
+            reply.error(fuser::Errno::ENODATA);
+            return;
+        };
+        self.spawn(|inner| async move {
+            match inner.getxattr(ino.0, name).await {
+                Ok(value) => xattr::reply(reply, size, &value),
+                Err(e) => reply.error(to_kernel(e)),
+            }
+        });
+    }
+
+    fn listxattr(&self, _req: &Request, _ino: INodeNo, size: u32, reply: ReplyXattr) {
+        xattr::reply(reply, size, &xattr::list());
+    }
+
+    fn removexattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let clear = match xattr::Name::parse(name) {
+            Some(xattr::Name::Ephemeral) => Ok(()),
+            Some(_) => Err(Errno::EPERM),
+            None => Err(Errno::ENODATA),
+        };
+        self.spawn(|inner| async move {
+            let result = match clear {
+                Ok(()) => inner.backend.set_ephemeral(ino.0, false).await.map(drop),
+                Err(e) => Err(e),
+            };
+            reply_empty(reply, result);
+        });
+    }
+
+    fn access(&self, _req: &Request, ino: INodeNo, _mask: fuser::AccessFlags, reply: ReplyEmpty) {
+        // Only asked without `default_permissions`; then permissions are not enforced here.
+        self.spawn(|inner| async move {
+            reply_empty(reply, inner.backend.getattr(ino.0).await.map(drop));
+        });
+    }
+
+    fn create(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        umask: u32,
+        flags: i32,
+        reply: ReplyCreate,
+    ) {
+        let name = name_of(name);
+        let (uid, gid) = (req.uid(), req.gid());
+        let exclusive = flags & libc::O_EXCL != 0;
+        let truncate = flags & libc::O_TRUNC != 0;
+        let mode = mode & !umask & 0o7777;
+        self.spawn(|inner| async move {
+            let created = match name {
+                Ok(name) => {
+                    inner
+                        .backend
+                        .create(parent.0, &name, mode, uid, gid, exclusive)
+                        .await
+                }
+                Err(e) => Err(e),
+            };
+            match created {
+                Ok((handle, attr)) => {
+                    // An empty file has nothing to truncate; a file someone else created
+                    // first may have contents, which O_TRUNC replaces at the first write.
+                    let pending = truncate && attr.size > 0;
+                    let fh = inner
+                        .files
+                        .insert(OpenFile::file(attr.ino, handle, pending));
+                    let kattr = attr::to_kernel(&attr);
+                    let flags = FopenFlags::FOPEN_DIRECT_IO;
+                    reply.created(&TTL, &kattr, Generation(0), FileHandle(fh), flags);
+                }
+                Err(e) => reply.error(to_kernel(e)),
+            }
+        });
+    }
+
+    fn getlk(
+        &self,
+        req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        lock_owner: LockOwner,
+        start: u64,
+        end: u64,
+        typ: i32,
+        pid: u32,
+        reply: ReplyLock,
+    ) {
+        let lock = KernelLock {
+            ino: ino.0,
+            fh: fh.0,
+            owner: lock_owner.0,
+            start,
+            end,
+            typ,
+            pid,
+            tid: req.pid(),
+        };
+        self.spawn(|inner| async move {
+            match locks::getlk(&inner, lock).await {
+                Ok((start, end, typ, pid)) => reply.locked(start, end, typ, pid),
+                Err(e) => reply.error(to_kernel(e)),
+            }
+        });
+    }
+
+    fn setlk(
+        &self,
+        req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        lock_owner: LockOwner,
+        start: u64,
+        end: u64,
+        typ: i32,
+        pid: u32,
+        sleep: bool,
+        reply: ReplyEmpty,
+    ) {
+        let lock = KernelLock {
+            ino: ino.0,
+            fh: fh.0,
+            owner: lock_owner.0,
+            start,
+            end,
+            typ,
+            pid,
+            tid: req.pid(),
+        };
+        self.spawn(|inner| async move {
+            reply_empty(reply, locks::setlk(&inner, lock, sleep).await);
+        });
+    }
+}

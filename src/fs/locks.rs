@@ -1,0 +1,167 @@
+//! flock(2) and fcntl(2) locks through FUSE: SETLK, SETLKW and GETLK become cluster-wide
+//! locks of the mount's session.
+//!
+//! What the kernel tells us (fuser 0.18, `setlk`/`getlk`): the open file (`fh`), a lock owner,
+//! an inclusive byte range (`end` = `OFFSET_MAX` for "to EOF"), the type (F_RDLCK, F_WRLCK,
+//! F_UNLCK), the caller's tgid as `pid` (0 for unlocks), and `sleep` for the blocking forms.
+//! The owner is the kernel's id of the open file description for flock(2) and OFD locks, and of
+//! the process's file table for classic POSIX locks, so it is the right owner in every case.
+//! Which of flock or fcntl the request is, fuser does not say: see `lock_style.rs`.
+//!
+//! A blocking request that the cluster queues is answered from its own task when the grant is
+//! pushed to us, so the FUSE request loop never waits. Signals to the waiting process end the
+//! wait (see `signal.rs`): the wait is withdrawn in the cluster, and if the grant won that race
+//! the cluster releases it, so a lock is never left granted to a process that saw EINTR. The
+//! mount going away ends every wait the same way.
+
+use super::backend::{Errno, LockKind, LockReply, LockSpec, LockStyle};
+use super::filesystem::Inner;
+use super::{lock_style, signal};
+
+/// The kernel's "to the end of the file" (`OFFSET_MAX`).
+const OFFSET_MAX: u64 = i64::MAX as u64;
+
+/// A lock request as the kernel sent it.
+pub struct KernelLock {
+    pub ino: u64,
+    pub fh: u64,
+    pub owner: u64,
+    /// Inclusive, as `struct file_lock` has it.
+    pub start: u64,
+    pub end: u64,
+    pub typ: i32,
+    /// The caller's tgid, shown to F_GETLK callers.
+    pub pid: u32,
+    /// The calling thread (the request header's pid): watched for signals.
+    pub tid: u32,
+}
+
+/// The backend's half-open range of an inclusive kernel range.
+fn backend_range(start: u64, end: u64) -> (u64, u64) {
+    let end = if end >= OFFSET_MAX { u64::MAX } else { end + 1 };
+    (start, end)
+}
+
+/// The kernel's inclusive end of a half-open backend range.
+fn kernel_end(end: u64) -> u64 {
+    if end == u64::MAX || end > OFFSET_MAX {
+        OFFSET_MAX
+    } else {
+        end.saturating_sub(1)
+    }
+}
+
+fn kind_of(typ: i32) -> Result<LockKind, Errno> {
+    match typ {
+        libc::F_RDLCK => Ok(LockKind::Shared),
+        libc::F_WRLCK => Ok(LockKind::Exclusive),
+        _ => Err(Errno::EINVAL),
+    }
+}
+
+/// SETLK (`sleep == false`) and SETLKW.
+pub async fn setlk(inner: &Inner, req: KernelLock, sleep: bool) -> Result<(), Errno> {
+    let file = inner.files.get(req.fh)?;
+    let handle = file.handle(&*inner.backend).await?;
+    let style = lock_style::of_caller(req.tid).unwrap_or_else(|| {
+        log::debug!("cannot tell flock from fcntl for thread {}: POSIX", req.tid);
+        LockStyle::Posix
+    });
+    let (start, end) = backend_range(req.start, req.end);
+    if req.typ == libc::F_UNLCK {
+        return inner
+            .backend
+            .unlock(handle, req.owner, style, start, end)
+            .await;
+    }
+    let spec = LockSpec {
+        handle,
+        owner: req.owner,
+        style,
+        kind: kind_of(req.typ)?,
+        start,
+        end,
+        pid: req.pid,
+    };
+    if style == LockStyle::Posix {
+        inner.owners.note(req.ino, req.owner, req.fh);
+    }
+    match inner.backend.lock(spec, sleep).await? {
+        LockReply::Granted { .. } => Ok(()),
+        LockReply::WouldBlock { .. } => Err(Errno::EAGAIN),
+        LockReply::Queued { wait } if sleep => wait_for_grant(inner, wait, req.tid).await,
+        LockReply::Queued { wait } => {
+            inner.backend.cancel_wait(wait).await?;
+            Err(Errno::EAGAIN)
+        }
+    }
+}
+
+/// Waits for a queued request until it is granted, its caller gets a signal or goes away, or
+/// the mount ends.
+async fn wait_for_grant(inner: &Inner, wait: u64, tid: u32) -> Result<(), Errno> {
+    let mut shutdown = inner.shutdown.subscribe();
+    let granted = inner.backend.wait_granted(wait);
+    tokio::pin!(granted);
+    let mut tick = tokio::time::interval(signal::POLL_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let why = loop {
+        if *shutdown.borrow() {
+            break "the mount is ending";
+        }
+        tokio::select! {
+            biased;
+            result = &mut granted => return result.map(|_generation| ()),
+            _ = shutdown.changed() => continue,
+            _ = tick.tick() => match signal::caller(tid) {
+                signal::Caller::Waiting => continue,
+                signal::Caller::Signalled => break "signal",
+                signal::Caller::Gone => break "caller gone",
+            },
+        }
+    };
+    let was_granted = inner.backend.cancel_wait(wait).await?;
+    log::debug!("wait {wait} of thread {tid} cancelled ({why}); granted first: {was_granted}");
+    Err(Errno::EINTR)
+}
+
+/// GETLK: the conflicting lock as (start, inclusive end, type, pid), or F_UNLCK with the
+/// request's own range when nothing conflicts.
+pub async fn getlk(inner: &Inner, req: KernelLock) -> Result<(u64, u64, i32, u32), Errno> {
+    let file = inner.files.get(req.fh)?;
+    let handle = file.handle(&*inner.backend).await?;
+    let (start, end) = backend_range(req.start, req.end);
+    // F_GETLK exists only for fcntl locks.
+    let spec = LockSpec {
+        handle,
+        owner: req.owner,
+        style: LockStyle::Posix,
+        kind: kind_of(req.typ)?,
+        start,
+        end,
+        pid: req.pid,
+    };
+    Ok(match inner.backend.getlk(spec).await? {
+        Some(h) => {
+            let typ = match h.kind {
+                LockKind::Shared => libc::F_RDLCK,
+                LockKind::Exclusive => libc::F_WRLCK,
+            };
+            (h.start.min(OFFSET_MAX), kernel_end(h.end), typ, h.pid)
+        }
+        None => (req.start, req.end, libc::F_UNLCK, 0),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranges_convert_both_ways() {
+        assert_eq!(backend_range(0, OFFSET_MAX), (0, u64::MAX));
+        assert_eq!(backend_range(10, 19), (10, 20));
+        assert_eq!(kernel_end(u64::MAX), OFFSET_MAX);
+        assert_eq!(kernel_end(20), 19);
+    }
+}

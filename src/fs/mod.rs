@@ -1,0 +1,43 @@
+//! The mount: the cluster's tree as a local filesystem, through FUSE (`fuser`).
+//!
+//! This layer translates and holds no policy. Each kernel request becomes calls of the
+//! [`Backend`] trait (the cluster, through the mount's session) and the answer goes back to the
+//! kernel as a local filesystem would give it. What it adds is only what the kernel protocol
+//! needs and the cluster cannot see:
+//!
+//! - `filesystem.rs`: the request handlers; every request answered from a tokio task.
+//! - `open_files.rs`: open files, and an O_TRUNC folded into the first write or the close so
+//!   that `echo x > f` replaces contents atomically (DESIGN.md, "Consistency").
+//! - `locks.rs`: flock and fcntl locks, blocking waits answered asynchronously.
+//! - `lock_style.rs`: telling flock from fcntl, which fuser 0.18 does not pass on.
+//! - `signal.rs`: noticing a signal to a process blocked in a lock wait, which fuser 0.18
+//!   does not pass on either (it answers FUSE_INTERRUPT with ENOSYS itself).
+//! - `owners.rs`: which POSIX lock owners to release at close(2) and at the last close.
+//! - `xattr.rs`: the `user.lockfs.*` attributes.
+//! - `attr.rs`, `errors.rs`: attributes and errno as the kernel wants them.
+//! - `mount.rs`: mounting and unmounting.
+//!
+//! Inode numbers are the cluster's instance numbers (root = 1), and the kernel caches nothing:
+//! zero TTLs and direct I/O, so no reader on any host sees stale data.
+
+mod attr;
+pub mod backend;
+pub mod cluster;
+mod errors;
+mod filesystem;
+mod lock_style;
+mod locks;
+pub mod mount;
+mod open_files;
+mod owners;
+mod signal;
+mod xattr;
+
+#[cfg(test)]
+mod tests;
+
+pub use backend::{
+    Backend, BoxFut, DirEntry, Errno, FileAttr, Holder, LockKind, LockReply, LockSpec, LockStyle,
+    NodeKind,
+};
+pub use mount::{mount, MountConfig, MountHandle};

@@ -1,0 +1,144 @@
+//! The `user.lockfs.*` extended attributes: Chubby's numbers and the lock holders, readable
+//! with `getfattr`, and the ephemeral flag of a directory, settable with `setfattr`.
+//!
+//! | name | value |
+//! | --- | --- |
+//! | `user.lockfs.lock_generation` | decimal; bumped by each exclusive grant: the fencing token |
+//! | `user.lockfs.holders` | one line per granted lock: `host pid mode style since_ns` |
+//! | `user.lockfs.ephemeral` | `1` or `0`; settable on directories |
+//! | `user.lockfs.instance` | decimal; the inode number, never reused |
+//! | `user.lockfs.content_generation` | decimal; bumped by each write |
+//!
+//! Other names do not exist (ENODATA) and cannot be set (ENOTSUP, which `cp -a` and `rsync -X`
+//! take as "this filesystem has no xattrs" rather than as a failure); the read-only lockfs
+//! names refuse with EPERM.
+
+use std::ffi::OsStr;
+
+use super::backend::{Errno, FileAttr, Holder, LockKind, LockStyle};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Name {
+    LockGeneration,
+    Holders,
+    Ephemeral,
+    Instance,
+    ContentGeneration,
+}
+
+const ALL: [(Name, &str); 5] = [
+    (Name::LockGeneration, "user.lockfs.lock_generation"),
+    (Name::Holders, "user.lockfs.holders"),
+    (Name::Ephemeral, "user.lockfs.ephemeral"),
+    (Name::Instance, "user.lockfs.instance"),
+    (Name::ContentGeneration, "user.lockfs.content_generation"),
+];
+
+impl Name {
+    pub fn parse(name: &OsStr) -> Option<Name> {
+        ALL.iter()
+            .find(|(_, n)| OsStr::new(n) == name)
+            .map(|(v, _)| *v)
+    }
+}
+
+/// The value of an attribute other than `Holders`.
+pub fn value(name: Name, attr: &FileAttr) -> Vec<u8> {
+    let text = match name {
+        Name::LockGeneration => attr.lock_generation.to_string(),
+        Name::Ephemeral => u8::from(attr.ephemeral).to_string(),
+        Name::Instance => attr.ino.to_string(),
+        Name::ContentGeneration => attr.content_generation.to_string(),
+        Name::Holders => unreachable!("holders are formatted by holders_value"),
+    };
+    text.into_bytes()
+}
+
+pub fn holders_value(holders: &[Holder]) -> Vec<u8> {
+    let mut out = String::new();
+    for h in holders {
+        let mode = match h.kind {
+            LockKind::Shared => "shared",
+            LockKind::Exclusive => "exclusive",
+        };
+        let style = match h.style {
+            LockStyle::Flock => "flock",
+            LockStyle::Posix => "posix",
+        };
+        out.push_str(&format!(
+            "{} {} {mode} {style} {}\n",
+            h.host, h.pid, h.since_ns
+        ));
+    }
+    out.into_bytes()
+}
+
+/// The NUL-terminated names, as listxattr(2) returns them.
+pub fn list() -> Vec<u8> {
+    let mut out = Vec::new();
+    for (_, name) in ALL {
+        out.extend_from_slice(name.as_bytes());
+        out.push(0);
+    }
+    out
+}
+
+/// `1` or `0`, as `setfattr -v 1` sends it (a trailing newline is forgiven).
+pub fn parse_flag(value: &[u8]) -> Result<bool, Errno> {
+    match value.strip_suffix(b"\n").unwrap_or(value) {
+        b"1" => Ok(true),
+        b"0" => Ok(false),
+        _ => Err(Errno::EINVAL),
+    }
+}
+
+/// Answers the two-step protocol of getxattr/listxattr: size 0 asks for the length; a buffer
+/// too small is ERANGE.
+pub fn reply(reply: fuser::ReplyXattr, size: u32, data: &[u8]) {
+    if size == 0 {
+        reply.size(data.len() as u32);
+    } else if (size as usize) < data.len() {
+        reply.error(fuser::Errno::ERANGE);
+    } else {
+        reply.data(data);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_round_trip_and_list_is_nul_separated() {
+        for (name, text) in ALL {
+            assert_eq!(Name::parse(OsStr::new(text)), Some(name));
+        }
+        assert_eq!(Name::parse(OsStr::new("user.other")), None);
+        let list = list();
+        assert_eq!(list.iter().filter(|&&b| b == 0).count(), 5);
+        assert!(list.starts_with(b"user.lockfs.lock_generation\0"));
+    }
+
+    #[test]
+    fn holders_are_one_line_each() {
+        let h = Holder {
+            session: 1,
+            owner: 7,
+            style: LockStyle::Flock,
+            kind: LockKind::Exclusive,
+            start: 0,
+            end: u64::MAX,
+            pid: 42,
+            host: "h1".into(),
+            since_ns: 99,
+        };
+        assert_eq!(holders_value(&[h]), b"h1 42 exclusive flock 99\n");
+    }
+
+    #[test]
+    fn flags_parse() {
+        assert_eq!(parse_flag(b"1"), Ok(true));
+        assert_eq!(parse_flag(b"0\n"), Ok(false));
+        assert_eq!(parse_flag(b"yes"), Err(Errno::EINVAL));
+    }
+}
