@@ -4,6 +4,9 @@
 //!   percentiles and throughput.
 //! - `failover`: starts its own local 3-node cluster, kills -9 the leader several times and
 //!   measures the time from the kill to the next acknowledged write.
+//! - `flock`: through one or more mounts (of one cluster): the latency of an uncontended
+//!   flock acquire+release cycle, then hand-offs per second between contenders spread over the
+//!   mounts (real `flock(2)` calls, as `flock(1)` makes them).
 //!
 //! Each prints a human summary and, with `--out FILE`, appends one JSON line per run to FILE.
 
@@ -26,6 +29,26 @@ pub enum BenchCmd {
     Write(WriteArgs),
     /// Kills -9 the leader of a local 3-node cluster; prints the time to the next write.
     Failover(FailoverArgs),
+    /// flock(2) through mounts: cycle latency and contended hand-offs per second.
+    Flock(FlockArgs),
+}
+
+#[derive(Args)]
+pub struct FlockArgs {
+    /// Mountpoints of one cluster (two stand for two hosts), comma-separated.
+    #[arg(long, value_delimiter = ',', required = true)]
+    mounts: Vec<PathBuf>,
+    /// Uncontended acquire+release cycles.
+    #[arg(long, default_value_t = 500)]
+    count: usize,
+    /// Contending processes' worth of open files, spread round-robin over the mounts.
+    #[arg(long, default_value_t = 4)]
+    contenders: usize,
+    /// Seconds of contention.
+    #[arg(long, default_value_t = 10.0)]
+    seconds: f64,
+    #[arg(long)]
+    out: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -60,6 +83,7 @@ pub fn run(cmd: BenchCmd) -> Result<(), CliError> {
     match cmd {
         BenchCmd::Write(a) => super::block_on(write(a)),
         BenchCmd::Failover(a) => failover(a),
+        BenchCmd::Flock(a) => flock(a),
     }
 }
 
@@ -244,4 +268,120 @@ fn failover_rounds(a: &FailoverArgs, data: PathBuf) -> Result<Vec<Duration>, Cli
         std::thread::sleep(Duration::from_secs(2));
     }
     Ok(times)
+}
+
+/// flock(2) on `file`, retrying when a signal interrupts the wait.
+fn flock_fd(file: &std::fs::File, op: libc::c_int) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    loop {
+        // SAFETY: flock(2) on a descriptor owned by `file`.
+        if unsafe { libc::flock(file.as_raw_fd(), op) } == 0 {
+            return Ok(());
+        }
+        let e = std::io::Error::last_os_error();
+        if e.kind() != std::io::ErrorKind::Interrupted {
+            return Err(e);
+        }
+    }
+}
+
+fn open_rw(path: &std::path::Path) -> Result<std::fs::File, CliError> {
+    std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(path)
+        .map_err(|e| CliError::Other(format!("{}: {e}", path.display())))
+}
+
+fn flock(a: FlockArgs) -> Result<(), CliError> {
+    if a.count == 0 || a.contenders == 0 || !(a.seconds > 0.0) {
+        return Err(CliError::Usage(
+            "--count, --contenders and --seconds must be > 0".into(),
+        ));
+    }
+    let io = |path: &std::path::Path| {
+        let path = path.display().to_string();
+        move |e: std::io::Error| CliError::Other(format!("{path}: {e}"))
+    };
+    // Uncontended: one open file, lock and unlock in a loop; each cycle is two commits.
+    let path = a.mounts[0].join(".bench-flock-cycle");
+    let file = open_rw(&path)?;
+    let mut lat = Vec::with_capacity(a.count);
+    for _ in 0..a.count {
+        let t = Instant::now();
+        flock_fd(&file, libc::LOCK_EX).map_err(io(&path))?;
+        flock_fd(&file, libc::LOCK_UN).map_err(io(&path))?;
+        lat.push(t.elapsed());
+    }
+    drop(file);
+    lat.sort();
+    println!(
+        "flock cycle (acquire+release, uncontended): {} cycles: p50 {:.3} ms  p90 {:.3} ms  p99 {:.3} ms  max {:.3} ms",
+        a.count,
+        ms(percentile(&lat, 50.0)),
+        ms(percentile(&lat, 90.0)),
+        ms(percentile(&lat, 99.0)),
+        ms(percentile(&lat, 100.0)),
+    );
+    // Contended: each contender has its own open file (its own flock owner) on one of the
+    // mounts, takes the lock, notes the acquisition and releases it again at once. Every
+    // acquisition after the first is a hand-off from another contender (or, when nobody else
+    // is queued, a re-take).
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut threads = Vec::new();
+    for c in 0..a.contenders {
+        let path = a.mounts[c % a.mounts.len()].join(".bench-flock-contended");
+        let file = open_rw(&path)?;
+        let stop = stop.clone();
+        threads.push(std::thread::spawn(move || {
+            let mut acquired = 0u64;
+            let mut waits = Vec::new();
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let t = Instant::now();
+                flock_fd(&file, libc::LOCK_EX).map_err(io(&path))?;
+                waits.push(t.elapsed());
+                acquired += 1;
+                flock_fd(&file, libc::LOCK_UN).map_err(io(&path))?;
+            }
+            Ok::<_, CliError>((acquired, waits))
+        }));
+    }
+    let started = Instant::now();
+    std::thread::sleep(Duration::from_secs_f64(a.seconds));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut total = 0;
+    let mut per = Vec::new();
+    let mut waits = Vec::new();
+    for t in threads {
+        let (n, w) = t
+            .join()
+            .map_err(|_| CliError::Other("a contender panicked".into()))??;
+        total += n;
+        per.push(n);
+        waits.extend(w);
+    }
+    let elapsed = started.elapsed();
+    waits.sort();
+    let rate = total as f64 / elapsed.as_secs_f64();
+    println!(
+        "flock contended: {} contenders on {} mounts: {:.0} hand-offs/s ({total} in {:.1} s, per contender {per:?}); wait p50 {:.3} ms  p99 {:.3} ms",
+        a.contenders,
+        a.mounts.len(),
+        rate,
+        elapsed.as_secs_f64(),
+        ms(percentile(&waits, 50.0)),
+        ms(percentile(&waits, 99.0)),
+    );
+    record(
+        &a.out,
+        json!({
+            "bench": "flock", "mounts": a.mounts.len(), "count": a.count,
+            "cycle_p50_ms": ms(percentile(&lat, 50.0)), "cycle_p90_ms": ms(percentile(&lat, 90.0)),
+            "cycle_p99_ms": ms(percentile(&lat, 99.0)), "cycle_max_ms": ms(percentile(&lat, 100.0)),
+            "contenders": a.contenders, "handoffs_per_s": rate.round(), "per_contender": per,
+            "wait_p50_ms": ms(percentile(&waits, 50.0)), "wait_p99_ms": ms(percentile(&waits, 99.0)),
+        }),
+    )
 }

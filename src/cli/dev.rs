@@ -17,8 +17,12 @@ use crate::client::ops;
 
 #[derive(Args)]
 pub struct DevArgs {
-    /// Mount the cluster here too (an existing directory).
-    mountpoint: Option<PathBuf>,
+    /// Where to mount the cluster (created if missing).
+    #[arg(default_value = "/mnt/lockfs")]
+    mountpoint: PathBuf,
+    /// Run the cluster only, without a mount.
+    #[arg(long)]
+    no_mount: bool,
     /// Number of nodes.
     #[arg(long, default_value_t = 3)]
     nodes: u16,
@@ -195,9 +199,19 @@ pub fn run(args: DevArgs) -> Result<(), CliError> {
     })?;
 
     let list = servers.join(",");
-    let mut mount = match &args.mountpoint {
-        Some(m) => Some(MountChild::start(&cluster.exe, m, &list, &data)?),
-        None => None,
+    let mut mount = if args.no_mount {
+        None
+    } else {
+        let m = &args.mountpoint;
+        std::fs::create_dir_all(m)
+            .map_err(|e| CliError::Other(format!("creating {}: {e}", m.display())))?;
+        if is_mounted(&std::fs::canonicalize(m).unwrap_or(m.clone())) {
+            return Err(CliError::Other(format!(
+                "{} is already a lockfs mount (another lockfs dev?); give another mountpoint",
+                m.display()
+            )));
+        }
+        Some(MountChild::start(&cluster.exe, m, &list, &data)?)
     };
     println!(
         "lockfs dev: {} nodes running (leader: node {leader})",
@@ -210,12 +224,13 @@ pub fn run(args: DevArgs) -> Result<(), CliError> {
     println!("  lockfs cat /greeting");
     println!("  lockfs ls /");
     println!("  lockfs cluster status");
-    if let Some(m) = &args.mountpoint {
-        let m = m.display();
+    if mount.is_some() {
+        let m = args.mountpoint.display();
         println!();
         println!("  mounted at {m}:");
         println!("  echo hello > {m}/greeting; cat {m}/greeting");
         println!("  flock {m}/job -c 'echo I hold the cluster-wide lock; sleep 5'");
+        println!("  getfattr -n user.lockfs.lock_generation {m}/job");
     }
     println!();
     println!("Ctrl-C stops the cluster.");

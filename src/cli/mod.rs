@@ -223,6 +223,11 @@ pub fn main() -> i32 {
     match run(cli.cmd) {
         Ok(()) => 0,
         Err(CliError::Exit(code)) => code,
+        // As clap does for bad arguments; mount.lockfs tells mount(8) "incorrect invocation".
+        Err(e @ CliError::Usage(_)) => {
+            eprintln!("lockfs: {e}");
+            2
+        }
         Err(e) => {
             eprintln!("lockfs: {e}");
             1

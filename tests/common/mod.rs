@@ -304,3 +304,125 @@ pub fn data_dir_size(p: &Path) -> u64 {
     }
     total
 }
+
+/// A real `lockfs mount --foreground` process: one "host". Dropping it stops the process with
+/// SIGTERM (a clean unmount that ends its session) and, if anything is left, kills it and
+/// detaches the mount, so a failing test leaves no mount behind.
+pub struct Mount {
+    pub path: PathBuf,
+    pub log: PathBuf,
+    child: Option<Child>,
+}
+
+impl Mount {
+    /// Mounts the cluster at `path` (created if missing) with `-o options`; waits (bounded)
+    /// until the kernel lists the mount.
+    pub fn start(servers: &str, path: &Path, options: &str, log: &Path) -> Mount {
+        assert!(
+            Path::new("/dev/fuse").exists(),
+            "FUSE is unavailable: /dev/fuse is missing (the mount tests need it and root)"
+        );
+        std::fs::create_dir_all(path).expect("mountpoint");
+        let logfile = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .expect("mount log");
+        let child = Command::new(BIN)
+            .arg("mount")
+            .arg("--foreground")
+            .arg("--servers")
+            .arg(servers)
+            .arg("-o")
+            .arg(options)
+            .arg(path)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(logfile.try_clone().expect("log"))
+            .stderr(logfile)
+            .spawn()
+            .expect("spawning lockfs mount");
+        let mut m = Mount {
+            path: path.to_path_buf(),
+            log: log.to_path_buf(),
+            child: Some(child),
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !is_mounted(path) {
+            if let Some(status) = m.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+                panic!(
+                    "lockfs mount exited with {status}:\n{}",
+                    std::fs::read_to_string(log).unwrap_or_default()
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{} not mounted within 30 s:\n{}",
+                path.display(),
+                std::fs::read_to_string(log).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        m
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+
+    /// SIGTERM and wait (bounded); returns whether the mount process exited by itself.
+    pub fn stop(&mut self) -> bool {
+        let Some(mut c) = self.child.take() else {
+            return true;
+        };
+        // SAFETY: kill(2) on our own child, not yet reaped.
+        unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(15);
+        let mut clean = false;
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = c.try_wait() {
+                clean = true;
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        if !clean {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        self.detach();
+        clean
+    }
+
+    /// Detaches whatever is left of the mount (lazily, as `umount -l` does).
+    fn detach(&self) {
+        if is_mounted(&self.path) {
+            let _ = Command::new("fusermount3")
+                .arg("-u")
+                .arg("-z")
+                .arg(&self.path)
+                .stderr(Stdio::null())
+                .status();
+        }
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Whether the kernel lists a lockfs mount at `path`.
+pub fn is_mounted(path: &Path) -> bool {
+    let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap_or_default();
+    let path = path.to_string_lossy();
+    mounts.lines().any(|l| {
+        let mut fields = l.split_whitespace();
+        fields.next() == Some("lockfs") && fields.next() == Some(&*path)
+    })
+}

@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# A service registry with ephemeral files (DESIGN.md, job 3: the HBase region-server pattern).
+#
+#   registry.sh member MOUNT NAME ADDRESS [CMD...]
+#       Registers NAME (with ADDRESS as contents) in MOUNT/svc/rs and runs CMD (default: sleep
+#       forever). The entry is an ephemeral file held open by that process: it disappears when
+#       the process dies, or when its host dies or is cut off (after the mount's session TTL).
+#
+#   registry.sh master MOUNT
+#       Lists the members, then prints "+ NAME ADDRESS" for each arrival and "- NAME" for each
+#       departure, as they happen.
+set -euo pipefail
+
+role=${1:?usage: registry.sh member|master MOUNT ...}
+mount=${2:?usage: registry.sh member|master MOUNT ...}
+dir="$mount/svc/rs"
+if [ ! -d "$dir" ]; then
+    mkdir -p "$dir"
+    # Files in an ephemeral directory live as long as some process holds them open.
+    setfattr -n user.lockfs.ephemeral -v 1 "$dir"
+fi
+
+case "$role" in
+member)
+    name=${3:?usage: registry.sh member MOUNT NAME ADDRESS [CMD...]}
+    address=${4:?usage: registry.sh member MOUNT NAME ADDRESS [CMD...]}
+    shift 4
+    set -o noclobber      # O_EXCL: two members with one name cannot both register
+    exec 8>"$dir/$name" || { echo "registry: $name is already registered" >&2; exit 1; }
+    echo "$address" >&8   # through the descriptor that keeps the entry alive
+    echo "registered $name"
+    if [ $# -gt 0 ]; then exec "$@"; else exec sleep infinity; fi
+    ;;
+master)
+    declare -A known=()
+    while true; do
+        declare -A seen=()
+        for path in "$dir"/*; do
+            [ -e "$path" ] || continue
+            name=${path##*/}
+            seen[$name]=1
+            if [ -z "${known[$name]:-}" ]; then
+                echo "+ $name $(cat "$path" 2>/dev/null)"
+                known[$name]=1
+            fi
+        done
+        for name in "${!known[@]}"; do
+            if [ -z "${seen[$name]:-}" ]; then
+                echo "- $name"
+                unset "known[$name]"
+            fi
+        done
+        unset seen
+        sleep 0.2
+    done
+    ;;
+*)
+    echo "usage: registry.sh member|master MOUNT ..." >&2
+    exit 2
+    ;;
+esac

@@ -1,0 +1,888 @@
+//! The mount as users touch it: a real 3-node cluster, two real `lockfs mount` processes standing
+//! for two hosts, and nothing but shell tools (`flock`, `cat`, `echo`, bash `noclobber`,
+//! `getfattr`, `setfattr`) and Python's `fcntl` against them. Faults: kill -9 of lock holders,
+//! of the leader, and unmounts.
+//!
+//! These need root and `/dev/fuse`; without them they fail loudly. Every background process is
+//! started in its own process group and killed (the group) when the test ends, then the mounts
+//! are stopped, then the cluster.
+
+mod common;
+
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{Cluster, Mount};
+
+/// The bound on any one foreground command; generous, the machine may be busy.
+const COMMAND_LIMIT: Duration = Duration::from_secs(120);
+/// The bound on waiting for something that should happen.
+const WAIT_LIMIT: Duration = Duration::from_secs(60);
+
+struct Out {
+    status: ExitStatus,
+    stdout: String,
+    stderr: String,
+    elapsed: Duration,
+}
+
+/// A cluster, two mounts of it (`$A`, `$B` in scripts) and a scratch directory outside them
+/// (`$OUT`, for markers).
+struct Hosts {
+    children: Vec<Child>,
+    a: Mount,
+    b: Mount,
+    cluster: Cluster,
+    dir: tempfile::TempDir,
+}
+
+impl Hosts {
+    fn start() -> Hosts {
+        // A short lock-delay keeps tests that expire sessions quick; the mounts use the default
+        // TTL so that a leader failover never expires them.
+        let cluster = Cluster::start(3, &["--lock-delay-ms", "1000"]);
+        let dir = tempfile::tempdir().expect("tempdir");
+        let servers = cluster.servers();
+        let a = Mount::start(
+            &servers,
+            &dir.path().join("a"),
+            "allow_other",
+            &dir.path().join("mount-a.log"),
+        );
+        let b = Mount::start(
+            &servers,
+            &dir.path().join("b"),
+            "allow_other",
+            &dir.path().join("mount-b.log"),
+        );
+        Hosts {
+            children: Vec::new(),
+            a,
+            b,
+            cluster,
+            dir,
+        }
+    }
+
+    fn out(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    fn command(&self, program: &str) -> Command {
+        let mut cmd = Command::new(program);
+        cmd.env("A", &self.a.path)
+            .env("B", &self.b.path)
+            .env("OUT", self.dir.path())
+            .current_dir(self.dir.path())
+            .stdin(Stdio::null())
+            .process_group(0);
+        cmd
+    }
+
+    /// Runs a bash script and waits for it (bounded).
+    fn sh(&self, script: &str) -> Out {
+        let mut cmd = self.command("bash");
+        cmd.arg("-c").arg(script);
+        run(cmd, COMMAND_LIMIT)
+    }
+
+    /// Runs a bash script that must succeed; returns its stdout.
+    fn ok(&self, script: &str) -> String {
+        let out = self.sh(script);
+        assert!(
+            out.status.success(),
+            "`{script}` failed: {}\nstdout: {}\nstderr: {}\n{}",
+            out.status,
+            out.stdout,
+            out.stderr,
+            self.logs()
+        );
+        out.stdout
+    }
+
+    /// Starts a program in the background, in its own process group; returns its pid.
+    fn spawn(&mut self, program: &str, args: &[&str]) -> u32 {
+        let mut cmd = self.command(program);
+        cmd.args(args).stdout(Stdio::null()).stderr(Stdio::null());
+        let child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn {program}: {e}"));
+        let pid = child.id();
+        self.children.push(child);
+        pid
+    }
+
+    /// Starts a bash script that signals readiness by creating `$OUT/marker`; waits for it.
+    fn spawn_ready(&mut self, script: &str, marker: &str) -> u32 {
+        let pid = self.spawn("bash", &["-c", script]);
+        let path = self.out(marker);
+        wait_until(&format!("marker {marker}"), || {
+            assert!(self.running(pid), "`{script}` exited before {marker}");
+            path.exists()
+        });
+        pid
+    }
+
+    fn child_mut(&mut self, pid: u32) -> &mut Child {
+        self.children
+            .iter_mut()
+            .find(|c| c.id() == pid)
+            .expect("a child of this test")
+    }
+
+    fn running(&mut self, pid: u32) -> bool {
+        self.child_mut(pid).try_wait().unwrap().is_none()
+    }
+
+    /// Waits (bounded) for a background child to exit.
+    fn wait_child(&mut self, pid: u32) -> ExitStatus {
+        let start = Instant::now();
+        loop {
+            if let Some(status) = self.child_mut(pid).try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                start.elapsed() < WAIT_LIMIT,
+                "process {pid} still running after {WAIT_LIMIT:?}"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// kill -9 of a background child's whole process group, and reaps the child.
+    fn kill9(&mut self, pid: u32) {
+        kill_group(pid, libc::SIGKILL);
+        let _ = self.child_mut(pid).wait();
+    }
+
+    fn logs(&self) -> String {
+        format!(
+            "--- mount a ---\n{}\n--- mount b ---\n{}\n{}",
+            tail(&self.a.log_text()),
+            tail(&self.b.log_text()),
+            self.cluster.logs()
+        )
+    }
+}
+
+impl Drop for Hosts {
+    fn drop(&mut self) {
+        // Processes first (they hold files open in the mounts), then the mounts; the cluster
+        // goes last, when its field drops.
+        for child in &mut self.children {
+            kill_group(child.id(), libc::SIGKILL);
+            let _ = child.wait();
+        }
+        self.a.stop();
+        self.b.stop();
+    }
+}
+
+fn tail(text: &str) -> String {
+    let lines: Vec<&str> = text.lines().rev().take(30).collect();
+    lines.into_iter().rev().collect::<Vec<_>>().join("\n")
+}
+
+fn kill_group(pid: u32, signal: i32) {
+    // SAFETY: kill(2) of a process group we created (the child's pid is its group id).
+    unsafe { libc::kill(-(pid as i32), signal) };
+}
+
+fn run(mut cmd: Command, limit: Duration) -> Out {
+    let started = Instant::now();
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    // Read the pipes on threads so a chatty command cannot block on a full pipe.
+    let mut stdout = child.stdout.take().unwrap();
+    let mut stderr = child.stderr.take().unwrap();
+    let out_reader = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = std::io::Read::read_to_string(&mut stdout, &mut s);
+        s
+    });
+    let err_reader = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = std::io::Read::read_to_string(&mut stderr, &mut s);
+        s
+    });
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if started.elapsed() > limit {
+            kill_group(child.id(), libc::SIGKILL);
+            let _ = child.wait();
+            panic!("command did not finish within {limit:?}: {cmd:?}");
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    };
+    let elapsed = started.elapsed();
+    Out {
+        status,
+        stdout: out_reader.join().unwrap(),
+        stderr: err_reader.join().unwrap(),
+        elapsed,
+    }
+}
+
+fn wait_until(what: &str, mut cond: impl FnMut() -> bool) -> Duration {
+    let start = Instant::now();
+    loop {
+        if cond() {
+            return start.elapsed();
+        }
+        assert!(
+            start.elapsed() < WAIT_LIMIT,
+            "timed out after {WAIT_LIMIT:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// A script that takes `flock` on `file` through fd 9, runs `then`, creates `$OUT/marker` and
+/// then holds the lock until killed (bash becomes `sleep`, which keeps fd 9).
+fn holder(file: &str, then: &str, marker: &str) -> String {
+    format!("exec 9>>\"{file}\" && flock 9 && {then} touch \"$OUT/{marker}\" && exec sleep 1000")
+}
+
+fn generation(h: &Hosts, path: &str) -> u64 {
+    h.ok(&format!(
+        "getfattr --only-values -n user.lockfs.lock_generation \"{path}\""
+    ))
+    .trim()
+    .parse()
+    .expect("lock_generation is a number")
+}
+
+#[test]
+fn leader_election_with_flock_echo_and_cat() {
+    let mut h = Hosts::start();
+    h.ok("mkdir -p \"$A/svc/db\" && touch \"$A/svc/db/leader\"");
+    let gen0 = generation(&h, "$A/svc/db/leader");
+    // Host A is elected and advertises itself; everyone reads it.
+    let a = h.spawn_ready(
+        &holder(
+            "$A/svc/db/leader",
+            "echo hostA:5432 > \"$A/svc/db/leader\" &&",
+            "elected-a",
+        ),
+        "elected-a",
+    );
+    assert_eq!(h.ok("cat \"$B/svc/db/leader\""), "hostA:5432\n");
+    let gen1 = generation(&h, "$B/svc/db/leader");
+    assert!(gen1 > gen0, "an exclusive grant bumps the generation");
+    let holders = h.ok("getfattr --only-values -n user.lockfs.holders \"$B/svc/db/leader\"");
+    assert!(holders.contains("exclusive"), "holders: {holders}");
+    // Host B cannot take it while A lives; its candidate waits.
+    let out = h.sh("flock -n \"$B/svc/db/leader\" true");
+    assert_eq!(out.status.code(), Some(1), "flock -n on a held lock");
+    let b = h.spawn(
+        "bash",
+        &[
+            "-c",
+            &holder(
+                "$B/svc/db/leader",
+                "echo hostB:5432 > \"$B/svc/db/leader\" &&",
+                "elected-b",
+            ),
+        ],
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        !h.out("elected-b").exists(),
+        "B elected while A holds the lock"
+    );
+    // A dies: B takes over at once (a closed file releases its flock, no TTL involved).
+    h.kill9(a);
+    let took = wait_until("B elected", || h.out("elected-b").exists());
+    eprintln!("B elected {took:?} after A's kill -9");
+    assert!(h.running(b));
+    wait_until("the new leader's address", || {
+        h.ok("cat \"$A/svc/db/leader\"") == "hostB:5432\n"
+    });
+    assert!(generation(&h, "$A/svc/db/leader") > gen1);
+    // Shared locks: two readers on two hosts hold `flock -s` together; a writer cannot.
+    h.kill9(b);
+    h.ok("touch \"$A/svc/db/schema\"");
+    let r1 = h.spawn_ready(
+        "exec 9<\"$A/svc/db/schema\" && flock -s 9 && touch \"$OUT/r1\" && exec sleep 1000",
+        "r1",
+    );
+    h.ok("flock -s -n \"$B/svc/db/schema\" true");
+    assert_eq!(
+        h.sh("flock -n \"$B/svc/db/schema\" true").status.code(),
+        Some(1)
+    );
+    h.kill9(r1);
+    h.ok("flock -n \"$B/svc/db/schema\" true");
+}
+
+#[test]
+fn flock_counter_is_exact_across_two_mounts() {
+    let h = Hosts::start();
+    h.ok("echo 0 > \"$A/counter\" && touch \"$A/counter.lock\"");
+    // 2 mounts x 4 processes x 50 rounds of read-increment-write under flock.
+    let script = r#"
+        for i in $(seq 50); do
+            flock "$M/counter.lock" bash -c 'n=$(cat "$M/counter") && echo $((n + 1)) > "$M/counter"' || exit 1
+        done"#;
+    let started = Instant::now();
+    let mut workers = Vec::new();
+    for i in 0..8 {
+        let mount = if i % 2 == 0 { &h.a.path } else { &h.b.path };
+        let mut cmd = h.command("bash");
+        cmd.arg("-c").arg(script).env("M", mount);
+        workers.push(std::thread::spawn(move || {
+            run(cmd, Duration::from_secs(600))
+        }));
+    }
+    for w in workers {
+        let out = w.join().expect("worker");
+        assert!(out.status.success(), "worker failed: {}", out.stderr);
+    }
+    eprintln!("400 locked increments in {:?}", started.elapsed());
+    assert_eq!(h.ok("cat \"$B/counter\""), "400\n");
+}
+
+#[test]
+fn a_reader_never_sees_a_partial_replace() {
+    let mut h = Hosts::start();
+    let value = |i: u32| format!("value-{i}-{:0>300}\n", i);
+    h.ok(&format!("echo -n '{}' > \"$A/f\"", value(0)));
+    let writer = h.spawn(
+        "bash",
+        &[
+            "-c",
+            r#"for i in $(seq 1 300); do printf 'value-%d-%0300d\n' $i $i > "$A/f" || exit 1; done"#,
+        ],
+    );
+    let path = h.b.path.join("f");
+    let mut reads = 0u32;
+    let mut last = 0u32;
+    while h.running(writer) {
+        let text = std::fs::read_to_string(&path).expect("read on mount B");
+        let i: u32 = text
+            .strip_prefix("value-")
+            .and_then(|t| t.split('-').next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("read {text:?}"));
+        assert_eq!(text, value(i), "a partial or mixed value");
+        assert!(i >= last, "went back in time: {i} after {last}");
+        last = i;
+        reads += 1;
+        assert!(reads < 1_000_000, "bounded");
+    }
+    assert!(h.wait_child(writer).success());
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), value(300));
+    eprintln!("{reads} reads on B while A replaced the file 300 times");
+    assert!(reads > 0);
+}
+
+#[test]
+fn noclobber_race_has_exactly_one_winner() {
+    let h = Hosts::start();
+    h.ok("mkdir \"$A/locks\"");
+    for round in 0..3 {
+        let file = format!("job{round}");
+        let go = h.out(&format!("go{round}"));
+        let mut racers = Vec::new();
+        for i in 0..10 {
+            let mount = if i % 2 == 0 { &h.a.path } else { &h.b.path };
+            let mut cmd = h.command("bash");
+            cmd.arg("-c")
+                .arg(format!(
+                    "for i in $(seq 3000); do [ -e \"{go}\" ] && break; sleep 0.01; done; \
+                     set -o noclobber; if echo $$ > \"$M/locks/{file}\"; then echo won $$; fi",
+                    go = go.display()
+                ))
+                .env("M", mount);
+            racers.push(std::thread::spawn(move || run(cmd, COMMAND_LIMIT)));
+        }
+        std::thread::sleep(Duration::from_millis(300));
+        std::fs::write(&go, b"").unwrap();
+        let outs: Vec<Out> = racers.into_iter().map(|r| r.join().unwrap()).collect();
+        let winners: Vec<&String> = outs
+            .iter()
+            .map(|o| &o.stdout)
+            .filter(|s| s.starts_with("won"))
+            .collect();
+        assert_eq!(winners.len(), 1, "round {round}: {winners:?}");
+        let pid = winners[0].trim().trim_start_matches("won ");
+        assert_eq!(
+            h.ok(&format!("cat \"$B/locks/{file}\"")).trim(),
+            pid,
+            "the file holds the winner's pid"
+        );
+        for o in &outs {
+            if !o.stdout.starts_with("won") {
+                assert!(o.stderr.contains("cannot overwrite"), "{}", o.stderr);
+            }
+        }
+    }
+}
+
+#[test]
+fn blocked_flocks_end_as_on_a_local_filesystem() {
+    let mut h = Hosts::start();
+    let a = h.spawn_ready(&holder("$A/job", "", "held"), "held");
+    // flock -w 1 gives up after about a second with status 1.
+    let out = h.sh("flock -w 1 \"$B/job\" true");
+    assert_eq!(out.status.code(), Some(1), "{}", out.stderr);
+    eprintln!("flock -w 1 returned 1 after {:?}", out.elapsed);
+    assert!(out.elapsed >= Duration::from_millis(900));
+    // Ctrl-C (SIGINT) ends a blocked flock.
+    let waiter = h.spawn(
+        "flock",
+        &[&h.b.path.join("job").display().to_string(), "true"],
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(h.running(waiter), "the waiter waits");
+    let sent = Instant::now();
+    kill_group(waiter, libc::SIGINT);
+    let status = h.wait_child(waiter);
+    eprintln!("SIGINT ended a blocked flock after {:?}", sent.elapsed());
+    assert!(!status.success());
+    // The interrupted wait left nothing behind: a new waiter gets the lock when the holder
+    // is killed -9, at once (the holder's file closes; no session expires).
+    let w2 = h.spawn(
+        "bash",
+        &[
+            "-c",
+            "flock \"$B/job\" touch \"$OUT/got\" && exec sleep 1000",
+        ],
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(!h.out("got").exists());
+    h.kill9(a);
+    let took = wait_until("the waiter's grant", || h.out("got").exists());
+    eprintln!("waiter on B granted {took:?} after the holder's kill -9 on A");
+    h.kill9(w2);
+    h.ok("flock -n \"$A/job\" true");
+}
+
+#[test]
+fn ephemeral_files_follow_their_holders_across_mounts() {
+    let mut h = Hosts::start();
+    h.ok("mkdir \"$A/eph\" && setfattr -n user.lockfs.ephemeral -v 1 \"$A/eph\"");
+    assert_eq!(
+        h.ok("getfattr --only-values -n user.lockfs.ephemeral \"$B/eph\""),
+        "1"
+    );
+    // A lockfile without stale locks: held open by a process on A.
+    let holder = h.spawn_ready(
+        "set -o noclobber; exec 8>\"$A/eph/job\" && touch \"$OUT/made\" && exec sleep 1000",
+        "made",
+    );
+    h.ok("test -e \"$B/eph/job\"");
+    let lost = h.sh("set -o noclobber; echo x > \"$B/eph/job\"");
+    assert!(!lost.status.success(), "noclobber: B must lose");
+    h.kill9(holder);
+    let gone = wait_until("the ephemeral file to go after kill -9", || {
+        !h.b.path.join("eph/job").exists()
+    });
+    eprintln!("ephemeral file gone {gone:?} after its holder's kill -9");
+    // Now B wins; a file opened on both mounts lives until the last close anywhere.
+    let hb = h.spawn_ready(
+        "set -o noclobber; exec 8>\"$B/eph/job\" && touch \"$OUT/b-made\" && exec sleep 1000",
+        "b-made",
+    );
+    let ha = h.spawn_ready(
+        "exec 8<\"$A/eph/job\" && touch \"$OUT/a-open\" && exec sleep 1000",
+        "a-open",
+    );
+    h.kill9(hb);
+    std::thread::sleep(Duration::from_millis(500));
+    h.ok("test -e \"$B/eph/job\"");
+    h.kill9(ha);
+    wait_until("the last close", || !h.b.path.join("eph/job").exists());
+    // An unmount ends the session: its ephemeral files go, while the holder still runs.
+    let _survivor = h.spawn_ready(
+        "exec 8>\"$A/eph/member-a\" && touch \"$OUT/a-member\" && exec sleep 1000",
+        "a-member",
+    );
+    h.ok("test -e \"$B/eph/member-a\"");
+    assert!(h.a.stop(), "mount A stops cleanly on SIGTERM");
+    let gone = wait_until("the unmounted host's ephemeral file", || {
+        !h.b.path.join("eph/member-a").exists()
+    });
+    eprintln!("ephemeral file gone {gone:?} after its mount was stopped");
+    assert_eq!(h.ok("ls -A \"$B/eph\""), "");
+}
+
+#[test]
+fn locks_and_waits_survive_kill9_of_the_leader() {
+    let mut h = Hosts::start();
+    // The holder keeps its file open across the failover and writes through it afterwards.
+    let holder = h.spawn_ready(
+        "exec 9>>\"$A/lease\" && flock 9 && touch \"$OUT/held\" && \
+         for i in $(seq 6000); do [ -e \"$OUT/go\" ] && break; sleep 0.01; done && \
+         echo written-after-failover >&9 && touch \"$OUT/wrote\" && exec sleep 1000",
+        "held",
+    );
+    let _waiter = h.spawn(
+        "bash",
+        &[
+            "-c",
+            "flock \"$B/lease\" touch \"$OUT/got\" && exec sleep 1000",
+        ],
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    let gen = generation(&h, "$B/lease");
+    let leader = h.cluster.wait_leader(WAIT_LIMIT);
+    h.cluster.kill(leader);
+    // A surviving node may still name the old leader until it notices; wait for the new one.
+    let start = Instant::now();
+    while h.cluster.wait_leader(WAIT_LIMIT) == leader {
+        assert!(start.elapsed() < WAIT_LIMIT, "no new leader");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // Still exactly one holder: nobody else gets it, the waiter still waits.
+    assert_eq!(h.sh("flock -n \"$B/lease\" true").status.code(), Some(1));
+    assert_eq!(generation(&h, "$B/lease"), gen, "no new grant");
+    assert!(!h.out("got").exists(), "a second holder after failover");
+    // The holder's handle still works.
+    std::fs::write(h.out("go"), b"").unwrap();
+    wait_until("the holder's write", || h.out("wrote").exists());
+    assert_eq!(h.ok("cat \"$B/lease\""), "written-after-failover\n");
+    // Its release reaches the waiter through the new leader.
+    h.kill9(holder);
+    wait_until("the waiter's grant", || h.out("got").exists());
+    assert!(generation(&h, "$A/lease") > gen);
+    // Both mounts' sessions survived.
+    h.ok("echo fine > \"$A/after\" && cat \"$B/after\"");
+    for log in [h.a.log_text(), h.b.log_text()] {
+        assert!(!log.contains("expired"), "a session expired:\n{log}");
+    }
+    h.cluster.spawn(leader);
+}
+
+const PY_HOLD: &str = r#"
+import fcntl, os, sys, time
+fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT)
+fcntl.lockf(fd, fcntl.LOCK_EX, 10, 0)          # bytes 0..10
+fcntl.lockf(fd, fcntl.LOCK_SH, 10, 100)        # bytes 100..110, shared
+open(sys.argv[2], "w").close()
+time.sleep(1000)
+"#;
+
+const PY_PROBE: &str = r#"
+import errno, fcntl, os, struct, sys
+fd = os.open(sys.argv[1], os.O_RDWR)
+def try_lock(kind, length, start):
+    try:
+        fcntl.lockf(fd, kind | fcntl.LOCK_NB, length, start)
+        return "ok"
+    except OSError as e:
+        return errno.errorcode[e.errno]
+def getlk(kind, start, length):
+    # struct flock on x86_64/aarch64: short l_type, short l_whence, off_t l_start, off_t l_len,
+    # pid_t l_pid (plus padding).
+    packed = struct.pack("hhqqi4x", kind, 0, start, length, 0)
+    t, _, s, l, _ = struct.unpack("hhqqi4x", fcntl.fcntl(fd, fcntl.F_GETLK, packed))
+    return {fcntl.F_UNLCK: "unlck", fcntl.F_RDLCK: "rdlck", fcntl.F_WRLCK: "wrlck"}[t], s, l
+print("ex0", try_lock(fcntl.LOCK_EX, 10, 0))
+print("ex5", try_lock(fcntl.LOCK_EX, 10, 5))
+print("ex10", try_lock(fcntl.LOCK_EX, 10, 10))
+print("sh100", try_lock(fcntl.LOCK_SH, 10, 100))
+print("ex100", try_lock(fcntl.LOCK_EX, 10, 100))
+print("getlk0", *getlk(fcntl.F_WRLCK, 0, 5))
+print("getlk50", *getlk(fcntl.F_WRLCK, 50, 10))
+"#;
+
+#[test]
+fn python_fcntl_byte_ranges_across_mounts() {
+    let mut h = Hosts::start();
+    std::fs::write(h.out("hold.py"), PY_HOLD).unwrap();
+    std::fs::write(h.out("probe.py"), PY_PROBE).unwrap();
+    let holder = h.spawn_ready(
+        "exec python3 \"$OUT/hold.py\" \"$A/ranges\" \"$OUT/ready\"",
+        "ready",
+    );
+    let out = h.ok("python3 \"$OUT/probe.py\" \"$B/ranges\"");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(
+        lines,
+        [
+            "ex0 EAGAIN",
+            "ex5 EAGAIN",
+            "ex10 ok",
+            "sh100 ok",
+            "ex100 EAGAIN",
+            "getlk0 wrlck 0 10",
+            "getlk50 unlck 50 10",
+        ],
+        "{out}"
+    );
+    // A blocking lockf on B waits for the holder on A and gets the range when it dies.
+    let waiter = h.spawn(
+        "python3",
+        &[
+            "-c",
+            "import fcntl, os, sys, time\n\
+             fd = os.open(sys.argv[1], os.O_RDWR)\n\
+             fcntl.lockf(fd, fcntl.LOCK_EX, 10, 0)\n\
+             open(sys.argv[2], 'w').close()\n\
+             time.sleep(1000)",
+            &h.b.path.join("ranges").display().to_string(),
+            &h.out("granted").display().to_string(),
+        ],
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(!h.out("granted").exists());
+    h.kill9(holder);
+    wait_until("the blocking lockf", || h.out("granted").exists());
+    assert!(h.running(waiter));
+}
+
+/// A small deterministic generator, so a failing sequence replays from its printed seed.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        // xorshift64*
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+}
+
+/// The outcome of one operation: a value, or the errno it failed with.
+type Outcome = Result<String, i32>;
+
+fn outcome<T: std::fmt::Debug>(r: std::io::Result<T>) -> Outcome {
+    r.map(|v| format!("{v:?}"))
+        .map_err(|e| e.raw_os_error().unwrap_or(-1))
+}
+
+/// One random operation on `root`, described by `op`.
+fn apply(root: &Path, op: &Op) -> Outcome {
+    use std::io::{Seek, SeekFrom, Write};
+    let p = |rel: &str| root.join(rel);
+    match op {
+        Op::Replace(path, data) => outcome(std::fs::write(p(path), data)),
+        Op::Append(path, data) => outcome(
+            std::fs::OpenOptions::new()
+                .append(true)
+                .create(true)
+                .open(p(path))
+                .and_then(|mut f| f.write_all(data)),
+        ),
+        Op::WriteAt(path, offset, data) => outcome(
+            std::fs::OpenOptions::new()
+                .write(true)
+                .open(p(path))
+                .and_then(|mut f| {
+                    f.seek(SeekFrom::Start(*offset))?;
+                    f.write_all(data)
+                }),
+        ),
+        Op::Truncate(path, len) => outcome(
+            std::fs::OpenOptions::new()
+                .write(true)
+                .open(p(path))
+                .and_then(|f| f.set_len(*len)),
+        ),
+        Op::CreateNew(path) => outcome(
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(p(path))
+                .map(|_| ()),
+        ),
+        Op::Read(path) => outcome(std::fs::read(p(path))),
+        Op::Size(path) => outcome(std::fs::metadata(p(path)).map(|m| (m.is_dir(), m.len()))),
+        Op::Unlink(path) => outcome(std::fs::remove_file(p(path))),
+        Op::Mkdir(path) => outcome(std::fs::create_dir(p(path))),
+        Op::Rmdir(path) => outcome(std::fs::remove_dir(p(path))),
+        Op::Rename(from, to) => outcome(std::fs::rename(p(from), p(to))),
+        Op::List(path) => outcome(std::fs::read_dir(p(path)).and_then(|rd| {
+            let mut names = rd
+                .map(|e| e.map(|e| e.file_name().to_string_lossy().into_owned()))
+                .collect::<std::io::Result<Vec<_>>>()?;
+            names.sort();
+            Ok(names)
+        })),
+    }
+}
+
+#[derive(Debug)]
+enum Op {
+    Replace(String, Vec<u8>),
+    Append(String, Vec<u8>),
+    WriteAt(String, u64, Vec<u8>),
+    Truncate(String, u64),
+    CreateNew(String),
+    Read(String),
+    Size(String),
+    Unlink(String),
+    Mkdir(String),
+    Rmdir(String),
+    Rename(String, String),
+    List(String),
+}
+
+fn random_op(rng: &mut Rng) -> Op {
+    const DIRS: [&str; 3] = ["d0", "d1", "d0/d2"];
+    const FILES: [&str; 3] = ["f0", "f1", "f2"];
+    let dir = |rng: &mut Rng| match rng.below(4) {
+        0 => String::new(),
+        i => format!("{}/", DIRS[i - 1]),
+    };
+    let file = |rng: &mut Rng| format!("{}{}", dir(rng), FILES[rng.below(FILES.len())]);
+    let data = |rng: &mut Rng| {
+        let len = rng.below(40);
+        (0..len).map(|_| b'a' + rng.below(26) as u8).collect()
+    };
+    match rng.below(13) {
+        0 | 1 => Op::Replace(file(rng), data(rng)),
+        2 => Op::Append(file(rng), data(rng)),
+        3 => Op::WriteAt(file(rng), rng.below(50) as u64, data(rng)),
+        4 => Op::Truncate(file(rng), rng.below(30) as u64),
+        5 => Op::CreateNew(file(rng)),
+        6 | 7 => Op::Read(file(rng)),
+        8 => Op::Size(file(rng)),
+        9 => Op::Unlink(file(rng)),
+        10 => match rng.below(2) {
+            0 => Op::Mkdir(DIRS[rng.below(DIRS.len())].to_string()),
+            _ => Op::Rmdir(DIRS[rng.below(DIRS.len())].to_string()),
+        },
+        11 => Op::Rename(file(rng), file(rng)),
+        _ => Op::List(dir(rng).trim_end_matches('/').to_string()),
+    }
+}
+
+#[test]
+fn random_file_operations_match_a_local_directory() {
+    let h = Hosts::start();
+    let seed = std::env::var("LOCKFS_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos() as u64
+                | 1
+        });
+    eprintln!("random file operations: LOCKFS_SEED={seed}");
+    let mut rng = Rng(seed);
+    let local = h.out("local");
+    std::fs::create_dir(&local).unwrap();
+    let mut history = Vec::new();
+    for step in 0..400 {
+        let op = random_op(&mut rng);
+        // Writes go through either mount; reads too, so every step also checks that the other
+        // host sees what one host did.
+        let mount = if rng.below(2) == 0 {
+            &h.a.path
+        } else {
+            &h.b.path
+        };
+        let want = apply(&local, &op);
+        let got = apply(mount, &op);
+        history.push(format!("{step}: {op:?} -> {want:?}"));
+        assert_eq!(
+            got,
+            want,
+            "step {step} (LOCKFS_SEED={seed}) on {}: {op:?}\nhistory:\n{}",
+            mount.display(),
+            history.join("\n")
+        );
+    }
+    // The whole trees agree at the end, seen from both mounts.
+    let local_tree = h.ok(&format!("cd '{}' && find . | sort", local.display()));
+    for m in ["$A", "$B"] {
+        assert_eq!(
+            h.ok(&format!("cd \"{m}\" && find . | sort")),
+            local_tree,
+            "LOCKFS_SEED={seed}"
+        );
+    }
+}
+
+#[test]
+fn lockfs_dev_runs_a_cluster_and_a_mount_and_stops_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    let mnt = dir.path().join("mnt");
+    let port = common::free_port();
+    let log = std::fs::File::create(dir.path().join("dev.log")).unwrap();
+    let mut dev = Command::new(common::BIN)
+        .arg("dev")
+        .arg("--base-port")
+        .arg(port.to_string())
+        .arg("--data")
+        .arg(dir.path().join("data"))
+        .arg(&mnt)
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .process_group(0)
+        .spawn()
+        .expect("lockfs dev");
+    let pid = dev.id();
+    // Whatever happens below, stop the whole dev group and detach a leftover mount.
+    struct Guard(u32, PathBuf);
+    impl Drop for Guard {
+        fn drop(&mut self) {
+            kill_group(self.0, libc::SIGKILL);
+            if common::is_mounted(&self.1) {
+                let _ = Command::new("fusermount3")
+                    .args(["-u", "-z"])
+                    .arg(&self.1)
+                    .status();
+            }
+        }
+    }
+    let _guard = Guard(pid, mnt.clone());
+    let dev_log = || std::fs::read_to_string(dir.path().join("dev.log")).unwrap_or_default();
+    wait_until("lockfs dev's mount", || {
+        assert!(
+            dev.try_wait().unwrap().is_none(),
+            "lockfs dev exited:\n{}",
+            dev_log()
+        );
+        common::is_mounted(&mnt) && dev_log().contains("Ctrl-C")
+    });
+    let sh = |script: &str| {
+        let mut cmd = Command::new("bash");
+        cmd.arg("-c").arg(script).env("M", &mnt).process_group(0);
+        run(cmd, COMMAND_LIMIT)
+    };
+    let out = sh("echo hello > \"$M/greeting\" && cat \"$M/greeting\" && \
+                  flock \"$M/job\" echo locked");
+    assert!(out.status.success(), "{}\n{}", out.stderr, dev_log());
+    assert_eq!(out.stdout, "hello\nlocked\n");
+    // The CLI sees the same tree through the printed servers.
+    let servers = format!(
+        "127.0.0.1:{},127.0.0.1:{},127.0.0.1:{}",
+        port,
+        port + 1,
+        port + 2
+    );
+    assert_eq!(
+        common::ok(&servers, &["cat", "/greeting"], None),
+        b"hello\n"
+    );
+    // Ctrl-C stops everything: the mount goes, then the nodes.
+    kill_group(pid, libc::SIGINT);
+    let start = Instant::now();
+    let status = loop {
+        if let Some(s) = dev.try_wait().unwrap() {
+            break s;
+        }
+        assert!(start.elapsed() < WAIT_LIMIT, "lockfs dev did not stop");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(status.success(), "{status}\n{}", dev_log());
+    assert!(!common::is_mounted(&mnt), "still mounted after Ctrl-C");
+}
