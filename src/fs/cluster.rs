@@ -20,6 +20,9 @@ use crate::client::session::{LockOutcome, LockRequest, Requested, Session, Sessi
 use crate::client::{Client, ClientError};
 use crate::proto::{self, Request_oneof_op as Op, Response_oneof_result as Res};
 
+/// How long an unmount waits for the cluster to close the session.
+const SHUTDOWN_LIMIT: Duration = Duration::from_secs(5);
+
 /// Errno of a handle whose session is gone; the fs layer reports it as EIO.
 const EKEYEXPIRED: i32 = libc::EKEYEXPIRED;
 
@@ -192,11 +195,19 @@ impl ClusterBackend {
         fh
     }
 
-    /// Closes the session (on unmount): its locks and ephemeral files go at once.
+    /// Closes the session (on unmount): its locks and ephemeral files go at once. Bounded:
+    /// if the cluster cannot be reached, the session expires after its TTL anyway, and an
+    /// unmount should not hang on a dead cluster.
     pub async fn shutdown(&self) {
         if let Some(s) = self.session.lock().await.take() {
-            if let Err(e) = s.close().await {
-                log::warn!("closing session {}: {e}", s.id);
+            match tokio::time::timeout(SHUTDOWN_LIMIT, s.close()).await {
+                Ok(Ok(())) => log::info!("session {} closed", s.id),
+                Ok(Err(e)) => log::warn!("closing session {}: {e}", s.id),
+                Err(_) => log::warn!(
+                    "closing session {}: no answer within {SHUTDOWN_LIMIT:?}; it expires after its TTL ({:?})",
+                    s.id,
+                    self.ttl
+                ),
             }
         }
     }
