@@ -586,7 +586,7 @@ fn random_file_operations_match_a_local_directory() {
 fn lockfs_dev_runs_a_cluster_and_a_mount_and_stops_cleanly() {
     let dir = tempfile::tempdir().unwrap();
     let mnt = dir.path().join("mnt");
-    let port = common::free_port();
+    let port = common::free_port_run(3);
     let log = std::fs::File::create(dir.path().join("dev.log")).unwrap();
     let mut dev = Command::new(common::BIN)
         .arg("dev")

@@ -22,6 +22,26 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// The first of `n` consecutive free loopback ports, for programs that take a base port
+/// (`lockfs dev --base-port`). Searched below the kernel's ephemeral range (32768 and up), where
+/// the ports `free_port` hands out and outgoing connections live, so they cannot collide.
+pub fn free_port_run(n: u16) -> u16 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos() as u64);
+    let seed = std::process::id() as u64 ^ nanos;
+    for attempt in 0..1000u64 {
+        let base = 20_000 + ((seed.wrapping_mul(7919) + attempt * 37) % 12_000) as u16;
+        let held: Vec<_> = (0..n)
+            .map_while(|i| TcpListener::bind(("127.0.0.1", base + i)).ok())
+            .collect();
+        if held.len() == n as usize {
+            return base;
+        }
+    }
+    panic!("no {n} consecutive free loopback ports below 32000");
+}
+
 pub struct Node {
     pub id: u64,
     pub addr: String,
