@@ -27,7 +27,9 @@ fn leader_election_one_leader_and_followers_learn_the_next() {
             "exec \"$EXAMPLES/leader-election.sh\" candidate \"$A\" hostA:5432 > \"$OUT/a.log\"",
         ],
     );
-    wait_until("A elected", || h.read_out("a.log").contains("leader: hostA:5432"));
+    wait_until("A elected", || {
+        h.read_out("a.log").contains("leader: hostA:5432")
+    });
     let b = h.spawn(
         "bash",
         &[
@@ -46,7 +48,9 @@ fn leader_election_one_leader_and_followers_learn_the_next() {
     assert!(h.running(b));
     // The leader dies; B is elected; the follower learns the new address.
     h.kill9(a);
-    wait_until("B elected", || h.read_out("b.log").contains("leader: hostB:5432"));
+    wait_until("B elected", || {
+        h.read_out("b.log").contains("leader: hostB:5432")
+    });
     wait_until("the follower to learn of B", || {
         h.read_out("follow.log").contains("leader: hostB:5432")
     });
@@ -65,7 +69,11 @@ fn one_job_at_a_time_across_hosts() {
     // flock -n: B gives up at once.
     let out = h.sh("\"$EXAMPLES/one-at-a-time.sh\" \"$B\" backup -- touch \"$OUT/second\"");
     assert_eq!(out.status.code(), Some(1), "{}", out.stderr);
-    assert!(out.stderr.contains("running on another host"), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("running on another host"),
+        "{}",
+        out.stderr
+    );
     // flock -w 1: B gives up after about a second.
     let out = h.sh("\"$EXAMPLES/one-at-a-time.sh\" \"$B\" backup 1 -- touch \"$OUT/second\"");
     assert_eq!(out.status.code(), Some(1), "{}", out.stderr);
@@ -122,7 +130,9 @@ fn service_registry_reflects_arrivals_and_deaths() {
     assert_eq!(h.ok("cat \"$B/svc/rs/rs1\""), "10.0.0.1:16020\n");
     // rs1 dies: the master sees it leave, rs2 stays.
     h.kill9(m1);
-    wait_until("rs1's departure", || h.read_out("master.log").contains("- rs1"));
+    wait_until("rs1's departure", || {
+        h.read_out("master.log").contains("- rs1")
+    });
     assert_eq!(h.ok("ls \"$A/svc/rs\""), "rs2\n");
     assert!(!h.read_out("master.log").contains("- rs2"));
 }
@@ -145,16 +155,24 @@ fn hot_standby_takes_over_and_stale_writes_are_fenced() {
             "exec \"$EXAMPLES/hot-standby.sh\" node \"$B\" b \"$OUT/store\" > \"$OUT/b.log\"",
         ],
     );
-    wait_until("b standing by", || h.read_out("b.log").contains("b: standby"));
-    wait_until("a's writes", || h.read_out("store/records").lines().count() >= 3);
+    wait_until("b standing by", || {
+        h.read_out("b.log").contains("b: standby")
+    });
+    wait_until("a's writes", || {
+        h.read_out("store/records").lines().count() >= 3
+    });
     assert!(!h.read_out("b.log").contains("active"), "two active nodes");
     let token_a = token(&h.read_out("a.log"), "a");
     h.kill9(a);
     wait_until("b active", || h.read_out("b.log").contains("b: active"));
     let token_b = token(&h.read_out("b.log"), "b");
-    assert!(token_b > token_a, "the fencing token grows: {token_a} -> {token_b}");
+    assert!(
+        token_b > token_a,
+        "the fencing token grows: {token_a} -> {token_b}"
+    );
     wait_until("b's writes", || {
-        h.read_out("store/records").contains(&format!("{token_b} b 2"))
+        h.read_out("store/records")
+            .contains(&format!("{token_b} b 2"))
     });
     // The old active, had it only been paused, would still write with its old token: refused.
     let late = h.sh(&format!(
@@ -202,7 +220,12 @@ fn lockfile_has_one_winner_and_never_goes_stale() {
     std::fs::write(&go, b"").unwrap();
     let outs: Vec<_> = racers.into_iter().map(|r| r.join().unwrap()).collect();
     let winners = outs.iter().filter(|o| o.stdout == "won\n").count();
-    assert_eq!(winners, 1, "{:?}", outs.iter().map(|o| &o.stderr).collect::<Vec<_>>());
+    assert_eq!(
+        winners,
+        1,
+        "{:?}",
+        outs.iter().map(|o| &o.stderr).collect::<Vec<_>>()
+    );
     for o in outs.iter().filter(|o| o.stdout != "won\n") {
         assert_eq!(o.status.code(), Some(1));
         assert!(o.stderr.contains("is held by"), "{}", o.stderr);
@@ -232,8 +255,7 @@ struct Helper {
 impl Helper {
     fn install() -> Helper {
         let target = Path::new("/sbin/mount.lockfs");
-        let ours =
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("mount-tools/mount.lockfs");
+        let ours = Path::new(env!("CARGO_MANIFEST_DIR")).join("mount-tools/mount.lockfs");
         if target.symlink_metadata().is_ok() {
             eprintln!("using the installed {}", target.display());
             return Helper { installed: false };
@@ -293,10 +315,19 @@ fn mount_t_lockfs_and_an_fstab_line_work() {
         common::BIN
     );
     // Errors come back with mount(8)'s exit codes and a clear line.
-    let bad = h.sh(&format!("mount -t lockfs {servers} \"$OUT/m\" -o bogus,lockfs={}", common::BIN));
+    let bad = h.sh(&format!(
+        "mount -t lockfs {servers} \"$OUT/m\" -o bogus,lockfs={}",
+        common::BIN
+    ));
     assert_eq!(bad.status.code(), Some(1), "{}", bad.stderr);
-    assert!(bad.stderr.contains("unknown mount option 'bogus'"), "{}", bad.stderr);
-    let missing = h.sh(&format!("mount -t lockfs {servers} \"$OUT/nowhere\" -o {opts}"));
+    assert!(
+        bad.stderr.contains("unknown mount option 'bogus'"),
+        "{}",
+        bad.stderr
+    );
+    let missing = h.sh(&format!(
+        "mount -t lockfs {servers} \"$OUT/nowhere\" -o {opts}"
+    ));
     assert_ne!(missing.status.code(), Some(0));
     assert!(!common::is_mounted(&m));
     // mount -t lockfs: mounted when it returns, and a host like any other.
@@ -309,12 +340,18 @@ fn mount_t_lockfs_and_an_fstab_line_work() {
         "exec 9>\"$OUT/m/eph/member\" && flock 9 && touch \"$OUT/held\" && exec sleep 1000",
         "held",
     );
-    assert_eq!(h.sh("flock -n \"$A/eph/member\" true").status.code(), Some(1));
+    assert_eq!(
+        h.sh("flock -n \"$A/eph/member\" true").status.code(),
+        Some(1)
+    );
     // As on a local filesystem, umount refuses while a process has a file open there...
     let busy = h.sh("umount \"$OUT/m\"");
     assert!(!busy.status.success(), "umount of a busy mount");
     assert!(common::is_mounted(&m));
-    assert_eq!(h.sh("flock -n \"$A/eph/member\" true").status.code(), Some(1));
+    assert_eq!(
+        h.sh("flock -n \"$A/eph/member\" true").status.code(),
+        Some(1)
+    );
     // ... and once it is closed, umount ends the daemon and its session.
     let other = h.spawn_ready(
         "exec 9>\"$OUT/m/eph/other\" && touch \"$OUT/other\" && exec sleep 1000",
@@ -339,7 +376,10 @@ fn mount_t_lockfs_and_an_fstab_line_work() {
     h.ok("umount \"$OUT/m\"");
     let start = Instant::now();
     while daemon_of(&m).is_some() {
-        assert!(start.elapsed() < Duration::from_secs(30), "daemon still running");
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "daemon still running"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
     assert!(!common::is_mounted(&m));

@@ -44,12 +44,16 @@ pub struct ClientOpts {
 
 impl ClientOpts {
     fn client(&self) -> Client {
-        let host = hostname();
         Client::new(
             self.servers.clone(),
             Duration::from_secs(self.timeout),
-            format!("lockfs-cli@{host}[{}]", std::process::id()),
+            self.name(),
         )
+    }
+
+    /// How this process introduces itself to the cluster (for its logs).
+    fn name(&self) -> String {
+        format!("lockfs-cli@{}[{}]", hostname(), std::process::id())
     }
 }
 
@@ -129,7 +133,7 @@ enum Cmd {
         #[command(subcommand)]
         cmd: bench::BenchCmd,
     },
-    /// Inspect the cluster.
+    /// Inspect the cluster and change its members.
     Cluster {
         #[command(subcommand)]
         cmd: ClusterCmd,
@@ -138,13 +142,38 @@ enum Cmd {
 
 #[derive(Subcommand)]
 enum ClusterCmd {
-    /// Show the leader and every member: role, reachability, replication progress.
+    /// Show the leader and every member: role, reachability, applied index and lag.
     Status {
         #[arg(long)]
         json: bool,
         #[command(flatten)]
         client: ClientOpts,
     },
+    /// Add node ID at ADDR as a learner; the leader promotes it to voter once it has caught up
+    /// (start it with `lockfs serve --id ID --listen ADDR --join ...` and an empty directory).
+    Add {
+        id: u64,
+        addr: String,
+        /// Keep it a learner (a read replica that never votes).
+        #[arg(long)]
+        learner: bool,
+        #[command(flatten)]
+        client: ClientOpts,
+    },
+    /// Remove node ID (refused if the voters left would not have a live majority).
+    Remove {
+        id: u64,
+        #[command(flatten)]
+        client: ClientOpts,
+    },
+    /// Make learner ID a voter now.
+    Promote {
+        id: u64,
+        #[command(flatten)]
+        client: ClientOpts,
+    },
+    /// Make the members match a file, one safe change at a time, and report each change.
+    Reconcile(cluster::ReconcileArgs),
 }
 
 #[derive(Args)]
@@ -161,9 +190,17 @@ pub struct ServeArgs {
     /// Address to listen on for peers and clients (default: this node's address in --peers).
     #[arg(long)]
     listen: Option<String>,
-    /// Every member of the initial cluster: 1=HOST:PORT,2=HOST:PORT,...
+    /// Every member of the initial cluster: 1=HOST:PORT,2=HOST:PORT,... (read only when the
+    /// data directory is new and there is nothing to --join).
     #[arg(long)]
     peers: Option<String>,
+    /// Join the cluster at HOST:PORT[,HOST:PORT...] if the data directory is new: the node is
+    /// added as a learner and promoted to voter once caught up. A node with data ignores it.
+    #[arg(long)]
+    join: Option<String>,
+    /// With --join: stay a learner (a read replica) instead of becoming a voter.
+    #[arg(long)]
+    learner: bool,
     /// Raft tick length in milliseconds.
     #[arg(long)]
     tick_ms: Option<u64>,
@@ -266,9 +303,27 @@ fn run(cmd: Cmd) -> Result<(), CliError> {
         Cmd::Run(args) => block_on(locks::run(args)),
         Cmd::Locks { json, client } => block_on(locks::list(&client, json)),
         Cmd::Rm { path, client } => block_on(files::rm(&client.client(), &path)),
-        Cmd::Cluster {
-            cmd: ClusterCmd::Status { json, client },
-        } => block_on(cluster::status(&client, json)),
+        Cmd::Cluster { cmd } => match cmd {
+            ClusterCmd::Status { json, client } => block_on(cluster::status(&client, json)),
+            ClusterCmd::Add {
+                id,
+                addr,
+                learner,
+                client,
+            } => block_on(cluster::change(
+                &client,
+                crate::client::ops::add_member(id, &addr, learner),
+            )),
+            ClusterCmd::Remove { id, client } => block_on(cluster::change(
+                &client,
+                crate::client::ops::remove_member(id),
+            )),
+            ClusterCmd::Promote { id, client } => block_on(cluster::change(
+                &client,
+                crate::client::ops::promote_member(id),
+            )),
+            ClusterCmd::Reconcile(args) => block_on(cluster::reconcile(args)),
+        },
         Cmd::Bench { cmd } => bench::run(cmd),
     }
 }
@@ -281,11 +336,15 @@ fn serve(a: ServeArgs) -> Result<(), CliError> {
     macro_rules! flag_wins {
         ($($f:ident),*) => { $( if a.$f.is_some() { file.$f = a.$f; } )* };
     }
+    if a.learner {
+        file.learner = Some(true);
+    }
     flag_wins!(
         id,
         data,
         listen,
         peers,
+        join,
         tick_ms,
         election_ticks,
         heartbeat_ticks,

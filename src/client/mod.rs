@@ -8,6 +8,9 @@
 //! - "unavailable" (no leader yet, a proposal lost to a leader change) is retried with backoff;
 //! - a broken connection before the request was sent, or under a read, is retried elsewhere.
 //!
+//! - members it learns of: on each new connection it asks for the member list, so a client
+//!   given one address keeps finding the cluster after members were added, removed or replaced.
+//!
 //! A write whose connection broke after it was sent may or may not have been applied; until the
 //! state machine deduplicates requests by session (a later slice), the client reports that
 //! outcome as [`ClientError::Ambiguous`] instead of guessing.
@@ -28,11 +31,17 @@ pub use error::ClientError;
 
 const BACKOFF_MIN: Duration = Duration::from_millis(20);
 const BACKOFF_MAX: Duration = Duration::from_millis(200);
+/// How often a client refreshes the member list over a connection that lasts.
+const RELEARN_AFTER: Duration = Duration::from_secs(5);
+/// How long a new connection waits for the member list before going on without it.
+const MEMBERS_TIMEOUT: Duration = Duration::from_secs(1);
 /// errno for "retry later" on the wire (see `server::errno`).
 const EAGAIN: u32 = 11;
 
 pub struct Client {
     servers: Vec<String>,
+    /// Talk to `servers` only: no learned members (to ask one particular node).
+    pinned: bool,
     timeout: Duration,
     name: String,
     next_id: AtomicU64,
@@ -57,8 +66,11 @@ struct State {
     conn: Option<Arc<Conn>>,
     /// Where to connect next: a leader some server pointed us to.
     preferred: Option<String>,
-    /// Round-robin position in `servers` when nothing is preferred.
+    /// Round-robin position in the candidates when nothing is preferred.
     next_server: usize,
+    /// Member addresses the cluster told us of, tried after `servers`, and when.
+    learned: Vec<String>,
+    learned_at: Option<Instant>,
 }
 
 impl Client {
@@ -68,6 +80,7 @@ impl Client {
         let (events_tx, events) = mpsc::unbounded_channel();
         Client {
             servers,
+            pinned: false,
             timeout,
             name,
             next_id: AtomicU64::new(1),
@@ -75,10 +88,21 @@ impl Client {
                 conn: None,
                 preferred: None,
                 next_server: 0,
+                learned: Vec::new(),
+                learned_at: None,
             }),
             events_tx,
             events: std::sync::Mutex::new(Some(events)),
             epoch: watch::channel(0).0,
+        }
+    }
+
+    /// A client of exactly the one server at `addr`, for questions to that node (its own
+    /// status); it never goes elsewhere.
+    pub fn pinned(addr: String, timeout: Duration, name: String) -> Client {
+        Client {
+            pinned: true,
+            ..Client::new(vec![addr], timeout, name)
         }
     }
 
@@ -171,16 +195,31 @@ impl Client {
 
     async fn connection(&self) -> Result<Arc<Conn>, String> {
         let mut st = self.state.lock().await;
-        if let Some(c) = st.conn.as_ref().filter(|c| c.is_open()) {
-            return Ok(c.clone());
+        if let Some(c) = st.conn.as_ref().filter(|c| c.is_open()).cloned() {
+            // Members come and go while a connection lasts: learn them again now and then, so
+            // that when this server goes away the client still knows where the others are.
+            if !self.pinned && st.learned_at.is_none_or(|t| t.elapsed() > RELEARN_AFTER) {
+                if let Some(members) = self.members_from(&c).await {
+                    st.learned = members;
+                }
+                st.learned_at = Some(Instant::now());
+            }
+            return Ok(c);
         }
         let addr = match st.preferred.take() {
             Some(a) => a,
             None => {
-                if self.servers.is_empty() {
+                let mut candidates = self.servers.clone();
+                candidates.extend(
+                    st.learned
+                        .iter()
+                        .filter(|a| !self.servers.contains(a))
+                        .cloned(),
+                );
+                if candidates.is_empty() {
                     return Err("no servers given".into());
                 }
-                let a = self.servers[st.next_server % self.servers.len()].clone();
+                let a = candidates[st.next_server % candidates.len()].clone();
                 st.next_server += 1;
                 a
             }
@@ -189,9 +228,29 @@ impl Client {
             .await
             .map_err(|e| format!("{addr}: {e}"))?;
         let conn = Arc::new(conn);
+        if !self.pinned {
+            if let Some(members) = self.members_from(&conn).await {
+                st.learned = members;
+            }
+            st.learned_at = Some(Instant::now());
+        }
         st.conn = Some(conn.clone());
         self.epoch.send_modify(|e| *e += 1);
         Ok(conn)
+    }
+
+    /// The member addresses the server at `conn` knows (it answers from its own state).
+    async fn members_from(&self, conn: &Conn) -> Option<Vec<String>> {
+        let mut req = proto::Request::new();
+        req.id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        req.op = Some(ops::cluster_status());
+        let resp = conn.call(req, MEMBERS_TIMEOUT).await.ok()?;
+        match resp.result {
+            Some(Res::status(s)) if !s.members.is_empty() => {
+                Some(s.members.into_iter().map(|m| m.addr).collect())
+            }
+            _ => None,
+        }
     }
 
     /// Events pushed by the cluster; only the first caller gets them.
@@ -296,6 +355,29 @@ pub mod ops {
 
     pub fn cluster_status() -> Op {
         Op::cluster_status(proto::ClusterStatus::new())
+    }
+
+    fn member_change(kind: proto::MemberChange_Kind, id: u64) -> proto::MemberChange {
+        let mut m = proto::MemberChange::new();
+        m.kind = kind;
+        m.id = id;
+        m
+    }
+
+    /// Adds node `id` at `addr` as a learner, promoted once caught up unless `learner`.
+    pub fn add_member(id: u64, addr: &str, learner: bool) -> Op {
+        let mut m = member_change(proto::MemberChange_Kind::ADD, id);
+        m.addr = addr.to_string();
+        m.learner = learner;
+        Op::member_change(m)
+    }
+
+    pub fn remove_member(id: u64) -> Op {
+        Op::member_change(member_change(proto::MemberChange_Kind::REMOVE, id))
+    }
+
+    pub fn promote_member(id: u64) -> Op {
+        Op::member_change(member_change(proto::MemberChange_Kind::PROMOTE, id))
     }
 
     pub fn set_ephemeral(p: &str, ephemeral: bool) -> Op {

@@ -17,8 +17,14 @@ pub struct ServeConfig {
     pub id: u64,
     pub data: PathBuf,
     pub listen: String,
-    /// Every voter of the initial cluster, this node included: id -> address.
+    /// Every voter of the initial cluster, this node included: id -> address. Read only when
+    /// the data directory is new and there is nothing to join; afterwards the replicated member
+    /// book decides.
     pub peers: BTreeMap<u64, String>,
+    /// Members of an existing cluster to ask to add this node, when its data directory is new.
+    pub join: Vec<String>,
+    /// When joining: stay a learner (a read replica) instead of becoming a voter.
+    pub learner: bool,
     /// One raft tick. Elections time out after `election_ticks` to twice that many ticks without
     /// a leader (raft-rs randomizes in that range); the leader sends heartbeats every
     /// `heartbeat_ticks`.
@@ -47,6 +53,9 @@ pub struct ConfigFile {
     pub listen: Option<String>,
     /// `"1=host:port,2=host:port,..."`, as on the command line.
     pub peers: Option<String>,
+    /// `"host:port,host:port"`: members of the cluster to join.
+    pub join: Option<String>,
+    pub learner: Option<bool>,
     pub tick_ms: Option<u64>,
     pub election_ticks: Option<usize>,
     pub heartbeat_ticks: Option<usize>,
@@ -68,7 +77,20 @@ impl ConfigFile {
         let missing = |what: &str| ServerError::Config(format!("missing setting: {what}"));
         let id = self.id.ok_or_else(|| missing("--id"))?;
         let data = self.data.ok_or_else(|| missing("--data"))?;
-        let peers = parse_peers(&self.peers.ok_or_else(|| missing("--peers"))?)?;
+        let join: Vec<String> = self
+            .join
+            .as_deref()
+            .unwrap_or("")
+            .split(',')
+            .map(str::trim)
+            .filter(|a| !a.is_empty())
+            .map(String::from)
+            .collect();
+        let peers = match (&self.peers, join.is_empty()) {
+            (Some(p), _) => parse_peers(p)?,
+            (None, false) => BTreeMap::new(),
+            (None, true) => return Err(missing("--peers (or --join)")),
+        };
         let listen = match self.listen {
             Some(l) => l,
             None => peers.get(&id).cloned().ok_or_else(|| missing("--listen"))?,
@@ -76,7 +98,7 @@ impl ConfigFile {
         if id == 0 {
             return Err(ServerError::Config("node ids start at 1".into()));
         }
-        if !peers.contains_key(&id) {
+        if join.is_empty() && !peers.contains_key(&id) {
             return Err(ServerError::Config(format!(
                 "node {id} is not in --peers ({})",
                 format_peers(&peers)
@@ -87,6 +109,8 @@ impl ConfigFile {
             data,
             listen,
             peers,
+            join,
+            learner: self.learner.unwrap_or(false),
             tick: Duration::from_millis(self.tick_ms.unwrap_or(100)),
             election_ticks: self.election_ticks.unwrap_or(10),
             heartbeat_ticks: self.heartbeat_ticks.unwrap_or(2),
@@ -195,6 +219,14 @@ mod tests {
         assert_eq!(cfg.tick, Duration::from_millis(50));
         assert!(toml::from_str::<ConfigFile>("bogus = 1").is_err());
         let f: ConfigFile = toml::from_str("id = 3\ndata = \"/x\"\npeers = \"1=h:1\"").unwrap();
+        assert!(f.finish().is_err());
+        // A joining node needs no peers, but an address to listen on.
+        let f: ConfigFile =
+            toml::from_str("id = 4\ndata = \"/x\"\njoin = \"h:1, h:2\"\nlisten = \"h:4\"").unwrap();
+        let cfg = f.finish().unwrap();
+        assert_eq!(cfg.join, vec!["h:1", "h:2"]);
+        assert!(cfg.peers.is_empty());
+        let f: ConfigFile = toml::from_str("id = 4\ndata = \"/x\"\njoin = \"h:1\"").unwrap();
         assert!(f.finish().is_err());
     }
 }

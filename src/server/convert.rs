@@ -7,6 +7,7 @@ use crate::state::{
     LockStyle, LockWaiter, Outcome, Query, RequestId, SessionInfo, StateError, Target,
 };
 
+use super::membership::MemberOp;
 use super::node::NodeStatus;
 use super::ServerError;
 
@@ -18,6 +19,8 @@ pub enum Action {
     },
     Read(Query),
     Status,
+    /// A membership change, answered with the status once applied.
+    Members(MemberOp),
     KeepAlive {
         session: u64,
     },
@@ -134,6 +137,18 @@ pub fn action(req: &proto::Request) -> Result<Action, ServerError> {
         }),
         Op::readdir(m) => Action::Read(Query::Readdir(target(m.target.as_ref())?)),
         Op::cluster_status(_) => Action::Status,
+        Op::member_change(m) => {
+            use proto::MemberChange_Kind as K;
+            Action::Members(match m.kind {
+                K::ADD => MemberOp::Add {
+                    id: m.id,
+                    addr: m.addr.clone(),
+                    promote: !m.learner,
+                },
+                K::REMOVE => MemberOp::Remove { id: m.id },
+                K::PROMOTE => MemberOp::Promote { id: m.id },
+            })
+        }
         Op::open_session(m) => Action::Write {
             command: Command::OpenSession {
                 ttl_ms: m.ttl_ms,
@@ -435,6 +450,8 @@ pub fn status(s: NodeStatus) -> Res {
             pm.role = m.role.to_string();
             pm.reachable = m.reachable;
             pm.matched = m.matched;
+            pm.promote = m.promote;
+            pm.unreachable_ms = m.unreachable.as_millis() as u64;
             pm
         })
         .collect();

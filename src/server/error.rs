@@ -23,6 +23,10 @@ pub enum ServerError {
     /// leader change, a read that found no quorum in time, or a node shutting down.
     #[error("unavailable: {0}")]
     Unavailable(String),
+    /// A membership change the cluster will not make (it would lose its majority, the id is
+    /// taken, ...); `code` is the errno the client gets.
+    #[error("{message}")]
+    Refused { code: u32, message: String },
 }
 
 /// Linux errno numbers the wire carries (see `proto/lockfs.proto`, message `Error`).
@@ -42,6 +46,7 @@ impl ServerError {
             ServerError::NotLeader { .. } | ServerError::Unavailable(_) => errno::EAGAIN,
             ServerError::Config(_) => errno::EINVAL,
             ServerError::Storage(_) | ServerError::Raft(_) | ServerError::Io(..) => errno::EIO,
+            ServerError::Refused { code, .. } => *code,
         }
     }
 }

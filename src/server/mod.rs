@@ -4,12 +4,18 @@
 //! raft messages to peers; [`node`] runs the Raft loop on its own thread and is the only owner of
 //! the state machine (`crate::state`) and the store (`crate::storage`). The tokio runtime does the
 //! network; the Raft loop is plain synchronous code, so its behaviour is a function of its inputs.
+//!
+//! A node starts in one of three ways, decided by its data directory alone: with data, it
+//! recovers as itself (whatever the flags say about peers); empty with `--join`, it asks the
+//! cluster to add it as a learner and catches up from a snapshot; empty without, it bootstraps
+//! the initial cluster from `--peers`, as every other initial member does.
 
 pub mod config;
 mod convert;
 mod entry;
 mod error;
 mod events;
+pub mod membership;
 pub mod node;
 mod service;
 mod transport;
@@ -21,16 +27,86 @@ use raft::prelude::ConfState;
 pub use config::ServeConfig;
 pub use error::{errno, ServerError};
 
+use crate::client::{ops, Client};
+use crate::proto::Response_oneof_result as Res;
 use crate::state::StateMachine;
-use crate::storage::{Identity, Store, WriteBatch};
+use crate::storage::{Identity, MemberInfo, Members, Store, WriteBatch};
 use node::{Input, Node};
+
+/// How long a restarting node given --join tries to learn that cluster's id.
+const PROBE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+/// How long a joining node waits for the cluster to add it.
+const JOIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// Runs a node until SIGINT or SIGTERM.
 pub fn serve(cfg: ServeConfig) -> Result<(), ServerError> {
     let store = Store::open(&cfg.data)?;
-    let cluster_id = check_identity(&store, &cfg)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .thread_name("lockfs-net")
+        .build()
+        .map_err(|e| ServerError::Io("starting the runtime".into(), e))?;
     let mut raft_log = store.raft_log()?;
-    if !raft_log.is_initialized() {
+    let book = |peers: &std::collections::BTreeMap<u64, String>| -> Members {
+        peers
+            .iter()
+            .map(|(id, addr)| {
+                let info = MemberInfo {
+                    addr: addr.clone(),
+                    promote: true,
+                };
+                (*id, info)
+            })
+            .collect()
+    };
+    let cluster_id = if raft_log.is_initialized() {
+        // Restarted with --join (a unit file keeps its flags): refuse only if the cluster named
+        // there is provably another one; if it cannot be asked, this node's data decides.
+        let others: Vec<String> = cfg
+            .join
+            .iter()
+            .filter(|a| **a != cfg.listen)
+            .cloned()
+            .collect();
+        if !others.is_empty() {
+            match runtime.block_on(cluster_id_at(&others, PROBE_TIMEOUT)) {
+                Ok(theirs) => {
+                    check_identity(&store, &cfg, theirs, true)?;
+                }
+                Err(e) => log::warn!("not checking the cluster to join: {e}"),
+            }
+        }
+        if !cfg.join.is_empty() {
+            log::info!(
+                "{} already holds node {}'s data: recovering as itself, not joining",
+                cfg.data.display(),
+                cfg.id
+            );
+        }
+        let cluster_id = check_identity(&store, &cfg, config::cluster_id_for(&cfg.peers), false)?;
+        if raft_log.members().is_empty() {
+            // Written before the member book existed: the initial peers are the book.
+            let mut batch = WriteBatch::default();
+            raft_log.stage_members(&mut batch, book(&cfg.peers));
+            store.write(batch, true)?;
+        }
+        cluster_id
+    } else if !cfg.join.is_empty() {
+        let (cluster_id, members) = runtime.block_on(join(&cfg))?;
+        check_identity(&store, &cfg, cluster_id, true)?;
+        // Only the addresses, to talk to the leader until its snapshot arrives: the snapshot
+        // brings the configuration, the member book and the state, all at one index.
+        let mut batch = WriteBatch::default();
+        raft_log.stage_members(&mut batch, members);
+        store.write(batch, true)?;
+        log::info!(
+            "node {} joined cluster {cluster_id:016x} as a learner; catching up",
+            cfg.id
+        );
+        cluster_id
+    } else {
+        let cluster_id = check_identity(&store, &cfg, config::cluster_id_for(&cfg.peers), false)?;
         // A fresh data directory: every node of the initial cluster starts from the same
         // configuration, so they agree on the voters without any exchange.
         let cs = ConfState {
@@ -39,6 +115,7 @@ pub fn serve(cfg: ServeConfig) -> Result<(), ServerError> {
         };
         let mut batch = WriteBatch::default();
         raft_log.stage_conf_state(&mut batch, cs);
+        raft_log.stage_members(&mut batch, book(&cfg.peers));
         store.write(batch, true)?;
         log::info!(
             "node {} initialized {} for cluster {cluster_id:016x} with voters {}",
@@ -46,7 +123,8 @@ pub fn serve(cfg: ServeConfig) -> Result<(), ServerError> {
             cfg.data.display(),
             config::format_peers(&cfg.peers)
         );
-    }
+        cluster_id
+    };
     let (applied, records) = store.state_store().load()?;
     let machine = StateMachine::from_records(records)?;
     if applied > raft_log.hard_state().commit {
@@ -58,12 +136,6 @@ pub fn serve(cfg: ServeConfig) -> Result<(), ServerError> {
         store.write(batch, true)?;
     }
 
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .thread_name("lockfs-net")
-        .build()
-        .map_err(|e| ServerError::Io("starting the runtime".into(), e))?;
     let listener = runtime
         .block_on(tokio::net::TcpListener::bind(&cfg.listen))
         .map_err(|e| ServerError::Io(format!("listening on {}", cfg.listen), e))?;
@@ -74,15 +146,23 @@ pub fn serve(cfg: ServeConfig) -> Result<(), ServerError> {
     );
 
     let (inbox_tx, inbox_rx) = std::sync::mpsc::channel();
-    let transport = {
-        let _guard = runtime.enter();
-        transport::Transport::start(cluster_id, cfg.id, &cfg.peers, inbox_tx.clone())
-    };
+    let peers = raft_log
+        .members()
+        .iter()
+        .map(|(id, m)| (*id, m.addr.clone()))
+        .collect();
+    let transport = transport::Transport::start(
+        cluster_id,
+        cfg.id,
+        &peers,
+        inbox_tx.clone(),
+        runtime.handle().clone(),
+    );
     let events = Arc::new(events::EventRouter::default());
     let service = Arc::new(service::Service {
         cluster_id,
         node_id: cfg.id,
-        peers: cfg.peers.clone(),
+        peers: transport.book(),
         inbox: inbox_tx.clone(),
         events: events.clone(),
         next_conn: std::sync::atomic::AtomicU64::new(1),
@@ -127,8 +207,14 @@ pub fn serve(cfg: ServeConfig) -> Result<(), ServerError> {
 }
 
 /// Makes sure the data directory belongs to this node of this cluster, claiming it if new.
-fn check_identity(store: &Store, cfg: &ServeConfig) -> Result<u64, ServerError> {
-    let wanted = config::cluster_id_for(&cfg.peers);
+/// `wanted` is the id of the cluster the flags name; when `strict` (the id came from a cluster
+/// we are to join), a directory of another cluster is refused.
+fn check_identity(
+    store: &Store,
+    cfg: &ServeConfig,
+    wanted: u64,
+    strict: bool,
+) -> Result<u64, ServerError> {
     match store.identity()? {
         Some(id) if id.node_id != cfg.id => Err(ServerError::Config(format!(
             "{} holds the data of node {}, not node {}",
@@ -136,8 +222,15 @@ fn check_identity(store: &Store, cfg: &ServeConfig) -> Result<u64, ServerError> 
             id.node_id,
             cfg.id
         ))),
+        Some(id) if strict && id.cluster_id != wanted => Err(ServerError::Config(format!(
+            "{} holds data of cluster {:016x}, but the cluster at {} is {wanted:016x}; \
+             use an empty data directory to join it",
+            cfg.data.display(),
+            id.cluster_id,
+            cfg.join.join(",")
+        ))),
         Some(id) => {
-            if id.cluster_id != wanted {
+            if id.cluster_id != wanted && !strict && !cfg.peers.is_empty() {
                 log::info!(
                     "--peers differ from those the cluster {:016x} started with; keeping its id",
                     id.cluster_id
@@ -152,5 +245,62 @@ fn check_identity(store: &Store, cfg: &ServeConfig) -> Result<u64, ServerError> 
             })?;
             Ok(wanted)
         }
+    }
+}
+
+fn client_for(addrs: &[String], id: u64, timeout: std::time::Duration) -> Client {
+    Client::new(addrs.to_vec(), timeout, format!("lockfs-serve-{id}"))
+}
+
+/// The id of the cluster at `addrs`.
+async fn cluster_id_at(addrs: &[String], timeout: std::time::Duration) -> Result<u64, ServerError> {
+    match client_for(addrs, 0, timeout)
+        .call(ops::cluster_status())
+        .await
+    {
+        Ok(Res::status(s)) => Ok(s.cluster_id),
+        Ok(_) => Err(ServerError::Config(
+            "unexpected answer to a status request".into(),
+        )),
+        Err(e) => Err(ServerError::Config(format!(
+            "asking {} for its cluster id: {e}",
+            addrs.join(",")
+        ))),
+    }
+}
+
+/// Asks the cluster at `cfg.join` to add this node as a learner; returns the cluster's id and
+/// member book. Safe to repeat: adding a member that is already there at the same address
+/// succeeds.
+async fn join(cfg: &ServeConfig) -> Result<(u64, Members), ServerError> {
+    log::info!(
+        "node {} asking {} to add it at {}",
+        cfg.id,
+        cfg.join.join(","),
+        cfg.listen
+    );
+    let op = ops::add_member(cfg.id, &cfg.listen, cfg.learner);
+    match client_for(&cfg.join, cfg.id, JOIN_TIMEOUT).call(op).await {
+        Ok(Res::status(s)) => {
+            let members = s
+                .members
+                .iter()
+                .map(|m| {
+                    let info = MemberInfo {
+                        addr: m.addr.clone(),
+                        promote: m.promote,
+                    };
+                    (m.id, info)
+                })
+                .collect();
+            Ok((s.cluster_id, members))
+        }
+        Ok(_) => Err(ServerError::Config(
+            "unexpected answer to a join request".into(),
+        )),
+        Err(e) => Err(ServerError::Config(format!(
+            "joining the cluster at {}: {e}",
+            cfg.join.join(",")
+        ))),
     }
 }

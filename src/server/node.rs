@@ -12,6 +12,10 @@
 //!    light ready committed;
 //! 4. answer reads whose ReadIndex is now applied, and take a snapshot when enough was applied.
 //!
+//! Membership changes (`membership.rs`) are conf change entries: applied in log order like
+//! commands, they update raft-rs's configuration, the member book and the transport's links in
+//! one step. The leader also watches its learners and promotes those that have caught up.
+//!
 //! Batching falls out of this loop: all writes proposed in one turn share one fsync, and all reads
 //! of one turn share one ReadIndex round. A storage error halts the node (the process exits)
 //! rather than letting this replica diverge from the others.
@@ -23,7 +27,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use protobuf::Message as _;
 use raft::prelude::{
-    ConfChange, ConfChangeV2, Entry, EntryType, Message, Snapshot, SnapshotStatus,
+    ConfChange, ConfChangeType, ConfChangeV2, Entry, EntryType, Message, Snapshot, SnapshotStatus,
 };
 use raft::{RawNode, ReadOnlyOption, StateRole, Storage as _};
 use slog::Drain as _;
@@ -33,10 +37,11 @@ use super::config::ServeConfig;
 use super::convert;
 use super::entry::Envelope;
 use super::events::EventRouter;
+use super::membership::{self, ChangeContext, MemberOp, Plan, SnapshotData};
 use super::transport::Transport;
 use super::ServerError;
 use crate::state::{Command, Event, Outcome, Query, RequestId, StateError, StateMachine};
-use crate::storage::{RaftLog, StateStore, Store, WriteBatch};
+use crate::storage::{Members, RaftLog, StateStore, Store, WriteBatch};
 
 /// How many inputs one turn takes before handling `Ready`, so a flood of requests cannot starve
 /// ticks and persistence.
@@ -44,6 +49,8 @@ const MAX_INPUTS_PER_TURN: usize = 4096;
 /// A read waits this long for its ReadIndex (no leader, no quorum) before the client is told to
 /// retry.
 const READ_TIMEOUT: Duration = Duration::from_secs(3);
+/// A learner whose log is within this many entries of the leader's is promoted to voter.
+const PROMOTE_LAG: u64 = 64;
 
 pub type Reply = oneshot::Sender<Result<Outcome, ServerError>>;
 
@@ -69,6 +76,11 @@ pub enum Input {
     },
     Status {
         reply: oneshot::Sender<NodeStatus>,
+    },
+    /// A membership change: answered once applied (or refused).
+    ChangeMembers {
+        op: MemberOp,
+        reply: Reply,
     },
     SnapshotSent {
         to: u64,
@@ -102,6 +114,10 @@ pub struct MemberStatus {
     pub reachable: bool,
     /// The leader's view of this member's log; 0 elsewhere.
     pub matched: u64,
+    /// A learner to be promoted once caught up.
+    pub promote: bool,
+    /// Leader only: how long this member has not been heard from (zero while it is).
+    pub unreachable: Duration,
 }
 
 struct ReadBatch {
@@ -140,6 +156,15 @@ pub struct Node {
     expiring: HashSet<u64>,
     /// When this leader last proposed a wake-up for an ended lock-delay.
     wake_proposed: Option<Instant>,
+    /// Leader only: when each peer was last known active, and when this node became leader.
+    last_active: HashMap<u64, Instant>,
+    leader_since: Instant,
+    /// A member was added: snapshot (and compact) at the end of this turn, so the newcomer,
+    /// whose log is empty, catches up from a snapshot that names it rather than from a log
+    /// whose beginning predates the configuration it needs.
+    snapshot_soon: bool,
+    /// When this leader last proposed a promotion.
+    promote_proposed: Option<Instant>,
 }
 
 impl Node {
@@ -192,6 +217,10 @@ impl Node {
             heard: HashMap::new(),
             expiring: HashSet::new(),
             wake_proposed: None,
+            last_active: HashMap::new(),
+            leader_since: Instant::now(),
+            snapshot_soon: false,
+            promote_proposed: None,
         })
     }
 
@@ -227,6 +256,7 @@ impl Node {
                 self.expire_reads(now);
                 if self.raw.raft.state == StateRole::Leader {
                     self.check_sessions(now);
+                    self.check_members(now);
                 }
             }
             if !self.new_reads.is_empty() {
@@ -281,6 +311,7 @@ impl Node {
             Input::Status { reply } => {
                 let _ = reply.send(self.status());
             }
+            Input::ChangeMembers { op, reply } => self.change_members(op, reply),
             Input::SnapshotSent { to, delivered } => {
                 let status = if delivered {
                     SnapshotStatus::Finish
@@ -299,7 +330,11 @@ impl Node {
         let leader_id = self.raw.raft.leader_id;
         ServerError::NotLeader {
             leader_id,
-            leader_addr: self.cfg.peers.get(&leader_id).cloned().unwrap_or_default(),
+            leader_addr: self
+                .members()
+                .get(&leader_id)
+                .map(|m| m.addr.clone())
+                .unwrap_or_default(),
         }
     }
 
@@ -410,6 +445,207 @@ impl Node {
         }
     }
 
+    fn members(&self) -> &Members {
+        self.raw.store().members()
+    }
+
+    /// Leader only: the voters and learners heard from within two election timeouts, and this
+    /// node.
+    fn live(&self, now: Instant) -> std::collections::BTreeSet<u64> {
+        let window = self.cfg.tick * (2 * self.cfg.election_ticks as u32);
+        let mut live: std::collections::BTreeSet<u64> = self
+            .last_active
+            .iter()
+            .filter(|(_, t)| now.duration_since(**t) <= window)
+            .map(|(id, _)| *id)
+            .collect();
+        live.insert(self.cfg.id);
+        live
+    }
+
+    /// Leader, every tick: note which peers are active, and promote a learner that caught up.
+    fn check_members(&mut self, now: Instant) {
+        for (id, pr) in self.raw.raft.prs().iter() {
+            if pr.recent_active && *id != self.cfg.id {
+                self.last_active.insert(*id, now);
+            }
+        }
+        if self.raw.raft.has_pending_conf()
+            || self
+                .promote_proposed
+                .is_some_and(|t| now.duration_since(t) < self.cfg.tick * 10)
+        {
+            return;
+        }
+        let conf = self.raw.store().conf_state().clone();
+        let live = self.live(now);
+        let prs = self.raw.raft.prs();
+        let candidate = membership::ready_to_promote(
+            &conf,
+            self.members(),
+            &live,
+            |id| prs.get(id).map(|p| p.matched),
+            self.raw.raft.raft_log.last_index(),
+            PROMOTE_LAG,
+        );
+        if let Some(id) = candidate {
+            match membership::plan(&MemberOp::Promote { id }, &conf, self.members(), &live) {
+                Ok(Plan::Propose(cc)) => {
+                    log::info!("node {id} has caught up; promoting it to voter");
+                    self.promote_proposed = Some(now);
+                    self.propose_conf_change(cc, None);
+                }
+                Ok(Plan::Done) => {}
+                Err(e) => log::debug!("not promoting node {id} yet: {e}"),
+            }
+        }
+    }
+
+    /// A membership change asked for by a client (or by a node joining).
+    fn change_members(&mut self, op: MemberOp, reply: Reply) {
+        if self.raw.raft.state != StateRole::Leader {
+            let _ = reply.send(Err(self.not_leader()));
+            return;
+        }
+        if self.raw.raft.has_pending_conf() {
+            let _ = reply.send(Err(ServerError::Unavailable(
+                "another membership change is in progress".into(),
+            )));
+            return;
+        }
+        let now = Instant::now();
+        let conf = self.raw.store().conf_state().clone();
+        let live = self.live(now);
+        let plan = match membership::plan(&op, &conf, self.members(), &live) {
+            Ok(plan) => plan,
+            Err(e) => {
+                let _ = reply.send(Err(e));
+                return;
+            }
+        };
+        match plan {
+            Plan::Done => {
+                let _ = reply.send(Ok(Outcome::Done));
+            }
+            Plan::Propose(_) if op == (MemberOp::Remove { id: self.cfg.id }) => {
+                // A leader does not remove itself: it hands leadership to the most up-to-date
+                // live voter, and the client's retry reaches the new leader.
+                let prs = self.raw.raft.prs();
+                let next = conf
+                    .voters
+                    .iter()
+                    .filter(|id| **id != self.cfg.id && live.contains(id))
+                    .max_by_key(|id| prs.get(**id).map_or(0, |p| p.matched))
+                    .copied();
+                let why = match next {
+                    Some(next) => {
+                        log::info!(
+                            "node {} is to be removed; handing leadership to node {next}",
+                            self.cfg.id
+                        );
+                        self.raw.transfer_leader(next);
+                        format!(
+                            "node {} is the leader; handing leadership to node {next} first",
+                            self.cfg.id
+                        )
+                    }
+                    None => "the leader cannot be removed: no other live voter".into(),
+                };
+                let _ = reply.send(Err(ServerError::Unavailable(why)));
+            }
+            Plan::Propose(cc) => {
+                log::info!("membership change requested: {op:?}");
+                self.propose_conf_change(cc, Some(reply));
+            }
+        }
+    }
+
+    fn propose_conf_change(&mut self, cc: ConfChangeV2, reply: Option<Reply>) {
+        match self.raw.propose_conf_change(vec![], cc) {
+            Ok(()) => {
+                let index = self.raw.raft.raft_log.last_index();
+                let term = self.raw.raft.term;
+                self.proposals.insert(index, (term, reply));
+            }
+            Err(e) => {
+                if let Some(reply) = reply {
+                    let _ = reply.send(Err(ServerError::Unavailable(format!(
+                        "membership change dropped: {e}"
+                    ))));
+                }
+            }
+        }
+    }
+
+    /// Applies a committed conf change: raft-rs's configuration and the member book, staged in
+    /// `batch` with the rest of the turn's applied state.
+    fn apply_conf_change(
+        &mut self,
+        index: u64,
+        cc: &ConfChangeV2,
+        batch: &mut WriteBatch,
+    ) -> Result<Outcome, ServerError> {
+        let context = if cc.context.is_empty() {
+            None
+        } else {
+            Some(ChangeContext::decode(&cc.context).map_err(|e| {
+                ServerError::Storage(crate::storage::StorageError::Corrupt(format!(
+                    "conf change context at {index}: {e}"
+                )))
+            })?)
+        };
+        let cs = match self.raw.apply_conf_change(cc) {
+            Ok(cs) => cs,
+            // Every replica refuses the same entry the same way, so skipping it keeps them
+            // identical; the leader checks changes before proposing, so this is a bug guard.
+            Err(e) => {
+                log::error!("conf change at {index} refused: {e}");
+                return Err(ServerError::Refused {
+                    code: super::errno::EINVAL,
+                    message: format!("membership change refused: {e}"),
+                });
+            }
+        };
+        let mut members = self.members().clone();
+        if let Some(ctx) = &context {
+            ctx.apply_to(&mut members);
+        }
+        for single in cc.get_changes() {
+            let id = single.node_id;
+            match single.get_change_type() {
+                ConfChangeType::AddLearnerNode => {
+                    log::info!("node {id} joined as a learner (index {index})");
+                    self.snapshot_soon = true;
+                    // A newcomer is not "unreachable since the leader started" (nor, after a
+                    // replacement, since its predecessor died).
+                    self.last_active.insert(id, Instant::now());
+                }
+                ConfChangeType::AddNode => log::info!("node {id} is a voter (index {index})"),
+                ConfChangeType::RemoveNode => {
+                    self.last_active.remove(&id);
+                    if id == self.cfg.id {
+                        log::warn!("node {id} (this node) was removed from the cluster; it no longer takes part");
+                    } else {
+                        log::info!("node {id} was removed from the cluster (index {index})");
+                    }
+                }
+            }
+        }
+        self.raw.mut_store().stage_conf_state(batch, cs);
+        self.raw.mut_store().stage_members(batch, members);
+        Ok(Outcome::Done)
+    }
+
+    /// Points the transport at the member book.
+    fn follow_members(&mut self) {
+        let peers = self
+            .members()
+            .iter()
+            .map(|(id, m)| (*id, m.addr.clone()))
+            .collect();
+        self.transport.set_peers(&peers);
+    }
+
     fn on_ready(&mut self) -> Result<(), ServerError> {
         if !self.raw.has_ready() {
             return Ok(());
@@ -467,6 +703,8 @@ impl Node {
             // Every session gets a full TTL from now (check_sessions fills this in).
             self.heard.clear();
             self.expiring.clear();
+            self.last_active.clear();
+            self.leader_since = Instant::now();
         }
         match role {
             StateRole::Leader => log::info!("node {} is now the leader (term {term})", self.cfg.id),
@@ -548,6 +786,7 @@ impl Node {
         }
         let mut batch = WriteBatch::default();
         let mut replies = Vec::new();
+        let mut members_changed = false;
         for entry in entries {
             let mut outcome = match entry.get_entry_type() {
                 EntryType::EntryNormal if entry.data.is_empty() => None, // a new leader's no-op
@@ -569,18 +808,17 @@ impl Node {
                     )
                 }
                 EntryType::EntryConfChange => {
+                    // Only ConfChangeV2 is ever proposed; a v1 entry is read as its v2 form.
                     let cc = ConfChange::parse_from_bytes(&entry.data)
                         .map_err(|e| ServerError::Config(format!("conf change: {e}")))?;
-                    let cs = self.raw.apply_conf_change(&cc)?;
-                    self.raw.mut_store().stage_conf_state(&mut batch, cs);
-                    Some(Ok(Outcome::Done))
+                    members_changed = true;
+                    Some(self.apply_conf_change(entry.index, &v2_of(cc), &mut batch))
                 }
                 EntryType::EntryConfChangeV2 => {
                     let cc = ConfChangeV2::parse_from_bytes(&entry.data)
                         .map_err(|e| ServerError::Config(format!("conf change: {e}")))?;
-                    let cs = self.raw.apply_conf_change(&cc)?;
-                    self.raw.mut_store().stage_conf_state(&mut batch, cs);
-                    Some(Ok(Outcome::Done))
+                    members_changed = true;
+                    Some(self.apply_conf_change(entry.index, &cc, &mut batch))
                 }
             };
             self.applied = entry.index;
@@ -605,6 +843,9 @@ impl Node {
         self.state_store
             .stage_changes(&mut batch, self.machine.take_changes(), self.applied);
         self.store.write(batch, false)?;
+        if members_changed {
+            self.follow_members();
+        }
         for (reply, result) in replies {
             let _ = reply.send(result);
         }
@@ -625,14 +866,21 @@ impl Node {
 
     fn install_snapshot(&mut self, snapshot: Snapshot) -> Result<(), ServerError> {
         let index = snapshot.get_metadata().index;
-        let machine = StateMachine::restore(&snapshot.data)?;
+        let data = SnapshotData::decode(&snapshot.data).map_err(|e| {
+            ServerError::Storage(crate::storage::StorageError::Corrupt(format!(
+                "snapshot at {index}: {e}"
+            )))
+        })?;
+        let machine = StateMachine::restore(&data.state)?;
         let mut batch = WriteBatch::default();
         self.state_store
             .stage_replace_all(&mut batch, machine.records(), index);
         self.raw
             .mut_store()
             .stage_install_snapshot(&mut batch, snapshot);
+        self.raw.mut_store().stage_members(&mut batch, data.members);
         self.store.write(batch, true)?;
+        self.follow_members();
         log::info!(
             "node {} installed a snapshot at index {index} ({} nodes)",
             self.cfg.id,
@@ -647,15 +895,22 @@ impl Node {
     fn maybe_snapshot(&mut self) -> Result<(), ServerError> {
         let store = self.raw.store();
         let since = self.applied.saturating_sub(store.snapshot_index());
-        if since < self.cfg.snapshot_entries || self.applied > store.last_index() {
+        let due = since >= self.cfg.snapshot_entries || (self.snapshot_soon && since > 0);
+        if !due || self.applied > store.last_index() {
             return Ok(());
         }
+        self.snapshot_soon = false;
         let mut snapshot = Snapshot::default();
         let meta = snapshot.mut_metadata();
         meta.index = self.applied;
         meta.term = store.term(self.applied)?;
         meta.set_conf_state(store.conf_state().clone());
-        snapshot.data = self.machine.snapshot().into();
+        snapshot.data = SnapshotData {
+            members: store.members().clone(),
+            state: self.machine.snapshot(),
+        }
+        .encode()
+        .into();
         let size = snapshot.data.len();
         let mut batch = WriteBatch::default();
         self.raw.mut_store().stage_compact(&mut batch, snapshot)?;
@@ -679,8 +934,21 @@ impl Node {
             .iter()
             .map(|id| (*id, false))
             .chain(conf.learners.iter().map(|id| (*id, true)));
+        let now = Instant::now();
+        let live = self.live(now);
         for (id, learner) in ids {
             let progress = raft.prs().get(id);
+            let info = store.members().get(&id);
+            let unreachable = if !is_leader || live.contains(&id) {
+                Duration::ZERO
+            } else {
+                now.duration_since(
+                    self.last_active
+                        .get(&id)
+                        .copied()
+                        .unwrap_or(self.leader_since),
+                )
+            };
             let role = if learner {
                 "learner"
             } else if id == raft.leader_id {
@@ -692,15 +960,16 @@ impl Node {
             };
             members.push(MemberStatus {
                 id,
-                addr: self.cfg.peers.get(&id).cloned().unwrap_or_default(),
+                addr: info.map(|m| m.addr.clone()).unwrap_or_default(),
                 role,
-                reachable: id == self.cfg.id
-                    || (is_leader && progress.is_some_and(|p| p.recent_active)),
+                reachable: id == self.cfg.id || (is_leader && live.contains(&id)),
                 matched: if is_leader {
                     progress.map_or(0, |p| p.matched)
                 } else {
                     0
                 },
+                promote: info.is_some_and(|m| m.promote),
+                unreachable,
             });
         }
         NodeStatus {
@@ -716,6 +985,17 @@ impl Node {
             members,
         }
     }
+}
+
+/// A v1 conf change in its v2 form (raft-rs's own conversion is not exported).
+fn v2_of(cc: ConfChange) -> ConfChangeV2 {
+    let mut single = raft::prelude::ConfChangeSingle::default();
+    single.set_change_type(cc.get_change_type());
+    single.node_id = cc.node_id;
+    let mut v2 = ConfChangeV2::default();
+    v2.set_changes(vec![single].into());
+    v2.context = cc.context;
+    v2
 }
 
 fn now_ns() -> u64 {

@@ -5,7 +5,6 @@
 //! pipelined requests: each request is handled in its own task and its response is written as
 //! soon as it is ready, so a slow request never holds up the ones behind it.
 
-use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::Sender;
 use std::sync::Arc;
@@ -19,6 +18,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::convert::{self, Action};
 use super::events::EventRouter;
 use super::node::Input;
+use super::transport::PeerBook;
 use super::ServerError;
 use crate::proto::{self, frame::FramedConn, Hello_oneof_kind as HelloKind};
 
@@ -32,7 +32,8 @@ const CLIENT_IN_FLIGHT: usize = 4096;
 pub struct Service {
     pub cluster_id: u64,
     pub node_id: u64,
-    pub peers: BTreeMap<u64, String>,
+    /// Members' addresses, kept current by the transport: who may connect as a peer.
+    pub peers: PeerBook,
     pub inbox: Sender<Input>,
     pub events: Arc<EventRouter>,
     pub next_conn: AtomicU64,
@@ -110,7 +111,13 @@ impl Service {
                 "peer {} dialed node {}, this is node {}",
                 p.from, p.to, self.node_id
             ))
-        } else if !self.peers.contains_key(&p.from) || p.from == self.node_id {
+        } else if p.from == self.node_id
+            || !self
+                .peers
+                .read()
+                .expect("peer book poisoned")
+                .contains_key(&p.from)
+        {
             Some(format!("unknown node id {}", p.from))
         } else {
             None
@@ -204,6 +211,16 @@ async fn handle(
     let stopped = || ServerError::Unavailable("node shutting down".into());
     match convert::action(req)? {
         Action::Status => {
+            let (reply, rx) = oneshot::channel();
+            inbox.send(Input::Status { reply }).map_err(|_| stopped())?;
+            Ok(convert::status(rx.await.map_err(|_| stopped())?))
+        }
+        Action::Members(op) => {
+            let (reply, rx) = oneshot::channel();
+            inbox
+                .send(Input::ChangeMembers { op, reply })
+                .map_err(|_| stopped())?;
+            rx.await.map_err(|_| stopped())??;
             let (reply, rx) = oneshot::channel();
             inbox.send(Input::Status { reply }).map_err(|_| stopped())?;
             Ok(convert::status(rx.await.map_err(|_| stopped())?))

@@ -5,9 +5,15 @@
 //! tolerates lost messages; heartbeats and retries repair the gap. A peer's task dials, says
 //! hello (cluster id and both node ids), then streams frames, reconnecting with exponential
 //! backoff when the connection breaks.
+//!
+//! The set of peers follows the member book: when a conf change or a snapshot changes it, the
+//! node calls [`Transport::set_peers`], which starts links to new members and ends the links of
+//! removed ones (dropping a link's queue ends its task). The same book tells the service which
+//! peers may connect.
 
 use std::collections::BTreeMap;
 use std::sync::mpsc::Sender;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -15,6 +21,7 @@ use protobuf::Message as _;
 use raft::prelude::{Message, MessageType};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
+use tokio::sync::mpsc::error::TryRecvError;
 
 use super::node::Input;
 use crate::proto::{self, frame::FramedConn};
@@ -31,38 +38,72 @@ struct Outgoing {
     snapshot: bool,
 }
 
+/// Addresses of the members, this node included: who may connect as a peer, and where to.
+pub type PeerBook = Arc<RwLock<BTreeMap<u64, String>>>;
+
 /// The raft thread's handle for sending to peers.
 pub struct Transport {
-    peers: BTreeMap<u64, mpsc::Sender<Outgoing>>,
+    cluster_id: u64,
+    me: u64,
+    inbox: Sender<Input>,
+    runtime: tokio::runtime::Handle,
+    book: PeerBook,
+    /// One link per peer other than `me`: its address and its queue.
+    peers: BTreeMap<u64, (String, mpsc::Sender<Outgoing>)>,
 }
 
 impl Transport {
-    /// Starts one sender task per peer (other than `me`) on the current tokio runtime.
+    /// A transport with links to `peers` (other than `me`), on the runtime of `runtime`.
     pub fn start(
         cluster_id: u64,
         me: u64,
         peers: &BTreeMap<u64, String>,
         inbox: Sender<Input>,
+        runtime: tokio::runtime::Handle,
     ) -> Transport {
-        let mut senders = BTreeMap::new();
-        for (&id, addr) in peers.iter().filter(|(&id, _)| id != me) {
+        let mut t = Transport {
+            cluster_id,
+            me,
+            inbox,
+            runtime,
+            book: PeerBook::default(),
+            peers: BTreeMap::new(),
+        };
+        t.set_peers(peers);
+        t
+    }
+
+    /// The shared address book, for the service's check of connecting peers.
+    pub fn book(&self) -> PeerBook {
+        self.book.clone()
+    }
+
+    /// Makes the links match `peers`: new members get a link, removed ones lose theirs, and a
+    /// member whose address changed is dialed at the new one.
+    pub fn set_peers(&mut self, peers: &BTreeMap<u64, String>) {
+        *self.book.write().expect("peer book poisoned") = peers.clone();
+        self.peers
+            .retain(|id, (addr, _)| peers.get(id).is_some_and(|a| a == addr));
+        for (&id, addr) in peers.iter().filter(|(&id, _)| id != self.me) {
+            if self.peers.contains_key(&id) {
+                continue;
+            }
             let (tx, rx) = mpsc::channel(QUEUE);
             let link = Link {
-                cluster_id,
-                me,
+                cluster_id: self.cluster_id,
+                me: self.me,
                 peer: id,
                 addr: addr.clone(),
-                inbox: inbox.clone(),
+                inbox: self.inbox.clone(),
             };
-            tokio::spawn(link.run(rx));
-            senders.insert(id, tx);
+            self.runtime.spawn(link.run(rx));
+            self.peers.insert(id, (addr.clone(), tx));
         }
-        Transport { peers: senders }
     }
 
     /// Queues `msg` for its recipient; never blocks.
     pub fn send(&self, msg: Message) {
-        let Some(queue) = self.peers.get(&msg.to) else {
+        let Some((_, queue)) = self.peers.get(&msg.to) else {
             log::warn!("dropping a raft message to unknown node {}", msg.to);
             return;
         };
@@ -107,8 +148,13 @@ impl Link {
                     }
                     let _ = self.inbox.send(Input::Unreachable(self.peer));
                     // Messages queued while the peer is away are stale by the time it is back.
-                    while let Ok(out) = rx.try_recv() {
-                        self.report_snapshot(&out, false);
+                    loop {
+                        match rx.try_recv() {
+                            Ok(out) => self.report_snapshot(&out, false),
+                            Err(TryRecvError::Empty) => break,
+                            // The peer was removed from the cluster, or the node stops.
+                            Err(TryRecvError::Disconnected) => return,
+                        }
                     }
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(BACKOFF_MAX);
@@ -120,7 +166,7 @@ impl Link {
             backoff = BACKOFF_MIN;
             loop {
                 let Some(out) = rx.recv().await else {
-                    return; // the node is shutting down
+                    return; // the peer was removed, or the node is shutting down
                 };
                 let result = conn.send_raw(out.frame.clone()).await;
                 self.report_snapshot(&out, result.is_ok());

@@ -24,7 +24,7 @@ use rocksdb::{Options, WriteOptions, DB};
 use serde::{Deserialize, Serialize};
 
 pub use error::StorageError;
-pub use raft_log::RaftLog;
+pub use raft_log::{MemberInfo, Members, RaftLog};
 pub use rocksdb::WriteBatch;
 pub use state_store::StateStore;
 

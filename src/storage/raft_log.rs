@@ -8,18 +8,38 @@
 //! raft-rs asks for terms very often (every append it sends or receives), so the terms of the
 //! entries in the log are kept in memory; entries themselves are read from RocksDB, whose
 //! memtable holds the recent ones.
+//!
+//! Next to the conf state (which raft-rs knows: the ids of voters and learners) lies the member
+//! book (which it does not: each member's address and whether a learner should be promoted).
+//! Both change only when a conf change is applied or a snapshot installed, and are staged in
+//! the same batch, so they never disagree on disk.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 
 use raft::prelude::{ConfState, Entry, HardState, Snapshot};
 use raft::{GetEntriesContext, RaftState};
 use rocksdb::{Direction, IteratorMode, WriteBatch};
+use serde::{Deserialize, Serialize};
 
 use super::{Result, StorageError, Store, CF_RAFT};
+
+/// What the cluster knows of one member beyond its id.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberInfo {
+    /// Where peers and clients reach it.
+    pub addr: String,
+    /// A learner that the leader promotes to voter once it has caught up (a learner added
+    /// without it stays a learner: a read replica).
+    pub promote: bool,
+}
+
+/// Every member by id.
+pub type Members = BTreeMap<u64, MemberInfo>;
 
 const KEY_HARD_STATE: &[u8] = b"hs";
 const KEY_CONF_STATE: &[u8] = b"cs";
 const KEY_SNAPSHOT: &[u8] = b"snap";
+const KEY_MEMBERS: &[u8] = b"members";
 const ENTRY_PREFIX: u8 = b'e';
 
 fn entry_key(index: u64) -> [u8; 9] {
@@ -42,6 +62,7 @@ pub struct RaftLog {
     store: Store,
     hard_state: HardState,
     conf_state: ConfState,
+    members: Members,
     /// The latest snapshot: the log before `snapshot.index + 1` is gone.
     snapshot: Snapshot,
     /// Terms of the entries `first_index ..= last_index`.
@@ -59,6 +80,10 @@ impl RaftLog {
         let conf_state = match get(KEY_CONF_STATE)? {
             Some(v) => decode_pb(&v, "conf state")?,
             None => ConfState::default(),
+        };
+        let members: Members = match get(KEY_MEMBERS)? {
+            Some(v) => super::decode(&v, "member book")?,
+            None => Members::new(),
         };
         let snapshot: Snapshot = match get(KEY_SNAPSHOT)? {
             Some(v) => decode_pb(&v, "snapshot")?,
@@ -89,6 +114,7 @@ impl RaftLog {
             store,
             hard_state,
             conf_state,
+            members,
             snapshot,
             terms,
         })
@@ -107,6 +133,10 @@ impl RaftLog {
 
     pub fn conf_state(&self) -> &ConfState {
         &self.conf_state
+    }
+
+    pub fn members(&self) -> &Members {
+        &self.members
     }
 
     pub fn snapshot_index(&self) -> u64 {
@@ -161,6 +191,11 @@ impl RaftLog {
     pub fn stage_conf_state(&mut self, batch: &mut WriteBatch, cs: ConfState) {
         batch.put_cf(self.store.cf(CF_RAFT), KEY_CONF_STATE, encode_pb(&cs));
         self.conf_state = cs;
+    }
+
+    pub fn stage_members(&mut self, batch: &mut WriteBatch, members: Members) {
+        batch.put_cf(self.store.cf(CF_RAFT), KEY_MEMBERS, super::encode(&members));
+        self.members = members;
     }
 
     /// Installs a snapshot received from the leader: the whole log is replaced by it.

@@ -245,4 +245,3 @@ pub fn wait_until(what: &str, mut cond: impl FnMut() -> bool) -> Duration {
         std::thread::sleep(Duration::from_millis(5));
     }
 }
-

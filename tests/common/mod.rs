@@ -163,6 +163,70 @@ impl Cluster {
         node.child = Some(child);
     }
 
+    /// Adds node `id` with a new address and an empty data directory and starts it with
+    /// `--join` to the other nodes (and `extra` flags). An earlier node of that id, which must
+    /// be stopped, is forgotten: this is its replacement.
+    pub fn join(&mut self, id: u64, extra: &[&str]) -> String {
+        if let Some(old) = self.nodes.iter_mut().find(|n| n.id == id) {
+            assert!(!old.is_running(), "node {id} still running");
+        }
+        let join = self.servers();
+        self.nodes.retain(|n| n.id != id);
+        let generation = std::fs::read_dir(self.dir.path()).map_or(0, |d| d.count());
+        let node = Node {
+            id,
+            addr: format!("127.0.0.1:{}", free_port()),
+            data: self.dir.path().join(format!("node{id}.{generation}")),
+            log: self.dir.path().join(format!("node{id}.{generation}.log")),
+            child: None,
+        };
+        let addr = node.addr.clone();
+        let mut args: Vec<String> = vec![
+            "--id".into(),
+            id.to_string(),
+            "--listen".into(),
+            addr.clone(),
+            "--join".into(),
+            join,
+            "--data".into(),
+            node.data.display().to_string(),
+        ];
+        args.extend(self.extra.iter().cloned());
+        args.extend(extra.iter().map(|s| s.to_string()));
+        self.nodes.push(node);
+        self.spawn_with(id, &args);
+        addr
+    }
+
+    /// Adds node `id` at `addr` (not started) with data directory `node<id>`; returns it.
+    pub fn register(&mut self, id: u64, addr: &str) -> PathBuf {
+        assert!(self.nodes.iter().all(|n| n.id != id), "node {id} exists");
+        let data = self.dir.path().join(format!("node{id}"));
+        self.nodes.push(Node {
+            id,
+            addr: addr.to_string(),
+            data: data.clone(),
+            log: self.dir.path().join(format!("node{id}.log")),
+            child: None,
+        });
+        data
+    }
+
+    /// Waits (bounded) for the process of node `id` to exit; returns its exit code.
+    pub fn wait_exit(&mut self, id: u64, limit: Duration) -> Option<i32> {
+        let deadline = Instant::now() + limit;
+        let node = self.node(id);
+        let child = node.child.as_mut().expect("node started");
+        loop {
+            if let Some(status) = child.try_wait().expect("try_wait") {
+                node.child = None;
+                return status.code();
+            }
+            assert!(Instant::now() < deadline, "node {id} still running");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// kill -9.
     pub fn kill(&mut self, id: u64) {
         if let Some(mut c) = self.node(id).child.take() {
