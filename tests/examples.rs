@@ -370,7 +370,7 @@ fn mount_t_lockfs_and_an_fstab_line_work() {
         format!("{servers} {} lockfs {opts} 0 0\n", m.display()),
     )
     .unwrap();
-    h.ok(&format!("mount -T \"$OUT/fstab\" \"$OUT/m\""));
+    h.ok("mount -T \"$OUT/fstab\" \"$OUT/m\"");
     assert!(common::is_mounted(&m));
     assert_eq!(h.ok("cat \"$OUT/m/f\""), "via-mount-t\n");
     h.ok("umount \"$OUT/m\"");

@@ -296,7 +296,7 @@ fn open_rw(path: &std::path::Path) -> Result<std::fs::File, CliError> {
 }
 
 fn flock(a: FlockArgs) -> Result<(), CliError> {
-    if a.count == 0 || a.contenders == 0 || !(a.seconds > 0.0) {
+    if a.count == 0 || a.contenders == 0 || a.seconds.is_nan() || a.seconds <= 0.0 {
         return Err(CliError::Usage(
             "--count, --contenders and --seconds must be > 0".into(),
         ));
