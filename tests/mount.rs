@@ -155,6 +155,27 @@ fn a_reader_never_sees_a_partial_replace() {
     assert!(reads > 0);
 }
 
+/// Regression: `cat` reads until a read returns nothing; a replace on another host between two
+/// of its reads once showed the start of one version and the end of the next.
+#[test]
+fn one_read_pass_sees_one_version_across_a_replace() {
+    let h = Hosts::start();
+    h.ok("printf 'old-version-1234567890\\n' > \"$A/f\"");
+    let script = r#"
+import os, subprocess, sys
+fd = os.open(os.environ["B"] + "/f", os.O_RDONLY)
+first = os.read(fd, 4)
+subprocess.run(["bash", "-c", 'printf "new!\n" > "$A/f"'], check=True)
+rest = os.read(fd, 1000)
+os.lseek(fd, 0, os.SEEK_SET)
+again = os.read(fd, 1000)
+sys.stdout.write(repr((first + rest).decode()) + " " + repr(again.decode()))
+"#;
+    std::fs::write(h.out("pass.py"), script).unwrap();
+    let out = h.ok("python3 \"$OUT/pass.py\"");
+    assert_eq!(out, "'old-version-1234567890\\n' 'new!\\n'");
+}
+
 #[test]
 fn noclobber_race_has_exactly_one_winner() {
     let h = Hosts::start();

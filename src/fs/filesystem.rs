@@ -45,6 +45,9 @@ pub struct Inner {
     pub owners: LockOwners,
     /// Set when the session ends: lock waits give up.
     pub shutdown: tokio::sync::watch::Sender<bool>,
+    /// Bumped by every write or truncation made through this mount, so a read never serves a
+    /// version of a file older than this host's own last write (see `Inner::read`).
+    pub writes: std::sync::atomic::AtomicU64,
 }
 
 /// The fuser filesystem of a lockfs mount.
@@ -60,6 +63,7 @@ impl LockFs {
                 backend,
                 files: OpenFiles::default(),
                 owners: LockOwners::default(),
+                writes: std::sync::atomic::AtomicU64::new(0),
                 shutdown: tokio::sync::watch::channel(false).0,
             }),
             runtime,
@@ -162,7 +166,43 @@ impl Inner {
         truncated.and(closed)
     }
 
+    /// Reads from one version of the file per pass. A read at offset 0 fetches the whole file
+    /// (files are small) and keeps it with the open file; the reads that follow at higher
+    /// offsets are served from it. `cat` reads until a read returns nothing, so without this a
+    /// replace by another host between two of its reads would show the first part of one
+    /// version and the end of another: DESIGN.md promises whole versions only. A read at a
+    /// higher offset with no version kept, or after this mount wrote, goes to the cluster.
+    async fn read(&self, fh: u64, offset: u64, size: u32) -> Result<Vec<u8>, Errno> {
+        use std::sync::atomic::Ordering;
+        let file = self.files.get(fh)?;
+        let handle = file.handle(&*self.backend).await?;
+        let slice = |data: &[u8]| {
+            let start = usize::try_from(offset)
+                .unwrap_or(usize::MAX)
+                .min(data.len());
+            let end = start.saturating_add(size as usize).min(data.len());
+            data[start..end].to_vec()
+        };
+        let epoch = self.writes.load(Ordering::SeqCst);
+        if offset > 0 {
+            let kept = file.contents.lock().unwrap().clone();
+            return match kept {
+                Some((at, data)) if at == epoch => Ok(slice(&data)),
+                _ => {
+                    self.backend
+                        .read(handle, file.ino, offset, u64::from(size))
+                        .await
+                }
+            };
+        }
+        let data = Arc::new(self.backend.read(handle, file.ino, 0, u64::MAX).await?);
+        *file.contents.lock().unwrap() = Some((epoch, data.clone()));
+        Ok(slice(&data))
+    }
+
     async fn write(&self, fh: u64, offset: u64, data: Vec<u8>, append: bool) -> Result<u32, Errno> {
+        self.writes
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         let file = self.files.get(fh)?;
         let handle = file.handle(&*self.backend).await?;
         let len = u32::try_from(data.len()).map_err(|_| Errno::EINVAL)?;
@@ -186,6 +226,10 @@ impl Inner {
         atime_ns: Option<u64>,
         mtime_ns: Option<u64>,
     ) -> Result<FileAttr, Errno> {
+        if size.is_some() {
+            self.writes
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
         // ftruncate after an O_TRUNC that no write carried yet: truncate to zero first, so
         // the old bytes below the new size are gone as they would be locally.
         let file = match (size, fh) {
@@ -444,7 +488,7 @@ impl fuser::Filesystem for LockFs {
     fn read(
         &self,
         _req: &Request,
-        ino: INodeNo,
+        _ino: INodeNo,
         fh: FileHandle,
         offset: u64,
         size: u32,
@@ -453,13 +497,7 @@ impl fuser::Filesystem for LockFs {
         reply: ReplyData,
     ) {
         self.spawn(|inner| async move {
-            let read = async {
-                let file = inner.files.get(fh.0)?;
-                let handle = file.handle(&*inner.backend).await?;
-                let len = u64::from(size);
-                inner.backend.read(handle, ino.0, offset, len).await
-            };
-            match read.await {
+            match inner.read(fh.0, offset, size).await {
                 Ok(data) => reply.data(&data),
                 Err(e) => reply.error(to_kernel(e)),
             }

@@ -15,6 +15,9 @@
 //! background, so after `: > f` a reader may for a moment still see the old contents (never a
 //! mixture), and a failure of that truncation can only be logged.
 //!
+//! A file's reads are served from one version per pass (from a read at offset 0 to the end):
+//! see `Inner::read`.
+//!
 //! Directories get a backend handle only when one is needed (a lock on the directory): `ls`
 //! should not cost a commit. A directory listing is read once per opendir and served from that
 //! snapshot, so the offsets the kernel hands back stay meaningful while others change the
@@ -34,6 +37,9 @@ pub struct OpenFile {
     pub pending_truncate: tokio::sync::Mutex<bool>,
     /// A directory's entries, read at the first readdir.
     pub listing: Mutex<Option<Arc<Vec<DirEntry>>>>,
+    /// A file's whole contents as read at the last read from offset 0, with the mount's write
+    /// count then: the version the reads that follow are served from.
+    pub contents: Mutex<Option<(u64, Arc<Vec<u8>>)>>,
 }
 
 impl OpenFile {
@@ -43,6 +49,7 @@ impl OpenFile {
             handle: tokio::sync::Mutex::new(Some(handle)),
             pending_truncate: tokio::sync::Mutex::new(truncate),
             listing: Mutex::new(None),
+            contents: Mutex::new(None),
         }
     }
 
@@ -52,6 +59,7 @@ impl OpenFile {
             handle: tokio::sync::Mutex::new(None),
             pending_truncate: tokio::sync::Mutex::new(false),
             listing: Mutex::new(None),
+            contents: Mutex::new(None),
         }
     }
 
