@@ -1,0 +1,758 @@
+//! Fault injection with checkers, in the manner of Jepsen's analyses of etcd, ZooKeeper and
+//! Consul: a real 3-node cluster, two real mounts standing for two hosts, real clients (`flock`,
+//! `getfattr`, bash, the client library), a nemesis that kills and pauses servers and pauses a
+//! host's mount for longer than its session TTL, and checkers over the recorded history.
+//!
+//! Workloads and what is checked:
+//! 1. Lock safety with fencing. Four clients (two per host) loop: `flock` a file, read its lock
+//!    generation (the fencing token), write records stamped with it to a fenced store outside
+//!    the cluster (`mount-tools/examples/hot-standby.sh write`: refuses a token older than one
+//!    it has accepted), release. Checked: every grant has its own generation; a grant that
+//!    starts after another ended has a higher one; two critical sections never overlap, except
+//!    when the older holder's host was cut off past its TTL (the lock is then lost, as designed)
+//!    and then every write of the older holder after the newer one's first is refused.
+//! 2. A set of acknowledged writes: every write the cluster acknowledged is on every node at the
+//!    end.
+//! 3. Ephemeral files: a file held open on host B exists as long as B is connected (through
+//!    every server fault) and is gone within TTL plus a grace after B is cut off.
+//!
+//! Each run prints a report (operations by kind and outcome, the faults, any anomalies with the
+//! history that shows them) and the seed; `LOCKFS_FAULT_SEED` replays a run's fault schedule,
+//! `LOCKFS_FAULT_SECONDS` sets how long faults are injected (default 45: the CI run; longer for
+//! soak runs). Not yet here: network partitions (a proxy on every link), a full disk, and a
+//! linearizability checker for a register.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use common::{Cluster, Mount};
+use lockfs::client::{ops, Client};
+use lockfs::proto::Response_oneof_result as Res;
+
+/// The mounts' session TTL: short, so a host cut off loses its session within the run.
+const TTL_S: u64 = 5;
+const LOCK_DELAY_MS: u64 = 1000;
+/// How long after a host is cut off its ephemeral file must be gone: TTL, the leader's tick,
+/// and a commit, with room for a busy machine.
+const EPHEMERAL_GRACE: Duration = Duration::from_secs(5);
+
+fn now_ns() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0)
+}
+
+/// xorshift64*: a small seeded generator, so a schedule can be replayed from its seed.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+fn signal(pid: u32, sig: i32) {
+    // SAFETY: kill(2) of a process this test started and has not reaped.
+    unsafe { libc::kill(pid as i32, sig) };
+}
+
+/// One injected fault, with its times (ns since the epoch).
+#[derive(Debug, Clone)]
+struct Fault {
+    what: String,
+    start_ns: u64,
+    end_ns: u64,
+}
+
+/// Processes stopped with SIGSTOP are resumed when this drops, also when a test fails, so
+/// that the fixtures can stop them.
+#[derive(Default)]
+struct Paused(Mutex<Vec<u32>>);
+
+impl Paused {
+    fn pause(&self, pid: u32) {
+        self.0.lock().unwrap().push(pid);
+        signal(pid, libc::SIGSTOP);
+    }
+
+    fn resume(&self, pid: u32) {
+        signal(pid, libc::SIGCONT);
+        self.0.lock().unwrap().retain(|p| *p != pid);
+    }
+}
+
+impl Drop for Paused {
+    fn drop(&mut self) {
+        for pid in self.0.lock().unwrap().drain(..) {
+            signal(pid, libc::SIGCONT);
+        }
+    }
+}
+
+/// Background processes in their own process groups, killed (whole group) on drop.
+#[derive(Default)]
+struct Procs(Vec<Child>);
+
+impl Procs {
+    fn spawn(&mut self, mut cmd: Command) {
+        use std::os::unix::process::CommandExt;
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .process_group(0)
+            .spawn()
+            .expect("spawning a client");
+        self.0.push(child);
+    }
+
+    /// Waits (bounded) for every process to exit by itself; kills what is left, and says
+    /// what each process of its group was doing.
+    fn wait_all(&mut self, limit: Duration) -> Vec<String> {
+        let deadline = Instant::now() + limit;
+        let mut left = Vec::new();
+        for c in &mut self.0 {
+            loop {
+                if c.try_wait().unwrap().is_some() {
+                    break;
+                }
+                if Instant::now() > deadline {
+                    let group = c.id().to_string();
+                    let ps = Command::new("ps")
+                        .args(["-e", "-o", "pgid=,pid=,stat=,wchan:32=,etime=,args="])
+                        .output()
+                        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+                        .unwrap_or_default()
+                        .lines()
+                        .filter(|l| l.split_whitespace().next() == Some(group.as_str()))
+                        .collect::<Vec<_>>()
+                        .join("\n");
+                    left.push(ps);
+                    signal(c.id(), libc::SIGKILL);
+                    let _ = c.wait();
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        left
+    }
+}
+
+impl Drop for Procs {
+    fn drop(&mut self) {
+        for c in &mut self.0 {
+            // SAFETY: kill(2) of the process group of a child we started.
+            unsafe { libc::kill(-(c.id() as i32), libc::SIGKILL) };
+            let _ = c.wait();
+        }
+    }
+}
+
+/// A lock client: loops until `$END` (seconds since the epoch) taking the lock with
+/// `flock -w`, and logs each critical section and each write to the fenced store.
+const LOCK_CLIENT: &str = r#"
+log="$OUT/client-$ID.log"
+while [ "$(date +%s)" -lt "$END" ]; do
+    flock -w 10 "$M/lock" bash -c '
+        t0=$(date +%s%N)
+        g=$(getfattr --only-values -n user.lockfs.lock_generation "$M/lock") || exit 3
+        # Mostly short critical sections, now and then one long enough to outlive a cut-off.
+        if [ $((RANDOM % 8)) -eq 0 ]; then n=30; else n=$((1 + RANDOM % 3)); fi
+        for k in $(seq "$n"); do
+            if "$STORE" write "$OUT/store" "$g" "$ID-$k" 2>/dev/null; then r=ok; else r=refused; fi
+            echo "w $ID $g $r $(date +%s%N)"
+            sleep 0.2
+        done
+        echo "cs $ID $g $t0 $(date +%s%N) $HOST"
+    ' >> "$log" 2>> "$OUT/client-$ID.err"
+    echo "attempt $ID $? $(date +%s%N)" >> "$log"
+done
+"#;
+
+/// The holder that host B's cut-off strands: it takes the lock once and keeps writing to the
+/// store, outside the cluster, for longer than its session can outlive the cut-off. Its late
+/// writes must be refused by the store once a newer holder wrote.
+const STALE_CLIENT: &str = r#"
+flock -w 60 "$M/lock" bash -c '
+    t0=$(date +%s%N)
+    g=$(getfattr --only-values -n user.lockfs.lock_generation "$M/lock") || exit 3
+    touch "$OUT/stale-holding"
+    for k in $(seq "$N"); do
+        if "$STORE" write "$OUT/store" "$g" "$ID-$k" 2>/dev/null; then r=ok; else r=refused; fi
+        echo "w $ID $g $r $(date +%s%N)"
+        sleep 0.2
+    done
+    echo "cs $ID $g $t0 $(date +%s%N) $HOST"
+' >> "$OUT/client-$ID.log" 2>> "$OUT/client-$ID.err"
+echo "attempt $ID $? $(date +%s%N)" >> "$OUT/client-$ID.log"
+"#;
+
+#[derive(Debug, Clone)]
+struct Section {
+    client: String,
+    host: String,
+    gen: u64,
+    t0: u64,
+    t1: u64,
+}
+
+#[derive(Debug, Clone)]
+struct StoreWrite {
+    client: String,
+    gen: u64,
+    accepted: bool,
+    t: u64,
+}
+
+#[derive(Default)]
+struct LockHistory {
+    sections: Vec<Section>,
+    writes: Vec<StoreWrite>,
+    /// flock(1) exit status -> count.
+    attempts: BTreeMap<i32, usize>,
+}
+
+fn parse_lock_logs(dir: &Path, clients: &[String]) -> LockHistory {
+    let mut h = LockHistory::default();
+    for id in clients {
+        let text =
+            std::fs::read_to_string(dir.join(format!("client-{id}.log"))).unwrap_or_default();
+        for line in text.lines() {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            let num = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok());
+            match f.first() {
+                Some(&"cs") if f.len() == 6 => h.sections.push(Section {
+                    client: f[1].into(),
+                    gen: num(2).unwrap_or(0),
+                    t0: num(3).unwrap_or(0),
+                    t1: num(4).unwrap_or(0),
+                    host: f[5].into(),
+                }),
+                Some(&"w") if f.len() == 5 => h.writes.push(StoreWrite {
+                    client: f[1].into(),
+                    gen: num(2).unwrap_or(0),
+                    accepted: f[3] == "ok",
+                    t: num(4).unwrap_or(0),
+                }),
+                Some(&"attempt") if f.len() == 4 => {
+                    *h.attempts.entry(f[2].parse().unwrap_or(-1)).or_default() += 1
+                }
+                _ => {}
+            }
+        }
+    }
+    h.sections.sort_by_key(|s| s.t0);
+    h
+}
+
+/// The lock checker; returns the anomalies, each with the history that shows it.
+fn check_locks(h: &LockHistory, cut_off: &[(String, u64, u64)]) -> Vec<String> {
+    let mut anomalies = Vec::new();
+    let mut by_gen: BTreeMap<u64, &Section> = BTreeMap::new();
+    for s in &h.sections {
+        if s.gen == 0 {
+            anomalies.push(format!("no fencing token after a grant: {s:?}"));
+        }
+        if let Some(other) = by_gen.insert(s.gen, s) {
+            anomalies.push(format!(
+                "generation {} granted twice:\n  {other:?}\n  {s:?}",
+                s.gen
+            ));
+        }
+    }
+    for (i, x) in h.sections.iter().enumerate() {
+        for y in &h.sections[i + 1..] {
+            // y started after x (sorted by t0).
+            if x.t1 < y.t0 && x.gen >= y.gen {
+                anomalies.push(format!(
+                    "a later grant has a lower or equal generation:\n  {x:?}\n  {y:?}"
+                ));
+            }
+            let overlap = x.t0 < y.t1 && y.t0 < x.t1;
+            if !overlap || x.gen == y.gen {
+                continue;
+            }
+            let (older, newer) = if x.gen < y.gen { (x, y) } else { (y, x) };
+            // Allowed only if the older holder's host was cut off past its TTL meanwhile.
+            let excused = cut_off
+                .iter()
+                .any(|(host, p0, p1)| *host == older.host && *p0 < newer.t0 && *p1 > older.t0);
+            if !excused {
+                anomalies.push(format!(
+                    "two critical sections overlap and the older holder was never cut off:\n  \
+                     {older:?}\n  {newer:?}"
+                ));
+                continue;
+            }
+            // Fencing: once the newer holder's write was accepted, none of the older's is.
+            let first_newer = h
+                .writes
+                .iter()
+                .filter(|w| w.client == newer.client && w.gen == newer.gen && w.accepted)
+                .map(|w| w.t)
+                .min();
+            if let Some(t) = first_newer {
+                for w in h.writes.iter().filter(|w| {
+                    w.client == older.client && w.gen == older.gen && w.accepted && w.t > t
+                }) {
+                    anomalies.push(format!(
+                        "a stale holder's write was accepted after a newer holder's:\n  \
+                         older {older:?}\n  newer {newer:?}\n  accepted {w:?}"
+                    ));
+                }
+            }
+        }
+    }
+    anomalies
+}
+
+/// Writes `/set/<i>` through the client library until stopped; the acknowledged ones.
+fn set_writer(servers: String, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<(Vec<u64>, u64)> {
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let servers = servers.split(',').map(String::from).collect();
+            let client = Client::new(servers, Duration::from_secs(5), "set-writer".into());
+            let mut acked = Vec::new();
+            let mut failed = 0;
+            for i in 0..1_000_000u64 {
+                if stop.load(Ordering::SeqCst) {
+                    break;
+                }
+                let put = ops::put(
+                    &format!("/set/{i}"),
+                    i.to_string().into_bytes(),
+                    0o644,
+                    0,
+                    0,
+                );
+                match client.call(put).await {
+                    Ok(_) => acked.push(i),
+                    Err(_) => failed += 1,
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            (acked, failed)
+        })
+    })
+}
+
+/// The names under `/set` as node `addr` serves them.
+fn set_on(addr: &str) -> Result<Vec<u64>, String> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let client = Client::pinned(addr.to_string(), Duration::from_secs(30), "check".into());
+        match client.call(ops::readdir("/set")).await {
+            Ok(Res::entries(list)) => Ok(list
+                .entries
+                .iter()
+                .filter_map(|e| e.name.parse().ok())
+                .collect()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+}
+
+/// Polls `path` (on host A) and records when it was seen present and absent.
+fn observe(path: PathBuf, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<Vec<(u64, bool)>> {
+    std::thread::spawn(move || {
+        let mut seen: Vec<(u64, bool)> = Vec::new();
+        while !stop.load(Ordering::SeqCst) {
+            let present = path.exists();
+            if seen.last().map(|(_, p)| *p) != Some(present) {
+                seen.push((now_ns(), present));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        seen
+    })
+}
+
+#[test]
+fn locks_writes_and_ephemeral_files_survive_the_nemesis() {
+    let seed = std::env::var("LOCKFS_FAULT_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| now_ns() | 1);
+    let fault_secs: u64 = std::env::var("LOCKFS_FAULT_SECONDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(45);
+    eprintln!(
+        "fault run: seed {seed} (LOCKFS_FAULT_SEED={seed} replays it), {fault_secs} s of faults"
+    );
+    let mut rng = Rng(seed);
+
+    let lock_delay = LOCK_DELAY_MS.to_string();
+    let mut cluster = Cluster::start(3, &["--lock-delay-ms", &lock_delay]);
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().to_path_buf();
+    let servers = cluster.servers();
+    let opts = format!("allow_other,ttl={TTL_S}");
+    let mut a = Mount::start(&servers, &out.join("a"), &opts, &out.join("mount-a.log"));
+    let mut b = Mount::start(&servers, &out.join("b"), &opts, &out.join("mount-b.log"));
+    let paused = Paused::default();
+    let mut procs = Procs::default();
+    let mut holders = Procs::default();
+    let store = Path::new(env!("CARGO_MANIFEST_DIR")).join("mount-tools/examples/hot-standby.sh");
+
+    // Set-up: the lock file, the set directory, an ephemeral file held open on B.
+    std::fs::write(a.path.join("lock"), b"").unwrap();
+    std::fs::create_dir(a.path.join("set")).unwrap();
+    std::fs::create_dir(a.path.join("eph")).unwrap();
+    let ok = Command::new("setfattr")
+        .args(["-n", "user.lockfs.ephemeral", "-v", "1"])
+        .arg(a.path.join("eph"))
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    let mut holder = Command::new("bash");
+    holder
+        .arg("-c")
+        .arg("exec 8>\"$B/eph/member\" && exec sleep 100000")
+        .env("B", &b.path);
+    holders.spawn(holder);
+    let member = a.path.join("eph/member");
+    let start = Instant::now();
+    while !member.exists() {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "the ephemeral file never appeared"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+
+    // Workloads.
+    let run_secs = fault_secs + 3 * TTL_S + 10;
+    let end = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + run_secs;
+    let clients: Vec<String> = (1..=4).map(|i| format!("c{i}")).collect();
+    let logged: Vec<String> = clients.iter().cloned().chain(["stale".into()]).collect();
+    for (i, id) in clients.iter().enumerate() {
+        let (host, mount) = if i % 2 == 0 {
+            ("A", &a.path)
+        } else {
+            ("B", &b.path)
+        };
+        let mut cmd = Command::new("bash");
+        cmd.arg("-c")
+            .arg(LOCK_CLIENT)
+            .env("ID", id)
+            .env("HOST", host)
+            .env("M", mount)
+            .env("OUT", &out)
+            .env("STORE", &store)
+            .env("END", end.to_string());
+        procs.spawn(cmd);
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = set_writer(servers.clone(), stop.clone());
+    let observer = observe(member.clone(), stop.clone());
+
+    // The nemesis: random server faults, then host B cut off past its TTL.
+    let mut faults: Vec<Fault> = Vec::new();
+    let fault_end = Instant::now() + Duration::from_secs(fault_secs);
+    while Instant::now() < fault_end {
+        std::thread::sleep(Duration::from_millis(1500 + rng.below(2500)));
+        let leader = cluster.wait_leader(Duration::from_secs(60));
+        let follower = (1..=3).find(|id| *id != leader).unwrap();
+        let start_ns = now_ns();
+        let what = match rng.below(5) {
+            0 => {
+                cluster.kill(leader);
+                std::thread::sleep(Duration::from_millis(500 + rng.below(1500)));
+                cluster.spawn(leader);
+                format!("kill -9 of leader {leader}, restarted")
+            }
+            1 => {
+                cluster.kill(follower);
+                std::thread::sleep(Duration::from_millis(500 + rng.below(1500)));
+                cluster.spawn(follower);
+                format!("kill -9 of follower {follower}, restarted")
+            }
+            2 => {
+                let pid = cluster
+                    .nodes
+                    .iter()
+                    .find(|n| n.id == leader)
+                    .unwrap()
+                    .pid()
+                    .unwrap();
+                let ms = 1000 + rng.below(2000);
+                paused.pause(pid);
+                std::thread::sleep(Duration::from_millis(ms));
+                paused.resume(pid);
+                format!("SIGSTOP of leader {leader} for {ms} ms")
+            }
+            3 => {
+                // Longer than the sessions' TTL: the new leader must not expire them.
+                let pid = cluster
+                    .nodes
+                    .iter()
+                    .find(|n| n.id == leader)
+                    .unwrap()
+                    .pid()
+                    .unwrap();
+                let ms = TTL_S * 1000 + 2000;
+                paused.pause(pid);
+                std::thread::sleep(Duration::from_millis(ms));
+                paused.resume(pid);
+                format!("SIGSTOP of leader {leader} for {ms} ms (longer than the TTL)")
+            }
+            _ => {
+                let pid = cluster
+                    .nodes
+                    .iter()
+                    .find(|n| n.id == follower)
+                    .unwrap()
+                    .pid()
+                    .unwrap();
+                let ms = 1000 + rng.below(3000);
+                paused.pause(pid);
+                std::thread::sleep(Duration::from_millis(ms));
+                paused.resume(pid);
+                format!("SIGSTOP of follower {follower} for {ms} ms")
+            }
+        };
+        faults.push(Fault {
+            what,
+            start_ns,
+            end_ns: now_ns(),
+        });
+    }
+    // Host B cut off (its mount paused) for longer than its TTL while one of its processes
+    // holds the lock: its session expires, the lock goes to a client on A after the
+    // lock-delay, its ephemeral file goes, and the stranded holder's late writes are fenced.
+    let stale_writes = (TTL_S * 1000 + LOCK_DELAY_MS + 5000) / 200;
+    let mut stale = Command::new("bash");
+    stale
+        .arg("-c")
+        .arg(STALE_CLIENT)
+        .env("ID", "stale")
+        .env("HOST", "B")
+        .env("M", &b.path)
+        .env("OUT", &out)
+        .env("STORE", &store)
+        .env("N", stale_writes.to_string());
+    procs.spawn(stale);
+    let holding = out.join("stale-holding");
+    let start = Instant::now();
+    while !holding.exists() {
+        assert!(
+            start.elapsed() < Duration::from_secs(90),
+            "the stale holder never got the lock"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let b_pid = b.pid().unwrap();
+    let cut_ms = TTL_S * 1000 + 3000;
+    let cut_start = now_ns();
+    paused.pause(b_pid);
+    std::thread::sleep(Duration::from_millis(cut_ms));
+    paused.resume(b_pid);
+    let cut_end = now_ns();
+    faults.push(Fault {
+        what: format!("host B cut off (mount paused) for {cut_ms} ms"),
+        start_ns: cut_start,
+        end_ns: cut_end,
+    });
+
+    // Let the clients finish their last rounds, then stop everything.
+    // A client's last round starts before END and ends within a flock timeout and a long
+    // critical section after it.
+    let now_s = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let stragglers = procs.wait_all(Duration::from_secs(end.saturating_sub(now_s) + 30));
+    stop.store(true, Ordering::SeqCst);
+    let (acked, failed) = writer.join().unwrap();
+    let seen = observer.join().unwrap();
+    cluster.wait_leader(Duration::from_secs(60));
+
+    // Checkers.
+    let mut anomalies = Vec::new();
+    let history = parse_lock_logs(&out, &logged);
+    let cut_off = vec![("B".to_string(), cut_start, cut_end)];
+    anomalies.extend(check_locks(&history, &cut_off));
+    // The stranded holder's lock must pass to another host within TTL + lock-delay (+ grace),
+    // and from then on the store must refuse the stranded holder.
+    match history.sections.iter().find(|s| s.client == "stale") {
+        None => anomalies.push("the stranded holder's critical section is missing".into()),
+        Some(st) => {
+            let limit = cut_start
+                + TTL_S * 1_000_000_000
+                + LOCK_DELAY_MS * 1_000_000
+                + EPHEMERAL_GRACE.as_nanos() as u64;
+            let taken = history
+                .sections
+                .iter()
+                .find(|s| s.gen > st.gen && s.t0 > cut_start)
+                .map(|s| s.t0);
+            match taken {
+                Some(t) if t <= limit => {}
+                Some(t) => anomalies.push(format!(
+                    "the lock of the cut-off host passed on only {:.1} s after the cut-off",
+                    (t - cut_start) as f64 / 1e9
+                )),
+                None => anomalies.push("the lock of the cut-off host never passed on".into()),
+            }
+            if !history
+                .writes
+                .iter()
+                .any(|w| w.client == "stale" && !w.accepted)
+            {
+                anomalies.push(
+                    "no write of the stranded holder was refused: fencing was not exercised".into(),
+                );
+            }
+        }
+    }
+    if history.sections.len() < 10 {
+        anomalies.push(format!(
+            "only {} critical sections: the lock workload barely ran",
+            history.sections.len()
+        ));
+    }
+    for node in 1..=3u64 {
+        match set_on(&cluster.addr(node)) {
+            Ok(present) => {
+                let present: std::collections::BTreeSet<u64> = present.into_iter().collect();
+                let lost: Vec<u64> = acked
+                    .iter()
+                    .filter(|i| !present.contains(i))
+                    .copied()
+                    .collect();
+                if !lost.is_empty() {
+                    anomalies.push(format!("node {node} lacks acknowledged writes {lost:?}"));
+                }
+            }
+            Err(e) => anomalies.push(format!("node {node} could not list /set: {e}")),
+        }
+    }
+    // The ephemeral file: present from the start until B was cut off, gone within TTL plus a
+    // grace afterwards, and not before B's keep-alives could have lapsed.
+    let vanished = seen.iter().find(|(_, present)| !present).map(|(t, _)| *t);
+    match vanished {
+        None => anomalies.push("the ephemeral file of the cut-off host never vanished".into()),
+        Some(t) if t < cut_start + TTL_S * 1_000_000_000 / 2 => anomalies.push(format!(
+            "the ephemeral file vanished while its host was connected ({:.1} s before the cut-off + TTL/2); seen: {seen:?}",
+            (cut_start + TTL_S * 1_000_000_000 / 2 - t) as f64 / 1e9
+        )),
+        Some(t) if t > cut_start + (TTL_S * 1_000_000_000) + EPHEMERAL_GRACE.as_nanos() as u64 => {
+            anomalies.push(format!(
+                "the ephemeral file outlived its cut-off host's TTL: gone {:.1} s after the cut-off",
+                (t - cut_start) as f64 / 1e9
+            ))
+        }
+        Some(_) => {}
+    }
+    if seen.iter().skip_while(|(_, p)| *p).any(|(_, p)| *p) {
+        anomalies.push(format!("the ephemeral file came back: {seen:?}"));
+    }
+
+    // The report.
+    let t0 = faults.first().map_or(cut_start, |f| f.start_ns);
+    let mut report = String::new();
+    let _ = writeln!(report, "== lockfs fault run, seed {seed} ==");
+    let _ = writeln!(
+        report,
+        "lock: {} critical sections, flock(1) outcomes {:?} (0 granted, 1 timed out), store writes {} accepted / {} refused",
+        history.sections.len(),
+        history.attempts,
+        history.writes.iter().filter(|w| w.accepted).count(),
+        history.writes.iter().filter(|w| !w.accepted).count()
+    );
+    let _ = writeln!(
+        report,
+        "set: {} writes acknowledged, {failed} failed or unknown",
+        acked.len()
+    );
+    let _ = writeln!(report, "ephemeral: presence seen from host A {seen:?}");
+    let _ = writeln!(report, "faults ({}):", faults.len());
+    for f in &faults {
+        let _ = writeln!(
+            report,
+            "  +{:>6.1} s .. +{:>6.1} s  {}",
+            (f.start_ns - t0) as f64 / 1e9,
+            (f.end_ns - t0) as f64 / 1e9,
+            f.what
+        );
+    }
+    for ps in &stragglers {
+        let _ = writeln!(
+            report,
+            "a client process group had to be killed at the end:\n{ps}"
+        );
+    }
+    if !stragglers.is_empty() {
+        let tail: Vec<String> = b
+            .log_text()
+            .lines()
+            .rev()
+            .take(30)
+            .map(String::from)
+            .collect();
+        let _ = writeln!(report, "mount B's log, last lines:");
+        for l in tail.iter().rev() {
+            let _ = writeln!(report, "  {l}");
+        }
+    }
+    let _ = writeln!(report, "anomalies: {}", anomalies.len());
+    for a in &anomalies {
+        let _ = writeln!(report, "  - {a}");
+    }
+    eprintln!("{report}");
+    // Keep the report and every log of the run, small as they are, for a failure's autopsy.
+    let keep = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("faults-{seed}"));
+    let _ = std::fs::create_dir_all(&keep);
+    let _ = std::fs::write(keep.join("report.txt"), &report);
+    for entry in std::fs::read_dir(&out)
+        .into_iter()
+        .flatten()
+        .chain(std::fs::read_dir(cluster.dir.path()).into_iter().flatten())
+        .flatten()
+    {
+        let path = entry.path();
+        if path.extension().is_some_and(|e| e == "log" || e == "err") {
+            let _ = std::fs::copy(&path, keep.join(entry.file_name()));
+        }
+    }
+    let _ = std::fs::copy(out.join("store/records"), keep.join("store-records"));
+    eprintln!("report and logs kept in {}", keep.display());
+    drop(procs);
+    drop(holders);
+    a.stop();
+    b.stop();
+    assert!(
+        anomalies.is_empty(),
+        "{} anomalies (seed {seed}); see the report above\n{}",
+        anomalies.len(),
+        cluster.logs()
+    );
+}
