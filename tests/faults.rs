@@ -4,6 +4,12 @@
 //! host's mount for longer than its session TTL, and checkers over the recorded history.
 //!
 //! Workloads and what is checked:
+//! Faults: kill -9 and restart of the leader or a follower, SIGSTOP/SIGCONT of either
+//! (including pauses longer than the sessions' TTL), network partitions that isolate the
+//! leader or a follower (a proxy in front of every node, `common/proxy.rs`), and at the end
+//! host B cut off past its TTL while one of its processes holds the lock: its mount frozen, or
+//! its network to the cluster cut.
+//!
 //! 1. Lock safety with fencing. Four clients (two per host) loop: `flock` a file, read its lock
 //!    generation (the fencing token), write records stamped with it to a fenced store outside
 //!    the cluster (`mount-tools/examples/hot-standby.sh write`: refuses a token older than one
@@ -19,8 +25,7 @@
 //! Each run prints a report (operations by kind and outcome, the faults, any anomalies with the
 //! history that shows them) and the seed; `LOCKFS_FAULT_SEED` replays a run's fault schedule,
 //! `LOCKFS_FAULT_SECONDS` sets how long faults are injected (default 45: the CI run; longer for
-//! soak runs). Not yet here: network partitions (a proxy on every link), a full disk, and a
-//! linearizability checker for a register.
+//! soak runs). Not yet here: a full disk, and a linearizability checker for a register.
 
 mod common;
 
@@ -405,7 +410,7 @@ fn locks_writes_and_ephemeral_files_survive_the_nemesis() {
     let mut rng = Rng(seed);
 
     let lock_delay = LOCK_DELAY_MS.to_string();
-    let mut cluster = Cluster::start(3, &["--lock-delay-ms", &lock_delay]);
+    let mut cluster = Cluster::start_proxied(3, &["--lock-delay-ms", &lock_delay]);
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().to_path_buf();
     let servers = cluster.servers();
@@ -481,7 +486,7 @@ fn locks_writes_and_ephemeral_files_survive_the_nemesis() {
         let leader = cluster.wait_leader(Duration::from_secs(60));
         let follower = (1..=3).find(|id| *id != leader).unwrap();
         let start_ns = now_ns();
-        let what = match rng.below(5) {
+        let what = match rng.below(7) {
             0 => {
                 cluster.kill(leader);
                 std::thread::sleep(Duration::from_millis(500 + rng.below(1500)));
@@ -522,6 +527,21 @@ fn locks_writes_and_ephemeral_files_survive_the_nemesis() {
                 std::thread::sleep(Duration::from_millis(ms));
                 paused.resume(pid);
                 format!("SIGSTOP of leader {leader} for {ms} ms (longer than the TTL)")
+            }
+            5 => {
+                // The old leader loses its quorum and steps down; the majority elects anew.
+                let ms = 2000 + rng.below(2000);
+                cluster.partition(&[leader]);
+                std::thread::sleep(Duration::from_millis(ms));
+                cluster.heal();
+                format!("network partition: leader {leader} alone for {ms} ms")
+            }
+            6 => {
+                let ms = 2000 + rng.below(2000);
+                cluster.partition(&[follower]);
+                std::thread::sleep(Duration::from_millis(ms));
+                cluster.heal();
+                format!("network partition: follower {follower} alone for {ms} ms")
             }
             _ => {
                 let pid = cluster
@@ -571,12 +591,23 @@ fn locks_writes_and_ephemeral_files_survive_the_nemesis() {
     let b_pid = b.pid().unwrap();
     let cut_ms = TTL_S * 1000 + 3000;
     let cut_start = now_ns();
-    paused.pause(b_pid);
-    std::thread::sleep(Duration::from_millis(cut_ms));
-    paused.resume(b_pid);
+    // Cut off in one of two ways: its mount process frozen, or the network between its mount
+    // and every node cut while the host runs on.
+    let how = if rng.below(2) == 0 {
+        paused.pause(b_pid);
+        std::thread::sleep(Duration::from_millis(cut_ms));
+        paused.resume(b_pid);
+        "mount paused"
+    } else {
+        // A mount's connections introduce themselves as "lockfs-cli@HOST[PID]".
+        cluster.isolate_client(&format!("[{b_pid}]"));
+        std::thread::sleep(Duration::from_millis(cut_ms));
+        cluster.heal();
+        "network partition between its mount and the cluster"
+    };
     let cut_end = now_ns();
     faults.push(Fault {
-        what: format!("host B cut off (mount paused) for {cut_ms} ms"),
+        what: format!("host B cut off ({how}) for {cut_ms} ms"),
         start_ns: cut_start,
         end_ns: cut_end,
     });

@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod hosts;
+pub mod proxy;
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -44,7 +45,10 @@ pub fn free_port_run(n: u16) -> u16 {
 
 pub struct Node {
     pub id: u64,
+    /// Where peers and clients reach it (its proxy's address when it has one).
     pub addr: String,
+    /// Where it listens, when that is not `addr` (behind a proxy).
+    pub listen: Option<String>,
     pub data: PathBuf,
     pub log: PathBuf,
     child: Option<Child>,
@@ -68,6 +72,8 @@ pub struct Cluster {
     pub nodes: Vec<Node>,
     pub peers: String,
     pub extra: Vec<String>,
+    /// With `start_proxied`: the proxy in front of each node, by node id.
+    pub proxies: Vec<(u64, proxy::Proxy)>,
 }
 
 impl Cluster {
@@ -78,6 +84,7 @@ impl Cluster {
             .map(|id| Node {
                 id,
                 addr: format!("127.0.0.1:{}", free_port()),
+                listen: None,
                 data: dir.path().join(format!("node{id}")),
                 log: dir.path().join(format!("node{id}.log")),
                 child: None,
@@ -93,12 +100,77 @@ impl Cluster {
             nodes,
             peers,
             extra: extra.iter().map(|s| s.to_string()).collect(),
+            proxies: Vec::new(),
         };
         for id in 1..=n {
             c.spawn(id);
         }
         c.wait_leader(Duration::from_secs(30));
         c
+    }
+
+    /// Like `start`, with a fault-injecting proxy in front of every node: the nodes advertise
+    /// the proxies' addresses, so every peer and client connection goes through one, and
+    /// `partition`, `isolate_client` and `heal` cut and restore links.
+    pub fn start_proxied(n: u64, extra: &[&str]) -> Cluster {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut proxies = Vec::new();
+        let mut nodes = Vec::new();
+        for id in 1..=n {
+            let listen = format!("127.0.0.1:{}", free_port());
+            let proxy = proxy::Proxy::start(listen.clone());
+            nodes.push(Node {
+                id,
+                addr: proxy.addr.clone(),
+                listen: Some(listen),
+                data: dir.path().join(format!("node{id}")),
+                log: dir.path().join(format!("node{id}.log")),
+                child: None,
+            });
+            proxies.push((id, proxy));
+        }
+        let peers = nodes
+            .iter()
+            .map(|n| format!("{}={}", n.id, n.addr))
+            .collect::<Vec<_>>()
+            .join(",");
+        let mut c = Cluster {
+            dir,
+            nodes,
+            peers,
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+            proxies,
+        };
+        for id in 1..=n {
+            c.spawn(id);
+        }
+        c.wait_leader(Duration::from_secs(30));
+        c
+    }
+
+    /// Cuts every link between the nodes in `side` and the others, both ways.
+    pub fn partition(&self, side: &[u64]) {
+        for (id, proxy) in &self.proxies {
+            for other in self.nodes.iter().map(|n| n.id) {
+                if side.contains(id) != side.contains(&other) {
+                    proxy.block(proxy::Party::Peer(other));
+                }
+            }
+        }
+    }
+
+    /// Cuts the clients whose hello name contains `name` off from every node.
+    pub fn isolate_client(&self, name: &str) {
+        for (_, proxy) in &self.proxies {
+            proxy.block(proxy::Party::Client(name.to_string()));
+        }
+    }
+
+    /// Restores every link.
+    pub fn heal(&self) {
+        for (_, proxy) in &self.proxies {
+            proxy.heal();
+        }
     }
 
     fn node(&mut self, id: u64) -> &mut Node {
@@ -132,7 +204,7 @@ impl Cluster {
             "--id".into(),
             id.to_string(),
             "--listen".into(),
-            node.addr.clone(),
+            node.listen.clone().unwrap_or_else(|| node.addr.clone()),
             "--peers".into(),
             self.peers.clone(),
             "--data".into(),
@@ -176,6 +248,7 @@ impl Cluster {
         let node = Node {
             id,
             addr: format!("127.0.0.1:{}", free_port()),
+            listen: None,
             data: self.dir.path().join(format!("node{id}.{generation}")),
             log: self.dir.path().join(format!("node{id}.{generation}.log")),
             child: None,
@@ -205,6 +278,7 @@ impl Cluster {
         self.nodes.push(Node {
             id,
             addr: addr.to_string(),
+            listen: None,
             data: data.clone(),
             log: self.dir.path().join(format!("node{id}.log")),
             child: None,
