@@ -19,13 +19,16 @@
 //!    and then every write of the older holder after the newer one's first is refused.
 //! 2. A set of acknowledged writes: every write the cluster acknowledged is on every node at the
 //!    end.
-//! 3. Ephemeral files: a file held open on host B exists as long as B is connected (through
+//! 3. A linearizable register: three clients read and write `/reg` (each write a unique value)
+//!    through the client library; the history is checked by a Wing-Gong search
+//!    (`common/linearizable.rs`), with writes of unknown outcome free to have happened or not.
+//! 4. Ephemeral files: a file held open on host B exists as long as B is connected (through
 //!    every server fault) and is gone within TTL plus a grace after B is cut off.
 //!
 //! Each run prints a report (operations by kind and outcome, the faults, any anomalies with the
 //! history that shows them) and the seed; `LOCKFS_FAULT_SEED` replays a run's fault schedule,
 //! `LOCKFS_FAULT_SECONDS` sets how long faults are injected (default 45: the CI run; longer for
-//! soak runs). Not yet here: a full disk, and a linearizability checker for a register.
+//! soak runs). Not yet here: a full disk on one node, and compare-and-set in the register.
 
 mod common;
 
@@ -37,6 +40,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use common::linearizable::{self, Kind as RegKind, Op as RegOp};
 use common::{Cluster, Mount};
 use lockfs::client::{ops, Client};
 use lockfs::proto::Response_oneof_result as Res;
@@ -360,6 +364,64 @@ fn set_writer(servers: String, stop: Arc<AtomicBool>) -> std::thread::JoinHandle
     })
 }
 
+/// Reads and writes `/reg` until stopped, recording each operation with its invocation and
+/// return times (ns since `epoch`).
+fn register_client(
+    client_id: u64,
+    servers: String,
+    epoch: Instant,
+    stop: Arc<AtomicBool>,
+) -> std::thread::JoinHandle<Vec<RegOp>> {
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let servers = servers.split(',').map(String::from).collect();
+            let client = Client::new(servers, Duration::from_secs(5), format!("reg-{client_id}"));
+            let mut rng = Rng(client_id * 7919 + 1);
+            let mut history = Vec::new();
+            let at = || epoch.elapsed().as_nanos() as u64;
+            for n in 0..1500u64 {
+                if stop.load(Ordering::SeqCst) {
+                    break;
+                }
+                if rng.below(2) == 0 {
+                    let value = format!("c{client_id}-{n}");
+                    let call = at();
+                    let put = ops::put("/reg", value.clone().into_bytes(), 0o644, 0, 0);
+                    let ret = match client.call(put).await {
+                        Ok(_) => at(),
+                        // Refused outright: it never happened.
+                        Err(lockfs::client::ClientError::Remote { .. }) => continue,
+                        // Lost, timed out: it may have happened, at any time from now on.
+                        Err(_) => u64::MAX,
+                    };
+                    history.push(RegOp {
+                        client: client_id,
+                        kind: RegKind::Write(value),
+                        call,
+                        ret,
+                    });
+                } else {
+                    let call = at();
+                    if let Ok(Res::data(d)) = client.call(ops::read("/reg")).await {
+                        history.push(RegOp {
+                            client: client_id,
+                            kind: RegKind::Read(String::from_utf8_lossy(&d.data).into_owned()),
+                            call,
+                            ret: at(),
+                        });
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            history
+        })
+    })
+}
+
 /// The names under `/set` as node `addr` serves them.
 fn set_on(addr: &str) -> Result<Vec<u64>, String> {
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -476,6 +538,11 @@ fn locks_writes_and_ephemeral_files_survive_the_nemesis() {
     }
     let stop = Arc::new(AtomicBool::new(false));
     let writer = set_writer(servers.clone(), stop.clone());
+    common::ok(&servers, &["put", "/reg"], Some(b"init"));
+    let epoch = Instant::now();
+    let registers: Vec<_> = (1..=3)
+        .map(|id| register_client(id, servers.clone(), epoch, stop.clone()))
+        .collect();
     let observer = observe(member.clone(), stop.clone());
 
     // The nemesis: random server faults, then host B cut off past its TTL.
@@ -622,6 +689,10 @@ fn locks_writes_and_ephemeral_files_survive_the_nemesis() {
     let stragglers = procs.wait_all(Duration::from_secs(end.saturating_sub(now_s) + 30));
     stop.store(true, Ordering::SeqCst);
     let (acked, failed) = writer.join().unwrap();
+    let reg_history: Vec<RegOp> = registers
+        .into_iter()
+        .flat_map(|r| r.join().unwrap())
+        .collect();
     let seen = observer.join().unwrap();
     cluster.wait_leader(Duration::from_secs(60));
 
@@ -685,6 +756,11 @@ fn locks_writes_and_ephemeral_files_survive_the_nemesis() {
             Err(e) => anomalies.push(format!("node {node} could not list /set: {e}")),
         }
     }
+    let checked = Instant::now();
+    if let Err(e) = linearizable::check("init", &reg_history) {
+        anomalies.push(format!("register: {e}"));
+    }
+    let check_time = checked.elapsed();
     // The ephemeral file: present from the start until B was cut off, gone within TTL plus a
     // grace afterwards, and not before B's keep-alives could have lapsed.
     let vanished = seen.iter().find(|(_, present)| !present).map(|(t, _)| *t);
@@ -722,6 +798,16 @@ fn locks_writes_and_ephemeral_files_survive_the_nemesis() {
         report,
         "set: {} writes acknowledged, {failed} failed or unknown",
         acked.len()
+    );
+    let reads = reg_history
+        .iter()
+        .filter(|o| matches!(o.kind, RegKind::Read(_)))
+        .count();
+    let unknown = reg_history.iter().filter(|o| o.ret == u64::MAX).count();
+    let _ = writeln!(
+        report,
+        "register: {reads} reads, {} writes ({unknown} of unknown outcome), checked in {check_time:?}",
+        reg_history.len() - reads
     );
     let _ = writeln!(report, "ephemeral: presence seen from host A {seen:?}");
     let _ = writeln!(report, "faults ({}):", faults.len());
@@ -785,4 +871,52 @@ fn locks_writes_and_ephemeral_files_survive_the_nemesis() {
         anomalies.len(),
         cluster.logs()
     );
+}
+
+#[test]
+fn the_linearizability_checker_accepts_and_refuses_what_it_should() {
+    let op = |client, kind, call, ret| RegOp {
+        client,
+        kind,
+        call,
+        ret,
+    };
+    let w = |v: &str| RegKind::Write(v.into());
+    let r = |v: &str| RegKind::Read(v.into());
+    // Sequential and right.
+    let h = [op(1, w("a"), 0, 1), op(2, r("a"), 2, 3)];
+    assert!(linearizable::check("0", &h).is_ok());
+    // A stale read after the write returned.
+    let h = [op(1, w("a"), 0, 1), op(2, r("0"), 2, 3)];
+    assert!(linearizable::check("0", &h).is_err());
+    // Concurrent with the write: either value.
+    for v in ["0", "a"] {
+        let h = [op(1, w("a"), 0, 10), op(2, r(v), 2, 3)];
+        assert!(linearizable::check("0", &h).is_ok(), "{v}");
+    }
+    // A value nobody wrote.
+    let h = [op(1, w("a"), 0, 1), op(2, r("b"), 2, 3)];
+    assert!(linearizable::check("0", &h).is_err());
+    // Reads that go back in time: a, then 0 again after a was seen.
+    let h = [
+        op(1, w("a"), 0, 10),
+        op(2, r("a"), 1, 2),
+        op(3, r("0"), 3, 4),
+    ];
+    assert!(linearizable::check("0", &h).is_err());
+    // A write of unknown outcome may explain a read, or be left out.
+    let h = [op(1, w("a"), 0, u64::MAX), op(2, r("a"), 5, 6)];
+    assert!(linearizable::check("0", &h).is_ok());
+    let h = [op(1, w("a"), 0, u64::MAX), op(2, r("0"), 5, 6)];
+    assert!(linearizable::check("0", &h).is_ok());
+    // Two writers and interleaved readers, a long valid history.
+    let mut h = Vec::new();
+    let mut t = 0;
+    for i in 0..300 {
+        let v = format!("v{i}");
+        h.push(op(1 + i % 2, w(&v), t, t + 5));
+        h.push(op(3, r(&v), t + 6, t + 7));
+        t += 8;
+    }
+    assert!(linearizable::check("0", &h).is_ok());
 }

@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod hosts;
+pub mod linearizable;
 pub mod proxy;
 
 use std::net::TcpListener;
