@@ -553,76 +553,62 @@ fn locks_writes_and_ephemeral_files_survive_the_nemesis() {
         let leader = cluster.wait_leader(Duration::from_secs(60));
         let follower = (1..=3).find(|id| *id != leader).unwrap();
         let start_ns = now_ns();
+        // Each fault: what it does to which node, for how long; the node recovers after.
+        let pause = |id: u64, ms: u64| {
+            let pid = cluster
+                .nodes
+                .iter()
+                .find(|n| n.id == id)
+                .unwrap()
+                .pid()
+                .unwrap();
+            paused.pause(pid);
+            std::thread::sleep(Duration::from_millis(ms));
+            paused.resume(pid);
+        };
+        let isolate = |id: u64, ms: u64| {
+            cluster.partition(&[id]);
+            std::thread::sleep(Duration::from_millis(ms));
+            cluster.heal();
+        };
         let what = match rng.below(7) {
-            0 => {
-                cluster.kill(leader);
+            kind @ (0 | 1) => {
+                let (id, role) = if kind == 0 {
+                    (leader, "leader")
+                } else {
+                    (follower, "follower")
+                };
+                cluster.kill(id);
                 std::thread::sleep(Duration::from_millis(500 + rng.below(1500)));
-                cluster.spawn(leader);
-                format!("kill -9 of leader {leader}, restarted")
-            }
-            1 => {
-                cluster.kill(follower);
-                std::thread::sleep(Duration::from_millis(500 + rng.below(1500)));
-                cluster.spawn(follower);
-                format!("kill -9 of follower {follower}, restarted")
+                cluster.spawn(id);
+                format!("kill -9 of {role} {id}, restarted")
             }
             2 => {
-                let pid = cluster
-                    .nodes
-                    .iter()
-                    .find(|n| n.id == leader)
-                    .unwrap()
-                    .pid()
-                    .unwrap();
                 let ms = 1000 + rng.below(2000);
-                paused.pause(pid);
-                std::thread::sleep(Duration::from_millis(ms));
-                paused.resume(pid);
+                pause(leader, ms);
                 format!("SIGSTOP of leader {leader} for {ms} ms")
             }
             3 => {
                 // Longer than the sessions' TTL: the new leader must not expire them.
-                let pid = cluster
-                    .nodes
-                    .iter()
-                    .find(|n| n.id == leader)
-                    .unwrap()
-                    .pid()
-                    .unwrap();
                 let ms = TTL_S * 1000 + 2000;
-                paused.pause(pid);
-                std::thread::sleep(Duration::from_millis(ms));
-                paused.resume(pid);
+                pause(leader, ms);
                 format!("SIGSTOP of leader {leader} for {ms} ms (longer than the TTL)")
+            }
+            4 => {
+                let ms = 1000 + rng.below(3000);
+                pause(follower, ms);
+                format!("SIGSTOP of follower {follower} for {ms} ms")
             }
             5 => {
                 // The old leader loses its quorum and steps down; the majority elects anew.
                 let ms = 2000 + rng.below(2000);
-                cluster.partition(&[leader]);
-                std::thread::sleep(Duration::from_millis(ms));
-                cluster.heal();
+                isolate(leader, ms);
                 format!("network partition: leader {leader} alone for {ms} ms")
             }
-            6 => {
-                let ms = 2000 + rng.below(2000);
-                cluster.partition(&[follower]);
-                std::thread::sleep(Duration::from_millis(ms));
-                cluster.heal();
-                format!("network partition: follower {follower} alone for {ms} ms")
-            }
             _ => {
-                let pid = cluster
-                    .nodes
-                    .iter()
-                    .find(|n| n.id == follower)
-                    .unwrap()
-                    .pid()
-                    .unwrap();
-                let ms = 1000 + rng.below(3000);
-                paused.pause(pid);
-                std::thread::sleep(Duration::from_millis(ms));
-                paused.resume(pid);
-                format!("SIGSTOP of follower {follower} for {ms} ms")
+                let ms = 2000 + rng.below(2000);
+                isolate(follower, ms);
+                format!("network partition: follower {follower} alone for {ms} ms")
             }
         };
         faults.push(Fault {

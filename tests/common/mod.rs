@@ -80,55 +80,38 @@ pub struct Cluster {
 impl Cluster {
     /// Starts `n` nodes with `extra` flags and waits until they have a leader.
     pub fn start(n: u64, extra: &[&str]) -> Cluster {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let nodes: Vec<Node> = (1..=n)
-            .map(|id| Node {
-                id,
-                addr: format!("127.0.0.1:{}", free_port()),
-                listen: None,
-                data: dir.path().join(format!("node{id}")),
-                log: dir.path().join(format!("node{id}.log")),
-                child: None,
-            })
-            .collect();
-        let peers = nodes
-            .iter()
-            .map(|n| format!("{}={}", n.id, n.addr))
-            .collect::<Vec<_>>()
-            .join(",");
-        let mut c = Cluster {
-            dir,
-            nodes,
-            peers,
-            extra: extra.iter().map(|s| s.to_string()).collect(),
-            proxies: Vec::new(),
-        };
-        for id in 1..=n {
-            c.spawn(id);
-        }
-        c.wait_leader(Duration::from_secs(30));
-        c
+        Cluster::launch(n, extra, false)
     }
 
     /// Like `start`, with a fault-injecting proxy in front of every node: the nodes advertise
     /// the proxies' addresses, so every peer and client connection goes through one, and
     /// `partition`, `isolate_client` and `heal` cut and restore links.
     pub fn start_proxied(n: u64, extra: &[&str]) -> Cluster {
+        Cluster::launch(n, extra, true)
+    }
+
+    fn launch(n: u64, extra: &[&str], proxied: bool) -> Cluster {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut proxies = Vec::new();
         let mut nodes = Vec::new();
         for id in 1..=n {
-            let listen = format!("127.0.0.1:{}", free_port());
-            let proxy = proxy::Proxy::start(listen.clone());
+            let port = format!("127.0.0.1:{}", free_port());
+            let (addr, listen) = if proxied {
+                let proxy = proxy::Proxy::start(port.clone());
+                let addr = proxy.addr.clone();
+                proxies.push((id, proxy));
+                (addr, Some(port))
+            } else {
+                (port, None)
+            };
             nodes.push(Node {
                 id,
-                addr: proxy.addr.clone(),
-                listen: Some(listen),
+                addr,
+                listen,
                 data: dir.path().join(format!("node{id}")),
                 log: dir.path().join(format!("node{id}.log")),
                 child: None,
             });
-            proxies.push((id, proxy));
         }
         let peers = nodes
             .iter()
