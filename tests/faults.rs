@@ -6,9 +6,10 @@
 //! Workloads and what is checked:
 //! Faults: kill -9 and restart of the leader or a follower, SIGSTOP/SIGCONT of either
 //! (including pauses longer than the sessions' TTL), network partitions that isolate the
-//! leader or a follower (a proxy in front of every node, `common/proxy.rs`), and at the end
-//! host B cut off past its TTL while one of its processes holds the lock: its mount frozen, or
-//! its network to the cluster cut.
+//! leader or a follower (a proxy in front of every node, `common/proxy.rs`), then a full disk
+//! on node 3 (a small tmpfs: the node must halt with a clear error, lose nothing, and catch up
+//! once restarted with space), and at the end host B cut off past its TTL while one of its
+//! processes holds the lock: its mount frozen, or its network to the cluster cut.
 //!
 //! 1. Lock safety with fencing. Four clients (two per host) loop: `flock` a file, read its lock
 //!    generation (the fencing token), write records stamped with it to a fenced store outside
@@ -28,7 +29,7 @@
 //! Each run prints a report (operations by kind and outcome, the faults, any anomalies with the
 //! history that shows them) and the seed; `LOCKFS_FAULT_SEED` replays a run's fault schedule,
 //! `LOCKFS_FAULT_SECONDS` sets how long faults are injected (default 45: the CI run; longer for
-//! soak runs). Not yet here: a full disk on one node, and compare-and-set in the register.
+//! soak runs). Not yet here: compare-and-set in the register.
 
 mod common;
 
@@ -86,6 +87,53 @@ struct Fault {
     what: String,
     start_ns: u64,
     end_ns: u64,
+}
+
+/// A small tmpfs for one node's data directory, so its disk can be filled; unmounted (lazily)
+/// when dropped, after the node is gone.
+struct SmallDisk {
+    path: PathBuf,
+}
+
+impl SmallDisk {
+    /// The size leaves room for RocksDB's preallocated write-ahead log (about 70 MB) and, once
+    /// the filler is gone, for the recovery that flushes it.
+    const SIZE: &'static str = "size=200m";
+
+    fn mount(path: PathBuf) -> SmallDisk {
+        std::fs::create_dir_all(&path).unwrap();
+        let ok = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", Self::SIZE, "tmpfs"])
+            .arg(&path)
+            .status()
+            .expect("mount(8)");
+        assert!(
+            ok.success(),
+            "mounting a tmpfs at {} (needs root)",
+            path.display()
+        );
+        SmallDisk { path }
+    }
+
+    /// Fills the disk with a file of zeros.
+    fn fill(&self) {
+        let _ = Command::new("dd")
+            .arg("if=/dev/zero")
+            .arg(format!("of={}", self.path.join("filler").display()))
+            .arg("bs=1M")
+            .stderr(Stdio::null())
+            .status();
+    }
+
+    fn free(&self) {
+        let _ = std::fs::remove_file(self.path.join("filler"));
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.path).status();
+    }
 }
 
 /// Processes stopped with SIGSTOP are resumed when this drops, also when a test fails, so
@@ -472,8 +520,11 @@ fn locks_writes_and_ephemeral_files_survive_the_nemesis() {
     let mut rng = Rng(seed);
 
     let lock_delay = LOCK_DELAY_MS.to_string();
-    let mut cluster = Cluster::start_proxied(3, &["--lock-delay-ms", &lock_delay]);
     let dir = tempfile::tempdir().unwrap();
+    // Node 3 keeps its data on a small disk, to be filled.
+    let disk = SmallDisk::mount(dir.path().join("disk3"));
+    let data = BTreeMap::from([(3, disk.path.join("node3"))]);
+    let mut cluster = Cluster::start_proxied_with_data(3, &["--lock-delay-ms", &lock_delay], &data);
     let out = dir.path().to_path_buf();
     let servers = cluster.servers();
     let opts = format!("allow_other,ttl={TTL_S}");
@@ -617,6 +668,43 @@ fn locks_writes_and_ephemeral_files_survive_the_nemesis() {
             end_ns: now_ns(),
         });
     }
+    // A full disk on node 3: it halts with an error rather than lose or corrupt anything; the
+    // others go on. Its preallocated log still takes writes, so big files are written until it
+    // has to grow it. With space again, it restarts and catches up.
+    let start_ns = now_ns();
+    disk.fill();
+    let big = vec![b'x'; 250_000];
+    let mut filled = 0;
+    while cluster
+        .nodes
+        .iter_mut()
+        .find(|n| n.id == 3)
+        .unwrap()
+        .is_running()
+        && filled < 600
+    {
+        // A put may fail while node 3, if it led, halts: what matters is that it halts.
+        common::cli(&servers, &["put", &format!("/fill{filled}")], Some(&big));
+        filled += 1;
+    }
+    let halted = !cluster
+        .nodes
+        .iter_mut()
+        .find(|n| n.id == 3)
+        .unwrap()
+        .is_running();
+    for i in 0..filled {
+        common::cli(&servers, &["rm", &format!("/fill{i}")], None);
+    }
+    disk.free();
+    cluster.kill(3); // reaps it
+    cluster.spawn(3);
+    faults.push(Fault {
+        what: format!("full disk on node 3 ({filled} files of 250 kB written until it halted)"),
+        start_ns,
+        end_ns: now_ns(),
+    });
+
     // Host B cut off (its mount paused) for longer than its TTL while one of its processes
     // holds the lock: its session expires, the lock goes to a client on A after the
     // lock-delay, its ephemeral file goes, and the stranded holder's late writes are fenced.
@@ -684,6 +772,12 @@ fn locks_writes_and_ephemeral_files_survive_the_nemesis() {
 
     // Checkers.
     let mut anomalies = Vec::new();
+    let log3 = cluster.log_of(3);
+    if !halted || !log3.contains("No space left on device") {
+        anomalies.push(format!(
+            "node 3 did not halt on its full disk with a clear error (halted: {halted})"
+        ));
+    }
     let history = parse_lock_logs(&out, &logged);
     let cut_off = vec![("B".to_string(), cut_start, cut_end)];
     anomalies.extend(check_locks(&history, &cut_off));

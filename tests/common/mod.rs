@@ -8,6 +8,7 @@ pub mod hosts;
 pub mod linearizable;
 pub mod proxy;
 
+use std::collections::BTreeMap;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -80,17 +81,26 @@ pub struct Cluster {
 impl Cluster {
     /// Starts `n` nodes with `extra` flags and waits until they have a leader.
     pub fn start(n: u64, extra: &[&str]) -> Cluster {
-        Cluster::launch(n, extra, false)
+        Cluster::launch(n, extra, false, &BTreeMap::new())
     }
 
     /// Like `start`, with a fault-injecting proxy in front of every node: the nodes advertise
     /// the proxies' addresses, so every peer and client connection goes through one, and
     /// `partition`, `isolate_client` and `heal` cut and restore links.
     pub fn start_proxied(n: u64, extra: &[&str]) -> Cluster {
-        Cluster::launch(n, extra, true)
+        Cluster::launch(n, extra, true, &BTreeMap::new())
     }
 
-    fn launch(n: u64, extra: &[&str], proxied: bool) -> Cluster {
+    /// `start_proxied`, with the data directories of some nodes elsewhere (on a small disk).
+    pub fn start_proxied_with_data(
+        n: u64,
+        extra: &[&str],
+        data: &BTreeMap<u64, PathBuf>,
+    ) -> Cluster {
+        Cluster::launch(n, extra, true, data)
+    }
+
+    fn launch(n: u64, extra: &[&str], proxied: bool, data: &BTreeMap<u64, PathBuf>) -> Cluster {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut proxies = Vec::new();
         let mut nodes = Vec::new();
@@ -108,7 +118,10 @@ impl Cluster {
                 id,
                 addr,
                 listen,
-                data: dir.path().join(format!("node{id}")),
+                data: data
+                    .get(&id)
+                    .cloned()
+                    .unwrap_or_else(|| dir.path().join(format!("node{id}"))),
                 log: dir.path().join(format!("node{id}.log")),
                 child: None,
             });
