@@ -722,11 +722,16 @@ fn locks_writes_and_ephemeral_files_survive_the_nemesis() {
     procs.spawn(stale);
     let holding = out.join("stale-holding");
     let start = Instant::now();
+    let mut early_anomalies = Vec::new();
     while !holding.exists() {
-        assert!(
-            start.elapsed() < Duration::from_secs(90),
-            "the stale holder never got the lock"
-        );
+        if start.elapsed() > Duration::from_secs(90) {
+            // Go on with the cut-off: the report and the logs tell the rest.
+            early_anomalies.push(format!(
+                "the stranded holder never got the lock within 90 s; its stderr: {:?}",
+                std::fs::read_to_string(out.join("client-stale.err")).unwrap_or_default()
+            ));
+            break;
+        }
         std::thread::sleep(Duration::from_millis(20));
     }
     let b_pid = b.pid().unwrap();
@@ -771,7 +776,7 @@ fn locks_writes_and_ephemeral_files_survive_the_nemesis() {
     cluster.wait_leader(Duration::from_secs(60));
 
     // Checkers.
-    let mut anomalies = Vec::new();
+    let mut anomalies = early_anomalies;
     let log3 = cluster.log_of(3);
     if !halted || !log3.contains("No space left on device") {
         anomalies.push(format!(

@@ -42,6 +42,9 @@ pub struct Client {
     servers: Vec<String>,
     /// Talk to `servers` only: no learned members (to ask one particular node).
     pinned: bool,
+    /// Member addresses the cluster told us of, tried after `servers`. Updated in the
+    /// background, so no request ever waits for the member list.
+    learned: Arc<std::sync::Mutex<Vec<String>>>,
     timeout: Duration,
     name: String,
     next_id: AtomicU64,
@@ -68,8 +71,7 @@ struct State {
     preferred: Option<String>,
     /// Round-robin position in the candidates when nothing is preferred.
     next_server: usize,
-    /// Member addresses the cluster told us of, tried after `servers`, and when.
-    learned: Vec<String>,
+    /// When the member list was last asked for.
     learned_at: Option<Instant>,
 }
 
@@ -88,9 +90,9 @@ impl Client {
                 conn: None,
                 preferred: None,
                 next_server: 0,
-                learned: Vec::new(),
                 learned_at: None,
             }),
+            learned: Arc::default(),
             events_tx,
             events: std::sync::Mutex::new(Some(events)),
             epoch: watch::channel(0).0,
@@ -198,11 +200,9 @@ impl Client {
         if let Some(c) = st.conn.as_ref().filter(|c| c.is_open()).cloned() {
             // Members come and go while a connection lasts: learn them again now and then, so
             // that when this server goes away the client still knows where the others are.
-            if !self.pinned && st.learned_at.is_none_or(|t| t.elapsed() > RELEARN_AFTER) {
-                if let Some(members) = self.members_from(&c).await {
-                    st.learned = members;
-                }
+            if st.learned_at.is_none_or(|t| t.elapsed() > RELEARN_AFTER) {
                 st.learned_at = Some(Instant::now());
+                self.relearn(c.clone());
             }
             return Ok(c);
         }
@@ -210,12 +210,8 @@ impl Client {
             Some(a) => a,
             None => {
                 let mut candidates = self.servers.clone();
-                candidates.extend(
-                    st.learned
-                        .iter()
-                        .filter(|a| !self.servers.contains(a))
-                        .cloned(),
-                );
+                let learned = self.learned.lock().expect("poisoned").clone();
+                candidates.extend(learned.into_iter().filter(|a| !self.servers.contains(a)));
                 if candidates.is_empty() {
                     return Err("no servers given".into());
                 }
@@ -228,29 +224,34 @@ impl Client {
             .await
             .map_err(|e| format!("{addr}: {e}"))?;
         let conn = Arc::new(conn);
-        if !self.pinned {
-            if let Some(members) = self.members_from(&conn).await {
-                st.learned = members;
-            }
-            st.learned_at = Some(Instant::now());
-        }
+        st.learned_at = Some(Instant::now());
+        self.relearn(conn.clone());
         st.conn = Some(conn.clone());
         self.epoch.send_modify(|e| *e += 1);
         Ok(conn)
     }
 
-    /// The member addresses the server at `conn` knows (it answers from its own state).
-    async fn members_from(&self, conn: &Conn) -> Option<Vec<String>> {
+    /// Asks the server at `conn`, in the background, for the member addresses it knows (it
+    /// answers from its own state), and keeps them.
+    fn relearn(&self, conn: Arc<Conn>) {
+        if self.pinned {
+            return;
+        }
         let mut req = proto::Request::new();
         req.id = self.next_id.fetch_add(1, Ordering::Relaxed);
         req.op = Some(ops::cluster_status());
-        let resp = conn.call(req, MEMBERS_TIMEOUT).await.ok()?;
-        match resp.result {
-            Some(Res::status(s)) if !s.members.is_empty() => {
-                Some(s.members.into_iter().map(|m| m.addr).collect())
+        let learned = self.learned.clone();
+        tokio::spawn(async move {
+            let Ok(resp) = conn.call(req, MEMBERS_TIMEOUT).await else {
+                return;
+            };
+            if let Some(Res::status(s)) = resp.result {
+                if !s.members.is_empty() {
+                    *learned.lock().expect("poisoned") =
+                        s.members.into_iter().map(|m| m.addr).collect();
+                }
             }
-            _ => None,
-        }
+        });
     }
 
     /// Events pushed by the cluster; only the first caller gets them.
