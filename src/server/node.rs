@@ -972,6 +972,7 @@ impl Node {
                 unreachable,
             });
         }
+        members.sort_by_key(|m| m.id);
         NodeStatus {
             cluster_id: self.cluster_id,
             node_id: self.cfg.id,
