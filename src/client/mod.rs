@@ -19,6 +19,7 @@ mod conn;
 mod error;
 pub mod session;
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -31,6 +32,8 @@ pub use error::ClientError;
 
 const BACKOFF_MIN: Duration = Duration::from_millis(20);
 const BACKOFF_MAX: Duration = Duration::from_millis(200);
+/// How long a server that failed is tried only when every other one failed too.
+const AVOID_FAILED: Duration = Duration::from_secs(3);
 /// How often a client refreshes the member list over a connection that lasts.
 const RELEARN_AFTER: Duration = Duration::from_secs(5);
 /// How long a new connection waits for the member list before going on without it.
@@ -73,6 +76,10 @@ struct State {
     next_server: usize,
     /// When the member list was last asked for.
     learned_at: Option<Instant>,
+    /// Servers that recently failed to connect or to answer in time, and when. A paused or
+    /// cut-off server accepts connections and then says nothing: each try costs a timeout, and
+    /// a session whose keep-alives keep trying it expires. So they are tried last for a while.
+    failed: HashMap<String, Instant>,
 }
 
 impl Client {
@@ -91,6 +98,7 @@ impl Client {
                 preferred: None,
                 next_server: 0,
                 learned_at: None,
+                failed: HashMap::new(),
             }),
             learned: Arc::default(),
             events_tx,
@@ -161,7 +169,7 @@ impl Client {
                         last_error = format!("{}: {}", conn.addr, err.message);
                         if err.leader_id == 0 && err.leader_addr.is_empty() {
                             // This server knows no leader; another one might.
-                            self.drop_connection(&conn).await;
+                            self.drop_connection(&conn, false).await;
                         }
                         tokio::time::sleep(backoff).await;
                         backoff = (backoff * 2).min(BACKOFF_MAX);
@@ -175,17 +183,17 @@ impl Client {
                 },
                 Err(CallError::NotSent(e)) => {
                     last_error = e;
-                    self.drop_connection(&conn).await;
+                    self.drop_connection(&conn, true).await;
                 }
                 Err(CallError::Lost(e)) => {
-                    self.drop_connection(&conn).await;
+                    self.drop_connection(&conn, true).await;
                     if mutation {
                         return Err(ClientError::Ambiguous(e));
                     }
                     last_error = e;
                 }
                 Err(CallError::TimedOut) => {
-                    self.drop_connection(&conn).await;
+                    self.drop_connection(&conn, true).await;
                     if mutation {
                         return Err(ClientError::Ambiguous("no response in time".into()));
                     }
@@ -206,7 +214,8 @@ impl Client {
             }
             return Ok(c);
         }
-        let addr = match st.preferred.take() {
+        st.failed.retain(|_, at| at.elapsed() < AVOID_FAILED);
+        let addr = match st.preferred.take().filter(|a| !st.failed.contains_key(a)) {
             Some(a) => a,
             None => {
                 let mut candidates = self.servers.clone();
@@ -215,14 +224,24 @@ impl Client {
                 if candidates.is_empty() {
                     return Err("no servers given".into());
                 }
-                let a = candidates[st.next_server % candidates.len()].clone();
-                st.next_server += 1;
-                a
+                // Round robin, skipping servers that failed lately (unless all did).
+                let n = candidates.len();
+                let pick = (0..n)
+                    .map(|k| (st.next_server + k) % n)
+                    .find(|&i| !st.failed.contains_key(&candidates[i]))
+                    .unwrap_or(st.next_server % n);
+                st.next_server = pick + 1;
+                candidates[pick].clone()
             }
         };
-        let conn = Conn::open(&addr, &self.name, self.events_tx.clone())
-            .await
-            .map_err(|e| format!("{addr}: {e}"))?;
+        let conn = match Conn::open(&addr, &self.name, self.events_tx.clone()).await {
+            Ok(conn) => conn,
+            Err(e) => {
+                st.failed.insert(addr.clone(), Instant::now());
+                return Err(format!("{addr}: {e}"));
+            }
+        };
+        st.failed.remove(&addr);
         let conn = Arc::new(conn);
         st.learned_at = Some(Instant::now());
         self.relearn(conn.clone());
@@ -272,10 +291,15 @@ impl Client {
         st.preferred = Some(leader);
     }
 
-    async fn drop_connection(&self, conn: &Arc<Conn>) {
+    /// Stops using `conn`; `failed` when its server did not answer in time or the connection
+    /// broke (rather than answered that it knows no leader).
+    async fn drop_connection(&self, conn: &Arc<Conn>, failed: bool) {
         let mut st = self.state.lock().await;
         if st.conn.as_ref().is_some_and(|c| Arc::ptr_eq(c, conn)) {
             st.conn = None;
+        }
+        if failed {
+            st.failed.insert(conn.addr.clone(), Instant::now());
         }
     }
 }
