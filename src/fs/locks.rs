@@ -5,7 +5,13 @@
 //! an inclusive byte range (`end` = `OFFSET_MAX` for "to EOF"), the type (F_RDLCK, F_WRLCK,
 //! F_UNLCK), the caller's tgid as `pid` (0 for unlocks), and `sleep` for the blocking forms.
 //! The owner is the kernel's id of the open file description for flock(2) and OFD locks, and of
-//! the process's file table for classic POSIX locks, so it is the right owner in every case.
+//! the process's file table for classic POSIX locks. For flock we use our handle instead: the
+//! kernel's id is the address of the `struct file`, which it may hand to the next open while
+//! the RELEASE of the previous one is still on its way to us (FUSE sends it in the
+//! background). The cluster would then take the new open for the old holder, grant it without
+//! a new fencing generation, and let the late release take the new holder's lock. A handle is
+//! one open file description and its id is never reused. (Found by `tests/faults.rs`: one
+//! client's two critical sections under the same generation.)
 //! Which of flock or fcntl the request is, fuser does not say: see `lock_style.rs`.
 //!
 //! A blocking request that the cluster queues is answered from its own task when the grant is
@@ -68,15 +74,16 @@ pub async fn setlk(inner: &Inner, req: KernelLock, sleep: bool) -> Result<(), Er
         LockStyle::Posix
     });
     let (start, end) = backend_range(req.start, req.end);
+    let owner = match style {
+        LockStyle::Flock => handle,
+        LockStyle::Posix => req.owner,
+    };
     if req.typ == libc::F_UNLCK {
-        return inner
-            .backend
-            .unlock(handle, req.owner, style, start, end)
-            .await;
+        return inner.backend.unlock(handle, owner, style, start, end).await;
     }
     let spec = LockSpec {
         handle,
-        owner: req.owner,
+        owner,
         style,
         kind: kind_of(req.typ)?,
         start,
