@@ -42,7 +42,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use common::linearizable::{self, Kind as RegKind, Op as RegOp};
-use common::{Cluster, Mount};
+use common::{Cluster, Mount, Rng};
 use lockfs::client::{ops, Client};
 use lockfs::proto::Response_oneof_result as Res;
 
@@ -59,22 +59,6 @@ fn now_ns() -> u64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_nanos() as u64)
         .unwrap_or(0)
-}
-
-/// xorshift64*: a small seeded generator, so a schedule can be replayed from its seed.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
 }
 
 fn signal(pid: u32, sig: i32) {
@@ -222,41 +206,36 @@ impl Drop for Procs {
     }
 }
 
+/// One critical section, run by `flock` while it holds the lock: read the fencing token, make
+/// `$N` writes stamped with it to the fenced store (outside the cluster), log each and the
+/// section. With `$MARKER`, it says it holds the lock by creating that file.
+const CRITICAL_SECTION: &str = r#"
+t0=$(date +%s%N)
+g=$(getfattr --only-values -n user.lockfs.lock_generation "$M/lock") || exit 3
+if [ -n "${MARKER:-}" ]; then touch "$MARKER"; fi
+for k in $(seq "$N"); do
+    if "$STORE" write "$OUT/store" "$g" "$ID-$k" 2>/dev/null; then r=ok; else r=refused; fi
+    echo "w $ID $g $r $(date +%s%N)"
+    sleep 0.2
+done
+echo "cs $ID $g $t0 $(date +%s%N) $HOST"
+"#;
+
 /// A lock client: loops until `$END` (seconds since the epoch) taking the lock with
-/// `flock -w`, and logs each critical section and each write to the fenced store.
+/// `flock -w` for short critical sections.
 const LOCK_CLIENT: &str = r#"
-log="$OUT/client-$ID.log"
 while [ "$(date +%s)" -lt "$END" ]; do
-    flock -w 10 "$M/lock" bash -c '
-        t0=$(date +%s%N)
-        g=$(getfattr --only-values -n user.lockfs.lock_generation "$M/lock") || exit 3
-        n=$((1 + RANDOM % 3))
-        for k in $(seq "$n"); do
-            if "$STORE" write "$OUT/store" "$g" "$ID-$k" 2>/dev/null; then r=ok; else r=refused; fi
-            echo "w $ID $g $r $(date +%s%N)"
-            sleep 0.2
-        done
-        echo "cs $ID $g $t0 $(date +%s%N) $HOST"
-    ' >> "$log" 2>> "$OUT/client-$ID.err"
-    echo "attempt $ID $? $(date +%s%N)" >> "$log"
+    N=$((1 + RANDOM % 3)) flock -w 10 "$M/lock" bash -c "$CS" \
+        >> "$OUT/client-$ID.log" 2>> "$OUT/client-$ID.err"
+    echo "attempt $ID $? $(date +%s%N)" >> "$OUT/client-$ID.log"
 done
 "#;
 
 /// The holder that host B's cut-off strands: it takes the lock once and keeps writing to the
-/// store, outside the cluster, for longer than its session can outlive the cut-off. Its late
-/// writes must be refused by the store once a newer holder wrote.
+/// store for longer than its session can outlive the cut-off. Its late writes must be refused
+/// by the store once a newer holder wrote.
 const STALE_CLIENT: &str = r#"
-flock -w 60 "$M/lock" bash -c '
-    t0=$(date +%s%N)
-    g=$(getfattr --only-values -n user.lockfs.lock_generation "$M/lock") || exit 3
-    touch "$OUT/stale-holding"
-    for k in $(seq "$N"); do
-        if "$STORE" write "$OUT/store" "$g" "$ID-$k" 2>/dev/null; then r=ok; else r=refused; fi
-        echo "w $ID $g $r $(date +%s%N)"
-        sleep 0.2
-    done
-    echo "cs $ID $g $t0 $(date +%s%N) $HOST"
-' >> "$OUT/client-$ID.log" 2>> "$OUT/client-$ID.err"
+flock -w 60 "$M/lock" bash -c "$CS" >> "$OUT/client-$ID.log" 2>> "$OUT/client-$ID.err"
 echo "attempt $ID $? $(date +%s%N)" >> "$OUT/client-$ID.log"
 "#;
 
@@ -473,11 +452,7 @@ fn register_client(
 
 /// The names under `/set` as node `addr` serves them.
 fn set_on(addr: &str) -> Result<Vec<u64>, String> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
+    common::block_on(async {
         let client = Client::pinned(addr.to_string(), Duration::from_secs(30), "check".into());
         match client.call(ops::readdir("/set")).await {
             Ok(Res::entries(list)) => Ok(list
@@ -585,6 +560,7 @@ fn locks_writes_and_ephemeral_files_survive_the_nemesis() {
             .env("M", mount)
             .env("OUT", &out)
             .env("STORE", &store)
+            .env("CS", CRITICAL_SECTION)
             .env("END", end.to_string());
         procs.spawn(cmd);
     }
@@ -710,6 +686,7 @@ fn locks_writes_and_ephemeral_files_survive_the_nemesis() {
     // holds the lock: its session expires, the lock goes to a client on A after the
     // lock-delay, its ephemeral file goes, and the stranded holder's late writes are fenced.
     let stale_writes = (TTL_S * 1000 + LOCK_DELAY_MS + 5000) / 200;
+    let holding = out.join("stale-holding");
     let mut stale = Command::new("bash");
     stale
         .arg("-c")
@@ -719,9 +696,10 @@ fn locks_writes_and_ephemeral_files_survive_the_nemesis() {
         .env("M", &b.path)
         .env("OUT", &out)
         .env("STORE", &store)
+        .env("CS", CRITICAL_SECTION)
+        .env("MARKER", &holding)
         .env("N", stale_writes.to_string());
     procs.spawn(stale);
-    let holding = out.join("stale-holding");
     let start = Instant::now();
     let mut early_anomalies = Vec::new();
     while !holding.exists() {

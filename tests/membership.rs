@@ -138,11 +138,7 @@ impl Drop for Writer {
 
 /// Every file under `/w` as node `addr` serves it (its own linearizable reads).
 fn contents(addr: &str) -> BTreeMap<String, Vec<u8>> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
+    common::block_on(async {
         let client = Client::pinned(addr.to_string(), Duration::from_secs(30), "check".into());
         let Res::entries(list) = client.call(ops::readdir("/w")).await.unwrap() else {
             panic!("readdir");

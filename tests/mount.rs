@@ -15,6 +15,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::hosts::{kill_group, run, wait_until, Hosts, Out, COMMAND_LIMIT, WAIT_LIMIT};
+use common::Rng;
 
 /// A script that takes `flock` on `file` through fd 9, runs `then`, creates `$OUT/marker` and
 /// then holds the lock until killed (bash becomes `sleep`, which keeps fd 9).
@@ -432,23 +433,6 @@ fn python_fcntl_byte_ranges_across_mounts() {
     assert!(h.running(waiter));
 }
 
-/// A small deterministic generator, so a failing sequence replays from its printed seed.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        // xorshift64*
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-}
-
 /// The outcome of one operation: a value, or the errno it failed with.
 type Outcome = Result<String, i32>;
 
@@ -527,27 +511,27 @@ enum Op {
 fn random_op(rng: &mut Rng) -> Op {
     const DIRS: [&str; 3] = ["d0", "d1", "d0/d2"];
     const FILES: [&str; 3] = ["f0", "f1", "f2"];
-    let dir = |rng: &mut Rng| match rng.below(4) {
+    let dir = |rng: &mut Rng| match rng.index(4) {
         0 => String::new(),
         i => format!("{}/", DIRS[i - 1]),
     };
-    let file = |rng: &mut Rng| format!("{}{}", dir(rng), FILES[rng.below(FILES.len())]);
+    let file = |rng: &mut Rng| format!("{}{}", dir(rng), FILES[rng.index(FILES.len())]);
     let data = |rng: &mut Rng| {
-        let len = rng.below(40);
-        (0..len).map(|_| b'a' + rng.below(26) as u8).collect()
+        let len = rng.index(40);
+        (0..len).map(|_| b'a' + rng.index(26) as u8).collect()
     };
-    match rng.below(13) {
+    match rng.index(13) {
         0 | 1 => Op::Replace(file(rng), data(rng)),
         2 => Op::Append(file(rng), data(rng)),
-        3 => Op::WriteAt(file(rng), rng.below(50) as u64, data(rng)),
-        4 => Op::Truncate(file(rng), rng.below(30) as u64),
+        3 => Op::WriteAt(file(rng), rng.index(50) as u64, data(rng)),
+        4 => Op::Truncate(file(rng), rng.index(30) as u64),
         5 => Op::CreateNew(file(rng)),
         6 | 7 => Op::Read(file(rng)),
         8 => Op::Size(file(rng)),
         9 => Op::Unlink(file(rng)),
-        10 => match rng.below(2) {
-            0 => Op::Mkdir(DIRS[rng.below(DIRS.len())].to_string()),
-            _ => Op::Rmdir(DIRS[rng.below(DIRS.len())].to_string()),
+        10 => match rng.index(2) {
+            0 => Op::Mkdir(DIRS[rng.index(DIRS.len())].to_string()),
+            _ => Op::Rmdir(DIRS[rng.index(DIRS.len())].to_string()),
         },
         11 => Op::Rename(file(rng), file(rng)),
         _ => Op::List(dir(rng).trim_end_matches('/').to_string()),
@@ -576,7 +560,7 @@ fn random_file_operations_match_a_local_directory() {
         let op = random_op(&mut rng);
         // Writes go through either mount; reads too, so every step also checks that the other
         // host sees what one host did.
-        let mount = if rng.below(2) == 0 {
+        let mount = if rng.index(2) == 0 {
             &h.a.path
         } else {
             &h.b.path

@@ -25,6 +25,37 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// Runs `f` to completion on a fresh single-threaded runtime (for the client library in tests).
+pub fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime")
+        .block_on(f)
+}
+
+/// xorshift64*: a small deterministic generator, so a failing run replays from its printed seed.
+pub struct Rng(pub u64);
+
+impl Rng {
+    pub fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    /// A number in `0..n`.
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+
+    /// An index into a collection of `n` items.
+    pub fn index(&mut self, n: usize) -> usize {
+        self.below(n as u64) as usize
+    }
+}
+
 /// The first of `n` consecutive free loopback ports, for programs that take a base port
 /// (`lockfs dev --base-port`). Searched below the kernel's ephemeral range (32768 and up), where
 /// the ports `free_port` hands out and outgoing connections live, so they cannot collide.
