@@ -208,7 +208,8 @@ impl Drop for Procs {
 
 /// One critical section, run by `flock` while it holds the lock: read the fencing token, make
 /// `$N` writes stamped with it to the fenced store (outside the cluster), log each and the
-/// section. With `$MARKER`, it says it holds the lock by creating that file.
+/// section with the time `flock` was invoked (`$INV`). With `$MARKER`, it says it holds the
+/// lock by creating that file.
 const CRITICAL_SECTION: &str = r#"
 t0=$(date +%s%N)
 g=$(getfattr --only-values -n user.lockfs.lock_generation "$M/lock") || exit 3
@@ -218,14 +219,14 @@ for k in $(seq "$N"); do
     echo "w $ID $g $r $(date +%s%N)"
     sleep 0.2
 done
-echo "cs $ID $g $t0 $(date +%s%N) $HOST"
+echo "cs $ID $g $INV $t0 $(date +%s%N) $HOST"
 "#;
 
 /// A lock client: loops until `$END` (seconds since the epoch) taking the lock with
 /// `flock -w` for short critical sections.
 const LOCK_CLIENT: &str = r#"
 while [ "$(date +%s)" -lt "$END" ]; do
-    N=$((1 + RANDOM % 3)) flock -w 10 "$M/lock" bash -c "$CS" \
+    INV=$(date +%s%N) N=$((1 + RANDOM % 3)) flock -w 10 "$M/lock" bash -c "$CS" \
         >> "$OUT/client-$ID.log" 2>> "$OUT/client-$ID.err"
     echo "attempt $ID $? $(date +%s%N)" >> "$OUT/client-$ID.log"
 done
@@ -235,7 +236,7 @@ done
 /// store for longer than its session can outlive the cut-off. Its late writes must be refused
 /// by the store once a newer holder wrote.
 const STALE_CLIENT: &str = r#"
-flock -w 60 "$M/lock" bash -c "$CS" >> "$OUT/client-$ID.log" 2>> "$OUT/client-$ID.err"
+INV=$(date +%s%N) flock -w 60 "$M/lock" bash -c "$CS" >> "$OUT/client-$ID.log" 2>> "$OUT/client-$ID.err"
 echo "attempt $ID $? $(date +%s%N)" >> "$OUT/client-$ID.log"
 "#;
 
@@ -244,6 +245,8 @@ struct Section {
     client: String,
     host: String,
     gen: u64,
+    /// When `flock` was invoked, was granted (the section began), and the section ended.
+    invoked: u64,
     t0: u64,
     t1: u64,
 }
@@ -273,12 +276,13 @@ fn parse_lock_logs(dir: &Path, clients: &[String]) -> LockHistory {
             let f: Vec<&str> = line.split_whitespace().collect();
             let num = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok());
             match f.first() {
-                Some(&"cs") if f.len() == 6 => h.sections.push(Section {
+                Some(&"cs") if f.len() == 7 => h.sections.push(Section {
                     client: f[1].into(),
                     gen: num(2).unwrap_or(0),
-                    t0: num(3).unwrap_or(0),
-                    t1: num(4).unwrap_or(0),
-                    host: f[5].into(),
+                    invoked: num(3).unwrap_or(0),
+                    t0: num(4).unwrap_or(0),
+                    t1: num(5).unwrap_or(0),
+                    host: f[6].into(),
                 }),
                 Some(&"w") if f.len() == 5 => h.writes.push(StoreWrite {
                     client: f[1].into(),
@@ -302,6 +306,9 @@ fn check_locks(h: &LockHistory, cut_off: &[(String, u64, u64)]) -> Vec<String> {
     let mut anomalies = Vec::new();
     let mut by_gen: BTreeMap<u64, &Section> = BTreeMap::new();
     for s in &h.sections {
+        if !(s.invoked <= s.t0 && s.t0 <= s.t1) {
+            anomalies.push(format!("a section's times are out of order: {s:?}"));
+        }
         if s.gen == 0 {
             anomalies.push(format!("no fencing token after a grant: {s:?}"));
         }
@@ -392,61 +399,148 @@ fn set_writer(servers: String, stop: Arc<AtomicBool>) -> std::thread::JoinHandle
     })
 }
 
-/// Reads and writes `/reg` until stopped, recording each operation with its invocation and
-/// return times (ns since `epoch`).
+/// How a register client reaches `/reg`: through a mount's files, or the `lockfs` CLI.
+#[derive(Clone)]
+enum Via {
+    /// `read(2)`, `write(2)` (an `echo >`: open with O_TRUNC, write, close) and the
+    /// `user.lockfs.content_generation` attribute of the file on a mount.
+    Files(PathBuf),
+    /// `lockfs cat`, `lockfs stat --json`, `lockfs put [--if-generation G]`, a process each.
+    Cli(String),
+}
+
+/// The content generation as the mount's attribute shows it.
+fn xattr_generation(path: &Path) -> Option<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let c_path = std::ffi::CString::new(path.as_os_str().as_bytes()).ok()?;
+    let mut buf = [0u8; 32];
+    // SAFETY: both strings are NUL-terminated and buf is writable for its length.
+    let n = unsafe {
+        libc::getxattr(
+            c_path.as_ptr(),
+            c"user.lockfs.content_generation".as_ptr(),
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+        )
+    };
+    let n = usize::try_from(n).ok()?;
+    std::str::from_utf8(&buf[..n]).ok()?.trim().parse().ok()
+}
+
+/// Runs the CLI against `servers` (bounded by `timeout`, so a hung process cannot stall the
+/// run): exit status (None: killed or unstartable) and stdout.
+fn lockfs_cli(servers: &str, args: &[&str], stdin: &[u8]) -> (Option<i32>, Vec<u8>) {
+    use std::io::Write as _;
+    let child = Command::new("timeout")
+        .args(["-s", "KILL", "60", common::BIN])
+        .args(args)
+        .env("LOCKFS_SERVERS", servers)
+        .env("RUST_LOG", "off")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn();
+    let Ok(mut child) = child else {
+        return (None, Vec::new());
+    };
+    if let Some(mut input) = child.stdin.take() {
+        let _ = input.write_all(stdin);
+    }
+    match child.wait_with_output() {
+        Ok(out) => (out.status.code(), out.stdout),
+        Err(_) => (None, Vec::new()),
+    }
+}
+
+/// The generation in `lockfs stat --json` output.
+fn json_generation(stdout: &[u8]) -> Option<u64> {
+    let v: serde_json::Value = serde_json::from_slice(stdout).ok()?;
+    v.get("content_generation")?.as_u64()
+}
+
+/// Reads, writes and (through the CLI) compare-and-sets `/reg` until stopped, recording each
+/// operation with its invocation and return times (ns since `epoch`). Writes are of unique
+/// values; a compare-and-set is at the generation this client saw last, which another
+/// client's write may have moved on: some apply, some are refused.
 fn register_client(
     client_id: u64,
-    servers: String,
+    via: Via,
     epoch: Instant,
     stop: Arc<AtomicBool>,
 ) -> std::thread::JoinHandle<Vec<RegOp>> {
     std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async move {
-            let servers = servers.split(',').map(String::from).collect();
-            let client = Client::new(servers, Duration::from_secs(5), format!("reg-{client_id}"));
-            let mut rng = Rng(client_id * 7919 + 1);
-            let mut history = Vec::new();
-            let at = || epoch.elapsed().as_nanos() as u64;
-            for n in 0..1500u64 {
-                if stop.load(Ordering::SeqCst) {
-                    break;
+        let mut rng = Rng(client_id * 7919 + 1);
+        let mut history = Vec::new();
+        let at = || epoch.elapsed().as_nanos() as u64;
+        let mut last_gen = 0u64;
+        for n in 0..3000u64 {
+            if stop.load(Ordering::SeqCst) {
+                break;
+            }
+            let value = format!("c{client_id}-{n}");
+            let call = at();
+            // What happened: Some(kind, known) or None (a read that failed: nothing to check).
+            let outcome: Option<(RegKind, bool)> = match (&via, rng.below(8)) {
+                (Via::Files(path), 0..=2) => std::fs::read(path).ok().map(|d| {
+                    (
+                        RegKind::Read(String::from_utf8_lossy(&d).into_owned()),
+                        true,
+                    )
+                }),
+                (Via::Files(path), 3..=4) => xattr_generation(path).map(|g| {
+                    last_gen = g;
+                    (RegKind::ReadGen(g), true)
+                }),
+                // A failed write (EIO after the session expired, say) may still have been
+                // applied: its outcome is unknown.
+                (Via::Files(path), _) => {
+                    let ok = std::fs::write(path, &value).is_ok();
+                    Some((RegKind::Write(value), ok))
                 }
-                if rng.below(2) == 0 {
-                    let value = format!("c{client_id}-{n}");
-                    let call = at();
-                    let put = ops::put("/reg", value.clone().into_bytes(), 0o644, 0, 0);
-                    let ret = match client.call(put).await {
-                        Ok(_) => at(),
-                        // Refused outright: it never happened.
-                        Err(lockfs::client::ClientError::Remote { .. }) => continue,
-                        // Lost, timed out: it may have happened, at any time from now on.
-                        Err(_) => u64::MAX,
-                    };
-                    history.push(RegOp {
-                        client: client_id,
-                        kind: RegKind::Write(value),
-                        call,
-                        ret,
-                    });
-                } else {
-                    let call = at();
-                    if let Ok(Res::data(d)) = client.call(ops::read("/reg")).await {
-                        history.push(RegOp {
-                            client: client_id,
-                            kind: RegKind::Read(String::from_utf8_lossy(&d.data).into_owned()),
-                            call,
-                            ret: at(),
-                        });
+                (Via::Cli(servers), 0..=1) => match lockfs_cli(servers, &["cat", "/reg"], b"") {
+                    (Some(0), out) => Some((
+                        RegKind::Read(String::from_utf8_lossy(&out).into_owned()),
+                        true,
+                    )),
+                    _ => None,
+                },
+                (Via::Cli(servers), 2..=3) => {
+                    match lockfs_cli(servers, &["stat", "--json", "/reg"], b"") {
+                        (Some(0), out) => json_generation(&out).map(|g| {
+                            last_gen = g;
+                            (RegKind::ReadGen(g), true)
+                        }),
+                        _ => None,
                     }
                 }
-                tokio::time::sleep(Duration::from_millis(10)).await;
+                (Via::Cli(servers), 4..=5) => {
+                    let (status, _) = lockfs_cli(servers, &["put", "/reg"], value.as_bytes());
+                    Some((RegKind::Write(value), status == Some(0)))
+                }
+                (Via::Cli(servers), _) => {
+                    let gen = last_gen.to_string();
+                    let args = ["put", "--if-generation", &gen, "/reg"];
+                    let (status, _) = lockfs_cli(servers, &args, value.as_bytes());
+                    // 0: applied; 3: refused, the generation was another; else unknown.
+                    let cas = RegKind::Cas {
+                        gen: last_gen,
+                        value,
+                        ok: status != Some(3),
+                    };
+                    Some((cas, matches!(status, Some(0) | Some(3))))
+                }
+            };
+            if let Some((kind, known)) = outcome {
+                history.push(RegOp {
+                    client: client_id,
+                    kind,
+                    call,
+                    ret: if known { at() } else { u64::MAX },
+                });
             }
-            history
-        })
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        history
     })
 }
 
@@ -567,9 +661,19 @@ fn locks_writes_and_ephemeral_files_survive_the_nemesis() {
     let stop = Arc::new(AtomicBool::new(false));
     let writer = set_writer(servers.clone(), stop.clone());
     common::ok(&servers, &["put", "/reg"], Some(b"init"));
+    let reg_gen0 = json_generation(&common::ok(&servers, &["stat", "--json", "/reg"], None))
+        .expect("a content generation in lockfs stat --json");
     let epoch = Instant::now();
-    let registers: Vec<_> = (1..=3)
-        .map(|id| register_client(id, servers.clone(), epoch, stop.clone()))
+    let vias = [
+        Via::Files(a.path.join("reg")),
+        Via::Files(b.path.join("reg")),
+        Via::Cli(servers.clone()),
+        Via::Cli(servers.clone()),
+    ];
+    let registers: Vec<_> = vias
+        .into_iter()
+        .zip(1..)
+        .map(|(via, id)| register_client(id, via, epoch, stop.clone()))
         .collect();
     let observer = observe(member.clone(), stop.clone());
 
@@ -761,10 +865,7 @@ fn locks_writes_and_ephemeral_files_survive_the_nemesis() {
     // session's timer; the client finds it within the TTL): A's never, B's not before its
     // cut-off.
     for (host, log) in [("A", a.log_text()), ("B", b_log_before_cut)] {
-        for line in log
-            .lines()
-            .filter(|l| l.contains("expired") || l.contains(" lost:"))
-        {
+        for line in session_endings(&log) {
             anomalies.push(format!(
                 "host {host}'s session ended while it was connected: {line}"
             ));
@@ -835,10 +936,33 @@ fn locks_writes_and_ephemeral_files_survive_the_nemesis() {
         }
     }
     let checked = Instant::now();
-    if let Err(e) = linearizable::check("init", &reg_history) {
-        anomalies.push(format!("register: {e}"));
-    }
+    let register_verdict = linearizable::check("init", reg_gen0, &reg_history);
     let check_time = checked.elapsed();
+    if let Err(e) = register_verdict {
+        // The smallest history found that shows it, with times relative to its first call.
+        let small = linearizable::shrink("init", reg_gen0, &reg_history, Duration::from_secs(30));
+        let t0 = small.first().map_or(0, |o| o.call);
+        let mut shown = String::new();
+        for o in small.iter().rev().take(60).rev() {
+            let ret = if o.ret == u64::MAX {
+                "unknown".to_string()
+            } else {
+                format!("{:.3} ms", (o.ret - t0) as f64 / 1e6)
+            };
+            let _ = write!(
+                shown,
+                "\n    client {} {:?}: {:.3} ms .. {ret}",
+                o.client,
+                o.kind,
+                (o.call - t0) as f64 / 1e6
+            );
+        }
+        anomalies.push(format!(
+            "register: {e}\n  smallest failing history found ({} of {} operations, from generation {reg_gen0}; the last 60 shown):{shown}",
+            small.len(),
+            reg_history.len()
+        ));
+    }
     // The ephemeral file: present from the start until B was cut off, gone within TTL plus a
     // grace afterwards, and not before B's keep-alives could have lapsed.
     let vanished = seen.iter().find(|(_, present)| !present).map(|(t, _)| *t);
@@ -872,20 +996,41 @@ fn locks_writes_and_ephemeral_files_survive_the_nemesis() {
         history.writes.iter().filter(|w| w.accepted).count(),
         history.writes.iter().filter(|w| !w.accepted).count()
     );
+    let mut waits: Vec<u64> = history
+        .sections
+        .iter()
+        .map(|s| s.t0.saturating_sub(s.invoked))
+        .collect();
+    waits.sort_unstable();
+    let pct = |p: usize| waits.get((waits.len() * p / 100).min(waits.len().saturating_sub(1)));
+    if let (Some(p50), Some(p99), Some(max)) = (pct(50), pct(99), waits.last()) {
+        let _ = writeln!(
+            report,
+            "lock waits, flock(1) invoked to granted: p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+            *p50 as f64 / 1e6,
+            *p99 as f64 / 1e6,
+            *max as f64 / 1e6
+        );
+    }
     let _ = writeln!(
         report,
         "set: {} writes acknowledged, {failed} failed or unknown",
         acked.len()
     );
-    let reads = reg_history
-        .iter()
-        .filter(|o| matches!(o.kind, RegKind::Read(_)))
-        .count();
-    let unknown = reg_history.iter().filter(|o| o.ret == u64::MAX).count();
+    let count = |f: &dyn Fn(&RegOp) -> bool| reg_history.iter().filter(|o| f(o)).count();
+    let unknown = |o: &RegOp| o.ret == u64::MAX;
     let _ = writeln!(
         report,
-        "register: {reads} reads, {} writes ({unknown} of unknown outcome), checked in {check_time:?}",
-        reg_history.len() - reads
+        "register (2 clients through files, 2 through the CLI): {} reads, {} generation reads, \
+         {} writes ({} of unknown outcome), compare-and-set {} applied / {} refused / {} unknown; \
+         checked in {check_time:?}",
+        count(&|o| matches!(o.kind, RegKind::Read(_))),
+        count(&|o| matches!(o.kind, RegKind::ReadGen(_))),
+        count(&|o| matches!(o.kind, RegKind::Write(_))),
+        count(&|o| matches!(o.kind, RegKind::Write(_)) && unknown(o)),
+        count(&|o| matches!(o.kind, RegKind::Cas { ok: true, .. }) && !unknown(o)),
+        count(&|o| matches!(o.kind, RegKind::Cas { ok: false, .. })),
+        count(&|o| matches!(o.kind, RegKind::Cas { .. }) && unknown(o)),
     );
     let _ = writeln!(report, "ephemeral: presence seen from host A {seen:?}");
     let _ = writeln!(report, "faults ({}):", faults.len());
@@ -952,6 +1097,168 @@ fn locks_writes_and_ephemeral_files_survive_the_nemesis() {
     );
 }
 
+/// The lines of a mount's log that say its session ended.
+fn session_endings(log: &str) -> Vec<String> {
+    log.lines()
+        .filter(|l| l.contains("expired") || l.contains(" lost:"))
+        .map(String::from)
+        .collect()
+}
+
+/// With a short TTL (5 s), the leader is paused (shorter and longer than the TTL) and killed,
+/// round after round, while a host holds a lock, keeps an ephemeral file open and writes: its
+/// session must survive every round (a new leader restarts every session's timer, and the
+/// client finds the new leader before its lease runs out), so the lock stays with the same
+/// holder under the same fencing token and the ephemeral file stays.
+#[test]
+fn a_connected_hosts_session_survives_leader_faults_with_a_short_ttl() {
+    const SHORT_TTL_S: u64 = 5;
+    let mut cluster = Cluster::start(3, &["--lock-delay-ms", "1000"]);
+    let dir = tempfile::tempdir().unwrap();
+    let servers = cluster.servers();
+    let opts = format!("allow_other,ttl={SHORT_TTL_S}");
+    let mut m = Mount::start(
+        &servers,
+        &dir.path().join("m"),
+        &opts,
+        &dir.path().join("mount.log"),
+    );
+    let paused = Paused::default();
+    let mut procs = Procs::default();
+    std::fs::create_dir(m.path.join("eph")).unwrap();
+    let ok = Command::new("setfattr")
+        .args(["-n", "user.lockfs.ephemeral", "-v", "1"])
+        .arg(m.path.join("eph"))
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    std::fs::write(m.path.join("lock"), b"").unwrap();
+    let marker = dir.path().join("holding");
+    let mut holder = Command::new("bash");
+    holder
+        .arg("-c")
+        .arg(
+            "exec 8>\"$M/eph/member\" && exec 9>>\"$M/lock\" && flock 9 && touch \"$MARKER\" \
+             && exec sleep 100000",
+        )
+        .env("M", &m.path)
+        .env("MARKER", &marker);
+    procs.spawn(holder);
+    let start = Instant::now();
+    while !marker.exists() {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "the holder never got the lock"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let generation = |m: &Mount| {
+        let out = Command::new("getfattr")
+            .args(["--only-values", "-n", "user.lockfs.lock_generation"])
+            .arg(m.path.join("lock"))
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    let gen0 = generation(&m);
+    assert!(!gen0.is_empty(), "no lock generation");
+    // A writer keeps the mount busy through every fault.
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = {
+        let (path, stop) = (m.path.join("beat"), stop.clone());
+        std::thread::spawn(move || {
+            let (mut ok, mut failed) = (0u64, 0u64);
+            while !stop.load(Ordering::SeqCst) {
+                match std::fs::write(&path, ok.to_string()) {
+                    Ok(()) => ok += 1,
+                    Err(_) => failed += 1,
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            (ok, failed)
+        })
+    };
+    let pause_ms = [
+        2000,
+        SHORT_TTL_S * 1000 + 2000,
+        0,
+        SHORT_TTL_S * 1000 + 2000,
+        3000,
+        0,
+    ];
+    let mut problems = Vec::new();
+    for (round, ms) in pause_ms.into_iter().enumerate() {
+        let leader = cluster.wait_leader(Duration::from_secs(60));
+        let what = if ms == 0 {
+            cluster.kill(leader);
+            std::thread::sleep(Duration::from_millis(1500));
+            cluster.spawn(leader);
+            format!("kill -9 of leader {leader}")
+        } else {
+            let pid = cluster
+                .nodes
+                .iter()
+                .find(|n| n.id == leader)
+                .unwrap()
+                .pid()
+                .unwrap();
+            paused.pause(pid);
+            std::thread::sleep(Duration::from_millis(ms));
+            paused.resume(pid);
+            format!("SIGSTOP of leader {leader} for {ms} ms")
+        };
+        // Give a wrongly expiring leader time to act, then look.
+        std::thread::sleep(Duration::from_millis(SHORT_TTL_S * 1000 / 2 + 1000));
+        let gen = generation(&m);
+        let member = m.path.join("eph/member").exists();
+        let ended = session_endings(&m.log_text());
+        eprintln!(
+            "round {round}: {what}; lock generation {gen}, ephemeral file {member}, session endings {}",
+            ended.len()
+        );
+        if gen != gen0 || !member || !ended.is_empty() {
+            problems.push(format!(
+                "after round {round} ({what}): lock generation {gen} (was {gen0}), ephemeral \
+                 file present: {member}, session endings in the mount's log: {ended:?}"
+            ));
+            break;
+        }
+    }
+    stop.store(true, Ordering::SeqCst);
+    let (beats, failed) = writer.join().unwrap();
+    eprintln!("writes through the mount during the faults: {beats} ok, {failed} failed");
+    // A busy host keeps its lock: another process on it still cannot take it.
+    let busy = Command::new("flock")
+        .args(["-n"])
+        .arg(m.path.join("lock"))
+        .arg("true")
+        .status()
+        .unwrap();
+    if busy.code() != Some(1) {
+        problems.push(format!("flock -n on the held lock: {busy}"));
+    }
+    if failed > 0 {
+        problems.push(format!("{failed} writes through the mount failed"));
+    }
+    drop(procs);
+    drop(paused);
+    let log = m.log_text();
+    m.stop();
+    assert!(
+        problems.is_empty(),
+        "{problems:#?}\n--- mount log (last lines) ---\n{}\n{}",
+        log.lines()
+            .rev()
+            .take(60)
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+            .collect::<Vec<_>>()
+            .join("\n"),
+        cluster.logs()
+    );
+}
+
 #[test]
 fn the_linearizability_checker_accepts_and_refuses_what_it_should() {
     let op = |client, kind, call, ret| RegOp {
@@ -962,32 +1269,73 @@ fn the_linearizability_checker_accepts_and_refuses_what_it_should() {
     };
     let w = |v: &str| RegKind::Write(v.into());
     let r = |v: &str| RegKind::Read(v.into());
+    let g = RegKind::ReadGen;
+    let cas = |gen, v: &str, ok| RegKind::Cas {
+        gen,
+        value: v.into(),
+        ok,
+    };
+    let check = |h: &[RegOp]| linearizable::check("0", 5, h);
     // Sequential and right.
     let h = [op(1, w("a"), 0, 1), op(2, r("a"), 2, 3)];
-    assert!(linearizable::check("0", &h).is_ok());
+    assert!(check(&h).is_ok());
     // A stale read after the write returned.
     let h = [op(1, w("a"), 0, 1), op(2, r("0"), 2, 3)];
-    assert!(linearizable::check("0", &h).is_err());
+    assert!(check(&h).is_err());
     // Concurrent with the write: either value.
     for v in ["0", "a"] {
         let h = [op(1, w("a"), 0, 10), op(2, r(v), 2, 3)];
-        assert!(linearizable::check("0", &h).is_ok(), "{v}");
+        assert!(check(&h).is_ok(), "{v}");
     }
     // A value nobody wrote.
     let h = [op(1, w("a"), 0, 1), op(2, r("b"), 2, 3)];
-    assert!(linearizable::check("0", &h).is_err());
+    assert!(check(&h).is_err());
     // Reads that go back in time: a, then 0 again after a was seen.
     let h = [
         op(1, w("a"), 0, 10),
         op(2, r("a"), 1, 2),
         op(3, r("0"), 3, 4),
     ];
-    assert!(linearizable::check("0", &h).is_err());
+    assert!(check(&h).is_err());
     // A write of unknown outcome may explain a read, or be left out.
     let h = [op(1, w("a"), 0, u64::MAX), op(2, r("a"), 5, 6)];
-    assert!(linearizable::check("0", &h).is_ok());
+    assert!(check(&h).is_ok());
     let h = [op(1, w("a"), 0, u64::MAX), op(2, r("0"), 5, 6)];
-    assert!(linearizable::check("0", &h).is_ok());
+    assert!(check(&h).is_ok());
+    // Generations: each write bumps by one; a CAS applies at its generation only.
+    let h = [
+        op(1, g(5), 0, 1),
+        op(1, w("a"), 2, 3),
+        op(2, g(6), 4, 5),
+        op(2, cas(6, "b", true), 6, 7),
+        op(3, cas(6, "c", false), 8, 9),
+        op(1, r("b"), 10, 11),
+        op(1, g(7), 12, 13),
+    ];
+    assert!(check(&h).is_ok());
+    // Two CAS at one generation cannot both apply.
+    let h = [
+        op(1, cas(5, "a", true), 0, 10),
+        op(2, cas(5, "b", true), 0, 10),
+    ];
+    assert!(check(&h).is_err());
+    // A refused CAS at the current generation, or an applied one at another.
+    let h = [op(1, cas(5, "a", false), 0, 1)];
+    assert!(check(&h).is_err());
+    let h = [op(1, cas(4, "a", true), 0, 1)];
+    assert!(check(&h).is_err());
+    // A generation that went back.
+    let h = [op(1, w("a"), 0, 1), op(2, g(5), 2, 3)];
+    assert!(check(&h).is_err());
+    // A CAS of unknown outcome: applied (the read sees it) or never run.
+    for (v, gen) in [("a", 6), ("0", 5)] {
+        let h = [
+            op(1, cas(5, "a", true), 0, u64::MAX),
+            op(2, r(v), 3, 4),
+            op(2, g(gen), 5, 6),
+        ];
+        assert!(check(&h).is_ok(), "{v}");
+    }
     // Two writers and interleaved readers, a long valid history.
     let mut h = Vec::new();
     let mut t = 0;
@@ -995,7 +1343,42 @@ fn the_linearizability_checker_accepts_and_refuses_what_it_should() {
         let v = format!("v{i}");
         h.push(op(1 + i % 2, w(&v), t, t + 5));
         h.push(op(3, r(&v), t + 6, t + 7));
+        h.push(op(3, g(5 + i + 1), t + 6, t + 7));
         t += 8;
     }
-    assert!(linearizable::check("0", &h).is_ok());
+    assert!(check(&h).is_ok());
+
+    // Shrinking: one stale read among 900 operations comes down to the two writes and the
+    // read that show it.
+    let mut bad = h.clone();
+    bad.retain(|o| !matches!(o.kind, RegKind::ReadGen(_)));
+    let at = 200;
+    bad.push(op(4, r("v120"), at * 8 + 6, at * 8 + 7));
+    bad.sort_by_key(|o| o.call);
+    assert!(check(&bad).is_err());
+    let small = linearizable::shrink("0", 5, &bad, Duration::from_secs(60));
+    assert!(check(&small).is_err());
+    assert_eq!(small.len(), 3, "{small:#?}");
+    // With generations counted, writes stay, but the tail goes and the observations are cut
+    // down to those that show the anomaly.
+    let mut bad = h.clone();
+    bad.push(op(4, g(5 + 120), 150 * 8 + 6, 150 * 8 + 7));
+    assert!(check(&bad).is_err());
+    let small = linearizable::shrink("0", 5, &bad, Duration::from_secs(60));
+    assert!(check(&small).is_err());
+    assert!(
+        small.len() <= 152
+            && small
+                .iter()
+                .filter(|o| !matches!(o.kind, RegKind::Write(_)))
+                .count()
+                <= 2,
+        "{} operations left: {small:#?}",
+        small.len()
+    );
+    // A linearizable history is left as it is.
+    assert_eq!(
+        linearizable::shrink("0", 5, &h, Duration::from_secs(60)).len(),
+        h.len()
+    );
 }

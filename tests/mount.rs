@@ -122,6 +122,120 @@ fn flock_counter_is_exact_across_two_mounts() {
     assert_eq!(h.ok("cat \"$B/counter\""), "400\n");
 }
 
+fn content_generation(h: &Hosts, path: &str) -> u64 {
+    h.ok(&format!(
+        "getfattr --only-values -n user.lockfs.content_generation \"{path}\""
+    ))
+    .trim()
+    .parse()
+    .expect("content_generation is a number")
+}
+
+#[test]
+fn compare_and_set_through_the_cli_with_generations_from_the_mount() {
+    let h = Hosts::start();
+    h.ok("echo 0 > \"$A/counter\"");
+    let g = content_generation(&h, "$B/counter");
+    // One `echo >` is one write: one generation.
+    h.ok("echo 1 > \"$A/counter\"");
+    assert_eq!(content_generation(&h, "$B/counter"), g + 1);
+    // At the current generation the put applies; at an older one it is refused with status 3
+    // and one line, and changes nothing.
+    h.ok(&format!(
+        "echo 2 | \"$LOCKFS\" put --if-generation {} /counter",
+        g + 1
+    ));
+    let out = h.sh(&format!(
+        "echo 3 | \"$LOCKFS\" put --if-generation {} /counter",
+        g + 1
+    ));
+    assert_eq!(out.status.code(), Some(3), "stale CAS: {}", out.stderr);
+    assert_eq!(
+        out.stderr.trim_end(),
+        format!(
+            "lockfs: /counter: content generation is {}, not {}",
+            g + 2,
+            g + 1
+        )
+    );
+    assert_eq!(h.ok("cat \"$B/counter\""), "2\n");
+    assert_eq!(content_generation(&h, "$A/counter"), g + 2);
+    // Generation 0: only if the file is missing (or was never written).
+    h.ok("echo a | \"$LOCKFS\" put --if-generation 0 /fresh");
+    let out = h.sh("echo b | \"$LOCKFS\" put --if-generation 0 /fresh");
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "create-if-missing twice: {}",
+        out.stderr
+    );
+    assert_eq!(h.ok("cat \"$B/fresh\""), "a\n");
+    // A directory is no file to compare: a clear error, not status 3.
+    h.ok("mkdir \"$A/dir\"");
+    let out = h.sh("echo x | \"$LOCKFS\" put --if-generation 0 /dir");
+    assert_eq!(out.status.code(), Some(1), "{}", out.stderr);
+    assert!(out.stderr.contains("is a directory"), "{}", out.stderr);
+
+    // Lost-update freedom without a lock: 4 processes on two hosts each add 25 to the counter
+    // by read (generation, then contents) - compute - compare-and-set, retrying on status 3.
+    // A read of contents newer than the generation read first only makes the CAS fail.
+    h.ok("echo 0 > \"$A/counter\"");
+    let script = r#"
+        for i in $(seq 25); do
+            done_one=
+            for try in $(seq 500); do
+                g=$(getfattr --only-values -n user.lockfs.content_generation "$M/counter") || exit 1
+                n=$(cat "$M/counter") || exit 1
+                if echo $((n + 1)) | "$LOCKFS" put --if-generation "$g" /counter 2>/dev/null; then
+                    done_one=1; echo "retries $try" >> "$OUT/cas-$W"; break
+                elif [ $? -ne 3 ]; then
+                    exit 1
+                fi
+            done
+            [ -n "$done_one" ] || exit 2
+        done"#;
+    let started = Instant::now();
+    let mut workers = Vec::new();
+    for i in 0..4 {
+        let mount = if i % 2 == 0 { &h.a.path } else { &h.b.path };
+        let mut cmd = h.command("bash");
+        cmd.arg("-c")
+            .arg(script)
+            .env("M", mount)
+            .env("W", i.to_string());
+        workers.push(std::thread::spawn(move || {
+            run(cmd, Duration::from_secs(600))
+        }));
+    }
+    for w in workers {
+        let out = w.join().expect("worker");
+        assert!(
+            out.status.success(),
+            "worker failed: {} {}",
+            out.status,
+            out.stderr
+        );
+    }
+    let tries: usize = (0..4)
+        .flat_map(|i| {
+            h.read_out(&format!("cas-{i}"))
+                .lines()
+                .map(|l| {
+                    l.trim_start_matches("retries ")
+                        .parse::<usize>()
+                        .unwrap_or(0)
+                })
+                .collect::<Vec<_>>()
+        })
+        .sum();
+    eprintln!(
+        "100 CAS increments in {:?}, {tries} attempts",
+        started.elapsed()
+    );
+    assert_eq!(h.ok("cat \"$B/counter\""), "100\n");
+    assert!(tries >= 100);
+}
+
 #[test]
 fn a_reader_never_sees_a_partial_replace() {
     let mut h = Hosts::start();

@@ -20,17 +20,31 @@ fn ids() -> (u32, u32) {
     unsafe { (libc::geteuid(), libc::getegid()) }
 }
 
-pub async fn put(client: &Client, path: &str, mode: u32) -> Result<(), CliError> {
+pub async fn put(
+    client: &Client,
+    path: &str,
+    mode: u32,
+    if_generation: Option<u64>,
+) -> Result<(), CliError> {
     let mut data = Vec::new();
     std::io::stdin()
         .read_to_end(&mut data)
         .map_err(|e| CliError::Other(format!("reading stdin: {e}")))?;
     let (uid, gid) = ids();
-    client
-        .call(ops::put(path, data, mode, uid, gid))
-        .await
-        .map_err(CliError::client(path))?;
-    Ok(())
+    let op = match if_generation {
+        Some(g) => ops::put_if(path, data, mode, uid, gid, g),
+        None => ops::put(path, data, mode, uid, gid),
+    };
+    match client.call(op).await {
+        Ok(_) => Ok(()),
+        Err(ClientError::Remote { code, message }) if code == libc::ESTALE as u32 => {
+            Err(CliError::Precondition(format!("{path}: {message}")))
+        }
+        Err(e) => Err(CliError::Client {
+            context: path.to_string(),
+            source: e,
+        }),
+    }
 }
 
 pub async fn cat(client: &Client, path: &str) -> Result<(), CliError> {

@@ -72,6 +72,11 @@ enum Cmd {
         /// Permission bits of a new file, in octal.
         #[arg(long, default_value = "644")]
         mode: String,
+        /// Compare-and-set: write only if the file is at this content generation (`lockfs
+        /// stat`, or `user.lockfs.content_generation` on a mount); 0 means missing or never
+        /// written. Otherwise nothing is written and the exit status is 3.
+        #[arg(long, value_name = "GENERATION")]
+        if_generation: Option<u64>,
         #[command(flatten)]
         client: ClientOpts,
     },
@@ -235,6 +240,10 @@ pub enum CliError {
     },
     #[error("{0}")]
     Other(String),
+    /// A compare-and-set found another generation: exit status 3, so that scripts can tell it
+    /// from a failure and retry.
+    #[error("{0}")]
+    Precondition(String),
     /// Exit with this code and print nothing more (e.g. the status of the command `run` ran).
     #[error("exit status {0}")]
     Exit(i32),
@@ -265,6 +274,10 @@ pub fn main() -> i32 {
             eprintln!("lockfs: {e}");
             2
         }
+        Err(e @ CliError::Precondition(_)) => {
+            eprintln!("lockfs: {e}");
+            3
+        }
         Err(e) => {
             eprintln!("lockfs: {e}");
             1
@@ -277,9 +290,14 @@ fn run(cmd: Cmd) -> Result<(), CliError> {
         Cmd::Serve(args) => serve(args),
         Cmd::Dev(args) => dev::run(args),
         Cmd::Mount(args) => mount::run(args),
-        Cmd::Put { path, mode, client } => {
+        Cmd::Put {
+            path,
+            mode,
+            if_generation,
+            client,
+        } => {
             let mode = parse_mode(&mode)?;
-            block_on(files::put(&client.client(), &path, mode))
+            block_on(files::put(&client.client(), &path, mode, if_generation))
         }
         Cmd::Cat { path, client } => block_on(files::cat(&client.client(), &path)),
         Cmd::Ls { path, json, client } => block_on(files::ls(&client.client(), &path, json)),

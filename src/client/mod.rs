@@ -339,6 +339,17 @@ pub mod ops {
         Op::put(m)
     }
 
+    /// A compare-and-set: `put`, applied only if the file is at content generation `generation`
+    /// (0: missing or never written); refused with ESTALE otherwise.
+    pub fn put_if(p: &str, data: Vec<u8>, mode: u32, uid: u32, gid: u32, generation: u64) -> Op {
+        let mut op = put(p, data, mode, uid, gid);
+        if let Op::put(m) = &mut op {
+            m.has_if_generation = true;
+            m.if_generation = generation;
+        }
+        op
+    }
+
     pub fn read(p: &str) -> Op {
         let mut m = proto::Read::new();
         m.set_target(path(p));

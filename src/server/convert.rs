@@ -102,6 +102,7 @@ pub fn action(req: &proto::Request) -> Result<Action, ServerError> {
             mode: m.mode,
             uid: m.uid,
             gid: m.gid,
+            if_generation: m.has_if_generation.then_some(m.if_generation),
         }),
         Op::truncate(m) => write(Command::Truncate {
             target: target(m.target.as_ref())?,

@@ -18,6 +18,7 @@ mod events;
 pub mod membership;
 pub mod node;
 mod service;
+mod session_timers;
 mod transport;
 
 use std::sync::Arc;

@@ -20,7 +20,7 @@
 //! of one turn share one ReadIndex round. A storage error halts the node (the process exits)
 //! rather than letting this replica diverge from the others.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -38,6 +38,7 @@ use super::convert;
 use super::entry::Envelope;
 use super::events::EventRouter;
 use super::membership::{self, ChangeContext, MemberOp, Plan, SnapshotData};
+use super::session_timers::{Renewal, SessionTimers};
 use super::transport::Transport;
 use super::ServerError;
 use crate::state::{Command, Event, Outcome, Query, RequestId, StateError, StateMachine};
@@ -148,12 +149,11 @@ pub struct Node {
     role: StateRole,
     leader_id: u64,
     events: Arc<EventRouter>,
-    /// Leader only: when each live session was last heard from, and its TTL. Never replicated:
-    /// a new leader starts every session's timer afresh, so a failover never expires a healthy
-    /// session.
-    heard: HashMap<u64, (Instant, Duration)>,
-    /// Sessions whose expiry this leader proposed and has not yet seen applied.
-    expiring: HashSet<u64>,
+    /// Leader only: the session timers of this leadership.
+    timers: SessionTimers,
+    /// The term of leadership that `last_active` and `leader_since` belong to; see
+    /// [`Node::leading`].
+    led_term: u64,
     /// When this leader last proposed a wake-up for an ended lock-delay.
     wake_proposed: Option<Instant>,
     /// Leader only: when each peer was last known active, and when this node became leader.
@@ -214,8 +214,8 @@ impl Node {
             role: StateRole::Follower,
             leader_id: 0,
             events,
-            heard: HashMap::new(),
-            expiring: HashSet::new(),
+            timers: SessionTimers::default(),
+            led_term: 0,
             wake_proposed: None,
             last_active: HashMap::new(),
             leader_since: Instant::now(),
@@ -254,7 +254,7 @@ impl Node {
                 self.raw.tick();
                 next_tick = now + tick;
                 self.expire_reads(now);
-                if self.raw.raft.state == StateRole::Leader {
+                if self.leading() {
                     self.check_sessions(now);
                     self.check_members(now);
                 }
@@ -303,7 +303,9 @@ impl Node {
                 command,
                 request,
                 reply,
-            } => self.propose(command, request, Some(reply)),
+            } => {
+                self.propose(command, request, Some(reply));
+            }
             Input::KeepAlive { session, reply } => {
                 let _ = reply.send(self.keep_alive(session));
             }
@@ -338,14 +340,22 @@ impl Node {
         }
     }
 
-    fn propose(&mut self, command: Command, request: Option<RequestId>, reply: Option<Reply>) {
+    /// Appends `command` to the log if this node leads; says whether it did (`reply` has the
+    /// refusal otherwise).
+    fn propose(
+        &mut self,
+        command: Command,
+        request: Option<RequestId>,
+        reply: Option<Reply>,
+    ) -> bool {
         let refuse = |reply: Option<Reply>, e: ServerError| {
             if let Some(reply) = reply {
                 let _ = reply.send(Err(e));
             }
         };
         if self.raw.raft.state != StateRole::Leader {
-            return refuse(reply, self.not_leader());
+            refuse(reply, self.not_leader());
+            return false;
         }
         if let Command::OpenSession { ttl_ms, .. } = &command {
             let ttl = Duration::from_millis(*ttl_ms);
@@ -354,7 +364,8 @@ impl Node {
                     "session ttl must be between {:?} and {:?}",
                     self.cfg.min_session_ttl, self.cfg.max_session_ttl
                 );
-                return refuse(reply, StateError::InvalidArgument(why).into());
+                refuse(reply, StateError::InvalidArgument(why).into());
+                return false;
             }
         }
         if let Some(r) = &request {
@@ -373,25 +384,47 @@ impl Node {
                 let index = self.raw.raft.raft_log.last_index();
                 let term = self.raw.raft.term;
                 self.proposals.insert(index, (term, reply));
+                true
             }
-            Err(e) => refuse(
-                reply,
-                ServerError::Unavailable(format!("proposal dropped: {e}")),
-            ),
+            Err(e) => {
+                refuse(
+                    reply,
+                    ServerError::Unavailable(format!("proposal dropped: {e}")),
+                );
+                false
+            }
         }
     }
 
     fn touch(&mut self, session: u64) {
-        if let Some((last, _)) = self.heard.get_mut(&session) {
-            *last = Instant::now();
+        if self.leading() {
+            let term = self.raw.raft.term;
+            self.timers.touch(term, session, Instant::now());
         }
+    }
+
+    /// Whether this node leads now. The first call in each term of leadership starts the
+    /// members' liveness afresh (the session timers do the same by themselves). It is asked
+    /// wherever leader-only tables are used, not only when a Ready reports the new role:
+    /// raft makes this node leader as a vote arrives, and requests and ticks may come first.
+    fn leading(&mut self) -> bool {
+        if self.raw.raft.state != StateRole::Leader {
+            return false;
+        }
+        let term = self.raw.raft.term;
+        if self.led_term != term {
+            self.led_term = term;
+            self.last_active.clear();
+            self.leader_since = Instant::now();
+        }
+        true
     }
 
     /// Renews a session's lease. Only the leader may: it alone expires sessions, and a new
     /// leader gives every session a full TTL, so a lease renewed by a deposed leader still ends
     /// before the new leader could expire the session.
     fn keep_alive(&mut self, session: u64) -> Result<u64, ServerError> {
-        if self.raw.raft.state != StateRole::Leader {
+        if !self.leading() {
             return Err(self.not_leader());
         }
         let ttl = self
@@ -401,38 +434,31 @@ impl Node {
             .find(|(id, _)| *id == session)
             .map(|(_, ttl_ms)| ttl_ms)
             .ok_or(ServerError::State(StateError::SessionExpired))?;
-        if self.expiring.contains(&session) {
-            return Err(ServerError::State(StateError::SessionExpired));
+        let term = self.raw.raft.term;
+        let ttl_d = Duration::from_millis(ttl);
+        match self.timers.keep_alive(term, session, ttl_d, Instant::now()) {
+            Renewal::Renewed => Ok(ttl),
+            Renewal::Expiring => Err(ServerError::State(StateError::SessionExpired)),
         }
-        self.heard
-            .insert(session, (Instant::now(), Duration::from_millis(ttl)));
-        Ok(ttl)
     }
 
     /// Leader, every tick: expire sessions not heard from within their TTL, and wake lock
     /// waiters whose lock-delay has ended. Both are ordinary commands, so every replica applies
     /// them at the same point of the log.
     fn check_sessions(&mut self, now: Instant) {
-        let live: HashMap<u64, u64> = self.machine.session_ids().into_iter().collect();
-        self.heard.retain(|id, _| live.contains_key(id));
-        self.expiring.retain(|id| live.contains_key(id));
-        for (id, ttl_ms) in &live {
-            self.heard
-                .entry(*id)
-                .or_insert((now, Duration::from_millis(*ttl_ms)));
-        }
-        let overdue: Vec<u64> = self
-            .heard
-            .iter()
-            .filter(|(id, (last, ttl))| {
-                now.duration_since(*last) > *ttl && !self.expiring.contains(id)
-            })
-            .map(|(id, _)| *id)
+        let live: HashMap<u64, Duration> = self
+            .machine
+            .session_ids()
+            .into_iter()
+            .map(|(id, ttl_ms)| (id, Duration::from_millis(ttl_ms)))
             .collect();
-        for session in overdue {
+        let term = self.raw.raft.term;
+        for session in self.timers.overdue(term, &live, now) {
             log::info!("session {session} expired: not heard from within its TTL");
-            self.expiring.insert(session);
-            self.propose(Command::ExpireSession { session }, None, None);
+            // A dropped proposal (a leadership transfer under way) is tried again next tick.
+            if self.propose(Command::ExpireSession { session }, None, None) {
+                self.timers.expiry_proposed(session);
+            }
         }
         if let Some(wake_at) = self.machine.next_wake_ns() {
             let recently = self
@@ -699,12 +725,8 @@ impl Node {
             return;
         }
         let term = self.raw.raft.term;
-        if role == StateRole::Leader && self.role != StateRole::Leader {
-            // Every session gets a full TTL from now (check_sessions fills this in).
-            self.heard.clear();
-            self.expiring.clear();
-            self.last_active.clear();
-            self.leader_since = Instant::now();
+        if role == StateRole::Leader {
+            let _ = self.leading();
         }
         match role {
             StateRole::Leader => log::info!("node {} is now the leader (term {term})", self.cfg.id),
@@ -851,8 +873,7 @@ impl Node {
         }
         for event in events {
             if let Event::SessionEnded { session, .. } = &event {
-                self.heard.remove(session);
-                self.expiring.remove(session);
+                self.timers.ended(*session);
             }
             let ended = matches!(event, Event::SessionEnded { .. });
             self.events.publish(

@@ -65,12 +65,16 @@ pub enum Command {
         append: bool,
     },
     /// Creates the file if missing (mode, uid, gid used only then) and replaces its contents.
+    /// With `if_generation`, a compare-and-set as Chubby's SetContents offers it: applied only
+    /// if the file's content generation is that number; a file that is missing or was never
+    /// written is at 0.
     Put {
         at: Target,
         data: Vec<u8>,
         mode: u32,
         uid: u32,
         gid: u32,
+        if_generation: Option<u64>,
     },
     Truncate {
         target: Target,

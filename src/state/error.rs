@@ -43,6 +43,10 @@ pub enum StateError {
     /// A node's lock table is full (holders or waiters).
     #[error("no locks available")]
     NoLocks,
+    /// A conditional write's precondition failed: the file is at another content generation
+    /// (0: it does not exist).
+    #[error("content generation is {current}, not {expected}")]
+    GenerationMismatch { expected: u64, current: u64 },
 }
 
 // Linux errno numbers, spelled out so the state layer needs no libc.
@@ -60,6 +64,7 @@ const EFBIG: i32 = 27;
 const ENAMETOOLONG: i32 = 36;
 const ENOLCK: i32 = 37;
 const ENOTEMPTY: i32 = 39;
+const ESTALE: i32 = 116;
 const EKEYEXPIRED: i32 = 127;
 
 impl StateError {
@@ -82,6 +87,7 @@ impl StateError {
             StateError::SessionExpired => EKEYEXPIRED,
             StateError::BadHandle => EBADF,
             StateError::NoLocks => ENOLCK,
+            StateError::GenerationMismatch { .. } => ESTALE,
         }
     }
 }

@@ -72,6 +72,7 @@ fn put(at: Target, data: &[u8]) -> Command {
         mode: 0o600,
         uid: 7,
         gid: 8,
+        if_generation: None,
     }
 }
 
@@ -664,6 +665,7 @@ fn put_creates_or_replaces() {
         mode: 0o777,
         uid: 1,
         gid: 1,
+        if_generation: None,
     };
     let replaced = into_attr(ok_at(&mut sm, NOW + 1, cmd));
     assert_eq!(read(&sm, "/d/new", 0, None), b"z");

@@ -119,7 +119,8 @@ impl StateMachine {
                 mode,
                 uid,
                 gid,
-            } => self.put(at, data, *mode, *uid, *gid, max_size, now),
+                if_generation,
+            } => self.put(at, data, *mode, *uid, *gid, *if_generation, max_size, now),
             Command::Truncate { target, size } => self.truncate(target, *size, max_size, now),
             Command::Unlink { at } => self.unlink(at, now),
             Command::Rmdir { at } => self.rmdir(at, now),
@@ -379,6 +380,7 @@ impl StateMachine {
         mode: u32,
         uid: u32,
         gid: u32,
+        if_generation: Option<u64>,
         max_size: u64,
         now: u64,
     ) -> Result<Outcome, StateError> {
@@ -386,6 +388,16 @@ impl StateMachine {
         match slot.existing {
             Some(ino) => self.file(ino).map(|_| ())?,
             None => self.not_ephemeral(slot.parent)?,
+        }
+        if let Some(expected) = if_generation {
+            // A missing file and one never written are both at generation 0.
+            let current = match slot.existing {
+                Some(ino) => self.node(ino)?.content_generation,
+                None => 0,
+            };
+            if current != expected {
+                return Err(StateError::GenerationMismatch { expected, current });
+            }
         }
         checked_size(data.len() as u64, max_size)?;
         let ino = match slot.existing {

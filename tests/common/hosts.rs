@@ -73,6 +73,8 @@ impl Hosts {
         cmd.env("A", &self.a.path)
             .env("B", &self.b.path)
             .env("OUT", self.dir.path())
+            .env("LOCKFS", env!("CARGO_BIN_EXE_lockfs"))
+            .env("LOCKFS_SERVERS", self.cluster.servers())
             .env(
                 "EXAMPLES",
                 std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("mount-tools/examples"),

@@ -1,25 +1,39 @@
-//! A linearizability checker for one read/write register, after Wing and Gong with Lowe's
-//! memoization (the algorithm Porcupine and Knossos use).
+//! A linearizability checker for one file used as a register with Chubby's content generation:
+//! reads of its contents and of its generation, writes, and compare-and-set at a generation.
+//! The search is Wing and Gong's with Lowe's memoization (the algorithm Porcupine and Knossos
+//! use), and a failing history is shrunk to a small one that still fails.
 //!
 //! A history is a list of operations with the times they were invoked and returned. An
 //! operation whose outcome is unknown (a write whose connection broke, say) may have taken
 //! effect at any point after its invocation, or never: it gets `ret = u64::MAX`, and a
 //! linearization may leave it out. The search tries, at each step, every operation that could
 //! come next (invoked before any pending operation returned), applies it to the register, and
-//! backtracks when a read disagrees; states already explored (which operations are done, and
-//! the register's value) are cached, which keeps typical histories of hundreds of operations
-//! fast.
+//! backtracks when an observation disagrees; states already explored (which operations are
+//! done, and the register) are cached, which keeps histories of thousands of operations fast.
+//!
+//! The model: the register holds (contents, generation); every write and every applied
+//! compare-and-set bumps the generation by one, as the state machine does.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
+use std::time::{Duration, Instant};
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Kind {
-    /// A read that returned this value.
+    /// A read of the contents that returned this value.
     Read(String),
+    /// A read of the content generation that returned this number.
+    ReadGen(u64),
     Write(String),
+    /// Write `value` only if the generation is `gen`; `ok` is what the client was told (for an
+    /// operation of unknown outcome it means nothing: it applied if it matched, or never ran).
+    Cas {
+        gen: u64,
+        value: String,
+        ok: bool,
+    },
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Op {
     pub client: u64,
     pub kind: Kind,
@@ -28,13 +42,72 @@ pub struct Op {
     pub ret: u64,
 }
 
-/// Whether `history`, starting from the register holding `initial`, is linearizable. On
-/// failure, the operations of the longest linearizable prefix found and the first one that
-/// could not be placed, for the report.
-pub fn check(initial: &str, history: &[Op]) -> Result<(), String> {
+impl Op {
+    fn unknown(&self) -> bool {
+        self.ret == u64::MAX
+    }
+
+    /// Observes the register without changing it: may be dropped from a history without
+    /// making a linearizable history unlinearizable.
+    fn observer(&self) -> bool {
+        !self.unknown()
+            && matches!(
+                self.kind,
+                Kind::Read(_) | Kind::ReadGen(_) | Kind::Cas { ok: false, .. }
+            )
+    }
+
+    /// Depends on how many writes came before it.
+    fn counts_generations(&self) -> bool {
+        matches!(self.kind, Kind::ReadGen(_) | Kind::Cas { .. })
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct Register {
+    value: String,
+    gen: u64,
+}
+
+/// The register after `op`, or None if `op` cannot take effect on `r`.
+fn step(r: &Register, op: &Op) -> Option<Register> {
+    match &op.kind {
+        Kind::Read(v) => (*v == r.value).then(|| r.clone()),
+        Kind::ReadGen(g) => (*g == r.gen).then(|| r.clone()),
+        Kind::Write(v) => Some(Register {
+            value: v.clone(),
+            gen: r.gen + 1,
+        }),
+        Kind::Cas { gen, value, ok } if *ok || op.unknown() => (*gen == r.gen).then(|| Register {
+            value: value.clone(),
+            gen: r.gen + 1,
+        }),
+        Kind::Cas { gen, .. } => (*gen != r.gen).then(|| r.clone()),
+    }
+}
+
+enum Verdict {
+    Linearizable,
+    Not(String),
+    /// The search took more steps than allowed.
+    GaveUp,
+}
+
+/// Whether `history`, starting from a register holding `initial` at generation `gen`, is
+/// linearizable. On failure, the last steps of the longest linearizable order found and the
+/// first operation that could not be placed, for the report.
+pub fn check(initial: &str, gen: u64, history: &[Op]) -> Result<(), String> {
+    match search(initial, gen, history, u64::MAX) {
+        Verdict::Linearizable => Ok(()),
+        Verdict::Not(why) => Err(why),
+        Verdict::GaveUp => unreachable!("an unbounded search always ends"),
+    }
+}
+
+fn search(initial: &str, gen: u64, history: &[Op], max_steps: u64) -> Verdict {
     let n = history.len();
     if n == 0 {
-        return Ok(());
+        return Verdict::Linearizable;
     }
     // Operations in invocation order.
     let mut ops: Vec<&Op> = history.iter().collect();
@@ -42,19 +115,27 @@ pub fn check(initial: &str, history: &[Op]) -> Result<(), String> {
     let words = n.div_ceil(64);
     let mut done = vec![0u64; words];
     let is_done = |d: &[u64], i: usize| d[i / 64] >> (i % 64) & 1 == 1;
-    let mut cache: HashSet<(Vec<u64>, String)> = HashSet::new();
-    // The stack of choices: (operation index, value before it).
-    let mut stack: Vec<(usize, String)> = Vec::new();
-    let mut state = initial.to_string();
+    let mut cache: HashSet<(Vec<u64>, Register)> = HashSet::new();
+    // The stack of choices: (operation index, register before it).
+    let mut stack: Vec<(usize, Register)> = Vec::new();
+    let mut state = Register {
+        value: initial.to_string(),
+        gen,
+    };
     let mut best: Vec<usize> = Vec::new();
     // Unknown-outcome operations may be left out: the search succeeds once every operation
     // with a known return is placed.
-    let required = ops.iter().filter(|o| o.ret != u64::MAX).count();
+    let required = ops.iter().filter(|o| !o.unknown()).count();
     let mut placed_required = 0usize;
     let mut next_candidate = 0usize;
+    let mut steps = 0u64;
     loop {
         if placed_required == required {
-            return Ok(());
+            return Verdict::Linearizable;
+        }
+        steps += 1;
+        if steps > max_steps {
+            return Verdict::GaveUp;
         }
         // The earliest return among pending operations bounds which may go next.
         let horizon = (0..n)
@@ -64,24 +145,16 @@ pub fn check(initial: &str, history: &[Op]) -> Result<(), String> {
             .unwrap_or(u64::MAX);
         let mut advanced = false;
         let mut i = next_candidate;
-        while i < n {
-            if !is_done(&done, i) && ops[i].call <= horizon {
-                let fits = match &ops[i].kind {
-                    Kind::Read(v) => *v == state,
-                    Kind::Write(_) => true,
-                };
-                if fits {
-                    let new_state = match &ops[i].kind {
-                        Kind::Read(_) => state.clone(),
-                        Kind::Write(v) => v.clone(),
-                    };
+        while i < n && ops[i].call <= horizon {
+            if !is_done(&done, i) {
+                if let Some(new_state) = step(&state, ops[i]) {
                     let mut new_done = done.clone();
                     new_done[i / 64] |= 1 << (i % 64);
                     if cache.insert((new_done.clone(), new_state.clone())) {
-                        stack.push((i, state.clone()));
+                        stack.push((i, state));
                         done = new_done;
                         state = new_state;
-                        if ops[i].ret != u64::MAX {
+                        if !ops[i].unknown() {
                             placed_required += 1;
                         }
                         if stack.len() > best.len() {
@@ -102,7 +175,7 @@ pub fn check(initial: &str, history: &[Op]) -> Result<(), String> {
         let Some((last, before)) = stack.pop() else {
             let placed: HashSet<usize> = best.iter().copied().collect();
             let stuck = (0..n)
-                .filter(|i| !placed.contains(i) && ops[*i].ret != u64::MAX)
+                .filter(|i| !placed.contains(i) && !ops[*i].unknown())
                 .min_by_key(|i| ops[*i].call)
                 .map(|i| format!("{:?}", ops[i]))
                 .unwrap_or_default();
@@ -113,16 +186,115 @@ pub fn check(initial: &str, history: &[Op]) -> Result<(), String> {
                 .rev()
                 .map(|i| format!("{:?}", ops[*i]))
                 .collect();
-            return Err(format!(
+            return Verdict::Not(format!(
                 "not linearizable: after the longest valid order found (last steps: {prefix:?}), \
                  no order places {stuck}"
             ));
         };
         done[last / 64] &= !(1 << (last % 64));
-        if ops[last].ret != u64::MAX {
+        if !ops[last].unknown() {
             placed_required -= 1;
         }
         state = before;
         next_candidate = last + 1;
     }
+}
+
+/// A smaller history that is still not linearizable, found within `budget`: `history` itself
+/// if it is linearizable or nothing smaller was found. Only cuts that keep a linearizable
+/// history linearizable are made, so the small history's failure is the big one's, not an
+/// artefact of the cutting:
+/// - the tail after a quiescent moment (no operation of known outcome in flight);
+/// - observations (reads, refused compare-and-sets);
+/// - when no remaining operation counts generations: writes whose value nobody read.
+pub fn shrink(initial: &str, gen: u64, history: &[Op], budget: Duration) -> Vec<Op> {
+    let deadline = Instant::now() + budget;
+    // A search too long to finish counts as "not shown to fail": the cut is not taken.
+    let fails = |h: &[Op]| {
+        Instant::now() < deadline && matches!(search(initial, gen, h, 2_000_000), Verdict::Not(_))
+    };
+    let mut h: Vec<Op> = history.to_vec();
+    h.sort_by_key(|o| o.call);
+    if !matches!(search(initial, gen, &h, u64::MAX), Verdict::Not(_)) {
+        return h;
+    }
+
+    // The tail: the shortest prefix, cut at a quiescent moment, that still fails.
+    let mut cuts: Vec<usize> = Vec::new();
+    let mut latest_ret = 0u64;
+    for (i, op) in h.iter().enumerate() {
+        if i > 0 && op.call > latest_ret {
+            cuts.push(i);
+        }
+        if !op.unknown() {
+            latest_ret = latest_ret.max(op.ret);
+        }
+    }
+    let (mut lo, mut hi) = (0usize, cuts.len());
+    // Invariant: the prefix at cuts[hi] (or the whole history when hi == len) fails.
+    while lo < hi {
+        let mid = (lo + hi) / 2;
+        if fails(&h[..cuts[mid]]) {
+            hi = mid;
+        } else {
+            lo = mid + 1;
+        }
+    }
+    if hi < cuts.len() {
+        h.truncate(cuts[hi]);
+    }
+
+    // Then operations one chunk at a time, halving the chunks (Zeller's ddmin, greedily).
+    let removable = |h: &[Op], i: usize| -> bool {
+        let op = &h[i];
+        if op.observer() {
+            return true;
+        }
+        let Kind::Write(v) = &op.kind else {
+            return false;
+        };
+        !op.unknown()
+            && !h.iter().any(|o| o.counts_generations())
+            && !h.iter().any(|o| o.kind == Kind::Read(v.clone()))
+    };
+    let mut chunk = h.len().div_ceil(2).max(1);
+    loop {
+        let mut start = 0;
+        while start < h.len() && Instant::now() < deadline {
+            let end = (start + chunk).min(h.len());
+            let drop: Vec<usize> = (start..end).filter(|&i| removable(&h, i)).collect();
+            if drop.is_empty() {
+                start = end;
+                continue;
+            }
+            let candidate: Vec<Op> = h
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| !drop.contains(i))
+                .map(|(_, o)| o.clone())
+                .collect();
+            // A dropped write's value must not be read by what stays.
+            let read: HashMap<&str, ()> = candidate
+                .iter()
+                .filter_map(|o| match &o.kind {
+                    Kind::Read(v) => Some((v.as_str(), ())),
+                    _ => None,
+                })
+                .collect();
+            let orphans = drop.iter().any(|&i| match &h[i].kind {
+                Kind::Write(v) => read.contains_key(v.as_str()),
+                _ => false,
+            });
+            if !orphans && fails(&candidate) {
+                h = candidate;
+            } else {
+                start = end;
+            }
+        }
+        if chunk == 1 || Instant::now() >= deadline {
+            break;
+        }
+        chunk = chunk.div_ceil(2);
+    }
+    h
 }

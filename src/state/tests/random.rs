@@ -124,6 +124,8 @@ impl Gen {
                 mode,
                 uid,
                 gid,
+                // Now and then a compare-and-set, which may or may not match.
+                if_generation: self.rng.gen_ratio(1, 3).then(|| self.rng.gen_range(0..4)),
             },
             11 => Command::Truncate {
                 target: self.target(),

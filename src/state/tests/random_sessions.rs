@@ -167,6 +167,7 @@ impl Gen {
                 mode: 0o644,
                 uid: 0,
                 gid: 0,
+                if_generation: None,
             },
         }
     }

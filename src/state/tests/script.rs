@@ -5,7 +5,7 @@
 //!
 //! Commands: `mkdir|create|put|write|truncate|unlink|rmdir|rename|setattr|ephemeral|stat|read|ls`,
 //! then targets (`#ino`, `#parent:name`, anything else is a path), then `key=value` options
-//! (`mode= uid= gid= data= off= len= size= atime= mtime=`) and flags (`excl`, `trunc`, `off`).
+//! (`mode= uid= gid= data= off= len= size= atime= mtime= ifgen=`) and flags (`excl`, `trunc`, `off`).
 //! `time N`, `limit N` and `delay N` set the leader time, file size limit and lock-delay for the
 //! commands that follow.
 //! Attributes print as `kind #instance parent=#p mode owner=uid:gid size times gen=content/lock/acl
@@ -219,6 +219,7 @@ impl Runner {
                 mode: mode.unwrap_or(0o644),
                 uid: uid.unwrap_or(0),
                 gid: gid.unwrap_or(0),
+                if_generation: num("ifgen"),
             },
             "write" => Command::Write {
                 target: at(),
