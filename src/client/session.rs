@@ -387,6 +387,7 @@ impl Session {
                     .iter()
                     .any(|h| h.session == self.id && h.owner == *owner);
                 if holds && !still_waiting {
+                    log::debug!("wait {wait}: granted while the connection was down");
                     self.finish_wait(
                         *wait,
                         WaitResult::Granted {

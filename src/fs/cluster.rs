@@ -39,8 +39,17 @@ pub struct ClusterBackend {
 
 fn errno(e: ClientError) -> Errno {
     match e {
-        ClientError::Remote { code, .. } => Errno(code as i32),
-        _ => Errno(libc::EIO),
+        ClientError::Remote { code, message } => {
+            if code == libc::EIO as u32 {
+                log::warn!("EIO from the cluster: {message}");
+            }
+            Errno(code as i32)
+        }
+        // The mount retries through failovers, so an EIO for these is news: say why.
+        e => {
+            log::warn!("EIO: {e}");
+            Errno(libc::EIO)
+        }
     }
 }
 

@@ -96,7 +96,10 @@ pub async fn setlk(inner: &Inner, req: KernelLock, sleep: bool) -> Result<(), Er
     match inner.backend.lock(spec, sleep).await? {
         LockReply::Granted { .. } => Ok(()),
         LockReply::WouldBlock { .. } => Err(Errno::EAGAIN),
-        LockReply::Queued { wait } if sleep => wait_for_grant(inner, wait, req.tid).await,
+        LockReply::Queued { wait } if sleep => {
+            log::debug!("wait {wait} of thread {} queued (handle {handle})", req.tid);
+            wait_for_grant(inner, wait, req.tid).await
+        }
         LockReply::Queued { wait } => {
             inner.backend.cancel_wait(wait).await?;
             Err(Errno::EAGAIN)
@@ -118,7 +121,10 @@ async fn wait_for_grant(inner: &Inner, wait: u64, tid: u32) -> Result<(), Errno>
         }
         tokio::select! {
             biased;
-            result = &mut granted => return result.map(|_generation| ()),
+            result = &mut granted => {
+                log::debug!("wait {wait} of thread {tid} ended: {result:?}");
+                return result.map(|_generation| ());
+            }
             _ = shutdown.changed() => continue,
             _ = tick.tick() => match signal::caller(tid) {
                 signal::Caller::Waiting => continue,

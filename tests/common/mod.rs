@@ -506,6 +506,17 @@ impl Mount {
     /// Mounts the cluster at `path` (created if missing) with `-o options`; waits (bounded)
     /// until the kernel lists the mount.
     pub fn start(servers: &str, path: &Path, options: &str, log: &Path) -> Mount {
+        Mount::start_logging(servers, path, options, log, "info")
+    }
+
+    /// As `start`, logging at `rust_log` (a RUST_LOG filter).
+    pub fn start_logging(
+        servers: &str,
+        path: &Path,
+        options: &str,
+        log: &Path,
+        rust_log: &str,
+    ) -> Mount {
         assert!(
             Path::new("/dev/fuse").exists(),
             "FUSE is unavailable: /dev/fuse is missing (the mount tests need it and root)"
@@ -524,7 +535,7 @@ impl Mount {
             .arg("-o")
             .arg(options)
             .arg(path)
-            .env("RUST_LOG", "info")
+            .env("RUST_LOG", rust_log)
             .stdin(Stdio::null())
             .stdout(logfile.try_clone().expect("log"))
             .stderr(logfile)
