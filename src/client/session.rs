@@ -153,13 +153,14 @@ impl Session {
         self.state.subscribe()
     }
 
-    fn is_ended(&self) -> bool {
+    /// Whether the session is over (closed, or expired as far as this client knows).
+    pub fn has_ended(&self) -> bool {
         matches!(*self.state.borrow(), SessionState::Ended { .. })
     }
 
     /// Sends a request in this session.
     pub async fn call(&self, op: Op) -> Result<Res, ClientError> {
-        if self.is_ended() {
+        if self.has_ended() {
             return Err(expired());
         }
         let seq = self.next_seq.fetch_add(1, Ordering::Relaxed);
@@ -291,6 +292,12 @@ impl Session {
                 entry.result = Some(tx);
             }
         }
+        // `end` marks the session ended before it fails the waits it finds, so a wait
+        // registered after that is caught here rather than left waiting forever.
+        if self.has_ended() {
+            self.waits.lock().expect("poisoned").remove(&wait);
+            return Err(expired());
+        }
         match rx.await {
             Ok(WaitResult::Granted { generation }) => Ok(generation),
             Ok(WaitResult::Failed(e)) => Err(e),
@@ -313,7 +320,7 @@ impl Session {
 
     /// Ends the session: the cluster releases its locks and closes its handles at once.
     pub async fn close(&self) -> Result<(), ClientError> {
-        if self.is_ended() {
+        if self.has_ended() {
             return Ok(());
         }
         let result = self

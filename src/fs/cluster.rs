@@ -34,6 +34,10 @@ pub struct ClusterBackend {
     session: AsyncMutex<Option<Arc<Session>>>,
     /// Mount handle -> (session id, cluster handle). Mount handles stay unique across sessions.
     handles: Mutex<HashMap<u64, (u64, u64)>>,
+    /// Queued lock requests -> the session they were queued in. A wait belongs to its session:
+    /// if that session ends meanwhile, the wait fails (EIO, as every handle of the session),
+    /// rather than being looked for in the next session, where no grant would ever come.
+    waits: Mutex<HashMap<u64, Arc<Session>>>,
     next_handle: std::sync::atomic::AtomicU64,
 }
 
@@ -144,6 +148,7 @@ impl ClusterBackend {
             name,
             session: AsyncMutex::new(None),
             handles: Mutex::new(HashMap::new()),
+            waits: Mutex::new(HashMap::new()),
             next_handle: std::sync::atomic::AtomicU64::new(1),
         };
         backend.current().await?;
@@ -191,6 +196,16 @@ impl ClusterBackend {
             return Err(Errno(EKEYEXPIRED));
         }
         Ok((s, handle))
+    }
+
+    /// The session a queued lock request was queued in.
+    fn wait_session(&self, wait: u64) -> Result<Arc<Session>, Errno> {
+        self.waits
+            .lock()
+            .expect("poisoned")
+            .get(&wait)
+            .cloned()
+            .ok_or(Errno(EKEYEXPIRED))
     }
 
     fn remember(&self, session: u64, handle: u64) -> u64 {
@@ -476,21 +491,31 @@ impl Backend for ClusterBackend {
                 Requested::Done(LockOutcome::GaveUp) => {
                     Ok(LockReply::WouldBlock { conflict: None })
                 }
-                Requested::Queued(wait) => Ok(LockReply::Queued { wait }),
+                Requested::Queued(wait) => {
+                    self.waits.lock().expect("poisoned").insert(wait, s);
+                    Ok(LockReply::Queued { wait })
+                }
             }
         })
     }
 
     fn wait_granted(&self, wait: u64) -> BoxFut<'_, u64> {
         Box::pin(async move {
-            let s = self.current().await.map_err(errno)?;
-            s.wait_granted(wait).await.map_err(errno)
+            let s = self.wait_session(wait)?;
+            let result = s.wait_granted(wait).await.map_err(errno);
+            self.waits.lock().expect("poisoned").remove(&wait);
+            result
         })
     }
 
     fn cancel_wait(&self, wait: u64) -> BoxFut<'_, bool> {
         Box::pin(async move {
-            let s = self.current().await.map_err(errno)?;
+            let s = self.wait_session(wait)?;
+            self.waits.lock().expect("poisoned").remove(&wait);
+            if s.has_ended() {
+                // The wait went with its session, and nothing granted to it outlives it.
+                return Ok(false);
+            }
             s.cancel_wait(wait).await.map_err(errno)
         })
     }
