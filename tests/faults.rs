@@ -162,6 +162,30 @@ impl Drop for Paused {
     }
 }
 
+/// Stops node `id` with SIGSTOP for `ms`, then lets it go on.
+fn pause_node(cluster: &Cluster, paused: &Paused, id: u64, ms: u64) {
+    let node = cluster
+        .nodes
+        .iter()
+        .find(|n| n.id == id)
+        .expect("a node of the cluster");
+    let pid = node.pid().expect("the node runs");
+    paused.pause(pid);
+    std::thread::sleep(Duration::from_millis(ms));
+    paused.resume(pid);
+}
+
+/// Makes `dir` on a mount an ephemeral directory, with setfattr(1) as a user would.
+fn ephemeral_dir(dir: &Path) {
+    std::fs::create_dir(dir).unwrap();
+    let ok = Command::new("setfattr")
+        .args(["-n", "user.lockfs.ephemeral", "-v", "1"])
+        .arg(dir)
+        .status()
+        .unwrap();
+    assert!(ok.success(), "setfattr on {}", dir.display());
+}
+
 /// Background processes in their own process groups, killed (whole group) on drop.
 #[derive(Default)]
 struct Procs(Vec<Child>);
@@ -489,7 +513,7 @@ fn register_client(
         let mut history = Vec::new();
         let at = || epoch.elapsed().as_nanos() as u64;
         let mut last_gen = 0u64;
-        for n in 0..3000u64 {
+        for n in 0..1_000_000u64 {
             if stop.load(Ordering::SeqCst) {
                 break;
             }
@@ -639,13 +663,7 @@ fn locks_writes_and_ephemeral_files_survive_the_nemesis() {
     // Set-up: the lock file, the set directory, an ephemeral file held open on B.
     std::fs::write(a.path.join("lock"), b"").unwrap();
     std::fs::create_dir(a.path.join("set")).unwrap();
-    std::fs::create_dir(a.path.join("eph")).unwrap();
-    let ok = Command::new("setfattr")
-        .args(["-n", "user.lockfs.ephemeral", "-v", "1"])
-        .arg(a.path.join("eph"))
-        .status()
-        .unwrap();
-    assert!(ok.success());
+    ephemeral_dir(&a.path.join("eph"));
     let mut holder = Command::new("bash");
     holder
         .arg("-c")
@@ -717,18 +735,7 @@ fn locks_writes_and_ephemeral_files_survive_the_nemesis() {
         let follower = (1..=3).find(|id| *id != leader).unwrap();
         let start_ns = now_ns();
         // Each fault: what it does to which node, for how long; the node recovers after.
-        let pause = |id: u64, ms: u64| {
-            let pid = cluster
-                .nodes
-                .iter()
-                .find(|n| n.id == id)
-                .unwrap()
-                .pid()
-                .unwrap();
-            paused.pause(pid);
-            std::thread::sleep(Duration::from_millis(ms));
-            paused.resume(pid);
-        };
+        let pause = |id: u64, ms: u64| pause_node(&cluster, &paused, id, ms);
         let isolate = |id: u64, ms: u64| {
             cluster.partition(&[id]);
             std::thread::sleep(Duration::from_millis(ms));
@@ -1163,13 +1170,7 @@ fn a_connected_hosts_session_survives_leader_faults_with_a_short_ttl() {
     );
     let paused = Paused::default();
     let mut procs = Procs::default();
-    std::fs::create_dir(m.path.join("eph")).unwrap();
-    let ok = Command::new("setfattr")
-        .args(["-n", "user.lockfs.ephemeral", "-v", "1"])
-        .arg(m.path.join("eph"))
-        .status()
-        .unwrap();
-    assert!(ok.success());
+    ephemeral_dir(&m.path.join("eph"));
     std::fs::write(m.path.join("lock"), b"").unwrap();
     let marker = dir.path().join("holding");
     let mut holder = Command::new("bash");
@@ -1233,16 +1234,7 @@ fn a_connected_hosts_session_survives_leader_faults_with_a_short_ttl() {
             cluster.spawn(leader);
             format!("kill -9 of leader {leader}")
         } else {
-            let pid = cluster
-                .nodes
-                .iter()
-                .find(|n| n.id == leader)
-                .unwrap()
-                .pid()
-                .unwrap();
-            paused.pause(pid);
-            std::thread::sleep(Duration::from_millis(ms));
-            paused.resume(pid);
+            pause_node(&cluster, &paused, leader, ms);
             format!("SIGSTOP of leader {leader} for {ms} ms")
         };
         // Give a wrongly expiring leader time to act, then look.
@@ -1295,6 +1287,48 @@ fn a_connected_hosts_session_survives_leader_faults_with_a_short_ttl() {
             .join("\n"),
         cluster.logs()
     );
+}
+
+/// A paused leader keeps its connections open and says nothing. A request a mount sent it must
+/// go to the new leader after a few seconds, not wait on the paused one until its deadline and
+/// fail with EIO (the fault suite once saw exactly that during a 12 s pause).
+#[test]
+fn a_request_stuck_on_a_paused_leader_goes_to_the_new_one() {
+    let _turn = take_turn();
+    let cluster = Cluster::start(3, &[]);
+    let dir = tempfile::tempdir().unwrap();
+    let mut m = Mount::start(
+        &cluster.servers(),
+        &dir.path().join("m"),
+        "allow_other",
+        &dir.path().join("mount.log"),
+    );
+    let paused = Paused::default();
+    // The mount's connection is now to the leader: writes go there.
+    std::fs::write(m.path.join("f"), b"before").unwrap();
+    let leader = cluster.wait_leader(Duration::from_secs(60));
+    let pid = cluster
+        .nodes
+        .iter()
+        .find(|n| n.id == leader)
+        .unwrap()
+        .pid()
+        .unwrap();
+    paused.pause(pid);
+    // Resumed when these return, or by the drop of `paused` if they never do.
+    let write = std::fs::write(m.path.join("f"), b"during");
+    let read = std::fs::read(m.path.join("f"));
+    let new_leader = cluster.wait_leader(Duration::from_secs(60));
+    paused.resume(pid);
+    let log = m.log_text();
+    m.stop();
+    assert!(write.is_ok(), "write during the pause: {write:?}\n{log}");
+    assert_eq!(
+        read.ok().as_deref(),
+        Some(&b"during"[..]),
+        "read during the pause\n{log}"
+    );
+    assert_ne!(new_leader, leader, "the paused leader was replaced");
 }
 
 #[test]

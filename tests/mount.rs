@@ -23,13 +23,18 @@ fn holder(file: &str, then: &str, marker: &str) -> String {
     format!("exec 9>>\"{file}\" && flock 9 && {then} touch \"$OUT/{marker}\" && exec sleep 1000")
 }
 
-fn generation(h: &Hosts, path: &str) -> u64 {
+/// A numeric `user.lockfs.NAME` attribute of `path`, read with getfattr(1).
+fn xattr_number(h: &Hosts, name: &str, path: &str) -> u64 {
     h.ok(&format!(
-        "getfattr --only-values -n user.lockfs.lock_generation \"{path}\""
+        "getfattr --only-values -n user.lockfs.{name} \"{path}\""
     ))
     .trim()
     .parse()
-    .expect("lock_generation is a number")
+    .expect("a number")
+}
+
+fn generation(h: &Hosts, path: &str) -> u64 {
+    xattr_number(h, "lock_generation", path)
 }
 
 #[test]
@@ -123,12 +128,7 @@ fn flock_counter_is_exact_across_two_mounts() {
 }
 
 fn content_generation(h: &Hosts, path: &str) -> u64 {
-    h.ok(&format!(
-        "getfattr --only-values -n user.lockfs.content_generation \"{path}\""
-    ))
-    .trim()
-    .parse()
-    .expect("content_generation is a number")
+    xattr_number(h, "content_generation", path)
 }
 
 #[test]

@@ -1,4 +1,4 @@
-//! The client library that the CLI (and later the mount) use to talk to a cluster.
+//! The client library that the CLI and the mount use to talk to a cluster.
 //!
 //! A [`Client`] keeps one connection, to the leader once it has found it, and pipelines requests
 //! over it: each request carries an id and the response with that id completes it, in whatever
@@ -6,14 +6,16 @@
 //! - a follower answers a write with "not the leader" and the leader's address: the client
 //!   reconnects there and resends;
 //! - "unavailable" (no leader yet, a proposal lost to a leader change) is retried with backoff;
-//! - a broken connection before the request was sent, or under a read, is retried elsewhere.
-//!
+//! - a broken connection before the request was sent, or under a request that is safe to retry
+//!   (a read, or anything in a session), is retried elsewhere; so is such a request that got no
+//!   answer within a few seconds (a paused server keeps its connections open and says nothing);
 //! - members it learns of: on each new connection it asks for the member list, so a client
 //!   given one address keeps finding the cluster after members were added, removed or replaced.
 //!
-//! A write whose connection broke after it was sent may or may not have been applied; until the
-//! state machine deduplicates requests by session (a later slice), the client reports that
-//! outcome as [`ClientError::Ambiguous`] instead of guessing.
+//! A write outside a session whose connection broke after it was sent may or may not have been
+//! applied: the client reports that outcome as [`ClientError::Ambiguous`] instead of guessing.
+//! In a session (see [`session`]) the state machine deduplicates requests by (session,
+//! sequence number), so such a write is simply sent again.
 
 mod conn;
 mod error;
@@ -34,6 +36,12 @@ const BACKOFF_MIN: Duration = Duration::from_millis(20);
 const BACKOFF_MAX: Duration = Duration::from_millis(200);
 /// How long a server that failed is tried only when every other one failed too.
 const AVOID_FAILED: Duration = Duration::from_secs(3);
+/// How long one try of a request that is safe to retry waits for its answer before trying
+/// another server. A paused server (SIGSTOP, a stalled VM) keeps its connections open and says
+/// nothing; waiting on it for the whole deadline once turned a leader's 12 s pause into an EIO
+/// on a mount although the other nodes had elected a new leader long before (found by the
+/// fault suite).
+const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(4);
 /// How often a client refreshes the member list over a connection that lasts.
 const RELEARN_AFTER: Duration = Duration::from_secs(5);
 /// How long a new connection waits for the member list before going on without it.
@@ -155,7 +163,13 @@ impl Client {
                 req.first_unacked = s.first_unacked;
             }
             let remaining = deadline.saturating_duration_since(Instant::now());
-            match conn.call(req, remaining).await {
+            // A write outside a session must not be sent twice: it waits for its one answer.
+            let wait = if mutation {
+                remaining
+            } else {
+                remaining.min(ATTEMPT_TIMEOUT)
+            };
+            match conn.call(req, wait).await {
                 Ok(resp) => match resp.error.into_option() {
                     None => {
                         return resp
