@@ -1141,10 +1141,10 @@ fn locks_writes_and_ephemeral_files_survive_the_nemesis() {
     );
 }
 
-/// The lines of a mount's log that say its session ended.
+/// The lines of a mount's log that say its session ended, however it learned of it.
 fn session_endings(log: &str) -> Vec<String> {
     log.lines()
-        .filter(|l| l.contains("expired") || l.contains(" lost:"))
+        .filter(|l| l.contains("expired") || l.contains(" lost:") || l.contains(" ended;"))
         .map(String::from)
         .collect()
 }

@@ -184,6 +184,12 @@ impl Session {
             ..
         }) = &result
         {
+            if !self.has_ended() {
+                log::warn!(
+                    "session {} expired (the answer to a request says so)",
+                    self.id
+                );
+            }
             self.end(true);
         }
         result
