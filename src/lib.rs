@@ -15,3 +15,5 @@ pub mod proto;
 pub mod server;
 pub mod state;
 pub mod storage;
+#[cfg(test)]
+mod testdir;

@@ -631,7 +631,7 @@ fn locks_writes_and_ephemeral_files_survive_the_nemesis() {
     let mut rng = Rng(seed);
 
     let lock_delay = LOCK_DELAY_MS.to_string();
-    let dir = tempfile::tempdir().unwrap();
+    let dir = common::testdir::tempdir().unwrap();
     // Node 3 keeps its data on a small disk, to be filled.
     let disk = SmallDisk::mount(dir.path().join("disk3"));
     let data = BTreeMap::from([(3, disk.path.join("node3"))]);
@@ -1116,6 +1116,9 @@ fn locks_writes_and_ephemeral_files_survive_the_nemesis() {
         .join(format!("faults-{seed}-{}", now_ns() / 1_000_000_000));
     let _ = std::fs::create_dir_all(&keep);
     let _ = std::fs::write(keep.join("report.txt"), &report);
+    // The register history, one operation per line, for checking again by hand.
+    let ops: String = reg_history.iter().map(|o| format!("{o:?}\n")).collect();
+    let _ = std::fs::write(keep.join("register-history.txt"), ops);
     for entry in std::fs::read_dir(&out)
         .into_iter()
         .flatten()
@@ -1159,7 +1162,7 @@ fn a_connected_hosts_session_survives_leader_faults_with_a_short_ttl() {
     const SHORT_TTL_S: u64 = 5;
     let _turn = take_turn();
     let mut cluster = Cluster::start(3, &["--lock-delay-ms", "1000"]);
-    let dir = tempfile::tempdir().unwrap();
+    let dir = common::testdir::tempdir().unwrap();
     let servers = cluster.servers();
     let opts = format!("allow_other,ttl={SHORT_TTL_S}");
     let mut m = Mount::start(
@@ -1296,7 +1299,7 @@ fn a_connected_hosts_session_survives_leader_faults_with_a_short_ttl() {
 fn a_request_stuck_on_a_paused_leader_goes_to_the_new_one() {
     let _turn = take_turn();
     let cluster = Cluster::start(3, &[]);
-    let dir = tempfile::tempdir().unwrap();
+    let dir = common::testdir::tempdir().unwrap();
     let mut m = Mount::start(
         &cluster.servers(),
         &dir.path().join("m"),
@@ -1453,4 +1456,92 @@ fn the_linearizability_checker_accepts_and_refuses_what_it_should() {
         linearizable::shrink("0", 5, &h, Duration::from_secs(60)).len(),
         h.len()
     );
+
+    // A long history with heavy overlap, linearizable by construction: each operation takes
+    // effect at a random point between its call and its return. As long as the soak runs make.
+    let h = concurrent_history(40_000, 7);
+    let started = Instant::now();
+    assert!(check(&h).is_ok());
+    eprintln!(
+        "{} overlapping operations checked in {:?}",
+        h.len(),
+        started.elapsed()
+    );
+    // The same with one read made stale: found.
+    let mut bad = h.clone();
+    let i = bad
+        .iter()
+        .rposition(|o| matches!(o.kind, RegKind::Read(_)) && o.call > h[h.len() / 2].call)
+        .unwrap();
+    bad[i].kind = r("0");
+    assert!(check(&bad).is_err());
+}
+
+/// `n` operations of 4 clients on a register starting at ("0", 5), each taking effect at a
+/// random point between its call and its return, outcomes computed in that order: a
+/// linearizable history by construction, with much overlap. A few writes have unknown outcome.
+fn concurrent_history(n: usize, seed: u64) -> Vec<RegOp> {
+    let mut rng = Rng(seed);
+    // (point of effect, the op with its kind still to be completed)
+    let mut planned: Vec<(u64, RegOp)> = Vec::new();
+    let mut clock = [0u64; 4];
+    for k in 0..n {
+        let c = k % 4;
+        let call = clock[c] + rng.below(20);
+        let ret = call + 1 + rng.below(200);
+        clock[c] = ret;
+        let at = call + rng.below(ret - call + 1);
+        let kind = match rng.below(4) {
+            0 => RegKind::Read(String::new()),
+            1 => RegKind::ReadGen(0),
+            2 => RegKind::Write(format!("w{k}")),
+            _ => RegKind::Cas {
+                gen: 0,
+                value: format!("w{k}"),
+                ok: false,
+            },
+        };
+        let op = RegOp {
+            client: c as u64,
+            kind,
+            call,
+            ret,
+        };
+        planned.push((at, op));
+    }
+    planned.sort_by_key(|(at, _)| *at);
+    let (mut value, mut gen) = ("0".to_string(), 5u64);
+    let mut seen = [5u64; 4];
+    let mut out = Vec::with_capacity(n);
+    for (_, mut op) in planned {
+        let c = op.client as usize;
+        match &mut op.kind {
+            RegKind::Read(v) => *v = value.clone(),
+            RegKind::ReadGen(g) => {
+                *g = gen;
+                seen[c] = gen;
+            }
+            RegKind::Write(v) => {
+                value = v.clone();
+                gen += 1;
+                if rng.below(100) == 0 {
+                    op.ret = u64::MAX;
+                }
+            }
+            RegKind::Cas {
+                gen: at_gen,
+                value: v,
+                ok,
+            } => {
+                *at_gen = seen[c];
+                *ok = gen == seen[c];
+                if *ok {
+                    value = v.clone();
+                    gen += 1;
+                }
+            }
+        }
+        out.push(op);
+    }
+    out
 }

@@ -105,7 +105,7 @@ fn two_runs_never_overlap_and_waiters_take_turns() {
     let c = Cluster::start(3, &[]);
     let s = c.servers();
     ok(&s, &["mkdir", "/jobs"], None);
-    let dir = tempfile::tempdir().unwrap();
+    let dir = common::testdir::tempdir().unwrap();
     let log = dir.path().join("sections");
     // Each critical section appends "start N" and "end N" with a pause between: any overlap
     // shows up as two starts in a row.
@@ -208,7 +208,7 @@ fn exit_status_and_fencing_token_reach_the_command() {
     let s = c.servers();
     let mut r = Run::start(&s, &["--lock", "/g"], &["sh", "-c", "exit 7"], "");
     assert_eq!(r.wait(Duration::from_secs(30)).0, 7);
-    let dir = tempfile::tempdir().unwrap();
+    let dir = common::testdir::tempdir().unwrap();
     let out = dir.path().join("gen");
     let script = format!("echo $LOCKFS_LOCK_GENERATION >> {}", out.display());
     for _ in 0..2 {
@@ -295,7 +295,7 @@ fn ephemeral_files_vanish_with_their_holder() {
 fn sessions_and_held_locks_survive_kill9_of_the_leader() {
     let mut c = Cluster::start(3, &[]);
     let s = c.servers();
-    let dir = tempfile::tempdir().unwrap();
+    let dir = common::testdir::tempdir().unwrap();
     let done = dir.path().join("done");
     let script = format!("sleep 6; touch {}", done.display());
     let mut holder = Run::start(

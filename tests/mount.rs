@@ -703,7 +703,7 @@ fn random_file_operations_match_a_local_directory() {
 
 #[test]
 fn lockfs_dev_runs_a_cluster_and_a_mount_and_stops_cleanly() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = common::testdir::tempdir().unwrap();
     let mnt = dir.path().join("mnt");
     let port = common::free_port_run(3);
     let log = std::fs::File::create(dir.path().join("dev.log")).unwrap();

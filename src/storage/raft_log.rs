@@ -355,7 +355,7 @@ mod tests {
 
     #[test]
     fn append_overwrite_compact_and_reload() {
-        let dir = tempfile::tempdir().unwrap();
+        let dir = crate::testdir::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
         let mut log = store.raft_log().unwrap();
         assert!(!log.is_initialized());
@@ -404,7 +404,7 @@ mod tests {
 
     #[test]
     fn installing_a_snapshot_replaces_the_log() {
-        let dir = tempfile::tempdir().unwrap();
+        let dir = crate::testdir::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
         let mut log = store.raft_log().unwrap();
         append(&mut log, &[entry(1, 1), entry(2, 1)]);

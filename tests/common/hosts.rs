@@ -28,7 +28,7 @@ pub struct Hosts {
     pub a: Mount,
     pub b: Mount,
     pub cluster: Cluster,
-    pub dir: tempfile::TempDir,
+    pub dir: super::testdir::TempDir,
 }
 
 impl Hosts {
@@ -36,7 +36,7 @@ impl Hosts {
         // A short lock-delay keeps tests that expire sessions quick; the mounts use the default
         // TTL so that a leader failover never expires them.
         let cluster = Cluster::start(3, &["--lock-delay-ms", "1000"]);
-        let dir = tempfile::tempdir().expect("tempdir");
+        let dir = super::testdir::tempdir().expect("tempdir");
         let servers = cluster.servers();
         let a = Mount::start(
             &servers,

@@ -14,7 +14,7 @@
 //! The model: the register holds (contents, generation); every write and every applied
 //! compare-and-set bumps the generation by one, as the state machine does.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -112,10 +112,32 @@ fn search(initial: &str, gen: u64, history: &[Op], max_steps: u64) -> Verdict {
     // Operations in invocation order.
     let mut ops: Vec<&Op> = history.iter().collect();
     ops.sort_by_key(|o| o.call);
-    let words = n.div_ceil(64);
-    let mut done = vec![0u64; words];
-    let is_done = |d: &[u64], i: usize| d[i / 64] >> (i % 64) & 1 == 1;
-    let mut cache: HashSet<(Vec<u64>, Register)> = HashSet::new();
+    // The operations not yet placed, as a doubly linked list in invocation order (index n is
+    // the head): placing unlinks, and undoing (always the last placed first) links back, so
+    // the candidates are found without walking over what is placed.
+    let head = n;
+    let mut next: Vec<usize> = (1..=n).chain([head]).collect();
+    next[n - 1] = head;
+    next[head] = 0;
+    let mut prev: Vec<usize> = std::iter::once(head).chain(0..n).collect();
+    prev[0] = head;
+    prev[head] = n - 1;
+    // The returns of the operations not yet placed: the earliest bounds which may go next.
+    let mut pending: BTreeMap<u64, usize> = BTreeMap::new();
+    for o in &ops {
+        *pending.entry(o.ret).or_default() += 1;
+    }
+    // States already explored: which operations are placed (a Zobrist hash of the set) and the
+    // register (hashed). 192 bits make a false "explored" vanishingly unlikely.
+    let zobrist: Vec<u128> = (0..n as u64)
+        .map(|i| {
+            let a = mix(i.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ 0x5851_F42D_4C95_7F2D);
+            let b = mix(a ^ i.rotate_left(17));
+            (u128::from(a) << 64) | u128::from(b)
+        })
+        .collect();
+    let mut placed_hash: u128 = 0;
+    let mut cache: HashSet<(u128, u64)> = HashSet::new();
     // The stack of choices: (operation index, register before it).
     let mut stack: Vec<(usize, Register)> = Vec::new();
     let mut state = Register {
@@ -127,7 +149,7 @@ fn search(initial: &str, gen: u64, history: &[Op], max_steps: u64) -> Verdict {
     // with a known return is placed.
     let required = ops.iter().filter(|o| !o.unknown()).count();
     let mut placed_required = 0usize;
-    let mut next_candidate = 0usize;
+    let mut candidate = next[head];
     let mut steps = 0u64;
     loop {
         if placed_required == required {
@@ -137,36 +159,31 @@ fn search(initial: &str, gen: u64, history: &[Op], max_steps: u64) -> Verdict {
         if steps > max_steps {
             return Verdict::GaveUp;
         }
-        // The earliest return among pending operations bounds which may go next.
-        let horizon = (0..n)
-            .filter(|&i| !is_done(&done, i))
-            .map(|i| ops[i].ret)
-            .min()
-            .unwrap_or(u64::MAX);
+        let horizon = pending.keys().next().copied().unwrap_or(u64::MAX);
         let mut advanced = false;
-        let mut i = next_candidate;
-        while i < n && ops[i].call <= horizon {
-            if !is_done(&done, i) {
-                if let Some(new_state) = step(&state, ops[i]) {
-                    let mut new_done = done.clone();
-                    new_done[i / 64] |= 1 << (i % 64);
-                    if cache.insert((new_done.clone(), new_state.clone())) {
-                        stack.push((i, state));
-                        done = new_done;
-                        state = new_state;
-                        if !ops[i].unknown() {
-                            placed_required += 1;
-                        }
-                        if stack.len() > best.len() {
-                            best = stack.iter().map(|(j, _)| *j).collect();
-                        }
-                        next_candidate = 0;
-                        advanced = true;
-                        break;
+        let mut i = candidate;
+        while i != head && ops[i].call <= horizon {
+            if let Some(new_state) = step(&state, ops[i]) {
+                let new_hash = placed_hash ^ zobrist[i];
+                if cache.insert((new_hash, state_hash(&new_state))) {
+                    // Place i.
+                    next[prev[i]] = next[i];
+                    prev[next[i]] = prev[i];
+                    take(&mut pending, ops[i].ret);
+                    placed_hash = new_hash;
+                    stack.push((i, std::mem::replace(&mut state, new_state)));
+                    if !ops[i].unknown() {
+                        placed_required += 1;
                     }
+                    if stack.len() > best.len() {
+                        best = stack.iter().map(|(j, _)| *j).collect();
+                    }
+                    candidate = next[head];
+                    advanced = true;
+                    break;
                 }
             }
-            i += 1;
+            i = next[i];
         }
         if advanced {
             continue;
@@ -191,12 +208,39 @@ fn search(initial: &str, gen: u64, history: &[Op], max_steps: u64) -> Verdict {
                  no order places {stuck}"
             ));
         };
-        done[last / 64] &= !(1 << (last % 64));
+        next[prev[last]] = last;
+        prev[next[last]] = last;
+        *pending.entry(ops[last].ret).or_default() += 1;
+        placed_hash ^= zobrist[last];
         if !ops[last].unknown() {
             placed_required -= 1;
         }
         state = before;
-        next_candidate = last + 1;
+        candidate = next[last];
+    }
+}
+
+/// SplitMix64's finalizer: spreads the bits of `x`.
+fn mix(mut x: u64) -> u64 {
+    x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    x ^ (x >> 31)
+}
+
+fn state_hash(r: &Register) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    r.hash(&mut h);
+    h.finish()
+}
+
+/// Removes one `ret` from the multiset of pending returns.
+fn take(pending: &mut BTreeMap<u64, usize>, ret: u64) {
+    if let Some(count) = pending.get_mut(&ret) {
+        *count -= 1;
+        if *count == 0 {
+            pending.remove(&ret);
+        }
     }
 }
 

@@ -7,6 +7,8 @@
 pub mod hosts;
 pub mod linearizable;
 pub mod proxy;
+#[path = "../../src/testdir.rs"]
+pub mod testdir;
 
 use std::collections::BTreeMap;
 use std::net::TcpListener;
@@ -101,7 +103,7 @@ impl Node {
 }
 
 pub struct Cluster {
-    pub dir: tempfile::TempDir,
+    pub dir: testdir::TempDir,
     pub nodes: Vec<Node>,
     pub peers: String,
     pub extra: Vec<String>,
@@ -132,7 +134,7 @@ impl Cluster {
     }
 
     fn launch(n: u64, extra: &[&str], proxied: bool, data: &BTreeMap<u64, PathBuf>) -> Cluster {
-        let dir = tempfile::tempdir().expect("tempdir");
+        let dir = testdir::tempdir().expect("tempdir");
         let mut proxies = Vec::new();
         let mut nodes = Vec::new();
         for id in 1..=n {

@@ -27,7 +27,7 @@ struct Output {
 struct Fixture {
     mount: Option<MountHandle>,
     children: Vec<Child>,
-    dir: tempfile::TempDir,
+    dir: crate::testdir::TempDir,
     runtime: Option<tokio::runtime::Runtime>,
 }
 
@@ -43,7 +43,7 @@ impl Fixture {
             .enable_time()
             .build()
             .expect("tokio runtime");
-        let dir = tempfile::tempdir().expect("temp dir");
+        let dir = crate::testdir::tempdir().expect("temp dir");
         let mnt = dir.path().join("mnt");
         std::fs::create_dir(&mnt).unwrap();
         let config = MountConfig {
