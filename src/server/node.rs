@@ -438,7 +438,12 @@ impl Node {
         let ttl_d = Duration::from_millis(ttl);
         match self.timers.keep_alive(term, session, ttl_d, Instant::now()) {
             Renewal::Renewed => Ok(ttl),
-            Renewal::Expiring => Err(ServerError::State(StateError::SessionExpired)),
+            // Not renewed, but not "expired" either until the expiry commits: this leader may
+            // be a deposed one that has not heard of its successor yet (resumed from a pause,
+            // say), whose proposal will never commit. The client tries again, or elsewhere.
+            Renewal::Expiring => Err(ServerError::Unavailable(
+                "the session's expiry is being committed".into(),
+            )),
         }
     }
 

@@ -8,8 +8,10 @@
 //! leader in raft's eyes before it has seen the Ready that reports it, and it may have led
 //! before: a keep-alive answered in between from the tables of the old leadership was once
 //! told "expired" (the old leadership, paused past the TTL, had proposed the expiry, and the
-//! proposal was dropped when it stepped down), ending a healthy session. Pure: time is passed
-//! in, so it is tested without a cluster.
+//! proposal was dropped when it stepped down), ending a healthy session. For the same reason a
+//! keep-alive of a session whose expiry is proposed is refused without the word "expired": a
+//! leader resumed from a pause proposes expiries before it hears of its successor, and those
+//! never commit. Pure: time is passed in, so it is tested without a cluster.
 
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
@@ -27,7 +29,9 @@ pub struct SessionTimers {
 #[derive(Debug, PartialEq, Eq)]
 pub enum Renewal {
     Renewed,
-    /// This leader already proposed the session's expiry: the session is over.
+    /// This leader already proposed the session's expiry: no renewal (the client must not
+    /// believe in a lease the commit is about to end), though the session is not over until
+    /// the expiry commits.
     Expiring,
 }
 
@@ -118,7 +122,7 @@ mod tests {
         assert!(t.overdue(1, &live(&[7]), t0 + TTL * 3).is_empty());
         let late = t0 + TTL * 3 + Duration::from_millis(1);
         assert_eq!(t.overdue(1, &live(&[7]), late), vec![7]);
-        // Proposed: not proposed again, and a late keep-alive is told it is over.
+        // Proposed: not proposed again, and a late keep-alive does not renew it.
         t.expiry_proposed(7);
         assert!(t.overdue(1, &live(&[7]), late).is_empty());
         assert_eq!(t.keep_alive(1, 7, TTL, late), Renewal::Expiring);
