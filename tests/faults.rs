@@ -262,10 +262,10 @@ done
 echo "cs $ID $g $INV $t0 $(date +%s%N) $HOST"
 "#;
 
-/// A lock client: loops until `$END` (seconds since the epoch) taking the lock with
-/// `flock -w` for short critical sections.
+/// A lock client: loops until `$OUT/stop` exists (or, as a bound, until `$END`, seconds since
+/// the epoch) taking the lock with `flock -w` for short critical sections.
 const LOCK_CLIENT: &str = r#"
-while [ "$(date +%s)" -lt "$END" ]; do
+while [ ! -e "$OUT/stop" ] && [ "$(date +%s)" -lt "$END" ]; do
     INV=$(date +%s%N) N=$((1 + RANDOM % 3)) flock -w 10 "$M/lock" bash -c "$CS" \
         >> "$OUT/client-$ID.log" 2>> "$OUT/client-$ID.err"
     echo "attempt $ID $? $(date +%s%N)" >> "$OUT/client-$ID.log"
@@ -467,31 +467,6 @@ fn xattr_generation(path: &Path) -> Option<u64> {
     std::str::from_utf8(&buf[..n]).ok()?.trim().parse().ok()
 }
 
-/// Runs the CLI against `servers` (bounded by `timeout`, so a hung process cannot stall the
-/// run): exit status (None: killed or unstartable) and stdout.
-fn lockfs_cli(servers: &str, args: &[&str], stdin: &[u8]) -> (Option<i32>, Vec<u8>) {
-    use std::io::Write as _;
-    let child = Command::new("timeout")
-        .args(["-s", "KILL", "60", common::BIN])
-        .args(args)
-        .env("LOCKFS_SERVERS", servers)
-        .env("RUST_LOG", "off")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn();
-    let Ok(mut child) = child else {
-        return (None, Vec::new());
-    };
-    if let Some(mut input) = child.stdin.take() {
-        let _ = input.write_all(stdin);
-    }
-    match child.wait_with_output() {
-        Ok(out) => (out.status.code(), out.stdout),
-        Err(_) => (None, Vec::new()),
-    }
-}
-
 /// The generation in `lockfs stat --json` output.
 fn json_generation(stdout: &[u8]) -> Option<u64> {
     let v: serde_json::Value = serde_json::from_slice(stdout).ok()?;
@@ -537,37 +512,37 @@ fn register_client(
                     let ok = std::fs::write(path, &value).is_ok();
                     Some((RegKind::Write(value), ok))
                 }
-                (Via::Cli(servers), 0..=1) => match lockfs_cli(servers, &["cat", "/reg"], b"") {
-                    (Some(0), out) => Some((
-                        RegKind::Read(String::from_utf8_lossy(&out).into_owned()),
-                        true,
-                    )),
-                    _ => None,
-                },
+                (Via::Cli(servers), 0..=1) => {
+                    let out = common::cli(servers, &["cat", "/reg"], None);
+                    out.status.success().then(|| {
+                        let value = String::from_utf8_lossy(&out.stdout).into_owned();
+                        (RegKind::Read(value), true)
+                    })
+                }
                 (Via::Cli(servers), 2..=3) => {
-                    match lockfs_cli(servers, &["stat", "--json", "/reg"], b"") {
-                        (Some(0), out) => json_generation(&out).map(|g| {
-                            last_gen = g;
-                            (RegKind::ReadGen(g), true)
-                        }),
-                        _ => None,
-                    }
+                    let out = common::cli(servers, &["stat", "--json", "/reg"], None);
+                    let gen = out.status.success().then(|| json_generation(&out.stdout));
+                    gen.flatten().map(|g| {
+                        last_gen = g;
+                        (RegKind::ReadGen(g), true)
+                    })
                 }
                 (Via::Cli(servers), 4..=5) => {
-                    let (status, _) = lockfs_cli(servers, &["put", "/reg"], value.as_bytes());
-                    Some((RegKind::Write(value), status == Some(0)))
+                    let out = common::cli(servers, &["put", "/reg"], Some(value.as_bytes()));
+                    Some((RegKind::Write(value), out.status.success()))
                 }
                 (Via::Cli(servers), _) => {
                     let gen = last_gen.to_string();
                     let args = ["put", "--if-generation", &gen, "/reg"];
-                    let (status, _) = lockfs_cli(servers, &args, value.as_bytes());
-                    // 0: applied; 3: refused, the generation was another; else unknown.
+                    let status = common::cli(servers, &args, Some(value.as_bytes())).status;
+                    // 0: applied; 3: refused, the generation was another; else (a failure, or
+                    // killed by the bound) unknown.
                     let cas = RegKind::Cas {
                         gen: last_gen,
                         value,
-                        ok: status != Some(3),
+                        ok: status.code() != Some(3),
                     };
-                    Some((cas, matches!(status, Some(0) | Some(3))))
+                    Some((cas, matches!(status.code(), Some(0) | Some(3))))
                 }
             };
             if let Some((kind, known)) = outcome {
@@ -681,7 +656,8 @@ fn locks_writes_and_ephemeral_files_survive_the_nemesis() {
     }
 
     // Workloads.
-    let run_secs = fault_secs + 3 * TTL_S + 10;
+    // The clients stop when told (below); this only bounds them if the test dies first.
+    let run_secs = fault_secs + 900;
     let end = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap()
@@ -880,14 +856,19 @@ fn locks_writes_and_ephemeral_files_survive_the_nemesis() {
         end_ns: cut_end,
     });
 
-    // Let the clients finish their last rounds, then stop everything.
-    // A client's last round starts before END and ends within a flock timeout and a long
-    // critical section after it.
-    let now_s = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
-    let stragglers = procs.wait_all(Duration::from_secs(end.saturating_sub(now_s) + 30));
+    // The clients on A keep asking for the lock until well after it must have passed on
+    // (however long the faults before took: a fixed end once stopped them first), then finish
+    // their last rounds: a flock timeout and a critical section, or the stranded holder's
+    // long one.
+    let passed_on_by = cut_start
+        + TTL_S * 1_000_000_000
+        + LOCK_DELAY_MS * 1_000_000
+        + EPHEMERAL_GRACE.as_nanos() as u64;
+    std::thread::sleep(Duration::from_nanos(
+        (passed_on_by + 5_000_000_000).saturating_sub(now_ns()),
+    ));
+    std::fs::write(out.join("stop"), b"").unwrap();
+    let stragglers = procs.wait_all(Duration::from_secs(60));
     stop.store(true, Ordering::SeqCst);
     let (acked, failed) = writer.join().unwrap();
     let reg_history: Vec<RegOp> = registers
@@ -926,17 +907,13 @@ fn locks_writes_and_ephemeral_files_survive_the_nemesis() {
     match history.sections.iter().find(|s| s.client == "stale") {
         None => anomalies.push("the stranded holder's critical section is missing".into()),
         Some(st) => {
-            let limit = cut_start
-                + TTL_S * 1_000_000_000
-                + LOCK_DELAY_MS * 1_000_000
-                + EPHEMERAL_GRACE.as_nanos() as u64;
             let taken = history
                 .sections
                 .iter()
                 .find(|s| s.gen > st.gen && s.t0 > cut_start)
                 .map(|s| s.t0);
             match taken {
-                Some(t) if t <= limit => {}
+                Some(t) if t <= passed_on_by => {}
                 Some(t) => anomalies.push(format!(
                     "the lock of the cut-off host passed on only {:.1} s after the cut-off",
                     (t - cut_start) as f64 / 1e9

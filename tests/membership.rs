@@ -6,6 +6,7 @@
 mod common;
 
 use std::collections::BTreeMap;
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -137,6 +138,20 @@ impl Drop for Writer {
 }
 
 /// Every file under `/w` as node `addr` serves it (its own linearizable reads).
+/// `lockfs serve` arguments for node `id` listening on `listen`, joining through `join`, with
+/// its data in `data`, then `extra`.
+fn join_args(id: u64, listen: &str, join: &str, data: &Path, extra: &[&str]) -> Vec<String> {
+    let data = data.display().to_string();
+    let id = id.to_string();
+    [
+        "--id", &id, "--listen", listen, "--join", join, "--data", &data,
+    ]
+    .iter()
+    .chain(extra)
+    .map(|s| s.to_string())
+    .collect()
+}
+
 fn contents(addr: &str) -> BTreeMap<String, Vec<u8>> {
     common::block_on(async {
         let client = Client::pinned(addr.to_string(), Duration::from_secs(30), "check".into());
@@ -254,21 +269,13 @@ fn members_grow_shrink_get_replaced_and_reconciled_while_a_client_writes() {
         std::thread::sleep(Duration::from_millis(100));
     }
     let data6 = c.register(6, &addr6);
-    let args: Vec<String> = [
-        "--id",
-        "6",
-        "--listen",
+    let args = join_args(
+        6,
         &addr6,
-        "--join",
         &c.addr(1),
-        "--snapshot-entries",
-        "300",
-        "--data",
-        data6.to_str().unwrap(),
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
+        &data6,
+        &["--snapshot-entries", "300"],
+    );
     c.spawn_with(6, &args);
     let out = reconcile.join().unwrap();
     let report = String::from_utf8_lossy(&out.stdout).to_string();
@@ -322,38 +329,14 @@ fn a_node_with_another_clusters_data_is_refused_and_one_with_its_own_recovers() 
     ok(&a.servers(), &["put", "/a"], Some(b"a"));
     // Node 1 of cluster b, stopped, is restarted with --join to cluster a: refused.
     assert!(b.terminate(1));
-    let args: Vec<String> = [
-        "--id",
-        "1",
-        "--listen",
-        &b.addr(1),
-        "--join",
-        &a.addr(1),
-        "--data",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .chain([b.nodes[0].data.display().to_string()])
-    .collect();
+    let args = join_args(1, &b.addr(1), &a.addr(1), &b.nodes[0].data, &[]);
     b.spawn_with(1, &args);
     assert_ne!(b.wait_exit(1, WAIT), Some(0));
     let log = b.log_of(1);
     assert!(log.contains("holds data of cluster"), "{log}");
     // A member of a that restarts with --join (as a systemd unit might) recovers as itself.
     assert!(a.terminate(1));
-    let args: Vec<String> = [
-        "--id",
-        "1",
-        "--listen",
-        &a.addr(1),
-        "--join",
-        &a.addr(1),
-        "--data",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .chain([a.nodes[0].data.display().to_string()])
-    .collect();
+    let args = join_args(1, &a.addr(1), &a.addr(1), &a.nodes[0].data, &[]);
     a.spawn_with(1, &args);
     a.wait_leader(WAIT);
     assert_eq!(ok(&a.servers(), &["cat", "/a"], None), b"a");

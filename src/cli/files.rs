@@ -40,10 +40,7 @@ pub async fn put(
         Err(ClientError::Remote { code, message }) if code == libc::ESTALE as u32 => {
             Err(CliError::Precondition(format!("{path}: {message}")))
         }
-        Err(e) => Err(CliError::Client {
-            context: path.to_string(),
-            source: e,
-        }),
+        Err(e) => Err(CliError::client(path)(e)),
     }
 }
 

@@ -149,11 +149,9 @@ pub struct Node {
     role: StateRole,
     leader_id: u64,
     events: Arc<EventRouter>,
-    /// Leader only: the session timers of this leadership.
+    /// Leader only: the session timers of this leadership; they also say when a new term of
+    /// leadership begins (see [`Node::leading`]).
     timers: SessionTimers,
-    /// The term of leadership that `last_active` and `leader_since` belong to; see
-    /// [`Node::leading`].
-    led_term: u64,
     /// When this leader last proposed a wake-up for an ended lock-delay.
     wake_proposed: Option<Instant>,
     /// Leader only: when each peer was last known active, and when this node became leader.
@@ -215,7 +213,6 @@ impl Node {
             leader_id: 0,
             events,
             timers: SessionTimers::default(),
-            led_term: 0,
             wake_proposed: None,
             last_active: HashMap::new(),
             leader_since: Instant::now(),
@@ -404,16 +401,14 @@ impl Node {
     }
 
     /// Whether this node leads now. The first call in each term of leadership starts the
-    /// members' liveness afresh (the session timers do the same by themselves). It is asked
-    /// wherever leader-only tables are used, not only when a Ready reports the new role:
-    /// raft makes this node leader as a vote arrives, and requests and ticks may come first.
+    /// session timers and the members' liveness afresh. It is asked wherever leader-only
+    /// tables are used, not only when a Ready reports the new role: raft makes this node
+    /// leader as a vote arrives, and requests and ticks may come first.
     fn leading(&mut self) -> bool {
         if self.raw.raft.state != StateRole::Leader {
             return false;
         }
-        let term = self.raw.raft.term;
-        if self.led_term != term {
-            self.led_term = term;
+        if self.timers.lead(self.raw.raft.term) {
             self.last_active.clear();
             self.leader_since = Instant::now();
         }

@@ -14,7 +14,7 @@
 //! The model: the register holds (contents, generation); every write and every applied
 //! compare-and-set bumps the generation by one, as the state machine does.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashSet};
 use std::time::{Duration, Instant};
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -289,47 +289,32 @@ pub fn shrink(initial: &str, gen: u64, history: &[Op], budget: Duration) -> Vec<
     }
 
     // Then operations one chunk at a time, halving the chunks (Zeller's ddmin, greedily).
-    let removable = |h: &[Op], i: usize| -> bool {
-        let op = &h[i];
-        if op.observer() {
-            return true;
-        }
-        let Kind::Write(v) = &op.kind else {
-            return false;
-        };
-        !op.unknown()
-            && !h.iter().any(|o| o.counts_generations())
-            && !h.iter().any(|o| o.kind == Kind::Read(v.clone()))
-    };
+    // Observations may always go; writes only while nothing left counts generations (a dropped
+    // write would shift them), and only if nothing reads their value.
     let mut chunk = h.len().div_ceil(2).max(1);
     loop {
         let mut start = 0;
         while start < h.len() && Instant::now() < deadline {
             let end = (start + chunk).min(h.len());
-            let drop: Vec<usize> = (start..end).filter(|&i| removable(&h, i)).collect();
-            if drop.is_empty() {
-                start = end;
-                continue;
-            }
-            let candidate: Vec<Op> = h
-                .iter()
-                .enumerate()
-                .filter(|(i, _)| !drop.contains(i))
-                .map(|(_, o)| o.clone())
-                .collect();
-            // A dropped write's value must not be read by what stays.
-            let read: HashMap<&str, ()> = candidate
+            let counted = h.iter().any(Op::counts_generations);
+            let read: HashSet<&str> = h
                 .iter()
                 .filter_map(|o| match &o.kind {
-                    Kind::Read(v) => Some((v.as_str(), ())),
+                    Kind::Read(v) => Some(v.as_str()),
                     _ => None,
                 })
                 .collect();
-            let orphans = drop.iter().any(|&i| match &h[i].kind {
-                Kind::Write(v) => read.contains_key(v.as_str()),
-                _ => false,
-            });
-            if !orphans && fails(&candidate) {
+            let removable = |op: &Op| match &op.kind {
+                Kind::Write(v) => !op.unknown() && !counted && !read.contains(v.as_str()),
+                _ => op.observer(),
+            };
+            let candidate: Vec<Op> = h
+                .iter()
+                .enumerate()
+                .filter(|(i, op)| !((start..end).contains(i) && removable(op)))
+                .map(|(_, op)| op.clone())
+                .collect();
+            if candidate.len() < h.len() && fails(&candidate) {
                 h = candidate;
             } else {
                 start = end;
