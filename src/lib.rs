@@ -6,8 +6,10 @@
 //! - `server`: a cluster member: network service, transport, the Raft loop;
 //! - `state`: the deterministic state machine (the tree), no I/O;
 //! - `storage`: RocksDB: the Raft log and the state machine's records;
-//! - `proto`: wire messages and framing, shared by clients and servers.
+//! - `proto`: wire messages and framing, shared by clients and servers;
+//! - `auth`: certificates and mutual TLS, shared by clients and servers.
 
+pub mod auth;
 pub mod cli;
 pub mod client;
 pub mod fs;

@@ -6,7 +6,7 @@ mod common;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use common::{cli, fails_with, ok, Cluster};
+use common::{block_on, cli, fails_with, ok, tls, Cluster};
 
 #[test]
 fn write_through_one_node_read_through_each_other() {
@@ -93,69 +93,67 @@ fn bad_input_gets_a_clear_error_and_changes_nothing() {
 
 #[test]
 fn malformed_frames_and_unknown_peers_are_refused_and_the_node_keeps_serving() {
-    use std::io::{Read, Write};
+    use lockfs::proto::{self, frame::FramedConn};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let c = Cluster::start(1, &[]);
     let s = c.servers();
     ok(&s, &["put", "/x"], Some(b"1"));
-
-    // Garbage instead of a hello.
-    let mut sock = std::net::TcpStream::connect(c.addr(1)).unwrap();
-    sock.set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
-    sock.write_all(&[0, 0, 0, 5, 0xff, 0xff, 0xff, 0xff, 0xff])
-        .unwrap();
-    let mut buf = Vec::new();
-    let _ = sock.read_to_end(&mut buf); // the node hangs up
-
-    // A frame announcing 2 GiB.
-    let mut sock = std::net::TcpStream::connect(c.addr(1)).unwrap();
-    sock.set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
-    sock.write_all(&[0x7f, 0xff, 0xff, 0xff, 1, 2, 3]).unwrap();
-    let _ = sock.read_to_end(&mut buf);
-
-    // A peer hello from a node id the cluster does not have.
-    use protobuf::Message;
-    let mut hello = lockfs::proto::Hello::new();
-    hello.version = lockfs::proto::PROTOCOL_VERSION;
+    let garbage = [0, 0, 0, 5, 0xff, 0xff, 0xff, 0xff, 0xff];
     let status: serde_json::Value =
         serde_json::from_slice(&ok(&s, &["cluster", "status", "--json"], None)).unwrap();
     let cluster_id = u64::from_str_radix(status["cluster_id"].as_str().unwrap(), 16).unwrap();
-    let peer = hello.mut_peer();
-    peer.cluster_id = cluster_id;
-    peer.from = 99;
-    peer.to = 1;
-    let bytes = hello.write_to_bytes().unwrap();
-    let mut sock = std::net::TcpStream::connect(c.addr(1)).unwrap();
-    sock.set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
-    sock.write_all(&(bytes.len() as u32).to_be_bytes()).unwrap();
-    sock.write_all(&bytes).unwrap();
-    let mut len = [0u8; 4];
-    sock.read_exact(&mut len).unwrap();
-    let mut body = vec![0u8; u32::from_be_bytes(len) as usize];
-    sock.read_exact(&mut body).unwrap();
-    let reply = lockfs::proto::HelloReply::parse_from_bytes(&body).unwrap();
-    assert!(reply.get_error().message.contains("unknown node id 99"));
+    let addr = c.addr(1);
 
-    // A peer of another cluster.
-    let mut hello = lockfs::proto::Hello::new();
-    hello.version = lockfs::proto::PROTOCOL_VERSION;
-    let peer = hello.mut_peer();
-    peer.cluster_id = cluster_id ^ 1;
-    peer.from = 1;
-    peer.to = 1;
-    let bytes = hello.write_to_bytes().unwrap();
-    let mut sock = std::net::TcpStream::connect(c.addr(1)).unwrap();
-    sock.set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
-    sock.write_all(&(bytes.len() as u32).to_be_bytes()).unwrap();
-    sock.write_all(&bytes).unwrap();
-    sock.read_exact(&mut len).unwrap();
-    let mut body = vec![0u8; u32::from_be_bytes(len) as usize];
-    sock.read_exact(&mut body).unwrap();
-    let reply = lockfs::proto::HelloReply::parse_from_bytes(&body).unwrap();
-    assert!(reply.get_error().message.contains("belongs to cluster"));
+    // Writes `bytes` as the holder of `creds` (plain TCP without) and reads until the node
+    // hangs up, within a bound.
+    let send_garbage = |creds: Option<std::path::PathBuf>, bytes: Vec<u8>| {
+        block_on(async {
+            let mut conn = tls::connect(&addr, creds.as_deref())
+                .await
+                .expect("connect");
+            let _ = conn.write_all(&bytes).await;
+            let _ = conn.flush().await;
+            let mut buf = Vec::new();
+            let read = tokio::time::timeout(Duration::from_secs(10), conn.read_to_end(&mut buf));
+            assert!(read.await.is_ok(), "the node did not hang up");
+        })
+    };
+    // Garbage instead of a TLS handshake; then instead of a hello, over TLS; then a frame that
+    // announces 2 GiB.
+    send_garbage(None, garbage.to_vec());
+    send_garbage(Some(tls::admin_dir()), garbage.to_vec());
+    send_garbage(
+        Some(tls::admin_dir()),
+        vec![0x7f, 0xff, 0xff, 0xff, 1, 2, 3],
+    );
+
+    // A peer hello, answered with a refusal.
+    let refusal = |creds: std::path::PathBuf, from: u64, cluster_id: u64| -> String {
+        block_on(async {
+            let conn = tls::connect(&addr, Some(&creds)).await.expect("connect");
+            let mut conn = FramedConn::new(conn, proto::HELLO_MAX_FRAME);
+            let mut hello = proto::Hello::new();
+            hello.version = proto::PROTOCOL_VERSION;
+            let peer = hello.mut_peer();
+            peer.cluster_id = cluster_id;
+            peer.from = from;
+            peer.to = 1;
+            conn.send(&hello).await.expect("send the hello");
+            let reply: proto::HelloReply =
+                tokio::time::timeout(Duration::from_secs(10), conn.recv())
+                    .await
+                    .expect("a reply in time")
+                    .expect("a reply");
+            reply.get_error().message.clone()
+        })
+    };
+    // A node id the cluster does not have, with a peer certificate for it.
+    let why = refusal(tls::peer_dir(99), 99, cluster_id);
+    assert!(why.contains("unknown node id 99"), "{why}");
+    // A peer of another cluster, as node 1 with node 1's certificate (one CA signs every test
+    // cluster's certificates, so only the hello tells the clusters apart).
+    let why = refusal(tls::peer_dir(1), 1, cluster_id ^ 1);
+    assert!(why.contains("belongs to cluster"), "{why}");
 
     // Still serving.
     ok(&s, &["put", "/x"], Some(b"2"));
@@ -260,7 +258,12 @@ fn kill9_of_every_node_loses_nothing_acknowledged() {
 async fn contents(server: String) -> BTreeMap<String, Vec<u8>> {
     use lockfs::client::{ops, Client};
     use lockfs::proto::Response_oneof_result as Res;
-    let client = Client::new(vec![server], Duration::from_secs(30), "test".into());
+    let client = Client::new(
+        vec![server],
+        Duration::from_secs(30),
+        "test".into(),
+        tls::admin(),
+    );
     let Res::entries(list) = client.call(ops::readdir("/bulk")).await.unwrap() else {
         panic!("readdir");
     };
@@ -292,8 +295,12 @@ fn a_node_stopped_during_thousands_of_writes_catches_up_from_a_snapshot() {
     let servers: Vec<String> = s.split(',').map(String::from).collect();
     rt.block_on(async {
         use lockfs::client::{ops, Client};
-        let client =
-            std::sync::Arc::new(Client::new(servers, Duration::from_secs(30), "bulk".into()));
+        let client = std::sync::Arc::new(Client::new(
+            servers,
+            Duration::from_secs(30),
+            "bulk".into(),
+            tls::admin(),
+        ));
         // 3000 writes, 32 in flight at a time, over 500 files (so most are overwrites).
         let mut tasks = Vec::new();
         for w in 0..32usize {
@@ -347,23 +354,27 @@ fn data_directory_and_config_file_are_checked() {
     ok(&s, &["put", "/f"], Some(b"x"));
     assert!(c.terminate(1), "SIGTERM stops a node cleanly");
 
-    // The data of node 1 cannot be started as node 2.
-    let out = std::process::Command::new(common::BIN)
+    // The data of node 1 cannot be started as node 2 (with node 2's certificate).
+    let mut serve = std::process::Command::new(common::BIN);
+    serve
         .args(["serve", "--id", "2", "--peers", &format!("2={}", c.addr(1))])
         .arg("--data")
         .arg(&c.nodes[0].data)
-        .output()
-        .unwrap();
+        .arg("--tls-dir")
+        .arg(tls::peer_dir(2));
+    let out = common::output_within(serve, None, Duration::from_secs(60));
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("holds the data of node 1"));
 
-    // The same node started from a config file serves its data.
+    // The same node started from a config file (its credentials too) serves its data.
     let conf = c.dir.path().join("node1.toml");
     std::fs::write(
         &conf,
         format!(
-            "id = 1\ndata = {:?}\npeers = \"{}\"\ntick_ms = 100\n",
-            c.nodes[0].data, c.peers
+            "id = 1\ndata = {:?}\npeers = \"{}\"\ntick_ms = 100\ntls_dir = {:?}\n",
+            c.nodes[0].data,
+            c.peers,
+            tls::peer_dir(1)
         ),
     )
     .unwrap();
@@ -373,11 +384,13 @@ fn data_directory_and_config_file_are_checked() {
 
     // An unknown setting in the file is an error.
     std::fs::write(&conf, "bogus = 1\n").unwrap();
-    let out = std::process::Command::new(common::BIN)
+    let mut serve = std::process::Command::new(common::BIN);
+    serve
         .args(["serve", "--config"])
         .arg(&conf)
-        .output()
-        .unwrap();
+        .arg("--tls-dir")
+        .arg(tls::peer_dir(1));
+    let out = common::output_within(serve, None, Duration::from_secs(60));
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("bogus"));
 }

@@ -309,15 +309,19 @@ fn mount_t_lockfs_and_an_fstab_line_work() {
     std::fs::create_dir(&m).unwrap();
     let _cleanup = Cleanup(m.clone());
     let servers = h.cluster.servers();
+    // A third host, with credentials of its own.
+    let tls_dir = common::tls::host_dir("host-c");
     let opts = format!(
-        "allow_other,ttl=5,_netdev,log={},lockfs={}",
+        "allow_other,ttl=5,_netdev,log={},lockfs={},tls_dir={}",
         h.out("m.log").display(),
-        common::BIN
+        common::BIN,
+        tls_dir.display()
     );
     // Errors come back with mount(8)'s exit codes and a clear line.
     let bad = h.sh(&format!(
-        "mount -t lockfs {servers} \"$OUT/m\" -o bogus,lockfs={}",
-        common::BIN
+        "mount -t lockfs {servers} \"$OUT/m\" -o bogus,lockfs={},tls_dir={}",
+        common::BIN,
+        tls_dir.display()
     ));
     assert_eq!(bad.status.code(), Some(1), "{}", bad.stderr);
     assert!(

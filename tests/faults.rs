@@ -414,7 +414,12 @@ fn set_writer(servers: String, stop: Arc<AtomicBool>) -> std::thread::JoinHandle
             .unwrap();
         rt.block_on(async move {
             let servers = servers.split(',').map(String::from).collect();
-            let client = Client::new(servers, Duration::from_secs(5), "set-writer".into());
+            let client = Client::new(
+                servers,
+                Duration::from_secs(5),
+                "set-writer".into(),
+                common::tls::admin(),
+            );
             let mut acked = Vec::new();
             let mut failed = 0;
             for i in 0..1_000_000u64 {
@@ -562,7 +567,12 @@ fn register_client(
 /// The names under `/set` as node `addr` serves them.
 fn set_on(addr: &str) -> Result<Vec<u64>, String> {
     common::block_on(async {
-        let client = Client::pinned(addr.to_string(), Duration::from_secs(30), "check".into());
+        let client = Client::pinned(
+            addr.to_string(),
+            Duration::from_secs(30),
+            "check".into(),
+            common::tls::admin(),
+        );
         match client.call(ops::readdir("/set")).await {
             Ok(Res::entries(list)) => Ok(list
                 .entries
@@ -616,14 +626,16 @@ fn locks_writes_and_ephemeral_files_survive_the_nemesis() {
     let opts = format!("allow_other,ttl={TTL_S}");
     // Lock waits are logged, for the autopsy of a lock anomaly.
     let filter = "info,lockfs::fs::locks=debug,lockfs::client::session=debug";
-    let mut a = Mount::start_logging(
+    let mut a = Mount::start_as(
+        "host-a",
         &servers,
         &out.join("a"),
         &opts,
         &out.join("mount-a.log"),
         filter,
     );
-    let mut b = Mount::start_logging(
+    let mut b = Mount::start_as(
+        "host-b",
         &servers,
         &out.join("b"),
         &opts,
@@ -843,7 +855,7 @@ fn locks_writes_and_ephemeral_files_survive_the_nemesis() {
         paused.resume(b_pid);
         "mount paused"
     } else {
-        // A mount's connections introduce themselves as "lockfs-cli@HOST[PID]".
+        // The proxies name a client after the process that dials: "lockfs[PID]".
         cluster.isolate_client(&format!("[{b_pid}]"));
         std::thread::sleep(Duration::from_millis(cut_ms));
         cluster.heal();

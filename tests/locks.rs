@@ -24,6 +24,7 @@ impl Run {
             .arg("--")
             .args(cmd)
             .env("LOCKFS_SERVERS", servers)
+            .env(common::tls::ENV, common::tls::admin_dir())
             .env("RUST_LOG", "warn")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())

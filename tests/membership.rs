@@ -78,7 +78,12 @@ impl Writer {
                 .build()
                 .unwrap();
             rt.block_on(async move {
-                let client = Client::new(vec![server], Duration::from_secs(10), "writer".into());
+                let client = Client::new(
+                    vec![server],
+                    Duration::from_secs(10),
+                    "writer".into(),
+                    common::tls::admin(),
+                );
                 // Bounded: stops when told, or after this many writes at the most.
                 for i in 0..1_000_000u64 {
                     if s.load(Ordering::SeqCst) {
@@ -154,7 +159,12 @@ fn join_args(id: u64, listen: &str, join: &str, data: &Path, extra: &[&str]) -> 
 
 fn contents(addr: &str) -> BTreeMap<String, Vec<u8>> {
     common::block_on(async {
-        let client = Client::pinned(addr.to_string(), Duration::from_secs(30), "check".into());
+        let client = Client::pinned(
+            addr.to_string(),
+            Duration::from_secs(30),
+            "check".into(),
+            common::tls::admin(),
+        );
         let Res::entries(list) = client.call(ops::readdir("/w")).await.unwrap() else {
             panic!("readdir");
         };

@@ -753,17 +753,26 @@ fn lockfs_dev_runs_a_cluster_and_a_mount_and_stops_cleanly() {
                   flock \"$M/job\" echo locked");
     assert!(out.status.success(), "{}\n{}", out.stderr, dev_log());
     assert_eq!(out.stdout, "hello\nlocked\n");
-    // The CLI sees the same tree through the printed servers.
+    // The CLI sees the same tree through the printed servers, with the credentials lockfs dev
+    // printed (its cluster has a CA of its own).
     let servers = format!(
         "127.0.0.1:{},127.0.0.1:{},127.0.0.1:{}",
         port,
         port + 1,
         port + 2
     );
-    assert_eq!(
-        common::ok(&servers, &["cat", "/greeting"], None),
-        b"hello\n"
+    let tls_dir = dev_log()
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("export LOCKFS_TLS_DIR="))
+        .map(|d| PathBuf::from(d.trim_matches(&['\'', '"'][..])))
+        .unwrap_or_else(|| panic!("lockfs dev printed no LOCKFS_TLS_DIR:\n{}", dev_log()));
+    let cat = common::cli_as(&tls_dir, &servers, &["cat", "/greeting"], None);
+    assert!(
+        cat.status.success(),
+        "lockfs cat: {}",
+        String::from_utf8_lossy(&cat.stderr)
     );
+    assert_eq!(cat.stdout, b"hello\n");
     // Ctrl-C stops everything: the mount goes, then the nodes.
     kill_group(pid, libc::SIGINT);
     let start = Instant::now();

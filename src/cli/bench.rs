@@ -118,7 +118,7 @@ async fn write(a: WriteArgs) -> Result<(), CliError> {
             "--count and --concurrency must be > 0".into(),
         ));
     }
-    let client = Arc::new(a.client.client());
+    let client = Arc::new(a.client.client()?);
     super::files::mkdir(&client, "/bench", 0o755, true, false).await?;
     let payload = vec![b'x'; a.size];
     let started = Instant::now();
@@ -219,13 +219,10 @@ fn failover_rounds(a: &FailoverArgs, data: PathBuf) -> Result<Vec<Duration>, Cli
         return Err(CliError::Usage("--rounds must be > 0".into()));
     }
     let mut cluster = LocalCluster::start(3, data, a.base_port)?;
-    let opts = ClientOpts {
-        servers: cluster.servers(),
-        timeout: 30,
-    };
+    let opts = cluster.client_opts(30);
     let mut times = Vec::new();
     for round in 0..a.rounds {
-        let client = opts.client();
+        let client = opts.client()?;
         let leader = super::block_on(async {
             let leader = leader_of(&client).await?;
             client

@@ -36,11 +36,11 @@ async fn ask(client: &Client) -> Result<StatusReply, CliError> {
 
 /// The leader's status (or, with no leader, that of the first node that answers).
 async fn leader_status(opts: &ClientOpts) -> Result<StatusReply, CliError> {
-    let s = ask(&opts.client()).await?;
+    let s = ask(&opts.client()?).await?;
     // Only the leader knows every member's progress; ask it when the first node is not it.
     if s.leader_id != 0 && s.leader_id != s.node_id {
         if let Some(leader) = s.members.iter().find(|m| m.id == s.leader_id) {
-            let pinned = Client::pinned(leader.addr.clone(), MEMBER_TIMEOUT, opts.name());
+            let pinned = opts.pinned(leader.addr.clone(), MEMBER_TIMEOUT)?;
             if let Ok(from_leader) = ask(&pinned).await {
                 return Ok(from_leader);
             }
@@ -52,9 +52,12 @@ async fn leader_status(opts: &ClientOpts) -> Result<StatusReply, CliError> {
 /// Each member's own applied index, or `None` when it did not answer in time.
 async fn applied_by_member(opts: &ClientOpts, members: &[Member]) -> BTreeMap<u64, Option<u64>> {
     let asks = members.iter().map(|m| {
-        let client = Client::pinned(m.addr.clone(), MEMBER_TIMEOUT, opts.name());
+        let client = opts.pinned(m.addr.clone(), MEMBER_TIMEOUT);
         let id = m.id;
         async move {
+            let Ok(client) = client else {
+                return (id, None);
+            };
             let applied = tokio::time::timeout(MEMBER_TIMEOUT, ask(&client))
                 .await
                 .ok()
@@ -153,7 +156,7 @@ pub async fn change(opts: &ClientOpts, op: Op) -> Result<(), CliError> {
 
 async fn send_change(opts: &ClientOpts, op: Op) -> Result<StatusReply, CliError> {
     match opts
-        .client()
+        .client()?
         .call(op)
         .await
         .map_err(CliError::client("membership change"))?

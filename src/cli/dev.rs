@@ -2,7 +2,9 @@
 //! leader, prints how to use the cluster, and stops everything on Ctrl-C or SIGTERM.
 //!
 //! The nodes are real child processes of this binary (not threads), so what a user tries here is
-//! exactly what a deployment runs.
+//! exactly what a deployment runs, mutual TLS included: the cluster gets its own CA and
+//! certificates under its data directory (`tls/`), and `lockfs dev` prints the
+//! `LOCKFS_TLS_DIR` that lets the CLI in.
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -12,7 +14,8 @@ use std::time::{Duration, Instant};
 
 use clap::Args;
 
-use super::{CliError, ClientOpts};
+use super::{CliError, ClientOpts, TlsOpts};
+use crate::auth::{Identity, Role};
 use crate::client::ops;
 
 #[derive(Args)]
@@ -39,6 +42,8 @@ pub struct DevArgs {
 pub struct LocalCluster {
     pub exe: PathBuf,
     pub data: PathBuf,
+    /// Credentials: `ca`, `node-N` for each node, `admin` and `host` (see [`super::cert::ensure`]).
+    pub tls: PathBuf,
     pub addrs: Vec<(u64, String)>,
     peers: String,
     children: Vec<(u64, Option<Child>)>,
@@ -64,8 +69,33 @@ impl LocalCluster {
             .map(|(i, a)| format!("{i}={a}"))
             .collect::<Vec<_>>()
             .join(",");
+        let tls = data.join("tls");
+        let identity = |role, name: &str| Identity {
+            role,
+            name: name.to_string(),
+            subtree: None,
+        };
+        let mut wanted: Vec<(String, Identity)> = (1..=nodes as u64)
+            .map(|i| {
+                (
+                    format!("node-{i}"),
+                    identity(Role::Peer(i), &format!("node-{i}")),
+                )
+            })
+            .collect();
+        wanted.push(("admin".into(), identity(Role::Admin, "dev-admin")));
+        wanted.push((
+            "host".into(),
+            identity(Role::Host, &super::hostname_for_cert()),
+        ));
+        let wanted: Vec<(&str, Identity)> = wanted
+            .iter()
+            .map(|(d, i)| (d.as_str(), i.clone()))
+            .collect();
+        super::cert::ensure(&tls, &wanted)?;
         let mut cluster = LocalCluster {
             exe,
+            tls,
             data,
             children: addrs.iter().map(|(id, _)| (*id, None)).collect(),
             addrs,
@@ -79,6 +109,18 @@ impl LocalCluster {
 
     pub fn servers(&self) -> Vec<String> {
         self.addrs.iter().map(|(_, a)| a.clone()).collect()
+    }
+
+    /// Options for a client of this cluster, as its administrator.
+    pub fn client_opts(&self, timeout: u64) -> ClientOpts {
+        ClientOpts {
+            servers: self.servers(),
+            timeout,
+            tls: TlsOpts {
+                tls_dir: Some(self.tls.join("admin")),
+                insecure: false,
+            },
+        }
     }
 
     pub fn log_path(&self, id: u64) -> PathBuf {
@@ -108,6 +150,8 @@ impl LocalCluster {
             ])
             .arg("--data")
             .arg(&dir)
+            .arg("--tls-dir")
+            .arg(self.tls.join(format!("node-{id}")))
             .stdin(Stdio::null())
             .stdout(
                 log.try_clone()
@@ -180,13 +224,10 @@ pub fn run(args: DevArgs) -> Result<(), CliError> {
     }
     let mut cluster = LocalCluster::start(args.nodes, data.clone(), args.base_port)?;
     let servers = cluster.servers();
-    let opts = ClientOpts {
-        servers: servers.clone(),
-        timeout: 20,
-    };
+    let opts = cluster.client_opts(20);
     let leader = super::block_on(async {
         // A linearizable read proves a leader that has committed in its term.
-        let client = opts.client();
+        let client = opts.client()?;
         client
             .call(ops::stat("/"))
             .await
@@ -211,7 +252,13 @@ pub fn run(args: DevArgs) -> Result<(), CliError> {
                 m.display()
             )));
         }
-        Some(MountChild::start(&cluster.exe, m, &list, &data)?)
+        Some(MountChild::start(
+            &cluster.exe,
+            m,
+            &list,
+            &cluster.tls.join("host"),
+            &data,
+        )?)
     };
     println!(
         "lockfs dev: {} nodes running (leader: node {leader})",
@@ -220,6 +267,10 @@ pub fn run(args: DevArgs) -> Result<(), CliError> {
     println!("  data and logs: {}", data.display());
     println!();
     println!("  export LOCKFS_SERVERS={list}");
+    println!(
+        "  export LOCKFS_TLS_DIR={}",
+        cluster.tls.join("admin").display()
+    );
     println!("  echo hello | lockfs put /greeting");
     println!("  lockfs cat /greeting");
     println!("  lockfs ls /");
@@ -276,12 +327,15 @@ impl MountChild {
         exe: &std::path::Path,
         mountpoint: &std::path::Path,
         servers: &str,
+        tls_dir: &std::path::Path,
         data: &std::path::Path,
     ) -> Result<MountChild, CliError> {
         let log = std::fs::File::create(data.join("mount.log"))
             .map_err(|e| CliError::Other(format!("creating the mount log: {e}")))?;
         let mut child = Command::new(exe)
             .args(["mount", "--foreground", "--servers", servers])
+            .arg("--tls-dir")
+            .arg(tls_dir)
             .arg(mountpoint)
             .stdin(Stdio::null())
             .stdout(

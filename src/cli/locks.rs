@@ -62,7 +62,7 @@ pub async fn run(a: RunArgs) -> Result<(), CliError> {
         Some(s) if s <= 0.0 => None,
         Some(s) => Some(Some(seconds(s, "--wait")?)),
     };
-    let client = Arc::new(a.client.client());
+    let client = Arc::new(a.client.client()?);
     let host = super::hostname();
     let session = Session::open(client, ttl, ttl, &host, "lockfs run")
         .await
@@ -209,7 +209,7 @@ fn holder_json(h: &proto::LockHolder) -> serde_json::Value {
 /// `lockfs locks`: every lock and waiter in the cluster.
 pub async fn list(opts: &ClientOpts, as_json: bool) -> Result<(), CliError> {
     let Res::locks(list) = opts
-        .client()
+        .client()?
         .call(ops::list_locks())
         .await
         .map_err(CliError::client("locks"))?

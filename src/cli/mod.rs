@@ -4,6 +4,7 @@
 //! non-zero, which is the only place errors become exit codes.
 
 mod bench;
+mod cert;
 mod cluster;
 mod dev;
 mod files;
@@ -15,6 +16,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
+use crate::auth::Tls;
 use crate::client::{Client, ClientError};
 use crate::server::{self, ServerError};
 
@@ -40,15 +42,49 @@ pub struct ClientOpts {
     /// Give up after this many seconds without an answer from a leader.
     #[arg(long, default_value_t = 30)]
     timeout: u64,
+    #[command(flatten)]
+    pub tls: TlsOpts,
+}
+
+/// How a process authenticates to the cluster.
+#[derive(Args, Clone, Default)]
+pub struct TlsOpts {
+    /// Directory with this host's credentials from `lockfs cert issue`: ca.pem, cert.pem and
+    /// key.pem (mutual TLS with the cluster's CA).
+    #[arg(long, env = "LOCKFS_TLS_DIR", value_name = "DIR")]
+    pub tls_dir: Option<PathBuf>,
+    /// Plain TCP, no authentication: only for a cluster whose nodes all run with --insecure
+    /// (which they allow on loopback addresses only).
+    #[arg(long)]
+    pub insecure: bool,
+}
+
+impl TlsOpts {
+    /// The credentials the options name; `--insecure` wins over a TLS directory from the
+    /// environment.
+    pub fn load(&self) -> Result<Tls, CliError> {
+        let dir = if self.insecure {
+            None
+        } else {
+            self.tls_dir.as_deref()
+        };
+        Tls::load(dir, self.insecure).map_err(|e| CliError::Usage(e.to_string()))
+    }
 }
 
 impl ClientOpts {
-    fn client(&self) -> Client {
-        Client::new(
+    fn client(&self) -> Result<Client, CliError> {
+        Ok(Client::new(
             self.servers.clone(),
             Duration::from_secs(self.timeout),
             self.name(),
-        )
+            self.tls.load()?,
+        ))
+    }
+
+    /// A client of exactly the one server at `addr` (see [`Client::pinned`]).
+    fn pinned(&self, addr: String, timeout: Duration) -> Result<Client, CliError> {
+        Ok(Client::pinned(addr, timeout, self.name(), self.tls.load()?))
     }
 
     /// How this process introduces itself to the cluster (for its logs).
@@ -143,6 +179,11 @@ enum Cmd {
         #[command(subcommand)]
         cmd: ClusterCmd,
     },
+    /// Make a cluster CA and issue certificates with it.
+    Cert {
+        #[command(subcommand)]
+        cmd: cert::CertCmd,
+    },
 }
 
 #[derive(Subcommand)]
@@ -224,6 +265,14 @@ pub struct ServeArgs {
     /// Milliseconds during which a lock freed by a session expiry is granted to nobody.
     #[arg(long)]
     lock_delay_ms: Option<u64>,
+    /// Directory with this node's credentials from `lockfs cert issue --role peer --id ID`:
+    /// ca.pem, cert.pem and key.pem.
+    #[arg(long, value_name = "DIR")]
+    tls_dir: Option<PathBuf>,
+    /// Plain TCP without authentication, for trying things out: only on a loopback address,
+    /// and every node and client of the cluster must say --insecure too.
+    #[arg(long, conflicts_with = "tls_dir")]
+    insecure: bool,
 }
 
 /// What a subcommand failed with, already worded for the user.
@@ -297,11 +346,11 @@ fn run(cmd: Cmd) -> Result<(), CliError> {
             client,
         } => {
             let mode = parse_mode(&mode)?;
-            block_on(files::put(&client.client(), &path, mode, if_generation))
+            block_on(files::put(&client.client()?, &path, mode, if_generation))
         }
-        Cmd::Cat { path, client } => block_on(files::cat(&client.client(), &path)),
-        Cmd::Ls { path, json, client } => block_on(files::ls(&client.client(), &path, json)),
-        Cmd::Stat { path, json, client } => block_on(files::stat(&client.client(), &path, json)),
+        Cmd::Cat { path, client } => block_on(files::cat(&client.client()?, &path)),
+        Cmd::Ls { path, json, client } => block_on(files::ls(&client.client()?, &path, json)),
+        Cmd::Stat { path, json, client } => block_on(files::stat(&client.client()?, &path, json)),
         Cmd::Mkdir {
             path,
             parents,
@@ -311,7 +360,7 @@ fn run(cmd: Cmd) -> Result<(), CliError> {
         } => {
             let mode = parse_mode(&mode)?;
             block_on(files::mkdir(
-                &client.client(),
+                &client.client()?,
                 &path,
                 mode,
                 parents,
@@ -320,7 +369,7 @@ fn run(cmd: Cmd) -> Result<(), CliError> {
         }
         Cmd::Run(args) => block_on(locks::run(args)),
         Cmd::Locks { json, client } => block_on(locks::list(&client, json)),
-        Cmd::Rm { path, client } => block_on(files::rm(&client.client(), &path)),
+        Cmd::Rm { path, client } => block_on(files::rm(&client.client()?, &path)),
         Cmd::Cluster { cmd } => match cmd {
             ClusterCmd::Status { json, client } => block_on(cluster::status(&client, json)),
             ClusterCmd::Add {
@@ -343,6 +392,7 @@ fn run(cmd: Cmd) -> Result<(), CliError> {
             ClusterCmd::Reconcile(args) => block_on(cluster::reconcile(args)),
         },
         Cmd::Bench { cmd } => bench::run(cmd),
+        Cmd::Cert { cmd } => cert::run(cmd),
     }
 }
 
@@ -357,6 +407,10 @@ fn serve(a: ServeArgs) -> Result<(), CliError> {
     if a.learner {
         file.learner = Some(true);
     }
+    if a.insecure {
+        file.insecure = Some(true);
+        file.tls_dir = None;
+    }
     flag_wins!(
         id,
         data,
@@ -368,7 +422,8 @@ fn serve(a: ServeArgs) -> Result<(), CliError> {
         heartbeat_ticks,
         snapshot_entries,
         max_file_size,
-        lock_delay_ms
+        lock_delay_ms,
+        tls_dir
     );
     Ok(server::serve(file.finish()?)?)
 }
@@ -386,6 +441,27 @@ fn parse_mode(s: &str) -> Result<u32, CliError> {
         .ok()
         .filter(|m| *m <= 0o7777)
         .ok_or_else(|| CliError::Usage(format!("mode '{s}' is not an octal permission (e.g. 644)")))
+}
+
+/// This machine's name as a certificate may carry it: characters a certificate name does not
+/// allow become '-'.
+pub(crate) fn hostname_for_cert() -> String {
+    let name: String = hostname()
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "._-@".contains(c) {
+                c
+            } else {
+                '-'
+            }
+        })
+        .take(crate::auth::identity::NAME_MAX)
+        .collect();
+    if name.is_empty() {
+        "host".into()
+    } else {
+        name
+    }
 }
 
 pub(crate) fn hostname() -> String {

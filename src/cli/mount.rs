@@ -23,7 +23,8 @@ pub struct MountArgs {
     /// Where to mount (an existing directory).
     pub mountpoint: PathBuf,
     /// Mount options, comma-separated: allow_other, default_permissions (on unless
-    /// no_default_permissions), ro, rw, ttl=SECONDS (session TTL, default 10); _netdev,
+    /// no_default_permissions), ro, rw, ttl=SECONDS (session TTL, default 10), tls_dir=DIR
+    /// (as --tls-dir), insecure (as --insecure); _netdev,
     /// defaults, auto, noauto, nofail, user, nouser, dev, suid, exec are accepted and ignored
     /// (they concern mount(8) and fstab).
     #[arg(short = 'o')]
@@ -42,12 +43,16 @@ pub struct MountArgs {
 pub struct Options {
     pub config: MountConfig,
     pub ttl: Duration,
+    pub tls_dir: Option<PathBuf>,
+    pub insecure: bool,
 }
 
 pub fn parse_options(s: Option<&str>) -> Result<Options, CliError> {
     let mut o = Options {
         config: MountConfig::default(),
         ttl: Duration::from_secs(10),
+        tls_dir: None,
+        insecure: false,
     };
     for opt in s
         .unwrap_or("")
@@ -63,6 +68,7 @@ pub fn parse_options(s: Option<&str>) -> Result<Options, CliError> {
                 o.ttl = Duration::try_from_secs_f64(secs)
                     .map_err(|_| CliError::Usage(format!("ttl={v}: not a number of seconds")))?;
             }
+            Some(("tls_dir", v)) if !v.is_empty() => o.tls_dir = Some(PathBuf::from(v)),
             Some(_) => return Err(CliError::Usage(format!("unknown mount option '{opt}'"))),
             None => match opt {
                 "allow_other" => o.config.allow_other = true,
@@ -70,6 +76,7 @@ pub fn parse_options(s: Option<&str>) -> Result<Options, CliError> {
                 "no_default_permissions" => o.config.default_permissions = false,
                 "ro" => o.config.read_only = true,
                 "rw" => o.config.read_only = false,
+                "insecure" => o.insecure = true,
                 "_netdev" | "defaults" | "auto" | "noauto" | "nofail" | "user" | "nouser"
                 | "dev" | "suid" | "exec" | "nodev" | "nosuid" | "noexec" => {}
                 _ => return Err(CliError::Usage(format!("unknown mount option '{opt}'"))),
@@ -79,8 +86,14 @@ pub fn parse_options(s: Option<&str>) -> Result<Options, CliError> {
     Ok(o)
 }
 
-pub fn run(a: MountArgs) -> Result<(), CliError> {
+pub fn run(mut a: MountArgs) -> Result<(), CliError> {
     let options = parse_options(a.options.as_deref())?;
+    if options.tls_dir.is_some() {
+        a.client.tls.tls_dir = options.tls_dir.clone();
+    }
+    a.client.tls.insecure |= options.insecure;
+    // Credentials are checked before daemonizing, so that their errors reach the shell.
+    a.client.tls.load()?;
     if !a.mountpoint.is_dir() {
         return Err(CliError::Usage(format!(
             "{}: not a directory",
@@ -184,7 +197,7 @@ fn mount_and_wait(
         .thread_name("lockfs-mount")
         .build()
         .map_err(|e| CliError::Other(format!("starting the runtime: {e}")))?;
-    let client = Arc::new(a.client.client());
+    let client = Arc::new(a.client.client()?);
     let name = format!("lockfs mount {}", a.mountpoint.display());
     let backend = runtime
         .block_on(ClusterBackend::connect(
@@ -252,5 +265,8 @@ mod tests {
         assert!(parse_options(Some("bogus")).is_err());
         assert!(parse_options(Some("ttl=x")).is_err());
         assert!(parse_options(None).unwrap().config.default_permissions);
+        let o = parse_options(Some("tls_dir=/etc/lockfs/tls,rw")).unwrap();
+        assert_eq!(o.tls_dir, Some(PathBuf::from("/etc/lockfs/tls")));
+        assert!(parse_options(Some("insecure")).unwrap().insecure);
     }
 }

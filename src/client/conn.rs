@@ -1,5 +1,6 @@
-//! One pipelined connection to one server: a writer task sends requests, a reader task matches
-//! responses to waiting callers by request id.
+//! One pipelined connection to one server: mutual TLS (unless the client is `--insecure`), a
+//! hello, then a writer task sends requests and a reader task matches responses to waiting
+//! callers by request id.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -9,6 +10,7 @@ use std::time::Duration;
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
 
+use crate::auth::{Expect, Tls};
 use crate::proto::{self, frame::FramedConn};
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
@@ -41,10 +43,11 @@ impl Drop for Conn {
 }
 
 impl Conn {
-    /// Connects to `addr`; events pushed by the server go to `events`.
+    /// Connects to `addr` as `tls` says; events pushed by the server go to `events`.
     pub async fn open(
         addr: &str,
         name: &str,
+        tls: &Tls,
         events: mpsc::UnboundedSender<proto::Event>,
     ) -> Result<Conn, String> {
         let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr))
@@ -52,6 +55,10 @@ impl Conn {
             .map_err(|_| "connect timed out".to_string())?
             .map_err(|e| e.to_string())?;
         let _ = stream.set_nodelay(true);
+        let stream = tokio::time::timeout(CONNECT_TIMEOUT, tls.connect(stream, Expect::AnyPeer))
+            .await
+            .map_err(|_| "TLS handshake timed out".to_string())?
+            .map_err(|e| e.to_string())?;
         let mut framed = FramedConn::new(stream, proto::HELLO_MAX_FRAME);
         let mut hello = proto::Hello::new();
         hello.version = proto::PROTOCOL_VERSION;

@@ -28,6 +28,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, watch, Mutex};
 
+use crate::auth::Tls;
 use crate::proto::{self, Request_oneof_op as Op, Response_oneof_result as Res};
 use conn::{CallError, Conn};
 pub use error::ClientError;
@@ -58,6 +59,7 @@ pub struct Client {
     learned: Arc<std::sync::Mutex<Vec<String>>>,
     timeout: Duration,
     name: String,
+    tls: Tls,
     next_id: AtomicU64,
     state: Mutex<State>,
     events_tx: mpsc::UnboundedSender<proto::Event>,
@@ -74,6 +76,8 @@ pub struct InSession {
     pub session: u64,
     pub seq: u64,
     pub first_unacked: u64,
+    /// The session's secret, which the cluster checks on every request that uses it.
+    pub secret: u128,
 }
 
 struct State {
@@ -93,13 +97,15 @@ struct State {
 impl Client {
     /// A client of the cluster at `servers` (any subset of its members); requests give up after
     /// `timeout` of not finding a leader.
-    pub fn new(servers: Vec<String>, timeout: Duration, name: String) -> Client {
+    /// `tls` is how to connect: mutual TLS with this process's credentials, or plain TCP.
+    pub fn new(servers: Vec<String>, timeout: Duration, name: String, tls: Tls) -> Client {
         let (events_tx, events) = mpsc::unbounded_channel();
         Client {
             servers,
             pinned: false,
             timeout,
             name,
+            tls,
             next_id: AtomicU64::new(1),
             state: Mutex::new(State {
                 conn: None,
@@ -117,10 +123,10 @@ impl Client {
 
     /// A client of exactly the one server at `addr`, for questions to that node (its own
     /// status); it never goes elsewhere.
-    pub fn pinned(addr: String, timeout: Duration, name: String) -> Client {
+    pub fn pinned(addr: String, timeout: Duration, name: String, tls: Tls) -> Client {
         Client {
             pinned: true,
-            ..Client::new(vec![addr], timeout, name)
+            ..Client::new(vec![addr], timeout, name, tls)
         }
     }
 
@@ -161,6 +167,7 @@ impl Client {
                 req.session = s.session;
                 req.seq = s.seq;
                 req.first_unacked = s.first_unacked;
+                req.session_secret = s.secret.to_be_bytes().to_vec();
             }
             let remaining = deadline.saturating_duration_since(Instant::now());
             // A write outside a session must not be sent twice: it waits for its one answer.
@@ -248,7 +255,7 @@ impl Client {
                 candidates[pick].clone()
             }
         };
-        let conn = match Conn::open(&addr, &self.name, self.events_tx.clone()).await {
+        let conn = match Conn::open(&addr, &self.name, &self.tls, self.events_tx.clone()).await {
             Ok(conn) => conn,
             Err(e) => {
                 st.failed.insert(addr.clone(), Instant::now());

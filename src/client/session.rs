@@ -82,6 +82,8 @@ struct Wait {
 pub struct Session {
     client: Arc<Client>,
     pub id: u64,
+    /// Chosen by the cluster at open; no one else learns it.
+    secret: u128,
     pub ttl: Duration,
     grace: Duration,
     next_seq: AtomicU64,
@@ -117,13 +119,21 @@ impl Session {
         m.pid = std::process::id();
         m.name = name.to_string();
         let sent = Instant::now();
-        let id = match client.call(Op::open_session(m)).await? {
-            Res::session(s) => s.session,
+        let (id, secret) = match client.call(Op::open_session(m)).await? {
+            Res::session(s) => match <[u8; 16]>::try_from(s.secret.as_slice()) {
+                Ok(secret) => (s.session, u128::from_be_bytes(secret)),
+                Err(_) => {
+                    return Err(ClientError::Protocol(
+                        "the cluster sent no session secret".into(),
+                    ))
+                }
+            },
             _ => return Err(ClientError::Protocol("unexpected answer to open".into())),
         };
         let session = Arc::new(Session {
             client: client.clone(),
             id,
+            secret,
             ttl,
             grace,
             next_seq: AtomicU64::new(1),
@@ -173,6 +183,7 @@ impl Session {
             session: self.id,
             seq,
             first_unacked,
+            secret: self.secret,
         };
         let result = self
             .client
@@ -475,6 +486,7 @@ async fn keep_alive(
             session: s.id,
             seq: 0,
             first_unacked: 0,
+            secret: s.secret,
         };
         let op = Op::keep_alive(proto::KeepAlive::new());
         let attempt = s

@@ -42,6 +42,11 @@ pub struct ServeConfig {
     /// Bounds on the session TTL a client may ask for.
     pub min_session_ttl: Duration,
     pub max_session_ttl: Duration,
+    /// This node's credentials (`ca.pem`, `cert.pem`, `key.pem`; a `peer` certificate for this
+    /// node's id).
+    pub tls_dir: Option<PathBuf>,
+    /// Plain TCP without authentication; only allowed on a loopback address.
+    pub insecure: bool,
 }
 
 /// The same settings as they appear in a `--config` file; every field is optional there.
@@ -62,6 +67,8 @@ pub struct ConfigFile {
     pub snapshot_entries: Option<u64>,
     pub max_file_size: Option<u64>,
     pub lock_delay_ms: Option<u64>,
+    pub tls_dir: Option<PathBuf>,
+    pub insecure: Option<bool>,
 }
 
 impl ConfigFile {
@@ -119,7 +126,31 @@ impl ConfigFile {
             lock_delay: Duration::from_millis(self.lock_delay_ms.unwrap_or(5_000)),
             min_session_ttl: Duration::from_secs(1),
             max_session_ttl: Duration::from_secs(600),
+            tls_dir: self.tls_dir,
+            insecure: self.insecure.unwrap_or(false),
         };
+        match (&cfg.tls_dir, cfg.insecure) {
+            (Some(_), true) => {
+                return Err(ServerError::Config(
+                    "give either tls-dir or insecure, not both".into(),
+                ))
+            }
+            (None, false) => {
+                return Err(ServerError::Config(
+                    "missing setting: --tls-dir (this node's credentials from `lockfs cert \
+                     issue --role peer`), or --insecure for plain TCP on loopback"
+                        .into(),
+                ))
+            }
+            (None, true) if !is_loopback(&cfg.listen) => {
+                return Err(ServerError::Config(format!(
+                    "--insecure listens on loopback addresses only, not on {}: anyone who \
+                     can reach the port would own the cluster",
+                    cfg.listen
+                )))
+            }
+            _ => {}
+        }
         if cfg.tick.is_zero()
             || cfg.heartbeat_ticks == 0
             || cfg.election_ticks <= cfg.heartbeat_ticks
@@ -138,6 +169,18 @@ impl ConfigFile {
             )));
         }
         Ok(cfg)
+    }
+}
+
+/// Whether every address `listen` stands for is a loopback address.
+pub fn is_loopback(listen: &str) -> bool {
+    use std::net::ToSocketAddrs;
+    match listen.to_socket_addrs() {
+        Ok(addrs) => {
+            let addrs: Vec<_> = addrs.collect();
+            !addrs.is_empty() && addrs.iter().all(|a| a.ip().is_loopback())
+        }
+        Err(_) => false,
     }
 }
 
@@ -211,22 +254,46 @@ mod tests {
 
     #[test]
     fn config_file_fills_defaults_and_checks() {
-        let f: ConfigFile =
-            toml::from_str("id = 2\ndata = \"/tmp/x\"\npeers = \"1=h:1,2=h:2\"\ntick_ms = 50\n")
-                .unwrap();
+        let f: ConfigFile = toml::from_str(
+            "id = 2\ndata = \"/tmp/x\"\npeers = \"1=h:1,2=h:2\"\ntick_ms = 50\ntls_dir = \"/t\"\n",
+        )
+        .unwrap();
         let cfg = f.finish().unwrap();
         assert_eq!(cfg.listen, "h:2");
         assert_eq!(cfg.tick, Duration::from_millis(50));
         assert!(toml::from_str::<ConfigFile>("bogus = 1").is_err());
-        let f: ConfigFile = toml::from_str("id = 3\ndata = \"/x\"\npeers = \"1=h:1\"").unwrap();
+        let f: ConfigFile =
+            toml::from_str("id = 3\ndata = \"/x\"\npeers = \"1=h:1\"\ntls_dir = \"/t\"").unwrap();
         assert!(f.finish().is_err());
         // A joining node needs no peers, but an address to listen on.
-        let f: ConfigFile =
-            toml::from_str("id = 4\ndata = \"/x\"\njoin = \"h:1, h:2\"\nlisten = \"h:4\"").unwrap();
+        let f: ConfigFile = toml::from_str(
+            "id = 4\ndata = \"/x\"\njoin = \"h:1, h:2\"\nlisten = \"h:4\"\ntls_dir = \"/t\"",
+        )
+        .unwrap();
         let cfg = f.finish().unwrap();
         assert_eq!(cfg.join, vec!["h:1", "h:2"]);
         assert!(cfg.peers.is_empty());
-        let f: ConfigFile = toml::from_str("id = 4\ndata = \"/x\"\njoin = \"h:1\"").unwrap();
+        let f: ConfigFile =
+            toml::from_str("id = 4\ndata = \"/x\"\njoin = \"h:1\"\ntls_dir = \"/t\"").unwrap();
         assert!(f.finish().is_err());
+    }
+
+    #[test]
+    fn plain_tcp_needs_a_flag_and_loopback() {
+        let cfg = |extra: &str| {
+            toml::from_str::<ConfigFile>(&format!(
+                "id = 1\ndata = \"/x\"\npeers = \"1=127.0.0.1:7001\"\n{extra}"
+            ))
+            .unwrap()
+            .finish()
+        };
+        assert!(cfg("").is_err(), "neither TLS nor --insecure");
+        assert!(cfg("tls_dir = \"/t\"\ninsecure = true").is_err());
+        assert!(cfg("insecure = true").is_ok());
+        assert!(cfg("insecure = true\nlisten = \"0.0.0.0:7001\"").is_err());
+        assert!(cfg("insecure = true\nlisten = \"10.1.2.3:7001\"").is_err());
+        assert!(cfg("insecure = true\nlisten = \"[::1]:7001\"").is_ok());
+        assert!(cfg("tls_dir = \"/t\"\nlisten = \"0.0.0.0:7001\"").is_ok());
+        assert!(is_loopback("localhost:7001"));
     }
 }

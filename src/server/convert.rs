@@ -57,8 +57,19 @@ fn lock_style(s: proto::LockStyle) -> LockStyle {
     }
 }
 
+/// The session secret a request carries (0 if it carries none or a malformed one, which no
+/// session has).
+pub fn session_secret(req: &proto::Request) -> u128 {
+    <[u8; 16]>::try_from(req.session_secret.as_slice()).map_or(0, u128::from_be_bytes)
+}
+
 pub fn action(req: &proto::Request) -> Result<Action, ServerError> {
     let op = req.op.as_ref().ok_or_else(|| invalid("empty request"))?;
+    if req.first_unacked > req.seq {
+        return Err(invalid(
+            "first_unacked beyond the request's own sequence number",
+        ));
+    }
     let request = (req.session != 0).then_some(RequestId {
         session: req.session,
         seq: req.seq,
@@ -156,6 +167,9 @@ pub fn action(req: &proto::Request) -> Result<Action, ServerError> {
                 host: m.host.clone(),
                 pid: m.pid,
                 name: m.name.clone(),
+                // Stamped by the node (authz) and the leader.
+                owner: String::new(),
+                secret: 0,
             },
             request: None,
         },
@@ -377,9 +391,10 @@ pub fn outcome(o: Outcome) -> Res {
             Res::entries(e)
         }
         Outcome::Done => Res::done(proto::Done::new()),
-        Outcome::Session { id } => {
+        Outcome::Session { id, secret } => {
             let mut p = proto::SessionReply::new();
             p.session = id;
+            p.secret = secret.to_be_bytes().to_vec();
             Res::session(p)
         }
         Outcome::Opened { handle, attr: a } => {

@@ -27,6 +27,9 @@ pub enum ServerError {
     /// taken, ...); `code` is the errno the client gets.
     #[error("{message}")]
     Refused { code: u32, message: String },
+    /// The caller's identity may not make this request (EPERM or EACCES in `code`).
+    #[error("{message}")]
+    Denied { code: u32, message: String },
 }
 
 /// Linux errno numbers the wire carries (see `proto/lockfs.proto`, message `Error`).
@@ -46,7 +49,7 @@ impl ServerError {
             ServerError::NotLeader { .. } | ServerError::Unavailable(_) => errno::EAGAIN,
             ServerError::Config(_) => errno::EINVAL,
             ServerError::Storage(_) | ServerError::Raft(_) | ServerError::Io(..) => errno::EIO,
-            ServerError::Refused { code, .. } => *code,
+            ServerError::Refused { code, .. } | ServerError::Denied { code, .. } => *code,
         }
     }
 }

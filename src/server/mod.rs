@@ -10,6 +10,7 @@
 //! cluster to add it as a learner and catches up from a snapshot; empty without, it bootstraps
 //! the initial cluster from `--peers`, as every other initial member does.
 
+mod authz;
 pub mod config;
 mod convert;
 mod entry;
@@ -28,6 +29,7 @@ use raft::prelude::ConfState;
 pub use config::ServeConfig;
 pub use error::{errno, ServerError};
 
+use crate::auth::{Role, Tls};
 use crate::client::{ops, Client};
 use crate::proto::Response_oneof_result as Res;
 use crate::state::StateMachine;
@@ -41,6 +43,7 @@ const JOIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// Runs a node until SIGINT or SIGTERM.
 pub fn serve(cfg: ServeConfig) -> Result<(), ServerError> {
+    let tls = node_tls(&cfg)?;
     let store = Store::open(&cfg.data)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -71,7 +74,7 @@ pub fn serve(cfg: ServeConfig) -> Result<(), ServerError> {
             .cloned()
             .collect();
         if !others.is_empty() {
-            match runtime.block_on(cluster_id_at(&others, PROBE_TIMEOUT)) {
+            match runtime.block_on(cluster_id_at(&others, &tls, PROBE_TIMEOUT)) {
                 Ok(theirs) => {
                     check_identity(&store, &cfg, theirs, true)?;
                 }
@@ -94,7 +97,7 @@ pub fn serve(cfg: ServeConfig) -> Result<(), ServerError> {
         }
         cluster_id
     } else if !cfg.join.is_empty() {
-        let (cluster_id, members) = runtime.block_on(join(&cfg))?;
+        let (cluster_id, members) = runtime.block_on(join(&cfg, &tls))?;
         check_identity(&store, &cfg, cluster_id, true)?;
         // Only the addresses, to talk to the leader until its snapshot arrives: the snapshot
         // brings the configuration, the member book and the state, all at one index.
@@ -158,6 +161,7 @@ pub fn serve(cfg: ServeConfig) -> Result<(), ServerError> {
         &peers,
         inbox_tx.clone(),
         runtime.handle().clone(),
+        tls.clone(),
     );
     let events = Arc::new(events::EventRouter::default());
     let service = Arc::new(service::Service {
@@ -167,6 +171,7 @@ pub fn serve(cfg: ServeConfig) -> Result<(), ServerError> {
         inbox: inbox_tx.clone(),
         events: events.clone(),
         next_conn: std::sync::atomic::AtomicU64::new(1),
+        tls,
     });
     let node = Node::new(
         cfg, cluster_id, store, raft_log, machine, applied, transport, inbox_rx, events,
@@ -249,13 +254,49 @@ fn check_identity(
     }
 }
 
-fn client_for(addrs: &[String], id: u64, timeout: std::time::Duration) -> Client {
-    Client::new(addrs.to_vec(), timeout, format!("lockfs-serve-{id}"))
+/// This node's TLS credentials, which must be a peer certificate for its id (or plain TCP).
+fn node_tls(cfg: &ServeConfig) -> Result<Tls, ServerError> {
+    let tls = Tls::load(cfg.tls_dir.as_deref(), cfg.insecure)
+        .map_err(|e| ServerError::Config(e.to_string()))?;
+    match tls.identity() {
+        None => log::warn!(
+            "--insecure: plain TCP without authentication; anyone who can reach {} owns the \
+             cluster",
+            cfg.listen
+        ),
+        Some(id) if id.role == Role::Peer(cfg.id) => {
+            log::info!("authenticating as {id}")
+        }
+        Some(id) => {
+            return Err(ServerError::Config(format!(
+                "the certificate in {} is for {id}, not for peer node {}",
+                cfg.tls_dir
+                    .as_deref()
+                    .unwrap_or(std::path::Path::new(""))
+                    .display(),
+                cfg.id
+            )))
+        }
+    }
+    Ok(tls)
+}
+
+fn client_for(addrs: &[String], id: u64, tls: &Tls, timeout: std::time::Duration) -> Client {
+    Client::new(
+        addrs.to_vec(),
+        timeout,
+        format!("lockfs-serve-{id}"),
+        tls.clone(),
+    )
 }
 
 /// The id of the cluster at `addrs`.
-async fn cluster_id_at(addrs: &[String], timeout: std::time::Duration) -> Result<u64, ServerError> {
-    match client_for(addrs, 0, timeout)
+async fn cluster_id_at(
+    addrs: &[String],
+    tls: &Tls,
+    timeout: std::time::Duration,
+) -> Result<u64, ServerError> {
+    match client_for(addrs, 0, tls, timeout)
         .call(ops::cluster_status())
         .await
     {
@@ -273,7 +314,7 @@ async fn cluster_id_at(addrs: &[String], timeout: std::time::Duration) -> Result
 /// Asks the cluster at `cfg.join` to add this node as a learner; returns the cluster's id and
 /// member book. Safe to repeat: adding a member that is already there at the same address
 /// succeeds.
-async fn join(cfg: &ServeConfig) -> Result<(u64, Members), ServerError> {
+async fn join(cfg: &ServeConfig, tls: &Tls) -> Result<(u64, Members), ServerError> {
     log::info!(
         "node {} asking {} to add it at {}",
         cfg.id,
@@ -281,7 +322,10 @@ async fn join(cfg: &ServeConfig) -> Result<(u64, Members), ServerError> {
         cfg.listen
     );
     let op = ops::add_member(cfg.id, &cfg.listen, cfg.learner);
-    match client_for(&cfg.join, cfg.id, JOIN_TIMEOUT).call(op).await {
+    match client_for(&cfg.join, cfg.id, tls, JOIN_TIMEOUT)
+        .call(op)
+        .await
+    {
         Ok(Res::status(s)) => {
             let members = s
                 .members

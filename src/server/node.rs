@@ -33,6 +33,7 @@ use raft::{RawNode, ReadOnlyOption, StateRole, Storage as _};
 use slog::Drain as _;
 use tokio::sync::oneshot;
 
+use super::authz::{SessionAuth, SEQ_WINDOW};
 use super::config::ServeConfig;
 use super::convert;
 use super::entry::Envelope;
@@ -63,11 +64,14 @@ pub enum Input {
     Propose {
         command: Command,
         request: Option<RequestId>,
+        /// What the request shows to use the sessions it names.
+        auth: SessionAuth,
         reply: Reply,
     },
     /// A session's keep-alive: answered by the leader alone, with the session's TTL in ms.
     KeepAlive {
         session: u64,
+        auth: SessionAuth,
         reply: oneshot::Sender<Result<u64, ServerError>>,
     },
     /// A client's read: answered, linearizably, once this node has applied a ReadIndex.
@@ -299,12 +303,26 @@ impl Node {
             Input::Propose {
                 command,
                 request,
+                auth,
+                reply,
+            } => match self.admit(&command, request.as_ref(), &auth) {
+                Ok(()) => {
+                    self.propose(command, request, Some(reply));
+                }
+                Err(e) => {
+                    let _ = reply.send(Err(e));
+                }
+            },
+            Input::KeepAlive {
+                session,
+                auth,
                 reply,
             } => {
-                self.propose(command, request, Some(reply));
-            }
-            Input::KeepAlive { session, reply } => {
-                let _ = reply.send(self.keep_alive(session));
+                let answer = match self.machine.session_access(session) {
+                    Some(access) => auth.admits(session, &access, false),
+                    None => Ok(()),
+                };
+                let _ = reply.send(answer.and_then(|_| self.keep_alive(session)));
             }
             Input::Read { query, reply } => self.new_reads.push((query, reply)),
             Input::Status { reply } => {
@@ -337,11 +355,44 @@ impl Node {
         }
     }
 
+    /// Whether a client's command may enter the log: every session it uses must admit it (its
+    /// owner, with its secret), and its sequence number must lie within the session's window.
+    /// Sessions that are not live pass: applying the command reports them ended.
+    fn admit(
+        &self,
+        command: &Command,
+        request: Option<&RequestId>,
+        auth: &SessionAuth,
+    ) -> Result<(), ServerError> {
+        let ending = matches!(command, Command::CloseSession { .. });
+        for id in command
+            .session()
+            .into_iter()
+            .chain(request.map(|r| r.session))
+        {
+            if let Some(access) = self.machine.session_access(id) {
+                auth.admits(id, &access, ending)?;
+            }
+        }
+        if let Some(r) = request {
+            if let Some(access) = self.machine.session_access(r.session) {
+                if r.seq >= access.acked_below.saturating_add(SEQ_WINDOW) {
+                    return Err(StateError::InvalidArgument(format!(
+                        "sequence number {} is too far ahead of the session's {}",
+                        r.seq, access.acked_below
+                    ))
+                    .into());
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Appends `command` to the log if this node leads; says whether it did (`reply` has the
     /// refusal otherwise).
     fn propose(
         &mut self,
-        command: Command,
+        mut command: Command,
         request: Option<RequestId>,
         reply: Option<Reply>,
     ) -> bool {
@@ -354,7 +405,9 @@ impl Node {
             refuse(reply, self.not_leader());
             return false;
         }
-        if let Command::OpenSession { ttl_ms, .. } = &command {
+        if let Command::OpenSession { ttl_ms, secret, .. } = &mut command {
+            // The session's bearer secret: chosen here, replicated in the entry.
+            *secret = rand::random::<u128>().max(1);
             let ttl = Duration::from_millis(*ttl_ms);
             if ttl < self.cfg.min_session_ttl || ttl > self.cfg.max_session_ttl {
                 let why = format!(

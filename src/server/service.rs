@@ -1,10 +1,16 @@
 //! The node's listening port: peers and clients connect to the same address and say which they
 //! are in their first frame.
 //!
+//! Every connection is mutual TLS (see `crate::auth::tls`) unless the node runs `--insecure`;
+//! nothing about the cluster, not even its id, is sent before the dialer is authenticated, and
+//! a refused hello says why without it. The authenticated identity decides what the connection
+//! may do (see [`super::authz`]): speak Raft as one particular node, or make client requests.
+//!
 //! A peer connection carries raft messages into the node's inbox. A client connection carries
 //! pipelined requests: each request is handled in its own task and its response is written as
 //! soon as it is ready, so a slow request never holds up the ones behind it.
 
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::Sender;
 use std::sync::Arc;
@@ -13,8 +19,11 @@ use std::time::Duration;
 use protobuf::Message as _;
 use raft::prelude::Message;
 use tokio::net::{TcpListener, TcpStream};
+
+use crate::auth::{Accepted, Stream, Tls};
 use tokio::sync::{mpsc, oneshot};
 
+use super::authz::Caller;
 use super::convert::{self, Action};
 use super::events::EventRouter;
 use super::node::Input;
@@ -37,6 +46,7 @@ pub struct Service {
     pub inbox: Sender<Input>,
     pub events: Arc<EventRouter>,
     pub next_conn: AtomicU64,
+    pub tls: Tls,
 }
 
 impl Service {
@@ -48,7 +58,7 @@ impl Service {
                     let _ = stream.set_nodelay(true);
                     let svc = self.clone();
                     tokio::spawn(async move {
-                        if let Err(e) = svc.connection(stream).await {
+                        if let Err(e) = svc.connection(stream, addr).await {
                             log::debug!("connection from {addr} ended: {e}");
                         }
                     });
@@ -62,15 +72,37 @@ impl Service {
         }
     }
 
-    async fn connection(&self, stream: TcpStream) -> Result<(), String> {
+    async fn connection(&self, stream: TcpStream, addr: SocketAddr) -> Result<(), String> {
+        let accepted = tokio::time::timeout(HELLO_TIMEOUT, self.tls.accept(stream))
+            .await
+            .map_err(|_| "no TLS handshake in time".to_string())?;
+        let (stream, caller): (Stream, Caller) = match accepted {
+            Ok(Accepted::Tls(stream, identity)) => (stream, Caller::Verified(identity)),
+            Ok(Accepted::Plain(stream)) if matches!(self.tls, Tls::Off) => {
+                (stream, Caller::Insecure)
+            }
+            Ok(Accepted::Plain(stream)) => {
+                let why = "this node requires mutual TLS: connect with --tls-dir (or \
+                           LOCKFS_TLS_DIR) holding a certificate from the cluster's CA";
+                log::warn!("refusing a plain-TCP connection from {addr}");
+                let mut conn = FramedConn::new(stream, proto::HELLO_MAX_FRAME);
+                let _ = tokio::time::timeout(HELLO_TIMEOUT, refuse(&mut conn, why)).await;
+                return Err(why.into());
+            }
+            Ok(Accepted::UnexpectedTls) => {
+                log::warn!("refusing a TLS connection from {addr}: this node runs --insecure");
+                return Err("TLS on an --insecure node".into());
+            }
+            Err(e) => {
+                log::warn!("refusing a connection from {addr}: {e}");
+                return Err(e.to_string());
+            }
+        };
         let mut conn = FramedConn::new(stream, proto::HELLO_MAX_FRAME);
         let hello: proto::Hello = tokio::time::timeout(HELLO_TIMEOUT, conn.recv())
             .await
             .map_err(|_| "no hello".to_string())?
             .map_err(|e| e.to_string())?;
-        let mut reply = proto::HelloReply::new();
-        reply.cluster_id = self.cluster_id;
-        reply.node_id = self.node_id;
         let refusal = if hello.version != proto::PROTOCOL_VERSION {
             Some(format!(
                 "protocol version {} not supported (this node speaks {})",
@@ -79,32 +111,33 @@ impl Service {
             ))
         } else {
             match &hello.kind {
-                Some(HelloKind::peer(p)) => self.check_peer(p),
+                Some(HelloKind::peer(p)) => self.check_peer(p, &caller),
                 Some(HelloKind::client(_)) => None,
                 None => Some("hello names no connection kind".to_string()),
             }
         };
         if let Some(why) = refusal {
-            log::warn!("refusing a connection: {why}");
-            let mut err = proto::Error::new();
-            err.code = super::error::errno::EPROTO;
-            err.message = why.clone();
-            reply.set_error(err);
-            let _ = conn.send(&reply).await;
+            log::warn!("refusing a connection from {addr}: {why}");
+            let _ = refuse(&mut conn, &why).await;
             return Err(why);
         }
+        let mut reply = proto::HelloReply::new();
+        reply.cluster_id = self.cluster_id;
+        reply.node_id = self.node_id;
         conn.send(&reply).await.map_err(|e| e.to_string())?;
         match hello.kind {
             Some(HelloKind::peer(p)) => self.peer(conn, p.from).await,
-            _ => self.client(conn).await,
+            _ => self.client(conn, caller, addr).await,
         }
     }
 
-    fn check_peer(&self, p: &proto::PeerHello) -> Option<String> {
-        if p.cluster_id != self.cluster_id {
+    fn check_peer(&self, p: &proto::PeerHello, caller: &Caller) -> Option<String> {
+        if let Err(why) = caller.check_peer(p.from) {
+            Some(why)
+        } else if p.cluster_id != self.cluster_id {
             Some(format!(
-                "peer {} belongs to cluster {:016x}, this node to {:016x}",
-                p.from, p.cluster_id, self.cluster_id
+                "peer {} belongs to cluster {:016x}, not to this node's",
+                p.from, p.cluster_id
             ))
         } else if p.to != self.node_id {
             Some(format!(
@@ -124,7 +157,7 @@ impl Service {
         }
     }
 
-    async fn peer(&self, mut conn: FramedConn<TcpStream>, from: u64) -> Result<(), String> {
+    async fn peer(&self, mut conn: FramedConn<Stream>, from: u64) -> Result<(), String> {
         conn.set_max_frame(proto::PEER_MAX_FRAME);
         loop {
             let frame: proto::PeerFrame = conn.recv().await.map_err(|e| e.to_string())?;
@@ -142,7 +175,13 @@ impl Service {
         }
     }
 
-    async fn client(&self, mut conn: FramedConn<TcpStream>) -> Result<(), String> {
+    async fn client(
+        &self,
+        mut conn: FramedConn<Stream>,
+        caller: Caller,
+        addr: SocketAddr,
+    ) -> Result<(), String> {
+        let caller = Arc::new(caller);
         conn.set_max_frame(proto::CLIENT_MAX_FRAME);
         let conn_id = self.next_conn.fetch_add(1, Ordering::Relaxed);
         let (mut reader, mut writer) = conn.split();
@@ -178,11 +217,12 @@ impl Service {
             let tx = tx.clone();
             let inbox = self.inbox.clone();
             let events = self.events.clone();
+            let caller = caller.clone();
             tokio::spawn(async move {
                 let _permit = permit;
                 let mut resp = proto::Response::new();
                 resp.id = req.id;
-                match handle(&inbox, &req).await {
+                match handle(&inbox, &caller, addr, &req).await {
                     Ok(res) => {
                         // A connection that keeps a session alive (or opened it) gets its events.
                         if let proto::Response_oneof_result::session(s) = &res {
@@ -204,12 +244,30 @@ impl Service {
     }
 }
 
+/// Answers a hello with a refusal that says why, and nothing about the cluster.
+async fn refuse(conn: &mut FramedConn<Stream>, why: &str) -> Result<(), proto::frame::FrameError> {
+    let mut reply = proto::HelloReply::new();
+    let mut err = proto::Error::new();
+    err.code = super::error::errno::EPROTO;
+    err.message = why.to_string();
+    reply.set_error(err);
+    conn.send(&reply).await
+}
+
 async fn handle(
     inbox: &Sender<Input>,
+    caller: &Caller,
+    addr: SocketAddr,
     req: &proto::Request,
 ) -> Result<proto::Response_oneof_result, ServerError> {
     let stopped = || ServerError::Unavailable("node shutting down".into());
-    match convert::action(req)? {
+    let mut action = convert::action(req)?;
+    caller
+        .authorize(&action)
+        .inspect_err(|e| log::warn!("refused a request from {addr}: {e}"))?;
+    caller.stamp(&mut action);
+    let auth = caller.session_auth(convert::session_secret(req));
+    match action {
         Action::Status => {
             let (reply, rx) = oneshot::channel();
             inbox.send(Input::Status { reply }).map_err(|_| stopped())?;
@@ -231,6 +289,7 @@ async fn handle(
                 .send(Input::Propose {
                     command,
                     request,
+                    auth,
                     reply,
                 })
                 .map_err(|_| stopped())?;
@@ -239,7 +298,11 @@ async fn handle(
         Action::KeepAlive { session } => {
             let (reply, rx) = oneshot::channel();
             inbox
-                .send(Input::KeepAlive { session, reply })
+                .send(Input::KeepAlive {
+                    session,
+                    auth,
+                    reply,
+                })
                 .map_err(|_| stopped())?;
             let ttl_ms = rx.await.map_err(|_| stopped())??;
             let mut p = proto::SessionReply::new();

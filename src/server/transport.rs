@@ -2,9 +2,10 @@
 //!
 //! Each peer gets its own task with a bounded queue: the raft thread hands messages over without
 //! ever blocking, and one slow or dead peer only fills (and then drops from) its own queue. Raft
-//! tolerates lost messages; heartbeats and retries repair the gap. A peer's task dials, says
-//! hello (cluster id and both node ids), then streams frames, reconnecting with exponential
-//! backoff when the connection breaks.
+//! tolerates lost messages; heartbeats and retries repair the gap. A peer's task dials, sets up
+//! mutual TLS (accepting only the certificate of the node it dials), says hello (cluster id and
+//! both node ids), then streams frames, reconnecting with exponential backoff when the
+//! connection breaks.
 //!
 //! The set of peers follows the member book: when a conf change or a snapshot changes it, the
 //! node calls [`Transport::set_peers`], which starts links to new members and ends the links of
@@ -24,6 +25,7 @@ use tokio::sync::mpsc;
 use tokio::sync::mpsc::error::TryRecvError;
 
 use super::node::Input;
+use crate::auth::{Expect, Stream, Tls};
 use crate::proto::{self, frame::FramedConn};
 
 /// Messages waiting for one peer; beyond this, new ones are dropped.
@@ -47,6 +49,7 @@ pub struct Transport {
     me: u64,
     inbox: Sender<Input>,
     runtime: tokio::runtime::Handle,
+    tls: Tls,
     book: PeerBook,
     /// One link per peer other than `me`: its address and its queue.
     peers: BTreeMap<u64, (String, mpsc::Sender<Outgoing>)>,
@@ -60,12 +63,14 @@ impl Transport {
         peers: &BTreeMap<u64, String>,
         inbox: Sender<Input>,
         runtime: tokio::runtime::Handle,
+        tls: Tls,
     ) -> Transport {
         let mut t = Transport {
             cluster_id,
             me,
             inbox,
             runtime,
+            tls,
             book: PeerBook::default(),
             peers: BTreeMap::new(),
         };
@@ -95,6 +100,7 @@ impl Transport {
                 peer: id,
                 addr: addr.clone(),
                 inbox: self.inbox.clone(),
+                tls: self.tls.clone(),
             };
             self.runtime.spawn(link.run(rx));
             self.peers.insert(id, (addr.clone(), tx));
@@ -132,6 +138,7 @@ struct Link {
     peer: u64,
     addr: String,
     inbox: Sender<Input>,
+    tls: Tls,
 }
 
 impl Link {
@@ -188,12 +195,19 @@ impl Link {
         }
     }
 
-    async fn connect(&self) -> Result<FramedConn<TcpStream>, String> {
+    async fn connect(&self) -> Result<FramedConn<Stream>, String> {
         let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(&self.addr))
             .await
             .map_err(|_| "connect timed out".to_string())?
             .map_err(|e| e.to_string())?;
         let _ = stream.set_nodelay(true);
+        let stream = tokio::time::timeout(
+            CONNECT_TIMEOUT,
+            self.tls.connect(stream, Expect::Peer(self.peer)),
+        )
+        .await
+        .map_err(|_| "TLS handshake timed out".to_string())?
+        .map_err(|e| e.to_string())?;
         let mut conn = FramedConn::new(stream, proto::HELLO_MAX_FRAME);
         let mut hello = proto::Hello::new();
         hello.version = proto::PROTOCOL_VERSION;

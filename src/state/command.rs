@@ -111,6 +111,11 @@ pub enum Command {
         host: String,
         pid: u32,
         name: String,
+        /// Who opened it (`role:name` of the authenticated identity; empty on an insecure
+        /// cluster): only that identity may use the session.
+        owner: String,
+        /// Chosen at random by the leader; every request that uses the session must carry it.
+        secret: u128,
     },
     /// A clean end: locks released, waits dropped, handles closed, no lock-delay.
     CloseSession {
@@ -369,8 +374,11 @@ pub enum Outcome {
     /// Sorted by name; no "." or "..".
     Entries(Vec<DirEntry>),
     Done,
+    /// A new session: its id, and the secret its requests must carry (told to its opener
+    /// only; never listed).
     Session {
         id: u64,
+        secret: u128,
     },
     Opened {
         handle: u64,

@@ -56,4 +56,4 @@ pub use dedup::MAX_CACHED_RESULTS;
 pub use error::StateError;
 pub use locking::{MAX_GRANTED_MEMORY, MAX_LOCKS_PER_NODE};
 pub use path::{split_path, validate_name, MAX_NAME_LEN};
-pub use tree::{Change, StateMachine, ROOT};
+pub use tree::{Change, SessionAccess, StateMachine, ROOT};

@@ -33,6 +33,9 @@ pub(super) struct Session {
     pub pid: u32,
     pub name: String,
     pub created_ns: u64,
+    /// Who may use the session (see `Command::OpenSession`); empty: anyone with the secret.
+    pub owner: String,
+    pub secret: u128,
     /// Every request below this sequence number was acknowledged to the client (the highest
     /// `first_unacked` it sent): its result is dropped and it is never applied again.
     pub acked_below: u64,
@@ -114,12 +117,15 @@ impl StateMachine {
 
     // ---- Commands.
 
+    #[allow(clippy::too_many_arguments)] // one per field of Command::OpenSession, plus the time
     pub(super) fn open_session(
         &mut self,
         ttl_ms: u64,
         host: &str,
         pid: u32,
         name: &str,
+        owner: &str,
+        secret: u128,
         now: u64,
     ) -> Result<Outcome, StateError> {
         let id = self.meta.next_session;
@@ -133,6 +139,8 @@ impl StateMachine {
                 pid,
                 name: name.to_owned(),
                 created_ns: now,
+                owner: owner.to_owned(),
+                secret,
                 acked_below: 0,
                 granted: BTreeMap::new(),
                 handles: BTreeSet::new(),
@@ -140,7 +148,7 @@ impl StateMachine {
             },
         );
         self.dirty_sessions.insert(id);
-        Ok(Outcome::Session { id })
+        Ok(Outcome::Session { id, secret })
     }
 
     /// Ends a session; `lock_delay_ns` is `Some` for an expiry.

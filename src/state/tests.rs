@@ -151,9 +151,11 @@ fn session(sm: &mut StateMachine, host: &str) -> u64 {
         host: host.into(),
         pid: 42,
         name: "mount".into(),
+        owner: format!("host:{host}"),
+        secret: 7,
     };
     match ok(sm, cmd) {
-        Outcome::Session { id } => id,
+        Outcome::Session { id, secret: 7 } => id,
         other => panic!("expected a session, got {other:?}"),
     }
 }

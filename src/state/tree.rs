@@ -63,6 +63,17 @@ impl Default for StateMachine {
     }
 }
 
+/// A live session's credentials and its acknowledged requests, for the node that admits
+/// requests into the log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SessionAccess<'a> {
+    /// `role:name` of the identity that opened it; empty when anyone may use it.
+    pub owner: &'a str,
+    pub secret: u128,
+    /// Every request below this sequence number was answered.
+    pub acked_below: u64,
+}
+
 impl StateMachine {
     /// An empty tree: the root directory (instance 1, mode 0o755, owned by root). Its records
     /// are pending in `take_changes`, so the first batch the caller writes contains them.
@@ -141,7 +152,9 @@ impl StateMachine {
                 host,
                 pid,
                 name,
-            } => self.open_session(*ttl_ms, host, *pid, name, now),
+                owner,
+                secret,
+            } => self.open_session(*ttl_ms, host, *pid, name, owner, *secret, now),
             Command::CloseSession { session } => self.end_session(*session, None, now),
             Command::ExpireSession { session } => {
                 self.end_session(*session, Some(ctx.lock_delay_ns), now)
@@ -195,6 +208,15 @@ impl StateMachine {
     }
 
     /// Answers a read-only question.
+    /// What a request must show to use session `id` (see [`SessionAccess`]), if it is live.
+    pub fn session_access(&self, id: u64) -> Option<SessionAccess<'_>> {
+        self.sessions.get(&id).map(|s| SessionAccess {
+            owner: &s.owner,
+            secret: s.secret,
+            acked_below: s.acked_below,
+        })
+    }
+
     pub fn query(&self, q: &Query) -> Result<Outcome, StateError> {
         match q {
             Query::Stat(target) => self.attr(self.lookup(target)?).map(Outcome::Attr),

@@ -1,13 +1,17 @@
 //! Hosts for mount tests: a real cluster, two real mounts of it (`$A`, `$B` in scripts) and a
 //! scratch directory (`$OUT`). Background processes run in their own process groups and are
 //! killed (the whole group) when the test ends, then the mounts are stopped, then the cluster.
+//!
+//! The two mounts are two hosts to the cluster as well: mount A runs with the host certificate
+//! `host-a`, mount B with `host-b`. Scripts run with the test administrator's credentials in
+//! `LOCKFS_TLS_DIR`, which every `lockfs` they start inherits.
 
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-use super::{Cluster, Mount};
+use super::{tls, Cluster, Mount};
 
 /// The bound on any one foreground command; generous, the machine may be busy.
 pub const COMMAND_LIMIT: Duration = Duration::from_secs(120);
@@ -38,17 +42,21 @@ impl Hosts {
         let cluster = Cluster::start(3, &["--lock-delay-ms", "1000"]);
         let dir = super::testdir::tempdir().expect("tempdir");
         let servers = cluster.servers();
-        let a = Mount::start(
+        let a = Mount::start_as(
+            "host-a",
             &servers,
             &dir.path().join("a"),
             "allow_other",
             &dir.path().join("mount-a.log"),
+            "info",
         );
-        let b = Mount::start(
+        let b = Mount::start_as(
+            "host-b",
             &servers,
             &dir.path().join("b"),
             "allow_other",
             &dir.path().join("mount-b.log"),
+            "info",
         );
         Hosts {
             children: Vec::new(),
@@ -75,6 +83,7 @@ impl Hosts {
             .env("OUT", self.dir.path())
             .env("LOCKFS", env!("CARGO_BIN_EXE_lockfs"))
             .env("LOCKFS_SERVERS", self.cluster.servers())
+            .env(tls::ENV, tls::admin_dir())
             .env(
                 "EXAMPLES",
                 std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("mount-tools/examples"),

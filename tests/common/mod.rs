@@ -1,6 +1,10 @@
 //! Test harness: real `lockfs serve` processes on loopback ports, real RocksDB directories, and
 //! the real `lockfs` CLI. Everything a test starts is killed when its `Cluster` is dropped, also
 //! when the test fails; every wait is bounded.
+//!
+//! TLS is on everywhere, with the test CA of `tls`: every node runs with the peer certificate
+//! of its id, the CLI with the test administrator's certificate (`LOCKFS_TLS_DIR`), a mount
+//! with a host certificate.
 
 #![allow(dead_code)]
 
@@ -9,6 +13,7 @@ pub mod linearizable;
 pub mod proxy;
 #[path = "../../src/testdir.rs"]
 pub mod testdir;
+pub mod tls;
 
 use std::collections::BTreeMap;
 use std::net::TcpListener;
@@ -17,6 +22,8 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_lockfs");
+/// The bound on one CLI run.
+pub const CLI_LIMIT: Duration = Duration::from_secs(60);
 
 /// A free loopback port (bound once, then released for the node to take).
 pub fn free_port() -> u16 {
@@ -189,7 +196,8 @@ impl Cluster {
         }
     }
 
-    /// Cuts the clients whose hello name contains `name` off from every node.
+    /// Cuts the clients whose name contains `name` off from every node: a client is named
+    /// `lockfs[PID]` after the process that dials (`proxy.rs`).
     pub fn isolate_client(&self, name: &str) {
         for (_, proxy) in &self.proxies {
             proxy.block(proxy::Party::Client(name.to_string()));
@@ -244,8 +252,15 @@ impl Cluster {
         self.spawn_with(id, &args);
     }
 
-    /// Starts node `id` as `lockfs serve ARGS` (nothing added), logging to its log file.
+    /// Starts node `id` as `lockfs serve ARGS --tls-dir DIR`, with node `id`'s peer
+    /// certificate in DIR, logging to its log file. Nothing is added when ARGS name the
+    /// credentials themselves: with `--tls-dir`, with a `--config` file (which then gives
+    /// `tls_dir`), or with `--insecure`.
     pub fn spawn_with(&mut self, id: u64, args: &[String]) {
+        let named = args.iter().any(|a| {
+            a == "--tls-dir" || a.starts_with("--tls-dir=") || a == "--config" || a == "--insecure"
+        });
+        let credentials = (!named).then(|| tls::peer_dir(id));
         let node = self.node(id);
         assert!(node.child.is_none(), "node {id} already running");
         let log = std::fs::OpenOptions::new()
@@ -253,9 +268,12 @@ impl Cluster {
             .append(true)
             .open(&node.log)
             .expect("log file");
-        let child = Command::new(BIN)
-            .arg("serve")
-            .args(args)
+        let mut cmd = Command::new(BIN);
+        cmd.arg("serve").args(args);
+        if let Some(dir) = credentials {
+            cmd.arg("--tls-dir").arg(dir);
+        }
+        let child = cmd
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log"))
@@ -380,8 +398,13 @@ impl Cluster {
         }
     }
 
-    /// Runs the CLI against `servers`.
+    /// Runs the CLI against `servers` (in plain TCP when this cluster runs `--insecure`).
     pub fn cli(&self, servers: &str, args: &[&str], stdin: Option<&[u8]>) -> Output {
+        if self.extra.iter().any(|a| a == "--insecure") {
+            let mut args = args.to_vec();
+            args.push("--insecure");
+            return cli(servers, &args, stdin);
+        }
         cli(servers, args, stdin)
     }
 
@@ -417,12 +440,27 @@ impl Drop for Cluster {
     }
 }
 
-/// Runs the `lockfs` CLI with LOCKFS_SERVERS=`servers`, bounded to 60 s.
+/// Runs the `lockfs` CLI with LOCKFS_SERVERS=`servers` and the test administrator's
+/// credentials, bounded to `CLI_LIMIT`.
 pub fn cli(servers: &str, args: &[&str], stdin: Option<&[u8]>) -> Output {
-    let mut child = Command::new(BIN)
-        .args(args)
+    cli_as(&tls::admin_dir(), servers, args, stdin)
+}
+
+/// As `cli`, with the credentials in `tls_dir` (LOCKFS_TLS_DIR).
+pub fn cli_as(tls_dir: &Path, servers: &str, args: &[&str], stdin: Option<&[u8]>) -> Output {
+    let mut cmd = Command::new(BIN);
+    cmd.args(args)
         .env("LOCKFS_SERVERS", servers)
-        .env("RUST_LOG", "warn")
+        .env(tls::ENV, tls_dir)
+        .env("RUST_LOG", "warn");
+    output_within(cmd, stdin, CLI_LIMIT)
+}
+
+/// Runs `cmd` with `stdin` as its input (or none) and its output captured; kills it (SIGKILL)
+/// if it runs longer than `limit`. A command that exits without reading all of `stdin` is
+/// judged by its status and output like any other.
+pub fn output_within(mut cmd: Command, stdin: Option<&[u8]>, limit: Duration) -> Output {
+    let mut child = cmd
         .stdin(if stdin.is_some() {
             Stdio::piped()
         } else {
@@ -431,23 +469,24 @@ pub fn cli(servers: &str, args: &[&str], stdin: Option<&[u8]>) -> Output {
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .expect("spawning lockfs");
-    if let Some(data) = stdin {
-        use std::io::Write;
-        let mut pipe = child.stdin.take().expect("stdin");
-        pipe.write_all(data).expect("writing stdin");
-    }
+        .unwrap_or_else(|e| panic!("spawning {cmd:?}: {e}"));
     let pid = child.id();
     let (done, finished) = std::sync::mpsc::channel::<()>();
+    // Started before the input is written: a command that never reads it is killed too.
     let watchdog = std::thread::spawn(move || {
-        if let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
-            finished.recv_timeout(Duration::from_secs(60))
-        {
+        if let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = finished.recv_timeout(limit) {
             // SAFETY: kill(2) on our child, which has not been reaped: we are still waiting.
             unsafe { libc::kill(pid as i32, libc::SIGKILL) };
         }
     });
-    let out = child.wait_with_output().expect("waiting for lockfs");
+    if let Some(data) = stdin {
+        use std::io::Write;
+        let mut pipe = child.stdin.take().expect("stdin");
+        let _ = pipe.write_all(data);
+    }
+    let out = child
+        .wait_with_output()
+        .unwrap_or_else(|e| panic!("waiting for {cmd:?}: {e}"));
     drop(done);
     let _ = watchdog.join();
     out
@@ -495,6 +534,9 @@ pub fn data_dir_size(p: &Path) -> u64 {
     total
 }
 
+/// The host certificate's name of mounts that stand for no host in particular.
+pub const TEST_HOST: &str = "host-test";
+
 /// A real `lockfs mount --foreground` process: one "host". Dropping it stops the process with
 /// SIGTERM (a clean unmount that ends its session) and, if anything is left, kills it and
 /// detaches the mount, so a failing test leaves no mount behind.
@@ -505,14 +547,26 @@ pub struct Mount {
 }
 
 impl Mount {
-    /// Mounts the cluster at `path` (created if missing) with `-o options`; waits (bounded)
-    /// until the kernel lists the mount.
+    /// Mounts the cluster at `path` (created if missing) with `-o options`, as host
+    /// `TEST_HOST`; waits (bounded) until the kernel lists the mount.
     pub fn start(servers: &str, path: &Path, options: &str, log: &Path) -> Mount {
         Mount::start_logging(servers, path, options, log, "info")
     }
 
     /// As `start`, logging at `rust_log` (a RUST_LOG filter).
     pub fn start_logging(
+        servers: &str,
+        path: &Path,
+        options: &str,
+        log: &Path,
+        rust_log: &str,
+    ) -> Mount {
+        Mount::start_as(TEST_HOST, servers, path, options, log, rust_log)
+    }
+
+    /// As `start_logging`, as host `host`: with a host certificate issued to that name.
+    pub fn start_as(
+        host: &str,
         servers: &str,
         path: &Path,
         options: &str,
@@ -534,6 +588,8 @@ impl Mount {
             .arg("--foreground")
             .arg("--servers")
             .arg(servers)
+            .arg("--tls-dir")
+            .arg(tls::host_dir(host))
             .arg("-o")
             .arg(options)
             .arg(path)

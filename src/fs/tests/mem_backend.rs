@@ -187,9 +187,11 @@ impl MemBackend {
             host: "testhost".into(),
             pid: std::process::id(),
             name: "fs-tests".into(),
+            owner: String::new(),
+            secret: 0,
         });
         inner.session = match opened {
-            Ok(Outcome::Session { id }) => id,
+            Ok(Outcome::Session { id, .. }) => id,
             other => panic!("open session: {other:?}"),
         };
         Arc::new(MemBackend {

@@ -85,6 +85,8 @@ impl Gen {
                 host: format!("host{}", self.rng.gen_range(0..3)),
                 pid: self.rng.gen_range(1..100),
                 name: "m".into(),
+                owner: String::new(),
+                secret: self.rng.gen(),
             },
             4..=17 => {
                 let create = self.rng.gen_ratio(4, 5).then(|| CreateSpec {
@@ -184,7 +186,7 @@ impl Gen {
             (Command::Lock { session, .. }, Ok(Outcome::Lock(LockResult::Queued { wait }))) => {
                 self.waits.push((*session, *wait))
             }
-            (Command::OpenSession { .. }, Ok(Outcome::Session { id })) => {
+            (Command::OpenSession { .. }, Ok(Outcome::Session { id, .. })) => {
                 self.next_session_guess = *id
             }
             _ => {}

@@ -149,6 +149,8 @@ impl Runner {
                 host: text("host"),
                 pid: num("pid").unwrap_or(0) as u32,
                 name: text("name"),
+                owner: text("owner"),
+                secret: num("secret").unwrap_or(0).into(),
             },
             "endsession" => Command::CloseSession { session: id("s") },
             "expire" => Command::ExpireSession { session: id("s") },
@@ -330,7 +332,7 @@ fn show(result: Result<Outcome, StateError>) -> String {
             .map(|e| format!("{} {} #{}", e.name, kind(e.kind), e.instance))
             .collect::<Vec<_>>()
             .join("\n"),
-        Ok(Outcome::Session { id }) => format!("session {id}"),
+        Ok(Outcome::Session { id, .. }) => format!("session {id}"),
         Ok(Outcome::Opened { handle, attr }) => format!("handle {handle}: {}", show_attr(&attr)),
         Ok(Outcome::Lock(LockResult::Granted { generation })) => {
             format!("granted gen={generation}")
