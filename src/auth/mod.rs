@@ -13,7 +13,7 @@ pub mod identity;
 pub mod tls;
 
 pub use identity::{Identity, Role};
-pub use tls::{Accepted, Expect, Stream, Tls};
+pub use tls::{refuse_handshake, Accepted, Expect, Stream, Tls};
 
 /// Why credentials could not be made, loaded or used.
 #[derive(Debug, thiserror::Error)]

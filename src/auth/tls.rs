@@ -132,8 +132,19 @@ pub enum Accepted {
     Tls(Stream, Identity),
     /// A plain-TCP connection: trusted on an `--insecure` node, to be refused otherwise.
     Plain(Stream),
-    /// A TLS handshake on an `--insecure` node, which cannot answer it.
-    UnexpectedTls,
+    /// A TLS handshake on an `--insecure` node, which cannot answer it (see
+    /// [`refuse_handshake`]).
+    UnexpectedTls(Stream),
+}
+
+/// Answers a TLS handshake that this node cannot take with a fatal `handshake_failure` alert,
+/// in the clear as TLS allows before any keys exist, so the dialer fails at once and says so
+/// instead of waiting or retrying.
+pub async fn refuse_handshake(stream: &mut Stream) {
+    use tokio::io::AsyncWriteExt;
+    const ALERT: [u8; 7] = [0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 0x28];
+    let _ = stream.write_all(&ALERT).await;
+    let _ = stream.shutdown().await;
 }
 
 fn tls_error(what: &str) -> impl Fn(rustls::Error) -> AuthError + '_ {
@@ -188,11 +199,13 @@ impl Tls {
         let tls = tokio_rustls::TlsConnector::from(config)
             .connect(name, stream)
             .await
-            .map_err(|e| {
-                AuthError::Tls(format!(
+            .map_err(|e| match e.kind() {
+                // What rustls refused (a certificate, an alert, not TLS at all).
+                std::io::ErrorKind::InvalidData => AuthError::Tls(format!(
                     "TLS handshake failed: {e} (is the node running with the same CA, and not \
                      with --insecure?)"
-                ))
+                )),
+                _ => AuthError::Io("TLS handshake".into(), e),
             })?;
         Ok(Box::new(tls))
     }
@@ -209,7 +222,7 @@ impl Tls {
             (Tls::Off, false) | (Tls::On(_), false) => {
                 return Ok(Accepted::Plain(Box::new(stream)))
             }
-            (Tls::Off, true) => return Ok(Accepted::UnexpectedTls),
+            (Tls::Off, true) => return Ok(Accepted::UnexpectedTls(Box::new(stream))),
             (Tls::On(dir), true) => dir.current(),
         };
         let tls = tokio_rustls::TlsAcceptor::from(creds.server.clone())

@@ -10,11 +10,40 @@ use std::time::Duration;
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::auth::{Expect, Tls};
+use crate::auth::{AuthError, Expect, Tls};
 use crate::proto::{self, frame::FramedConn};
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 const QUEUE: usize = 1024;
+
+/// Why a connection could not be opened.
+#[derive(Debug, Clone)]
+pub enum OpenError {
+    /// The server refused us, or we refused it (certificates, plain TCP against TLS, protocol
+    /// version): trying the same server again will not help.
+    Refused(String),
+    /// Anything else (unreachable, timed out, reset): worth trying again.
+    Failed(String),
+}
+
+impl std::fmt::Display for OpenError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            OpenError::Refused(m) | OpenError::Failed(m) => f.write_str(m),
+        }
+    }
+}
+
+/// A frame error while saying hello: TLS refusals surface here as invalid data (the server
+/// checks our certificate after the handshake, and says so with an alert).
+fn hello_error(e: proto::frame::FrameError) -> OpenError {
+    match &e {
+        proto::frame::FrameError::Io(io) if io.kind() == std::io::ErrorKind::InvalidData => {
+            OpenError::Refused(format!("the node refused this client: {e}"))
+        }
+        _ => OpenError::Failed(e.to_string()),
+    }
+}
 
 /// How a call failed at the connection level.
 pub enum CallError {
@@ -49,27 +78,31 @@ impl Conn {
         name: &str,
         tls: &Tls,
         events: mpsc::UnboundedSender<proto::Event>,
-    ) -> Result<Conn, String> {
+    ) -> Result<Conn, OpenError> {
+        let failed = |m: String| OpenError::Failed(m);
         let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr))
             .await
-            .map_err(|_| "connect timed out".to_string())?
-            .map_err(|e| e.to_string())?;
+            .map_err(|_| failed("connect timed out".into()))?
+            .map_err(|e| failed(e.to_string()))?;
         let _ = stream.set_nodelay(true);
         let stream = tokio::time::timeout(CONNECT_TIMEOUT, tls.connect(stream, Expect::AnyPeer))
             .await
-            .map_err(|_| "TLS handshake timed out".to_string())?
-            .map_err(|e| e.to_string())?;
+            .map_err(|_| failed("TLS handshake timed out".into()))?
+            .map_err(|e| match e {
+                AuthError::Io(..) => OpenError::Failed(e.to_string()),
+                _ => OpenError::Refused(e.to_string()),
+            })?;
         let mut framed = FramedConn::new(stream, proto::HELLO_MAX_FRAME);
         let mut hello = proto::Hello::new();
         hello.version = proto::PROTOCOL_VERSION;
         hello.mut_client().name = name.to_string();
-        framed.send(&hello).await.map_err(|e| e.to_string())?;
+        framed.send(&hello).await.map_err(hello_error)?;
         let reply: proto::HelloReply = tokio::time::timeout(CONNECT_TIMEOUT, framed.recv())
             .await
-            .map_err(|_| "no hello reply".to_string())?
-            .map_err(|e| e.to_string())?;
+            .map_err(|_| failed("no hello reply".into()))?
+            .map_err(hello_error)?;
         if let Some(err) = reply.error.as_ref() {
-            return Err(format!("refused: {}", err.message));
+            return Err(OpenError::Refused(format!("refused: {}", err.message)));
         }
         framed.set_max_frame(proto::CLIENT_MAX_FRAME);
         let (mut reader, mut writer) = framed.split();

@@ -15,6 +15,9 @@ pub enum ClientError {
     /// The server sent something this client does not understand.
     #[error("protocol error: {0}")]
     Protocol(String),
+    /// Every server refused this client's credentials (or it refused theirs).
+    #[error("not authenticated: {0}")]
+    Refused(String),
 }
 
 impl ClientError {
@@ -22,6 +25,7 @@ impl ClientError {
     pub fn errno(&self) -> i32 {
         match self {
             ClientError::Remote { code, .. } => *code as i32,
+            ClientError::Refused(_) => libc::EACCES,
             ClientError::Unavailable(_) | ClientError::Ambiguous(_) | ClientError::Protocol(_) => {
                 libc::EIO
             }

@@ -11,6 +11,9 @@
 //!   answer within a few seconds (a paused server keeps its connections open and says nothing);
 //! - members it learns of: on each new connection it asks for the member list, so a client
 //!   given one address keeps finding the cluster after members were added, removed or replaced.
+//! - a server that refuses the client's credentials, or whose certificate the client refuses,
+//!   will not change its mind: once every server has refused, the request fails at once with
+//!   [`ClientError::Refused`] instead of retrying until its deadline.
 //!
 //! A write outside a session whose connection broke after it was sent may or may not have been
 //! applied: the client reports that outcome as [`ClientError::Ambiguous`] instead of guessing.
@@ -30,7 +33,7 @@ use tokio::sync::{mpsc, watch, Mutex};
 
 use crate::auth::Tls;
 use crate::proto::{self, Request_oneof_op as Op, Response_oneof_result as Res};
-use conn::{CallError, Conn};
+use conn::{CallError, Conn, OpenError};
 pub use error::ClientError;
 
 const BACKOFF_MIN: Duration = Duration::from_millis(20);
@@ -147,14 +150,22 @@ impl Client {
         let mutation = is_mutation(&op) && in_session.is_none();
         let mut backoff = BACKOFF_MIN;
         let mut last_error = String::from("no server tried");
+        // Servers that refused us outright: once every one has, waiting will not help.
+        let mut refused_by = std::collections::HashSet::new();
         loop {
             if Instant::now() >= deadline {
                 return Err(ClientError::Unavailable(last_error));
             }
             let conn = match self.connection().await {
                 Ok(c) => c,
-                Err(e) => {
-                    last_error = e;
+                Err((addr, e)) => {
+                    last_error = format!("{addr}: {e}");
+                    if let OpenError::Refused(_) = e {
+                        refused_by.insert(addr);
+                        if refused_by.len() >= self.candidates().len() {
+                            return Err(ClientError::Refused(last_error));
+                        }
+                    }
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(BACKOFF_MAX);
                     continue;
@@ -224,7 +235,16 @@ impl Client {
         }
     }
 
-    async fn connection(&self) -> Result<Arc<Conn>, String> {
+    /// The servers a new connection may go to: those given, then those learned.
+    fn candidates(&self) -> Vec<String> {
+        let mut candidates = self.servers.clone();
+        let learned = self.learned.lock().expect("poisoned").clone();
+        candidates.extend(learned.into_iter().filter(|a| !self.servers.contains(a)));
+        candidates
+    }
+
+    /// The open connection, or a new one; a failure names the server it was.
+    async fn connection(&self) -> Result<Arc<Conn>, (String, OpenError)> {
         let mut st = self.state.lock().await;
         if let Some(c) = st.conn.as_ref().filter(|c| c.is_open()).cloned() {
             // Members come and go while a connection lasts: learn them again now and then, so
@@ -239,11 +259,12 @@ impl Client {
         let addr = match st.preferred.take().filter(|a| !st.failed.contains_key(a)) {
             Some(a) => a,
             None => {
-                let mut candidates = self.servers.clone();
-                let learned = self.learned.lock().expect("poisoned").clone();
-                candidates.extend(learned.into_iter().filter(|a| !self.servers.contains(a)));
+                let candidates = self.candidates();
                 if candidates.is_empty() {
-                    return Err("no servers given".into());
+                    return Err((
+                        "(none)".into(),
+                        OpenError::Failed("no servers given".into()),
+                    ));
                 }
                 // Round robin, skipping servers that failed lately (unless all did).
                 let n = candidates.len();
@@ -259,7 +280,7 @@ impl Client {
             Ok(conn) => conn,
             Err(e) => {
                 st.failed.insert(addr.clone(), Instant::now());
-                return Err(format!("{addr}: {e}"));
+                return Err((addr, e));
             }
         };
         st.failed.remove(&addr);

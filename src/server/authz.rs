@@ -100,18 +100,28 @@ impl Caller {
     }
 
     /// Fills in what only the node may say about a request: who opens a session, and under
-    /// which host name it is listed.
+    /// which host name it is listed (the certified name, not the one the client sent).
     pub fn stamp(&self, action: &mut Action) {
-        if let (
-            Caller::Verified(id),
-            Action::Write {
-                command: Command::OpenSession { host, owner, .. },
-                ..
-            },
-        ) = (self, action)
-        {
-            *owner = owner_of(id);
-            *host = id.name.clone();
+        let Action::Write {
+            command: Command::OpenSession { host, owner, .. },
+            ..
+        } = action
+        else {
+            return;
+        };
+        match self {
+            Caller::Verified(id) => {
+                *owner = owner_of(id);
+                *host = id.name.clone();
+            }
+            // Unauthenticated: the client's word, escaped and cut to a name's length, so a
+            // listing never carries control characters or megabytes from a client.
+            Caller::Insecure => {
+                *host = host
+                    .escape_default()
+                    .take(crate::auth::identity::NAME_MAX)
+                    .collect();
+            }
         }
     }
 
@@ -158,5 +168,170 @@ impl Caller {
                 )),
             },
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::{CreateSpec, Query, Target};
+
+    fn caller(role: Role) -> Caller {
+        Caller::Verified(Identity {
+            role,
+            name: "x".into(),
+            subtree: None,
+        })
+    }
+
+    fn write(command: Command) -> Action {
+        Action::Write {
+            command,
+            request: None,
+        }
+    }
+
+    fn mkdir() -> Action {
+        write(Command::Mkdir {
+            at: Target::Path("/d".into()),
+            mode: 0o755,
+            uid: 0,
+            gid: 0,
+        })
+    }
+
+    fn open(create: bool) -> Action {
+        write(Command::Open {
+            session: 1,
+            at: Target::Path("/f".into()),
+            create: create.then_some(CreateSpec {
+                mode: 0o644,
+                uid: 0,
+                gid: 0,
+                exclusive: false,
+            }),
+        })
+    }
+
+    fn add(id: u64) -> Action {
+        Action::Members(MemberOp::Add {
+            id,
+            addr: "h:1".into(),
+            promote: true,
+        })
+    }
+
+    #[test]
+    fn each_role_may_do_what_it_is_for() {
+        let read = || Action::Read(Query::Stat(Target::Path("/".into())));
+        let (admin, host, reader, peer) = (
+            caller(Role::Admin),
+            caller(Role::Host),
+            caller(Role::Reader),
+            caller(Role::Peer(4)),
+        );
+        for c in [&admin, &host, &reader, &peer, &Caller::Insecure] {
+            assert!(c.authorize(&Action::Status).is_ok());
+        }
+        for c in [&admin, &Caller::Insecure] {
+            assert!(c.authorize(&add(9)).is_ok());
+            assert!(c
+                .authorize(&Action::Members(MemberOp::Remove { id: 2 }))
+                .is_ok());
+        }
+        assert!(peer.authorize(&add(4)).is_ok(), "a node may add itself");
+        assert!(peer.authorize(&add(5)).is_err());
+        assert!(peer
+            .authorize(&Action::Members(MemberOp::Remove { id: 4 }))
+            .is_err());
+        assert!(peer.authorize(&read()).is_err());
+        assert!(peer.authorize(&mkdir()).is_err());
+        for c in [&host, &reader] {
+            assert!(c.authorize(&add(9)).is_err());
+            assert!(c.authorize(&read()).is_ok());
+            assert!(c.authorize(&open(false)).is_ok());
+            assert!(c.authorize(&Action::KeepAlive { session: 1 }).is_ok());
+        }
+        assert!(host.authorize(&mkdir()).is_ok());
+        assert!(host.authorize(&open(true)).is_ok());
+        let refused = reader.authorize(&mkdir()).unwrap_err();
+        assert_eq!(refused.code(), EACCES);
+        assert!(reader.authorize(&open(true)).is_err());
+        let limited = Caller::Verified(Identity {
+            role: Role::Host,
+            name: "x".into(),
+            subtree: Some("/svc".into()),
+        });
+        assert!(limited.authorize(&read()).is_err(), "no unenforced limits");
+    }
+
+    #[test]
+    fn only_raft_peers_speak_raft_as_themselves() {
+        assert!(caller(Role::Peer(2)).check_peer(2).is_ok());
+        assert!(caller(Role::Peer(2)).check_peer(3).is_err());
+        assert!(caller(Role::Admin).check_peer(2).is_err());
+        assert!(Caller::Insecure.check_peer(2).is_ok());
+    }
+
+    #[test]
+    fn a_session_admits_its_owner_with_its_secret() {
+        let access = SessionAccess {
+            owner: "host:a",
+            secret: 42,
+            acked_below: 0,
+        };
+        let auth = |owner: &str, secret, admin| SessionAuth {
+            owner: owner.into(),
+            secret,
+            admin,
+        };
+        assert!(auth("host:a", 42, false).admits(1, &access, false).is_ok());
+        assert!(auth("host:a", 41, false).admits(1, &access, false).is_err());
+        assert!(auth("host:b", 42, false).admits(1, &access, false).is_err());
+        assert!(auth("admin:o", 0, true).admits(1, &access, false).is_err());
+        assert!(auth("admin:o", 0, true).admits(1, &access, true).is_ok());
+        let open = SessionAccess {
+            owner: "",
+            ..access
+        };
+        assert!(auth("host:b", 42, false).admits(1, &open, false).is_ok());
+    }
+
+    #[test]
+    fn a_session_is_listed_under_its_certified_name() {
+        let mut action = write(Command::OpenSession {
+            ttl_ms: 1,
+            host: "forged\nhost".into(),
+            pid: 1,
+            name: "m".into(),
+            owner: "admin:root".into(),
+            secret: 0,
+        });
+        caller(Role::Host).stamp(&mut action);
+        let Action::Write {
+            command: Command::OpenSession { host, owner, .. },
+            ..
+        } = &action
+        else {
+            unreachable!()
+        };
+        assert_eq!((host.as_str(), owner.as_str()), ("x", "host:x"));
+        let mut action = write(Command::OpenSession {
+            ttl_ms: 1,
+            host: "a\nb".into(),
+            pid: 1,
+            name: "m".into(),
+            owner: String::new(),
+            secret: 0,
+        });
+        Caller::Insecure.stamp(&mut action);
+        let Action::Write {
+            command: Command::OpenSession { host, .. },
+            ..
+        } = &action
+        else {
+            unreachable!()
+        };
+        assert_eq!(host, "a\\nb");
     }
 }

@@ -19,8 +19,6 @@ use std::time::Duration;
 use protobuf::Message as _;
 use raft::prelude::Message;
 use tokio::net::{TcpListener, TcpStream};
-
-use crate::auth::{Accepted, Stream, Tls};
 use tokio::sync::{mpsc, oneshot};
 
 use super::authz::Caller;
@@ -29,6 +27,7 @@ use super::events::EventRouter;
 use super::node::Input;
 use super::transport::PeerBook;
 use super::ServerError;
+use crate::auth::{refuse_handshake, Accepted, Stream, Tls};
 use crate::proto::{self, frame::FramedConn, Hello_oneof_kind as HelloKind};
 
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
@@ -89,8 +88,9 @@ impl Service {
                 let _ = tokio::time::timeout(HELLO_TIMEOUT, refuse(&mut conn, why)).await;
                 return Err(why.into());
             }
-            Ok(Accepted::UnexpectedTls) => {
+            Ok(Accepted::UnexpectedTls(mut stream)) => {
                 log::warn!("refusing a TLS connection from {addr}: this node runs --insecure");
+                let _ = tokio::time::timeout(HELLO_TIMEOUT, refuse_handshake(&mut stream)).await;
                 return Err("TLS on an --insecure node".into());
             }
             Err(e) => {
