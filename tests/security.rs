@@ -108,6 +108,15 @@ fn client_as(dir: &Path, servers: &str) -> Client {
     )
 }
 
+/// Runs `lockfs ARGS` (no credentials needed: `cert` and `serve` take their own) and asserts
+/// success.
+fn lockfs_ok(args: &[&str]) {
+    let mut cmd = Command::new(BIN);
+    cmd.args(args);
+    let out = output_within(cmd, None, Duration::from_secs(60));
+    assert!(out.status.success(), "lockfs {args:?}: {}", stderr(&out));
+}
+
 fn remote_code(r: Result<Res, ClientError>) -> (u32, String) {
     match r {
         Err(ClientError::Remote { code, message }) => (code, message),
@@ -193,32 +202,19 @@ fn a_tls_cluster_refuses_every_attack_and_loses_nothing() {
     let other = testdir::tempdir().expect("tempdir");
     let other_ca = other.path().join("ca");
     let other_host = other.path().join("host");
-    for args in [
-        vec!["cert", "ca", "--out", other_ca.to_str().unwrap()],
-        vec![
-            "cert",
-            "issue",
-            "--ca",
-            other_ca.to_str().unwrap(),
-            "--role",
-            "host",
-            "--name",
-            "host-a",
-            "--out",
-            other_host.to_str().unwrap(),
-        ],
-    ] {
-        let out = output_within(
-            {
-                let mut cmd = Command::new(BIN);
-                cmd.args(&args);
-                cmd
-            },
-            None,
-            Duration::from_secs(60),
-        );
-        assert!(out.status.success(), "lockfs {args:?}: {}", stderr(&out));
-    }
+    lockfs_ok(&["cert", "ca", "--out", other_ca.to_str().unwrap()]);
+    lockfs_ok(&[
+        "cert",
+        "issue",
+        "--ca",
+        other_ca.to_str().unwrap(),
+        "--role",
+        "host",
+        "--name",
+        "host-a",
+        "--out",
+        other_host.to_str().unwrap(),
+    ]);
     match block_on(say_hello(&addr1, Some(&other_host), client_hello())) {
         Ok((reply, _)) => panic!("a certificate from another CA was answered: {reply:?}"),
         Err(e) => eprintln!("another CA's certificate: {e}"),
@@ -483,4 +479,70 @@ fn plain_tcp_is_explicit_and_loopback_only() {
         "{}",
         stderr(&out)
     );
+}
+
+/// Moves the credentials in `from` over those in `to`, one rename per file (as an operator's
+/// `mv` would).
+fn replace_credentials(from: &Path, to: &Path) {
+    for file in ["ca.pem", "cert.pem", "key.pem"] {
+        let staged = to.join(format!(".{file}.new"));
+        std::fs::copy(from.join(file), &staged).expect("copy");
+        std::fs::rename(&staged, to.join(file)).expect("rename");
+    }
+}
+
+#[test]
+fn certificates_rotate_without_a_restart() {
+    let c = Cluster::start(1, &[]);
+    let servers = c.servers();
+    let dir = testdir::tempdir().expect("tempdir");
+    let issue = |ca: &Path, name: &str, out: &str| {
+        let out = dir.path().join(out);
+        lockfs_ok(&[
+            "cert",
+            "issue",
+            "--ca",
+            ca.to_str().unwrap(),
+            "--role",
+            "host",
+            "--name",
+            name,
+            "--out",
+            out.to_str().unwrap(),
+        ]);
+        out
+    };
+    let live = issue(&tls::ca_dir(), "rotating", "live");
+    let creds = Tls::load(Some(&live), false).expect("credentials");
+    // Every step opens new connections (a new client) with the same loaded credentials.
+    let status = || {
+        let client = Client::new(
+            vec![servers.clone()],
+            Duration::from_secs(15),
+            "rotation".into(),
+            creds.clone(),
+        );
+        block_on(client.call(ops::cluster_status()))
+    };
+    status().expect("served with the first certificate");
+
+    // A certificate of the same identity from a CA the cluster does not trust: the next
+    // connection uses it, and is refused, which shows the files were read again.
+    let foreign_ca = dir.path().join("foreign-ca");
+    lockfs_ok(&["cert", "ca", "--out", foreign_ca.to_str().unwrap()]);
+    let foreign = issue(&foreign_ca, "rotating", "foreign");
+    replace_credentials(&foreign, &live);
+    match status() {
+        Err(ClientError::Refused(_)) => {}
+        other => panic!("a certificate from an untrusted CA was used and served: {other:?}"),
+    }
+    // A new certificate from the cluster's CA: served again, with no restart anywhere.
+    let renewed = issue(&tls::ca_dir(), "rotating", "renewed");
+    replace_credentials(&renewed, &live);
+    status().expect("served with the renewed certificate");
+    // A certificate of another identity is not taken up: sessions belong to identities.
+    let other = issue(&tls::ca_dir(), "someone-else", "other");
+    replace_credentials(&other, &live);
+    assert_eq!(creds.identity().expect("an identity").name, "rotating");
+    status().expect("still served with the renewed certificate");
 }
