@@ -546,3 +546,104 @@ fn certificates_rotate_without_a_restart() {
     assert_eq!(creds.identity().expect("an identity").name, "rotating");
     status().expect("still served with the renewed certificate");
 }
+
+#[test]
+fn a_host_limited_to_a_subtree_stays_in_it() {
+    let c = Cluster::start(1, &[]);
+    let servers = c.servers();
+    ok(&servers, &["mkdir", "-p", "/svc/web"], None);
+    ok(&servers, &["mkdir", "-p", "/svc/db"], None);
+    ok(&servers, &["put", "/svc/db/secret"], Some(b"s3cret"));
+    ok(&servers, &["put", "/top"], Some(b"top"));
+    let dir = testdir::tempdir().expect("tempdir");
+    let web = dir.path().join("web");
+    lockfs_ok(&[
+        "cert",
+        "issue",
+        "--ca",
+        tls::ca_dir().to_str().unwrap(),
+        "--role",
+        "host",
+        "--name",
+        "web1",
+        "--subtree",
+        "/svc/web",
+        "--out",
+        web.to_str().unwrap(),
+    ]);
+
+    // Through the CLI: at home below /svc/web, refused everywhere else.
+    let as_web = |args: &[&str], input: Option<&[u8]>| cli_as(&web, &servers, args, input);
+    let out = as_web(&["put", "/svc/web/config"], Some(b"v1"));
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(as_web(&["cat", "/svc/web/config"], None).stdout, b"v1");
+    for (args, input) in [
+        (vec!["cat", "/svc/db/secret"], None),
+        (vec!["put", "/svc/db/secret"], Some(&b"mine"[..])),
+        (vec!["put", "/top"], Some(&b"mine"[..])),
+        (vec!["rm", "/svc/db/secret"], None),
+        (vec!["mkdir", "/svc/webx"], None),
+        (vec!["stat", "/svc/db"], None),
+        (vec!["ls", "/svc/db"], None),
+        (vec!["cat", "/top"], None),
+    ] {
+        let out = as_web(&args, input);
+        assert!(!out.status.success(), "web1 could run {args:?}");
+        assert!(
+            stderr(&out).contains("outside /svc/web"),
+            "{args:?}: {}",
+            stderr(&out)
+        );
+    }
+    // On the way there it sees only the way.
+    assert_eq!(as_web(&["ls", "/"], None).stdout, b"svc/\n");
+    assert_eq!(as_web(&["ls", "/svc"], None).stdout, b"web/\n");
+    assert!(as_web(&["stat", "/svc"], None).status.success());
+    assert_eq!(ok(&servers, &["cat", "/svc/db/secret"], None), b"s3cret");
+
+    // Through a mount of the whole tree with that certificate.
+    let mnt = dir.path().join("mnt");
+    let _mount = common::Mount::start(
+        &servers,
+        &mnt,
+        &format!("tls_dir={}", web.display()),
+        &dir.path().join("mount.log"),
+    );
+    assert_eq!(
+        std::fs::read_to_string(mnt.join("svc/web/config")).expect("read inside"),
+        "v1"
+    );
+    std::fs::write(mnt.join("svc/web/new"), "from the mount").expect("write inside");
+    let names = |p: &Path| -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(p)
+            .expect("readdir")
+            .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        v
+    };
+    assert_eq!(names(&mnt), ["svc"]);
+    assert_eq!(names(&mnt.join("svc")), ["web"]);
+    for outside in ["svc/db/secret", "top"] {
+        let err = std::fs::read_to_string(mnt.join(outside)).expect_err(outside);
+        assert_eq!(
+            err.kind(),
+            std::io::ErrorKind::PermissionDenied,
+            "{outside}: {err}"
+        );
+    }
+    let err = std::fs::write(mnt.join("svc/db/mine"), "x").expect_err("write outside");
+    assert_eq!(err.kind(), std::io::ErrorKind::PermissionDenied, "{err}");
+    let status = Command::new("flock")
+        .arg("-n")
+        .arg(mnt.join("svc/web/lock"))
+        .arg("-c")
+        .arg("true")
+        .status()
+        .expect("flock");
+    assert!(status.success(), "flock inside the subtree");
+    assert_eq!(
+        ok(&servers, &["cat", "/svc/web/new"], None),
+        b"from the mount"
+    );
+}

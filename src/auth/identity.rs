@@ -3,8 +3,7 @@
 //!
 //! A lockfs certificate carries its identity in subject-alternative-name URIs, one fact each:
 //! `urn:lockfs:role:ROLE`, `urn:lockfs:name:NAME`, and for peers `urn:lockfs:id:N`; a host may
-//! also be limited to a subtree with `urn:lockfs:subtree:/PATH` (nodes refuse such certificates
-//! until they enforce the limit). The CA signs these together
+//! also be limited to a subtree with `urn:lockfs:subtree:/PATH`. The CA signs these together
 //! with the key, so after a verified handshake they are as trustworthy as the CA. A certificate
 //! that names no role, or names a fact twice, is refused rather than guessed at.
 

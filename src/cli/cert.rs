@@ -1,7 +1,7 @@
 //! `lockfs cert`: make a cluster CA and issue certificates with it.
 //!
 //! `lockfs cert ca --out DIR` makes the CA; `lockfs cert issue --ca DIR --role ROLE --name NAME
-//! [--id N] --out DIR` issues a key and certificate that carry a role and a
+//! [--id N] [--subtree PATH] --out DIR` issues a key and certificate that carry a role and a
 //! name (see `crate::auth::identity`). The issued directory is what `--tls-dir` takes.
 
 use std::path::{Path, PathBuf};
@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use clap::{Subcommand, ValueEnum};
 
 use super::CliError;
-use crate::auth::identity::check_name;
+use crate::auth::identity::{check_name, check_subtree};
 use crate::auth::{certs, Identity, Role};
 
 #[derive(Subcommand)]
@@ -39,6 +39,10 @@ pub enum CertCmd {
         /// The node id, for --role peer.
         #[arg(long)]
         id: Option<u64>,
+        /// Limit a host or reader to this subtree, e.g. /svc/web: it may read and change only
+        /// what is below it (and look at the directories on the way there).
+        #[arg(long, value_name = "PATH")]
+        subtree: Option<String>,
         /// Days the certificate is valid.
         #[arg(long, default_value_t = 365)]
         days: u32,
@@ -65,8 +69,17 @@ fn failed(e: crate::auth::AuthError) -> CliError {
 }
 
 /// The identity the flags describe, checked.
-pub fn identity(role: RoleArg, name: &str, id: Option<u64>) -> Result<Identity, CliError> {
-    check_name(name).map_err(|e| CliError::Usage(e.to_string()))?;
+pub fn identity(
+    role: RoleArg,
+    name: &str,
+    id: Option<u64>,
+    subtree: Option<&str>,
+) -> Result<Identity, CliError> {
+    let usage = |e: crate::auth::AuthError| CliError::Usage(e.to_string());
+    check_name(name).map_err(usage)?;
+    if let Some(s) = subtree {
+        check_subtree(s).map_err(usage)?;
+    }
     let role = match (role, id) {
         (RoleArg::Peer, Some(0)) => return Err(CliError::Usage("node ids start at 1".into())),
         (RoleArg::Peer, Some(n)) => Role::Peer(n),
@@ -76,10 +89,15 @@ pub fn identity(role: RoleArg, name: &str, id: Option<u64>) -> Result<Identity, 
         (RoleArg::Host, None) => Role::Host,
         (RoleArg::Reader, None) => Role::Reader,
     };
+    if subtree.is_some() && !matches!(role, Role::Host | Role::Reader) {
+        return Err(CliError::Usage(
+            "--subtree is only for --role host or reader".into(),
+        ));
+    }
     Ok(Identity {
         role,
         name: name.to_string(),
-        subtree: None,
+        subtree: subtree.map(str::to_string),
     })
 }
 
@@ -95,10 +113,11 @@ pub fn run(cmd: CertCmd) -> Result<(), CliError> {
             role,
             name,
             id,
+            subtree,
             days,
             out,
         } => {
-            let identity = identity(role, &name, id)?;
+            let identity = identity(role, &name, id, subtree.as_deref())?;
             certs::issue(&ca, &identity, days, &out).map_err(failed)?;
             println!("issued {identity} in {}", out.display());
         }

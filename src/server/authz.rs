@@ -15,11 +15,11 @@
 //! Sessions belong to their opener: `OpenSession` is stamped here with the caller's identity
 //! (and the session's host with the caller's certified name, whatever the client said), the
 //! leader adds a random secret, and the leader admits a request that uses a session into the
-//! log only from that identity and with that secret ([`SessionAuth::admits`]). Only an `admin`
+//! log only from that identity and with that secret ([`Access::admits`]). Only an `admin`
 //! may end someone else's session, and needs no secret to do so.
 
 use crate::auth::{Identity, Role};
-use crate::state::{Command, SessionAccess};
+use crate::state::{Command, Query, SessionAccess, Target};
 
 use super::convert::Action;
 use super::membership::MemberOp;
@@ -41,18 +41,21 @@ pub enum Caller {
 /// more than any client has in flight, small enough that a number never nears overflow.
 pub const SEQ_WINDOW: u64 = 1 << 20;
 
-/// What a request shows to use a session.
+/// What a request may touch, checked by the node that holds the state: the sessions it shows
+/// it may use, and the subtree its identity is limited to.
 #[derive(Debug, Clone, Default)]
-pub struct SessionAuth {
+pub struct Access {
     /// `role:name` of the connection's identity; empty on an `--insecure` node.
     pub owner: String,
     /// The secret the request carries.
     pub secret: u128,
     /// An administrator may end any session without its secret.
     pub admin: bool,
+    /// The only subtree the identity may read or change (see [`Access::reaches`]).
+    pub subtree: Option<String>,
 }
 
-impl SessionAuth {
+impl Access {
     /// Whether a request may use the live session `access` describes (ending it when
     /// `ending`); the message says why not.
     pub fn admits(&self, id: u64, access: &SessionAccess, ending: bool) -> Result<(), ServerError> {
@@ -73,6 +76,63 @@ impl SessionAuth {
     }
 }
 
+/// Whether `path` is `subtree` or below it.
+pub fn within(path: &str, subtree: &str) -> bool {
+    subtree == "/"
+        || path == subtree
+        || path
+            .strip_prefix(subtree)
+            .is_some_and(|rest| rest.starts_with('/'))
+}
+
+impl Access {
+    /// Whether the request may touch `path`: anywhere without a subtree; with one, inside it,
+    /// and for a look only (`look`: attributes, a lookup, opening without creating, a
+    /// directory listing), also on the way to it (`/` and `/svc` on the way to `/svc/web`), so
+    /// that a mount of the whole tree can get there.
+    pub fn reaches(&self, path: &str, look: bool) -> Result<(), ServerError> {
+        let Some(subtree) = &self.subtree else {
+            return Ok(());
+        };
+        if within(path, subtree) || (look && within(subtree, path)) {
+            return Ok(());
+        }
+        Err(denied(
+            EACCES,
+            format!("permission denied: {path} is outside {subtree}, where this host is limited"),
+        ))
+    }
+}
+
+/// The targets a command names, each with whether it only looks (see [`Access::reaches`]).
+/// Commands that name only a handle act where the handle was opened, which was checked then.
+pub fn targets(command: &Command) -> Vec<(&Target, bool)> {
+    match command {
+        Command::Mkdir { at, .. }
+        | Command::Create { at, .. }
+        | Command::Put { at, .. }
+        | Command::Unlink { at }
+        | Command::Rmdir { at } => vec![(at, false)],
+        Command::Write { target, .. }
+        | Command::Truncate { target, .. }
+        | Command::SetAttr { target, .. }
+        | Command::SetEphemeral { target, .. } => vec![(target, false)],
+        Command::Rename { from, to } => vec![(from, false), (to, false)],
+        Command::Open { at, create, .. } => vec![(at, create.is_none())],
+        _ => vec![],
+    }
+}
+
+/// The target a query names, with whether it only looks; `None` for queries that name none
+/// (their answers are filtered instead, see `Node::answer`).
+pub fn query_target(query: &Query) -> Option<(&Target, bool)> {
+    match query {
+        Query::Stat(t) | Query::Readdir(t) => Some((t, true)),
+        Query::Read { target, .. } => Some((target, false)),
+        _ => None,
+    }
+}
+
 /// The session-owner string of an identity.
 pub fn owner_of(identity: &Identity) -> String {
     format!("{}:{}", identity.role.kind(), identity.name)
@@ -83,18 +143,20 @@ fn denied(code: u32, message: String) -> ServerError {
 }
 
 impl Caller {
-    /// What this caller's requests show to use a session carrying `secret`.
-    pub fn session_auth(&self, secret: u128) -> SessionAuth {
+    /// What this caller's requests may touch, with `secret` for the session they use.
+    pub fn access(&self, secret: u128) -> Access {
         match self {
-            Caller::Insecure => SessionAuth {
+            Caller::Insecure => Access {
                 owner: String::new(),
                 secret,
                 admin: true,
+                subtree: None,
             },
-            Caller::Verified(id) => SessionAuth {
+            Caller::Verified(id) => Access {
                 owner: owner_of(id),
                 secret,
                 admin: id.role == Role::Admin,
+                subtree: id.subtree.clone(),
             },
         }
     }
@@ -143,12 +205,6 @@ impl Caller {
             return Ok(());
         };
         let refuse = |what: &str| denied(EPERM, format!("permission denied: {who} may not {what}"));
-        if who.subtree.is_some() {
-            // Never serve such a certificate more than it was meant to have.
-            return Err(refuse(
-                "use the cluster: this node does not enforce subtree-limited certificates",
-            ));
-        }
         match (&who.role, action) {
             (_, Action::Status) => Ok(()),
             (Role::Admin, _) => Ok(()),
@@ -262,7 +318,12 @@ mod tests {
             name: "x".into(),
             subtree: Some("/svc".into()),
         });
-        assert!(limited.authorize(&read()).is_err(), "no unenforced limits");
+        assert!(limited.authorize(&read()).is_ok());
+        assert_eq!(
+            limited.access(0).subtree.as_deref(),
+            Some("/svc"),
+            "limits travel with the request"
+        );
     }
 
     #[test]
@@ -280,10 +341,11 @@ mod tests {
             secret: 42,
             acked_below: 0,
         };
-        let auth = |owner: &str, secret, admin| SessionAuth {
+        let auth = |owner: &str, secret, admin| Access {
             owner: owner.into(),
             secret,
             admin,
+            subtree: None,
         };
         assert!(auth("host:a", 42, false).admits(1, &access, false).is_ok());
         assert!(auth("host:a", 41, false).admits(1, &access, false).is_err());
@@ -333,5 +395,26 @@ mod tests {
             unreachable!()
         };
         assert_eq!(host, "a\\nb");
+    }
+
+    #[test]
+    fn a_limited_host_reaches_its_subtree_and_looks_on_the_way() {
+        let limited = Access {
+            subtree: Some("/svc/web".into()),
+            ..Access::default()
+        };
+        for path in ["/svc/web", "/svc/web/a", "/svc/web/a/b"] {
+            assert!(limited.reaches(path, false).is_ok(), "{path}");
+        }
+        for path in ["/", "/svc"] {
+            assert!(limited.reaches(path, true).is_ok(), "{path}");
+            assert!(limited.reaches(path, false).is_err(), "{path}");
+        }
+        for path in ["/svc/webx", "/svc/other", "/etc", "/svc/we"] {
+            assert!(limited.reaches(path, true).is_err(), "{path}");
+        }
+        assert_eq!(limited.reaches("/x", false).unwrap_err().code(), EACCES);
+        assert!(Access::default().reaches("/anything", false).is_ok());
+        assert!(within("/a", "/"));
     }
 }

@@ -33,7 +33,7 @@ use raft::{RawNode, ReadOnlyOption, StateRole, Storage as _};
 use slog::Drain as _;
 use tokio::sync::oneshot;
 
-use super::authz::{SessionAuth, SEQ_WINDOW};
+use super::authz::{query_target, targets, within, Access, SEQ_WINDOW};
 use super::config::ServeConfig;
 use super::convert;
 use super::entry::Envelope;
@@ -65,18 +65,19 @@ pub enum Input {
         command: Command,
         request: Option<RequestId>,
         /// What the request shows to use the sessions it names.
-        auth: SessionAuth,
+        auth: Access,
         reply: Reply,
     },
     /// A session's keep-alive: answered by the leader alone, with the session's TTL in ms.
     KeepAlive {
         session: u64,
-        auth: SessionAuth,
+        auth: Access,
         reply: oneshot::Sender<Result<u64, ServerError>>,
     },
     /// A client's read: answered, linearizably, once this node has applied a ReadIndex.
     Read {
         query: Query,
+        auth: Access,
         reply: Reply,
     },
     Status {
@@ -127,7 +128,7 @@ pub struct MemberStatus {
 
 struct ReadBatch {
     started: Instant,
-    reads: Vec<(Query, Reply)>,
+    reads: Vec<(Query, Access, Reply)>,
 }
 
 pub struct Node {
@@ -144,7 +145,7 @@ pub struct Node {
     /// leader's own proposals (session expiry, wake-ups) have no reply.
     proposals: BTreeMap<u64, (u64, Option<Reply>)>,
     /// Reads of this turn, not yet sent as a ReadIndex request.
-    new_reads: Vec<(Query, Reply)>,
+    new_reads: Vec<(Query, Access, Reply)>,
     /// ReadIndex requests in flight, by request context.
     read_batches: HashMap<u64, ReadBatch>,
     next_read_ctx: u64,
@@ -324,7 +325,7 @@ impl Node {
                 };
                 let _ = reply.send(answer.and_then(|_| self.keep_alive(session)));
             }
-            Input::Read { query, reply } => self.new_reads.push((query, reply)),
+            Input::Read { query, auth, reply } => self.new_reads.push((query, auth, reply)),
             Input::Status { reply } => {
                 let _ = reply.send(self.status());
             }
@@ -355,15 +356,21 @@ impl Node {
         }
     }
 
-    /// Whether a client's command may enter the log: every session it uses must admit it (its
-    /// owner, with its secret), and its sequence number must lie within the session's window.
+    /// Whether a client's command may enter the log: a caller limited to a subtree may touch
+    /// nothing outside it, every session the command uses must admit it (its owner, with its
+    /// secret), and its sequence number must lie within the session's window.
     /// Sessions that are not live pass: applying the command reports them ended.
     fn admit(
         &self,
         command: &Command,
         request: Option<&RequestId>,
-        auth: &SessionAuth,
+        auth: &Access,
     ) -> Result<(), ServerError> {
+        if auth.subtree.is_some() {
+            for (target, look) in targets(command) {
+                auth.reaches(&self.machine.path_of_target(target)?, look)?;
+            }
+        }
         let ending = matches!(command, Command::CloseSession { .. });
         for id in command
             .session()
@@ -817,10 +824,40 @@ impl Node {
             .partition(|(index, _)| *index <= applied);
         self.ready_reads = later;
         for (_, batch) in now {
-            for (query, reply) in batch.reads {
-                let _ = reply.send(self.machine.query(&query).map_err(ServerError::from));
+            for (query, access, reply) in batch.reads {
+                let _ = reply.send(self.answer(&query, &access));
             }
         }
+    }
+
+    /// Answers a read as `access` allows: a query on a target outside the caller's subtree is
+    /// refused, and listings are cut to what the caller may see.
+    fn answer(&self, query: &Query, access: &Access) -> Result<Outcome, ServerError> {
+        let Some(subtree) = &access.subtree else {
+            return Ok(self.machine.query(query)?);
+        };
+        if let Some((target, look)) = query_target(query) {
+            access.reaches(&self.machine.path_of_target(target)?, look)?;
+        }
+        Ok(match (query, self.machine.query(query)?) {
+            (Query::Readdir(dir), Outcome::Entries(entries)) => {
+                let dir = self.machine.path_of_target(dir)?;
+                let dir = dir.trim_end_matches('/');
+                Outcome::Entries(
+                    entries
+                        .into_iter()
+                        .filter(|e| access.reaches(&format!("{dir}/{}", e.name), true).is_ok())
+                        .collect(),
+                )
+            }
+            (_, Outcome::Locks(locks)) => Outcome::Locks(
+                locks
+                    .into_iter()
+                    .filter(|l| within(&l.path, subtree))
+                    .collect(),
+            ),
+            (_, outcome) => outcome,
+        })
     }
 
     fn expire_reads(&mut self, now: Instant) {
@@ -832,7 +869,7 @@ impl Node {
             .collect();
         for ctx in expired {
             let batch = self.read_batches.remove(&ctx).expect("collected above");
-            for (_, reply) in batch.reads {
+            for (_, _, reply) in batch.reads {
                 let _ = reply.send(Err(ServerError::Unavailable(
                     "no leader confirmed the read in time".into(),
                 )));

@@ -266,7 +266,7 @@ async fn handle(
         .authorize(&action)
         .inspect_err(|e| log::warn!("refused a request from {addr}: {e}"))?;
     caller.stamp(&mut action);
-    let auth = caller.session_auth(convert::session_secret(req));
+    let auth = caller.access(convert::session_secret(req));
     match action {
         Action::Status => {
             let (reply, rx) = oneshot::channel();
@@ -313,7 +313,7 @@ async fn handle(
         Action::Read(query) => {
             let (reply, rx) = oneshot::channel();
             inbox
-                .send(Input::Read { query, reply })
+                .send(Input::Read { query, auth, reply })
                 .map_err(|_| stopped())?;
             Ok(convert::outcome(rx.await.map_err(|_| stopped())??))
         }

@@ -242,7 +242,7 @@ impl StateMachine {
     }
 
     /// The absolute path of a live node, found by walking its parents.
-    fn path_of(&self, ino: u64) -> String {
+    pub(super) fn path_of(&self, ino: u64) -> String {
         let mut names = Vec::new();
         let mut at = ino;
         while at != ROOT {

@@ -293,6 +293,29 @@ impl StateMachine {
         }
     }
 
+    /// The absolute path a target names, whether or not a node is there (for a path, or a
+    /// parent and a name); an instance must be live.
+    pub fn path_of_target(&self, target: &Target) -> Result<String, StateError> {
+        match target {
+            Target::Path(path) => {
+                let components = split_path(path)?;
+                if components.is_empty() {
+                    return Ok("/".into());
+                }
+                Ok(components.iter().map(|name| format!("/{name}")).collect())
+            }
+            Target::Ino(ino) => self.node(*ino).map(|_| self.path_of(*ino)),
+            Target::Child { parent, name } => {
+                validate_name(name)?;
+                self.dir(*parent)?;
+                match self.path_of(*parent).as_str() {
+                    "/" => Ok(format!("/{name}")),
+                    p => Ok(format!("{p}/{name}")),
+                }
+            }
+        }
+    }
+
     /// The attributes of node `ino`.
     pub fn attr(&self, ino: u64) -> Result<Attr, StateError> {
         self.node(ino).map(|node| node.attr(ino))
