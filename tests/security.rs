@@ -647,3 +647,115 @@ fn a_host_limited_to_a_subtree_stays_in_it() {
         b"from the mount"
     );
 }
+
+#[test]
+fn the_cluster_checks_permissions_for_each_user_of_a_host() {
+    use std::os::unix::fs::PermissionsExt;
+    let c = Cluster::start(1, &[]);
+    let servers = c.servers();
+    // A host's credentials that the test's unprivileged users can read.
+    let dir = testdir::tempdir().expect("tempdir");
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let host = dir.path().join("host");
+    std::fs::create_dir(&host).unwrap();
+    for file in ["ca.pem", "cert.pem", "key.pem"] {
+        let to = host.join(file);
+        std::fs::copy(tls::host_dir("users-host").join(file), &to).unwrap();
+        std::fs::set_permissions(&to, std::fs::Permissions::from_mode(0o644)).unwrap();
+    }
+    // `lockfs ARGS` as uid:gid on that host.
+    let as_user = |ids: &str, args: &[&str], input: Option<&[u8]>| {
+        let mut cmd = Command::new("setpriv");
+        cmd.arg(format!("--reuid={}", ids.split(':').next().unwrap()))
+            .arg(format!("--regid={}", ids.split(':').nth(1).unwrap()))
+            .arg("--clear-groups")
+            .arg(BIN)
+            .args(args)
+            .env("LOCKFS_SERVERS", &servers)
+            .env(tls::ENV, &host);
+        output_within(cmd, input, Duration::from_secs(60))
+    };
+    let denied = |out: std::process::Output, what: &str| {
+        assert!(!out.status.success(), "{what} was allowed");
+        assert!(
+            stderr(&out).contains("permission denied"),
+            "{what}: {}",
+            stderr(&out)
+        );
+    };
+    let allowed = |out: std::process::Output, what: &str| {
+        assert!(out.status.success(), "{what}: {}", stderr(&out));
+        out.stdout
+    };
+
+    ok(&servers, &["mkdir", "--mode", "777", "/pub"], None);
+    denied(
+        as_user("1000:1000", &["mkdir", "/home"], None),
+        "mkdir in root's /",
+    );
+    allowed(
+        as_user("1000:1000", &["put", "/pub/mine"], Some(b"by 1000")),
+        "put in a 777 directory",
+    );
+    allowed(
+        as_user("1000:1000", &["mkdir", "--mode", "700", "/pub/priv"], None),
+        "mkdir in a 777 directory",
+    );
+    allowed(
+        as_user("1000:1000", &["put", "/pub/priv/secret"], Some(b"s")),
+        "put in one's own directory",
+    );
+    // Another user reads what 0644 lets it read, and nothing of a 0700 directory.
+    assert_eq!(
+        allowed(
+            as_user("1001:1001", &["cat", "/pub/mine"], None),
+            "read 0644"
+        ),
+        b"by 1000"
+    );
+    denied(
+        as_user("1001:1001", &["put", "/pub/mine"], Some(b"by 1001")),
+        "overwrite another's 0644 file",
+    );
+    denied(
+        as_user("1001:1001", &["cat", "/pub/priv/secret"], None),
+        "read in another's 0700 directory",
+    );
+    denied(
+        as_user("1001:1001", &["ls", "/pub/priv"], None),
+        "list another's 0700 directory",
+    );
+    // The administrator is not checked; nothing was changed by the refusals.
+    assert_eq!(ok(&servers, &["cat", "/pub/mine"], None), b"by 1000");
+    assert_eq!(ok(&servers, &["cat", "/pub/priv/secret"], None), b"s");
+
+    // root_squash: root on that mount acts as nobody in the cluster, whatever the kernel let
+    // through; without it, root is root.
+    let squashed = dir.path().join("squashed");
+    let _squashed = common::Mount::start(
+        &servers,
+        &squashed,
+        "root_squash,allow_other",
+        &dir.path().join("squashed.log"),
+    );
+    let plain = dir.path().join("plain");
+    let _plain = common::Mount::start(
+        &servers,
+        &plain,
+        "allow_other",
+        &dir.path().join("plain.log"),
+    );
+    assert_eq!(
+        std::fs::read_to_string(squashed.join("pub/mine")).unwrap(),
+        "by 1000"
+    );
+    let err = std::fs::write(squashed.join("pub/mine"), "by root").expect_err("squashed write");
+    assert_eq!(err.kind(), std::io::ErrorKind::PermissionDenied, "{err}");
+    // (Opening a directory asks the cluster nothing; reading it does.)
+    let err = std::fs::read_dir(squashed.join("pub/priv"))
+        .and_then(|d| d.collect::<Result<Vec<_>, _>>())
+        .expect_err("squashed listing");
+    assert_eq!(err.kind(), std::io::ErrorKind::PermissionDenied, "{err}");
+    std::fs::write(plain.join("pub/mine"), "by root").expect("root writes");
+    assert_eq!(ok(&servers, &["cat", "/pub/mine"], None), b"by root");
+}

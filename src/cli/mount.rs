@@ -24,7 +24,8 @@ pub struct MountArgs {
     pub mountpoint: PathBuf,
     /// Mount options, comma-separated: allow_other, default_permissions (on unless
     /// no_default_permissions), ro, rw, ttl=SECONDS (session TTL, default 10), tls_dir=DIR
-    /// (as --tls-dir), insecure (as --insecure); _netdev,
+    /// (as --tls-dir), insecure (as --insecure), root_squash (uid and gid 0 act as nobody in
+    /// the cluster's permission checks); _netdev,
     /// defaults, auto, noauto, nofail, user, nouser, dev, suid, exec are accepted and ignored
     /// (they concern mount(8) and fstab).
     #[arg(short = 'o')]
@@ -77,6 +78,7 @@ pub fn parse_options(s: Option<&str>) -> Result<Options, CliError> {
                 "ro" => o.config.read_only = true,
                 "rw" => o.config.read_only = false,
                 "insecure" => o.insecure = true,
+                "root_squash" => o.config.root_squash = true,
                 "_netdev" | "defaults" | "auto" | "noauto" | "nofail" | "user" | "nouser"
                 | "dev" | "suid" | "exec" | "nodev" | "nosuid" | "noexec" => {}
                 _ => return Err(CliError::Usage(format!("unknown mount option '{opt}'"))),

@@ -73,6 +73,44 @@ pub struct Client {
     epoch: watch::Sender<u64>,
 }
 
+tokio::task_local! {
+    /// The local user requests are made for while it is set (see [`on_behalf_of`]).
+    static ON_BEHALF: proto::UserIds;
+}
+
+/// Runs `work` with every request it makes sent as made for `user`: the mount makes requests
+/// for the processes that use it. Elsewhere requests go as this process's own user.
+pub async fn on_behalf_of<F: std::future::Future>(user: proto::UserIds, work: F) -> F::Output {
+    ON_BEHALF.scope(user, work).await
+}
+
+/// The user a request now being made is for.
+fn current_user() -> proto::UserIds {
+    ON_BEHALF.try_with(Clone::clone).unwrap_or_else(|_| {
+        static OWN: std::sync::OnceLock<proto::UserIds> = std::sync::OnceLock::new();
+        OWN.get_or_init(own_user).clone()
+    })
+}
+
+/// This process's effective uid and gid, and its supplementary groups.
+fn own_user() -> proto::UserIds {
+    let mut user = proto::UserIds::new();
+    // SAFETY: geteuid(2), getegid(2) and getgroups(2) only read the process's credentials; the
+    // buffer is valid for the length passed, and a first call with 0 asks for the count.
+    unsafe {
+        user.uid = libc::geteuid();
+        user.gid = libc::getegid();
+        let n = libc::getgroups(0, std::ptr::null_mut());
+        if n > 0 {
+            let mut groups = vec![0 as libc::gid_t; n as usize];
+            let got = libc::getgroups(n, groups.as_mut_ptr());
+            groups.truncate(got.max(0) as usize);
+            user.groups = groups;
+        }
+    }
+    user
+}
+
 /// Identifies a request in a session, for at-most-once application.
 #[derive(Debug, Clone, Copy)]
 pub struct InSession {
@@ -147,6 +185,7 @@ impl Client {
         timeout: Duration,
     ) -> Result<Res, ClientError> {
         let deadline = Instant::now() + timeout;
+        let user = current_user();
         let mutation = is_mutation(&op) && in_session.is_none();
         let mut backoff = BACKOFF_MIN;
         let mut last_error = String::from("no server tried");
@@ -174,6 +213,7 @@ impl Client {
             let mut req = proto::Request::new();
             req.id = self.next_id.fetch_add(1, Ordering::Relaxed);
             req.op = Some(op.clone());
+            req.set_caller(user.clone());
             if let Some(s) = in_session {
                 req.session = s.session;
                 req.seq = s.seq;

@@ -37,6 +37,8 @@ use super::locks::{self, KernelLock};
 use super::open_files::{OpenFile, OpenFiles};
 use super::owners::LockOwners;
 use super::xattr;
+use crate::client::on_behalf_of;
+use crate::proto::UserIds;
 
 /// What the request tasks share.
 pub struct Inner {
@@ -54,11 +56,18 @@ pub struct Inner {
 pub struct LockFs {
     inner: Arc<Inner>,
     runtime: tokio::runtime::Handle,
+    root_squash: bool,
 }
 
 impl LockFs {
-    pub fn new(backend: Arc<dyn Backend>, runtime: tokio::runtime::Handle) -> Self {
+    /// With `root_squash`, requests of uid or gid 0 go to the cluster as `nobody`'s.
+    pub fn new(
+        backend: Arc<dyn Backend>,
+        runtime: tokio::runtime::Handle,
+        root_squash: bool,
+    ) -> Self {
         LockFs {
+            root_squash,
             inner: Arc::new(Inner {
                 backend,
                 files: OpenFiles::default(),
@@ -70,14 +79,42 @@ impl LockFs {
         }
     }
 
-    /// Runs `work` on the runtime with the shared state.
-    fn spawn<F, Fut>(&self, work: F)
+    /// Runs `work` on the runtime with the shared state, on behalf of the process that made
+    /// `req`: the cluster checks permissions for that process's user and groups.
+    fn spawn<F, Fut>(&self, req: &Request, work: F)
     where
         F: FnOnce(Arc<Inner>) -> Fut,
         Fut: Future<Output = ()> + Send + 'static,
     {
-        self.runtime.spawn(work(self.inner.clone()));
+        let user = user_of(req, self.root_squash);
+        self.runtime
+            .spawn(on_behalf_of(user, work(self.inner.clone())));
     }
+}
+
+/// The ids of the process behind `req`: its uid and gid as the kernel gave them, and its
+/// supplementary groups from /proc (none if it is gone); with `squash`, 0 becomes `nobody`.
+fn user_of(req: &Request, squash: bool) -> UserIds {
+    const NOBODY: u32 = 65534;
+    let squashed = |id: u32| if squash && id == 0 { NOBODY } else { id };
+    let groups = std::fs::read_to_string(format!("/proc/{}/status", req.pid()))
+        .ok()
+        .and_then(|status| {
+            status.lines().find_map(|l| {
+                l.strip_prefix("Groups:").map(|g| {
+                    g.split_whitespace()
+                        .filter_map(|n| n.parse().ok())
+                        .map(squashed)
+                        .collect()
+                })
+            })
+        })
+        .unwrap_or_default();
+    let mut user = UserIds::new();
+    user.uid = squashed(req.uid());
+    user.gid = squashed(req.gid());
+    user.groups = groups;
+    user
 }
 
 fn name_of(name: &OsStr) -> Result<String, Errno> {
@@ -317,9 +354,9 @@ impl fuser::Filesystem for LockFs {
         self.inner.shutdown.send_replace(true);
     }
 
-    fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+    fn lookup(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
         let name = name_of(name);
-        self.spawn(|inner| async move {
+        self.spawn(req, |inner| async move {
             let result = match name {
                 Ok(name) => inner.backend.lookup(parent.0, &name).await,
                 Err(e) => Err(e),
@@ -328,13 +365,15 @@ impl fuser::Filesystem for LockFs {
         });
     }
 
-    fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
-        self.spawn(|inner| async move { reply_attr(reply, inner.backend.getattr(ino.0).await) });
+    fn getattr(&self, req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
+        self.spawn(req, |inner| async move {
+            reply_attr(reply, inner.backend.getattr(ino.0).await)
+        });
     }
 
     fn setattr(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         mode: Option<u32>,
         uid: Option<u32>,
@@ -352,7 +391,7 @@ impl fuser::Filesystem for LockFs {
     ) {
         let mode = mode.map(|m| m & 0o7777);
         let (atime, mtime) = (atime.map(time_ns), mtime.map(time_ns));
-        self.spawn(|inner| async move {
+        self.spawn(req, |inner| async move {
             let fh = fh.map(|f| f.0);
             let result = inner
                 .setattr(ino.0, fh, mode, uid, gid, size, atime, mtime)
@@ -385,7 +424,7 @@ impl fuser::Filesystem for LockFs {
     ) {
         let name = name_of(name);
         let (uid, gid) = (req.uid(), req.gid());
-        self.spawn(|inner| async move {
+        self.spawn(req, |inner| async move {
             let result = match name {
                 Ok(name) => {
                     let mode = mode & !umask & 0o7777;
@@ -397,9 +436,9 @@ impl fuser::Filesystem for LockFs {
         });
     }
 
-    fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+    fn unlink(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         let name = name_of(name);
-        self.spawn(|inner| async move {
+        self.spawn(req, |inner| async move {
             let result = match name {
                 Ok(name) => inner.backend.unlink(parent.0, &name).await,
                 Err(e) => Err(e),
@@ -408,9 +447,9 @@ impl fuser::Filesystem for LockFs {
         });
     }
 
-    fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+    fn rmdir(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         let name = name_of(name);
-        self.spawn(|inner| async move {
+        self.spawn(req, |inner| async move {
             let result = match name {
                 Ok(name) => inner.backend.rmdir(parent.0, &name).await,
                 Err(e) => Err(e),
@@ -432,7 +471,7 @@ impl fuser::Filesystem for LockFs {
 
     fn rename(
         &self,
-        _req: &Request,
+        req: &Request,
         parent: INodeNo,
         name: &OsStr,
         newparent: INodeNo,
@@ -447,7 +486,7 @@ impl fuser::Filesystem for LockFs {
             return;
         }
         let names = name_of(name).and_then(|a| Ok((a, name_of(newname)?)));
-        self.spawn(|inner| async move {
+        self.spawn(req, |inner| async move {
             let result = match names {
                 Ok((from, to)) => {
                     inner
@@ -472,9 +511,9 @@ impl fuser::Filesystem for LockFs {
         reply.error(fuser::Errno::EPERM);
     }
 
-    fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+    fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
         let truncate = flags.0 & libc::O_TRUNC != 0;
-        self.spawn(|inner| async move {
+        self.spawn(req, |inner| async move {
             match inner.backend.open(ino.0).await {
                 Ok(handle) => {
                     let fh = inner.files.insert(OpenFile::file(ino.0, handle, truncate));
@@ -487,7 +526,7 @@ impl fuser::Filesystem for LockFs {
 
     fn read(
         &self,
-        _req: &Request,
+        req: &Request,
         _ino: INodeNo,
         fh: FileHandle,
         offset: u64,
@@ -496,7 +535,7 @@ impl fuser::Filesystem for LockFs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
-        self.spawn(|inner| async move {
+        self.spawn(req, |inner| async move {
             match inner.read(fh.0, offset, size).await {
                 Ok(data) => reply.data(&data),
                 Err(e) => reply.error(to_kernel(e)),
@@ -506,7 +545,7 @@ impl fuser::Filesystem for LockFs {
 
     fn write(
         &self,
-        _req: &Request,
+        req: &Request,
         _ino: INodeNo,
         fh: FileHandle,
         offset: u64,
@@ -520,7 +559,7 @@ impl fuser::Filesystem for LockFs {
         // have outdated: let the cluster append at its own end of file instead.
         let append = flags.0 & libc::O_APPEND != 0;
         let data = data.to_vec();
-        self.spawn(|inner| async move {
+        self.spawn(req, |inner| async move {
             match inner.write(fh.0, offset, data, append).await {
                 Ok(written) => reply.written(written),
                 Err(e) => reply.error(to_kernel(e)),
@@ -530,20 +569,20 @@ impl fuser::Filesystem for LockFs {
 
     fn flush(
         &self,
-        _req: &Request,
+        req: &Request,
         _ino: INodeNo,
         fh: FileHandle,
         lock_owner: LockOwner,
         reply: ReplyEmpty,
     ) {
-        self.spawn(
-            |inner| async move { reply_empty(reply, inner.flush(fh.0, lock_owner.0).await) },
-        );
+        self.spawn(req, |inner| async move {
+            reply_empty(reply, inner.flush(fh.0, lock_owner.0).await)
+        });
     }
 
     fn release(
         &self,
-        _req: &Request,
+        req: &Request,
         _ino: INodeNo,
         fh: FileHandle,
         _flags: OpenFlags,
@@ -551,7 +590,7 @@ impl fuser::Filesystem for LockFs {
         _flush: bool,
         reply: ReplyEmpty,
     ) {
-        self.spawn(|inner| async move {
+        self.spawn(req, |inner| async move {
             let result = inner.release(fh.0).await;
             if let Err(e) = result {
                 log::warn!("release of file handle {}: {e:?}", fh.0);
@@ -579,13 +618,13 @@ impl fuser::Filesystem for LockFs {
 
     fn readdir(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         fh: FileHandle,
         offset: u64,
         reply: ReplyDirectory,
     ) {
-        self.spawn(|inner| async move {
+        self.spawn(req, |inner| async move {
             if let Err((e, reply)) = inner.readdir(ino.0, fh.0, offset, reply).await {
                 reply.error(to_kernel(e));
             }
@@ -594,13 +633,15 @@ impl fuser::Filesystem for LockFs {
 
     fn releasedir(
         &self,
-        _req: &Request,
+        req: &Request,
         _ino: INodeNo,
         fh: FileHandle,
         _flags: OpenFlags,
         reply: ReplyEmpty,
     ) {
-        self.spawn(|inner| async move { reply_empty(reply, inner.release(fh.0).await) });
+        self.spawn(req, |inner| async move {
+            reply_empty(reply, inner.release(fh.0).await)
+        });
     }
 
     fn fsyncdir(
@@ -625,7 +666,7 @@ impl fuser::Filesystem for LockFs {
 
     fn setxattr(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         name: &OsStr,
         value: &[u8],
@@ -638,7 +679,7 @@ impl fuser::Filesystem for LockFs {
             Some(_) => Err(Errno::EPERM),
             None => Err(Errno::ENOTSUP),
         };
-        self.spawn(|inner| async move {
+        self.spawn(req, |inner| async move {
             let result = match flag {
                 Ok(flag) => inner.backend.set_ephemeral(ino.0, flag).await.map(drop),
                 Err(e) => Err(e),
@@ -647,12 +688,12 @@ impl fuser::Filesystem for LockFs {
         });
     }
 
-    fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
+    fn getxattr(&self, req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
         let Some(name) = xattr::Name::parse(name) else {
             reply.error(fuser::Errno::ENODATA);
             return;
         };
-        self.spawn(|inner| async move {
+        self.spawn(req, |inner| async move {
             match inner.getxattr(ino.0, name).await {
                 Ok(value) => xattr::reply(reply, size, &value),
                 Err(e) => reply.error(to_kernel(e)),
@@ -664,13 +705,13 @@ impl fuser::Filesystem for LockFs {
         xattr::reply(reply, size, &xattr::list());
     }
 
-    fn removexattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+    fn removexattr(&self, req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         let clear = match xattr::Name::parse(name) {
             Some(xattr::Name::Ephemeral) => Ok(()),
             Some(_) => Err(Errno::EPERM),
             None => Err(Errno::ENODATA),
         };
-        self.spawn(|inner| async move {
+        self.spawn(req, |inner| async move {
             let result = match clear {
                 Ok(()) => inner.backend.set_ephemeral(ino.0, false).await.map(drop),
                 Err(e) => Err(e),
@@ -679,9 +720,9 @@ impl fuser::Filesystem for LockFs {
         });
     }
 
-    fn access(&self, _req: &Request, ino: INodeNo, _mask: fuser::AccessFlags, reply: ReplyEmpty) {
+    fn access(&self, req: &Request, ino: INodeNo, _mask: fuser::AccessFlags, reply: ReplyEmpty) {
         // Only asked without `default_permissions`; then permissions are not enforced here.
-        self.spawn(|inner| async move {
+        self.spawn(req, |inner| async move {
             reply_empty(reply, inner.backend.getattr(ino.0).await.map(drop));
         });
     }
@@ -701,7 +742,7 @@ impl fuser::Filesystem for LockFs {
         let exclusive = flags & libc::O_EXCL != 0;
         let truncate = flags & libc::O_TRUNC != 0;
         let mode = mode & !umask & 0o7777;
-        self.spawn(|inner| async move {
+        self.spawn(req, |inner| async move {
             let created = match name {
                 Ok(name) => {
                     inner
@@ -750,7 +791,7 @@ impl fuser::Filesystem for LockFs {
             pid,
             tid: req.pid(),
         };
-        self.spawn(|inner| async move {
+        self.spawn(req, |inner| async move {
             match locks::getlk(&inner, lock).await {
                 Ok((start, end, typ, pid)) => reply.locked(start, end, typ, pid),
                 Err(e) => reply.error(to_kernel(e)),
@@ -781,7 +822,7 @@ impl fuser::Filesystem for LockFs {
             pid,
             tid: req.pid(),
         };
-        self.spawn(|inner| async move {
+        self.spawn(req, |inner| async move {
             reply_empty(reply, locks::setlk(&inner, lock, sleep).await);
         });
     }

@@ -30,6 +30,8 @@ pub struct MountConfig {
     /// Let the kernel check mode, uid and gid against the caller, as on a local filesystem.
     pub default_permissions: bool,
     pub read_only: bool,
+    /// Send uid and gid 0 to the cluster as `nobody` (65534), as NFS's root_squash.
+    pub root_squash: bool,
     /// The type shows as `fuse.<subtype>` in /proc/mounts.
     pub subtype: Option<String>,
 }
@@ -40,6 +42,7 @@ impl Default for MountConfig {
             allow_other: false,
             default_permissions: true,
             read_only: false,
+            root_squash: false,
             subtype: Some("lockfs".into()),
         }
     }
@@ -88,7 +91,7 @@ pub fn mount(
     options: MountConfig,
     runtime: tokio::runtime::Handle,
 ) -> io::Result<MountHandle> {
-    let fs = LockFs::new(backend, runtime);
+    let fs = LockFs::new(backend, runtime, options.root_squash);
     let session = Session::new(fs, mountpoint, &options.to_fuser())?.spawn()?;
     Ok(MountHandle {
         session: Some(session),

@@ -19,7 +19,10 @@
 //! may end someone else's session, and needs no secret to do so.
 
 use crate::auth::{Identity, Role};
-use crate::state::{Command, Query, SessionAccess, Target};
+use crate::state::{Command, Query, SessionAccess, Target, UserIds};
+
+/// The user of requests that name none.
+const NOBODY: u32 = 65534;
 
 use super::convert::Action;
 use super::membership::MemberOp;
@@ -53,6 +56,9 @@ pub struct Access {
     pub admin: bool,
     /// The only subtree the identity may read or change (see [`Access::reaches`]).
     pub subtree: Option<String>,
+    /// The local user whose permissions the tree checks (`crate::state::perm`); `None`: none
+    /// are checked.
+    pub user: Option<UserIds>,
 }
 
 impl Access {
@@ -143,20 +149,32 @@ fn denied(code: u32, message: String) -> ServerError {
 }
 
 impl Caller {
-    /// What this caller's requests may touch, with `secret` for the session they use.
-    pub fn access(&self, secret: u128) -> Access {
+    /// What this caller's requests may touch, with `secret` for the session they use and
+    /// `user` for the local user they are made for. A host's or a reader's requests are
+    /// checked against the tree's permissions as that user (as `nobody` if they name none);
+    /// an administrator's, and any on an insecure node, are not.
+    pub fn access(&self, secret: u128, user: Option<UserIds>) -> Access {
         match self {
             Caller::Insecure => Access {
                 owner: String::new(),
                 secret,
                 admin: true,
                 subtree: None,
+                user: None,
             },
             Caller::Verified(id) => Access {
                 owner: owner_of(id),
                 secret,
                 admin: id.role == Role::Admin,
                 subtree: id.subtree.clone(),
+                user: match id.role {
+                    Role::Host | Role::Reader => Some(user.unwrap_or(UserIds {
+                        uid: NOBODY,
+                        gid: NOBODY,
+                        groups: Vec::new(),
+                    })),
+                    Role::Admin | Role::Peer(_) => None,
+                },
             },
         }
     }
@@ -320,7 +338,7 @@ mod tests {
         });
         assert!(limited.authorize(&read()).is_ok());
         assert_eq!(
-            limited.access(0).subtree.as_deref(),
+            limited.access(0, None).subtree.as_deref(),
             Some("/svc"),
             "limits travel with the request"
         );
@@ -346,6 +364,7 @@ mod tests {
             secret,
             admin,
             subtree: None,
+            user: None,
         };
         assert!(auth("host:a", 42, false).admits(1, &access, false).is_ok());
         assert!(auth("host:a", 41, false).admits(1, &access, false).is_err());

@@ -4,7 +4,8 @@
 use crate::proto::{self, Request_oneof_op as Op, Response_oneof_result as Res};
 use crate::state::{
     Attr, Command, CreateSpec, DirEntry, Event, Kind, LockHolder, LockInfo, LockKind, LockResult,
-    LockStyle, LockWaiter, Outcome, Query, RequestId, SessionInfo, StateError, Target,
+    LockStyle, LockWaiter, Outcome, Query, RequestId, SessionInfo, StateError, Target, UserIds,
+    MAX_GROUPS,
 };
 
 use super::membership::MemberOp;
@@ -55,6 +56,24 @@ fn lock_style(s: proto::LockStyle) -> LockStyle {
         proto::LockStyle::FLOCK => LockStyle::Flock,
         proto::LockStyle::POSIX => LockStyle::Posix,
     }
+}
+
+/// The local user a request is made for, if it names one; a request may name at most
+/// `MAX_GROUPS` supplementary groups.
+pub fn user_ids(req: &proto::Request) -> Result<Option<UserIds>, ServerError> {
+    let Some(u) = req.caller.as_ref() else {
+        return Ok(None);
+    };
+    if u.groups.len() > MAX_GROUPS {
+        return Err(invalid(&format!(
+            "a request may name at most {MAX_GROUPS} supplementary groups"
+        )));
+    }
+    Ok(Some(UserIds {
+        uid: u.uid,
+        gid: u.gid,
+        groups: u.groups.clone(),
+    }))
 }
 
 /// The session secret a request carries (0 if it carries none or a malformed one, which no

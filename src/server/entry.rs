@@ -4,7 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::state::{ApplyCtx, Command, RequestId};
+use crate::state::{ApplyCtx, Command, RequestId, UserIds};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Envelope {
@@ -16,6 +16,8 @@ pub struct Envelope {
     pub lock_delay_ns: u64,
     /// The session and sequence number of the client request, for at-most-once application.
     pub request: Option<RequestId>,
+    /// Whose permissions the command is checked against (a host's user), if anyone's.
+    pub caller: Option<UserIds>,
     pub command: Command,
 }
 
@@ -34,6 +36,7 @@ impl Envelope {
             time_ns: self.time_ns,
             max_file_size: self.max_file_size,
             lock_delay_ns: self.lock_delay_ns,
+            caller: self.caller.clone(),
         }
     }
 }

@@ -42,7 +42,7 @@ use super::membership::{self, ChangeContext, MemberOp, Plan, SnapshotData};
 use super::session_timers::{Renewal, SessionTimers};
 use super::transport::Transport;
 use super::ServerError;
-use crate::state::{Command, Event, Outcome, Query, RequestId, StateError, StateMachine};
+use crate::state::{Command, Event, Outcome, Query, RequestId, StateError, StateMachine, UserIds};
 use crate::storage::{Members, RaftLog, StateStore, Store, WriteBatch};
 
 /// How many inputs one turn takes before handling `Ready`, so a flood of requests cannot starve
@@ -308,7 +308,7 @@ impl Node {
                 reply,
             } => match self.admit(&command, request.as_ref(), &auth) {
                 Ok(()) => {
-                    self.propose(command, request, Some(reply));
+                    self.propose(command, request, auth.user, Some(reply));
                 }
                 Err(e) => {
                     let _ = reply.send(Err(e));
@@ -396,11 +396,12 @@ impl Node {
     }
 
     /// Appends `command` to the log if this node leads; says whether it did (`reply` has the
-    /// refusal otherwise).
+    /// refusal otherwise). `user` is whose permissions applying it checks (see `state::perm`).
     fn propose(
         &mut self,
         mut command: Command,
         request: Option<RequestId>,
+        user: Option<UserIds>,
         reply: Option<Reply>,
     ) -> bool {
         let refuse = |reply: Option<Reply>, e: ServerError| {
@@ -434,6 +435,7 @@ impl Node {
             max_file_size: self.cfg.max_file_size,
             lock_delay_ns: self.cfg.lock_delay.as_nanos() as u64,
             request,
+            caller: user,
             command,
         };
         match self.raw.propose(vec![], envelope.encode()) {
@@ -516,7 +518,7 @@ impl Node {
         for session in self.timers.overdue(term, &live, now) {
             log::info!("session {session} expired: not heard from within its TTL");
             // A dropped proposal (a leadership transfer under way) is tried again next tick.
-            if self.propose(Command::ExpireSession { session }, None, None) {
+            if self.propose(Command::ExpireSession { session }, None, None, None) {
                 self.timers.expiry_proposed(session);
             }
         }
@@ -526,7 +528,7 @@ impl Node {
                 .is_some_and(|t| now.duration_since(t) < Duration::from_secs(1));
             if now_ns() >= wake_at && !recently {
                 self.wake_proposed = Some(now);
-                self.propose(Command::Wake, None, None);
+                self.propose(Command::Wake, None, None, None);
             }
         }
     }
@@ -833,13 +835,14 @@ impl Node {
     /// Answers a read as `access` allows: a query on a target outside the caller's subtree is
     /// refused, and listings are cut to what the caller may see.
     fn answer(&self, query: &Query, access: &Access) -> Result<Outcome, ServerError> {
+        let user = access.user.as_ref();
         let Some(subtree) = &access.subtree else {
-            return Ok(self.machine.query(query)?);
+            return Ok(self.machine.query_as(query, user)?);
         };
         if let Some((target, look)) = query_target(query) {
             access.reaches(&self.machine.path_of_target(target)?, look)?;
         }
-        Ok(match (query, self.machine.query(query)?) {
+        Ok(match (query, self.machine.query_as(query, user)?) {
             (Query::Readdir(dir), Outcome::Entries(entries)) => {
                 let dir = self.machine.path_of_target(dir)?;
                 let dir = dir.trim_end_matches('/');

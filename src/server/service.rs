@@ -266,7 +266,7 @@ async fn handle(
         .authorize(&action)
         .inspect_err(|e| log::warn!("refused a request from {addr}: {e}"))?;
     caller.stamp(&mut action);
-    let auth = caller.access(convert::session_secret(req));
+    let auth = caller.access(convert::session_secret(req), convert::user_ids(req)?);
     match action {
         Action::Status => {
             let (reply, rx) = oneshot::channel();

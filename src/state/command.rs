@@ -4,6 +4,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::perm::UserIds;
+
 use super::StateError;
 
 /// Names a node. Creation commands read a target as (parent directory, last name).
@@ -34,6 +36,8 @@ pub struct ApplyCtx {
     pub max_file_size: u64,
     /// How long a lock freed by a session's expiry stays ungrantable (Chubby's lock-delay).
     pub lock_delay_ns: u64,
+    /// Whose permissions the command is checked against (see `perm`); `None`: not checked.
+    pub caller: Option<UserIds>,
 }
 
 /// A mutation of the tree. Modes keep only the permission bits (`& 0o7777`); the kind is

@@ -32,6 +32,9 @@ pub enum StateError {
     Busy,
     #[error("operation not permitted")]
     NotPermitted,
+    /// The caller's uid and groups lack a permission bit this needs.
+    #[error("permission denied")]
+    AccessDenied,
     #[error("corrupt state: {0}")]
     Corrupt(String),
     /// The session does not exist: never opened, closed, or expired.
@@ -51,6 +54,7 @@ pub enum StateError {
 
 // Linux errno numbers, spelled out so the state layer needs no libc.
 const EPERM: i32 = 1;
+const EACCES: i32 = 13;
 const ENOENT: i32 = 2;
 const EIO: i32 = 5;
 const EBADF: i32 = 9;
@@ -83,6 +87,7 @@ impl StateError {
             StateError::CrossDevice => EXDEV,
             StateError::Busy => EBUSY,
             StateError::NotPermitted => EPERM,
+            StateError::AccessDenied => EACCES,
             StateError::Corrupt(_) => EIO,
             StateError::SessionExpired => EKEYEXPIRED,
             StateError::BadHandle => EBADF,

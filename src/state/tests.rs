@@ -3,6 +3,7 @@
 
 mod dedup;
 mod locks;
+mod perm;
 mod random;
 mod random_sessions;
 mod script;
@@ -22,6 +23,7 @@ fn ctx(time_ns: u64) -> ApplyCtx {
         time_ns,
         max_file_size: LIMIT,
         lock_delay_ns: LOCK_DELAY,
+        caller: None,
     }
 }
 

@@ -15,7 +15,9 @@ use super::node::{Node, PERMISSION_BITS};
 use super::path::{split_path, validate_name};
 use super::record::Meta;
 use super::session::{Handle, Session};
-use super::{ApplyCtx, Attr, Command, DirEntry, Event, Kind, Outcome, Query, StateError, Target};
+use super::{
+    ApplyCtx, Attr, Command, DirEntry, Event, Kind, Outcome, Query, StateError, Target, UserIds,
+};
 
 /// The instance number of the root directory.
 pub const ROOT: u64 = 1;
@@ -106,6 +108,9 @@ impl StateMachine {
     /// Applies a command (deduplication aside, see `dedup.rs`). After a successful command the
     /// lock-delays whose time has come end, and the clock moves to the command's time.
     pub(super) fn execute(&mut self, ctx: &ApplyCtx, cmd: &Command) -> Result<Outcome, StateError> {
+        if let Some(caller) = &ctx.caller {
+            self.check_command(cmd, caller)?;
+        }
         let now = self.meta.clock_ns.max(ctx.time_ns);
         let max_size = ctx.max_file_size;
         let outcome = match cmd {
@@ -215,6 +220,14 @@ impl StateMachine {
             secret: s.secret,
             acked_below: s.acked_below,
         })
+    }
+
+    /// Answers `q` if `caller` (when given) may ask it (see `perm`).
+    pub fn query_as(&self, q: &Query, caller: Option<&UserIds>) -> Result<Outcome, StateError> {
+        if let Some(caller) = caller {
+            self.check_query(q, caller)?;
+        }
+        self.query(q)
     }
 
     pub fn query(&self, q: &Query) -> Result<Outcome, StateError> {

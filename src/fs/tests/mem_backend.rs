@@ -125,6 +125,7 @@ impl Inner {
             time_ns: now_ns(),
             max_file_size: MAX_FILE_SIZE,
             lock_delay_ns: 0,
+            caller: None,
         };
         let result = self.sm.apply(&ctx, &cmd).map_err(errno);
         for event in self.sm.take_events() {

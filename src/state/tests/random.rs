@@ -212,6 +212,7 @@ fn run(seed: u64, check_coverage: bool) {
             time_ns: time,
             max_file_size: LIMIT,
             lock_delay_ns: 0,
+            caller: None,
         };
         let cmd = gen.command();
         let before = a.snapshot();

@@ -309,6 +309,7 @@ fn run(seed: u64, check_coverage: bool) {
         time_ns: 1,
         max_file_size: 64,
         lock_delay_ns: 0,
+        caller: None,
     };
     for dir in DIRS {
         let mkdir = Command::Mkdir {
@@ -341,6 +342,7 @@ fn run(seed: u64, check_coverage: bool) {
             time_ns: time,
             max_file_size: 64,
             lock_delay_ns: [0, 30, 100][gen.rng.gen_range(0..3)],
+            caller: None,
         };
         let cmd = gen.command();
         let at = format!("step {step}, seed {seed}: {cmd:?}");

@@ -58,6 +58,7 @@ fn run_script(script: &str) -> String {
             time_ns: 0,
             max_file_size: 256 * 1024,
             lock_delay_ns: 0,
+            caller: None,
         },
     };
     runner.sm.take_events();

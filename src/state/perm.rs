@@ -1,0 +1,206 @@
+//! Unix permissions, checked by the state machine for the caller a request names.
+//!
+//! A host's mount tells the cluster which local user makes each request (uid, gid and
+//! supplementary groups, as the kernel gave them); the cluster trusts the host's certificate
+//! for that, as NFS trusts a host with Kerberos host keys. The leader stamps the caller into the
+//! log entry, so every replica decides the same. A command or query without a caller (an
+//! administrator's, or on an insecure cluster) is not checked.
+//!
+//! The rules are Linux's for a process without capabilities, except that uid 0 may read and
+//! write anything and search any directory, as root may on a local filesystem (a mount with
+//! `root_squash` sends uid 0 as `nobody` instead):
+//! - reaching a node by path needs search (x) on every directory on the way;
+//! - reading a file or listing a directory needs r; writing or truncating a file needs w
+//!   (checked at each write, since the cluster does not see how a file was opened);
+//! - creating, removing or renaming an entry needs w and x on its directory, and in a sticky
+//!   directory, removing or replacing an entry needs ownership of it or of the directory;
+//! - chmod and the ephemeral flag need ownership; chown of the owner needs root; chgrp needs
+//!   ownership and membership of the new group; setting times needs ownership or w.
+
+use serde::{Deserialize, Serialize};
+
+use super::node::Node;
+use super::path::split_path;
+use super::tree::{StateMachine, ROOT};
+use super::{Command, Query, StateError, Target};
+
+const R: u32 = 4;
+const W: u32 = 2;
+const X: u32 = 1;
+const STICKY: u32 = 0o1000;
+/// Most supplementary groups a request may name: every log entry carries them, so they are
+/// bounded well below Linux's 65536.
+pub const MAX_GROUPS: usize = 1024;
+
+/// Who makes a request: the ids of the process on the host.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserIds {
+    pub uid: u32,
+    pub gid: u32,
+    /// Supplementary groups.
+    pub groups: Vec<u32>,
+}
+
+impl UserIds {
+    fn in_group(&self, gid: u32) -> bool {
+        self.gid == gid || self.groups.contains(&gid)
+    }
+
+    /// Whether the caller may `want` (a mix of r, w and x) on `node`.
+    fn may(&self, node: &Node, want: u32) -> bool {
+        if self.uid == 0 {
+            // Root executes only what someone may execute; directories it may always search.
+            return want & X == 0 || node.is_dir() || node.mode & 0o111 != 0;
+        }
+        let bits = if node.uid == self.uid {
+            node.mode >> 6
+        } else if self.in_group(node.gid) {
+            node.mode >> 3
+        } else {
+            node.mode
+        } & 7;
+        bits & want == want
+    }
+
+    fn owns(&self, node: &Node) -> bool {
+        self.uid == 0 || self.uid == node.uid
+    }
+}
+
+impl StateMachine {
+    fn require(&self, caller: &UserIds, ino: u64, want: u32) -> Result<(), StateError> {
+        if caller.may(self.node(ino)?, want) {
+            Ok(())
+        } else {
+            Err(StateError::AccessDenied)
+        }
+    }
+
+    /// Search permission on every directory a target is reached through.
+    fn search(&self, caller: &UserIds, target: &Target) -> Result<(), StateError> {
+        match target {
+            Target::Path(path) => {
+                let components = split_path(path)?;
+                let mut at = ROOT;
+                for (i, name) in components.iter().enumerate() {
+                    self.require(caller, at, X)?;
+                    if i + 1 < components.len() {
+                        at = *self
+                            .dir(at)?
+                            .children
+                            .get(*name)
+                            .ok_or(StateError::NotFound)?;
+                    }
+                }
+                Ok(())
+            }
+            Target::Child { parent, .. } => self.require(caller, *parent, X),
+            Target::Ino(_) => Ok(()),
+        }
+    }
+
+    /// Removing (or replacing) the entry `entry` of directory `dir`.
+    fn may_remove(&self, caller: &UserIds, dir: u64, entry: Option<u64>) -> Result<(), StateError> {
+        self.require(caller, dir, W | X)?;
+        let d = self.node(dir)?;
+        match entry {
+            Some(e) if d.mode & STICKY != 0 && !caller.owns(d) && !caller.owns(self.node(e)?) => {
+                Err(StateError::NotPermitted)
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Whether `caller` may make `cmd` now; a refusal is the error the command fails with.
+    pub(super) fn check_command(&self, cmd: &Command, caller: &UserIds) -> Result<(), StateError> {
+        // Creating at `at` (when nothing is there) needs w and x on the directory.
+        let create_at = |at: &Target| -> Result<Option<u64>, StateError> {
+            self.search(caller, at)?;
+            let slot = self.resolve_slot(at)?;
+            if slot.existing.is_none() {
+                self.require(caller, slot.parent, W | X)?;
+            }
+            Ok(slot.existing)
+        };
+        match cmd {
+            Command::Mkdir { at, .. } | Command::Create { at, .. } => create_at(at).map(|_| ()),
+            Command::Open {
+                at,
+                create: Some(_),
+                ..
+            } => create_at(at).map(|_| ()),
+            Command::Open {
+                at, create: None, ..
+            } => self.search(caller, at),
+            Command::Put { at, .. } => match create_at(at)? {
+                Some(ino) => self.require(caller, ino, W),
+                None => Ok(()),
+            },
+            Command::Write { target, .. } | Command::Truncate { target, .. } => {
+                self.search(caller, target)?;
+                self.require(caller, self.lookup(target)?, W)
+            }
+            Command::Unlink { at } | Command::Rmdir { at } => {
+                self.search(caller, at)?;
+                let slot = self.resolve_slot(at)?;
+                self.may_remove(caller, slot.parent, slot.existing)
+            }
+            Command::Rename { from, to } => {
+                self.search(caller, from)?;
+                self.search(caller, to)?;
+                let (from, to) = (self.resolve_slot(from)?, self.resolve_slot(to)?);
+                self.may_remove(caller, from.parent, from.existing)?;
+                match to.existing {
+                    Some(_) => self.may_remove(caller, to.parent, to.existing),
+                    None => self.require(caller, to.parent, W | X),
+                }
+            }
+            Command::SetAttr {
+                target,
+                mode,
+                uid,
+                gid,
+                atime_ns,
+                mtime_ns,
+            } => {
+                self.search(caller, target)?;
+                let node = self.node(self.lookup(target)?)?;
+                if caller.uid == 0 {
+                    return Ok(());
+                }
+                let owner = caller.owns(node);
+                if uid.is_some_and(|u| u != node.uid)
+                    || (mode.is_some() && !owner)
+                    || gid.is_some_and(|g| g != node.gid && !(owner && caller.in_group(g)))
+                {
+                    return Err(StateError::NotPermitted);
+                }
+                if (atime_ns.is_some() || mtime_ns.is_some()) && !owner && !caller.may(node, W) {
+                    return Err(StateError::AccessDenied);
+                }
+                Ok(())
+            }
+            Command::SetEphemeral { target, .. } => {
+                self.search(caller, target)?;
+                if caller.owns(self.node(self.lookup(target)?)?) {
+                    Ok(())
+                } else {
+                    Err(StateError::NotPermitted)
+                }
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Whether `caller` may make `query` now.
+    pub(super) fn check_query(&self, query: &Query, caller: &UserIds) -> Result<(), StateError> {
+        match query {
+            Query::Stat(target) => self.search(caller, target),
+            Query::Read { target, .. } | Query::Readdir(target) => {
+                self.search(caller, target)?;
+                self.require(caller, self.lookup(target)?, R)
+            }
+            _ => Ok(()),
+        }
+    }
+}
