@@ -16,6 +16,7 @@ mod convert;
 mod entry;
 mod error;
 mod events;
+mod limits;
 pub mod membership;
 pub mod node;
 mod service;
@@ -43,6 +44,7 @@ const JOIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// Runs a node until SIGINT or SIGTERM.
 pub fn serve(cfg: ServeConfig) -> Result<(), ServerError> {
+    exit_on_panic();
     let tls = node_tls(&cfg)?;
     let store = Store::open(&cfg.data)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -252,6 +254,18 @@ fn check_identity(
             Ok(wanted)
         }
     }
+}
+
+/// Makes any panic, on any thread, end the process with status 70 after one clear log line: a
+/// node with a dead Raft thread or network task must not live on serving nothing, and a
+/// supervisor (`Restart=on-failure`) restarts a process that exited.
+fn exit_on_panic() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        log::error!("panic, exiting: {info}");
+        default(info);
+        std::process::exit(70);
+    }));
 }
 
 /// This node's TLS credentials, which must be a peer certificate for its id (or plain TCP).

@@ -38,6 +38,7 @@ use super::config::ServeConfig;
 use super::convert;
 use super::entry::Envelope;
 use super::events::EventRouter;
+use super::limits;
 use super::membership::{self, ChangeContext, MemberOp, Plan, SnapshotData};
 use super::session_timers::{Renewal, SessionTimers};
 use super::transport::Transport;
@@ -53,6 +54,8 @@ const MAX_INPUTS_PER_TURN: usize = 4096;
 const READ_TIMEOUT: Duration = Duration::from_secs(3);
 /// A learner whose log is within this many entries of the leader's is promoted to voter.
 const PROMOTE_LAG: u64 = 64;
+/// Bytes of proposals not yet committed beyond which new ones are refused (see `raft::Config`).
+const MAX_UNCOMMITTED: u64 = 64 * 1024 * 1024;
 
 pub type Reply = oneshot::Sender<Result<Outcome, ServerError>>;
 
@@ -189,6 +192,10 @@ impl Node {
             heartbeat_tick: cfg.heartbeat_ticks,
             applied,
             max_size_per_msg: 1024 * 1024,
+            // Proposals beyond this many bytes not yet committed are dropped (the client is
+            // told to retry), so a burst of large writes cannot grow the log without bound
+            // while a majority is slow or away.
+            max_uncommitted_size: MAX_UNCOMMITTED,
             max_inflight_msgs: 256,
             check_quorum: true,
             pre_vote: true,
@@ -356,7 +363,8 @@ impl Node {
         }
     }
 
-    /// Whether a client's command may enter the log: a caller limited to a subtree may touch
+    /// Whether a client's command may enter the log: it must keep within the limits it can be
+    /// judged by alone (`limits`), a caller limited to a subtree may touch
     /// nothing outside it, every session the command uses must admit it (its owner, with its
     /// secret), and its sequence number must lie within the session's window.
     /// Sessions that are not live pass: applying the command reports them ended.
@@ -366,6 +374,7 @@ impl Node {
         request: Option<&RequestId>,
         auth: &Access,
     ) -> Result<(), ServerError> {
+        limits::check(command, self.cfg.max_file_size)?;
         if auth.subtree.is_some() {
             for (target, look) in targets(command) {
                 auth.reaches(&self.machine.path_of_target(target)?, look)?;

@@ -1,0 +1,111 @@
+//! Limits checked where a request enters a node, before anything reaches the Raft log.
+//!
+//! The state machine checks the same rules again when it applies a command (that check is the
+//! deterministic one, and the only one for what depends on the state, such as an append's final
+//! size). Checking here as well means that a request the state machine would refuse is refused
+//! at once, without costing the log, the disks of a majority and every replica's memory: a
+//! 12 MiB put is refused on arrival instead of being replicated to be refused.
+
+use crate::state::{split_path, validate_name, Command, StateError, Target};
+
+use super::authz::targets;
+use super::ServerError;
+
+/// Longest path a request may name (Linux's PATH_MAX).
+pub const MAX_PATH: usize = 4096;
+/// Longest free-form text a client may give a session (its host and name).
+pub const MAX_LABEL: usize = 256;
+
+fn check_target(target: &Target) -> Result<(), StateError> {
+    match target {
+        Target::Path(path) if path.len() > MAX_PATH => Err(StateError::NameTooLong),
+        Target::Path(path) => split_path(path)?.into_iter().try_for_each(validate_name),
+        Target::Child { name, .. } => validate_name(name),
+        Target::Ino(_) => Ok(()),
+    }
+}
+
+/// Refuses `command` if it breaks a limit it can be judged by alone: file size (with the
+/// node's `max_file_size`), names and paths, and the lengths of client-chosen text.
+pub fn check(command: &Command, max_file_size: u64) -> Result<(), ServerError> {
+    for (target, _) in targets(command) {
+        check_target(target)?;
+    }
+    let too_large = |end: u64| end > max_file_size;
+    let fits = match command {
+        Command::Write {
+            offset,
+            data,
+            append,
+            ..
+        } => {
+            let len = data.len() as u64;
+            !too_large(len) && (*append || !too_large(offset.saturating_add(len)))
+        }
+        Command::Put { data, .. } => !too_large(data.len() as u64),
+        Command::Truncate { size, .. } => !too_large(*size),
+        Command::OpenSession { host, name, .. } => {
+            if host.len() > MAX_LABEL || name.len() > MAX_LABEL {
+                return Err(StateError::InvalidArgument(format!(
+                    "a session's host and name are at most {MAX_LABEL} bytes"
+                ))
+                .into());
+            }
+            true
+        }
+        _ => true,
+    };
+    if fits {
+        Ok(())
+    } else {
+        Err(StateError::FileTooLarge.into())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn put(path: &str, len: usize) -> Command {
+        Command::Put {
+            at: Target::Path(path.into()),
+            data: vec![0; len],
+            mode: 0o644,
+            uid: 0,
+            gid: 0,
+            if_generation: None,
+        }
+    }
+
+    #[test]
+    fn requests_past_a_limit_are_refused() {
+        assert!(check(&put("/f", 100), 100).is_ok());
+        assert!(check(&put("/f", 101), 100).is_err());
+        assert!(check(&put(&format!("/{}", "n".repeat(256)), 1), 100).is_err());
+        assert!(check(&put(&"/d".repeat(MAX_PATH), 1), 100).is_err());
+        let write = |offset, len, append| Command::Write {
+            target: Target::Ino(2),
+            offset,
+            data: vec![0; len],
+            truncate: false,
+            append,
+        };
+        assert!(check(&write(50, 50, false), 100).is_ok());
+        assert!(check(&write(51, 50, false), 100).is_err());
+        assert!(check(&write(u64::MAX, 1, false), 100).is_err());
+        assert!(
+            check(&write(99, 50, true), 100).is_ok(),
+            "the end is the state's to judge"
+        );
+        let session = |host: String| Command::OpenSession {
+            ttl_ms: 1,
+            host,
+            pid: 1,
+            name: String::new(),
+            owner: String::new(),
+            secret: 0,
+        };
+        assert!(check(&session("h".into()), 100).is_ok());
+        assert!(check(&session("h".repeat(MAX_LABEL + 1)), 100).is_err());
+    }
+}

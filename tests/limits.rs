@@ -1,0 +1,114 @@
+//! Limits against a real cluster: requests past a limit are refused where they enter a node,
+//! before the Raft log, and a node that panics exits (so a supervisor restarts it) instead of
+//! living on serving nothing; the cluster keeps every acknowledged write either way.
+
+mod common;
+
+use std::time::Duration;
+
+use lockfs::proto::{self, frame::FramedConn};
+use protobuf::Message as _;
+
+use common::{block_on, cli, ok, tls, Cluster};
+
+fn status(servers: &str) -> serde_json::Value {
+    serde_json::from_slice(&ok(servers, &["cluster", "status", "--json"], None))
+        .expect("status json")
+}
+
+#[test]
+fn requests_past_a_limit_are_refused_before_the_log() {
+    let c = Cluster::start(3, &[]);
+    let servers = c.servers();
+    ok(&servers, &["put", "/small"], Some(b"fits"));
+    let before = status(&servers)["last_index"].as_u64().expect("last_index");
+    let long_name = format!("/{}", "n".repeat(300));
+    let long_path = "/d".repeat(3000);
+    let big = vec![b'x'; 300 * 1024];
+    for (args, input, needle) in [
+        (vec!["put", "/big"], Some(&big[..]), "file too large"),
+        (
+            vec!["put", long_name.as_str()],
+            Some(&b"x"[..]),
+            "name too long",
+        ),
+        (vec!["mkdir", long_path.as_str()], None, "name too long"),
+    ] {
+        let out = cli(&servers, &args, input);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{:?} was accepted", &args[..1]);
+        assert!(err.contains(needle), "{:?}: {err}", &args[..1]);
+    }
+    let after = status(&servers)["last_index"].as_u64().expect("last_index");
+    assert_eq!(before, after, "a refused request reached the log");
+    assert_eq!(ok(&servers, &["cat", "/small"], None), b"fits");
+}
+
+#[test]
+fn a_node_that_panics_exits_and_comes_back() {
+    let mut c = Cluster::start(3, &[]);
+    let servers = c.servers();
+    ok(&servers, &["put", "/before"], Some(b"1"));
+    let s = status(&servers);
+    let leader = s["leader"].as_u64().expect("leader");
+    let term = s["term"].as_u64().expect("term");
+    let cluster_id = u64::from_str_radix(s["cluster_id"].as_str().expect("id"), 16).unwrap();
+    let victim = (1..=3).find(|id| *id != leader).unwrap();
+    let claimed = (1..=3).find(|id| *id != victim).unwrap();
+
+    // A member (authenticated with its own certificate) sends a heartbeat whose commit index
+    // lies far beyond the victim's log: raft-rs panics on it.
+    block_on(async {
+        let stream = tls::connect(&c.addr(victim), Some(&tls::peer_dir(claimed)))
+            .await
+            .expect("connect");
+        let mut conn = FramedConn::new(stream, proto::HELLO_MAX_FRAME);
+        let mut hello = proto::Hello::new();
+        hello.version = proto::PROTOCOL_VERSION;
+        let peer = hello.mut_peer();
+        peer.cluster_id = cluster_id;
+        peer.from = claimed;
+        peer.to = victim;
+        conn.send(&hello).await.expect("hello");
+        let reply: proto::HelloReply = conn.recv().await.expect("hello reply");
+        assert!(reply.error.is_none(), "refused: {:?}", reply.error);
+        let mut msg = raft::prelude::Message::new();
+        msg.set_msg_type(raft::prelude::MessageType::MsgHeartbeat);
+        msg.from = claimed;
+        msg.to = victim;
+        msg.term = term;
+        msg.commit = 1 << 40;
+        let mut frame = proto::PeerFrame::new();
+        frame.raft = msg.write_to_bytes().expect("encode");
+        conn.send(&frame).await.expect("send");
+    });
+    let code = c.wait_exit(victim, Duration::from_secs(30));
+    assert!(
+        code.is_some_and(|code| code != 0),
+        "node {victim} did not exit with an error ({code:?}):\n{}",
+        c.log_of(victim)
+    );
+    assert!(
+        c.log_of(victim).contains("panic, exiting"),
+        "{}",
+        c.log_of(victim)
+    );
+
+    // The others go on; restarted, the node catches up and serves everything.
+    ok(&servers, &["put", "/during"], Some(b"2"));
+    c.spawn(victim);
+    let node = lockfs::client::Client::pinned(
+        c.addr(victim),
+        Duration::from_secs(30),
+        "check".into(),
+        tls::admin(),
+    );
+    for (path, value) in [("/before", "1"), ("/during", "2")] {
+        match block_on(node.call(lockfs::client::ops::read(path))) {
+            Ok(proto::Response_oneof_result::data(d)) => {
+                assert_eq!(String::from_utf8_lossy(&d.data), value, "{path}")
+            }
+            other => panic!("{path} on the restarted node: {other:?}"),
+        }
+    }
+}
