@@ -112,3 +112,44 @@ fn a_node_that_panics_exits_and_comes_back() {
         }
     }
 }
+
+#[test]
+fn a_flood_of_connections_is_capped_and_the_node_serves_after_it() {
+    use std::io::Read;
+    const FLOOD: usize = 200;
+    // At most this many connections from one address may be waiting to authenticate.
+    const CAP: usize = 64;
+    let c = Cluster::start(1, &[]);
+    let servers = c.servers();
+    ok(&servers, &["put", "/before"], Some(b"1"));
+    // Connections that never say anything: the ones past the cap are closed at once, the
+    // others are held until the hello deadline.
+    let mut flood: Vec<std::net::TcpStream> = (0..FLOOD)
+        .map(|_| std::net::TcpStream::connect(c.addr(1)).expect("connect"))
+        .collect();
+    // Polled without blocking, for well under the node's 10 s hello deadline (after which it
+    // closes the held ones too).
+    let mut closed = [false; FLOOD];
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        for (conn, closed) in flood.iter_mut().zip(closed.iter_mut()) {
+            conn.set_nonblocking(true).expect("nonblocking");
+            match conn.read(&mut [0u8; 1]) {
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                _ => *closed = true,
+            }
+        }
+        let n = closed.iter().filter(|c| **c).count();
+        if n >= FLOOD - CAP || std::time::Instant::now() > deadline {
+            println!("{n} of {FLOOD} silent connections closed at once");
+            assert!(n >= FLOOD - CAP, "only {n} of {FLOOD} were refused");
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(c.log_of(1).contains("refusing connections: at the cap"));
+    drop(flood);
+    // Once they are gone, the node serves as before.
+    ok(&servers, &["put", "/after"], Some(b"2"));
+    assert_eq!(ok(&servers, &["cat", "/before"], None), b"1");
+}

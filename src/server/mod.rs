@@ -10,6 +10,7 @@
 //! cluster to add it as a learner and catches up from a snapshot; empty without, it bootstraps
 //! the initial cluster from `--peers`, as every other initial member does.
 
+mod admission;
 mod authz;
 pub mod config;
 mod convert;
@@ -174,6 +175,7 @@ pub fn serve(cfg: ServeConfig) -> Result<(), ServerError> {
         events: events.clone(),
         next_conn: std::sync::atomic::AtomicU64::new(1),
         tls,
+        admission: Arc::default(),
     });
     let node = Node::new(
         cfg, cluster_id, store, raft_log, machine, applied, transport, inbox_rx, events,

@@ -5,6 +5,8 @@
 //! nothing about the cluster, not even its id, is sent before the dialer is authenticated, and
 //! a refused hello says why without it. The authenticated identity decides what the connection
 //! may do (see [`super::authz`]): speak Raft as one particular node, or make client requests.
+//! How many connections are held at once, and how many unauthenticated ones per remote
+//! address, is capped before anything is read (see [`super::admission`]).
 //!
 //! A peer connection carries raft messages into the node's inbox. A client connection carries
 //! pipelined requests: each request is handled in its own task and its response is written as
@@ -21,6 +23,7 @@ use raft::prelude::Message;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot};
 
+use super::admission::{Admission, Ticket};
 use super::authz::Caller;
 use super::convert::{self, Action};
 use super::events::EventRouter;
@@ -46,6 +49,7 @@ pub struct Service {
     pub events: Arc<EventRouter>,
     pub next_conn: AtomicU64,
     pub tls: Tls,
+    pub admission: Arc<Admission>,
 }
 
 impl Service {
@@ -54,10 +58,13 @@ impl Service {
         loop {
             match listener.accept().await {
                 Ok((stream, addr)) => {
+                    let Some(ticket) = self.admission.admit(addr.ip()) else {
+                        continue; // dropping the stream closes it
+                    };
                     let _ = stream.set_nodelay(true);
                     let svc = self.clone();
                     tokio::spawn(async move {
-                        if let Err(e) = svc.connection(stream, addr).await {
+                        if let Err(e) = svc.connection(stream, addr, ticket).await {
                             log::debug!("connection from {addr} ended: {e}");
                         }
                     });
@@ -71,7 +78,12 @@ impl Service {
         }
     }
 
-    async fn connection(&self, stream: TcpStream, addr: SocketAddr) -> Result<(), String> {
+    async fn connection(
+        &self,
+        stream: TcpStream,
+        addr: SocketAddr,
+        mut ticket: Ticket,
+    ) -> Result<(), String> {
         let accepted = tokio::time::timeout(HELLO_TIMEOUT, self.tls.accept(stream))
             .await
             .map_err(|_| "no TLS handshake in time".to_string())?;
@@ -121,6 +133,7 @@ impl Service {
             let _ = refuse(&mut conn, &why).await;
             return Err(why);
         }
+        ticket.authenticated();
         let mut reply = proto::HelloReply::new();
         reply.cluster_id = self.cluster_id;
         reply.node_id = self.node_id;
