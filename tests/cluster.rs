@@ -132,13 +132,9 @@ fn malformed_frames_and_unknown_peers_are_refused_and_the_node_keeps_serving() {
         block_on(async {
             let conn = tls::connect(&addr, Some(&creds)).await.expect("connect");
             let mut conn = FramedConn::new(conn, proto::HELLO_MAX_FRAME);
-            let mut hello = proto::Hello::new();
-            hello.version = proto::PROTOCOL_VERSION;
-            let peer = hello.mut_peer();
-            peer.cluster_id = cluster_id;
-            peer.from = from;
-            peer.to = 1;
-            conn.send(&hello).await.expect("send the hello");
+            conn.send(&tls::peer_hello(cluster_id, from, 1))
+                .await
+                .expect("send the hello");
             let reply: proto::HelloReply =
                 tokio::time::timeout(Duration::from_secs(10), conn.recv())
                     .await

@@ -63,13 +63,9 @@ fn a_node_that_panics_exits_and_comes_back() {
             .await
             .expect("connect");
         let mut conn = FramedConn::new(stream, proto::HELLO_MAX_FRAME);
-        let mut hello = proto::Hello::new();
-        hello.version = proto::PROTOCOL_VERSION;
-        let peer = hello.mut_peer();
-        peer.cluster_id = cluster_id;
-        peer.from = claimed;
-        peer.to = victim;
-        conn.send(&hello).await.expect("hello");
+        conn.send(&tls::peer_hello(cluster_id, claimed, victim))
+            .await
+            .expect("hello");
         let reply: proto::HelloReply = conn.recv().await.expect("hello reply");
         assert!(reply.error.is_none(), "refused: {:?}", reply.error);
         let mut msg = raft::prelude::Message::new();

@@ -44,15 +44,7 @@ fn client_hello() -> proto::Hello {
     h
 }
 
-fn peer_hello(cluster_id: u64, from: u64, to: u64) -> proto::Hello {
-    let mut h = proto::Hello::new();
-    h.version = proto::PROTOCOL_VERSION;
-    let p = h.mut_peer();
-    p.cluster_id = cluster_id;
-    p.from = from;
-    p.to = to;
-    h
-}
+use tls::peer_hello;
 
 /// A forged heartbeat at a high term, as an attacker would send it after a hello.
 fn forged_heartbeat(from: u64, to: u64) -> proto::PeerFrame {

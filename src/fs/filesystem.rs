@@ -94,11 +94,14 @@ impl LockFs {
 
 /// The ids of the process behind `req`: its uid and gid as the kernel gave them, and its
 /// supplementary groups from /proc (none if it is gone); with `squash`, 0 becomes `nobody`.
+/// Root's groups decide nothing, so for root (unsquashed) /proc is not read at all.
 fn user_of(req: &Request, squash: bool) -> UserIds {
     const NOBODY: u32 = 65534;
     let squashed = |id: u32| if squash && id == 0 { NOBODY } else { id };
-    let groups = std::fs::read_to_string(format!("/proc/{}/status", req.pid()))
-        .ok()
+    let root = req.uid() == 0 && !squash;
+    let groups = (!root)
+        .then(|| std::fs::read_to_string(format!("/proc/{}/status", req.pid())).ok())
+        .flatten()
         .and_then(|status| {
             status.lines().find_map(|l| {
                 l.strip_prefix("Groups:").map(|g| {

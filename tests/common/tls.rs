@@ -136,6 +136,17 @@ pub fn admin() -> lockfs::auth::Tls {
         .unwrap_or_else(|e| panic!("loading the credentials in {}: {e}", dir.display()))
 }
 
+/// A peer's hello: node `from` of cluster `cluster_id` dialing node `to`.
+pub fn peer_hello(cluster_id: u64, from: u64, to: u64) -> lockfs::proto::Hello {
+    let mut h = lockfs::proto::Hello::new();
+    h.version = lockfs::proto::PROTOCOL_VERSION;
+    let p = h.mut_peer();
+    p.cluster_id = cluster_id;
+    p.from = from;
+    p.to = to;
+    h
+}
+
 /// A connection to the node at `addr` with the credentials in `dir` (plain TCP when `None`),
 /// through lockfs's own TLS, for tests that write raw frames.
 pub async fn connect(addr: &str, dir: Option<&Path>) -> Result<lockfs::auth::Stream, String> {
