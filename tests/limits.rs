@@ -1,13 +1,18 @@
 //! Limits against a real cluster: requests past a limit are refused where they enter a node,
-//! before the Raft log, and a node that panics exits (so a supervisor restarts it) instead of
-//! living on serving nothing; the cluster keeps every acknowledged write either way.
+//! before the Raft log; frames cost a node only the bytes that arrived; silent connections are
+//! closed; a node with too many requests in hand says "busy" and clients retry; and a node that
+//! panics exits (so a supervisor restarts it) instead of living on serving nothing. The cluster
+//! keeps every acknowledged write throughout.
 
 mod common;
 
+use std::path::Path;
 use std::time::Duration;
 
+use lockfs::auth::Stream;
 use lockfs::proto::{self, frame::FramedConn};
 use protobuf::Message as _;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use common::{block_on, cli, ok, tls, Cluster};
 
@@ -148,4 +153,225 @@ fn a_flood_of_connections_is_capped_and_the_node_serves_after_it() {
     // Once they are gone, the node serves as before.
     ok(&servers, &["put", "/after"], Some(b"2"));
     assert_eq!(ok(&servers, &["cat", "/before"], None), b"1");
+}
+
+/// Resident memory of process `pid`, in MiB.
+fn rss_mib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
+    let kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS");
+    kib / 1024
+}
+
+async fn write_frame(s: &mut Stream, body: &[u8]) {
+    s.write_all(&(body.len() as u32).to_be_bytes())
+        .await
+        .expect("write");
+    s.write_all(body).await.expect("write");
+}
+
+/// The next frame, or `None` once the node closed the connection.
+async fn read_frame(s: &mut Stream) -> Option<Vec<u8>> {
+    let mut head = [0u8; 4];
+    s.read_exact(&mut head).await.ok()?;
+    let mut body = vec![0u8; u32::from_be_bytes(head) as usize];
+    s.read_exact(&mut body).await.ok()?;
+    Some(body)
+}
+
+/// An authenticated connection with `creds` that said `hello` and was welcomed.
+async fn welcomed(addr: &str, creds: &Path, hello: proto::Hello) -> Stream {
+    let mut s = tls::connect(addr, Some(creds)).await.expect("connect");
+    write_frame(&mut s, &hello.write_to_bytes().expect("encode")).await;
+    let reply = read_frame(&mut s).await.expect("hello reply");
+    let reply = proto::HelloReply::parse_from_bytes(&reply).expect("decode");
+    assert!(reply.error.is_none(), "refused: {:?}", reply.error);
+    s
+}
+
+fn client_hello() -> proto::Hello {
+    let mut h = proto::Hello::new();
+    h.version = proto::PROTOCOL_VERSION;
+    h.mut_client().name = "limits".into();
+    h
+}
+
+fn response(frame: &[u8]) -> proto::Response {
+    match proto::ServerFrame::parse_from_bytes(frame)
+        .expect("decode")
+        .kind
+    {
+        Some(proto::ServerFrame_oneof_kind::response(r)) => r,
+        other => panic!("expected a response, got {other:?}"),
+    }
+}
+
+#[test]
+fn large_frames_cost_a_node_only_the_bytes_that_arrive() {
+    const DECLARED: u32 = 900 << 20;
+    const SENT: usize = 16 << 20;
+    let c = Cluster::start(3, &[]);
+    let servers = c.servers();
+    ok(&servers, &["put", "/before"], Some(b"1"));
+    let s = status(&servers);
+    let leader = s["leader"].as_u64().expect("leader");
+    let cluster_id = u64::from_str_radix(s["cluster_id"].as_str().expect("id"), 16).unwrap();
+    let member = (1..=3).find(|id| *id != leader).unwrap();
+    let pid = c.nodes[leader as usize - 1].pid().expect("leader runs");
+    let addr = c.addr(leader);
+    let before = rss_mib(pid);
+    block_on(async {
+        // A client's frames are at most max_file_size + 64 KiB: one that announces 900 MiB is
+        // told why and cut off before its body is read.
+        let mut client = welcomed(&addr, &tls::admin_dir(), client_hello()).await;
+        client
+            .write_all(&DECLARED.to_be_bytes())
+            .await
+            .expect("head");
+        let _ = client.write_all(&[0u8; 64 * 1024]).await;
+        let refusal = response(&read_frame(&mut client).await.expect("an answer"));
+        let err = refusal.error.into_option().expect("an error");
+        assert!(err.message.contains("limit"), "{}", err.message);
+        assert!(read_frame(&mut client).await.is_none(), "still open");
+
+        // A member may send large frames, but each costs only what it actually sent: three
+        // connections that announce 900 MiB and send 16 MiB each.
+        let mut held = Vec::new();
+        for _ in 0..3 {
+            let hello = tls::peer_hello(cluster_id, member, leader);
+            let mut s = welcomed(&addr, &tls::peer_dir(member), hello).await;
+            s.write_all(&DECLARED.to_be_bytes()).await.expect("head");
+            s.write_all(&vec![0u8; SENT]).await.expect("body");
+            s.flush().await.expect("flush");
+            held.push(s);
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let during = rss_mib(pid);
+        println!(
+            "leader RSS: {before} MiB before, {during} MiB with 3 x 900 MiB frames announced \
+             and 3 x {} MiB sent",
+            SENT >> 20
+        );
+        assert!(during < 512, "RSS {during} MiB");
+        drop(held);
+    });
+    // The node served throughout, and serves after.
+    ok(&servers, &["put", "/after"], Some(b"2"));
+    assert_eq!(ok(&servers, &["cat", "/before"], None), b"1");
+    assert_eq!(status(&servers)["leader"].as_u64(), Some(leader));
+}
+
+#[test]
+fn silent_and_trickling_clients_are_disconnected() {
+    let c = Cluster::start(1, &["--idle-timeout-ms", "2000"]);
+    let servers = c.servers();
+    let addr = c.addr(1);
+    block_on(async {
+        let mut silent = welcomed(&addr, &tls::admin_dir(), client_hello()).await;
+        // Half a frame, and then nothing.
+        let mut trickle = welcomed(&addr, &tls::admin_dir(), client_hello()).await;
+        trickle
+            .write_all(&100u32.to_be_bytes())
+            .await
+            .expect("head");
+        trickle.write_all(&[0u8; 10]).await.expect("some");
+        for (what, conn) in [("silent", &mut silent), ("trickling", &mut trickle)] {
+            let closed = tokio::time::timeout(Duration::from_secs(30), read_frame(conn)).await;
+            assert!(
+                matches!(closed, Ok(None)),
+                "the {what} connection was not closed"
+            );
+        }
+    });
+    // A client whose connection was closed for idling just reconnects.
+    let client = lockfs::client::Client::new(
+        vec![addr],
+        Duration::from_secs(20),
+        "idle".into(),
+        tls::admin(),
+    );
+    block_on(async {
+        client
+            .call(lockfs::client::ops::put("/f", b"1".to_vec(), 0o644, 0, 0))
+            .await
+            .expect("first put");
+        tokio::time::sleep(Duration::from_secs(4)).await;
+        client
+            .call(lockfs::client::ops::read("/f"))
+            .await
+            .expect("read after idling");
+    });
+    assert_eq!(ok(&servers, &["cat", "/f"], None), b"1");
+}
+
+#[test]
+fn a_node_with_too_many_requests_in_hand_says_busy_and_clients_retry() {
+    const ENOBUFS: u32 = 105;
+    const PIPELINED: u64 = 64;
+    let c = Cluster::start(1, &["--max-requests", "2"]);
+    let servers = c.servers();
+    let addr = c.addr(1);
+    let (busy, done) = block_on(async {
+        let mut s = welcomed(&addr, &tls::admin_dir(), client_hello()).await;
+        // Many writes at once, in one burst: the node takes two at a time.
+        let mut burst = Vec::new();
+        for id in 1..=PIPELINED {
+            let mut req = proto::Request::new();
+            req.id = id;
+            req.op = Some(lockfs::client::ops::put(
+                &format!("/burst-{id}"),
+                b"x".to_vec(),
+                0o644,
+                0,
+                0,
+            ));
+            let body = req.write_to_bytes().expect("encode");
+            burst.extend_from_slice(&(body.len() as u32).to_be_bytes());
+            burst.extend_from_slice(&body);
+        }
+        s.write_all(&burst).await.expect("burst");
+        let (mut busy, mut done) = (Vec::new(), Vec::new());
+        for _ in 0..PIPELINED {
+            let frame = tokio::time::timeout(Duration::from_secs(30), read_frame(&mut s))
+                .await
+                .expect("answers in time")
+                .expect("open");
+            let r = response(&frame);
+            match r.error.into_option() {
+                None => done.push(r.id),
+                Some(e) => {
+                    assert_eq!(e.code, ENOBUFS, "{}", e.message);
+                    assert!(e.message.contains("busy"), "{}", e.message);
+                    busy.push(r.id);
+                }
+            }
+        }
+        (busy, done)
+    });
+    println!(
+        "{} of {PIPELINED} pipelined writes answered busy",
+        busy.len()
+    );
+    assert!(!busy.is_empty() && !done.is_empty(), "busy {busy:?}");
+    // What was answered busy was not done; what was answered done was.
+    for id in busy {
+        let out = cli(&servers, &["cat", &format!("/burst-{id}")], None);
+        assert!(!out.status.success(), "busy write {id} was applied");
+    }
+    for id in done {
+        assert_eq!(ok(&servers, &["cat", &format!("/burst-{id}")], None), b"x");
+    }
+    // Clients retry "busy" on their own: eight writers at once all succeed.
+    std::thread::scope(|scope| {
+        for i in 0..8 {
+            let servers = &servers;
+            scope.spawn(move || ok(servers, &["put", &format!("/w{i}")], Some(b"w")));
+        }
+    });
+    for i in 0..8 {
+        assert_eq!(ok(&servers, &["cat", &format!("/w{i}")], None), b"w");
+    }
 }

@@ -265,6 +265,14 @@ pub struct ServeArgs {
     /// Milliseconds during which a lock freed by a session expiry is granted to nobody.
     #[arg(long)]
     lock_delay_ms: Option<u64>,
+    /// Milliseconds after which a client connection that sent nothing, with nothing pending,
+    /// is closed (default 900000).
+    #[arg(long)]
+    idle_timeout_ms: Option<u64>,
+    /// Client requests (keep-alives aside) handled at once; more are answered "busy, retry"
+    /// (default 16384).
+    #[arg(long)]
+    max_requests: Option<usize>,
     /// Directory with this node's credentials from `lockfs cert issue --role peer --id ID`:
     /// ca.pem, cert.pem and key.pem.
     #[arg(long, value_name = "DIR")]
@@ -423,6 +431,8 @@ fn serve(a: ServeArgs) -> Result<(), CliError> {
         snapshot_entries,
         max_file_size,
         lock_delay_ms,
+        idle_timeout_ms,
+        max_requests,
         tls_dir
     );
     Ok(server::serve(file.finish()?)?)

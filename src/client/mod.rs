@@ -5,7 +5,8 @@
 //! order responses arrive. It follows the cluster on its own:
 //! - a follower answers a write with "not the leader" and the leader's address: the client
 //!   reconnects there and resends;
-//! - "unavailable" (no leader yet, a proposal lost to a leader change) is retried with backoff;
+//! - "unavailable" (no leader yet, a proposal lost to a leader change) and "busy" (the server has
+//!   as many requests in hand as it takes) are retried with backoff;
 //! - a broken connection before the request was sent, or under a request that is safe to retry
 //!   (a read, or anything in a session), is retried elsewhere; so is such a request that got no
 //!   answer within a few seconds (a paused server keeps its connections open and says nothing);
@@ -52,6 +53,8 @@ const RELEARN_AFTER: Duration = Duration::from_secs(5);
 const MEMBERS_TIMEOUT: Duration = Duration::from_secs(1);
 /// errno for "retry later" on the wire (see `server::errno`).
 const EAGAIN: u32 = 11;
+/// errno for "busy, retry after a pause" on the wire: the server took too many requests.
+const ENOBUFS: u32 = 105;
 
 pub struct Client {
     servers: Vec<String>,
@@ -237,9 +240,13 @@ impl Client {
                     Some(err) if !err.leader_addr.is_empty() && err.leader_addr != conn.addr => {
                         self.redirect(&conn, err.leader_addr).await;
                     }
-                    Some(err) if err.code == EAGAIN || !err.leader_addr.is_empty() => {
+                    Some(err)
+                        if err.code == EAGAIN
+                            || err.code == ENOBUFS
+                            || !err.leader_addr.is_empty() =>
+                    {
                         last_error = format!("{}: {}", conn.addr, err.message);
-                        if err.leader_id == 0 && err.leader_addr.is_empty() {
+                        if err.code == EAGAIN && err.leader_id == 0 && err.leader_addr.is_empty() {
                             // This server knows no leader; another one might.
                             self.drop_connection(&conn, false).await;
                         }

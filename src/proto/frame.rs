@@ -1,10 +1,78 @@
 //! Length-delimited protobuf frames over any async byte stream.
+//!
+//! A frame is a 4-byte big-endian length and that many bytes. The reader refuses a declared
+//! length above the connection's limit before reading the body, and never reserves memory
+//! from a declared length: its buffer grows with the bytes that actually arrived (at most
+//! [`READ_AHEAD`] beyond them), so a peer that announces a large frame and sends nothing holds
+//! no more than that.
 
-use bytes::Bytes;
+use bytes::{Buf, BufMut, Bytes, BytesMut};
 use futures::{SinkExt, StreamExt};
 use protobuf::Message;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio_util::codec::{Framed, LengthDelimitedCodec};
+use tokio_util::codec::{Decoder, Encoder, Framed};
+
+/// Most buffer space reserved ahead of the bytes received for one frame.
+pub const READ_AHEAD: usize = 256 * 1024;
+
+const HEAD: usize = 4;
+
+/// The length-prefixed codec: see the module docs.
+#[derive(Debug, Clone)]
+pub struct Codec {
+    max_frame: usize,
+}
+
+impl Codec {
+    pub fn new(max_frame: usize) -> Self {
+        Codec { max_frame }
+    }
+}
+
+impl Decoder for Codec {
+    type Item = BytesMut;
+    type Error = std::io::Error;
+
+    fn decode(&mut self, src: &mut BytesMut) -> Result<Option<BytesMut>, std::io::Error> {
+        if src.len() < HEAD {
+            return Ok(None);
+        }
+        let len = u32::from_be_bytes([src[0], src[1], src[2], src[3]]) as usize;
+        if len > self.max_frame {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!(
+                    "frame of {len} bytes is larger than this connection's limit of {} bytes",
+                    self.max_frame
+                ),
+            ));
+        }
+        let missing = (HEAD + len).saturating_sub(src.len());
+        if missing > 0 {
+            src.reserve(missing.min(READ_AHEAD));
+            return Ok(None);
+        }
+        src.advance(HEAD);
+        Ok(Some(src.split_to(len)))
+    }
+}
+
+impl Encoder<Bytes> for Codec {
+    type Error = std::io::Error;
+
+    fn encode(&mut self, item: Bytes, dst: &mut BytesMut) -> Result<(), std::io::Error> {
+        let len = u32::try_from(item.len()).map_err(|_| {
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!("frame of {} bytes is too large to send", item.len()),
+            )
+        })?;
+        dst.reserve(HEAD + item.len());
+        dst.put_u32(len);
+        dst.extend_from_slice(&item);
+        Ok(())
+    }
+}
 
 /// Why a frame could not be read or written.
 #[derive(Debug, thiserror::Error)]
@@ -19,24 +87,21 @@ pub enum FrameError {
 
 /// A connection that sends and receives whole protobuf messages.
 pub struct FramedConn<S> {
-    inner: Framed<S, LengthDelimitedCodec>,
+    inner: Framed<S, Codec>,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> FramedConn<S> {
     /// Wraps `stream`, accepting frames of at most `max_frame` bytes until told otherwise.
     pub fn new(stream: S, max_frame: usize) -> Self {
-        let codec = LengthDelimitedCodec::builder()
-            .length_field_length(4)
-            .max_frame_length(max_frame)
-            .new_codec();
         FramedConn {
-            inner: Framed::new(stream, codec),
+            inner: Framed::new(stream, Codec::new(max_frame)),
         }
     }
 
-    /// Raises (or lowers) the frame limit, e.g. once the other side has authenticated itself.
+    /// Raises (or lowers) the limit on received frames, e.g. once the other side has
+    /// authenticated itself.
     pub fn set_max_frame(&mut self, max_frame: usize) {
-        self.inner.codec_mut().set_max_frame_length(max_frame);
+        self.inner.codec_mut().max_frame = max_frame;
     }
 
     pub async fn send<M: Message>(&mut self, msg: &M) -> Result<(), FrameError> {
@@ -68,7 +133,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> FramedConn<S> {
 }
 
 pub struct FrameReader<S> {
-    inner: futures::stream::SplitStream<Framed<S, LengthDelimitedCodec>>,
+    inner: futures::stream::SplitStream<Framed<S, Codec>>,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> FrameReader<S> {
@@ -82,7 +147,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> FrameReader<S> {
 }
 
 pub struct FrameWriter<S> {
-    inner: futures::stream::SplitSink<Framed<S, LengthDelimitedCodec>, Bytes>,
+    inner: futures::stream::SplitSink<Framed<S, Codec>, Bytes>,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> FrameWriter<S> {
@@ -95,5 +160,76 @@ impl<S: AsyncRead + AsyncWrite + Unpin> FrameWriter<S> {
     pub async fn send_raw(&mut self, bytes: Bytes) -> Result<(), FrameError> {
         self.inner.send(bytes).await?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::{Rng, SeedableRng};
+
+    fn framed(body: &[u8]) -> BytesMut {
+        let mut buf = BytesMut::new();
+        Codec::new(usize::MAX)
+            .encode(Bytes::copy_from_slice(body), &mut buf)
+            .unwrap();
+        buf
+    }
+
+    #[test]
+    fn frames_arrive_whole_however_the_bytes_are_cut() {
+        let mut wire = framed(b"hello");
+        wire.extend_from_slice(&framed(b""));
+        wire.extend_from_slice(&framed(&[7; 1000]));
+        let mut codec = Codec::new(1000);
+        let mut buf = BytesMut::new();
+        let mut got = Vec::new();
+        for byte in wire.iter() {
+            buf.put_u8(*byte);
+            while let Some(frame) = codec.decode(&mut buf).unwrap() {
+                got.push(frame.to_vec());
+            }
+        }
+        assert_eq!(got, vec![b"hello".to_vec(), vec![], vec![7; 1000]]);
+        assert!(buf.is_empty());
+    }
+
+    #[test]
+    fn a_frame_over_the_limit_is_refused_before_its_body() {
+        let mut buf = BytesMut::from(&[0u8, 0, 4, 1][..]);
+        let err = Codec::new(1024).decode(&mut buf).unwrap_err();
+        assert!(err.to_string().contains("1025 bytes"), "{err}");
+    }
+
+    #[test]
+    fn a_declared_length_reserves_no_more_than_the_read_ahead() {
+        let mut buf = BytesMut::from(&(900u32 << 20).to_be_bytes()[..]);
+        buf.extend_from_slice(b"only a few bytes");
+        let mut codec = Codec::new(1 << 30);
+        assert!(codec.decode(&mut buf).unwrap().is_none());
+        assert!(
+            buf.capacity() <= READ_AHEAD + 64,
+            "reserved {} bytes for a 900 MiB declaration",
+            buf.capacity()
+        );
+    }
+
+    /// Arbitrary bytes give frames, "need more" or an error; never a panic, never a frame over
+    /// the limit.
+    #[test]
+    fn random_input_never_panics() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(14);
+        for _ in 0..2000 {
+            let len = rng.gen_range(0..64);
+            let mut buf: BytesMut = (0..len).map(|_| rng.gen::<u8>()).collect();
+            if rng.gen_bool(0.5) && len >= 4 {
+                buf[0] = 0;
+                buf[1] = 0;
+            }
+            let mut codec = Codec::new(rng.gen_range(0..100));
+            while let Ok(Some(frame)) = codec.decode(&mut buf) {
+                assert!(frame.len() <= codec.max_frame);
+            }
+        }
     }
 }

@@ -36,9 +36,22 @@ pub const PROTOCOL_VERSION: u32 = 1;
 pub const HELLO_MAX_FRAME: usize = 64 * 1024;
 
 /// Largest frame on a client connection: a whole small file plus its envelope, with room to spare
-/// for the largest configurable file size.
+/// for the largest configurable file size. A node accepts less from its clients: see
+/// [`client_request_limit`].
 pub const CLIENT_MAX_FRAME: usize = 16 * 1024 * 1024;
 
-/// Largest frame between peers: raft messages carry batches of entries and whole state-machine
-/// snapshots.
+/// Room in a client's request beyond the file data it carries: paths, names, the caller's groups.
+pub const CLIENT_FRAME_MARGIN: usize = 64 * 1024;
+
+/// Largest request frame a node accepts from a client when files hold at most `max_file_size`
+/// bytes: no request needs more, so no client can make a node buffer more.
+pub fn client_request_limit(max_file_size: u64) -> usize {
+    usize::try_from(max_file_size)
+        .unwrap_or(usize::MAX)
+        .saturating_add(CLIENT_FRAME_MARGIN)
+        .min(CLIENT_MAX_FRAME)
+}
+
+/// Largest frame between peers, accepted only once the peer is authenticated: raft messages
+/// carry batches of entries and whole state-machine snapshots.
 pub const PEER_MAX_FRAME: usize = 1024 * 1024 * 1024;

@@ -47,6 +47,12 @@ pub struct ServeConfig {
     pub tls_dir: Option<PathBuf>,
     /// Plain TCP without authentication; only allowed on a loopback address.
     pub insecure: bool,
+    /// A client connection that sends nothing for this long, with no request pending, is
+    /// closed. Keep it above the longest session TTL clients use: a session's keep-alives then
+    /// keep its connection open.
+    pub idle_timeout: Duration,
+    /// Client requests (keep-alives aside) the node handles at once; more are answered "busy".
+    pub max_requests: usize,
 }
 
 /// The same settings as they appear in a `--config` file; every field is optional there.
@@ -69,6 +75,8 @@ pub struct ConfigFile {
     pub lock_delay_ms: Option<u64>,
     pub tls_dir: Option<PathBuf>,
     pub insecure: Option<bool>,
+    pub idle_timeout_ms: Option<u64>,
+    pub max_requests: Option<usize>,
 }
 
 impl ConfigFile {
@@ -128,6 +136,8 @@ impl ConfigFile {
             max_session_ttl: Duration::from_secs(600),
             tls_dir: self.tls_dir,
             insecure: self.insecure.unwrap_or(false),
+            idle_timeout: Duration::from_millis(self.idle_timeout_ms.unwrap_or(900_000)),
+            max_requests: self.max_requests.unwrap_or(16 * 1024),
         };
         match (&cfg.tls_dir, cfg.insecure) {
             (Some(_), true) => {
@@ -158,6 +168,14 @@ impl ConfigFile {
             return Err(ServerError::Config(
                 "need tick-ms > 0 and election-ticks > heartbeat-ticks > 0".into(),
             ));
+        }
+        if cfg.idle_timeout < Duration::from_secs(1) {
+            return Err(ServerError::Config(
+                "idle-timeout-ms must be >= 1000".into(),
+            ));
+        }
+        if cfg.max_requests == 0 {
+            return Err(ServerError::Config("max-requests must be > 0".into()));
         }
         if cfg.snapshot_entries == 0 {
             return Err(ServerError::Config("snapshot-entries must be > 0".into()));

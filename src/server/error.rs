@@ -23,6 +23,10 @@ pub enum ServerError {
     /// leader change, a read that found no quorum in time, or a node shutting down.
     #[error("unavailable: {0}")]
     Unavailable(String),
+    /// The node has as many requests in hand as it takes; nothing was done, retry after a
+    /// pause (ENOBUFS on the wire, which clients retry with backoff on the same connection).
+    #[error("busy: {0}")]
+    Busy(String),
     /// A membership change the cluster will not make (it would lose its majority, the id is
     /// taken, ...); `code` is the errno the client gets.
     #[error("{message}")]
@@ -36,6 +40,7 @@ pub enum ServerError {
 pub mod errno {
     pub const EIO: u32 = 5;
     pub const EAGAIN: u32 = 11;
+    pub const ENOBUFS: u32 = 105;
     pub const EINVAL: u32 = 22;
     pub const EMSGSIZE: u32 = 90;
     pub const EPROTO: u32 = 71;
@@ -47,6 +52,7 @@ impl ServerError {
         match self {
             ServerError::State(e) => e.errno() as u32,
             ServerError::NotLeader { .. } | ServerError::Unavailable(_) => errno::EAGAIN,
+            ServerError::Busy(_) => errno::ENOBUFS,
             ServerError::Config(_) => errno::EINVAL,
             ServerError::Storage(_) | ServerError::Raft(_) | ServerError::Io(..) => errno::EIO,
             ServerError::Refused { code, .. } | ServerError::Denied { code, .. } => *code,

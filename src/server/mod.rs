@@ -176,6 +176,10 @@ pub fn serve(cfg: ServeConfig) -> Result<(), ServerError> {
         next_conn: std::sync::atomic::AtomicU64::new(1),
         tls,
         admission: Arc::default(),
+        client_max_frame: crate::proto::client_request_limit(cfg.max_file_size),
+        idle_timeout: cfg.idle_timeout,
+        max_requests: cfg.max_requests,
+        requests: Arc::new(tokio::sync::Semaphore::new(cfg.max_requests)),
     });
     let node = Node::new(
         cfg, cluster_id, store, raft_log, machine, applied, transport, inbox_rx, events,

@@ -11,6 +11,14 @@
 //! A peer connection carries raft messages into the node's inbox. A client connection carries
 //! pipelined requests: each request is handled in its own task and its response is written as
 //! soon as it is ready, so a slow request never holds up the ones behind it.
+//!
+//! Bounds, so that no client can make a node buffer without limit: a client's frames are at
+//! most `max_file_size` plus a small margin (peers get more, once authenticated); one
+//! connection has at most [`CLIENT_IN_FLIGHT`] requests in the node (then it stops reading);
+//! the node as a whole has at most `max_requests` client requests in hand, and answers
+//! more with "busy, retry" (ENOBUFS, which clients retry with backoff) instead of queueing them.
+//! Keep-alives are exempt, so load never expires a session. A client connection that sends
+//! nothing for the idle timeout while nothing of it is pending is closed.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -37,7 +45,7 @@ const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 /// Responses waiting to be written to one client.
 const CLIENT_QUEUE: usize = 1024;
 /// Requests of one client being handled at once; the connection stops reading beyond this.
-const CLIENT_IN_FLIGHT: usize = 4096;
+pub const CLIENT_IN_FLIGHT: usize = 1024;
 
 /// What every connection handler needs to know.
 pub struct Service {
@@ -50,6 +58,14 @@ pub struct Service {
     pub next_conn: AtomicU64,
     pub tls: Tls,
     pub admission: Arc<Admission>,
+    /// Largest request frame from a client (see [`proto::client_request_limit`]).
+    pub client_max_frame: usize,
+    /// A client connection that sends nothing for this long, with nothing pending, is closed.
+    pub idle_timeout: Duration,
+    /// Client requests (keep-alives aside) handled at once.
+    pub max_requests: usize,
+    /// Permits for client requests in hand, `max_requests` of them.
+    pub requests: Arc<tokio::sync::Semaphore>,
 }
 
 impl Service {
@@ -195,7 +211,7 @@ impl Service {
         addr: SocketAddr,
     ) -> Result<(), String> {
         let caller = Arc::new(caller);
-        conn.set_max_frame(proto::CLIENT_MAX_FRAME);
+        conn.set_max_frame(self.client_max_frame);
         let conn_id = self.next_conn.fetch_add(1, Ordering::Relaxed);
         let (mut reader, mut writer) = conn.split();
         let (tx, mut rx) = mpsc::channel::<proto::ServerFrame>(CLIENT_QUEUE);
@@ -208,7 +224,19 @@ impl Service {
         });
         let in_flight = Arc::new(tokio::sync::Semaphore::new(CLIENT_IN_FLIGHT));
         let result = loop {
-            let req: proto::Request = match reader.recv().await {
+            let received = loop {
+                // Cancelling `recv` keeps a partly read frame: the codec's buffer outlives it.
+                match tokio::time::timeout(self.idle_timeout, reader.recv()).await {
+                    Ok(received) => break Some(received),
+                    Err(_) if in_flight.available_permits() < CLIENT_IN_FLIGHT => continue,
+                    Err(_) => break None,
+                }
+            };
+            let Some(received) = received else {
+                log::debug!("closing client connection {conn_id} from {addr}: idle");
+                break Ok(());
+            };
+            let req: proto::Request = match received {
                 Ok(r) => r,
                 Err(proto::frame::FrameError::Closed) => break Ok(()),
                 Err(e) => {
@@ -227,12 +255,29 @@ impl Service {
             let Ok(permit) = in_flight.clone().acquire_owned().await else {
                 break Ok(());
             };
+            let keep_alive = matches!(req.op, Some(proto::Request_oneof_op::keep_alive(_)));
+            let node_permit = match self.requests.clone().try_acquire_owned() {
+                Ok(p) => Some(p),
+                Err(_) if keep_alive => None,
+                Err(_) => {
+                    let mut resp = proto::Response::new();
+                    resp.id = req.id;
+                    resp.set_error(convert::error(&ServerError::Busy(format!(
+                        "node {} has {} requests in hand; retry",
+                        self.node_id, self.max_requests
+                    ))));
+                    let mut frame = proto::ServerFrame::new();
+                    frame.set_response(resp);
+                    let _ = tx.send(frame).await;
+                    continue;
+                }
+            };
             let tx = tx.clone();
             let inbox = self.inbox.clone();
             let events = self.events.clone();
             let caller = caller.clone();
             tokio::spawn(async move {
-                let _permit = permit;
+                let _permits = (permit, node_permit);
                 let mut resp = proto::Response::new();
                 resp.id = req.id;
                 match handle(&inbox, &caller, addr, &req).await {
