@@ -1,8 +1,9 @@
 //! `lockfs cluster status|add|remove|promote|reconcile`.
 //!
 //! Status combines two views: the leader's (roles, whom it hears from, how far each log
-//! matches) and each member's own (its applied index), asked of every member directly, so a
-//! member the CLI cannot reach shows as such. Reconcile compares the members with a file and
+//! matches, which members reported their state diverged) and each member's own (its applied
+//! index, its latest state digest, whether it found itself diverged), asked of every member
+//! directly, so a member the CLI cannot reach shows as such. Reconcile compares the members with a file and
 //! makes one change at a time, waiting for each to be applied (and a new member to catch up)
 //! before planning the next; the cluster itself refuses any change that would lose its majority.
 
@@ -49,8 +50,8 @@ async fn leader_status(opts: &ClientOpts) -> Result<StatusReply, CliError> {
     Ok(s)
 }
 
-/// Each member's own applied index, or `None` when it did not answer in time.
-async fn applied_by_member(opts: &ClientOpts, members: &[Member]) -> BTreeMap<u64, Option<u64>> {
+/// Each member's own status, or `None` when it did not answer in time.
+async fn own_status(opts: &ClientOpts, members: &[Member]) -> BTreeMap<u64, Option<StatusReply>> {
     let asks = members.iter().map(|m| {
         let client = opts.pinned(m.addr.clone(), MEMBER_TIMEOUT);
         let id = m.id;
@@ -58,13 +59,12 @@ async fn applied_by_member(opts: &ClientOpts, members: &[Member]) -> BTreeMap<u6
             let Ok(client) = client else {
                 return (id, None);
             };
-            let applied = tokio::time::timeout(MEMBER_TIMEOUT, ask(&client))
+            let own = tokio::time::timeout(MEMBER_TIMEOUT, ask(&client))
                 .await
                 .ok()
                 .and_then(Result::ok)
-                .filter(|s| s.node_id == id)
-                .map(|s| s.applied);
-            (id, applied)
+                .filter(|s| s.node_id == id);
+            (id, own)
         }
     });
     futures::future::join_all(asks).await.into_iter().collect()
@@ -72,16 +72,39 @@ async fn applied_by_member(opts: &ClientOpts, members: &[Member]) -> BTreeMap<u6
 
 pub async fn status(opts: &ClientOpts, as_json: bool) -> Result<(), CliError> {
     let s = leader_status(opts).await?;
-    let applied = applied_by_member(opts, &s.members).await;
+    let own = own_status(opts, &s.members).await;
+    let applied: BTreeMap<u64, Option<u64>> = own
+        .iter()
+        .map(|(id, o)| (*id, o.as_ref().map(|o| o.applied)))
+        .collect();
     let lag = |id: u64| applied[&id].map(|a| s.commit.saturating_sub(a));
+    let diverged: BTreeMap<u64, u64> = s
+        .reported
+        .iter()
+        .map(|d| (d.node_id, d.index))
+        .chain(own.iter().filter_map(|(id, o)| {
+            o.as_ref()
+                .filter(|o| o.diverged_at != 0)
+                .map(|o| (*id, o.diverged_at))
+        }))
+        .collect();
+    let digest = |id: u64| {
+        own[&id]
+            .as_ref()
+            .filter(|o| o.check_index != 0)
+            .map(|o| (o.check_index, hex(&o.check_digest)))
+    };
     if as_json {
         let members: Vec<_> = s
             .members
             .iter()
             .map(|m| {
+                let (check_index, check_digest) = digest(m.id).unzip();
                 json!({"id": m.id, "addr": m.addr, "role": m.role, "reachable": m.reachable,
                        "matched": m.matched, "applied": applied[&m.id], "lag": lag(m.id),
-                       "promote": m.promote, "unreachable_ms": m.unreachable_ms})
+                       "promote": m.promote, "unreachable_ms": m.unreachable_ms,
+                       "diverged_at": diverged.get(&m.id), "check_index": check_index,
+                       "check_digest": check_digest})
             })
             .collect();
         let leader = if s.leader_id == 0 {
@@ -102,6 +125,7 @@ pub async fn status(opts: &ClientOpts, as_json: bool) -> Result<(), CliError> {
                 "last_index": s.last_index,
                 "snapshot_index": s.snapshot_index,
                 "members": members,
+                "diverged": diverged.keys().collect::<Vec<_>>(),
             })
         );
         return Ok(());
@@ -119,7 +143,7 @@ pub async fn status(opts: &ClientOpts, as_json: bool) -> Result<(), CliError> {
         s.node_id, s.applied, s.first_index, s.last_index, s.snapshot_index
     );
     println!(
-        "{:>4}  {:<22} {:<10} {:<10} {:>10} {:>10} {:>8}",
+        "{:>4}  {:<22} {:<10} {:<10} {:>10} {:>10} {:>8}  STATE",
         "ID", "ADDRESS", "ROLE", "REACHABLE", "MATCHED", "APPLIED", "LAG"
     );
     let or_dash = |v: Option<u64>| v.map_or("-".to_string(), |v| v.to_string());
@@ -131,8 +155,13 @@ pub async fn status(opts: &ClientOpts, as_json: bool) -> Result<(), CliError> {
         } else {
             "no".to_string()
         };
+        let state = match (diverged.get(&m.id), &own[&m.id]) {
+            (Some(at), _) => format!("DIVERGED at {at}"),
+            (None, Some(_)) => "ok".to_string(),
+            (None, None) => "-".to_string(),
+        };
         println!(
-            "{:>4}  {:<22} {:<10} {:<10} {:>10} {:>10} {:>8}",
+            "{:>4}  {:<22} {:<10} {:<10} {:>10} {:>10} {:>8}  {state}",
             m.id,
             m.addr,
             m.role,
@@ -140,6 +169,12 @@ pub async fn status(opts: &ClientOpts, as_json: bool) -> Result<(), CliError> {
             m.matched,
             or_dash(applied[&m.id]),
             or_dash(lag(m.id))
+        );
+    }
+    for (id, at) in &diverged {
+        println!(
+            "warning: node {id}'s state diverged from the leader's at index {at}; it serves no \
+             reads. Rebuild it: see README, \"Rebuilding a node\"."
         );
     }
     Ok(())
@@ -361,6 +396,10 @@ async fn wait_for_voter(opts: &ClientOpts, id: u64, limit: Duration) -> Result<b
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 #[cfg(test)]

@@ -273,6 +273,9 @@ pub struct ServeArgs {
     /// (default 16384).
     #[arg(long)]
     max_requests: Option<usize>,
+    /// Applied entries between checks that the replicas' states agree (default 10000).
+    #[arg(long)]
+    check_entries: Option<u64>,
     /// Directory with this node's credentials from `lockfs cert issue --role peer --id ID`:
     /// ca.pem, cert.pem and key.pem.
     #[arg(long, value_name = "DIR")]
@@ -433,9 +436,21 @@ fn serve(a: ServeArgs) -> Result<(), CliError> {
         lock_delay_ms,
         idle_timeout_ms,
         max_requests,
+        check_entries,
         tls_dir
     );
-    Ok(server::serve(file.finish()?)?)
+    let cfg = file.finish()?;
+    let data = cfg.data.clone();
+    match server::serve(cfg) {
+        Err(e) if e.is_corrupt() => {
+            log::error!(
+                "not starting: {e}; {}",
+                server::ServerError::corrupt_advice(&data)
+            );
+            Err(CliError::Exit(server::EXIT_CORRUPT))
+        }
+        result => Ok(result?),
+    }
 }
 
 fn block_on<T, F: std::future::Future<Output = Result<T, CliError>>>(f: F) -> Result<T, CliError> {

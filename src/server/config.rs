@@ -53,6 +53,9 @@ pub struct ServeConfig {
     pub idle_timeout: Duration,
     /// Client requests (keep-alives aside) the node handles at once; more are answered "busy".
     pub max_requests: usize,
+    /// A leader proposes a check of the replicas' states (see `integrity.rs`) after this many
+    /// applied entries. Each check hashes the whole state on every replica.
+    pub check_entries: u64,
 }
 
 /// The same settings as they appear in a `--config` file; every field is optional there.
@@ -77,6 +80,7 @@ pub struct ConfigFile {
     pub insecure: Option<bool>,
     pub idle_timeout_ms: Option<u64>,
     pub max_requests: Option<usize>,
+    pub check_entries: Option<u64>,
 }
 
 impl ConfigFile {
@@ -138,6 +142,7 @@ impl ConfigFile {
             insecure: self.insecure.unwrap_or(false),
             idle_timeout: Duration::from_millis(self.idle_timeout_ms.unwrap_or(900_000)),
             max_requests: self.max_requests.unwrap_or(16 * 1024),
+            check_entries: self.check_entries.unwrap_or(10_000),
         };
         match (&cfg.tls_dir, cfg.insecure) {
             (Some(_), true) => {
@@ -173,6 +178,9 @@ impl ConfigFile {
             return Err(ServerError::Config(
                 "idle-timeout-ms must be >= 1000".into(),
             ));
+        }
+        if cfg.check_entries == 0 {
+            return Err(ServerError::Config("check-entries must be > 0".into()));
         }
         if cfg.max_requests == 0 {
             return Err(ServerError::Config("max-requests must be > 0".into()));

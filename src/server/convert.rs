@@ -475,6 +475,21 @@ pub fn status(s: NodeStatus) -> Res {
     p.first_index = s.first_index;
     p.last_index = s.last_index;
     p.snapshot_index = s.snapshot_index;
+    if let Some((index, digest)) = s.check {
+        p.check_index = index;
+        p.check_digest = digest.to_be_bytes().to_vec();
+    }
+    p.diverged_at = s.diverged_at.unwrap_or(0);
+    p.reported = s
+        .reported
+        .iter()
+        .map(|(&node_id, &index)| {
+            let mut d = proto::Divergence::new();
+            d.node_id = node_id;
+            d.index = index;
+            d
+        })
+        .collect();
     p.members = s
         .members
         .into_iter()

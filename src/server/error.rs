@@ -46,7 +46,27 @@ pub mod errno {
     pub const EPROTO: u32 = 71;
 }
 
+/// Exit status of a node that found its data directory corrupt (EX_DATAERR). Restarting it
+/// cannot help, so the systemd unit does not (`RestartPreventExitStatus`).
+pub const EXIT_CORRUPT: i32 = 65;
+
 impl ServerError {
+    /// Whether this is damage to the data directory (a checksum, or a record that cannot be
+    /// read back), as opposed to a failure that a restart may cure.
+    pub fn is_corrupt(&self) -> bool {
+        matches!(self, ServerError::Storage(StorageError::Corrupt(_)))
+    }
+
+    /// What an operator should do about a corrupt data directory `data`.
+    pub fn corrupt_advice(data: &std::path::Path) -> String {
+        format!(
+            "the data directory {} is corrupt: this node will not serve from it. Rebuild it: \
+             remove the node from the cluster (lockfs cluster remove ID), empty the directory \
+             and add the node again with --join (README: Rebuilding a node)",
+            data.display()
+        )
+    }
+
     /// The errno-like code sent to clients.
     pub fn code(&self) -> u32 {
         match self {

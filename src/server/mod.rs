@@ -17,6 +17,7 @@ mod convert;
 mod entry;
 mod error;
 mod events;
+mod integrity;
 mod limits;
 pub mod membership;
 pub mod node;
@@ -29,7 +30,7 @@ use std::sync::Arc;
 use raft::prelude::ConfState;
 
 pub use config::ServeConfig;
-pub use error::{errno, ServerError};
+pub use error::{errno, ServerError, EXIT_CORRUPT};
 
 use crate::auth::{Role, Tls};
 use crate::client::{ops, Client};
@@ -181,6 +182,7 @@ pub fn serve(cfg: ServeConfig) -> Result<(), ServerError> {
         max_requests: cfg.max_requests,
         requests: Arc::new(tokio::sync::Semaphore::new(cfg.max_requests)),
     });
+    let data = cfg.data.clone();
     let node = Node::new(
         cfg, cluster_id, store, raft_log, machine, applied, transport, inbox_rx, events,
     )?;
@@ -188,11 +190,18 @@ pub fn serve(cfg: ServeConfig) -> Result<(), ServerError> {
         .name("lockfs-raft".into())
         .spawn(move || {
             let result = node.run();
-            if let Err(e) = &result {
+            match &result {
                 // Halting is the safe answer to a storage or consistency failure: the other
                 // replicas carry on, and this one must not serve or acknowledge anything more.
-                log::error!("halting: {e}");
-                std::process::exit(1);
+                Err(e) if e.is_corrupt() => {
+                    log::error!("halting: {e}; {}", ServerError::corrupt_advice(&data));
+                    std::process::exit(EXIT_CORRUPT);
+                }
+                Err(e) => {
+                    log::error!("halting: {e}");
+                    std::process::exit(1);
+                }
+                Ok(()) => {}
             }
             result
         })

@@ -38,6 +38,7 @@ use super::config::ServeConfig;
 use super::convert;
 use super::entry::Envelope;
 use super::events::EventRouter;
+use super::integrity::{Integrity, RecordDigest, Verdict, CHECK_CONTEXT, REPORT_CONTEXT};
 use super::limits;
 use super::membership::{self, ChangeContext, MemberOp, Plan, SnapshotData};
 use super::session_timers::{Renewal, SessionTimers};
@@ -112,6 +113,12 @@ pub struct NodeStatus {
     pub last_index: u64,
     pub snapshot_index: u64,
     pub members: Vec<MemberStatus>,
+    /// This replica's latest check: (index of the check entry, digest of its state there).
+    pub check: Option<(u64, u128)>,
+    /// Where this replica found its state diverged from the leader's.
+    pub diverged_at: Option<u64>,
+    /// Members that reported themselves diverged, and where.
+    pub reported: BTreeMap<u64, u64>,
 }
 
 #[derive(Debug, Clone)]
@@ -171,6 +178,14 @@ pub struct Node {
     snapshot_soon: bool,
     /// When this leader last proposed a promotion.
     promote_proposed: Option<Instant>,
+    /// Checks of this replica's state against the leader's (`integrity.rs`).
+    integrity: Integrity,
+    /// The digest of the state machine's records as last taken with `take_changes`.
+    digest: RecordDigest,
+    /// When this (diverged) leader last tried to hand leadership away.
+    handed_over: Option<Instant>,
+    /// When this (diverged) replica last proposed its report.
+    report_proposed: Option<Instant>,
 }
 
 impl Node {
@@ -206,6 +221,15 @@ impl Node {
         let logger = slog::Logger::root(slog_stdlog::StdLog.fuse(), slog::o!());
         let raw = RawNode::new(&raft_cfg, raft_log, &logger)?;
         let state_store = store.state_store();
+        let diverged = store.diverged()?;
+        let digest = RecordDigest::of(&machine);
+        if let Some(at) = diverged {
+            log::error!(
+                "node {}'s state diverged from the leader's at index {at}: it serves no reads \
+                 until its data directory is rebuilt (README: Rebuilding a node)",
+                cfg.id
+            );
+        }
         Ok(Node {
             raw,
             store,
@@ -230,6 +254,10 @@ impl Node {
             leader_since: Instant::now(),
             snapshot_soon: false,
             promote_proposed: None,
+            integrity: Integrity::new(diverged),
+            digest,
+            handed_over: None,
+            report_proposed: None,
         })
     }
 
@@ -263,9 +291,11 @@ impl Node {
                 self.raw.tick();
                 next_tick = now + tick;
                 self.expire_reads(now);
+                self.report_divergence(now);
                 if self.leading() {
                     self.check_sessions(now);
                     self.check_members(now);
+                    self.check_integrity(now);
                 }
             }
             if !self.new_reads.is_empty() {
@@ -332,6 +362,9 @@ impl Node {
                 };
                 let _ = reply.send(answer.and_then(|_| self.keep_alive(session)));
             }
+            Input::Read { reply, .. } if self.integrity.diverged.is_some() => {
+                let _ = reply.send(Err(self.diverged()));
+            }
             Input::Read { query, auth, reply } => self.new_reads.push((query, auth, reply)),
             Input::Status { reply } => {
                 let _ = reply.send(self.status());
@@ -349,6 +382,16 @@ impl Node {
             Input::Shutdown => return Ok(false),
         }
         Ok(true)
+    }
+
+    /// The refusal of a read by a replica that diverged.
+    fn diverged(&self) -> ServerError {
+        ServerError::Unavailable(format!(
+            "node {}'s state diverged from the leader's at index {}: it serves no reads until \
+             it is rebuilt",
+            self.cfg.id,
+            self.integrity.diverged.unwrap_or(0)
+        ))
     }
 
     fn not_leader(&self) -> ServerError {
@@ -542,6 +585,49 @@ impl Node {
         }
     }
 
+    /// Leader, every tick: propose a check entry when one is due; a diverged leader hands
+    /// leadership to the most up-to-date live voter instead.
+    fn check_integrity(&mut self, now: Instant) {
+        if self.integrity.diverged.is_some() {
+            let recently = self
+                .handed_over
+                .is_some_and(|t| now.duration_since(t) < self.cfg.tick * 10);
+            if !recently {
+                self.handed_over = Some(now);
+                if let Some(next) = self.successor(now) {
+                    log::error!(
+                        "node {} diverged; handing leadership to node {next}",
+                        self.cfg.id
+                    );
+                    self.raw.transfer_leader(next);
+                }
+            }
+            return;
+        }
+        if let Some(data) = self
+            .integrity
+            .due(self.applied, self.cfg.check_entries, now)
+        {
+            if let Err(e) = self.raw.propose(CHECK_CONTEXT.to_vec(), data) {
+                log::debug!("check entry dropped: {e}");
+            }
+        }
+    }
+
+    /// Leader: the live voter, other than this node, whose log matches the most of this one's.
+    fn successor(&self, now: Instant) -> Option<u64> {
+        let live = self.live(now);
+        let prs = self.raw.raft.prs();
+        self.raw
+            .store()
+            .conf_state()
+            .voters
+            .iter()
+            .filter(|id| **id != self.cfg.id && live.contains(id))
+            .max_by_key(|id| prs.get(**id).map_or(0, |p| p.matched))
+            .copied()
+    }
+
     fn members(&self) -> &Members {
         self.raw.store().members()
     }
@@ -627,14 +713,7 @@ impl Node {
             Plan::Propose(_) if op == (MemberOp::Remove { id: self.cfg.id }) => {
                 // A leader does not remove itself: it hands leadership to the most up-to-date
                 // live voter, and the client's retry reaches the new leader.
-                let prs = self.raw.raft.prs();
-                let next = conf
-                    .voters
-                    .iter()
-                    .filter(|id| **id != self.cfg.id && live.contains(id))
-                    .max_by_key(|id| prs.get(**id).map_or(0, |p| p.matched))
-                    .copied();
-                let why = match next {
+                let why = match self.successor(now) {
                     Some(next) => {
                         log::info!(
                             "node {} is to be removed; handing leadership to node {next}",
@@ -914,14 +993,29 @@ impl Node {
         for entry in entries {
             let mut outcome = match entry.get_entry_type() {
                 EntryType::EntryNormal if entry.data.is_empty() => None, // a new leader's no-op
-                EntryType::EntryNormal => {
-                    let envelope = Envelope::decode(&entry.data).map_err(|e| {
-                        ServerError::Storage(crate::storage::StorageError::Corrupt(format!(
-                            "log entry {}: {e}",
-                            entry.index
-                        )))
-                    })?;
-                    Some(
+                EntryType::EntryNormal if entry.context == CHECK_CONTEXT => {
+                    // The digest must cover every entry before this one.
+                    let changes = self.machine.take_changes();
+                    self.digest.apply(&changes);
+                    self.state_store
+                        .stage_changes(&mut batch, changes, self.applied);
+                    self.apply_check(entry.index, &entry.data)?;
+                    None
+                }
+                EntryType::EntryNormal if entry.context == REPORT_CONTEXT => {
+                    match self.integrity.apply_report(entry.index, &entry.data) {
+                        Ok(r) => log::error!(
+                            "node {} reports that its state diverged from the leader's at \
+                             index {}; rebuild it (README: Rebuilding a node)",
+                            r.node,
+                            r.at
+                        ),
+                        Err(e) => log::error!("{e}; skipped"),
+                    }
+                    None
+                }
+                EntryType::EntryNormal => match Envelope::decode(&entry.data) {
+                    Ok(envelope) => Some(
                         self.machine
                             .apply_request(
                                 &envelope.ctx(entry.index),
@@ -929,8 +1023,17 @@ impl Node {
                                 &envelope.command,
                             )
                             .map_err(ServerError::from),
-                    )
-                }
+                    ),
+                    // The entry read back as it was written (the store checks that), so every
+                    // replica holds these same bytes and skips them alike.
+                    Err(e) => {
+                        log::error!("log entry {} cannot be decoded: {e}; skipped", entry.index);
+                        Some(Err(StateError::InvalidArgument(format!(
+                            "the request could not be decoded: {e}"
+                        ))
+                        .into()))
+                    }
+                },
                 EntryType::EntryConfChange => {
                     // Only ConfChangeV2 is ever proposed; a v1 entry is read as its v2 form.
                     let cc = ConfChange::parse_from_bytes(&entry.data)
@@ -964,8 +1067,10 @@ impl Node {
             }
         }
         let events = self.machine.take_events();
+        let changes = self.machine.take_changes();
+        self.digest.apply(&changes);
         self.state_store
-            .stage_changes(&mut batch, self.machine.take_changes(), self.applied);
+            .stage_changes(&mut batch, changes, self.applied);
         self.store.write(batch, false)?;
         if members_changed {
             self.follow_members();
@@ -985,6 +1090,46 @@ impl Node {
             );
         }
         Ok(())
+    }
+
+    /// Applies the check entry at `index`: compares this replica's digest with the proposer's
+    /// and takes its own. A replica that finds itself diverged marks its data directory so
+    /// before going on, and reports itself at its next tick (see `integrity.rs`).
+    fn apply_check(&mut self, index: u64, data: &[u8]) -> Result<(), ServerError> {
+        match self.integrity.apply_check(index, data, self.digest.sum()) {
+            Ok(Verdict::Agrees) => {}
+            Ok(Verdict::Diverged { at, own, theirs }) => {
+                log::error!(
+                    "STATE DIVERGED: node {}'s digest at index {at} is {own:032x}, the \
+                     leader's {theirs:032x}. This node serves no reads from now on; rebuild \
+                     it (README: Rebuilding a node)",
+                    self.cfg.id
+                );
+                self.store.set_diverged(at)?;
+            }
+            Err(e) => log::error!("{e}; skipped"),
+        }
+        Ok(())
+    }
+
+    /// A diverged replica proposes its report entry (a follower's proposal goes to the
+    /// leader), once a second until the report is applied. Not while a `Ready` is being
+    /// handled: raft-rs allows no new messages between a `Ready` and its `advance`.
+    fn report_divergence(&mut self, now: Instant) {
+        let Some(at) = self.integrity.diverged else {
+            return;
+        };
+        let recently = self
+            .report_proposed
+            .is_some_and(|t| now.duration_since(t) < Duration::from_secs(1));
+        if recently || self.leader_id == 0 || self.integrity.reported.contains_key(&self.cfg.id) {
+            return;
+        }
+        self.report_proposed = Some(now);
+        let report = Integrity::report(self.cfg.id, at);
+        if let Err(e) = self.raw.propose(REPORT_CONTEXT.to_vec(), report) {
+            log::warn!("could not report the divergence to the leader: {e}");
+        }
     }
 
     fn install_snapshot(&mut self, snapshot: Snapshot) -> Result<(), ServerError> {
@@ -1009,8 +1154,10 @@ impl Node {
             self.cfg.id,
             machine.len()
         );
+        self.digest = RecordDigest::of(&machine);
         self.machine = machine;
         self.applied = index;
+        self.integrity.restored(index);
         Ok(())
     }
 
@@ -1107,6 +1254,9 @@ impl Node {
             last_index: store.last_index(),
             snapshot_index: store.snapshot_index(),
             members,
+            check: self.integrity.latest(),
+            diverged_at: self.integrity.diverged,
+            reported: self.integrity.reported.clone(),
         }
     }
 }

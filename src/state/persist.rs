@@ -56,25 +56,33 @@ impl StateMachine {
 
     /// Every record of the state, sorted by key.
     pub fn records(&self) -> Vec<(Vec<u8>, Vec<u8>)> {
-        let mut records = vec![(META_KEY.to_vec(), record::encode(&self.meta))];
+        let mut records = Vec::new();
+        self.for_each_record(|key, value| records.push((key, value)));
+        records.sort_by(|a, b| a.0.cmp(&b.0));
+        records
+    }
+
+    /// Calls `f` with every record of the state, in no particular order.
+    pub fn for_each_record(&self, mut f: impl FnMut(Vec<u8>, Vec<u8>)) {
+        f(META_KEY.to_vec(), record::encode(&self.meta));
         for (&ino, node) in &self.nodes {
-            records.push((record::node_key(ino), record::encode(node)));
+            f(record::node_key(ino), record::encode(node));
         }
         for (&id, session) in &self.sessions {
-            records.push((record::key(SESSION_PREFIX, &[id]), record::encode(session)));
+            f(record::key(SESSION_PREFIX, &[id]), record::encode(session));
             for (&seq, response) in &session.responses {
-                let key = record::key(RESPONSE_PREFIX, &[id, seq]);
-                records.push((key, record::encode(response)));
+                f(
+                    record::key(RESPONSE_PREFIX, &[id, seq]),
+                    record::encode(response),
+                );
             }
         }
         for (&id, handle) in &self.handles {
-            records.push((record::key(HANDLE_PREFIX, &[id]), record::encode(handle)));
+            f(record::key(HANDLE_PREFIX, &[id]), record::encode(handle));
         }
         for (&ino, table) in &self.locks {
-            records.push((record::key(LOCK_PREFIX, &[ino]), record::encode(table)));
+            f(record::key(LOCK_PREFIX, &[ino]), record::encode(table));
         }
-        records.sort_by(|a, b| a.0.cmp(&b.0));
-        records
     }
 
     /// Rebuilds the state from stored records, in any order. No records of the state at all

@@ -72,7 +72,7 @@ pub struct RaftLog {
 impl RaftLog {
     pub(super) fn load(store: Store) -> Result<RaftLog> {
         let cf = store.cf(CF_RAFT);
-        let get = |key: &[u8]| store.db.get_cf(cf, key);
+        let get = |key: &[u8]| store.get(CF_RAFT, key, "raft record");
         let hard_state = match get(KEY_HARD_STATE)? {
             Some(v) => decode_pb(&v, "hard state")?,
             None => HardState::default(),
@@ -101,7 +101,7 @@ impl RaftLog {
             if k.first() != Some(&ENTRY_PREFIX) {
                 break;
             }
-            let entry: Entry = decode_pb(&v, "log entry")?;
+            let entry: Entry = decode_pb(super::unseal(&k, &v, "log entry")?, "log entry")?;
             if entry.index != expected {
                 return Err(StorageError::Corrupt(format!(
                     "log entry {} found where {} was expected",
@@ -171,14 +171,16 @@ impl RaftLog {
                 .truncate((first.index - self.first_index()) as usize);
         }
         for e in entries {
-            batch.put_cf(cf, entry_key(e.index), encode_pb(e));
+            self.store
+                .put(batch, CF_RAFT, &entry_key(e.index), &encode_pb(e));
             self.terms.push_back(e.term);
         }
         Ok(())
     }
 
     pub fn stage_hard_state(&mut self, batch: &mut WriteBatch, hs: HardState) {
-        batch.put_cf(self.store.cf(CF_RAFT), KEY_HARD_STATE, encode_pb(&hs));
+        self.store
+            .put(batch, CF_RAFT, KEY_HARD_STATE, &encode_pb(&hs));
         self.hard_state = hs;
     }
 
@@ -189,12 +191,14 @@ impl RaftLog {
     }
 
     pub fn stage_conf_state(&mut self, batch: &mut WriteBatch, cs: ConfState) {
-        batch.put_cf(self.store.cf(CF_RAFT), KEY_CONF_STATE, encode_pb(&cs));
+        self.store
+            .put(batch, CF_RAFT, KEY_CONF_STATE, &encode_pb(&cs));
         self.conf_state = cs;
     }
 
     pub fn stage_members(&mut self, batch: &mut WriteBatch, members: Members) {
-        batch.put_cf(self.store.cf(CF_RAFT), KEY_MEMBERS, super::encode(&members));
+        self.store
+            .put(batch, CF_RAFT, KEY_MEMBERS, &super::encode(&members));
         self.members = members;
     }
 
@@ -209,7 +213,8 @@ impl RaftLog {
         self.terms.clear();
         let cf = self.store.cf(CF_RAFT);
         batch.delete_range_cf(cf, entry_key(0), entry_key(u64::MAX));
-        batch.put_cf(cf, KEY_SNAPSHOT, encode_pb(&snapshot));
+        self.store
+            .put(batch, CF_RAFT, KEY_SNAPSHOT, &encode_pb(&snapshot));
         self.snapshot = snapshot;
     }
 
@@ -227,7 +232,8 @@ impl RaftLog {
         let cf = self.store.cf(CF_RAFT);
         batch.delete_range_cf(cf, entry_key(0), entry_key(index + 1));
         self.terms.drain(..(index - self.snapshot_index()) as usize);
-        batch.put_cf(cf, KEY_SNAPSHOT, encode_pb(&snapshot));
+        self.store
+            .put(batch, CF_RAFT, KEY_SNAPSHOT, &encode_pb(&snapshot));
         self.snapshot = snapshot;
         Ok(())
     }
@@ -246,7 +252,7 @@ impl RaftLog {
             if k.first() != Some(&ENTRY_PREFIX) {
                 break;
             }
-            let entry: Entry = decode_pb(&v, "log entry")?;
+            let entry: Entry = decode_pb(super::unseal(&k, &v, "log entry")?, "log entry")?;
             if entry.index >= high {
                 break;
             }

@@ -2,7 +2,7 @@
 //!
 //! The state machine decides what its records are (keys and values are opaque bytes here); this
 //! file only guarantees that each batch of changes lands together with the applied index it
-//! belongs to.
+//! belongs to, and (as everywhere in the store) that a record reads back as it was written.
 
 use rocksdb::{IteratorMode, WriteBatch};
 
@@ -30,10 +30,11 @@ impl StateStore {
         let mut records = Vec::new();
         for item in self.store.db.iterator_cf(cf, IteratorMode::Start) {
             let (k, v) = item?;
+            let value = super::unseal(&k, &v, "state record")?;
             if &*k == KEY_APPLIED {
-                applied = super::decode(&v, "applied index")?;
+                applied = super::decode(value, "applied index")?;
             } else {
-                records.push((k.into_vec(), v.into_vec()));
+                records.push((k.to_vec(), value.to_vec()));
             }
         }
         Ok((applied, records))
@@ -46,14 +47,14 @@ impl StateStore {
         changes: Vec<(Vec<u8>, Option<Vec<u8>>)>,
         applied: u64,
     ) {
-        let cf = self.store.cf(CF_STATE);
         for (k, v) in changes {
             match v {
-                Some(v) => batch.put_cf(cf, k, v),
-                None => batch.delete_cf(cf, k),
+                Some(v) => self.store.put(batch, CF_STATE, &k, &v),
+                None => batch.delete_cf(self.store.cf(CF_STATE), k),
             }
         }
-        batch.put_cf(cf, KEY_APPLIED, super::encode(&applied));
+        self.store
+            .put(batch, CF_STATE, KEY_APPLIED, &super::encode(&applied));
     }
 
     /// Adds to `batch` the replacement of every record by `records` (a snapshot being installed).
@@ -62,8 +63,9 @@ impl StateStore {
         // Every key of the state machine (and the applied index) starts with an ASCII letter.
         batch.delete_range_cf(cf, &[][..], &[0xffu8][..]);
         for (k, v) in records {
-            batch.put_cf(cf, k, v);
+            self.store.put(batch, CF_STATE, &k, &v);
         }
-        batch.put_cf(cf, KEY_APPLIED, super::encode(&applied));
+        self.store
+            .put(batch, CF_STATE, KEY_APPLIED, &super::encode(&applied));
     }
 }
