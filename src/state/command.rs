@@ -5,6 +5,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::perm::UserIds;
+use super::quota::Quotas;
 
 use super::StateError;
 
@@ -38,6 +39,9 @@ pub struct ApplyCtx {
     pub lock_delay_ns: u64,
     /// Whose permissions the command is checked against (see `perm`); `None`: not checked.
     pub caller: Option<UserIds>,
+    /// The cluster's quotas (see `quota.rs`), for commands that can grow something; `None`:
+    /// not checked.
+    pub quotas: Option<Quotas>,
 }
 
 /// A mutation of the tree. Modes keep only the permission bits (`& 0o7777`); the kind is
@@ -175,6 +179,21 @@ pub enum Command {
 }
 
 impl Command {
+    /// Whether applying the command can grow something a quota bounds (see `quota.rs`).
+    pub fn can_grow(&self) -> bool {
+        matches!(
+            self,
+            Command::OpenSession { .. }
+                | Command::Open { .. }
+                | Command::Create { .. }
+                | Command::Mkdir { .. }
+                | Command::Put { .. }
+                | Command::Write { .. }
+                | Command::Truncate { .. }
+                | Command::Lock { .. }
+        )
+    }
+
     /// The session a command acts for, if it names one.
     pub fn session(&self) -> Option<u64> {
         match self {

@@ -44,6 +44,16 @@ pub(super) struct LockRequest {
     pub pid: u32,
 }
 
+/// What [`StateMachine::plan_lock`] decided; `table: None` for a repeat, which changes
+/// nothing.
+struct LockPlan {
+    ino: u64,
+    table: Option<LockTable>,
+    result: LockResult,
+    bump: bool,
+    lock: Held,
+}
+
 /// flock locks cover the whole node whatever range is given; a POSIX range must not be empty.
 fn range(style: LockStyle, start: u64, end: u64) -> Result<(u64, u64), StateError> {
     match style {
@@ -76,18 +86,21 @@ impl StateMachine {
         Ok((ino, lock))
     }
 
-    pub(super) fn lock(
-        &mut self,
-        r: &LockRequest,
-        wait: bool,
-        now: u64,
-    ) -> Result<Outcome, StateError> {
+    /// What a lock request would do, decided without changing anything: the node, its table
+    /// after the request, the answer and whether the lock generation is bumped.
+    fn plan_lock(&self, r: &LockRequest, wait: bool, now: u64) -> Result<LockPlan, StateError> {
         let (ino, lock) = self.resolve_request(r, now)?;
         let mut table = self.locks.get(&ino).cloned().unwrap_or_default();
         let generation = self.nodes[&ino].lock_generation;
         if table.covered(&lock, |k| k == lock.kind) {
             // A repeat changes nothing (and must not lose the lock to a flock conversion).
-            return Ok(Outcome::Lock(LockResult::Granted { generation }));
+            return Ok(LockPlan {
+                ino,
+                table: None,
+                result: LockResult::Granted { generation },
+                bump: false,
+                lock,
+            });
         }
         // A lock-delay lets a flock downgrade through: judge it before the old lock goes.
         let delayed = table.delayed(&lock, now);
@@ -127,6 +140,39 @@ impl StateMachine {
         if table.holders.len() > MAX_LOCKS_PER_NODE || table.waiters.len() > MAX_LOCKS_PER_NODE {
             return Err(StateError::NoLocks);
         }
+        Ok(LockPlan {
+            ino,
+            table: Some(table),
+            result,
+            bump,
+            lock,
+        })
+    }
+
+    /// The node a waiting lock request would queue on, if it would queue (see `quota.rs`).
+    pub(super) fn would_queue(&self, r: &LockRequest, now: u64) -> Option<u64> {
+        match self.plan_lock(r, true, now) {
+            Ok(plan) if matches!(plan.result, LockResult::Queued { .. }) => Some(plan.ino),
+            _ => None,
+        }
+    }
+
+    pub(super) fn lock(
+        &mut self,
+        r: &LockRequest,
+        wait: bool,
+        now: u64,
+    ) -> Result<Outcome, StateError> {
+        let LockPlan {
+            ino,
+            table,
+            result,
+            bump,
+            lock,
+        } = self.plan_lock(r, wait, now)?;
+        let Some(table) = table else {
+            return Ok(Outcome::Lock(result));
+        };
         // Checked; mutations from here on.
         if let LockResult::Queued { .. } = result {
             self.meta.next_wait += 1;
@@ -307,7 +353,8 @@ impl StateMachine {
         self.store_table(ino, table);
     }
 
-    /// Puts (or, when empty, removes) node `ino`'s lock table, keeping the delay index.
+    /// Puts (or, when empty, removes) node `ino`'s lock table, keeping the delay index and the
+    /// count of waiters.
     fn store_table(&mut self, ino: u64, table: LockTable) {
         let old = if table.is_empty() {
             self.locks.remove(&ino)
@@ -317,6 +364,8 @@ impl StateMachine {
         if old.as_ref() == Some(&table) {
             return;
         }
+        let old_waiters = old.as_ref().map_or(0, |t| t.waiters.len() as u64);
+        self.usage.waiters = self.usage.waiters - old_waiters + table.waiters.len() as u64;
         self.dirty_locks.insert(ino);
         if let Some(old) = old.filter(|t| t.delay_until_ns != 0) {
             self.delays.remove(&(old.delay_until_ns, ino));

@@ -131,6 +131,7 @@ impl StateMachine {
         let id = self.meta.next_session;
         self.meta.next_session += 1;
         self.meta_dirty = true;
+        self.usage.add_session(host);
         self.sessions.insert(
             id,
             Session {
@@ -160,6 +161,7 @@ impl StateMachine {
     ) -> Result<Outcome, StateError> {
         self.live_session(id)?;
         let session = self.sessions.remove(&id).expect("checked above");
+        self.usage.remove_session(&session.host);
         self.dirty_sessions.insert(id);
         self.dirty_responses
             .extend(session.responses.keys().map(|&seq| (id, seq)));

@@ -4,6 +4,7 @@
 mod dedup;
 mod locks;
 mod perm;
+mod quotas;
 mod random;
 mod random_sessions;
 mod script;
@@ -24,6 +25,7 @@ fn ctx(time_ns: u64) -> ApplyCtx {
         max_file_size: LIMIT,
         lock_delay_ns: LOCK_DELAY,
         caller: None,
+        quotas: None,
     }
 }
 
@@ -1348,6 +1350,10 @@ fn every_error_has_its_errno() {
         (StateError::BadHandle, 9),
         (StateError::NoLocks, 37),
         (StateError::SessionExpired, 127),
+        (
+            StateError::QuotaExceeded("quota: at most 1 nodes".into()),
+            122,
+        ),
     ];
     for (err, errno) in cases {
         assert_eq!(err.errno(), errno, "{err:?}");

@@ -126,6 +126,7 @@ impl Inner {
             max_file_size: MAX_FILE_SIZE,
             lock_delay_ns: 0,
             caller: None,
+            quotas: None,
         };
         let result = self.sm.apply(&ctx, &cmd).map_err(errno);
         for event in self.sm.take_events() {

@@ -59,6 +59,7 @@ fn run_script(script: &str) -> String {
             max_file_size: 256 * 1024,
             lock_delay_ns: 0,
             caller: None,
+            quotas: None,
         },
     };
     runner.sm.take_events();
