@@ -867,12 +867,13 @@ impl Node {
                         .collect(),
                 )
             }
-            (_, Outcome::Locks(locks)) => Outcome::Locks(
-                locks
+            (_, Outcome::Locks { locks, next }) => Outcome::Locks {
+                locks: locks
                     .into_iter()
                     .filter(|l| within(&l.path, subtree))
                     .collect(),
-            ),
+                next,
+            },
             (_, outcome) => outcome,
         })
     }

@@ -348,11 +348,23 @@ pub enum Query {
         start: u64,
         end: u64,
     },
-    /// Every node with holders or waiters, sorted by path.
-    Locks,
-    /// Every live session, by id.
-    Sessions,
+    /// The nodes with holders or waiters, by instance number, one page at a time: those above
+    /// `after` (0: from the start), as many as fit in `limit` (see [`MAX_PAGE`]).
+    Locks {
+        after: u64,
+        limit: u32,
+    },
+    /// The live sessions, by id, one page at a time: ids above `after`, at most `limit`.
+    Sessions {
+        after: u64,
+        limit: u32,
+    },
 }
+
+/// The most a listing page holds (a larger `limit` is lowered to it, and 0 means it). A
+/// session counts 1; a node's locks count 1 plus one per holder and waiter, and a page holds
+/// at least one node whatever its size, so that a page stays far below the frame limit.
+pub const MAX_PAGE: u32 = 1000;
 
 /// What `stat` shows about a node, plus Chubby's monotonic numbers.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -412,6 +424,14 @@ pub enum Outcome {
         was_granted: bool,
     },
     LockProbe(Option<LockHolder>),
-    Locks(Vec<LockInfo>),
-    Sessions(Vec<SessionInfo>),
+    /// A page of [`Query::Locks`]; `next`: more remain, ask again with `after: next`.
+    Locks {
+        locks: Vec<LockInfo>,
+        next: Option<u64>,
+    },
+    /// A page of [`Query::Sessions`]; `next` as for `Locks`.
+    Sessions {
+        sessions: Vec<SessionInfo>,
+        next: Option<u64>,
+    },
 }

@@ -22,9 +22,11 @@
 //! POSIX wait that also drops what the owner held there before the wait (the process saw
 //! EINTR; fcntl would have kept the old lock, we do not reconstruct it).
 
+use std::ops::Bound;
+
 use super::lock::{Held, LockTable};
 use super::session::GrantedWait;
-use super::tree::StateMachine;
+use super::tree::{page_size, StateMachine};
 use super::{Event, LockInfo, LockKind, LockResult, LockStyle, Outcome, StateError, ROOT};
 
 /// Holders or waiters per node beyond which a lock request is refused with ENOLCK.
@@ -260,13 +262,26 @@ impl StateMachine {
         Ok(Outcome::LockProbe(conflict))
     }
 
-    pub(super) fn lock_infos(&self) -> Vec<LockInfo> {
+    /// A page of the nodes with holders or waiters above instance `after` (see
+    /// `Query::Locks`), and the instance to go on from if more remain.
+    pub(super) fn lock_infos(&self, after: u64, limit: u32) -> (Vec<LockInfo>, Option<u64>) {
         let host = |s: u64| self.sessions[&s].host.as_str();
-        let mut infos: Vec<LockInfo> = self
+        let budget = page_size(limit) as usize;
+        let mut used = 0;
+        let mut rest = self
             .locks
-            .iter()
+            .range((Bound::Excluded(after), Bound::Unbounded))
             .filter(|(_, t)| !t.holders.is_empty() || !t.waiters.is_empty())
-            .map(|(&ino, t)| LockInfo {
+            .peekable();
+        let mut infos = Vec::new();
+        while let Some((_, t)) = rest.peek() {
+            let weight = 1 + t.holders.len() + t.waiters.len();
+            if !infos.is_empty() && used + weight > budget {
+                break;
+            }
+            used += weight;
+            let (&ino, t) = rest.next().expect("peeked");
+            infos.push(LockInfo {
                 instance: ino,
                 path: self.path_of(ino),
                 lock_generation: self.nodes[&ino].lock_generation,
@@ -281,10 +296,13 @@ impl StateMachine {
                     .map(|w| w.to_waiter(host(w.lock.session)))
                     .collect(),
                 delay_until_ns: t.delay_until_ns,
-            })
-            .collect();
-        infos.sort_by(|a, b| (&a.path, a.instance).cmp(&(&b.path, b.instance)));
-        infos
+            });
+        }
+        let next = match (rest.next(), infos.last()) {
+            (Some(_), Some(last)) => Some(last.instance),
+            _ => None,
+        };
+        (infos, next)
     }
 
     /// The absolute path of a live node, found by walking its parents.

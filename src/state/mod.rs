@@ -56,7 +56,7 @@ mod tests;
 
 pub use command::{
     ApplyCtx, Attr, Command, CreateSpec, DirEntry, Event, Kind, LockHolder, LockInfo, LockKind,
-    LockResult, LockStyle, LockWaiter, Outcome, Query, RequestId, SessionInfo, Target,
+    LockResult, LockStyle, LockWaiter, Outcome, Query, RequestId, SessionInfo, Target, MAX_PAGE,
 };
 pub use dedup::MAX_CACHED_RESULTS;
 pub use error::StateError;

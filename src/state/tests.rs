@@ -273,7 +273,8 @@ fn would_block(sm: &mut StateMachine, cmd: Command) -> Option<LockHolder> {
 
 /// The lock table of one node as `Query::Locks` shows it.
 fn locks_of(sm: &StateMachine, path: &str) -> Option<LockInfo> {
-    let Ok(Outcome::Locks(infos)) = sm.query(&Query::Locks) else {
+    let Ok(Outcome::Locks { locks: infos, .. }) = sm.query(&Query::Locks { after: 0, limit: 0 })
+    else {
         panic!("locks");
     };
     infos.into_iter().find(|i| i.path == path)

@@ -18,6 +18,7 @@ use super::record::Meta;
 use super::session::{Handle, Session};
 use super::{
     ApplyCtx, Attr, Command, DirEntry, Event, Kind, Outcome, Query, StateError, Target, UserIds,
+    MAX_PAGE,
 };
 
 /// The instance number of the root directory.
@@ -287,8 +288,14 @@ impl StateMachine {
                 end: *end,
                 pid: 0,
             }),
-            Query::Locks => Ok(Outcome::Locks(self.lock_infos())),
-            Query::Sessions => Ok(Outcome::Sessions(self.sessions_info())),
+            Query::Locks { after, limit } => {
+                let (locks, next) = self.lock_infos(*after, *limit);
+                Ok(Outcome::Locks { locks, next })
+            }
+            Query::Sessions { after, limit } => {
+                let (sessions, next) = self.sessions_info(*after, *limit);
+                Ok(Outcome::Sessions { sessions, next })
+            }
         }
     }
 
@@ -703,6 +710,14 @@ impl StateMachine {
         self.usage.resize(node.data.len(), 0);
         self.dirty_nodes.insert(ino);
         self.dir_mut(node.parent, now).children.remove(&node.name);
+    }
+}
+
+/// How much a listing page holds for a requested `limit` (see [`crate::state::MAX_PAGE`]).
+pub(super) fn page_size(limit: u32) -> u32 {
+    match limit {
+        0 => MAX_PAGE,
+        n => n.min(MAX_PAGE),
     }
 }
 
