@@ -155,11 +155,12 @@ impl StateMachine {
             }
             Command::Put { at, data, .. } => {
                 self.check_new_node(at, q)?;
-                let old = match self.resolve_slot(at) {
-                    Ok(slot) => slot
-                        .existing
-                        .and_then(|ino| self.nodes.get(&ino))
-                        .map_or(0, |n| n.data.len() as u64),
+                let old = match self.resolve_slot(at).map(|slot| slot.existing) {
+                    Ok(None) => 0,
+                    Ok(Some(ino)) => match self.file(ino) {
+                        Ok(node) => node.data.len() as u64,
+                        Err(_) => return Ok(()),
+                    },
                     Err(_) => return Ok(()),
                 };
                 self.check_bytes(old, data.len() as u64, q)

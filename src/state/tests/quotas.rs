@@ -186,6 +186,12 @@ fn bytes_are_bounded_across_files() {
         message,
     );
     over(&mut sm, q, truncate("/a", 31), message);
+    // Refusals of their own keep their own error.
+    ok(&mut sm, mkdir(p("/d")));
+    assert_eq!(
+        sm.apply(&qctx(q), &put(p("/d"), b"x")),
+        Err(StateError::IsADirectory)
+    );
     // What does not grow the total passes: overwrites in place, shrinking, replacing.
     ok_q(&mut sm, q, write(p("/b"), 0, &[3; 10], false));
     ok_q(&mut sm, q, write(p("/a"), 0, &[4; 5], true));
