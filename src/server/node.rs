@@ -375,7 +375,8 @@ impl Node {
         auth: &Access,
     ) -> Result<(), ServerError> {
         limits::check(command, self.cfg.max_file_size)?;
-        if command.can_grow() {
+        // A retry of an applied request gets its cached result, even at a quota it reached.
+        if command.can_grow() && !request.is_some_and(|r| self.machine.answered(r)) {
             let now = self.machine.clock_ns().max(now_ns());
             self.machine.check_quotas(command, &self.cfg.quotas, now)?;
         }
