@@ -14,7 +14,7 @@ use lockfs::proto::{self, frame::FramedConn};
 use protobuf::Message as _;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use common::{block_on, cli, ok, tls, Cluster};
+use common::{block_on, cli, ok, tls, Cluster, Mount};
 
 fn status(servers: &str) -> serde_json::Value {
     serde_json::from_slice(&ok(servers, &["cluster", "status", "--json"], None))
@@ -374,4 +374,104 @@ fn a_node_with_too_many_requests_in_hand_says_busy_and_clients_retry() {
     for i in 0..8 {
         assert_eq!(ok(&servers, &["cat", &format!("/w{i}")], None), b"w");
     }
+}
+
+/// The last index of the leader's log, once every node has applied what it holds.
+fn last_index(servers: &str) -> u64 {
+    status(servers)["last_index"].as_u64().expect("last_index")
+}
+
+#[test]
+fn sessions_past_the_quota_are_refused_before_the_log() {
+    let c = Cluster::start_with_config(3, "[quotas]\nsessions = 3\n");
+    let servers = c.servers();
+    let dir = common::testdir::tempdir().expect("tempdir");
+    // Three hosts' mounts: three sessions, the most the cluster holds.
+    let mut mounts: Vec<Mount> = (0..3)
+        .map(|i| {
+            Mount::start(
+                &servers,
+                &dir.path().join(format!("m{i}")),
+                "allow_other",
+                &dir.path().join(format!("mount{i}.log")),
+            )
+        })
+        .collect();
+    std::fs::write(mounts[0].path.join("f"), b"kept").expect("write through a mount");
+    let before = last_index(&servers);
+    let out = cli(&servers, &["run", "--lock", "/job", "--", "true"], None);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "a fourth session was opened");
+    assert!(err.contains("quota: at most 3 sessions"), "{err}");
+    assert_eq!(
+        before,
+        last_index(&servers),
+        "the refused session reached the log"
+    );
+    // The cluster serves on: the mounts work, and a session ended makes room for another.
+    assert_eq!(
+        std::fs::read(mounts[1].path.join("f")).expect("read"),
+        b"kept"
+    );
+    ok(&servers, &["put", "/after"], Some(b"1"));
+    assert!(mounts.pop().expect("a mount").stop(), "unmount");
+    ok(&servers, &["run", "--lock", "/job", "--", "true"], None);
+}
+
+#[test]
+fn writes_past_the_bytes_quota_fail_with_edquot_and_keep_the_data() {
+    let c = Cluster::start_with_config(3, "[quotas]\nbytes = 4096\nnodes = 5\n");
+    let servers = c.servers();
+    let kept = vec![b'k'; 3000];
+    ok(&servers, &["put", "/kept"], Some(&kept));
+    // Through the CLI: refused by the node it reaches, before the log.
+    let before = last_index(&servers);
+    let out = cli(&servers, &["put", "/big"], Some(&[b'x'; 2000]));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "a put past the quota was accepted");
+    assert!(
+        err.contains("quota: at most 4096 bytes of file data"),
+        "{err}"
+    );
+    assert_eq!(
+        before,
+        last_index(&servers),
+        "the refused put reached the log"
+    );
+
+    // Through a mount: write(2) fails with EDQUOT, as on a full quota of a local disk.
+    let dir = common::testdir::tempdir().expect("tempdir");
+    let m = Mount::start(
+        &servers,
+        &dir.path().join("m"),
+        "allow_other",
+        &dir.path().join("mount.log"),
+    );
+    let e = std::fs::write(m.path.join("big"), [b'x'; 2000]).expect_err("written past the quota");
+    assert_eq!(e.raw_os_error(), Some(libc::EDQUOT), "{e}");
+    let out = common::output_within(
+        {
+            let mut sh = std::process::Command::new("sh");
+            sh.arg("-c").arg(format!(
+                "head -c 2000 /dev/zero > {}/shell",
+                m.path.display()
+            ));
+            sh
+        },
+        None,
+        Duration::from_secs(60),
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "the shell's write was accepted");
+    assert!(err.contains("Disk quota exceeded"), "{err}");
+    // What was there is intact.
+    assert_eq!(std::fs::read(m.path.join("kept")).expect("read"), kept);
+    assert_eq!(ok(&servers, &["cat", "/kept"], None), kept);
+    // The nodes quota: the root, /kept and the (empty) /big and /shell make 4 of 5.
+    std::fs::write(m.path.join("small"), b"1").expect("the fifth node fits");
+    let e = std::fs::write(m.path.join("sixth"), b"1").expect_err("a sixth node");
+    assert_eq!(e.raw_os_error(), Some(libc::EDQUOT), "{e}");
+    // Room made is room to use.
+    std::fs::remove_file(m.path.join("kept")).expect("rm");
+    std::fs::write(m.path.join("big"), [b'x'; 2000]).expect("fits now");
 }

@@ -323,11 +323,8 @@ fn a_tls_cluster_refuses_every_attack_and_loses_nothing() {
         timeout,
     ))
     .expect("a write in the session");
-    let Res::sessions(list) = block_on(b.call(ops::list_sessions())).expect("sessions") else {
-        panic!("sessions answer")
-    };
+    let list = block_on(b.all_sessions()).expect("sessions");
     let listed = list
-        .sessions
         .iter()
         .find(|s| s.id == session)
         .expect("the session is listed");

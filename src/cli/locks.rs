@@ -12,9 +12,8 @@ use clap::Args;
 use serde_json::json;
 
 use super::{CliError, ClientOpts};
-use crate::client::ops;
 use crate::client::session::{LockOutcome, LockRequest, Session, SessionState};
-use crate::proto::{self, Response_oneof_result as Res};
+use crate::proto;
 
 #[derive(Args)]
 pub struct RunArgs {
@@ -206,19 +205,17 @@ fn holder_json(h: &proto::LockHolder) -> serde_json::Value {
     v
 }
 
-/// `lockfs locks`: every lock and waiter in the cluster.
+/// `lockfs locks`: every lock and waiter in the cluster, sorted by path (fetched a page at a
+/// time).
 pub async fn list(opts: &ClientOpts, as_json: bool) -> Result<(), CliError> {
-    let Res::locks(list) = opts
+    let mut locks = opts
         .client()?
-        .call(ops::list_locks())
+        .all_locks()
         .await
-        .map_err(CliError::client("locks"))?
-    else {
-        return Err(CliError::Other("unexpected answer to locks".into()));
-    };
+        .map_err(CliError::client("locks"))?;
+    locks.sort_by(|a, b| (&a.path, a.instance).cmp(&(&b.path, b.instance)));
     if as_json {
-        let v: Vec<_> = list
-            .locks
+        let v: Vec<_> = locks
             .iter()
             .map(|l| {
                 json!({
@@ -232,7 +229,7 @@ pub async fn list(opts: &ClientOpts, as_json: bool) -> Result<(), CliError> {
         println!("{}", serde_json::Value::Array(v));
         return Ok(());
     }
-    for l in &list.locks {
+    for l in &locks {
         println!(
             "{}  generation {}  {} holder(s), {} waiter(s)",
             l.path,

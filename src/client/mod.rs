@@ -174,6 +174,44 @@ impl Client {
         }
     }
 
+    /// Every node with locks or waiters in the cluster, by instance number, fetched one page
+    /// after another.
+    pub async fn all_locks(&self) -> Result<Vec<proto::LockInfo>, ClientError> {
+        let mut all = Vec::new();
+        let mut after = 0;
+        loop {
+            let Res::locks(page) = self.call(ops::list_locks(after)).await? else {
+                return Err(ClientError::Protocol(
+                    "unexpected answer to a lock listing".into(),
+                ));
+            };
+            all.extend(page.locks);
+            // Pages move forward, so this ends even if a server misbehaves.
+            if page.next <= after {
+                return Ok(all);
+            }
+            after = page.next;
+        }
+    }
+
+    /// Every live session, by id, fetched one page after another.
+    pub async fn all_sessions(&self) -> Result<Vec<proto::SessionInfo>, ClientError> {
+        let mut all = Vec::new();
+        let mut after = 0;
+        loop {
+            let Res::sessions(page) = self.call(ops::list_sessions(after)).await? else {
+                return Err(ClientError::Protocol(
+                    "unexpected answer to a session listing".into(),
+                ));
+            };
+            all.extend(page.sessions);
+            if page.next <= after {
+                return Ok(all);
+            }
+            after = page.next;
+        }
+    }
+
     /// Sends one request, following redirects and retrying what is safe to retry.
     pub async fn call(&self, op: Op) -> Result<Res, ClientError> {
         self.call_with(op, None, self.timeout).await
@@ -512,11 +550,17 @@ pub mod ops {
         Op::set_ephemeral(m)
     }
 
-    pub fn list_locks() -> Op {
-        Op::list_locks(proto::ListLocks::new())
+    /// One page of the locks: nodes above instance `after`, as many as the server sends.
+    pub fn list_locks(after: u64) -> Op {
+        let mut m = proto::ListLocks::new();
+        m.after = after;
+        Op::list_locks(m)
     }
 
-    pub fn list_sessions() -> Op {
-        Op::list_sessions(proto::ListSessions::new())
+    /// One page of the sessions: ids above `after`, as many as the server sends.
+    pub fn list_sessions(after: u64) -> Op {
+        let mut m = proto::ListSessions::new();
+        m.after = after;
+        Op::list_sessions(m)
     }
 }

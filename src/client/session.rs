@@ -400,10 +400,10 @@ impl Session {
         if owners.is_empty() {
             return;
         }
-        let Ok(Res::locks(list)) = self.client.call(super::ops::list_locks()).await else {
+        let Ok(locks) = self.client.all_locks().await else {
             return;
         };
-        for info in &list.locks {
+        for info in &locks {
             for (wait, owner) in &owners {
                 let still_waiting = info.waiters.iter().any(|w| w.wait == *wait);
                 let holds = info

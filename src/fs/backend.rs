@@ -43,6 +43,8 @@ impl Errno {
     pub const ENODATA: Errno = Errno(libc::ENODATA);
     pub const ENOTSUP: Errno = Errno(libc::ENOTSUP);
     pub const ERANGE: Errno = Errno(libc::ERANGE);
+    /// A cluster-wide quota (sessions, handles, nodes, bytes, waiters) is reached.
+    pub const EDQUOT: Errno = Errno(libc::EDQUOT);
     /// The mount's session expired: its handles and locks are gone.
     pub const EKEYEXPIRED: Errno = Errno(libc::EKEYEXPIRED);
 }

@@ -573,7 +573,11 @@ impl Backend for ClusterBackend {
 
     fn holders(&self, ino: u64) -> BoxFut<'_, Vec<Holder>> {
         Box::pin(async move {
-            match self.call(crate::client::ops::list_locks()).await? {
+            // The page that starts at this node: locks are listed by instance number.
+            match self
+                .call(crate::client::ops::list_locks(ino.saturating_sub(1)))
+                .await?
+            {
                 Res::locks(l) => Ok(l
                     .locks
                     .iter()

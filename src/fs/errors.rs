@@ -22,6 +22,7 @@ mod tests {
     fn expiry_becomes_eio_and_the_rest_passes_through() {
         assert_eq!(to_kernel(Errno::EKEYEXPIRED).code(), libc::EIO);
         assert_eq!(to_kernel(Errno::EFBIG).code(), libc::EFBIG);
+        assert_eq!(to_kernel(Errno::EDQUOT).code(), libc::EDQUOT);
         assert_eq!(to_kernel(Errno::ENOENT).code(), libc::ENOENT);
         assert_eq!(to_kernel(Errno(0)).code(), libc::EIO);
     }

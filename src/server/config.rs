@@ -7,6 +7,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::ServerError;
+use crate::state::Quotas;
 
 /// Default size limit of a file, per DESIGN.md.
 pub const DEFAULT_MAX_FILE_SIZE: u64 = 256 * 1024;
@@ -39,6 +40,8 @@ pub struct ServeConfig {
     /// lock-delay): a holder that was cut off, not dead, gets time to notice before anyone
     /// else acts under the same lock.
     pub lock_delay: Duration,
+    /// Cluster-wide quotas; the leader stamps them into each command that can grow something.
+    pub quotas: Quotas,
     /// Bounds on the session TTL a client may ask for.
     pub min_session_ttl: Duration,
     pub max_session_ttl: Duration,
@@ -81,6 +84,62 @@ pub struct ConfigFile {
     pub idle_timeout_ms: Option<u64>,
     pub max_requests: Option<usize>,
     pub check_entries: Option<u64>,
+    /// The `[quotas]` table; a quota not given keeps its default.
+    pub quotas: Option<QuotasFile>,
+}
+
+/// The `[quotas]` table of a config file (see [`Quotas`] for what each bounds).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QuotasFile {
+    pub sessions: Option<u64>,
+    pub sessions_per_host: Option<u64>,
+    pub handles_per_session: Option<u64>,
+    pub nodes: Option<u64>,
+    pub bytes: Option<u64>,
+    pub waiters_per_lock: Option<u64>,
+    pub waiters: Option<u64>,
+}
+
+impl QuotasFile {
+    /// The quotas with defaults for what is not given; zero is refused (it would refuse
+    /// everything, the root's node included).
+    fn finish(self) -> Result<Quotas, ServerError> {
+        let d = Quotas::default();
+        let mut q = d;
+        for (name, given, field) in [
+            ("sessions", self.sessions, &mut q.sessions),
+            (
+                "sessions_per_host",
+                self.sessions_per_host,
+                &mut q.sessions_per_host,
+            ),
+            (
+                "handles_per_session",
+                self.handles_per_session,
+                &mut q.handles_per_session,
+            ),
+            ("nodes", self.nodes, &mut q.nodes),
+            ("bytes", self.bytes, &mut q.bytes),
+            (
+                "waiters_per_lock",
+                self.waiters_per_lock,
+                &mut q.waiters_per_lock,
+            ),
+            ("waiters", self.waiters, &mut q.waiters),
+        ] {
+            match given {
+                Some(0) => {
+                    return Err(ServerError::Config(format!(
+                        "quotas.{name} must be at least 1"
+                    )))
+                }
+                Some(n) => *field = n,
+                None => {}
+            }
+        }
+        Ok(q)
+    }
 }
 
 impl ConfigFile {
@@ -136,6 +195,7 @@ impl ConfigFile {
             snapshot_entries: self.snapshot_entries.unwrap_or(10_000),
             max_file_size: self.max_file_size.unwrap_or(DEFAULT_MAX_FILE_SIZE),
             lock_delay: Duration::from_millis(self.lock_delay_ms.unwrap_or(5_000)),
+            quotas: self.quotas.unwrap_or_default().finish()?,
             min_session_ttl: Duration::from_secs(1),
             max_session_ttl: Duration::from_secs(600),
             tls_dir: self.tls_dir,
@@ -302,6 +362,24 @@ mod tests {
         let f: ConfigFile =
             toml::from_str("id = 4\ndata = \"/x\"\njoin = \"h:1\"\ntls_dir = \"/t\"").unwrap();
         assert!(f.finish().is_err());
+    }
+
+    #[test]
+    fn quotas_default_and_refuse_zero() {
+        let cfg = |extra: &str| {
+            toml::from_str::<ConfigFile>(&format!(
+                "id = 1\ndata = \"/x\"\npeers = \"1=127.0.0.1:7001\"\ninsecure = true\n{extra}"
+            ))
+            .map_err(|e| ServerError::Config(e.to_string()))
+            .and_then(ConfigFile::finish)
+        };
+        assert_eq!(cfg("").unwrap().quotas, Quotas::default());
+        let q = cfg("[quotas]\nsessions = 3\nbytes = 1024").unwrap().quotas;
+        assert_eq!((q.sessions, q.bytes), (3, 1024));
+        assert_eq!(q.nodes, Quotas::default().nodes);
+        let err = cfg("[quotas]\nnodes = 0").unwrap_err().to_string();
+        assert!(err.contains("quotas.nodes must be at least 1"), "{err}");
+        assert!(cfg("[quotas]\nfiles = 3").is_err());
     }
 
     #[test]

@@ -244,8 +244,14 @@ pub fn action(req: &proto::Request) -> Result<Action, ServerError> {
             start: m.start,
             end: m.end,
         }),
-        Op::list_locks(_) => Action::Read(Query::Locks),
-        Op::list_sessions(_) => Action::Read(Query::Sessions),
+        Op::list_locks(m) => Action::Read(Query::Locks {
+            after: m.after,
+            limit: m.limit,
+        }),
+        Op::list_sessions(m) => Action::Read(Query::Sessions {
+            after: m.after,
+            limit: m.limit,
+        }),
     })
 }
 
@@ -451,14 +457,16 @@ pub fn outcome(o: Outcome) -> Res {
             }
             Res::probe(p)
         }
-        Outcome::Locks(list) => {
+        Outcome::Locks { locks, next } => {
             let mut p = proto::LocksReply::new();
-            p.locks = list.iter().map(lock_info).collect();
+            p.locks = locks.iter().map(lock_info).collect();
+            p.next = next.unwrap_or(0);
             Res::locks(p)
         }
-        Outcome::Sessions(list) => {
+        Outcome::Sessions { sessions, next } => {
             let mut p = proto::SessionsReply::new();
-            p.sessions = list.iter().map(session_info).collect();
+            p.sessions = sessions.iter().map(session_info).collect();
+            p.next = next.unwrap_or(0);
             Res::sessions(p)
         }
     }

@@ -1,10 +1,10 @@
 //! What a normal Raft log entry carries: one state-machine command plus what the leader stamped
-//! on it when it proposed it. Replicas apply the stamp, never their own clock or settings, so
-//! they stay identical.
+//! on it when it proposed it (time, file size limit, lock-delay, quotas). Replicas apply the
+//! stamp, never their own clock or settings, so they stay identical.
 
 use serde::{Deserialize, Serialize};
 
-use crate::state::{ApplyCtx, Command, RequestId, UserIds};
+use crate::state::{ApplyCtx, Command, Quotas, RequestId, UserIds};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Envelope {
@@ -18,6 +18,8 @@ pub struct Envelope {
     pub request: Option<RequestId>,
     /// Whose permissions the command is checked against (a host's user), if anyone's.
     pub caller: Option<UserIds>,
+    /// The leader's configured quotas, for a command that can grow something.
+    pub quotas: Option<Quotas>,
     pub command: Command,
 }
 
@@ -37,6 +39,7 @@ impl Envelope {
             max_file_size: self.max_file_size,
             lock_delay_ns: self.lock_delay_ns,
             caller: self.caller.clone(),
+            quotas: self.quotas,
         }
     }
 }

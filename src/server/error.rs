@@ -43,6 +43,8 @@ pub mod errno {
     pub const ENOBUFS: u32 = 105;
     pub const EINVAL: u32 = 22;
     pub const EMSGSIZE: u32 = 90;
+    /// A cluster-wide quota is reached (what `StateError::QuotaExceeded` becomes).
+    pub const EDQUOT: u32 = 122;
     pub const EPROTO: u32 = 71;
 }
 

@@ -247,6 +247,7 @@ mod tests {
                 max_file_size: 1024,
                 lock_delay_ns: 0,
                 caller: None,
+                quotas: None,
             };
             sm.apply_request(&ctx, None, cmd).unwrap();
             d.apply(&sm.take_changes());

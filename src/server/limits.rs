@@ -4,7 +4,9 @@
 //! deterministic one, and the only one for what depends on the state, such as an append's final
 //! size). Checking here as well means that a request the state machine would refuse is refused
 //! at once, without costing the log, the disks of a majority and every replica's memory: a
-//! 12 MiB put is refused on arrival instead of being replicated to be refused.
+//! 12 MiB put is refused on arrival instead of being replicated to be refused. Quotas, which
+//! depend on the state, are checked on arrival too, by the state's own read-only check
+//! (`StateMachine::check_quotas`, called from the node's `admit`).
 
 use crate::state::{split_path, validate_name, Command, StateError, Target};
 
@@ -15,6 +17,8 @@ use super::ServerError;
 pub const MAX_PATH: usize = 4096;
 /// Longest free-form text a client may give a session (its host and name).
 pub const MAX_LABEL: usize = 256;
+/// Longest member address (`host:port`) a membership change may carry.
+pub const MAX_ADDR: usize = 256;
 
 fn check_target(target: &Target) -> Result<(), StateError> {
     match target {

@@ -20,7 +20,8 @@ use std::collections::BTreeSet;
 use raft::prelude::{ConfChangeSingle, ConfChangeType, ConfChangeV2, ConfState};
 use serde::{Deserialize, Serialize};
 
-use super::ServerError;
+use super::limits::MAX_ADDR;
+use super::{errno, ServerError};
 use crate::storage::{MemberInfo, Members};
 
 /// errno codes of refusals, as the wire carries them.
@@ -165,6 +166,12 @@ pub fn plan(
             }
             if addr.is_empty() {
                 return Err(refused(EEXIST, format!("node {id}: no address given")));
+            }
+            if addr.len() > MAX_ADDR {
+                return Err(refused(
+                    errno::EINVAL,
+                    format!("node {id}: an address is at most {MAX_ADDR} bytes"),
+                ));
             }
             if known(*id) {
                 let current = members.get(id).map(|m| m.addr.as_str()).unwrap_or("");
@@ -327,6 +334,8 @@ mod tests {
         assert_eq!(kind, ConfChangeType::AddLearnerNode);
         assert_eq!(ctx.id, 4);
         assert_eq!(ctx.info.unwrap().addr, "h:4");
+        let long = format!("{}:1", "h".repeat(300));
+        assert_eq!(code(plan(&add(4, &long), &c, &m, &live)), errno::EINVAL);
         // Adding a learner never changes the voters, so it needs no live majority.
         assert!(matches!(
             plan(&add(2, "h:2"), &c, &m, &live),

@@ -407,9 +407,10 @@ impl Node {
     }
 
     /// Whether a client's command may enter the log: it must keep within the limits it can be
-    /// judged by alone (`limits`), a caller limited to a subtree may touch
-    /// nothing outside it, every session the command uses must admit it (its owner, with its
-    /// secret), and its sequence number must lie within the session's window.
+    /// judged by alone (`limits`) and the quotas as the state stands now, a caller limited to
+    /// a subtree may touch nothing outside it, every session the command uses must admit it
+    /// (its owner, with its secret), and its sequence number must lie within the session's
+    /// window.
     /// Sessions that are not live pass: applying the command reports them ended.
     fn admit(
         &self,
@@ -418,6 +419,11 @@ impl Node {
         auth: &Access,
     ) -> Result<(), ServerError> {
         limits::check(command, self.cfg.max_file_size)?;
+        // A retry of an applied request gets its cached result, even at a quota it reached.
+        if command.can_grow() && !request.is_some_and(|r| self.machine.answered(r)) {
+            let now = self.machine.clock_ns().max(now_ns());
+            self.machine.check_quotas(command, &self.cfg.quotas, now)?;
+        }
         if auth.subtree.is_some() {
             for (target, look) in targets(command) {
                 auth.reaches(&self.machine.path_of_target(target)?, look)?;
@@ -488,6 +494,7 @@ impl Node {
             lock_delay_ns: self.cfg.lock_delay.as_nanos() as u64,
             request,
             caller: user,
+            quotas: command.can_grow().then_some(self.cfg.quotas),
             command,
         };
         match self.raw.propose(vec![], envelope.encode()) {
@@ -941,12 +948,13 @@ impl Node {
                         .collect(),
                 )
             }
-            (_, Outcome::Locks(locks)) => Outcome::Locks(
-                locks
+            (_, Outcome::Locks { locks, next }) => Outcome::Locks {
+                locks: locks
                     .into_iter()
                     .filter(|l| within(&l.path, subtree))
                     .collect(),
-            ),
+                next,
+            },
             (_, outcome) => outcome,
         })
     }

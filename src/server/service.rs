@@ -290,9 +290,7 @@ impl Service {
                     }
                     Err(e) => resp.set_error(convert::error(&e)),
                 }
-                let mut frame = proto::ServerFrame::new();
-                frame.set_response(resp);
-                let _ = tx.send(frame).await;
+                let _ = tx.send(response_frame(resp)).await;
             });
         };
         self.events.unsubscribe(conn_id);
@@ -300,6 +298,28 @@ impl Service {
         let _ = write_task.await;
         result
     }
+}
+
+/// The frame carrying `resp`; an error in its place when it would exceed the client frame
+/// limit (the client would refuse it, and the connection with it).
+fn response_frame(resp: proto::Response) -> proto::ServerFrame {
+    let id = resp.id;
+    let mut frame = proto::ServerFrame::new();
+    frame.set_response(resp);
+    let size = frame.compute_size() as usize;
+    if size > proto::CLIENT_MAX_FRAME {
+        let mut resp = proto::Response::new();
+        resp.id = id;
+        let mut err = proto::Error::new();
+        err.code = super::error::errno::EMSGSIZE;
+        err.message = format!(
+            "the reply was too large to send ({size} bytes, at most {} in a frame)",
+            proto::CLIENT_MAX_FRAME
+        );
+        resp.set_error(err);
+        frame.set_response(resp);
+    }
+    frame
 }
 
 /// Answers a hello with a refusal that says why, and nothing about the cluster.

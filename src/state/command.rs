@@ -5,6 +5,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::perm::UserIds;
+use super::quota::Quotas;
 
 use super::StateError;
 
@@ -38,6 +39,9 @@ pub struct ApplyCtx {
     pub lock_delay_ns: u64,
     /// Whose permissions the command is checked against (see `perm`); `None`: not checked.
     pub caller: Option<UserIds>,
+    /// The cluster's quotas (see `quota.rs`), for commands that can grow something; `None`:
+    /// not checked.
+    pub quotas: Option<Quotas>,
 }
 
 /// A mutation of the tree. Modes keep only the permission bits (`& 0o7777`); the kind is
@@ -175,6 +179,21 @@ pub enum Command {
 }
 
 impl Command {
+    /// Whether applying the command can grow something a quota bounds (see `quota.rs`).
+    pub fn can_grow(&self) -> bool {
+        matches!(
+            self,
+            Command::OpenSession { .. }
+                | Command::Open { .. }
+                | Command::Create { .. }
+                | Command::Mkdir { .. }
+                | Command::Put { .. }
+                | Command::Write { .. }
+                | Command::Truncate { .. }
+                | Command::Lock { .. }
+        )
+    }
+
     /// The session a command acts for, if it names one.
     pub fn session(&self) -> Option<u64> {
         match self {
@@ -329,11 +348,23 @@ pub enum Query {
         start: u64,
         end: u64,
     },
-    /// Every node with holders or waiters, sorted by path.
-    Locks,
-    /// Every live session, by id.
-    Sessions,
+    /// The nodes with holders or waiters, by instance number, one page at a time: those above
+    /// `after` (0: from the start), as many as fit in `limit` (see [`MAX_PAGE`]).
+    Locks {
+        after: u64,
+        limit: u32,
+    },
+    /// The live sessions, by id, one page at a time: ids above `after`, at most `limit`.
+    Sessions {
+        after: u64,
+        limit: u32,
+    },
 }
+
+/// The most a listing page holds (a larger `limit` is lowered to it, and 0 means it). A
+/// session counts 1; a node's locks count 1 plus one per holder and waiter, and a page holds
+/// at least one node whatever its size, so that a page stays far below the frame limit.
+pub const MAX_PAGE: u32 = 1000;
 
 /// What `stat` shows about a node, plus Chubby's monotonic numbers.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -393,6 +424,14 @@ pub enum Outcome {
         was_granted: bool,
     },
     LockProbe(Option<LockHolder>),
-    Locks(Vec<LockInfo>),
-    Sessions(Vec<SessionInfo>),
+    /// A page of [`Query::Locks`]; `next`: more remain, ask again with `after: next`.
+    Locks {
+        locks: Vec<LockInfo>,
+        next: Option<u64>,
+    },
+    /// A page of [`Query::Sessions`]; `next` as for `Locks`.
+    Sessions {
+        sessions: Vec<SessionInfo>,
+        next: Option<u64>,
+    },
 }

@@ -72,6 +72,14 @@ impl StateMachine {
         result
     }
 
+    /// Whether `req` was applied already and its result is cached: a retry gets that result
+    /// whatever the state is now, so checks of the current state (quotas) must not refuse it.
+    pub fn answered(&self, req: &RequestId) -> bool {
+        self.sessions
+            .get(&req.session)
+            .is_some_and(|s| s.responses.contains_key(&req.seq))
+    }
+
     /// Drops the cached results below `first_unacked`.
     fn acknowledge(&mut self, id: u64, first_unacked: u64) {
         let session = self.session_mut(id);

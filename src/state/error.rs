@@ -50,6 +50,10 @@ pub enum StateError {
     /// (0: it does not exist).
     #[error("content generation is {current}, not {expected}")]
     GenerationMismatch { expected: u64, current: u64 },
+    /// The command would grow the state past a cluster-wide quota; the message names it and
+    /// its limit (see `quota.rs`).
+    #[error("{0}")]
+    QuotaExceeded(String),
 }
 
 // Linux errno numbers, spelled out so the state layer needs no libc.
@@ -69,6 +73,7 @@ const ENAMETOOLONG: i32 = 36;
 const ENOLCK: i32 = 37;
 const ENOTEMPTY: i32 = 39;
 const ESTALE: i32 = 116;
+const EDQUOT: i32 = 122;
 const EKEYEXPIRED: i32 = 127;
 
 impl StateError {
@@ -93,6 +98,7 @@ impl StateError {
             StateError::BadHandle => EBADF,
             StateError::NoLocks => ENOLCK,
             StateError::GenerationMismatch { .. } => ESTALE,
+            StateError::QuotaExceeded(_) => EDQUOT,
         }
     }
 }

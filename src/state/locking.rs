@@ -22,9 +22,11 @@
 //! POSIX wait that also drops what the owner held there before the wait (the process saw
 //! EINTR; fcntl would have kept the old lock, we do not reconstruct it).
 
+use std::ops::Bound;
+
 use super::lock::{Held, LockTable};
 use super::session::GrantedWait;
-use super::tree::StateMachine;
+use super::tree::{page_size, StateMachine};
 use super::{Event, LockInfo, LockKind, LockResult, LockStyle, Outcome, StateError, ROOT};
 
 /// Holders or waiters per node beyond which a lock request is refused with ENOLCK.
@@ -42,6 +44,16 @@ pub(super) struct LockRequest {
     pub start: u64,
     pub end: u64,
     pub pid: u32,
+}
+
+/// What [`StateMachine::plan_lock`] decided; `table: None` for a repeat, which changes
+/// nothing.
+struct LockPlan {
+    ino: u64,
+    table: Option<LockTable>,
+    result: LockResult,
+    bump: bool,
+    lock: Held,
 }
 
 /// flock locks cover the whole node whatever range is given; a POSIX range must not be empty.
@@ -76,18 +88,21 @@ impl StateMachine {
         Ok((ino, lock))
     }
 
-    pub(super) fn lock(
-        &mut self,
-        r: &LockRequest,
-        wait: bool,
-        now: u64,
-    ) -> Result<Outcome, StateError> {
+    /// What a lock request would do, decided without changing anything: the node, its table
+    /// after the request, the answer and whether the lock generation is bumped.
+    fn plan_lock(&self, r: &LockRequest, wait: bool, now: u64) -> Result<LockPlan, StateError> {
         let (ino, lock) = self.resolve_request(r, now)?;
         let mut table = self.locks.get(&ino).cloned().unwrap_or_default();
         let generation = self.nodes[&ino].lock_generation;
         if table.covered(&lock, |k| k == lock.kind) {
             // A repeat changes nothing (and must not lose the lock to a flock conversion).
-            return Ok(Outcome::Lock(LockResult::Granted { generation }));
+            return Ok(LockPlan {
+                ino,
+                table: None,
+                result: LockResult::Granted { generation },
+                bump: false,
+                lock,
+            });
         }
         // A lock-delay lets a flock downgrade through: judge it before the old lock goes.
         let delayed = table.delayed(&lock, now);
@@ -127,6 +142,39 @@ impl StateMachine {
         if table.holders.len() > MAX_LOCKS_PER_NODE || table.waiters.len() > MAX_LOCKS_PER_NODE {
             return Err(StateError::NoLocks);
         }
+        Ok(LockPlan {
+            ino,
+            table: Some(table),
+            result,
+            bump,
+            lock,
+        })
+    }
+
+    /// The node a waiting lock request would queue on, if it would queue (see `quota.rs`).
+    pub(super) fn would_queue(&self, r: &LockRequest, now: u64) -> Option<u64> {
+        match self.plan_lock(r, true, now) {
+            Ok(plan) if matches!(plan.result, LockResult::Queued { .. }) => Some(plan.ino),
+            _ => None,
+        }
+    }
+
+    pub(super) fn lock(
+        &mut self,
+        r: &LockRequest,
+        wait: bool,
+        now: u64,
+    ) -> Result<Outcome, StateError> {
+        let LockPlan {
+            ino,
+            table,
+            result,
+            bump,
+            lock,
+        } = self.plan_lock(r, wait, now)?;
+        let Some(table) = table else {
+            return Ok(Outcome::Lock(result));
+        };
         // Checked; mutations from here on.
         if let LockResult::Queued { .. } = result {
             self.meta.next_wait += 1;
@@ -214,13 +262,26 @@ impl StateMachine {
         Ok(Outcome::LockProbe(conflict))
     }
 
-    pub(super) fn lock_infos(&self) -> Vec<LockInfo> {
+    /// A page of the nodes with holders or waiters above instance `after` (see
+    /// `Query::Locks`), and the instance to go on from if more remain.
+    pub(super) fn lock_infos(&self, after: u64, limit: u32) -> (Vec<LockInfo>, Option<u64>) {
         let host = |s: u64| self.sessions[&s].host.as_str();
-        let mut infos: Vec<LockInfo> = self
+        let budget = page_size(limit) as usize;
+        let mut used = 0;
+        let mut rest = self
             .locks
-            .iter()
+            .range((Bound::Excluded(after), Bound::Unbounded))
             .filter(|(_, t)| !t.holders.is_empty() || !t.waiters.is_empty())
-            .map(|(&ino, t)| LockInfo {
+            .peekable();
+        let mut infos = Vec::new();
+        while let Some((_, t)) = rest.peek() {
+            let weight = 1 + t.holders.len() + t.waiters.len();
+            if !infos.is_empty() && used + weight > budget {
+                break;
+            }
+            used += weight;
+            let (&ino, t) = rest.next().expect("peeked");
+            infos.push(LockInfo {
                 instance: ino,
                 path: self.path_of(ino),
                 lock_generation: self.nodes[&ino].lock_generation,
@@ -235,10 +296,13 @@ impl StateMachine {
                     .map(|w| w.to_waiter(host(w.lock.session)))
                     .collect(),
                 delay_until_ns: t.delay_until_ns,
-            })
-            .collect();
-        infos.sort_by(|a, b| (&a.path, a.instance).cmp(&(&b.path, b.instance)));
-        infos
+            });
+        }
+        let next = match (rest.next(), infos.last()) {
+            (Some(_), Some(last)) => Some(last.instance),
+            _ => None,
+        };
+        (infos, next)
     }
 
     /// The absolute path of a live node, found by walking its parents.
@@ -307,7 +371,8 @@ impl StateMachine {
         self.store_table(ino, table);
     }
 
-    /// Puts (or, when empty, removes) node `ino`'s lock table, keeping the delay index.
+    /// Puts (or, when empty, removes) node `ino`'s lock table, keeping the delay index and the
+    /// count of waiters.
     fn store_table(&mut self, ino: u64, table: LockTable) {
         let old = if table.is_empty() {
             self.locks.remove(&ino)
@@ -317,6 +382,8 @@ impl StateMachine {
         if old.as_ref() == Some(&table) {
             return;
         }
+        let old_waiters = old.as_ref().map_or(0, |t| t.waiters.len() as u64);
+        self.usage.waiters = self.usage.waiters - old_waiters + table.waiters.len() as u64;
         self.dirty_locks.insert(ino);
         if let Some(old) = old.filter(|t| t.delay_until_ns != 0) {
             self.delays.remove(&(old.delay_until_ns, ino));

@@ -32,6 +32,10 @@
 //! its outcome, applying a command may tell other clients something (a queued lock granted, a
 //! wait failed, a session ended): the caller collects these with [`StateMachine::take_events`]
 //! after each apply and delivers them once the command is committed and applied.
+//!
+//! Quotas (`quota.rs`) bound what the state may hold: sessions, handles, nodes, bytes and lock
+//! waiters. The leader stamps them into each command that can grow something; a command past a
+//! quota is refused like any other.
 
 mod command;
 mod dedup;
@@ -42,6 +46,7 @@ mod node;
 mod path;
 mod perm;
 mod persist;
+mod quota;
 mod record;
 mod session;
 mod tree;
@@ -51,11 +56,12 @@ mod tests;
 
 pub use command::{
     ApplyCtx, Attr, Command, CreateSpec, DirEntry, Event, Kind, LockHolder, LockInfo, LockKind,
-    LockResult, LockStyle, LockWaiter, Outcome, Query, RequestId, SessionInfo, Target,
+    LockResult, LockStyle, LockWaiter, Outcome, Query, RequestId, SessionInfo, Target, MAX_PAGE,
 };
 pub use dedup::MAX_CACHED_RESULTS;
 pub use error::StateError;
 pub use locking::{MAX_GRANTED_MEMORY, MAX_LOCKS_PER_NODE};
 pub use path::{split_path, validate_name, MAX_NAME_LEN};
 pub use perm::{UserIds, MAX_GROUPS};
+pub use quota::Quotas;
 pub use tree::{Change, SessionAccess, StateMachine, ROOT};

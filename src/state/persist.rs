@@ -8,6 +8,7 @@ use super::lock::{Held, LockTable};
 use super::locking::MAX_GRANTED_MEMORY;
 use super::node::{Node, PERMISSION_BITS};
 use super::path::validate_name;
+use super::quota::Usage;
 use super::record::{
     self, Meta, HANDLE_PREFIX, LOCK_PREFIX, META_KEY, NODE_PREFIX, RESPONSE_PREFIX, SESSION_PREFIX,
 };
@@ -184,7 +185,7 @@ impl StateMachine {
             .filter(|(_, t)| t.delay_until_ns != 0)
             .map(|(&ino, t)| (t.delay_until_ns, ino))
             .collect();
-        let state = StateMachine {
+        let mut state = StateMachine {
             nodes,
             meta,
             sessions,
@@ -192,6 +193,7 @@ impl StateMachine {
             locks,
             holds,
             delays,
+            usage: Usage::default(),
             events: Vec::new(),
             dirty_nodes: BTreeSet::new(),
             dirty_sessions: BTreeSet::new(),
@@ -200,6 +202,7 @@ impl StateMachine {
             dirty_responses: BTreeSet::new(),
             meta_dirty: false,
         };
+        state.usage = Usage::of(&state);
         state.validate()?;
         Ok(state)
     }

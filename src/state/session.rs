@@ -16,12 +16,13 @@
 //! or session end that drops its last handle.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::ops::Bound;
 
 use serde::{Deserialize, Serialize};
 
 use super::lock::LockTable;
 use super::node::Node;
-use super::tree::StateMachine;
+use super::tree::{page_size, StateMachine};
 use super::{Attr, CreateSpec, Event, Kind, LockStyle, Outcome, SessionInfo, StateError, Target};
 
 /// A live session. Its handles and cached results are stored as records of their own (so an
@@ -91,8 +92,19 @@ impl StateMachine {
             .collect()
     }
 
-    pub(super) fn sessions_info(&self) -> Vec<SessionInfo> {
-        self.sessions.iter().map(|(&id, s)| s.info(id)).collect()
+    /// A page of the sessions above id `after` (see `Query::Sessions`), and the id to go on
+    /// from if more remain.
+    pub(super) fn sessions_info(&self, after: u64, limit: u32) -> (Vec<SessionInfo>, Option<u64>) {
+        let mut rest = self
+            .sessions
+            .range((Bound::Excluded(after), Bound::Unbounded))
+            .map(|(&id, s)| s.info(id));
+        let page: Vec<SessionInfo> = rest.by_ref().take(page_size(limit) as usize).collect();
+        let next = match (rest.next(), page.last()) {
+            (Some(_), Some(last)) => Some(last.id),
+            _ => None,
+        };
+        (page, next)
     }
 
     pub(super) fn live_session(&self, id: u64) -> Result<&Session, StateError> {
@@ -131,6 +143,7 @@ impl StateMachine {
         let id = self.meta.next_session;
         self.meta.next_session += 1;
         self.meta_dirty = true;
+        self.usage.add_session(host);
         self.sessions.insert(
             id,
             Session {
@@ -160,6 +173,7 @@ impl StateMachine {
     ) -> Result<Outcome, StateError> {
         self.live_session(id)?;
         let session = self.sessions.remove(&id).expect("checked above");
+        self.usage.remove_session(&session.host);
         self.dirty_sessions.insert(id);
         self.dirty_responses
             .extend(session.responses.keys().map(|&seq| (id, seq)));

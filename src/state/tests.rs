@@ -4,6 +4,7 @@
 mod dedup;
 mod locks;
 mod perm;
+mod quotas;
 mod random;
 mod random_sessions;
 mod script;
@@ -24,6 +25,7 @@ fn ctx(time_ns: u64) -> ApplyCtx {
         max_file_size: LIMIT,
         lock_delay_ns: LOCK_DELAY,
         caller: None,
+        quotas: None,
     }
 }
 
@@ -271,7 +273,8 @@ fn would_block(sm: &mut StateMachine, cmd: Command) -> Option<LockHolder> {
 
 /// The lock table of one node as `Query::Locks` shows it.
 fn locks_of(sm: &StateMachine, path: &str) -> Option<LockInfo> {
-    let Ok(Outcome::Locks(infos)) = sm.query(&Query::Locks) else {
+    let Ok(Outcome::Locks { locks: infos, .. }) = sm.query(&Query::Locks { after: 0, limit: 0 })
+    else {
         panic!("locks");
     };
     infos.into_iter().find(|i| i.path == path)
@@ -1348,6 +1351,10 @@ fn every_error_has_its_errno() {
         (StateError::BadHandle, 9),
         (StateError::NoLocks, 37),
         (StateError::SessionExpired, 127),
+        (
+            StateError::QuotaExceeded("quota: at most 1 nodes".into()),
+            122,
+        ),
     ];
     for (err, errno) in cases {
         assert_eq!(err.errno(), errno, "{err:?}");

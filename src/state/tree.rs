@@ -13,10 +13,12 @@ use super::lock::LockTable;
 use super::locking::LockRequest;
 use super::node::{Node, PERMISSION_BITS};
 use super::path::{split_path, validate_name};
+use super::quota::Usage;
 use super::record::Meta;
 use super::session::{Handle, Session};
 use super::{
     ApplyCtx, Attr, Command, DirEntry, Event, Kind, Outcome, Query, StateError, Target, UserIds,
+    MAX_PAGE,
 };
 
 /// The instance number of the root directory.
@@ -39,6 +41,8 @@ pub struct StateMachine {
     pub(super) holds: BTreeMap<u64, u64>,
     /// Derived: (delay_until_ns, instance) of every pending lock-delay.
     pub(super) delays: BTreeSet<(u64, u64)>,
+    /// Derived: the counts quotas are checked against (`quota.rs`).
+    pub(super) usage: Usage,
     /// Events since the last `take_events`. Not stored.
     pub(super) events: Vec<Event>,
     /// Records created, changed or removed since the last `take_changes`.
@@ -95,6 +99,7 @@ impl StateMachine {
             locks: BTreeMap::new(),
             holds: BTreeMap::new(),
             delays: BTreeSet::new(),
+            usage: Usage::default(),
             events: Vec::new(),
             dirty_nodes: BTreeSet::from([ROOT]),
             dirty_sessions: BTreeSet::new(),
@@ -112,6 +117,9 @@ impl StateMachine {
             self.check_command(cmd, caller)?;
         }
         let now = self.meta.clock_ns.max(ctx.time_ns);
+        if let Some(quotas) = &ctx.quotas {
+            self.check_quotas(cmd, quotas, now)?;
+        }
         let max_size = ctx.max_file_size;
         let outcome = match cmd {
             Command::Mkdir { at, mode, uid, gid } => self.mkdir(at, *mode, *uid, *gid, now),
@@ -280,8 +288,14 @@ impl StateMachine {
                 end: *end,
                 pid: 0,
             }),
-            Query::Locks => Ok(Outcome::Locks(self.lock_infos())),
-            Query::Sessions => Ok(Outcome::Sessions(self.sessions_info())),
+            Query::Locks { after, limit } => {
+                let (locks, next) = self.lock_infos(*after, *limit);
+                Ok(Outcome::Locks { locks, next })
+            }
+            Query::Sessions { after, limit } => {
+                let (sessions, next) = self.sessions_info(*after, *limit);
+                Ok(Outcome::Sessions { sessions, next })
+            }
         }
     }
 
@@ -405,18 +419,12 @@ impl StateMachine {
     ) -> Result<Outcome, StateError> {
         let ino = self.lookup(target)?;
         let node = self.file(ino)?;
-        let old_len = if truncate { 0 } else { node.data.len() as u64 };
-        let offset = if append { old_len } else { offset };
-        // As with pwrite(2), writing nothing never extends the file.
-        let new_len = if data.is_empty() {
-            old_len
-        } else {
-            let end = offset
-                .checked_add(data.len() as u64)
-                .ok_or(StateError::FileTooLarge)?;
-            old_len.max(end)
-        };
+        let old_len = node.data.len();
+        let new_len = written_len(old_len as u64, offset, data.len(), truncate, append)?;
         let new_len = checked_size(new_len, max_size)?;
+        let kept = if truncate { 0 } else { old_len as u64 };
+        let offset = if append { kept } else { offset };
+        self.usage.resize(old_len, new_len);
         let node = self.node_mut(ino);
         if truncate {
             node.data.clear();
@@ -465,6 +473,7 @@ impl StateMachine {
                 self.insert_node(node, now)
             }
         };
+        self.usage.resize(self.nodes[&ino].data.len(), data.len());
         let node = self.node_mut(ino);
         node.data = data.to_vec();
         Ok(Outcome::Attr(Self::modified(node, now).attr(ino)))
@@ -480,6 +489,7 @@ impl StateMachine {
         let ino = self.lookup(target)?;
         self.file(ino)?;
         let size = checked_size(size, max_size)?;
+        self.usage.resize(self.nodes[&ino].data.len(), size);
         let node = self.node_mut(ino);
         node.data.resize(size, 0);
         Ok(Outcome::Attr(Self::modified(node, now).attr(ino)))
@@ -683,6 +693,7 @@ impl StateMachine {
         let parent = self.dir_mut(node.parent, now);
         parent.children.insert(node.name.clone(), ino);
         node.ephemeral = node.kind == Kind::File && parent.ephemeral;
+        self.usage.resize(0, node.data.len());
         self.nodes.insert(ino, node);
         self.dirty_nodes.insert(ino);
         ino
@@ -696,9 +707,39 @@ impl StateMachine {
             .nodes
             .remove(&ino)
             .expect("node was resolved before removal");
+        self.usage.resize(node.data.len(), 0);
         self.dirty_nodes.insert(ino);
         self.dir_mut(node.parent, now).children.remove(&node.name);
     }
+}
+
+/// How much a listing page holds for a requested `limit` (see [`crate::state::MAX_PAGE`]).
+pub(super) fn page_size(limit: u32) -> u32 {
+    match limit {
+        0 => MAX_PAGE,
+        n => n.min(MAX_PAGE),
+    }
+}
+
+/// The size of a file of `old_len` bytes after writing `len` bytes at `offset` (at the end
+/// with `append`), emptied first with `truncate`.
+pub(super) fn written_len(
+    old_len: u64,
+    offset: u64,
+    len: usize,
+    truncate: bool,
+    append: bool,
+) -> Result<u64, StateError> {
+    let old_len = if truncate { 0 } else { old_len };
+    let offset = if append { old_len } else { offset };
+    // As with pwrite(2), writing nothing never extends the file.
+    if len == 0 {
+        return Ok(old_len);
+    }
+    let end = offset
+        .checked_add(len as u64)
+        .ok_or(StateError::FileTooLarge)?;
+    Ok(old_len.max(end))
 }
 
 /// A file size, refused beyond the cluster's limit.

@@ -114,6 +114,8 @@ pub struct Cluster {
     pub nodes: Vec<Node>,
     pub peers: String,
     pub extra: Vec<String>,
+    /// With `start_with_config`: settings every node reads from its `--config` file.
+    pub config: Option<String>,
     /// With `start_proxied`: the proxy in front of each node, by node id.
     pub proxies: Vec<(u64, proxy::Proxy)>,
 }
@@ -121,14 +123,20 @@ pub struct Cluster {
 impl Cluster {
     /// Starts `n` nodes with `extra` flags and waits until they have a leader.
     pub fn start(n: u64, extra: &[&str]) -> Cluster {
-        Cluster::launch(n, extra, false, &BTreeMap::new())
+        Cluster::launch(n, extra, false, &BTreeMap::new(), None)
+    }
+
+    /// Like `start`, with `toml` (settings such as a `[quotas]` table) in every node's
+    /// `--config` file, which also names the node's credentials.
+    pub fn start_with_config(n: u64, toml: &str) -> Cluster {
+        Cluster::launch(n, &[], false, &BTreeMap::new(), Some(toml))
     }
 
     /// Like `start`, with a fault-injecting proxy in front of every node: the nodes advertise
     /// the proxies' addresses, so every peer and client connection goes through one, and
     /// `partition`, `isolate_client` and `heal` cut and restore links.
     pub fn start_proxied(n: u64, extra: &[&str]) -> Cluster {
-        Cluster::launch(n, extra, true, &BTreeMap::new())
+        Cluster::launch(n, extra, true, &BTreeMap::new(), None)
     }
 
     /// `start_proxied`, with the data directories of some nodes elsewhere (on a small disk).
@@ -137,10 +145,16 @@ impl Cluster {
         extra: &[&str],
         data: &BTreeMap<u64, PathBuf>,
     ) -> Cluster {
-        Cluster::launch(n, extra, true, data)
+        Cluster::launch(n, extra, true, data, None)
     }
 
-    fn launch(n: u64, extra: &[&str], proxied: bool, data: &BTreeMap<u64, PathBuf>) -> Cluster {
+    fn launch(
+        n: u64,
+        extra: &[&str],
+        proxied: bool,
+        data: &BTreeMap<u64, PathBuf>,
+        config: Option<&str>,
+    ) -> Cluster {
         let dir = testdir::tempdir().expect("tempdir");
         let mut proxies = Vec::new();
         let mut nodes = Vec::new();
@@ -176,6 +190,7 @@ impl Cluster {
             nodes,
             peers,
             extra: extra.iter().map(|s| s.to_string()).collect(),
+            config: config.map(String::from),
             proxies,
         };
         for id in 1..=n {
@@ -249,6 +264,13 @@ impl Cluster {
             node.data.display().to_string(),
         ];
         args.extend(self.extra.iter().cloned());
+        if let Some(toml) = &self.config {
+            // Top-level keys before the tables of `toml`.
+            let file = self.dir.path().join(format!("node{id}.toml"));
+            let credentials = format!("tls_dir = {:?}\n", tls::peer_dir(id).display().to_string());
+            std::fs::write(&file, credentials + toml).expect("config file");
+            args.extend(["--config".into(), file.display().to_string()]);
+        }
         self.spawn_with(id, &args);
     }
 

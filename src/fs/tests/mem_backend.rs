@@ -126,6 +126,7 @@ impl Inner {
             max_file_size: MAX_FILE_SIZE,
             lock_delay_ns: 0,
             caller: None,
+            quotas: None,
         };
         let result = self.sm.apply(&ctx, &cmd).map_err(errno);
         for event in self.sm.take_events() {
@@ -471,8 +472,8 @@ impl Backend for MemBackend {
 
     fn holders(&self, ino: u64) -> BoxFut<'_, Vec<Holder>> {
         done(self.with(|i| {
-            match i.query(Query::Locks)? {
-                Outcome::Locks(infos) => Ok(infos
+            match i.query(Query::Locks { after: 0, limit: 0 })? {
+                Outcome::Locks { locks: infos, .. } => Ok(infos
                     .into_iter()
                     .filter(|info| info.instance == ino)
                     .flat_map(|info| info.holders)

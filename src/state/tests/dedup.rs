@@ -184,3 +184,30 @@ fn apply_is_apply_request_without_a_request() {
     );
     assert_eq!(a.snapshot(), b.snapshot());
 }
+
+#[test]
+fn a_retry_that_reached_a_quota_still_answers_its_result() {
+    let mut sm = sample();
+    let s = session(&mut sm, "a");
+    let q = Quotas {
+        handles_per_session: 1,
+        ..Quotas::default()
+    };
+    let ctx = ApplyCtx {
+        quotas: Some(q),
+        ..ctx(NOW)
+    };
+    let cmd = open_cmd(s, "/g", None);
+    let r = req(s, 1, 1);
+    assert!(!sm.answered(&r));
+    let first = sm.apply_request(&ctx, Some(&r), &cmd);
+    assert!(first.is_ok());
+    // The state is at the quota now; the check before the log must let the retry through
+    // (`answered`), and applying it answers the first result.
+    assert!(sm.answered(&r));
+    assert!(matches!(
+        sm.check_quotas(&cmd, &q, NOW),
+        Err(StateError::QuotaExceeded(_))
+    ));
+    assert_eq!(sm.apply_request(&ctx, Some(&r), &cmd), first);
+}

@@ -134,7 +134,13 @@ fn directories_can_be_locked() {
     // Removing the directory drops its locks.
     ok(&mut sm, Command::Unlink { at: p("/d/f") });
     ok(&mut sm, Command::Rmdir { at: p("/d") });
-    assert_eq!(sm.query(&Query::Locks), Ok(Outcome::Locks(vec![])));
+    assert_eq!(
+        sm.query(&Query::Locks { after: 0, limit: 0 }),
+        Ok(Outcome::Locks {
+            locks: vec![],
+            next: None
+        })
+    );
 }
 
 #[test]
@@ -675,19 +681,34 @@ fn get_lock_reports_the_first_conflicting_holder() {
 }
 
 #[test]
-fn the_listing_is_sorted_by_path() {
+fn the_listing_is_by_instance_one_page_at_a_time() {
     let (mut sm, h1, _) = two_sessions();
     let hf = open(&mut sm, 1, "/d/f");
     let hr = open(&mut sm, 1, "/");
     granted(&mut sm, lock_cmd(1, h1, 1, FL, SH, 0, 0, false));
     granted(&mut sm, lock_cmd(1, hf, 1, FL, SH, 0, 0, false));
     granted(&mut sm, lock_cmd(1, hr, 1, FL, EX, 0, 0, false));
-    let Ok(Outcome::Locks(infos)) = sm.query(&Query::Locks) else {
-        panic!("locks");
+    let page = |after, limit| match sm.query(&Query::Locks { after, limit }) {
+        Ok(Outcome::Locks { locks, next }) => {
+            let paths: Vec<String> = locks.into_iter().map(|i| i.path).collect();
+            (paths, next)
+        }
+        other => panic!("locks answered {other:?}"),
     };
-    let paths: Vec<_> = infos.iter().map(|i| i.path.as_str()).collect();
-    assert_eq!(paths, ["/", "/d/f", "/g"]);
-    assert_eq!(infos[0].lock_generation, 1);
+    assert_eq!(
+        page(0, 0),
+        (vec!["/".into(), "/d/f".into(), "/g".into()], None)
+    );
+    // Each node weighs 1 plus its holder: a limit of 2 is one node a page.
+    let (d, g) = (
+        stat(&sm, p("/d/f")).unwrap().instance,
+        stat(&sm, p("/g")).unwrap().instance,
+    );
+    assert_eq!(page(0, 2), (vec!["/".into()], Some(ROOT)));
+    assert_eq!(page(ROOT, 4), (vec!["/d/f".into(), "/g".into()], None));
+    assert_eq!(page(ROOT, 1), (vec!["/d/f".into()], Some(d)));
+    assert_eq!(page(d, 1), (vec!["/g".into()], None));
+    assert_eq!(page(g, 1), (vec![], None));
     ok(&mut sm, rename(p("/d/f"), p("/a")));
     assert!(locks_of(&sm, "/a").is_some());
 }

@@ -7,6 +7,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
+use super::super::quota::Usage;
 use super::super::*;
 use super::apply_changes;
 
@@ -213,6 +214,7 @@ fn run(seed: u64, check_coverage: bool) {
             max_file_size: LIMIT,
             lock_delay_ns: 0,
             caller: None,
+            quotas: None,
         };
         let cmd = gen.command();
         let before = a.snapshot();
@@ -239,6 +241,7 @@ fn run(seed: u64, check_coverage: bool) {
         removed.extend(live_before.difference(&live));
         assert!(live.is_disjoint(&removed), "an instance came back, {at}");
         a.validate().unwrap_or_else(|e| panic!("{e}, {at}"));
+        assert_eq!(a.usage, Usage::of(&a), "derived counts, {at}");
         assert_eq!(a.snapshot(), b.snapshot(), "{at}");
         gen.observe(&a);
 
@@ -250,6 +253,7 @@ fn run(seed: u64, check_coverage: bool) {
         if step % 100 == 0 {
             let rebuilt = StateMachine::from_records(a_store.clone()).expect(&at);
             assert_eq!(rebuilt.snapshot(), a.snapshot(), "records, {at}");
+            assert_eq!(rebuilt.usage, a.usage, "derived counts, {at}");
         }
         if step % 500 == 250 {
             let mut restored = StateMachine::restore(&a.snapshot()).expect(&at);

@@ -12,6 +12,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 use super::super::lock::{Held, LockTable};
+use super::super::quota::Usage;
 use super::super::*;
 use super::apply_changes;
 
@@ -310,6 +311,7 @@ fn run(seed: u64, check_coverage: bool) {
         max_file_size: 64,
         lock_delay_ns: 0,
         caller: None,
+        quotas: None,
     };
     for dir in DIRS {
         let mkdir = Command::Mkdir {
@@ -343,6 +345,7 @@ fn run(seed: u64, check_coverage: bool) {
             max_file_size: 64,
             lock_delay_ns: [0, 30, 100][gen.rng.gen_range(0..3)],
             caller: None,
+            quotas: None,
         };
         let cmd = gen.command();
         let at = format!("step {step}, seed {seed}: {cmd:?}");
@@ -360,6 +363,7 @@ fn run(seed: u64, check_coverage: bool) {
         assert_eq!(events, b.take_events(), "{at}");
         assert_eq!(a.snapshot(), b.snapshot(), "{at}");
         a.validate().unwrap_or_else(|e| panic!("{e}, {at}"));
+        assert_eq!(a.usage, Usage::of(&a), "derived counts, {at}");
         let now = a.clock_ns();
         let live: BTreeSet<u64> = a.session_ids().into_iter().map(|(id, _)| id).collect();
 
@@ -525,6 +529,7 @@ fn run(seed: u64, check_coverage: bool) {
             let rebuilt = StateMachine::from_records(store.clone()).expect(&at);
             assert_eq!(rebuilt.snapshot(), a.snapshot(), "records, {at}");
             assert_eq!(rebuilt.next_wake_ns(), a.next_wake_ns(), "{at}");
+            assert_eq!(rebuilt.usage, a.usage, "derived counts, {at}");
         }
         if step % 500 == 250 {
             let mut restored = StateMachine::restore(&a.snapshot()).expect(&at);

@@ -59,6 +59,7 @@ fn run_script(script: &str) -> String {
             max_file_size: 256 * 1024,
             lock_delay_ns: 0,
             caller: None,
+            quotas: None,
         },
     };
     runner.sm.take_events();
@@ -132,8 +133,8 @@ impl Runner {
             "time" => return self.set(|ctx| ctx.time_ns = number(rest[0])),
             "limit" => return self.set(|ctx| ctx.max_file_size = number(rest[0])),
             "delay" => return self.set(|ctx| ctx.lock_delay_ns = number(rest[0])),
-            "locks" => return self.query(Query::Locks),
-            "sessions" => return self.query(Query::Sessions),
+            "locks" => return self.query(Query::Locks { after: 0, limit: 0 }),
+            "sessions" => return self.query(Query::Sessions { after: 0, limit: 0 }),
             "getlock" => {
                 return self.query(Query::GetLock {
                     session: id("s"),
@@ -346,8 +347,8 @@ fn show(result: Result<Outcome, StateError>) -> String {
         Ok(Outcome::Cancelled { was_granted }) => format!("cancelled was_granted={was_granted}"),
         Ok(Outcome::LockProbe(None)) => "no conflict".into(),
         Ok(Outcome::LockProbe(Some(holder))) => format!("conflict: {}", show_holder(&holder)),
-        Ok(Outcome::Locks(infos)) if infos.is_empty() => "(no locks)".into(),
-        Ok(Outcome::Locks(infos)) => infos
+        Ok(Outcome::Locks { locks: infos, .. }) if infos.is_empty() => "(no locks)".into(),
+        Ok(Outcome::Locks { locks: infos, .. }) => infos
             .iter()
             .flat_map(|info| {
                 let head = format!(
@@ -374,8 +375,8 @@ fn show(result: Result<Outcome, StateError>) -> String {
             })
             .collect::<Vec<_>>()
             .join("\n"),
-        Ok(Outcome::Sessions(sessions)) if sessions.is_empty() => "(no sessions)".into(),
-        Ok(Outcome::Sessions(sessions)) => sessions
+        Ok(Outcome::Sessions { sessions, .. }) if sessions.is_empty() => "(no sessions)".into(),
+        Ok(Outcome::Sessions { sessions, .. }) => sessions
             .iter()
             .map(|s| {
                 format!(

@@ -10,7 +10,10 @@ fn session_ids_count_from_one_and_are_never_reused() {
     ok(&mut sm, Command::CloseSession { session: 2 });
     assert_eq!(session(&mut sm, "c"), 3);
     assert_eq!(sm.session_ids(), [(1, 10_000), (3, 10_000)]);
-    let Ok(Outcome::Sessions(infos)) = sm.query(&Query::Sessions) else {
+    let Ok(Outcome::Sessions {
+        sessions: infos, ..
+    }) = sm.query(&Query::Sessions { after: 0, limit: 0 })
+    else {
         panic!("sessions");
     };
     assert_eq!(
@@ -95,7 +98,10 @@ fn open_existing_files_and_directories() {
     let (h3, _) = into_opened(ok(&mut sm, by_ino));
     assert_eq!((h1, h2, h3), (1, 2, 3));
     refused(&mut sm, open_cmd(s, "/nope", None), StateError::NotFound);
-    let Ok(Outcome::Sessions(infos)) = sm.query(&Query::Sessions) else {
+    let Ok(Outcome::Sessions {
+        sessions: infos, ..
+    }) = sm.query(&Query::Sessions { after: 0, limit: 0 })
+    else {
         panic!("sessions");
     };
     assert_eq!(infos[0].handles, 3);
@@ -377,8 +383,14 @@ fn sessions_round_trip_through_records() {
     .unwrap();
     let reloaded = StateMachine::from_records(sm.records()).unwrap();
     assert_eq!(reloaded.snapshot(), sm.snapshot());
-    assert_eq!(reloaded.query(&Query::Locks), sm.query(&Query::Locks));
-    assert_eq!(reloaded.query(&Query::Sessions), sm.query(&Query::Sessions));
+    assert_eq!(
+        reloaded.query(&Query::Locks { after: 0, limit: 0 }),
+        sm.query(&Query::Locks { after: 0, limit: 0 })
+    );
+    assert_eq!(
+        reloaded.query(&Query::Sessions { after: 0, limit: 0 }),
+        sm.query(&Query::Sessions { after: 0, limit: 0 })
+    );
     assert_eq!(reloaded.next_wake_ns(), Some(NOW + LOCK_DELAY));
     let restored = StateMachine::restore(&sm.snapshot()).unwrap();
     assert_eq!(restored.records(), sm.records());
@@ -421,4 +433,23 @@ fn loading_refuses_inconsistent_session_records() {
     let mut bad = records.clone();
     bad.push((b"h/short".to_vec(), vec![]));
     corrupt(bad);
+}
+
+#[test]
+fn sessions_are_listed_one_page_at_a_time() {
+    let mut sm = StateMachine::new();
+    for host in ["a", "b", "c"] {
+        session(&mut sm, host);
+    }
+    let page = |after, limit| match sm.query(&Query::Sessions { after, limit }) {
+        Ok(Outcome::Sessions { sessions, next }) => {
+            (sessions.into_iter().map(|s| s.id).collect::<Vec<_>>(), next)
+        }
+        other => panic!("sessions answered {other:?}"),
+    };
+    assert_eq!(page(0, 0), (vec![1, 2, 3], None));
+    assert_eq!(page(0, 2), (vec![1, 2], Some(2)));
+    assert_eq!(page(2, 2), (vec![3], None));
+    assert_eq!(page(3, 2), (vec![], None));
+    assert_eq!(page(0, u32::MAX), (vec![1, 2, 3], None));
 }
