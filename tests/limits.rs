@@ -237,13 +237,22 @@ fn large_frames_cost_a_node_only_the_bytes_that_arrive() {
         assert!(err.message.contains("limit"), "{}", err.message);
         assert!(read_frame(&mut client).await.is_none(), "still open");
 
-        // A member may send large frames, but each costs only what it actually sent: three
-        // connections that announce 900 MiB and send 16 MiB each.
+        // A member's frames are at most 64 MiB: one that announces 900 MiB is cut off too.
+        let hello = tls::peer_hello(cluster_id, member, leader);
+        let mut s = welcomed(&addr, &tls::peer_dir(member), hello).await;
+        s.write_all(&DECLARED.to_be_bytes()).await.expect("head");
+        let _ = s.write_all(&[0u8; 64 * 1024]).await;
+        assert!(read_frame(&mut s).await.is_none(), "still open");
+
+        // Below the limit, a frame costs only what actually arrived: three connections that
+        // announce 60 MiB and send 16 MiB each.
         let mut held = Vec::new();
         for _ in 0..3 {
             let hello = tls::peer_hello(cluster_id, member, leader);
             let mut s = welcomed(&addr, &tls::peer_dir(member), hello).await;
-            s.write_all(&DECLARED.to_be_bytes()).await.expect("head");
+            s.write_all(&(60u32 << 20).to_be_bytes())
+                .await
+                .expect("head");
             s.write_all(&vec![0u8; SENT]).await.expect("body");
             s.flush().await.expect("flush");
             held.push(s);
@@ -251,7 +260,7 @@ fn large_frames_cost_a_node_only_the_bytes_that_arrive() {
         tokio::time::sleep(Duration::from_secs(1)).await;
         let during = rss_mib(pid);
         println!(
-            "leader RSS: {before} MiB before, {during} MiB with 3 x 900 MiB frames announced \
+            "leader RSS: {before} MiB before, {during} MiB with 3 x 60 MiB frames announced \
              and 3 x {} MiB sent",
             SENT >> 20
         );

@@ -53,5 +53,6 @@ pub fn client_request_limit(max_file_size: u64) -> usize {
 }
 
 /// Largest frame between peers, accepted only once the peer is authenticated: raft messages
-/// carry batches of entries and whole state-machine snapshots.
-pub const PEER_MAX_FRAME: usize = 1024 * 1024 * 1024;
+/// carry batches of entries (about 1 MiB, or one entry of up to `max_file_size` and its
+/// envelope), and snapshots come in chunks of about 1 MiB plus one record.
+pub const PEER_MAX_FRAME: usize = 64 * 1024 * 1024;

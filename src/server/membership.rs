@@ -74,7 +74,9 @@ impl ChangeContext {
     }
 }
 
-/// What a Raft snapshot carries: the member book and the state machine's own snapshot.
+/// What a Raft snapshot carries: the member book, and the state machine's own snapshot
+/// ([`StateMachine::snapshot`](crate::state::StateMachine::snapshot)) or, when `state` is empty,
+/// nothing of the state: its records follow the message in chunks (see `transport.rs`).
 #[derive(Debug, Serialize, Deserialize)]
 pub struct SnapshotData {
     pub members: Members,

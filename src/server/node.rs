@@ -27,7 +27,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use protobuf::Message as _;
 use raft::prelude::{
-    ConfChange, ConfChangeType, ConfChangeV2, Entry, EntryType, Message, Snapshot, SnapshotStatus,
+    ConfChange, ConfChangeType, ConfChangeV2, Entry, EntryType, Message, MessageType, Snapshot,
+    SnapshotStatus,
 };
 use raft::{RawNode, ReadOnlyOption, StateRole, Storage as _};
 use slog::Drain as _;
@@ -45,7 +46,7 @@ use super::session_timers::{Renewal, SessionTimers};
 use super::transport::Transport;
 use super::ServerError;
 use crate::state::{Command, Event, Outcome, Query, RequestId, StateError, StateMachine, UserIds};
-use crate::storage::{Members, RaftLog, StateStore, Store, WriteBatch};
+use crate::storage::{Members, RaftLog, Records, StateStore, Store, WriteBatch};
 
 /// How many inputs one turn takes before handling `Ready`, so a flood of requests cannot starve
 /// ticks and persistence.
@@ -64,6 +65,12 @@ pub type Reply = oneshot::Sender<Result<Outcome, ServerError>>;
 pub enum Input {
     /// A raft message from a peer.
     Raft(Message),
+    /// A snapshot from the leader: its message, and the records of the state at its index,
+    /// which followed it in chunks.
+    Snapshot {
+        msg: Message,
+        records: Records,
+    },
     /// A client's write: applied once committed.
     Propose {
         command: Command,
@@ -186,6 +193,8 @@ pub struct Node {
     handed_over: Option<Instant>,
     /// When this (diverged) replica last proposed its report.
     report_proposed: Option<Instant>,
+    /// The records of the snapshot last stepped, by its index, until it is installed.
+    incoming: Option<(u64, Records)>,
 }
 
 impl Node {
@@ -218,6 +227,9 @@ impl Node {
             ..Default::default()
         };
         raft_cfg.validate()?;
+        let mut raft_log = raft_log;
+        raft_log.set_applied(applied);
+        raft_log.set_snapshot_opener(transport.opener());
         let logger = slog::Logger::root(slog_stdlog::StdLog.fuse(), slog::o!());
         let raw = RawNode::new(&raft_cfg, raft_log, &logger)?;
         let state_store = store.state_store();
@@ -258,6 +270,7 @@ impl Node {
             digest,
             handed_over: None,
             report_proposed: None,
+            incoming: None,
         })
     }
 
@@ -333,9 +346,21 @@ impl Node {
     /// Handles one input; false means shut down.
     fn handle(&mut self, input: Input) -> Result<bool, ServerError> {
         match input {
+            // A snapshot is stepped only with its records (`Input::Snapshot`): raft-rs takes
+            // it as soon as it is stepped, and installing it needs them.
+            Input::Raft(msg) if msg.get_msg_type() == MessageType::MsgSnapshot => {
+                log::warn!("dropping a snapshot message without its records");
+            }
             Input::Raft(msg) => {
                 if let Err(e) = self.raw.step(msg) {
                     log::debug!("raft refused a message: {e}");
+                }
+            }
+            Input::Snapshot { msg, records } => {
+                let index = msg.get_snapshot().get_metadata().index;
+                self.incoming = Some((index, records));
+                if let Err(e) = self.raw.step(msg) {
+                    log::debug!("raft refused a snapshot: {e}");
                 }
             }
             Input::Propose {
@@ -1080,6 +1105,7 @@ impl Node {
         self.state_store
             .stage_changes(&mut batch, changes, self.applied);
         self.store.write(batch, false)?;
+        self.raw.mut_store().set_applied(self.applied);
         if members_changed {
             self.follow_members();
         }
@@ -1147,10 +1173,19 @@ impl Node {
                 "snapshot at {index}: {e}"
             )))
         })?;
-        let machine = StateMachine::restore(&data.state)?;
+        let records = match self.incoming.take() {
+            Some((at, records)) if at == index => records,
+            _ if !data.state.is_empty() => StateMachine::restore(&data.state)?.records(),
+            _ => {
+                return Err(ServerError::Storage(crate::storage::StorageError::Corrupt(
+                    format!("the snapshot at {index} came without its records"),
+                )))
+            }
+        };
         let mut batch = WriteBatch::default();
         self.state_store
-            .stage_replace_all(&mut batch, machine.records(), index);
+            .stage_replace_all(&mut batch, &records, index);
+        let machine = StateMachine::from_records(records)?;
         self.raw
             .mut_store()
             .stage_install_snapshot(&mut batch, snapshot);
@@ -1165,11 +1200,14 @@ impl Node {
         self.digest = RecordDigest::of(&machine);
         self.machine = machine;
         self.applied = index;
+        self.raw.mut_store().set_applied(index);
         self.integrity.restored(index);
         Ok(())
     }
 
-    /// Snapshots the state machine and compacts the log once enough was applied.
+    /// Compacts the log once enough was applied: records the point (index, term, members) as
+    /// the latest snapshot, whose state is the stored state itself. A peer that needs the
+    /// dropped entries gets a snapshot made when it needs it (see `RaftLog`'s `snapshot`).
     fn maybe_snapshot(&mut self) -> Result<(), ServerError> {
         let store = self.raw.store();
         let since = self.applied.saturating_sub(store.snapshot_index());
@@ -1185,16 +1223,15 @@ impl Node {
         meta.set_conf_state(store.conf_state().clone());
         snapshot.data = SnapshotData {
             members: store.members().clone(),
-            state: self.machine.snapshot(),
+            state: Vec::new(),
         }
         .encode()
         .into();
-        let size = snapshot.data.len();
         let mut batch = WriteBatch::default();
         self.raw.mut_store().stage_compact(&mut batch, snapshot)?;
         self.store.write(batch, false)?;
         log::info!(
-            "node {} took a snapshot at index {} ({size} bytes) and compacted the log",
+            "node {} compacted the log up to index {}",
             self.cfg.id,
             self.applied
         );

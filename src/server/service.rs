@@ -27,7 +27,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use protobuf::Message as _;
-use raft::prelude::Message;
+use raft::prelude::{Message, MessageType};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot};
 
@@ -40,10 +40,14 @@ use super::transport::PeerBook;
 use super::ServerError;
 use crate::auth::{refuse_handshake, Accepted, Stream, Tls};
 use crate::proto::{self, frame::FramedConn, Hello_oneof_kind as HelloKind};
+use crate::storage::Records;
 
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 /// Responses waiting to be written to one client.
 const CLIENT_QUEUE: usize = 1024;
+/// Most bytes of records one snapshot from a peer may bring: far above what the default quotas
+/// let a cluster hold (1 GiB of file data), far below what would end a node.
+const MAX_SNAPSHOT_BYTES: usize = 8 << 30;
 /// Requests of one client being handled at once; the connection stops reading beyond this.
 pub const CLIENT_IN_FLIGHT: usize = 1024;
 
@@ -186,19 +190,59 @@ impl Service {
         }
     }
 
+    /// Steps a peer's raft messages into the node. A snapshot's message is held back until
+    /// the records that follow it have all arrived, and goes to the node with them.
     async fn peer(&self, mut conn: FramedConn<Stream>, from: u64) -> Result<(), String> {
         conn.set_max_frame(proto::PEER_MAX_FRAME);
+        let mut incoming: Option<Incoming> = None;
         loop {
-            let frame: proto::PeerFrame = conn.recv().await.map_err(|e| e.to_string())?;
-            let msg = Message::parse_from_bytes(&frame.raft)
-                .map_err(|e| format!("malformed raft message from peer {from}: {e}"))?;
-            if msg.from != from || msg.to != self.node_id {
-                return Err(format!(
-                    "peer {from} sent a message from {} to {}",
-                    msg.from, msg.to
-                ));
-            }
-            if self.inbox.send(Input::Raft(msg)).is_err() {
+            let mut frame: proto::PeerFrame = conn.recv().await.map_err(|e| e.to_string())?;
+            let input = if frame.has_chunk() {
+                let chunk = frame.take_chunk();
+                let Some(snapshot) = incoming.as_mut().filter(|i| i.index == chunk.index) else {
+                    log::debug!("peer {from} sent a chunk of no snapshot under way");
+                    continue;
+                };
+                for mut r in chunk.records.into_iter() {
+                    snapshot.bytes += r.key.len() + r.value.len();
+                    if snapshot.bytes > MAX_SNAPSHOT_BYTES {
+                        return Err(format!(
+                            "peer {from} sent a snapshot of more than {MAX_SNAPSHOT_BYTES} bytes"
+                        ));
+                    }
+                    snapshot.records.push((r.take_key(), r.take_value()));
+                }
+                if !chunk.last {
+                    continue;
+                }
+                let Incoming { msg, records, .. } = incoming.take().expect("matched above");
+                log::info!(
+                    "received the snapshot at index {} from peer {from} ({} records)",
+                    chunk.index,
+                    records.len()
+                );
+                Input::Snapshot { msg, records }
+            } else {
+                let msg = Message::parse_from_bytes(&frame.raft)
+                    .map_err(|e| format!("malformed raft message from peer {from}: {e}"))?;
+                if msg.from != from || msg.to != self.node_id {
+                    return Err(format!(
+                        "peer {from} sent a message from {} to {}",
+                        msg.from, msg.to
+                    ));
+                }
+                if msg.get_msg_type() == MessageType::MsgSnapshot {
+                    incoming = Some(Incoming {
+                        index: msg.get_snapshot().get_metadata().index,
+                        msg,
+                        records: Vec::new(),
+                        bytes: 0,
+                    });
+                    continue;
+                }
+                Input::Raft(msg)
+            };
+            if self.inbox.send(input).is_err() {
                 return Err("node stopped".into());
             }
         }
@@ -320,6 +364,14 @@ fn response_frame(resp: proto::Response) -> proto::ServerFrame {
         frame.set_response(resp);
     }
     frame
+}
+
+/// A snapshot being received: its message and the records so far.
+struct Incoming {
+    index: u64,
+    msg: Message,
+    records: Records,
+    bytes: usize,
 }
 
 /// Answers a hello with a refusal that says why, and nothing about the cluster.

@@ -7,14 +7,20 @@
 //! both node ids), then streams frames, reconnecting with exponential backoff when the
 //! connection breaks.
 //!
+//! A snapshot message carries no state: the records of the state at its index come from a
+//! stream that the raft thread opened when raft-rs asked for the snapshot ([`Transport::opener`],
+//! fed by a thread reading a RocksDB snapshot), and follow the message in chunks of about
+//! 1 MiB. The stream is bounded (two batches wait at most), so the reader goes only as fast as
+//! the peer takes the chunks; other messages to the peer (heartbeats) go out between chunks.
+//!
 //! The set of peers follows the member book: when a conf change or a snapshot changes it, the
 //! node calls [`Transport::set_peers`], which starts links to new members and ends the links of
 //! removed ones (dropping a link's queue ends its task). The same book tells the service which
 //! peers may connect.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::mpsc::Sender;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -24,9 +30,11 @@ use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio::sync::mpsc::error::TryRecvError;
 
+use super::membership::SnapshotData;
 use super::node::Input;
 use crate::auth::{Expect, Stream, Tls};
 use crate::proto::{self, frame::FramedConn};
+use crate::storage::{Members, Records, SnapshotOpener};
 
 /// Messages waiting for one peer; beyond this, new ones are dropped.
 const QUEUE: usize = 4096;
@@ -36,9 +44,20 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
 struct Outgoing {
     frame: Bytes,
-    /// For snapshots: the raft thread must learn whether it was delivered.
-    snapshot: bool,
+    /// For snapshots: the raft thread must learn whether it was delivered, and the state
+    /// follows the message from this stream (`None` when there was none to send).
+    snapshot: Option<Option<StateStream>>,
 }
+
+/// The records of one snapshot: batches, then `None` after the last; the channel closes early
+/// if reading the state failed.
+struct StateStream {
+    index: u64,
+    batches: mpsc::Receiver<Option<Records>>,
+}
+
+/// Snapshot streams opened for each peer, waiting for their message.
+type Outbox = Arc<Mutex<HashMap<u64, StateStream>>>;
 
 /// Addresses of the members, this node included: who may connect as a peer, and where to.
 pub type PeerBook = Arc<RwLock<BTreeMap<u64, String>>>;
@@ -53,6 +72,7 @@ pub struct Transport {
     book: PeerBook,
     /// One link per peer other than `me`: its address and its queue.
     peers: BTreeMap<u64, (String, mpsc::Sender<Outgoing>)>,
+    outbox: Outbox,
 }
 
 impl Transport {
@@ -73,6 +93,7 @@ impl Transport {
             tls,
             book: PeerBook::default(),
             peers: BTreeMap::new(),
+            outbox: Outbox::default(),
         };
         t.set_peers(peers);
         t
@@ -107,13 +128,37 @@ impl Transport {
         }
     }
 
+    /// What the raft log calls when raft-rs wants a snapshot for a peer: the stream of its
+    /// records is kept for the peer until the snapshot's message is sent (a newer one replaces
+    /// it, which ends the older stream's reader).
+    pub fn opener(&self) -> SnapshotOpener {
+        let outbox = self.outbox.clone();
+        Arc::new(move |to: u64, index: u64, members: &Members| {
+            let (tx, batches) = mpsc::channel(2);
+            outbox
+                .lock()
+                .expect("outbox poisoned")
+                .insert(to, StateStream { index, batches });
+            let sink = Box::new(move |batch: Option<Records>| tx.blocking_send(batch).is_ok());
+            let data = SnapshotData {
+                members: members.clone(),
+                state: Vec::new(),
+            };
+            (sink as crate::storage::RecordSink, data.encode())
+        })
+    }
+
     /// Queues `msg` for its recipient; never blocks.
     pub fn send(&self, msg: Message) {
         let Some((_, queue)) = self.peers.get(&msg.to) else {
             log::warn!("dropping a raft message to unknown node {}", msg.to);
             return;
         };
-        let snapshot = msg.get_msg_type() == MessageType::MsgSnapshot;
+        let snapshot = (msg.get_msg_type() == MessageType::MsgSnapshot).then(|| {
+            let index = msg.get_snapshot().get_metadata().index;
+            let stream = self.outbox.lock().expect("outbox poisoned").remove(&msg.to);
+            stream.filter(|s| s.index == index)
+        });
         let mut frame = proto::PeerFrame::new();
         frame.raft = msg
             .write_to_bytes()
@@ -175,8 +220,13 @@ impl Link {
                 let Some(out) = rx.recv().await else {
                     return; // the peer was removed, or the node is shutting down
                 };
-                let result = conn.send_raw(out.frame.clone()).await;
-                self.report_snapshot(&out, result.is_ok());
+                let result = match out.snapshot {
+                    Some(stream) => {
+                        self.send_snapshot(&mut conn, out.frame, stream, &mut rx)
+                            .await
+                    }
+                    None => conn.send_raw(out.frame).await.map_err(|e| e.to_string()),
+                };
                 if let Err(e) = result {
                     log::warn!("lost connection to peer {}: {}", self.peer, e);
                     let _ = self.inbox.send(Input::Unreachable(self.peer));
@@ -187,11 +237,88 @@ impl Link {
     }
 
     fn report_snapshot(&self, out: &Outgoing, delivered: bool) {
-        if out.snapshot {
+        if out.snapshot.is_some() {
             let _ = self.inbox.send(Input::SnapshotSent {
                 to: self.peer,
                 delivered,
             });
+        }
+    }
+
+    /// Sends a snapshot's message, then its records in chunks, with the other messages queued
+    /// meanwhile in between; tells the raft thread whether the whole of it went out. An error
+    /// is a broken connection; a snapshot that could not be read is only reported undelivered.
+    async fn send_snapshot(
+        &self,
+        conn: &mut FramedConn<Stream>,
+        frame: Bytes,
+        stream: Option<StateStream>,
+        rx: &mut mpsc::Receiver<Outgoing>,
+    ) -> Result<(), String> {
+        let report = |delivered| {
+            let _ = self.inbox.send(Input::SnapshotSent {
+                to: self.peer,
+                delivered,
+            });
+        };
+        let Some(mut stream) = stream else {
+            log::warn!("no state to send with the snapshot for peer {}", self.peer);
+            report(false);
+            return Ok(());
+        };
+        if let Err(e) = conn.send_raw(frame).await {
+            report(false);
+            return Err(e.to_string());
+        }
+        let (started, mut bytes) = (std::time::Instant::now(), 0usize);
+        loop {
+            let Some(batch) = stream.batches.recv().await else {
+                log::warn!("the snapshot for peer {} could not be read", self.peer);
+                report(false);
+                return Ok(());
+            };
+            let last = batch.is_none();
+            let mut chunk = proto::SnapshotChunk::new();
+            chunk.index = stream.index;
+            chunk.last = last;
+            for (key, value) in batch.unwrap_or_default() {
+                let mut r = proto::Record::new();
+                r.key = key;
+                r.value = value;
+                chunk.records.push(r);
+            }
+            let mut frame = proto::PeerFrame::new();
+            frame.set_chunk(chunk);
+            let encoded = frame
+                .write_to_bytes()
+                .expect("encoding a frame into a vector cannot fail");
+            bytes += encoded.len();
+            if let Err(e) = conn.send_raw(Bytes::from(encoded)).await {
+                report(false);
+                return Err(e.to_string());
+            }
+            if last {
+                log::info!(
+                    "sent the snapshot at index {} to peer {} ({bytes} bytes in {:?})",
+                    stream.index,
+                    self.peer,
+                    started.elapsed()
+                );
+                report(true);
+                return Ok(());
+            }
+            // Heartbeats and the like go out between chunks; a newer snapshot waits its turn
+            // (raft-rs asks for one only after this one is reported).
+            while let Ok(out) = rx.try_recv() {
+                if out.snapshot.is_some() {
+                    self.report_snapshot(&out, false);
+                    continue;
+                }
+                if let Err(e) = conn.send_raw(out.frame).await {
+                    report(false);
+                    return Err(e.to_string());
+                }
+            }
         }
     }
 

@@ -14,8 +14,10 @@
 //! Persistence is by records. After applying, the caller takes the changed records with
 //! [`StateMachine::take_changes`] and writes them in one batch together with the applied index,
 //! so a crash never applies a command twice or skips one. On start it rebuilds the state with
-//! [`StateMachine::from_records`]. Snapshots for Raft are the same records in one blob
-//! ([`StateMachine::snapshot`], [`StateMachine::restore`]). The layout is in `record.rs`.
+//! [`StateMachine::from_records`]. A snapshot for Raft is the same records, streamed
+//! from the store and given back to [`StateMachine::from_records`]; [`StateMachine::snapshot`]
+//! and [`StateMachine::restore`] hold them in one blob (a snapshot message may carry its state
+//! inline that way). The layout is in `record.rs`.
 //!
 //! Semantics follow a local Linux filesystem with the limits of DESIGN.md section 3: directories
 //! and small files only, files are renamed atomically, directories are never renamed (EXDEV),

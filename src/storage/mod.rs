@@ -31,9 +31,9 @@ use rocksdb::{DBRecoveryMode, Options, WriteOptions, DB};
 use serde::{Deserialize, Serialize};
 
 pub use error::StorageError;
-pub use raft_log::{MemberInfo, Members, RaftLog};
+pub use raft_log::{MemberInfo, Members, RaftLog, SnapshotOpener};
 pub use rocksdb::WriteBatch;
-pub use state_store::StateStore;
+pub use state_store::{RecordSink, Records, StateStore};
 
 pub type Result<T> = std::result::Result<T, StorageError>;
 

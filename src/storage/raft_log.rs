@@ -1,9 +1,12 @@
 //! The Raft log in RocksDB, served to raft-rs through `raft::Storage`.
 //!
 //! Entries live under `e` + big-endian index, so they sort in log order. The hard state, conf
-//! state and the latest snapshot (metadata and state-machine data) have one key each. The log
-//! before the snapshot's index is deleted ("compacted"); a follower that needs it receives the
-//! snapshot instead.
+//! state and the latest snapshot's metadata have one key each. The log before the snapshot's
+//! index is deleted ("compacted"); a follower that needs it receives a snapshot instead. That
+//! snapshot is made when it is needed, of the state as applied then: its metadata comes from
+//! here, its records are streamed from a RocksDB snapshot by a thread of their own
+//! ([`StateStore::stream`](super::StateStore::stream)) to the sink that
+//! [`RaftLog::set_snapshot_opener`] named (the transport, which sends them in chunks).
 //!
 //! raft-rs asks for terms very often (every append it sends or receives), so the terms of the
 //! entries in the log are kept in memory; entries themselves are read from RocksDB, whose
@@ -21,7 +24,16 @@ use raft::{GetEntriesContext, RaftState};
 use rocksdb::{Direction, IteratorMode, WriteBatch};
 use serde::{Deserialize, Serialize};
 
+use super::state_store::RecordSink;
 use super::{Result, StorageError, Store, CF_RAFT};
+
+/// Records of a snapshot stream are handed over in batches of about this many bytes.
+const SNAPSHOT_BATCH: usize = 1024 * 1024;
+
+/// Called when raft-rs wants a snapshot for `to` of the state at `index` with `members`: gives
+/// the sink for its records and the data its message carries.
+pub type SnapshotOpener =
+    std::sync::Arc<dyn Fn(u64, u64, &Members) -> (RecordSink, Vec<u8>) + Send + Sync>;
 
 /// What the cluster knows of one member beyond its id.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -67,6 +79,9 @@ pub struct RaftLog {
     snapshot: Snapshot,
     /// Terms of the entries `first_index ..= last_index`.
     terms: VecDeque<u64>,
+    /// The state machine's applied index as stored: what a snapshot made now contains.
+    applied: u64,
+    opener: Option<SnapshotOpener>,
 }
 
 impl RaftLog {
@@ -117,7 +132,19 @@ impl RaftLog {
             members,
             snapshot,
             terms,
+            applied: 0,
+            opener: None,
         })
+    }
+
+    /// Says how snapshots for peers are sent (see the module docs).
+    pub fn set_snapshot_opener(&mut self, opener: SnapshotOpener) {
+        self.opener = Some(opener);
+    }
+
+    /// Tells the log the applied index now stored with the state, once it is written.
+    pub fn set_applied(&mut self, applied: u64) {
+        self.applied = applied;
     }
 
     /// Has this log ever been initialized (a conf state, an entry, or a snapshot)?
@@ -326,16 +353,38 @@ impl raft::Storage for RaftLog {
         Ok(RaftLog::last_index(self))
     }
 
-    fn snapshot(&self, request_index: u64, _to: u64) -> raft::Result<Snapshot> {
-        // Snapshots are taken whenever the log is compacted, so the stored one always covers
-        // everything a follower can be missing; before the first compaction there is nothing a
-        // follower cannot get from the log, and raft-rs retries later.
-        if self.snapshot_index() == 0 || self.snapshot_index() < request_index {
-            return Err(raft::Error::Store(
-                raft::StorageError::SnapshotTemporarilyUnavailable,
-            ));
+    fn snapshot(&self, request_index: u64, to: u64) -> raft::Result<Snapshot> {
+        // Made of the state as applied now, which covers everything the log no longer has;
+        // before the first compaction a follower needs no snapshot, and raft-rs retries later.
+        let unavailable = || raft::Error::Store(raft::StorageError::SnapshotTemporarilyUnavailable);
+        let Some(open) = &self.opener else {
+            return Err(unavailable());
+        };
+        if self.snapshot_index() == 0
+            || self.applied < request_index
+            || self.applied < self.snapshot_index()
+        {
+            return Err(unavailable());
         }
-        Ok(self.snapshot.clone())
+        let (sink, data) = open(to, self.applied, &self.members);
+        let index = self
+            .store
+            .state_store()
+            .stream(SNAPSHOT_BATCH, sink)
+            .map_err(store_error)?;
+        if index != self.applied {
+            return Err(store_error(StorageError::Corrupt(format!(
+                "the stored state is at index {index}, the log says {}",
+                self.applied
+            ))));
+        }
+        let mut snapshot = Snapshot::default();
+        let meta = snapshot.mut_metadata();
+        meta.index = index;
+        meta.term = self.term(index)?;
+        meta.set_conf_state(self.conf_state.clone());
+        snapshot.data = data.into();
+        Ok(snapshot)
     }
 }
 
@@ -399,7 +448,39 @@ mod tests {
         assert!(log
             .entries(2, 4, None, GetEntriesContext::empty(false))
             .is_err());
-        assert_eq!(log.snapshot(0, 2).unwrap().data.as_ref(), b"state");
+        // A snapshot for a peer is made of the state as applied, and streamed.
+        assert!(log.snapshot(0, 2).is_err(), "no opener yet");
+        let mut batch = WriteBatch::default();
+        let records = vec![
+            (b"n/1".to_vec(), b"one".to_vec()),
+            (b"n/2".to_vec(), b"two".to_vec()),
+        ];
+        store.state_store().stage_changes(
+            &mut batch,
+            records.iter().cloned().map(|(k, v)| (k, Some(v))).collect(),
+            4,
+        );
+        store.write(batch, true).unwrap();
+        log.set_applied(4);
+        let (tx, rx) = std::sync::mpsc::channel();
+        log.set_snapshot_opener(std::sync::Arc::new(move |to, index, _: &Members| {
+            assert_eq!((to, index), (2, 4));
+            let tx = tx.clone();
+            let sink: RecordSink = Box::new(move |batch| tx.send(batch).is_ok());
+            (sink, b"meta".to_vec())
+        }));
+        let snap = log.snapshot(0, 2).unwrap();
+        assert_eq!(snap.data.as_ref(), b"meta");
+        assert_eq!(
+            (snap.get_metadata().index, snap.get_metadata().term),
+            (4, 2)
+        );
+        let mut streamed = Vec::new();
+        while let Some(batch) = rx.recv().unwrap() {
+            streamed.extend(batch);
+        }
+        assert_eq!(streamed, records);
+        assert!(log.snapshot(5, 2).is_err(), "not applied that far");
 
         drop(log);
         let log = store.raft_log().unwrap();

@@ -6,10 +6,14 @@
 
 use rocksdb::{IteratorMode, WriteBatch};
 
-use super::{Result, Store, CF_STATE};
+use super::{Result, StorageError, Store, CF_STATE};
 
 /// Records as (key, value) pairs.
 pub type Records = Vec<(Vec<u8>, Vec<u8>)>;
+
+/// Where [`StateStore::stream`] hands its batches of records, and `None` after the last; it
+/// returns false to stop the stream.
+pub type RecordSink = Box<dyn FnMut(Option<Records>) -> bool + Send>;
 
 /// Kept apart from the state machine's own key prefixes (`n/`, `m/`, ...).
 const KEY_APPLIED: &[u8] = b"a/applied";
@@ -40,6 +44,67 @@ impl StateStore {
         Ok((applied, records))
     }
 
+    /// Streams a consistent copy of the state as it is now, without holding up the caller: a
+    /// thread of its own takes a RocksDB snapshot (before this returns, so no later write is in
+    /// it) and reads the records through it, each checksum verified, handing them to `sink` in
+    /// batches of about `batch_bytes` and then `None`. Memory stays bounded by what the sink
+    /// holds. A damaged record ends the stream without the `None`, and is logged. Returns the
+    /// applied index of the copy.
+    pub fn stream(&self, batch_bytes: usize, mut sink: RecordSink) -> Result<u64> {
+        let db = self.store.db.clone();
+        let (taken, applied) = std::sync::mpsc::sync_channel::<Result<u64>>(1);
+        std::thread::Builder::new()
+            .name("lockfs-snapshot".into())
+            .spawn(move || {
+                let snapshot = db.snapshot();
+                let cf = db.cf_handle(CF_STATE).expect("column families exist");
+                let applied = match snapshot.get_cf(cf, KEY_APPLIED) {
+                    Ok(Some(v)) => super::unseal(KEY_APPLIED, &v, "applied index")
+                        .and_then(|v| super::decode::<u64>(v, "applied index")),
+                    Ok(None) => Ok(0),
+                    Err(e) => Err(e.into()),
+                };
+                let ok = applied.is_ok();
+                let _ = taken.send(applied);
+                if !ok {
+                    return;
+                }
+                let mut batch = Vec::new();
+                let mut size = 0;
+                for item in snapshot.iterator_cf(cf, IteratorMode::Start) {
+                    let record = item.map_err(StorageError::from).and_then(|(k, v)| {
+                        let value = super::unseal(&k, &v, "state record")?.to_vec();
+                        Ok((k, value))
+                    });
+                    let (key, value) = match record {
+                        Ok(r) => r,
+                        Err(e) => {
+                            log::error!("streaming the state: {e}");
+                            return;
+                        }
+                    };
+                    if &*key == KEY_APPLIED {
+                        continue;
+                    }
+                    size += key.len() + value.len();
+                    batch.push((key.into_vec(), value));
+                    if size >= batch_bytes {
+                        size = 0;
+                        if !sink(Some(std::mem::take(&mut batch))) {
+                            return;
+                        }
+                    }
+                }
+                if (batch.is_empty() || sink(Some(batch))) && !sink(None) {
+                    log::debug!("the receiver of a state stream left before its end");
+                }
+            })
+            .map_err(|e| StorageError::Io("starting a snapshot thread".into(), e))?;
+        applied.recv().map_err(|_| {
+            StorageError::Corrupt("the snapshot thread ended before reading the state".into())
+        })?
+    }
+
     /// Adds the changes of some applied commands and their applied index to `batch`.
     pub fn stage_changes(
         &self,
@@ -58,12 +123,12 @@ impl StateStore {
     }
 
     /// Adds to `batch` the replacement of every record by `records` (a snapshot being installed).
-    pub fn stage_replace_all(&self, batch: &mut WriteBatch, records: Records, applied: u64) {
+    pub fn stage_replace_all(&self, batch: &mut WriteBatch, records: &Records, applied: u64) {
         let cf = self.store.cf(CF_STATE);
         // Every key of the state machine (and the applied index) starts with an ASCII letter.
         batch.delete_range_cf(cf, &[][..], &[0xffu8][..]);
         for (k, v) in records {
-            self.store.put(batch, CF_STATE, &k, &v);
+            self.store.put(batch, CF_STATE, k, v);
         }
         self.store
             .put(batch, CF_STATE, KEY_APPLIED, &super::encode(&applied));
