@@ -108,6 +108,11 @@ impl Transport {
     /// member whose address changed is dialed at the new one.
     pub fn set_peers(&mut self, peers: &BTreeMap<u64, String>) {
         *self.book.write().expect("peer book poisoned") = peers.clone();
+        // A stream waiting for a removed member would hold its RocksDB snapshot forever.
+        self.outbox
+            .lock()
+            .expect("outbox poisoned")
+            .retain(|id, _| peers.contains_key(id));
         self.peers
             .retain(|id, (addr, _)| peers.get(id).is_some_and(|a| a == addr));
         for (&id, addr) in peers.iter().filter(|(&id, _)| id != self.me) {
