@@ -190,7 +190,7 @@ impl Service {
         conn.set_max_frame(proto::PEER_MAX_FRAME);
         loop {
             let frame: proto::PeerFrame = conn.recv().await.map_err(|e| e.to_string())?;
-            let msg = Message::parse_from_bytes(&frame.raft)
+            let msg = proto::parse::<Message>(&frame.raft.into())
                 .map_err(|e| format!("malformed raft message from peer {from}: {e}"))?;
             if msg.from != from || msg.to != self.node_id {
                 return Err(format!(

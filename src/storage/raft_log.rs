@@ -16,6 +16,8 @@
 
 use std::collections::{BTreeMap, VecDeque};
 
+use bytes::Bytes;
+
 use raft::prelude::{ConfState, Entry, HardState, Snapshot};
 use raft::{GetEntriesContext, RaftState};
 use rocksdb::{Direction, IteratorMode, WriteBatch};
@@ -49,8 +51,8 @@ fn entry_key(index: u64) -> [u8; 9] {
     k
 }
 
-fn decode_pb<M: protobuf::Message>(bytes: &[u8], what: &str) -> Result<M> {
-    M::parse_from_bytes(bytes).map_err(|e| StorageError::Corrupt(format!("{what}: {e}")))
+fn decode_pb<M: protobuf::Message>(bytes: Bytes, what: &str) -> Result<M> {
+    crate::proto::parse::<M>(&bytes).map_err(|e| StorageError::Corrupt(format!("{what}: {e}")))
 }
 
 fn encode_pb<M: protobuf::Message>(m: &M) -> Vec<u8> {
@@ -74,11 +76,11 @@ impl RaftLog {
         let cf = store.cf(CF_RAFT);
         let get = |key: &[u8]| store.get(CF_RAFT, key, "raft record");
         let hard_state = match get(KEY_HARD_STATE)? {
-            Some(v) => decode_pb(&v, "hard state")?,
+            Some(v) => decode_pb(v.into(), "hard state")?,
             None => HardState::default(),
         };
         let conf_state = match get(KEY_CONF_STATE)? {
-            Some(v) => decode_pb(&v, "conf state")?,
+            Some(v) => decode_pb(v.into(), "conf state")?,
             None => ConfState::default(),
         };
         let members: Members = match get(KEY_MEMBERS)? {
@@ -86,7 +88,7 @@ impl RaftLog {
             None => Members::new(),
         };
         let snapshot: Snapshot = match get(KEY_SNAPSHOT)? {
-            Some(v) => decode_pb(&v, "snapshot")?,
+            Some(v) => decode_pb(v.into(), "snapshot")?,
             None => Snapshot::default(),
         };
         let mut terms = VecDeque::new();
@@ -101,7 +103,8 @@ impl RaftLog {
             if k.first() != Some(&ENTRY_PREFIX) {
                 break;
             }
-            let entry: Entry = decode_pb(super::unseal(&k, &v, "log entry")?, "log entry")?;
+            let value = Bytes::copy_from_slice(super::unseal(&k, &v, "log entry")?);
+            let entry: Entry = decode_pb(value, "log entry")?;
             if entry.index != expected {
                 return Err(StorageError::Corrupt(format!(
                     "log entry {} found where {} was expected",
@@ -252,7 +255,8 @@ impl RaftLog {
             if k.first() != Some(&ENTRY_PREFIX) {
                 break;
             }
-            let entry: Entry = decode_pb(super::unseal(&k, &v, "log entry")?, "log entry")?;
+            let value = Bytes::copy_from_slice(super::unseal(&k, &v, "log entry")?);
+            let entry: Entry = decode_pb(value, "log entry")?;
             if entry.index >= high {
                 break;
             }

@@ -1,0 +1,67 @@
+//! Measures the largest single allocation a piece of code makes, so that tests can check that
+//! no decoder allocates from a length its input declares.
+//!
+//! The lib's test binary allocates through [`Probe`]: the system allocator, plus a note of the
+//! largest size asked for on the current thread. A per-thread note keeps the tests that run in
+//! parallel apart; it is a `const` thread-local of a `Cell`, which never allocates itself.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
+
+struct Probe;
+
+thread_local! {
+    static LARGEST: Cell<usize> = const { Cell::new(0) };
+}
+
+fn note(size: usize) {
+    let _ = LARGEST.try_with(|largest| {
+        if size > largest.get() {
+            largest.set(size);
+        }
+    });
+}
+
+// SAFETY: every call goes to the system allocator unchanged; `note` only touches a
+// thread-local cell.
+unsafe impl GlobalAlloc for Probe {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        note(layout.size());
+        System.alloc(layout)
+    }
+
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        note(layout.size());
+        System.alloc_zeroed(layout)
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        note(new_size);
+        System.realloc(ptr, layout, new_size)
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        System.dealloc(ptr, layout)
+    }
+}
+
+#[global_allocator]
+static PROBE: Probe = Probe;
+
+/// The result of `f` and the largest single allocation it made on this thread.
+pub fn largest_during<R>(f: impl FnOnce() -> R) -> (R, usize) {
+    let outer = LARGEST.with(|l| l.replace(0));
+    let result = f();
+    let largest = LARGEST.with(|l| l.get());
+    LARGEST.with(|l| l.set(outer.max(largest)));
+    (result, largest)
+}
+
+#[test]
+fn the_probe_sees_a_large_allocation() {
+    let (v, largest) = largest_during(|| Vec::<u8>::with_capacity(10 << 20));
+    assert!(largest >= 10 << 20, "{largest}");
+    drop(v);
+    let (_, small) = largest_during(|| vec![0u8; 10]);
+    assert!(small < 1024, "{small}");
+}
