@@ -8,6 +8,15 @@
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 
+/// Bytes any decoder may allocate at once whatever its input: serde preallocates at most 1 MiB
+/// for a container whose declared size it cannot trust, and the rest is room for the
+/// decoders' own small buffers.
+const SLACK: usize = 2 << 20;
+/// Bytes a decoder may allocate at once per byte of input: a value can be larger in memory
+/// than encoded (an empty string is 1 byte in a record, 24 in memory), and vectors double as
+/// they grow.
+const FACTOR: usize = 64;
+
 struct Probe;
 
 thread_local! {
@@ -55,6 +64,21 @@ pub fn largest_during<R>(f: impl FnOnce() -> R) -> (R, usize) {
     let largest = LARGEST.with(|l| l.get());
     LARGEST.with(|l| l.set(outer.max(largest)));
     (result, largest)
+}
+
+/// Runs `f`, which decodes `input`, and checks that it allocated no more at once than that
+/// input can justify.
+pub fn bounded<R>(what: &str, input: &[u8], f: impl FnOnce() -> R) -> R {
+    let (result, largest) = largest_during(f);
+    let bound = SLACK + FACTOR * input.len();
+    assert!(
+        largest <= bound,
+        "{what}: one allocation of {largest} bytes while decoding {} bytes (at most {bound} \
+         allowed): {:02x?}",
+        input.len(),
+        &input[..input.len().min(256)]
+    );
+    result
 }
 
 #[test]
