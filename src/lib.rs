@@ -13,6 +13,8 @@ pub mod auth;
 pub mod cli;
 pub mod client;
 pub mod fs;
+#[cfg(test)]
+mod fuzz;
 pub mod proto;
 pub mod server;
 pub mod state;

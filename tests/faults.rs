@@ -499,6 +499,8 @@ fn register_client(
             }
             let value = format!("c{client_id}-{n}");
             let call = at();
+            // A file write that failed after its open may have left only its O_TRUNC behind.
+            let mut maybe_truncated = false;
             // What happened: Some(kind, known) or None (a read that failed: nothing to check).
             let outcome: Option<(RegKind, bool)> = match (&via, rng.below(8)) {
                 (Via::Files(path), 0..=2) => std::fs::read(path).ok().map(|d| {
@@ -512,9 +514,11 @@ fn register_client(
                     (RegKind::ReadGen(g), true)
                 }),
                 // A failed write (EIO after the session expired, say) may still have been
-                // applied: its outcome is unknown.
+                // applied: its outcome is unknown. Its open's O_TRUNC may have been applied
+                // without the data, as on a local filesystem (the close commits it).
                 (Via::Files(path), _) => {
                     let ok = std::fs::write(path, &value).is_ok();
+                    maybe_truncated = !ok;
                     Some((RegKind::Write(value), ok))
                 }
                 (Via::Cli(servers), 0..=1) => {
@@ -556,6 +560,14 @@ fn register_client(
                     kind,
                     call,
                     ret: if known { at() } else { u64::MAX },
+                });
+            }
+            if maybe_truncated {
+                history.push(RegOp {
+                    client: client_id,
+                    kind: RegKind::Write(String::new()),
+                    call,
+                    ret: u64::MAX,
                 });
             }
             std::thread::sleep(Duration::from_millis(10));
@@ -1365,6 +1377,22 @@ fn the_linearizability_checker_accepts_and_refuses_what_it_should() {
     let h = [op(1, w("a"), 0, u64::MAX), op(2, r("a"), 5, 6)];
     assert!(check(&h).is_ok());
     let h = [op(1, w("a"), 0, u64::MAX), op(2, r("0"), 5, 6)];
+    assert!(check(&h).is_ok());
+    // A failed file write is recorded with its possible lone O_TRUNC: an empty read is
+    // explained by it, and only by it.
+    let h = [
+        op(1, w("a"), 0, 1),
+        op(2, w("b"), 2, u64::MAX),
+        op(3, r(""), 5, 6),
+    ];
+    assert!(check(&h).is_err());
+    let h = [
+        op(1, w("a"), 0, 1),
+        op(2, w("b"), 2, u64::MAX),
+        op(2, w(""), 2, u64::MAX),
+        op(3, r(""), 5, 6),
+        op(3, r("b"), 7, 8),
+    ];
     assert!(check(&h).is_ok());
     // Generations: each write bumps by one; a CAS applies at its generation only.
     let h = [

@@ -121,7 +121,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> FramedConn<S> {
         match self.inner.next().await {
             None => Err(FrameError::Closed),
             Some(Err(e)) => Err(FrameError::Io(e)),
-            Some(Ok(buf)) => Ok(M::parse_from_bytes(&buf)?),
+            Some(Ok(buf)) => Ok(super::parse(&buf.freeze())?),
         }
     }
 
@@ -141,7 +141,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> FrameReader<S> {
         match self.inner.next().await {
             None => Err(FrameError::Closed),
             Some(Err(e)) => Err(FrameError::Io(e)),
-            Some(Ok(buf)) => Ok(M::parse_from_bytes(&buf)?),
+            Some(Ok(buf)) => Ok(super::parse(&buf.freeze())?),
         }
     }
 }

@@ -13,12 +13,12 @@
 mod admission;
 mod authz;
 pub mod config;
-mod convert;
-mod entry;
+pub(crate) mod convert;
+pub(crate) mod entry;
 mod error;
 mod events;
-mod integrity;
-mod limits;
+pub(crate) mod integrity;
+pub(crate) mod limits;
 pub mod membership;
 pub mod node;
 mod service;

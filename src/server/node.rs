@@ -25,7 +25,6 @@ use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use protobuf::Message as _;
 use raft::prelude::{
     ConfChange, ConfChangeType, ConfChangeV2, Entry, EntryType, Message, MessageType, Snapshot,
     SnapshotStatus,
@@ -45,6 +44,7 @@ use super::membership::{self, ChangeContext, MemberOp, Plan, SnapshotData};
 use super::session_timers::{Renewal, SessionTimers};
 use super::transport::Transport;
 use super::ServerError;
+use crate::proto;
 use crate::state::{Command, Event, Outcome, Query, RequestId, StateError, StateMachine, UserIds};
 use crate::storage::{Members, RaftLog, Records, StateStore, Store, WriteBatch};
 
@@ -1069,13 +1069,13 @@ impl Node {
                 },
                 EntryType::EntryConfChange => {
                     // Only ConfChangeV2 is ever proposed; a v1 entry is read as its v2 form.
-                    let cc = ConfChange::parse_from_bytes(&entry.data)
+                    let cc = proto::parse::<ConfChange>(&entry.data)
                         .map_err(|e| ServerError::Config(format!("conf change: {e}")))?;
                     members_changed = true;
                     Some(self.apply_conf_change(entry.index, &v2_of(cc), &mut batch))
                 }
                 EntryType::EntryConfChangeV2 => {
-                    let cc = ConfChangeV2::parse_from_bytes(&entry.data)
+                    let cc = proto::parse::<ConfChangeV2>(&entry.data)
                         .map_err(|e| ServerError::Config(format!("conf change: {e}")))?;
                     members_changed = true;
                     Some(self.apply_conf_change(entry.index, &cc, &mut batch))

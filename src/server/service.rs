@@ -223,7 +223,7 @@ impl Service {
                 );
                 Input::Snapshot { msg, records }
             } else {
-                let msg = Message::parse_from_bytes(&frame.raft)
+                let msg = proto::parse::<Message>(&std::mem::take(&mut frame.raft).into())
                     .map_err(|e| format!("malformed raft message from peer {from}: {e}"))?;
                 if msg.from != from || msg.to != self.node_id {
                     return Err(format!(

@@ -16,6 +16,10 @@ use super::session::{Handle, Session};
 use super::tree::{Change, StateMachine, ROOT};
 use super::{LockStyle, Outcome, StateError};
 
+/// Highest value of an id counter: counting one by one never gets there (2^63 commands, at a
+/// million a second, take 290,000 years), and below it the next id always fits.
+const MAX_COUNTER: u64 = 1 << 63;
+
 /// A cached result as stored.
 type Response = Result<Outcome, StateError>;
 
@@ -225,9 +229,35 @@ impl StateMachine {
     /// modes are permission bits; instance numbers are below the next one. Of sessions and
     /// locks: see [`StateMachine::validate_sessions`] and [`StateMachine::validate_locks`].
     pub fn validate(&self) -> Result<(), StateError> {
+        self.validate_counters()?;
         self.validate_tree()?;
         self.validate_sessions()?;
         self.validate_locks()
+    }
+
+    /// The counters hand out ids from 1 (0 names nothing), and none is beyond what counting
+    /// can reach: the next id must fit, whatever is applied next.
+    fn validate_counters(&self) -> Result<(), StateError> {
+        let Meta {
+            next_instance,
+            next_session,
+            next_handle,
+            next_wait,
+            ..
+        } = self.meta;
+        for (what, next) in [
+            ("instance", next_instance),
+            ("session", next_session),
+            ("handle", next_handle),
+            ("wait", next_wait),
+        ] {
+            if next == 0 || next > MAX_COUNTER {
+                return Err(StateError::Corrupt(format!(
+                    "next {what} id {next} out of range"
+                )));
+            }
+        }
+        Ok(())
     }
 
     fn validate_tree(&self) -> Result<(), StateError> {

@@ -37,8 +37,8 @@ pub use state_store::{RecordSink, Records, StateStore};
 
 pub type Result<T> = std::result::Result<T, StorageError>;
 
-const CF_RAFT: &str = "raft";
-const CF_STATE: &str = "state";
+pub(crate) const CF_RAFT: &str = "raft";
+pub(crate) const CF_STATE: &str = "state";
 const KEY_IDENTITY: &[u8] = b"identity";
 const KEY_DIVERGED: &[u8] = b"diverged";
 /// Bytes of checksum after every stored value.
@@ -143,6 +143,34 @@ impl Store {
     }
 }
 
+/// Raw access for tests that damage what is on the disk.
+#[cfg(test)]
+impl Store {
+    /// Every record of the column family `cf` as stored: keys, and values with their seals.
+    pub(crate) fn raw_records(&self, cf: &str) -> Vec<(Vec<u8>, Vec<u8>)> {
+        self.db
+            .iterator_cf(self.cf(cf), rocksdb::IteratorMode::Start)
+            .map(|item| {
+                let (k, v) = item.expect("reading the test store");
+                (k.to_vec(), v.to_vec())
+            })
+            .collect()
+    }
+
+    /// Stores `value` under `key` as is, without sealing it.
+    pub(crate) fn put_raw(&self, cf: &str, key: &[u8], value: &[u8]) {
+        self.db
+            .put_cf(self.cf(cf), key, value)
+            .expect("writing the test store");
+    }
+
+    pub(crate) fn delete_raw(&self, cf: &str, key: &[u8]) {
+        self.db
+            .delete_cf(self.cf(cf), key)
+            .expect("writing the test store");
+    }
+}
+
 fn checksum(key: &[u8], value: &[u8]) -> [u8; SEAL] {
     let mut h = crc32fast::Hasher::new();
     h.update(&(key.len() as u64).to_le_bytes());
@@ -152,7 +180,7 @@ fn checksum(key: &[u8], value: &[u8]) -> [u8; SEAL] {
 }
 
 /// `value` followed by the checksum of `key` and `value`.
-fn seal(key: &[u8], value: &[u8]) -> Vec<u8> {
+pub(crate) fn seal(key: &[u8], value: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(value.len() + SEAL);
     out.extend_from_slice(value);
     out.extend_from_slice(&checksum(key, value));
@@ -160,7 +188,7 @@ fn seal(key: &[u8], value: &[u8]) -> Vec<u8> {
 }
 
 /// The value a [`seal`]ed record holds, if its checksum matches `key` and the value.
-fn unseal<'a>(key: &[u8], sealed: &'a [u8], what: &str) -> Result<&'a [u8]> {
+pub(crate) fn unseal<'a>(key: &[u8], sealed: &'a [u8], what: &str) -> Result<&'a [u8]> {
     let Some(split) = sealed.len().checked_sub(SEAL) else {
         return Err(StorageError::Corrupt(format!(
             "{what}: {} bytes, too short to hold its checksum",

@@ -19,6 +19,8 @@
 
 use std::collections::{BTreeMap, VecDeque};
 
+use bytes::Bytes;
+
 use raft::prelude::{ConfState, Entry, HardState, Snapshot};
 use raft::{GetEntriesContext, RaftState};
 use rocksdb::{Direction, IteratorMode, WriteBatch};
@@ -61,8 +63,8 @@ fn entry_key(index: u64) -> [u8; 9] {
     k
 }
 
-fn decode_pb<M: protobuf::Message>(bytes: &[u8], what: &str) -> Result<M> {
-    M::parse_from_bytes(bytes).map_err(|e| StorageError::Corrupt(format!("{what}: {e}")))
+fn decode_pb<M: protobuf::Message>(bytes: Bytes, what: &str) -> Result<M> {
+    crate::proto::parse::<M>(&bytes).map_err(|e| StorageError::Corrupt(format!("{what}: {e}")))
 }
 
 fn encode_pb<M: protobuf::Message>(m: &M) -> Vec<u8> {
@@ -89,11 +91,11 @@ impl RaftLog {
         let cf = store.cf(CF_RAFT);
         let get = |key: &[u8]| store.get(CF_RAFT, key, "raft record");
         let hard_state = match get(KEY_HARD_STATE)? {
-            Some(v) => decode_pb(&v, "hard state")?,
+            Some(v) => decode_pb(v.into(), "hard state")?,
             None => HardState::default(),
         };
         let conf_state = match get(KEY_CONF_STATE)? {
-            Some(v) => decode_pb(&v, "conf state")?,
+            Some(v) => decode_pb(v.into(), "conf state")?,
             None => ConfState::default(),
         };
         let members: Members = match get(KEY_MEMBERS)? {
@@ -101,7 +103,7 @@ impl RaftLog {
             None => Members::new(),
         };
         let snapshot: Snapshot = match get(KEY_SNAPSHOT)? {
-            Some(v) => decode_pb(&v, "snapshot")?,
+            Some(v) => decode_pb(v.into(), "snapshot")?,
             None => Snapshot::default(),
         };
         let mut terms = VecDeque::new();
@@ -116,7 +118,8 @@ impl RaftLog {
             if k.first() != Some(&ENTRY_PREFIX) {
                 break;
             }
-            let entry: Entry = decode_pb(super::unseal(&k, &v, "log entry")?, "log entry")?;
+            let value = Bytes::copy_from_slice(super::unseal(&k, &v, "log entry")?);
+            let entry: Entry = decode_pb(value, "log entry")?;
             if entry.index != expected {
                 return Err(StorageError::Corrupt(format!(
                     "log entry {} found where {} was expected",
@@ -124,6 +127,14 @@ impl RaftLog {
                 )));
             }
             terms.push_back(entry.term);
+        }
+        let last = first - 1 + terms.len() as u64;
+        if hard_state.commit > last {
+            // raft-rs would panic on it; the entries it says were committed are not here.
+            return Err(StorageError::Corrupt(format!(
+                "hard state: commit index {} is past the last log entry {last}",
+                hard_state.commit
+            )));
         }
         Ok(RaftLog {
             store,
@@ -279,7 +290,8 @@ impl RaftLog {
             if k.first() != Some(&ENTRY_PREFIX) {
                 break;
             }
-            let entry: Entry = decode_pb(super::unseal(&k, &v, "log entry")?, "log entry")?;
+            let value = Bytes::copy_from_slice(super::unseal(&k, &v, "log entry")?);
+            let entry: Entry = decode_pb(value, "log entry")?;
             if entry.index >= high {
                 break;
             }
@@ -487,6 +499,23 @@ mod tests {
         assert_eq!(Storage::first_index(&log).unwrap(), 4);
         assert_eq!(Storage::last_index(&log).unwrap(), 4);
         assert_eq!(log.term(4).unwrap(), 2);
+    }
+
+    #[test]
+    fn a_commit_index_past_the_log_is_corrupt() {
+        let dir = crate::testdir::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let mut log = store.raft_log().unwrap();
+        append(&mut log, &[entry(1, 1), entry(2, 1)]);
+        let mut batch = WriteBatch::default();
+        log.stage_commit(&mut batch, 2);
+        store.write(batch, true).unwrap();
+        drop(log);
+        let mut log = store.raft_log().unwrap();
+        let mut batch = WriteBatch::default();
+        log.stage_commit(&mut batch, 3);
+        store.write(batch, true).unwrap();
+        assert!(matches!(store.raft_log(), Err(StorageError::Corrupt(_))));
     }
 
     #[test]

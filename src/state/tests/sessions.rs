@@ -435,6 +435,43 @@ fn loading_refuses_inconsistent_session_records() {
     corrupt(bad);
 }
 
+/// A counter at 0 would hand out the id that names nothing, one at the top would overflow:
+/// either is refused on load, not found by the next command.
+#[test]
+fn loading_refuses_counters_out_of_range() {
+    let sm = sample();
+    let meta = |records: &[(Vec<u8>, Vec<u8>)]| -> record::Meta {
+        let (_, value) = records.iter().find(|(k, _)| k == record::META_KEY).unwrap();
+        record::decode("meta", value).unwrap()
+    };
+    let records = sm.records();
+    let good = meta(&records);
+    let with = |change: fn(&mut record::Meta, u64), value: u64| {
+        let mut m = good.clone();
+        change(&mut m, value);
+        let mut records = records.clone();
+        for (k, v) in records.iter_mut() {
+            if k == record::META_KEY {
+                *v = record::encode(&m);
+            }
+        }
+        StateMachine::from_records(records).err()
+    };
+    let changes: [fn(&mut record::Meta, u64); 4] = [
+        |m, v| m.next_instance = v,
+        |m, v| m.next_session = v,
+        |m, v| m.next_handle = v,
+        |m, v| m.next_wait = v,
+    ];
+    for change in changes {
+        for bad in [0, u64::MAX] {
+            let err = with(change, bad);
+            assert!(matches!(err, Some(StateError::Corrupt(_))), "{err:?}");
+        }
+        assert!(with(change, 1 << 62).is_none());
+    }
+}
+
 #[test]
 fn sessions_are_listed_one_page_at_a_time() {
     let mut sm = StateMachine::new();
