@@ -66,6 +66,7 @@ pub enum Command {
     Write {
         target: Target,
         offset: u64,
+        #[serde(with = "super::record::file_bytes")]
         data: Vec<u8>,
         truncate: bool,
         /// O_APPEND: write at the end of the file as it is when the command applies, ignoring
@@ -78,6 +79,7 @@ pub enum Command {
     /// written is at 0.
     Put {
         at: Target,
+        #[serde(with = "super::record::file_bytes")]
         data: Vec<u8>,
         mode: u32,
         uid: u32,
@@ -404,6 +406,7 @@ pub enum Outcome {
     Attr(Attr),
     Data {
         attr: Attr,
+        #[serde(with = "super::record::file_bytes")]
         data: Vec<u8>,
     },
     /// Sorted by name; no "." or "..".

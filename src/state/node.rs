@@ -26,6 +26,7 @@ pub(super) struct Node {
     pub acl_generation: u64,
     pub ephemeral: bool,
     /// File contents; always empty for directories. Files are small, so they live in the record.
+    #[serde(with = "super::record::file_bytes")]
     pub data: Vec<u8>,
     /// Entries of a directory by name. Not stored: derived from the children's parent and name.
     #[serde(skip)]
