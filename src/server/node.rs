@@ -195,6 +195,8 @@ pub struct Node {
     report_proposed: Option<Instant>,
     /// The records of the snapshot last stepped, by its index, until it is installed.
     incoming: Option<(u64, Records)>,
+    /// (term, applied index) at which the session timers last followed the live sessions.
+    timers_synced: Option<(u64, u64)>,
 }
 
 impl Node {
@@ -271,6 +273,7 @@ impl Node {
             handed_over: None,
             report_proposed: None,
             incoming: None,
+            timers_synced: None,
         })
     }
 
@@ -592,14 +595,20 @@ impl Node {
     /// waiters whose lock-delay has ended. Both are ordinary commands, so every replica applies
     /// them at the same point of the log.
     fn check_sessions(&mut self, now: Instant) {
-        let live: HashMap<u64, Duration> = self
-            .machine
-            .session_ids()
-            .into_iter()
-            .map(|(id, ttl_ms)| (id, Duration::from_millis(ttl_ms)))
-            .collect();
         let term = self.raw.raft.term;
-        for session in self.timers.overdue(term, &live, now) {
+        // The live sessions change only when entries are applied: an idle leader of many
+        // sessions does not list them all on every tick.
+        if self.timers_synced != Some((term, self.applied)) {
+            let live: HashMap<u64, Duration> = self
+                .machine
+                .session_ids()
+                .into_iter()
+                .map(|(id, ttl_ms)| (id, Duration::from_millis(ttl_ms)))
+                .collect();
+            self.timers.sync(term, &live, now);
+            self.timers_synced = Some((term, self.applied));
+        }
+        for session in self.timers.due(term, now) {
             log::info!("session {session} expired: not heard from within its TTL");
             // A dropped proposal (a leadership transfer under way) is tried again next tick.
             if self.propose(Command::ExpireSession { session }, None, None, None) {

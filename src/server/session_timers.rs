@@ -68,13 +68,28 @@ impl SessionTimers {
     /// Every tick of leadership `term`, with the live sessions and their TTLs: the sessions
     /// to expire now, not heard from within their TTL and not already being expired. A
     /// session this leadership has not heard from yet gets a full TTL from `now`.
+    #[cfg(test)]
     pub fn overdue(&mut self, term: u64, live: &HashMap<u64, Duration>, now: Instant) -> Vec<u64> {
+        self.sync(term, live, now);
+        self.due(term, now)
+    }
+
+    /// Makes the timers follow the live sessions and their TTLs, which change only when
+    /// commands are applied: ended sessions are forgotten, and a session this leadership has
+    /// not heard from yet gets a full TTL from `now`. [`SessionTimers::overdue`] is `sync`
+    /// then `due`; a caller that knows the sessions did not change calls `due` alone.
+    pub fn sync(&mut self, term: u64, live: &HashMap<u64, Duration>, now: Instant) {
         self.lead(term);
         self.heard.retain(|id, _| live.contains_key(id));
         self.expiring.retain(|id| live.contains_key(id));
         for (id, ttl) in live {
             self.heard.entry(*id).or_insert((now, *ttl));
         }
+    }
+
+    /// The sessions known from the last `sync` that are due to expire at `now`.
+    pub fn due(&mut self, term: u64, now: Instant) -> Vec<u64> {
+        self.lead(term);
         let mut overdue: Vec<u64> = self
             .heard
             .iter()
@@ -107,6 +122,27 @@ mod tests {
 
     fn live(ids: &[u64]) -> HashMap<u64, Duration> {
         ids.iter().map(|id| (*id, TTL)).collect()
+    }
+
+    /// Between changes of the sessions, `due` alone tells the same as `overdue`; an ended
+    /// session is gone from it at once, and a new leadership knows nothing until it syncs.
+    #[test]
+    fn due_between_syncs_follows_the_last_sync() {
+        let t0 = Instant::now();
+        let mut t = SessionTimers::default();
+        t.sync(1, &live(&[1, 2]), t0);
+        assert!(t.due(1, t0 + TTL).is_empty());
+        t.touch(1, 2, t0 + TTL);
+        let late = t0 + TTL + Duration::from_millis(1);
+        assert_eq!(t.due(1, late), vec![1]);
+        t.ended(1);
+        assert!(t.due(1, late).is_empty());
+        assert!(
+            t.due(2, t0 + TTL * 10).is_empty(),
+            "a new term starts afresh"
+        );
+        t.sync(2, &live(&[2]), t0 + TTL * 10);
+        assert_eq!(t.due(2, t0 + TTL * 11 + Duration::from_millis(1)), vec![2]);
     }
 
     #[test]
