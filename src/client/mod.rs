@@ -177,38 +177,44 @@ impl Client {
     /// Every node with locks or waiters in the cluster, by instance number, fetched one page
     /// after another.
     pub async fn all_locks(&self) -> Result<Vec<proto::LockInfo>, ClientError> {
-        let mut all = Vec::new();
-        let mut after = 0;
-        loop {
-            let Res::locks(page) = self.call(ops::list_locks(after)).await? else {
-                return Err(ClientError::Protocol(
-                    "unexpected answer to a lock listing".into(),
-                ));
-            };
-            all.extend(page.locks);
-            // Pages move forward, so this ends even if a server misbehaves.
-            if page.next <= after {
-                return Ok(all);
-            }
-            after = page.next;
-        }
+        self.all_pages("lock", ops::list_locks, |res| match res {
+            Res::locks(page) => Some((page.locks.into(), page.next)),
+            _ => None,
+        })
+        .await
     }
 
     /// Every live session, by id, fetched one page after another.
     pub async fn all_sessions(&self) -> Result<Vec<proto::SessionInfo>, ClientError> {
+        self.all_pages("session", ops::list_sessions, |res| match res {
+            Res::sessions(page) => Some((page.sessions.into(), page.next)),
+            _ => None,
+        })
+        .await
+    }
+
+    /// Every item of a paged listing: `op(after)` asks for the page after `after`, `page`
+    /// takes its items and where the next one starts.
+    async fn all_pages<T>(
+        &self,
+        what: &str,
+        op: impl Fn(u64) -> Op,
+        page: impl Fn(Res) -> Option<(Vec<T>, u64)>,
+    ) -> Result<Vec<T>, ClientError> {
         let mut all = Vec::new();
         let mut after = 0;
         loop {
-            let Res::sessions(page) = self.call(ops::list_sessions(after)).await? else {
-                return Err(ClientError::Protocol(
-                    "unexpected answer to a session listing".into(),
-                ));
+            let Some((items, next)) = page(self.call(op(after)).await?) else {
+                return Err(ClientError::Protocol(format!(
+                    "unexpected answer to a {what} listing"
+                )));
             };
-            all.extend(page.sessions);
-            if page.next <= after {
+            all.extend(items);
+            // Pages move forward, so this ends even if a server misbehaves.
+            if next <= after {
                 return Ok(all);
             }
-            after = page.next;
+            after = next;
         }
     }
 

@@ -134,6 +134,7 @@ pub fn serve(cfg: ServeConfig) -> Result<(), ServerError> {
         cluster_id
     };
     let (applied, records) = store.state_store().load()?;
+    let digest = integrity::RecordDigest::of_records(&records);
     let machine = StateMachine::from_records(records)?;
     if applied > raft_log.hard_state().commit {
         // Entries are applied before the hard state of the same turn is written; a crash in
@@ -184,7 +185,7 @@ pub fn serve(cfg: ServeConfig) -> Result<(), ServerError> {
     });
     let data = cfg.data.clone();
     let node = Node::new(
-        cfg, cluster_id, store, raft_log, machine, applied, transport, inbox_rx, events,
+        cfg, cluster_id, store, raft_log, machine, digest, applied, transport, inbox_rx, events,
     )?;
     let raft_thread = std::thread::Builder::new()
         .name("lockfs-raft".into())

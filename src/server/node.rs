@@ -207,6 +207,7 @@ impl Node {
         store: Store,
         raft_log: RaftLog,
         machine: StateMachine,
+        digest: RecordDigest,
         applied: u64,
         transport: Transport,
         inbox: Receiver<Input>,
@@ -236,7 +237,6 @@ impl Node {
         let raw = RawNode::new(&raft_cfg, raft_log, &logger)?;
         let state_store = store.state_store();
         let diverged = store.diverged()?;
-        let digest = RecordDigest::of(&machine);
         if let Some(at) = diverged {
             log::error!(
                 "node {}'s state diverged from the leader's at index {at}: it serves no reads \
@@ -1194,6 +1194,7 @@ impl Node {
         let mut batch = WriteBatch::default();
         self.state_store
             .stage_replace_all(&mut batch, &records, index);
+        let digest = RecordDigest::of_records(&records);
         let machine = StateMachine::from_records(records)?;
         self.raw
             .mut_store()
@@ -1206,7 +1207,7 @@ impl Node {
             self.cfg.id,
             machine.len()
         );
-        self.digest = RecordDigest::of(&machine);
+        self.digest = digest;
         self.machine = machine;
         self.applied = index;
         self.raw.mut_store().set_applied(index);

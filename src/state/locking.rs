@@ -27,7 +27,7 @@ use std::ops::Bound;
 use super::lock::{Held, LockTable};
 use super::session::GrantedWait;
 use super::tree::{page_size, StateMachine};
-use super::{Event, LockInfo, LockKind, LockResult, LockStyle, Outcome, StateError, ROOT};
+use super::{Command, Event, LockInfo, LockKind, LockResult, LockStyle, Outcome, StateError, ROOT};
 
 /// Holders or waiters per node beyond which a lock request is refused with ENOLCK.
 pub const MAX_LOCKS_PER_NODE: usize = 10_000;
@@ -44,6 +44,37 @@ pub(super) struct LockRequest {
     pub start: u64,
     pub end: u64,
     pub pid: u32,
+}
+
+impl LockRequest {
+    /// The request a `Lock` command makes, and whether it waits; `None` for other commands.
+    pub fn of(cmd: &Command) -> Option<(LockRequest, bool)> {
+        let Command::Lock {
+            session,
+            handle,
+            owner,
+            style,
+            kind,
+            start,
+            end,
+            wait,
+            pid,
+        } = cmd
+        else {
+            return None;
+        };
+        let request = LockRequest {
+            session: *session,
+            handle: *handle,
+            owner: *owner,
+            style: *style,
+            kind: *kind,
+            start: *start,
+            end: *end,
+            pid: *pid,
+        };
+        Some((request, *wait))
+    }
 }
 
 /// What [`StateMachine::plan_lock`] decided; `table: None` for a repeat, which changes

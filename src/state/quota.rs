@@ -187,27 +187,8 @@ impl StateMachine {
                 };
                 self.check_bytes(node.data.len() as u64, *size, q)
             }
-            Command::Lock {
-                session,
-                handle,
-                owner,
-                style,
-                kind,
-                start,
-                end,
-                wait: true,
-                pid,
-            } => {
-                let request = LockRequest {
-                    session: *session,
-                    handle: *handle,
-                    owner: *owner,
-                    style: *style,
-                    kind: *kind,
-                    start: *start,
-                    end: *end,
-                    pid: *pid,
-                };
+            Command::Lock { wait: true, .. } => {
+                let (request, _) = LockRequest::of(cmd).expect("a Lock command");
                 let Some(ino) = self.would_queue(&request, now) else {
                     return Ok(());
                 };

@@ -178,28 +178,9 @@ impl StateMachine {
                 create,
             } => self.open(*session, at, create.as_ref(), now),
             Command::Close { session, handle } => self.close(*session, *handle, now),
-            Command::Lock {
-                session,
-                handle,
-                owner,
-                style,
-                kind,
-                start,
-                end,
-                wait,
-                pid,
-            } => {
-                let request = LockRequest {
-                    session: *session,
-                    handle: *handle,
-                    owner: *owner,
-                    style: *style,
-                    kind: *kind,
-                    start: *start,
-                    end: *end,
-                    pid: *pid,
-                };
-                self.lock(&request, *wait, now)
+            Command::Lock { .. } => {
+                let (request, wait) = LockRequest::of(cmd).expect("a Lock command");
+                self.lock(&request, wait, now)
             }
             Command::Unlock {
                 session,

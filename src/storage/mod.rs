@@ -75,30 +75,38 @@ impl Store {
     }
 
     pub fn identity(&self) -> Result<Option<Identity>> {
-        match self.get(CF_RAFT, KEY_IDENTITY, "identity")? {
-            None => Ok(None),
-            Some(v) => Ok(Some(decode(&v, "identity")?)),
-        }
+        self.get_value(KEY_IDENTITY, "identity")
     }
 
     pub fn set_identity(&self, id: Identity) -> Result<()> {
-        let mut batch = WriteBatch::default();
-        self.put(&mut batch, CF_RAFT, KEY_IDENTITY, &encode(&id));
-        self.write(batch, true)
+        self.set_value(KEY_IDENTITY, &id)
     }
 
     /// The index at which this node found its state diverged from the leader's, once it has
     /// (see `server::integrity`); kept until the data directory is rebuilt.
     pub fn diverged(&self) -> Result<Option<u64>> {
-        match self.get(CF_RAFT, KEY_DIVERGED, "divergence mark")? {
-            None => Ok(None),
-            Some(v) => Ok(Some(decode(&v, "divergence mark")?)),
-        }
+        self.get_value(KEY_DIVERGED, "divergence mark")
     }
 
     pub fn set_diverged(&self, index: u64) -> Result<()> {
+        self.set_value(KEY_DIVERGED, &index)
+    }
+
+    /// One value of the `raft` column family, decoded.
+    fn get_value<T: serde::de::DeserializeOwned>(
+        &self,
+        key: &[u8],
+        what: &str,
+    ) -> Result<Option<T>> {
+        self.get(CF_RAFT, key, what)?
+            .map(|v| decode(&v, what))
+            .transpose()
+    }
+
+    /// Writes one value of the `raft` column family, synced.
+    fn set_value<T: Serialize>(&self, key: &[u8], value: &T) -> Result<()> {
         let mut batch = WriteBatch::default();
-        self.put(&mut batch, CF_RAFT, KEY_DIVERGED, &encode(&index));
+        self.put(&mut batch, CF_RAFT, key, &encode(value));
         self.write(batch, true)
     }
 
