@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use clap::Args;
 
-use super::{CliError, ClientOpts, TlsOpts};
+use super::{CliError, ClientOpts, ClusterOpts, TlsOpts};
 use crate::auth::{Identity, Role};
 use crate::client::ops;
 
@@ -113,14 +113,14 @@ impl LocalCluster {
 
     /// Options for a client of this cluster, as its administrator.
     pub fn client_opts(&self, timeout: u64) -> ClientOpts {
-        ClientOpts {
+        ClusterOpts {
             servers: self.servers(),
-            timeout,
             tls: TlsOpts {
                 tls_dir: Some(self.tls.join("admin")),
                 insecure: false,
             },
         }
+        .with_timeout(timeout)
     }
 
     pub fn log_path(&self, id: u64) -> PathBuf {

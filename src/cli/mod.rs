@@ -10,6 +10,7 @@ mod dev;
 mod files;
 mod locks;
 mod mount;
+mod watch;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -36,14 +37,31 @@ struct Cli {
 
 #[derive(Args, Clone)]
 pub struct ClientOpts {
-    /// Cluster members to contact (any subset; the leader is found from there).
-    #[arg(long, env = "LOCKFS_SERVERS", default_value = DEFAULT_SERVERS, value_delimiter = ',')]
-    servers: Vec<String>,
+    #[command(flatten)]
+    pub cluster: ClusterOpts,
     /// Give up after this many seconds without an answer from a leader.
     #[arg(long, default_value_t = 30)]
     timeout: u64,
+}
+
+/// Where the cluster is and how to authenticate to it.
+#[derive(Args, Clone)]
+pub struct ClusterOpts {
+    /// Cluster members to contact (any subset; the leader is found from there).
+    #[arg(long, env = "LOCKFS_SERVERS", default_value = DEFAULT_SERVERS, value_delimiter = ',')]
+    pub servers: Vec<String>,
     #[command(flatten)]
     pub tls: TlsOpts,
+}
+
+impl ClusterOpts {
+    /// Client options with a request timeout of `timeout_s` seconds.
+    pub fn with_timeout(self, timeout_s: u64) -> ClientOpts {
+        ClientOpts {
+            cluster: self,
+            timeout: timeout_s,
+        }
+    }
 }
 
 /// How a process authenticates to the cluster.
@@ -75,16 +93,26 @@ impl TlsOpts {
 impl ClientOpts {
     fn client(&self) -> Result<Client, CliError> {
         Ok(Client::new(
-            self.servers.clone(),
+            self.cluster.servers.clone(),
             Duration::from_secs(self.timeout),
             self.name(),
-            self.tls.load()?,
+            self.cluster.tls.load()?,
         ))
+    }
+
+    /// How long requests look for a leader before giving up.
+    fn timeout(&self) -> Duration {
+        Duration::from_secs(self.timeout)
     }
 
     /// A client of exactly the one server at `addr` (see [`Client::pinned`]).
     fn pinned(&self, addr: String, timeout: Duration) -> Result<Client, CliError> {
-        Ok(Client::pinned(addr, timeout, self.name(), self.tls.load()?))
+        Ok(Client::pinned(
+            addr,
+            timeout,
+            self.name(),
+            self.cluster.tls.load()?,
+        ))
     }
 
     /// How this process introduces itself to the cluster (for its logs).
@@ -169,6 +197,12 @@ enum Cmd {
         #[command(flatten)]
         client: ClientOpts,
     },
+    /// Print each change to PATH (and its children; with -r everything below it) as it
+    /// commits, one line each, until interrupted.
+    Watch(watch::WatchArgs),
+    /// Return as soon as PATH exists, is gone, changed, is unlocked or is locked (exit 0), or
+    /// exit 1 when --timeout passes first.
+    Wait(watch::WaitArgs),
     /// Measure latency, throughput and failover time.
     Bench {
         #[command(subcommand)]
@@ -379,6 +413,8 @@ fn run(cmd: Cmd) -> Result<(), CliError> {
             ))
         }
         Cmd::Run(args) => block_on(locks::run(args)),
+        Cmd::Watch(args) => block_on(watch::watch(args)),
+        Cmd::Wait(args) => block_on(watch::wait(args)),
         Cmd::Locks { json, client } => block_on(locks::list(&client, json)),
         Cmd::Rm { path, client } => block_on(files::rm(&client.client()?, &path)),
         Cmd::Cluster { cmd } => match cmd {

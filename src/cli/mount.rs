@@ -89,13 +89,14 @@ pub fn parse_options(s: Option<&str>) -> Result<Options, CliError> {
 }
 
 pub fn run(mut a: MountArgs) -> Result<(), CliError> {
-    let options = parse_options(a.options.as_deref())?;
+    let mut options = parse_options(a.options.as_deref())?;
     if options.tls_dir.is_some() {
-        a.client.tls.tls_dir = options.tls_dir.clone();
+        a.client.cluster.tls.tls_dir = options.tls_dir.clone();
     }
-    a.client.tls.insecure |= options.insecure;
+    a.client.cluster.tls.insecure |= options.insecure;
     // Credentials are checked before daemonizing, so that their errors reach the shell.
-    a.client.tls.load()?;
+    a.client.cluster.tls.load()?;
+    options.config.cluster = cluster_attribute(&a)?;
     if !a.mountpoint.is_dir() {
         return Err(CliError::Usage(format!(
             "{}: not a directory",
@@ -177,6 +178,25 @@ fn report(status: &mut Option<OwnedFd>, message: &str) {
     if let Some(fd) = status.take() {
         let _ = std::fs::File::from(fd).write_all(message.as_bytes());
     }
+}
+
+/// How tools on this host reach the cluster behind the mount (`user.lockfs.cluster` on its
+/// root, see `fs/xattr.rs`): the servers, and the credentials' directory or `insecure`.
+fn cluster_attribute(a: &MountArgs) -> Result<String, CliError> {
+    let tls = &a.client.cluster.tls;
+    let auth = match (&tls.tls_dir, tls.insecure) {
+        (_, true) | (None, _) => "insecure=1".to_string(),
+        (Some(dir), false) => {
+            let dir = dir
+                .canonicalize()
+                .map_err(|e| CliError::Usage(format!("{}: {e}", dir.display())))?;
+            format!("tls_dir={}", dir.display())
+        }
+    };
+    Ok(format!(
+        "servers={}\n{auth}\n",
+        a.client.cluster.servers.join(",")
+    ))
 }
 
 fn serve_mount(a: &MountArgs, options: Options, status: Option<OwnedFd>) -> Result<(), CliError> {

@@ -71,13 +71,22 @@ impl Drop for Conn {
     }
 }
 
+/// Where a connection hands what the server pushes.
+pub struct Pushes {
+    /// Session events.
+    pub events: mpsc::UnboundedSender<proto::Event>,
+    /// Watch events, tagged with `epoch`, the connection's number.
+    pub watches: Arc<super::watches::WatchRoutes>,
+    pub epoch: u64,
+}
+
 impl Conn {
-    /// Connects to `addr` as `tls` says; events pushed by the server go to `events`.
+    /// Connects to `addr` as `tls` says; what the server pushes goes where `pushes` says.
     pub async fn open(
         addr: &str,
         name: &str,
         tls: &Tls,
-        events: mpsc::UnboundedSender<proto::Event>,
+        pushes: Pushes,
     ) -> Result<Conn, OpenError> {
         let failed = |m: String| OpenError::Failed(m);
         let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr))
@@ -126,7 +135,11 @@ impl Conn {
                 let resp = match frame.kind {
                     Some(proto::ServerFrame_oneof_kind::response(r)) => r,
                     Some(proto::ServerFrame_oneof_kind::event(e)) => {
-                        let _ = events.send(e);
+                        let _ = pushes.events.send(e);
+                        continue;
+                    }
+                    Some(proto::ServerFrame_oneof_kind::watch_event(e)) => {
+                        pushes.watches.deliver(pushes.epoch, e);
                         continue;
                     }
                     None => continue,

@@ -24,6 +24,7 @@
 mod conn;
 mod error;
 pub mod session;
+pub mod watches;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -74,6 +75,8 @@ pub struct Client {
     /// Bumped on every new connection: subscriptions (and pushed events) do not survive a
     /// reconnection, so sessions renew them when this changes.
     epoch: watch::Sender<u64>,
+    /// Where pushed watch events go (see [`watches`]).
+    watch_routes: Arc<self::watches::WatchRoutes>,
 }
 
 tokio::task_local! {
@@ -162,6 +165,7 @@ impl Client {
             events_tx,
             events: std::sync::Mutex::new(Some(events)),
             epoch: watch::channel(0).0,
+            watch_routes: Arc::default(),
         }
     }
 
@@ -367,7 +371,13 @@ impl Client {
                 candidates[pick].clone()
             }
         };
-        let conn = match Conn::open(&addr, &self.name, &self.tls, self.events_tx.clone()).await {
+        // The connection's epoch: what `epoch` becomes once it is the client's connection.
+        let pushes = conn::Pushes {
+            events: self.events_tx.clone(),
+            watches: self.watch_routes.clone(),
+            epoch: *self.epoch.borrow() + 1,
+        };
+        let conn = match Conn::open(&addr, &self.name, &self.tls, pushes).await {
             Ok(conn) => conn,
             Err(e) => {
                 st.failed.insert(addr.clone(), Instant::now());
@@ -414,6 +424,11 @@ impl Client {
     /// Changes whenever the client connects anew.
     pub fn epoch(&self) -> watch::Receiver<u64> {
         self.epoch.subscribe()
+    }
+
+    /// Where the client's connections hand pushed watch events.
+    pub fn watch_routes(&self) -> Arc<self::watches::WatchRoutes> {
+        self.watch_routes.clone()
     }
 
     async fn redirect(&self, from: &Arc<Conn>, leader: String) {

@@ -159,6 +159,20 @@ impl Session {
         Ok(session)
     }
 
+    /// The client the session talks through.
+    pub fn client(&self) -> &Arc<Client> {
+        &self.client
+    }
+
+    /// Watches `path` (with `recursive`, everything below it): see [`super::watch`].
+    pub async fn watch(
+        self: &Arc<Self>,
+        path: &str,
+        recursive: bool,
+    ) -> Result<(super::watches::Watcher, super::watches::Snapshot), ClientError> {
+        super::watches::Watcher::start(self.clone(), path, recursive).await
+    }
+
     pub fn state(&self) -> watch::Receiver<SessionState> {
         self.state.subscribe()
     }
@@ -460,11 +474,11 @@ async fn dispatch_events(
                 )
             }
             K::SESSION_ENDED => {
-                log::warn!(
-                    "session {} {}",
-                    s.id,
-                    if e.expired { "expired" } else { "closed" }
-                );
+                if e.expired {
+                    log::warn!("session {} expired", s.id);
+                } else {
+                    log::debug!("session {} closed", s.id);
+                }
                 s.end(e.expired);
                 return;
             }

@@ -57,6 +57,8 @@ pub struct LockFs {
     inner: Arc<Inner>,
     runtime: tokio::runtime::Handle,
     root_squash: bool,
+    /// The value of `user.lockfs.cluster` on the root.
+    cluster: Vec<u8>,
 }
 
 impl LockFs {
@@ -76,7 +78,14 @@ impl LockFs {
                 shutdown: tokio::sync::watch::channel(false).0,
             }),
             runtime,
+            cluster: Vec::new(),
         }
+    }
+
+    /// Says on the root's `user.lockfs.cluster` how to reach the cluster (see `xattr.rs`).
+    pub fn with_cluster(mut self, cluster: &str) -> Self {
+        self.cluster = cluster.as_bytes().to_vec();
+        self
     }
 
     /// Runs `work` on the runtime with the shared state, on behalf of the process that made
@@ -696,6 +705,14 @@ impl fuser::Filesystem for LockFs {
             reply.error(fuser::Errno::ENODATA);
             return;
         };
+        if name == xattr::Name::Cluster {
+            if ino.0 == fuser::INodeNo::ROOT.0 && !self.cluster.is_empty() {
+                xattr::reply(reply, size, &self.cluster);
+            } else {
+                reply.error(fuser::Errno::ENODATA);
+            }
+            return;
+        }
         self.spawn(req, |inner| async move {
             match inner.getxattr(ino.0, name).await {
                 Ok(value) => xattr::reply(reply, size, &value),

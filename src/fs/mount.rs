@@ -34,6 +34,9 @@ pub struct MountConfig {
     pub root_squash: bool,
     /// The type shows as `fuse.<subtype>` in /proc/mounts.
     pub subtype: Option<String>,
+    /// What `user.lockfs.cluster` on the mount's root says: how tools on this host reach the
+    /// cluster (see `xattr.rs`).
+    pub cluster: String,
 }
 
 impl Default for MountConfig {
@@ -44,6 +47,7 @@ impl Default for MountConfig {
             read_only: false,
             root_squash: false,
             subtype: Some("lockfs".into()),
+            cluster: String::new(),
         }
     }
 }
@@ -91,7 +95,7 @@ pub fn mount(
     options: MountConfig,
     runtime: tokio::runtime::Handle,
 ) -> io::Result<MountHandle> {
-    let fs = LockFs::new(backend, runtime, options.root_squash);
+    let fs = LockFs::new(backend, runtime, options.root_squash).with_cluster(&options.cluster);
     let session = Session::new(fs, mountpoint, &options.to_fuser())?.spawn()?;
     Ok(MountHandle {
         session: Some(session),

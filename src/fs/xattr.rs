@@ -8,6 +8,7 @@
 //! | `user.lockfs.ephemeral` | `1` or `0`; settable on directories |
 //! | `user.lockfs.instance` | decimal; the inode number, never reused |
 //! | `user.lockfs.content_generation` | decimal; bumped by each write |
+//! | `user.lockfs.cluster` | on the mount's root only: `servers=A,B` and `tls_dir=DIR` or `insecure=1`, one per line: how tools on this host (`lockfs wait PATH`) reach the cluster behind the mount |
 //!
 //! Other names do not exist (ENODATA) and cannot be set (ENOTSUP, which `cp -a` and `rsync -X`
 //! take as "this filesystem has no xattrs" rather than as a failure); the read-only lockfs
@@ -24,14 +25,16 @@ pub enum Name {
     Ephemeral,
     Instance,
     ContentGeneration,
+    Cluster,
 }
 
-const ALL: [(Name, &str); 5] = [
+const ALL: [(Name, &str); 6] = [
     (Name::LockGeneration, "user.lockfs.lock_generation"),
     (Name::Holders, "user.lockfs.holders"),
     (Name::Ephemeral, "user.lockfs.ephemeral"),
     (Name::Instance, "user.lockfs.instance"),
     (Name::ContentGeneration, "user.lockfs.content_generation"),
+    (Name::Cluster, "user.lockfs.cluster"),
 ];
 
 impl Name {
@@ -50,6 +53,7 @@ pub fn value(name: Name, attr: &FileAttr) -> Vec<u8> {
         Name::Instance => attr.ino.to_string(),
         Name::ContentGeneration => attr.content_generation.to_string(),
         Name::Holders => unreachable!("holders are formatted by holders_value"),
+        Name::Cluster => unreachable!("the mount answers the cluster attribute itself"),
     };
     text.into_bytes()
 }
@@ -73,10 +77,10 @@ pub fn holders_value(holders: &[Holder]) -> Vec<u8> {
     out.into_bytes()
 }
 
-/// The NUL-terminated names, as listxattr(2) returns them.
+/// The NUL-terminated names every node has, as listxattr(2) returns them.
 pub fn list() -> Vec<u8> {
     let mut out = Vec::new();
-    for (_, name) in ALL {
+    for (_, name) in ALL.iter().filter(|(n, _)| *n != Name::Cluster) {
         out.extend_from_slice(name.as_bytes());
         out.push(0);
     }

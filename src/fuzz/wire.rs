@@ -29,8 +29,10 @@ use super::schema::Schema;
 use crate::proto::{self, frame::Codec};
 use crate::server::convert::{self, Action};
 use crate::server::entry::Envelope;
+use crate::server::events::{EventRouter, WatchSpec};
 use crate::server::limits;
 use crate::server::membership::{plan, ChangeContext};
+use crate::state::{Kind, NodeChange, NodeEvent};
 use crate::storage::{MemberInfo, Members};
 
 fn schema() -> &'static Schema {
@@ -223,6 +225,32 @@ fn take(rng: &mut StdRng, req: &proto::Request) -> &'static str {
                 Err(_) => "member change refused",
             }
         }
+        Action::Watch {
+            path, recursive, ..
+        } => {
+            // A watch of any path that converts registers, and sees events at that path.
+            let router = EventRouter::default();
+            let (tx, mut rx) = tokio::sync::mpsc::channel(4);
+            let spec = WatchSpec {
+                conn: 1,
+                id: 1,
+                session: 1,
+                path: path.clone(),
+                recursive,
+                tx,
+            };
+            router.watch(spec).expect("a converted path registers");
+            router.publish_changes(&[NodeEvent {
+                index: 1,
+                path,
+                instance: 2,
+                kind: Kind::File,
+                change: NodeChange::Created,
+            }]);
+            assert!(rx.try_recv().is_ok(), "a watch sees its own path");
+            "watch registered"
+        }
+        Action::Unwatch { .. } => "unwatch",
         Action::Status | Action::KeepAlive { .. } => "status or keep-alive",
     }
 }

@@ -230,7 +230,13 @@ impl Caller {
             (_, Action::Members(_)) => Err(refuse("change the cluster's membership (needs admin)")),
             (Role::Peer(_), _) => Err(refuse("use the tree (a peer certificate is for nodes)")),
             (Role::Host, _) => Ok(()),
-            (Role::Reader, Action::Read(_) | Action::KeepAlive { .. }) => Ok(()),
+            (
+                Role::Reader,
+                Action::Read(_)
+                | Action::KeepAlive { .. }
+                | Action::Watch { .. }
+                | Action::Unwatch { .. },
+            ) => Ok(()),
             (Role::Reader, Action::Write { command, .. }) => match command {
                 Command::OpenSession { .. }
                 | Command::CloseSession { .. }

@@ -4,12 +4,12 @@
 use crate::proto::{self, Request_oneof_op as Op, Response_oneof_result as Res};
 use crate::state::{
     Attr, Command, CreateSpec, DirEntry, Event, Kind, LockHolder, LockInfo, LockKind, LockResult,
-    LockStyle, LockWaiter, Outcome, Query, RequestId, SessionInfo, StateError, Target, UserIds,
-    MAX_GROUPS,
+    LockStyle, LockWaiter, NodeChange, NodeEvent, Outcome, Query, RequestId, SessionInfo,
+    StateError, Target, UserIds, MAX_GROUPS,
 };
 
 use super::membership::MemberOp;
-use super::node::NodeStatus;
+use super::node::{NodeStatus, Watching};
 use super::ServerError;
 
 /// What a request asks the node to do.
@@ -24,6 +24,17 @@ pub enum Action {
     Members(MemberOp),
     KeepAlive {
         session: u64,
+    },
+    /// Registers a watch of `path` (normalized) on this connection, in `session`.
+    Watch {
+        session: u64,
+        id: u64,
+        path: String,
+        recursive: bool,
+    },
+    /// Ends this connection's watch `id` (named in a session, like every watch request).
+    Unwatch {
+        id: u64,
     },
 }
 
@@ -252,7 +263,85 @@ pub fn action(req: &proto::Request) -> Result<Action, ServerError> {
             after: m.after,
             limit: m.limit,
         }),
+        Op::watch(m) => Action::Watch {
+            session: session()?,
+            id: m.id,
+            path: watch_path(&m.path)?,
+            recursive: m.recursive,
+        },
+        Op::unwatch(m) => {
+            session()?;
+            Action::Unwatch { id: m.id }
+        }
     })
+}
+
+/// A watch's path, normalized ("/a//b/" is "/a/b"), refused when invalid or longer than
+/// [`super::events::MAX_WATCH_PATH`].
+fn watch_path(path: &str) -> Result<String, ServerError> {
+    if path.len() > super::events::MAX_WATCH_PATH {
+        return Err(invalid(&format!(
+            "a watched path may be at most {} bytes",
+            super::events::MAX_WATCH_PATH
+        )));
+    }
+    let components = crate::state::split_path(path)?;
+    if components.is_empty() {
+        return Ok("/".into());
+    }
+    Ok(components.iter().map(|c| format!("/{c}")).collect())
+}
+
+/// The answer to a Watch.
+pub fn watching(w: &Watching) -> Res {
+    let mut p = proto::Watching::new();
+    p.index = w.index;
+    p.exists = w.attr.is_some();
+    if let Some(a) = &w.attr {
+        p.set_attr(attr(a));
+    }
+    p.holders = w.holders;
+    Res::watching(p)
+}
+
+/// A node event as a watch receives it (the watch id is set per watch).
+pub fn watch_event(e: &NodeEvent) -> proto::WatchEvent {
+    use proto::WatchEvent_Change as C;
+    let mut p = proto::WatchEvent::new();
+    p.index = e.index;
+    p.path = e.path.clone();
+    p.instance = e.instance;
+    p.kind = kind(e.kind);
+    match &e.change {
+        NodeChange::Created => p.change = C::CREATED,
+        NodeChange::Deleted => p.change = C::DELETED,
+        NodeChange::Modified { generation, size } => {
+            p.change = C::MODIFIED;
+            p.generation = *generation;
+            p.size = *size;
+        }
+        NodeChange::Attrib => p.change = C::ATTRIB,
+        NodeChange::Locked {
+            holder: h,
+            generation,
+            holders,
+        }
+        | NodeChange::Unlocked {
+            holder: h,
+            generation,
+            holders,
+        } => {
+            p.change = if matches!(e.change, NodeChange::Locked { .. }) {
+                C::LOCKED
+            } else {
+                C::UNLOCKED
+            };
+            p.set_holder(holder(h));
+            p.generation = *generation;
+            p.holders = *holders;
+        }
+    }
+    p
 }
 
 fn proto_kind(k: &LockKind) -> proto::LockKind {

@@ -1,24 +1,169 @@
-//! Routing of state-machine events (lock granted, wait failed, session ended) to the client
-//! connections subscribed to their session.
+//! Routing of what the state machine reports to the client connections that asked for it:
+//! - session events (lock granted, wait failed, session ended) go to the connections
+//!   subscribed to their session;
+//! - node events (created, deleted, modified, attributes, lock granted or released) go to the
+//!   watches whose path covers them.
 //!
-//! Every node applies the same log, so every node produces the same events; each pushes them to
-//! the connections it holds. A connection subscribes to a session with a KeepAlive (or by opening
-//! it). A push that cannot be delivered is dropped: clients re-check what they wait for after
+//! Every node applies the same log, so every node produces the same events in the same order;
+//! each pushes them to the connections it holds, in commit order, from its node thread.
+//!
+//! Session events: a connection subscribes to a session with a KeepAlive (or by opening it). A
+//! push that cannot be delivered is dropped: clients re-check what they wait for after
 //! reconnecting, so a lost push delays a grant but never loses it.
+//!
+//! Watches: a watch of path P sees the events of the node at P, of P's direct children, and with
+//! `recursive` of everything below P, from the applied index at which it was registered on (see
+//! `Node::register_watch`). Bounded: a connection has at most [`MAX_WATCHES_PER_CONNECTION`]
+//! watches, a node [`MAX_WATCHES`], and events wait in the connection's bounded queue. When that
+//! queue is full the watch's events are dropped, and the watch is owed a RESYNC, sent (with
+//! the index up to which events may be missing) as soon as the queue has room: a slow
+//! watcher costs the node a flag, never memory. A watch ends with Unwatch, with its
+//! connection, or with its session.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Mutex;
 
 use tokio::sync::mpsc;
 
+use super::convert;
+use super::error::errno;
+use super::ServerError;
 use crate::proto;
+use crate::state::NodeEvent;
 
 pub type FrameSender = mpsc::Sender<proto::ServerFrame>;
+
+/// Most watches one client connection may hold.
+pub const MAX_WATCHES_PER_CONNECTION: usize = 1024;
+/// Most watches one node holds, all connections together.
+pub const MAX_WATCHES: usize = 65536;
+/// Longest path a watch may name, in bytes (Linux's PATH_MAX).
+pub const MAX_WATCH_PATH: usize = 4096;
+
+/// A watch to register: (connection, id) names it.
+pub struct WatchSpec {
+    pub conn: u64,
+    pub id: u64,
+    pub session: u64,
+    /// Normalized: "/" or "/a/b", no trailing or repeated slashes.
+    pub path: String,
+    pub recursive: bool,
+    pub tx: FrameSender,
+}
+
+struct Watch {
+    session: u64,
+    path: String,
+    recursive: bool,
+    tx: FrameSender,
+    /// Events up to this index were dropped; a RESYNC is owed before any other event.
+    missed: Option<u64>,
+}
+
+type Key = (u64, u64);
+
+#[derive(Default)]
+struct Watches {
+    by_key: HashMap<Key, Watch>,
+    by_path: HashMap<String, BTreeSet<Key>>,
+    per_conn: HashMap<u64, usize>,
+    /// Keys of watches owed a RESYNC.
+    owed: BTreeSet<Key>,
+}
+
+impl Watches {
+    fn remove(&mut self, key: Key) {
+        let Some(w) = self.by_key.remove(&key) else {
+            return;
+        };
+        if let Some(keys) = self.by_path.get_mut(&w.path) {
+            keys.remove(&key);
+            if keys.is_empty() {
+                self.by_path.remove(&w.path);
+            }
+        }
+        if let Some(n) = self.per_conn.get_mut(&key.0) {
+            *n -= 1;
+            if *n == 0 {
+                self.per_conn.remove(&key.0);
+            }
+        }
+        self.owed.remove(&key);
+    }
+
+    fn remove_where(&mut self, pred: impl Fn(&Key, &Watch) -> bool) {
+        let keys: Vec<Key> = self
+            .by_key
+            .iter()
+            .filter(|(k, w)| pred(k, w))
+            .map(|(k, _)| *k)
+            .collect();
+        for key in keys {
+            self.remove(key);
+        }
+    }
+
+    /// The watches that see an event at `path`: those of the path itself, of its parent, and
+    /// the recursive ones of its other ancestors.
+    fn covering(&self, path: &str) -> Vec<Key> {
+        let mut keys: Vec<Key> = self
+            .by_path
+            .get(path)
+            .map(|k| k.iter().copied().collect())
+            .unwrap_or_default();
+        let mut at = path;
+        let mut direct = true;
+        while let Some(parent) = parent_of(at) {
+            if let Some(ks) = self.by_path.get(parent) {
+                keys.extend(ks.iter().filter(|k| direct || self.by_key[*k].recursive));
+            }
+            direct = false;
+            at = parent;
+        }
+        keys
+    }
+
+    /// Sends `event` on watch `key`, or marks the watch owed a RESYNC when its queue is full.
+    fn send(&mut self, key: Key, mut event: proto::WatchEvent) {
+        let Some(w) = self.by_key.get_mut(&key) else {
+            return;
+        };
+        if let Some(missed) = &mut w.missed {
+            *missed = (*missed).max(event.index);
+            return;
+        }
+        event.watch = key.1;
+        let index = event.index;
+        let mut frame = proto::ServerFrame::new();
+        frame.set_watch_event(event);
+        match w.tx.try_send(frame) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                w.missed = Some(index);
+                self.owed.insert(key);
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => self.remove(key),
+        }
+    }
+}
+
+/// The parent of a normalized path; none for "/".
+fn parent_of(path: &str) -> Option<&str> {
+    if path == "/" {
+        return None;
+    }
+    match path.rfind('/') {
+        Some(0) => Some("/"),
+        Some(i) => Some(&path[..i]),
+        None => None,
+    }
+}
 
 #[derive(Default)]
 pub struct EventRouter {
     /// session -> (connection id, the connection's outgoing frames)
     subscribers: Mutex<HashMap<u64, Vec<(u64, FrameSender)>>>,
+    watches: Mutex<Watches>,
 }
 
 impl EventRouter {
@@ -30,16 +175,20 @@ impl EventRouter {
         }
     }
 
-    /// Forgets a connection that closed.
+    /// Forgets a connection that closed, with its watches.
     pub fn unsubscribe(&self, conn: u64) {
         let mut subs = self.subscribers.lock().expect("poisoned");
         subs.retain(|_, list| {
             list.retain(|(c, _)| *c != conn);
             !list.is_empty()
         });
+        drop(subs);
+        let mut watches = self.watches.lock().expect("poisoned");
+        watches.remove_where(|(c, _), _| *c == conn);
     }
 
-    /// Pushes `event` to every connection subscribed to `session`; never blocks.
+    /// Pushes `event` to every connection subscribed to `session`; never blocks. When the
+    /// session `ended`, its subscriptions and watches end too.
     pub fn publish(&self, session: u64, event: proto::Event, ended: bool) {
         let mut subs = self.subscribers.lock().expect("poisoned");
         if let Some(list) = subs.get_mut(&session) {
@@ -54,6 +203,238 @@ impl EventRouter {
         }
         if ended {
             subs.remove(&session);
+            drop(subs);
+            let mut watches = self.watches.lock().expect("poisoned");
+            watches.remove_where(|_, w| w.session == session);
         }
+    }
+
+    /// Registers a watch (replacing the connection's watch of the same id). Call it from the
+    /// node thread, which publishes node events, at the applied index the watch starts after.
+    pub fn watch(&self, spec: WatchSpec) -> Result<(), ServerError> {
+        let mut watches = self.watches.lock().expect("poisoned");
+        let key = (spec.conn, spec.id);
+        watches.remove(key);
+        if watches.per_conn.get(&spec.conn).copied().unwrap_or(0) >= MAX_WATCHES_PER_CONNECTION {
+            return Err(ServerError::Refused {
+                code: errno::EDQUOT,
+                message: format!(
+                    "a connection may hold at most {MAX_WATCHES_PER_CONNECTION} watches"
+                ),
+            });
+        }
+        if watches.by_key.len() >= MAX_WATCHES {
+            return Err(ServerError::Refused {
+                code: errno::EDQUOT,
+                message: format!("this node holds {MAX_WATCHES} watches, its most"),
+            });
+        }
+        watches
+            .by_path
+            .entry(spec.path.clone())
+            .or_default()
+            .insert(key);
+        *watches.per_conn.entry(spec.conn).or_default() += 1;
+        watches.by_key.insert(
+            key,
+            Watch {
+                session: spec.session,
+                path: spec.path,
+                recursive: spec.recursive,
+                tx: spec.tx,
+                missed: None,
+            },
+        );
+        Ok(())
+    }
+
+    /// Ends watch `id` of connection `conn`, if it exists.
+    pub fn unwatch(&self, conn: u64, id: u64) {
+        self.watches.lock().expect("poisoned").remove((conn, id));
+    }
+
+    /// Pushes node events to the watches that cover them; never blocks.
+    pub fn publish_changes(&self, events: &[NodeEvent]) {
+        let mut watches = self.watches.lock().expect("poisoned");
+        if watches.by_key.is_empty() {
+            return;
+        }
+        for event in events {
+            let keys = watches.covering(&event.path);
+            if keys.is_empty() {
+                continue;
+            }
+            let wire = convert::watch_event(event);
+            for key in keys {
+                watches.send(key, wire.clone());
+            }
+        }
+    }
+
+    /// Sends the RESYNCs owed to watches whose queues have room again.
+    pub fn flush(&self) {
+        let mut watches = self.watches.lock().expect("poisoned");
+        let owed: Vec<Key> = watches.owed.iter().copied().collect();
+        for key in owed {
+            let Some(w) = watches.by_key.get_mut(&key) else {
+                continue;
+            };
+            let Some(index) = w.missed else {
+                watches.owed.remove(&key);
+                continue;
+            };
+            let mut event = proto::WatchEvent::new();
+            event.watch = key.1;
+            event.index = index;
+            event.change = proto::WatchEvent_Change::RESYNC;
+            event.path = w.path.clone();
+            let mut frame = proto::ServerFrame::new();
+            frame.set_watch_event(event);
+            match w.tx.try_send(frame) {
+                Ok(()) => {
+                    w.missed = None;
+                    watches.owed.remove(&key);
+                }
+                Err(mpsc::error::TrySendError::Full(_)) => {}
+                Err(mpsc::error::TrySendError::Closed(_)) => watches.remove(key),
+            }
+        }
+    }
+
+    /// Watches registered on this node.
+    pub fn watch_count(&self) -> usize {
+        self.watches.lock().expect("poisoned").by_key.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::{Kind, NodeChange};
+
+    fn event(index: u64, path: &str) -> NodeEvent {
+        NodeEvent {
+            index,
+            path: path.into(),
+            instance: 9,
+            kind: Kind::File,
+            change: NodeChange::Created,
+        }
+    }
+
+    fn spec(conn: u64, id: u64, path: &str, recursive: bool, tx: &FrameSender) -> WatchSpec {
+        WatchSpec {
+            conn,
+            id,
+            session: 1,
+            path: path.into(),
+            recursive,
+            tx: tx.clone(),
+        }
+    }
+
+    /// (watch id, index, change) of what arrived.
+    fn received(rx: &mut mpsc::Receiver<proto::ServerFrame>) -> Vec<(u64, u64, String)> {
+        let mut out = Vec::new();
+        while let Ok(frame) = rx.try_recv() {
+            let e = frame.get_watch_event();
+            out.push((e.watch, e.index, format!("{:?} {}", e.change, e.path)));
+        }
+        out
+    }
+
+    #[test]
+    fn a_watch_sees_its_node_its_children_and_with_recursive_all_below() {
+        let router = EventRouter::default();
+        let (tx, mut rx) = mpsc::channel(100);
+        router.watch(spec(1, 1, "/a", false, &tx)).unwrap();
+        router.watch(spec(1, 2, "/a", true, &tx)).unwrap();
+        router.watch(spec(1, 3, "/a/b/c", false, &tx)).unwrap();
+        router.watch(spec(1, 4, "/", true, &tx)).unwrap();
+        router.publish_changes(&[
+            event(1, "/a"),
+            event(2, "/a/b"),
+            event(3, "/a/b/c"),
+            event(4, "/ab"),
+        ]);
+        let got: Vec<(u64, u64)> = received(&mut rx).iter().map(|(w, i, _)| (*w, *i)).collect();
+        let mut want = vec![
+            (1, 1),
+            (2, 1),
+            (4, 1),
+            (1, 2),
+            (2, 2),
+            (4, 2),
+            (3, 3),
+            (2, 3),
+            (4, 3),
+            (4, 4),
+        ];
+        let mut got_sorted = got.clone();
+        got_sorted.sort();
+        want.sort();
+        assert_eq!(got_sorted, want);
+        // Commit order across watches: indexes never go back.
+        assert!(got.windows(2).all(|w| w[0].1 <= w[1].1), "{got:?}");
+    }
+
+    #[test]
+    fn a_full_queue_drops_events_and_owes_one_resync() {
+        let router = EventRouter::default();
+        let (tx, mut rx) = mpsc::channel(2);
+        router.watch(spec(1, 7, "/f", false, &tx)).unwrap();
+        router.publish_changes(&[
+            event(1, "/f"),
+            event(2, "/f"),
+            event(3, "/f"),
+            event(4, "/f"),
+        ]);
+        router.flush(); // still full: nothing more
+        assert_eq!(received(&mut rx).len(), 2);
+        router.publish_changes(&[event(5, "/f")]); // owed a resync: dropped too
+        router.flush();
+        router.publish_changes(&[event(6, "/f")]);
+        assert_eq!(
+            received(&mut rx),
+            vec![
+                (7, 5, "RESYNC /f".to_string()),
+                (7, 6, "CREATED /f".to_string())
+            ],
+            "one resync naming the last dropped index, then events again"
+        );
+    }
+
+    #[test]
+    fn watches_end_with_their_connection_session_or_unwatch_and_are_capped() {
+        let router = EventRouter::default();
+        let (tx, _rx) = mpsc::channel(10);
+        router.watch(spec(1, 1, "/x", false, &tx)).unwrap();
+        router.watch(spec(1, 1, "/y", false, &tx)).unwrap(); // replaces id 1
+        router.watch(spec(2, 1, "/x", false, &tx)).unwrap();
+        assert_eq!(router.watch_count(), 2);
+        router.unsubscribe(2);
+        assert_eq!(router.watch_count(), 1);
+        router.publish(1, proto::Event::new(), true);
+        assert_eq!(router.watch_count(), 0);
+        for id in 0..MAX_WATCHES_PER_CONNECTION as u64 {
+            router.watch(spec(3, id, "/x", false, &tx)).unwrap();
+        }
+        let refused = router.watch(spec(3, u64::MAX, "/x", false, &tx));
+        assert!(matches!(
+            refused,
+            Err(ServerError::Refused {
+                code: errno::EDQUOT,
+                ..
+            })
+        ));
+        router.unwatch(3, 0);
+        router.watch(spec(3, u64::MAX, "/x", false, &tx)).unwrap();
+    }
+
+    #[test]
+    fn parents_of_normalized_paths() {
+        assert_eq!(parent_of("/"), None);
+        assert_eq!(parent_of("/a"), Some("/"));
+        assert_eq!(parent_of("/a/b"), Some("/a"));
     }
 }

@@ -16,7 +16,7 @@ pub mod config;
 pub(crate) mod convert;
 pub(crate) mod entry;
 mod error;
-mod events;
+pub(crate) mod events;
 pub(crate) mod integrity;
 pub(crate) mod limits;
 pub mod membership;

@@ -37,7 +37,7 @@ use super::authz::{query_target, targets, within, Access, SEQ_WINDOW};
 use super::config::ServeConfig;
 use super::convert;
 use super::entry::Envelope;
-use super::events::EventRouter;
+use super::events::{EventRouter, WatchSpec};
 use super::integrity::{Integrity, RecordDigest, Verdict, CHECK_CONTEXT, REPORT_CONTEXT};
 use super::limits;
 use super::membership::{self, ChangeContext, MemberOp, Plan, SnapshotData};
@@ -45,7 +45,10 @@ use super::session_timers::{Renewal, SessionTimers};
 use super::transport::Transport;
 use super::ServerError;
 use crate::proto;
-use crate::state::{Command, Event, Outcome, Query, RequestId, StateError, StateMachine, UserIds};
+use crate::state::{
+    Attr, Command, Event, Kind, Outcome, Query, RequestId, StateError, StateMachine, Target,
+    UserIds,
+};
 use crate::storage::{Members, RaftLog, Records, StateStore, Store, WriteBatch};
 
 /// How many inputs one turn takes before handling `Ready`, so a flood of requests cannot starve
@@ -60,6 +63,37 @@ const PROMOTE_LAG: u64 = 64;
 const MAX_UNCOMMITTED: u64 = 64 * 1024 * 1024;
 
 pub type Reply = oneshot::Sender<Result<Outcome, ServerError>>;
+pub type WatchReply = oneshot::Sender<Result<Watching, ServerError>>;
+
+/// Where a watch begins: the applied index it was registered at, and the watched node then.
+#[derive(Debug, Clone)]
+pub struct Watching {
+    pub index: u64,
+    /// `None` when nothing is at the path.
+    pub attr: Option<Attr>,
+    /// Locks the node has.
+    pub holders: u32,
+}
+
+/// A read waiting for its ReadIndex: a query, or a watch to register (a watch begins at a
+/// linearizable point, so that a state it reports is never older than a write that returned).
+enum PendingRead {
+    Query(Query, Access, Reply),
+    Watch(WatchSpec, Access, WatchReply),
+}
+
+impl PendingRead {
+    fn fail(self, e: ServerError) {
+        match self {
+            PendingRead::Query(_, _, reply) => {
+                let _ = reply.send(Err(e));
+            }
+            PendingRead::Watch(_, _, reply) => {
+                let _ = reply.send(Err(e));
+            }
+        }
+    }
+}
 
 /// What other threads send to the node.
 pub enum Input {
@@ -90,6 +124,12 @@ pub enum Input {
         query: Query,
         auth: Access,
         reply: Reply,
+    },
+    /// A watch to register once this node has applied a ReadIndex (see `events.rs`).
+    Watch {
+        spec: WatchSpec,
+        auth: Access,
+        reply: WatchReply,
     },
     Status {
         reply: oneshot::Sender<NodeStatus>,
@@ -145,7 +185,7 @@ pub struct MemberStatus {
 
 struct ReadBatch {
     started: Instant,
-    reads: Vec<(Query, Access, Reply)>,
+    reads: Vec<PendingRead>,
 }
 
 pub struct Node {
@@ -162,7 +202,7 @@ pub struct Node {
     /// leader's own proposals (session expiry, wake-ups) have no reply.
     proposals: BTreeMap<u64, (u64, Option<Reply>)>,
     /// Reads of this turn, not yet sent as a ReadIndex request.
-    new_reads: Vec<(Query, Access, Reply)>,
+    new_reads: Vec<PendingRead>,
     /// ReadIndex requests in flight, by request context.
     read_batches: HashMap<u64, ReadBatch>,
     next_read_ctx: u64,
@@ -307,6 +347,7 @@ impl Node {
                 self.raw.tick();
                 next_tick = now + tick;
                 self.expire_reads(now);
+                self.events.flush();
                 self.report_divergence(now);
                 if self.leading() {
                     self.check_sessions(now);
@@ -393,7 +434,15 @@ impl Node {
             Input::Read { reply, .. } if self.integrity.diverged.is_some() => {
                 let _ = reply.send(Err(self.diverged()));
             }
-            Input::Read { query, auth, reply } => self.new_reads.push((query, auth, reply)),
+            Input::Read { query, auth, reply } => {
+                self.new_reads.push(PendingRead::Query(query, auth, reply));
+            }
+            Input::Watch { reply, .. } if self.integrity.diverged.is_some() => {
+                let _ = reply.send(Err(self.diverged()));
+            }
+            Input::Watch { spec, auth, reply } => {
+                self.new_reads.push(PendingRead::Watch(spec, auth, reply));
+            }
             Input::Status { reply } => {
                 let _ = reply.send(self.status());
             }
@@ -955,10 +1004,69 @@ impl Node {
             .partition(|(index, _)| *index <= applied);
         self.ready_reads = later;
         for (_, batch) in now {
-            for (query, access, reply) in batch.reads {
-                let _ = reply.send(self.answer(&query, &access));
+            for read in batch.reads {
+                match read {
+                    PendingRead::Query(query, access, reply) => {
+                        let _ = reply.send(self.answer(&query, &access));
+                    }
+                    PendingRead::Watch(spec, access, reply) => {
+                        let _ = reply.send(self.register_watch(spec, &access));
+                    }
+                }
             }
         }
+    }
+
+    /// Registers a watch at the applied index, if its session is live and usable by the
+    /// caller and the caller may see the path (see `events.rs`): the events of every entry
+    /// applied from now on reach it, and the reply says what the path held before them.
+    fn register_watch(&self, spec: WatchSpec, access: &Access) -> Result<Watching, ServerError> {
+        let session = self
+            .machine
+            .session_access(spec.session)
+            .ok_or(StateError::SessionExpired)?;
+        access.admits(spec.session, &session, false)?;
+        access.reaches(&spec.path, false)?;
+        let user = access.user.as_ref();
+        let target = Target::Path(spec.path.clone());
+        let attr = match self.machine.query_as(&Query::Stat(target.clone()), user) {
+            Ok(Outcome::Attr(attr)) => Some(attr),
+            Ok(_) => unreachable!("a stat answers attributes"),
+            Err(StateError::NotFound) => {
+                // Watching a missing path tells when it appears: the caller must be able to
+                // look at its nearest existing ancestor.
+                let mut at = spec.path.as_str();
+                loop {
+                    at = match at.rfind('/') {
+                        Some(0) | None => "/",
+                        Some(i) => &at[..i],
+                    };
+                    match self
+                        .machine
+                        .query_as(&Query::Stat(Target::Path(at.into())), user)
+                    {
+                        Err(StateError::NotFound) if at != "/" => continue,
+                        Err(e) => return Err(e.into()),
+                        Ok(_) => break,
+                    }
+                }
+                None
+            }
+            Err(e) => return Err(e.into()),
+        };
+        if attr.as_ref().is_some_and(|a| a.kind == Kind::Dir) {
+            // Events name the directory's children: the caller must be able to list it.
+            self.machine.query_as(&Query::Readdir(target), user)?;
+        }
+        let holders = attr
+            .as_ref()
+            .map_or(0, |a| self.machine.lock_holders(a.instance));
+        self.events.watch(spec)?;
+        Ok(Watching {
+            index: self.applied,
+            attr,
+            holders,
+        })
     }
 
     /// Answers a read as `access` allows: a query on a target outside the caller's subtree is
@@ -1002,10 +1110,10 @@ impl Node {
             .collect();
         for ctx in expired {
             let batch = self.read_batches.remove(&ctx).expect("collected above");
-            for (_, _, reply) in batch.reads {
-                let _ = reply.send(Err(ServerError::Unavailable(
+            for read in batch.reads {
+                read.fail(ServerError::Unavailable(
                     "no leader confirmed the read in time".into(),
-                )));
+                ));
             }
         }
     }
@@ -1109,6 +1217,7 @@ impl Node {
             }
         }
         let events = self.machine.take_events();
+        let node_events = self.machine.take_node_events();
         let changes = self.machine.take_changes();
         self.digest.apply(&changes);
         self.state_store
@@ -1121,6 +1230,7 @@ impl Node {
         for (reply, result) in replies {
             let _ = reply.send(result);
         }
+        self.events.publish_changes(&node_events);
         for event in events {
             if let Event::SessionEnded { session, .. } = &event {
                 self.timers.ended(*session);

@@ -34,7 +34,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::admission::{Admission, Ticket};
 use super::authz::Caller;
 use super::convert::{self, Action};
-use super::events::EventRouter;
+use super::events::{EventRouter, FrameSender, WatchSpec};
 use super::node::Input;
 use super::transport::PeerBook;
 use super::ServerError;
@@ -324,7 +324,7 @@ impl Service {
                 let _permits = (permit, node_permit);
                 let mut resp = proto::Response::new();
                 resp.id = req.id;
-                match handle(&inbox, &caller, addr, &req).await {
+                match handle(&inbox, &caller, addr, &req, conn_id, &tx, &events).await {
                     Ok(res) => {
                         // A connection that keeps a session alive (or opened it) gets its events.
                         if let proto::Response_oneof_result::session(s) = &res {
@@ -384,11 +384,16 @@ async fn refuse(conn: &mut FramedConn<Stream>, why: &str) -> Result<(), proto::f
     conn.send(&reply).await
 }
 
+/// Handles one client request; `conn` and `tx` are its connection's id and outgoing frames
+/// (where a watch's events go).
 async fn handle(
     inbox: &Sender<Input>,
     caller: &Caller,
     addr: SocketAddr,
     req: &proto::Request,
+    conn: u64,
+    tx: &FrameSender,
+    events: &EventRouter,
 ) -> Result<proto::Response_oneof_result, ServerError> {
     let stopped = || ServerError::Unavailable("node shutting down".into());
     let mut action = convert::action(req)?;
@@ -446,6 +451,31 @@ async fn handle(
                 .send(Input::Read { query, auth, reply })
                 .map_err(|_| stopped())?;
             Ok(convert::outcome(rx.await.map_err(|_| stopped())??))
+        }
+        Action::Watch {
+            session,
+            id,
+            path,
+            recursive,
+        } => {
+            let (reply, rx) = oneshot::channel();
+            let spec = WatchSpec {
+                conn,
+                id,
+                session,
+                path,
+                recursive,
+                tx: tx.clone(),
+            };
+            inbox
+                .send(Input::Watch { spec, auth, reply })
+                .map_err(|_| stopped())?;
+            Ok(convert::watching(&rx.await.map_err(|_| stopped())??))
+        }
+        Action::Unwatch { id, .. } => {
+            // Only this connection's own watch: nothing to check.
+            events.unwatch(conn, id);
+            Ok(proto::Response_oneof_result::done(proto::Done::new()))
         }
     }
 }

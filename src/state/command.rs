@@ -329,6 +329,45 @@ pub enum Event {
     SessionEnded { session: u64, expired: bool },
 }
 
+/// What happened to a node, as watches report it (see [`NodeEvent`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum NodeChange {
+    /// The node appeared at its path (created, or renamed to it).
+    Created,
+    /// The node left its path (deleted, or renamed away from it).
+    Deleted,
+    /// A file's contents changed: its content generation and size after the change.
+    Modified { generation: u64, size: u64 },
+    /// Mode, owner, times or the ephemeral flag changed.
+    Attrib,
+    /// A lock was granted: to whom, the node's lock generation after it, and how many locks
+    /// the node has then.
+    Locked {
+        holder: LockHolder,
+        generation: u64,
+        holders: u32,
+    },
+    /// A lock was released (unlocked, closed, its session ended, its node deleted), with
+    /// the number of locks left.
+    Unlocked {
+        holder: LockHolder,
+        generation: u64,
+        holders: u32,
+    },
+}
+
+/// A change to one node, in commit order: every replica produces the same sequence from the
+/// same log. `path` is where the node is (or, for `Deleted`, was) when the change applies.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeEvent {
+    /// The log index of the command that made the change.
+    pub index: u64,
+    pub path: String,
+    pub instance: u64,
+    pub kind: Kind,
+    pub change: NodeChange,
+}
+
 /// A read-only question about the tree.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Query {

@@ -27,7 +27,10 @@ use std::ops::Bound;
 use super::lock::{Held, LockTable};
 use super::session::GrantedWait;
 use super::tree::{page_size, StateMachine};
-use super::{Command, Event, LockInfo, LockKind, LockResult, LockStyle, Outcome, StateError, ROOT};
+use super::{
+    Command, Event, LockInfo, LockKind, LockResult, LockStyle, NodeChange, Outcome, StateError,
+    ROOT,
+};
 
 /// Holders or waiters per node beyond which a lock request is refused with ENOLCK.
 pub const MAX_LOCKS_PER_NODE: usize = 10_000;
@@ -293,6 +296,13 @@ impl StateMachine {
         Ok(Outcome::LockProbe(conflict))
     }
 
+    /// How many locks node `ino` has (a POSIX owner's disjoint ranges count one each).
+    pub fn lock_holders(&self, ino: u64) -> u32 {
+        self.locks
+            .get(&ino)
+            .map_or(0, |t| u32::try_from(t.holders.len()).unwrap_or(u32::MAX))
+    }
+
     /// A page of the nodes with holders or waiters above instance `after` (see
     /// `Query::Locks`), and the instance to go on from if more remain.
     pub(super) fn lock_infos(&self, after: u64, limit: u32) -> (Vec<LockInfo>, Option<u64>) {
@@ -413,6 +423,11 @@ impl StateMachine {
         if old.as_ref() == Some(&table) {
             return;
         }
+        self.lock_events(
+            ino,
+            old.as_ref().map_or(&[], |t| &t.holders),
+            &table.holders,
+        );
         let old_waiters = old.as_ref().map_or(0, |t| t.waiters.len() as u64);
         self.usage.waiters = self.usage.waiters - old_waiters + table.waiters.len() as u64;
         self.dirty_locks.insert(ino);
@@ -422,6 +437,36 @@ impl StateMachine {
         if table.delay_until_ns != 0 {
             self.delays.insert((table.delay_until_ns, ino));
         }
+    }
+
+    /// Reports the locks of node `ino` that went (first) and came between `old` and `new`
+    /// holders. A lock whose kind or range changed is reported as both.
+    fn lock_events(&mut self, ino: u64, old: &[Held], new: &[Held]) {
+        let key = |h: &Held| (h.session, h.owner, h.style, h.kind, h.start, h.end);
+        let generation = self.nodes[&ino].lock_generation;
+        let holders = u32::try_from(new.len()).unwrap_or(u32::MAX);
+        let gone = old.iter().filter(|h| !new.iter().any(|n| key(n) == key(h)));
+        let came = new.iter().filter(|h| !old.iter().any(|o| key(o) == key(h)));
+        let changes: Vec<NodeChange> = gone
+            .map(|h| NodeChange::Unlocked {
+                holder: h.to_holder(self.host_of(h.session)),
+                generation,
+                holders,
+            })
+            .chain(came.map(|h| NodeChange::Locked {
+                holder: h.to_holder(self.host_of(h.session)),
+                generation,
+                holders,
+            }))
+            .collect();
+        for change in changes {
+            self.node_event(ino, change);
+        }
+    }
+
+    /// The host of a session, or "" once it is gone.
+    fn host_of(&self, session: u64) -> &str {
+        self.sessions.get(&session).map_or("", |s| s.host.as_str())
     }
 
     /// Forgets the granted waits of an owner on a node: its locks there changed since.

@@ -33,7 +33,9 @@
 //! handle holds them, and at-most-once application of client requests (`dedup.rs`). Besides
 //! its outcome, applying a command may tell other clients something (a queued lock granted, a
 //! wait failed, a session ended): the caller collects these with [`StateMachine::take_events`]
-//! after each apply and delivers them once the command is committed and applied.
+//! after each apply and delivers them once the command is committed and applied. Every change
+//! to a node (created, deleted, modified, attributes, a lock granted or released) is also
+//! reported, with its log index and path, to [`StateMachine::take_node_events`], for watches.
 //!
 //! Quotas (`quota.rs`) bound what the state may hold: sessions, handles, nodes, bytes and lock
 //! waiters. The leader stamps them into each command that can grow something; a command past a
@@ -58,7 +60,8 @@ mod tests;
 
 pub use command::{
     ApplyCtx, Attr, Command, CreateSpec, DirEntry, Event, Kind, LockHolder, LockInfo, LockKind,
-    LockResult, LockStyle, LockWaiter, Outcome, Query, RequestId, SessionInfo, Target, MAX_PAGE,
+    LockResult, LockStyle, LockWaiter, NodeChange, NodeEvent, Outcome, Query, RequestId,
+    SessionInfo, Target, MAX_PAGE,
 };
 pub use dedup::MAX_CACHED_RESULTS;
 pub use error::StateError;

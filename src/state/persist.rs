@@ -199,6 +199,8 @@ impl StateMachine {
             delays,
             usage: Usage::default(),
             events: Vec::new(),
+            node_events: Vec::new(),
+            applying: 0,
             dirty_nodes: BTreeSet::new(),
             dirty_sessions: BTreeSet::new(),
             dirty_handles: BTreeSet::new(),

@@ -2,6 +2,7 @@
 //! of two replicas (`tests/random.rs`) and data-driven scenarios (`tests/script.rs`).
 
 mod dedup;
+mod events;
 mod locks;
 mod perm;
 mod quotas;

@@ -17,8 +17,8 @@ use super::quota::Usage;
 use super::record::Meta;
 use super::session::{Handle, Session};
 use super::{
-    ApplyCtx, Attr, Command, DirEntry, Event, Kind, Outcome, Query, StateError, Target, UserIds,
-    MAX_PAGE,
+    ApplyCtx, Attr, Command, DirEntry, Event, Kind, NodeChange, NodeEvent, Outcome, Query,
+    StateError, Target, UserIds, MAX_PAGE,
 };
 
 /// The instance number of the root directory.
@@ -45,6 +45,10 @@ pub struct StateMachine {
     pub(super) usage: Usage,
     /// Events since the last `take_events`. Not stored.
     pub(super) events: Vec<Event>,
+    /// Node changes since the last `take_node_events`. Not stored.
+    pub(super) node_events: Vec<NodeEvent>,
+    /// The log index of the command being applied, for `node_events`. Not stored.
+    pub(super) applying: u64,
     /// Records created, changed or removed since the last `take_changes`.
     pub(super) dirty_nodes: BTreeSet<u64>,
     pub(super) dirty_sessions: BTreeSet<u64>,
@@ -101,6 +105,8 @@ impl StateMachine {
             delays: BTreeSet::new(),
             usage: Usage::default(),
             events: Vec::new(),
+            node_events: Vec::new(),
+            applying: 0,
             dirty_nodes: BTreeSet::from([ROOT]),
             dirty_sessions: BTreeSet::new(),
             dirty_handles: BTreeSet::new(),
@@ -117,6 +123,7 @@ impl StateMachine {
             self.check_command(cmd, caller)?;
         }
         let now = self.meta.clock_ns.max(ctx.time_ns);
+        self.applying = ctx.index;
         if let Some(quotas) = &ctx.quotas {
             self.check_quotas(cmd, quotas, now)?;
         }
@@ -285,6 +292,12 @@ impl StateMachine {
         std::mem::take(&mut self.events)
     }
 
+    /// The node changes of the commands applied since the last call, in order. See
+    /// [`NodeEvent`].
+    pub fn take_node_events(&mut self) -> Vec<NodeEvent> {
+        std::mem::take(&mut self.node_events)
+    }
+
     /// The instance number a target names.
     pub fn lookup(&self, target: &Target) -> Result<u64, StateError> {
         match target {
@@ -416,7 +429,9 @@ impl StateMachine {
             node.data.resize(new_len, 0);
             node.data[start..start + data.len()].copy_from_slice(data);
         }
-        Ok(Outcome::Attr(Self::modified(node, now).attr(ino)))
+        let attr = Self::modified(node, now).attr(ino);
+        self.node_event(ino, modified_change(&attr));
+        Ok(Outcome::Attr(attr))
     }
 
     #[allow(clippy::too_many_arguments)] // one per field of Command::Put, plus the context
@@ -457,7 +472,9 @@ impl StateMachine {
         self.usage.resize(self.nodes[&ino].data.len(), data.len());
         let node = self.node_mut(ino);
         node.data = data.to_vec();
-        Ok(Outcome::Attr(Self::modified(node, now).attr(ino)))
+        let attr = Self::modified(node, now).attr(ino);
+        self.node_event(ino, modified_change(&attr));
+        Ok(Outcome::Attr(attr))
     }
 
     fn truncate(
@@ -473,7 +490,9 @@ impl StateMachine {
         self.usage.resize(self.nodes[&ino].data.len(), size);
         let node = self.node_mut(ino);
         node.data.resize(size, 0);
-        Ok(Outcome::Attr(Self::modified(node, now).attr(ino)))
+        let attr = Self::modified(node, now).attr(ino);
+        self.node_event(ino, modified_change(&attr));
+        Ok(Outcome::Attr(attr))
     }
 
     fn unlink(&mut self, at: &Target, now: u64) -> Result<Outcome, StateError> {
@@ -509,6 +528,7 @@ impl StateMachine {
             }
             None => {}
         }
+        self.node_event(ino, NodeChange::Deleted);
         let node = self.node_mut(ino);
         let old_parent = node.parent;
         let old_name = std::mem::replace(&mut node.name, slot.name.clone());
@@ -518,6 +538,7 @@ impl StateMachine {
         self.dir_mut(slot.parent, now)
             .children
             .insert(slot.name, ino);
+        self.node_event(ino, NodeChange::Created);
         Ok(Outcome::Done)
     }
 
@@ -545,7 +566,9 @@ impl StateMachine {
         node.atime_ns = atime_ns.unwrap_or(node.atime_ns);
         node.mtime_ns = mtime_ns.unwrap_or(node.mtime_ns);
         node.ctime_ns = now;
-        Ok(Outcome::Attr(node.attr(ino)))
+        let attr = node.attr(ino);
+        self.node_event(ino, NodeChange::Attrib);
+        Ok(Outcome::Attr(attr))
     }
 
     fn set_ephemeral(
@@ -559,7 +582,9 @@ impl StateMachine {
         let node = self.node_mut(ino);
         node.ephemeral = ephemeral;
         node.ctime_ns = now;
-        Ok(Outcome::Attr(node.attr(ino)))
+        let attr = node.attr(ino);
+        self.node_event(ino, NodeChange::Attrib);
+        Ok(Outcome::Attr(attr))
     }
 
     // ---- Resolution: read-only, every error a command can meet while naming things.
@@ -677,6 +702,7 @@ impl StateMachine {
         self.usage.resize(0, node.data.len());
         self.nodes.insert(ino, node);
         self.dirty_nodes.insert(ino);
+        self.node_event(ino, NodeChange::Created);
         ino
     }
 
@@ -684,6 +710,7 @@ impl StateMachine {
     /// fail). Handles on it stay open.
     pub(super) fn delete_node(&mut self, ino: u64, now: u64) {
         self.drop_locks(ino);
+        self.node_event(ino, NodeChange::Deleted);
         let node = self
             .nodes
             .remove(&ino)
@@ -691,6 +718,28 @@ impl StateMachine {
         self.usage.resize(node.data.len(), 0);
         self.dirty_nodes.insert(ino);
         self.dir_mut(node.parent, now).children.remove(&node.name);
+    }
+}
+
+impl StateMachine {
+    /// Reports a change of live node `ino` at its current path.
+    pub(super) fn node_event(&mut self, ino: u64, change: NodeChange) {
+        let event = NodeEvent {
+            index: self.applying,
+            path: self.path_of(ino),
+            instance: ino,
+            kind: self.nodes[&ino].kind,
+            change,
+        };
+        self.node_events.push(event);
+    }
+}
+
+/// The change a write made to a file, from its attributes after it.
+fn modified_change(attr: &Attr) -> NodeChange {
+    NodeChange::Modified {
+        generation: attr.content_generation,
+        size: attr.size,
     }
 }
 
