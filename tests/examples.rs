@@ -10,6 +10,42 @@ use std::time::{Duration, Instant};
 
 use common::hosts::{run, wait_until, Hosts, COMMAND_LIMIT};
 
+/// Reads and writes that the cluster's members handled since they started, all together
+/// (keep-alives aside), from `lockfs cluster status --json`.
+fn requests(h: &Hosts) -> u64 {
+    let out = h.ok("\"$LOCKFS\" cluster status --json");
+    let status: serde_json::Value = serde_json::from_str(&out).expect("status json");
+    status["members"]
+        .as_array()
+        .expect("members")
+        .iter()
+        .map(|m| {
+            let r = &m["requests"];
+            r["reads"].as_u64().expect("reads") + r["writes"].as_u64().expect("writes")
+        })
+        .sum()
+}
+
+/// Asserts that nothing reads or writes the cluster for a few seconds once what runs has
+/// caught up with the last change: it follows changes without polling. (A script that
+/// polls never has a quiet second, and the wait for one fails.)
+fn quiet(h: &Hosts, what: &str) {
+    wait_until(&format!("{what} to settle"), || {
+        let before = requests(h);
+        std::thread::sleep(Duration::from_secs(1));
+        requests(h) == before
+    });
+    let before = requests(h);
+    std::thread::sleep(Duration::from_secs(3));
+    let after = requests(h);
+    assert_eq!(
+        after - before,
+        0,
+        "{what} made {} requests in 3 s while nothing changed",
+        after - before
+    );
+}
+
 #[test]
 fn leader_election_one_leader_and_followers_learn_the_next() {
     let mut h = Hosts::start();
@@ -46,6 +82,8 @@ fn leader_election_one_leader_and_followers_learn_the_next() {
     let holders = h.ok("getfattr --only-values -n user.lockfs.holders \"$A/svc/db/leader\"");
     assert_eq!(holders.lines().count(), 1, "holders: {holders}");
     assert!(h.running(b));
+    // The follower (and B's waiting candidate) cost the cluster nothing while nothing changes.
+    quiet(&h, "the follower");
     // The leader dies; B is elected; the follower learns the new address.
     h.kill9(a);
     wait_until("B elected", || {
@@ -124,6 +162,7 @@ fn service_registry_reflects_arrivals_and_deaths() {
         let log = h.read_out("master.log");
         log.contains("+ rs1 10.0.0.1:16020") && log.contains("+ rs2 10.0.0.2:16020")
     });
+    quiet(&h, "the master");
     // A second rs1 cannot register while the first lives.
     let dup = h.sh("\"$EXAMPLES/registry.sh\" member \"$B\" rs1 10.0.0.9:16020 true");
     assert_eq!(dup.status.code(), Some(1), "{}", dup.stderr);

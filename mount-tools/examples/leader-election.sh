@@ -9,9 +9,10 @@
 #       (after the mount's session TTL).
 #
 #   leader-election.sh follow MOUNT
-#       Prints the current leader and its fencing token, and a new line at every change.
+#       Prints the current leader and its fencing token, and a new line at every change
+#       (without polling: `lockfs watch` reports each change as it commits).
 #
-# MOUNT is a lockfs mount (for `lockfs dev`: /mnt/lockfs).
+# MOUNT is a lockfs mount (for `lockfs dev`: /mnt/lockfs); `lockfs` is on PATH (or in $LOCKFS).
 set -euo pipefail
 
 role=${1:?usage: leader-election.sh candidate|follow MOUNT ...}
@@ -31,10 +32,13 @@ candidate)
     if [ $# -gt 0 ]; then exec "$@"; else exec sleep infinity; fi
     ;;
 follow)
+    # One line from `lockfs watch` for the file as it is now, then one per change to it (new
+    # contents, a lock taken or released), pushed by the cluster as it commits: nothing is
+    # read while nothing changes, and a change is printed within milliseconds.
     last=""
-    while true; do
-        # The holders attribute is empty when nobody holds the lock: the file then still names
-        # the old leader, which must not be trusted.
+    "${LOCKFS:-lockfs}" watch --initial "$file" | while read -r _; do
+        # The holders attribute is empty when nobody holds the lock: the file then still
+        # names the old leader, which must not be trusted.
         if [ -n "$(getfattr --only-values -n user.lockfs.holders "$file" 2>/dev/null)" ]; then
             now="leader: $(cat "$file") (generation $(getfattr --only-values -n user.lockfs.lock_generation "$file"))"
         else
@@ -44,7 +48,6 @@ follow)
             echo "$now"
             last=$now
         fi
-        sleep 0.2
     done
     ;;
 *)

@@ -8,7 +8,8 @@
 #
 #   registry.sh master MOUNT
 #       Lists the members, then prints "+ NAME ADDRESS" for each arrival and "- NAME" for each
-#       departure, as they happen.
+#       departure, as they happen (without polling: `lockfs watch` reports each change as it
+#       commits). `lockfs` is on PATH (or in $LOCKFS).
 set -euo pipefail
 
 role=${1:?usage: registry.sh member|master MOUNT ...}
@@ -32,8 +33,11 @@ member)
     if [ $# -gt 0 ]; then exec "$@"; else exec sleep infinity; fi
     ;;
 master)
+    # One line from `lockfs watch` for the directory as it is now, then one per change in it
+    # (an entry created, written or deleted), pushed by the cluster as it commits: the
+    # directory is read again only when something changed.
     declare -A known=()
-    while true; do
+    "${LOCKFS:-lockfs}" watch --initial "$dir" | while read -r _; do
         declare -A seen=()
         for path in "$dir"/*; do
             [ -e "$path" ] || continue
@@ -51,7 +55,6 @@ master)
             fi
         done
         unset seen
-        sleep 0.2
     done
     ;;
 *)

@@ -100,11 +100,16 @@ pub async fn status(opts: &ClientOpts, as_json: bool) -> Result<(), CliError> {
             .iter()
             .map(|m| {
                 let (check_index, check_digest) = digest(m.id).unzip();
+                let requests = own[&m.id].as_ref().map(|o| {
+                    json!({"reads": o.client_reads, "writes": o.client_writes,
+                           "keep_alives": o.keep_alives, "watches": o.watch_requests})
+                });
                 json!({"id": m.id, "addr": m.addr, "role": m.role, "reachable": m.reachable,
                        "matched": m.matched, "applied": applied[&m.id], "lag": lag(m.id),
                        "promote": m.promote, "unreachable_ms": m.unreachable_ms,
                        "diverged_at": diverged.get(&m.id), "check_index": check_index,
-                       "check_digest": check_digest})
+                       "check_digest": check_digest, "requests": requests,
+                       "watches": own[&m.id].as_ref().map(|o| o.watches)})
             })
             .collect();
         let leader = if s.leader_id == 0 {

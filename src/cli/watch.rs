@@ -33,6 +33,10 @@ pub struct WatchArgs {
     /// One JSON object per line.
     #[arg(long)]
     json: bool,
+    /// First print PATH's state where the watch begins (an `initial` line, as a `resync`
+    /// line reads), so that a script can act on it and then on each change, missing none.
+    #[arg(long)]
+    initial: bool,
     /// Session TTL in seconds: a watch ends with its session, which ends this long after
     /// this process stopped being heard from.
     #[arg(long, default_value_t = 10.0)]
@@ -255,30 +259,31 @@ pub async fn watch(a: WatchArgs) -> Result<(), CliError> {
         .ok_or_else(|| CliError::Usage("--ttl must be a number of seconds > 0".into()))?;
     let (session, path) = open(&a.path, &a.client, ttl, "lockfs watch").await?;
     let result = tokio::select! {
-        r = follow(&session, &path, a.recursive, a.json) => r,
+        r = follow(&session, &path, &a) => r,
         _ = interrupted() => Ok(()),
     };
     let _ = session.close().await;
     result
 }
 
-async fn follow(
-    session: &Arc<Session>,
-    path: &str,
-    recursive: bool,
-    json: bool,
-) -> Result<(), CliError> {
+async fn follow(session: &Arc<Session>, path: &str, a: &WatchArgs) -> Result<(), CliError> {
+    use std::io::Write;
     let (mut watcher, snapshot) = session
-        .watch(path, recursive)
+        .watch(path, a.recursive)
         .await
         .map_err(CliError::client(path))?;
     eprintln!("watching {path} from index {}", snapshot.index);
+    let mut first = a
+        .initial
+        .then(|| state_line("initial", path, &snapshot, a.json));
     loop {
-        let line = match watcher.next().await.map_err(CliError::client(path))? {
-            WatchItem::Resync(s) => resync_line(path, &s, json),
-            WatchItem::Event(e) => event_line(&e, json),
+        let line = match first.take() {
+            Some(line) => line,
+            None => match watcher.next().await.map_err(CliError::client(path))? {
+                WatchItem::Resync(s) => state_line("resync", path, &s, a.json),
+                WatchItem::Event(e) => event_line(&e, a.json),
+            },
         };
-        use std::io::Write;
         let mut out = std::io::stdout().lock();
         // A reader that went away (`lockfs watch | head -1`) ends the watch.
         if writeln!(out, "{line}").and_then(|_| out.flush()).is_err() {
@@ -361,12 +366,13 @@ fn event_line(e: &proto::WatchEvent, json: bool) -> String {
     line
 }
 
-/// The line for a resync: the watched path's state where events begin again.
-fn resync_line(path: &str, s: &Snapshot, json: bool) -> String {
+/// The line for the watched path's state where events begin (`initial`) or begin again
+/// (`resync`).
+fn state_line(word: &str, path: &str, s: &Snapshot, json: bool) -> String {
     if json {
         let mut v = json!({
             "index": s.index,
-            "event": "resync",
+            "event": word,
             "path": path,
             "exists": s.attr.is_some(),
             "holders": s.holders,
@@ -379,10 +385,10 @@ fn resync_line(path: &str, s: &Snapshot, json: bool) -> String {
     }
     match &s.attr {
         Some(a) => format!(
-            "{} resync {path} exists generation={} holders={}",
+            "{} {word} {path} exists generation={} holders={}",
             s.index, a.content_generation, s.holders
         ),
-        None => format!("{} resync {path} missing", s.index),
+        None => format!("{} {word} {path} missing", s.index),
     }
 }
 

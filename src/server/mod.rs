@@ -182,6 +182,7 @@ pub fn serve(cfg: ServeConfig) -> Result<(), ServerError> {
         idle_timeout: cfg.idle_timeout,
         max_requests: cfg.max_requests,
         requests: Arc::new(tokio::sync::Semaphore::new(cfg.max_requests)),
+        counts: Arc::default(),
     });
     let data = cfg.data.clone();
     let node = Node::new(

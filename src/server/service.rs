@@ -70,6 +70,7 @@ pub struct Service {
     pub max_requests: usize,
     /// Permits for client requests in hand, `max_requests` of them.
     pub requests: Arc<tokio::sync::Semaphore>,
+    pub counts: Arc<RequestCounts>,
 }
 
 impl Service {
@@ -254,7 +255,6 @@ impl Service {
         caller: Caller,
         addr: SocketAddr,
     ) -> Result<(), String> {
-        let caller = Arc::new(caller);
         conn.set_max_frame(self.client_max_frame);
         let conn_id = self.next_conn.fetch_add(1, Ordering::Relaxed);
         let (mut reader, mut writer) = conn.split();
@@ -267,6 +267,15 @@ impl Service {
             }
         });
         let in_flight = Arc::new(tokio::sync::Semaphore::new(CLIENT_IN_FLIGHT));
+        let ctx = Arc::new(Handler {
+            inbox: self.inbox.clone(),
+            events: self.events.clone(),
+            counts: self.counts.clone(),
+            caller,
+            addr,
+            conn: conn_id,
+            tx: tx.clone(),
+        });
         let result = loop {
             let received = loop {
                 // Cancelling `recv` keeps a partly read frame: the codec's buffer outlives it.
@@ -316,25 +325,22 @@ impl Service {
                     continue;
                 }
             };
-            let tx = tx.clone();
-            let inbox = self.inbox.clone();
-            let events = self.events.clone();
-            let caller = caller.clone();
+            let ctx = ctx.clone();
             tokio::spawn(async move {
                 let _permits = (permit, node_permit);
                 let mut resp = proto::Response::new();
                 resp.id = req.id;
-                match handle(&inbox, &caller, addr, &req, conn_id, &tx, &events).await {
+                match handle(&ctx, &req).await {
                     Ok(res) => {
                         // A connection that keeps a session alive (or opened it) gets its events.
                         if let proto::Response_oneof_result::session(s) = &res {
-                            events.subscribe(s.session, conn_id, &tx);
+                            ctx.events.subscribe(s.session, ctx.conn, &ctx.tx);
                         }
                         resp.result = Some(res)
                     }
                     Err(e) => resp.set_error(convert::error(&e)),
                 }
-                let _ = tx.send(response_frame(resp)).await;
+                let _ = ctx.tx.send(response_frame(resp)).await;
             });
         };
         self.events.unsubscribe(conn_id);
@@ -384,19 +390,47 @@ async fn refuse(conn: &mut FramedConn<Stream>, why: &str) -> Result<(), proto::f
     conn.send(&reply).await
 }
 
-/// Handles one client request; `conn` and `tx` are its connection's id and outgoing frames
-/// (where a watch's events go).
-async fn handle(
-    inbox: &Sender<Input>,
-    caller: &Caller,
+/// Client requests a node handled since it started, by kind (`lockfs cluster status --json`
+/// shows them): what a client costs the cluster can be counted.
+#[derive(Default)]
+pub struct RequestCounts {
+    pub reads: AtomicU64,
+    pub writes: AtomicU64,
+    pub keep_alives: AtomicU64,
+    pub watches: AtomicU64,
+}
+
+/// What the requests of one client connection are handled with.
+struct Handler {
+    inbox: Sender<Input>,
+    events: Arc<EventRouter>,
+    counts: Arc<RequestCounts>,
+    caller: Caller,
     addr: SocketAddr,
-    req: &proto::Request,
+    /// The connection's id, and its outgoing frames (where its watches' events go too).
     conn: u64,
-    tx: &FrameSender,
-    events: &EventRouter,
+    tx: FrameSender,
+}
+
+/// Handles one client request.
+async fn handle(
+    ctx: &Handler,
+    req: &proto::Request,
 ) -> Result<proto::Response_oneof_result, ServerError> {
+    let (inbox, caller, addr, events) = (&ctx.inbox, &ctx.caller, ctx.addr, &ctx.events);
+    let (conn, tx) = (ctx.conn, &ctx.tx);
     let stopped = || ServerError::Unavailable("node shutting down".into());
     let mut action = convert::action(req)?;
+    let counter = match &action {
+        Action::Read(_) => Some(&ctx.counts.reads),
+        Action::Write { .. } => Some(&ctx.counts.writes),
+        Action::KeepAlive { .. } => Some(&ctx.counts.keep_alives),
+        Action::Watch { .. } => Some(&ctx.counts.watches),
+        _ => None,
+    };
+    if let Some(counter) = counter {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
     caller
         .authorize(&action)
         .inspect_err(|e| log::warn!("refused a request from {addr}: {e}"))?;
@@ -406,7 +440,16 @@ async fn handle(
         Action::Status => {
             let (reply, rx) = oneshot::channel();
             inbox.send(Input::Status { reply }).map_err(|_| stopped())?;
-            Ok(convert::status(rx.await.map_err(|_| stopped())?))
+            let mut status = convert::status(rx.await.map_err(|_| stopped())?);
+            if let proto::Response_oneof_result::status(s) = &mut status {
+                let counts = &ctx.counts;
+                s.client_reads = counts.reads.load(Ordering::Relaxed);
+                s.client_writes = counts.writes.load(Ordering::Relaxed);
+                s.keep_alives = counts.keep_alives.load(Ordering::Relaxed);
+                s.watch_requests = counts.watches.load(Ordering::Relaxed);
+                s.watches = events.watch_count() as u64;
+            }
+            Ok(status)
         }
         Action::Members(op) => {
             let (reply, rx) = oneshot::channel();
