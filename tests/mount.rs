@@ -291,6 +291,154 @@ sys.stdout.write(repr((first + rest).decode()) + " " + repr(again.decode()))
     assert_eq!(out, "'old-version-1234567890\\n' 'new!\\n'");
 }
 
+/// The leader's commit index, from `lockfs cluster status --json`.
+fn commit_index(h: &Hosts) -> u64 {
+    let out = common::ok(&h.cluster.servers(), &["cluster", "status", "--json"], None);
+    let status: serde_json::Value = serde_json::from_slice(&out).expect("status json");
+    status["commit"].as_u64().expect("a commit index")
+}
+
+/// The commit index once nothing has committed for a while: the kernel sends RELEASE in the
+/// background, so the close of a file written just before may still be on its way.
+fn quiet_commit_index(h: &Hosts) -> u64 {
+    let mut last = commit_index(h);
+    let start = Instant::now();
+    loop {
+        std::thread::sleep(Duration::from_millis(500));
+        let now = commit_index(h);
+        if now == last {
+            return now;
+        }
+        assert!(start.elapsed() < WAIT_LIMIT, "the cluster never went quiet");
+        last = now;
+    }
+}
+
+/// Issue 15: reading a file never commits anything. A read-only open of an ordinary file
+/// takes no handle in the cluster, so `cat` costs reads only; a lock through such an open
+/// still takes a handle and excludes across hosts, and a read-only open of an ephemeral file
+/// still holds it.
+#[test]
+fn reading_a_file_commits_nothing_yet_locks_and_ephemeral_holds_work() {
+    let mut h = Hosts::start();
+    h.ok("echo hello > \"$A/f\" && mkdir \"$A/d\" && touch \"$A/d/x\"");
+    // A quiet cluster: keep-alives commit nothing, and check entries come every 10000.
+    let before = quiet_commit_index(&h);
+    let out = h.ok(r#"for i in $(seq 20); do
+             for m in "$A" "$B"; do
+               cat "$m/f"; head -c1 "$m/f"; echo; stat -c %s "$m/f"; ls "$m" "$m/d" >/dev/null
+             done
+           done | sort | uniq -c"#);
+    assert_eq!(
+        out.split_whitespace().collect::<Vec<_>>(),
+        ["40", "6", "40", "h", "40", "hello"],
+        "{out}"
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    let after = commit_index(&h);
+    eprintln!("40 cats, heads, stats and lss: commit index {before} -> {after}");
+    assert_eq!(
+        after,
+        before,
+        "reading committed {} entries",
+        after - before
+    );
+
+    // flock through read-only opens excludes across the two mounts.
+    let holder = h.spawn_ready(
+        "exec 9<\"$B/f\" && flock 9 && touch \"$OUT/b-holds\" && exec sleep 1000",
+        "b-holds",
+    );
+    assert!(commit_index(&h) > after, "the lock took a handle");
+    let busy = h.sh("exec 9<\"$A/f\" && flock -n 9");
+    assert_eq!(busy.status.code(), Some(1), "flock -n on A while B holds");
+    let busy = h.sh("flock -n \"$A/f\" true");
+    assert_eq!(
+        busy.status.code(),
+        Some(1),
+        "flock(1) -n on A while B holds"
+    );
+    h.kill9(holder);
+    wait_until("A's flock once B's holder died", || {
+        h.sh("exec 9<\"$A/f\" && flock -n 9").status.success()
+    });
+
+    // A read-only open of an ephemeral file on B holds it after A, its creator, closed it.
+    h.ok("mkdir \"$A/eph\" && setfattr -n user.lockfs.ephemeral -v 1 \"$A/eph\"");
+    let creator = h.spawn_ready(
+        "set -o noclobber; exec 8>\"$A/eph/e\" && touch \"$OUT/a-made\" && exec sleep 1000",
+        "a-made",
+    );
+    let reader = h.spawn_ready(
+        "exec 9<\"$B/eph/e\" && touch \"$OUT/b-open\" && exec sleep 1000",
+        "b-open",
+    );
+    h.kill9(creator);
+    std::thread::sleep(Duration::from_millis(500));
+    h.ok("test -e \"$A/eph/e\" && test -e \"$B/eph/e\"");
+    h.kill9(reader);
+    wait_until("the ephemeral file to go at B's close", || {
+        !h.a.path.join("eph/e").exists()
+    });
+}
+
+/// A file opened read-only without a handle still belongs to the session it was opened in:
+/// once that session has expired, reads and locks through it fail with EIO, as through a
+/// handle of the session, while new opens start a new session and work.
+#[test]
+fn a_file_opened_without_a_handle_fails_with_eio_after_its_session_expired() {
+    let mut h = Hosts::start();
+    let c = common::Mount::start_as(
+        "host-a",
+        &h.cluster.servers(),
+        &h.out("c"),
+        "allow_other,ttl=2",
+        &h.out("mount-c.log"),
+        "info",
+    );
+    h.ok("echo hello > \"$A/f\"");
+    let script = r#"
+import errno, fcntl, os, time
+m, out = os.environ["C"], os.environ["OUT"]
+fd = os.open(m + "/f", os.O_RDONLY)
+assert os.read(fd, 100) == b"hello\n"
+open(out + "/opened", "w").close()
+while not os.path.exists(out + "/go"):
+    time.sleep(0.02)
+said = []
+for what, op in [("read", lambda: os.pread(fd, 100, 0)),
+                 ("flock", lambda: fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB))]:
+    try:
+        op()
+        said.append(what + " ok")
+    except OSError as e:
+        said.append(what + " " + errno.errorcode[e.errno])
+os.close(fd)
+with open(m + "/f") as again:
+    said.append(again.read().strip())
+open(out + "/said", "w").write(" ".join(said))
+"#;
+    std::fs::write(h.out("expiry.py"), script).unwrap();
+    let reader = h.spawn_ready(
+        &format!("C='{}' exec python3 \"$OUT/expiry.py\"", c.path.display()),
+        "opened",
+    );
+    // Freeze the mount for longer than its TTL: the cluster expires its session.
+    let pid = c.pid().expect("mount c runs") as i32;
+    // SAFETY: kill(2) on the mount process this test started.
+    unsafe { libc::kill(pid, libc::SIGSTOP) };
+    std::thread::sleep(Duration::from_secs(6));
+    // SAFETY: as above.
+    unsafe { libc::kill(pid, libc::SIGCONT) };
+    wait_until("mount c to learn its session ended", || {
+        let log = c.log_text();
+        log.contains(" expired") || log.contains(" lost:")
+    });
+    std::fs::write(h.out("go"), b"").unwrap();
+    assert!(h.wait_child(reader).success(), "{}", c.log_text());
+    assert_eq!(h.read_out("said"), "read EIO flock EIO hello");
+}
+
 #[test]
 fn noclobber_race_has_exactly_one_winner() {
     let h = Hosts::start();

@@ -166,14 +166,22 @@ pub trait Backend: Send + Sync + 'static {
     fn rmdir(&self, parent: u64, name: &str) -> BoxFut<'_, ()>;
     /// Atomic; replaces an existing file at the destination. Directories may be refused (EXDEV).
     fn rename(&self, parent: u64, name: &str, new_parent: u64, new_name: &str) -> BoxFut<'_, ()>;
-    /// Opens a file or directory in the mount's session. A handle keeps an ephemeral file
-    /// alive and carries flock locks; [`Backend::close`] ends it.
-    fn open(&self, ino: u64) -> BoxFut<'_, u64>;
-    /// Creates the file if missing and opens it, in one step (an ephemeral file is never
-    /// without a handle). `exclusive` is O_EXCL: EEXIST if the name exists, cluster-wide.
+    /// The id of the mount's live session, opening a new session first if the last one ended
+    /// (a commit then, and only then). An open file notes the session it was opened in and
+    /// passes it to the calls below, which fail with [`Errno::EKEYEXPIRED`] once that session
+    /// has ended, whether or not the file has a handle.
+    fn session(&self) -> BoxFut<'_, u64>;
+    /// Opens a file or directory in `session` (a commit); EKEYEXPIRED if that session is no
+    /// longer the live one. A handle keeps an ephemeral file alive and carries flock and POSIX
+    /// locks; [`Backend::close`] ends it. Reading needs no handle.
+    fn open(&self, session: u64, ino: u64) -> BoxFut<'_, u64>;
+    /// Creates the file if missing and opens it in `session`, in one step (an ephemeral file
+    /// is never without a handle). `exclusive` is O_EXCL: EEXIST if the name exists,
+    /// cluster-wide.
     #[allow(clippy::too_many_arguments)] // the arguments of creat(2), plus O_EXCL
     fn create(
         &self,
+        session: u64,
         parent: u64,
         name: &str,
         mode: u32,
@@ -181,8 +189,10 @@ pub trait Backend: Send + Sync + 'static {
         gid: u32,
         exclusive: bool,
     ) -> BoxFut<'_, (u64, FileAttr)>;
-    /// Reads through an open handle; fewer bytes than `len` only at the end of the file.
-    fn read(&self, handle: u64, ino: u64, offset: u64, len: u64) -> BoxFut<'_, Vec<u8>>;
+    /// Reads a file opened in `session`, by inode: a linearizable read, no commit and no
+    /// handle needed. EKEYEXPIRED if `session` has ended, as for every other use of a file
+    /// opened in it. Fewer bytes than `len` only at the end of the file.
+    fn read(&self, session: u64, ino: u64, offset: u64, len: u64) -> BoxFut<'_, Vec<u8>>;
     /// Writes through an open handle, visible everywhere when it returns. `truncate` empties
     /// the file first in the same commit (an O_TRUNC folded into the first write); `append`
     /// writes at the end of the file as it is when the write commits, ignoring `offset`.

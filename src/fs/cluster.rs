@@ -1,10 +1,11 @@
 //! The mount's backend: every FUSE operation becomes a request in the mount's session.
 //!
-//! One session per mount. Handles belong to the session that opened them: when a session
-//! expires, its handles fail with EIO (the cluster has already released their locks and
-//! ephemeral files), and the next open starts a new session, as DESIGN.md asks. Requests other
-//! than opens also travel in the current session, so a retry after a failover is applied at most
-//! once.
+//! One session per mount. Handles belong to the session that opened them, and so do open files
+//! without a handle (the fs layer passes the session it opened them in): when a session
+//! expires, its handles and files fail with EIO (the cluster has already released their locks
+//! and ephemeral files), and the next open starts a new session, as DESIGN.md asks. Requests
+//! other than opens also travel in the current session, so a retry after a failover is applied
+//! at most once.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -182,6 +183,15 @@ impl ClusterBackend {
         s.call(op).await.map_err(errno)
     }
 
+    /// Session `sid` if it is the live one; EIO-bound error if it has ended. Never opens a
+    /// session: one that is gone stays gone for what was opened in it.
+    async fn live(&self, sid: u64) -> Result<Arc<Session>, Errno> {
+        match self.session.lock().await.as_ref() {
+            Some(s) if s.id == sid && !s.has_ended() => Ok(s.clone()),
+            _ => Err(Errno(EKEYEXPIRED)),
+        }
+    }
+
     /// The session and cluster handle behind a mount handle; EIO-bound error if its session
     /// is gone.
     async fn handle(&self, fh: u64) -> Result<(Arc<Session>, u64), Errno> {
@@ -191,11 +201,7 @@ impl ClusterBackend {
             .expect("poisoned")
             .get(&fh)
             .ok_or(Errno(libc::EBADF))?;
-        let s = self.current().await.map_err(errno)?;
-        if s.id != sid {
-            return Err(Errno(EKEYEXPIRED));
-        }
-        Ok((s, handle))
+        Ok((self.live(sid).await?, handle))
     }
 
     /// The session a queued lock request was queued in.
@@ -372,9 +378,13 @@ impl Backend for ClusterBackend {
         })
     }
 
-    fn open(&self, ino: u64) -> BoxFut<'_, u64> {
+    fn session(&self) -> BoxFut<'_, u64> {
+        Box::pin(async move { self.current().await.map(|s| s.id).map_err(errno) })
+    }
+
+    fn open(&self, session: u64, ino: u64) -> BoxFut<'_, u64> {
         Box::pin(async move {
-            let s = self.current().await.map_err(errno)?;
+            let s = self.live(session).await?;
             let mut m = proto::Open::new();
             m.set_at(target_ino(ino));
             match s.call(Op::open(m)).await.map_err(errno)? {
@@ -386,6 +396,7 @@ impl Backend for ClusterBackend {
 
     fn create(
         &self,
+        session: u64,
         parent: u64,
         name: &str,
         mode: u32,
@@ -395,7 +406,7 @@ impl Backend for ClusterBackend {
     ) -> BoxFut<'_, (u64, FileAttr)> {
         let name = name.to_string();
         Box::pin(async move {
-            let s = self.current().await.map_err(errno)?;
+            let s = self.live(session).await?;
             let mut m = proto::Open::new();
             m.set_at(target_child(parent, &name));
             m.create = true;
@@ -410,16 +421,16 @@ impl Backend for ClusterBackend {
         })
     }
 
-    fn read(&self, handle: u64, ino: u64, offset: u64, len: u64) -> BoxFut<'_, Vec<u8>> {
+    fn read(&self, session: u64, ino: u64, offset: u64, len: u64) -> BoxFut<'_, Vec<u8>> {
         Box::pin(async move {
-            // Reads through a handle of an expired session fail like every other use of it.
-            self.handle(handle).await?;
+            // A file of an expired session fails like every other use of it, handle or not.
+            let s = self.live(session).await?;
             let mut m = proto::Read::new();
             m.set_target(target_ino(ino));
             m.offset = offset;
             m.has_len = true;
             m.len = len;
-            match self.call(Op::read(m)).await? {
+            match s.call(Op::read(m)).await.map_err(errno)? {
                 Res::data(d) => Ok(d.data),
                 _ => Err(unexpected()),
             }
@@ -456,11 +467,10 @@ impl Backend for ClusterBackend {
             let Some((sid, handle)) = entry else {
                 return Ok(());
             };
-            let s = self.current().await.map_err(errno)?;
-            if s.id != sid {
+            let Ok(s) = self.live(sid).await else {
                 // The old session took its handles with it.
                 return Ok(());
-            }
+            };
             let mut m = proto::Close::new();
             m.handle = handle;
             s.call(Op::close(m)).await.map(|_| ()).map_err(errno)

@@ -17,6 +17,10 @@
 //! Every open file is opened with FOPEN_DIRECT_IO: reads and writes go to the cluster instead
 //! of the page cache, so `cat` never shows another host's old data and sizes never come from a
 //! stale cache.
+//!
+//! What costs a Raft commit: every change to the tree, and a backend handle's open and close.
+//! A read-only open of an ordinary file takes no handle until a lock is taken through it (see
+//! `open_files.rs`), so `cat`, `stat` and `ls` cost linearizable reads only, no commit.
 
 use std::ffi::OsStr;
 use std::future::Future;
@@ -34,7 +38,7 @@ use super::attr::{self, TTL};
 use super::backend::{Backend, Errno, FileAttr, LockStyle};
 use super::errors::to_kernel;
 use super::locks::{self, KernelLock};
-use super::open_files::{OpenFile, OpenFiles};
+use super::open_files::{Ephemeral, OpenFile, OpenFiles};
 use super::owners::LockOwners;
 use super::xattr;
 use crate::client::on_behalf_of;
@@ -50,6 +54,8 @@ pub struct Inner {
     /// Bumped by every write or truncation made through this mount, so a read never serves a
     /// version of a file older than this host's own last write (see `Inner::read`).
     pub writes: std::sync::atomic::AtomicU64,
+    /// Which files are ephemeral, from the attributes the cluster sent: an open needs to know.
+    pub ephemeral: Ephemeral,
 }
 
 /// The fuser filesystem of a lockfs mount.
@@ -75,6 +81,7 @@ impl LockFs {
                 files: OpenFiles::default(),
                 owners: LockOwners::default(),
                 writes: std::sync::atomic::AtomicU64::new(0),
+                ephemeral: Ephemeral::default(),
                 shutdown: tokio::sync::watch::channel(false).0,
             }),
             runtime,
@@ -177,21 +184,41 @@ impl Inner {
     }
 
     /// A close(2): the closing process's POSIX locks on the file go, as on a local filesystem.
-    /// A pending O_TRUNC stays pending (see `open_files.rs`).
+    /// A pending O_TRUNC stays pending (see `open_files.rs`). The unlock goes through the
+    /// handles of this file and of the open files the owner locked through (one and the same,
+    /// usually); a handle is opened for it only if none of them has one (this file was opened
+    /// lazily and the ones locked through are closed).
     async fn flush(&self, fh: u64, owner: u64) -> Result<(), Errno> {
         let file = self.files.get(fh)?;
-        if !self.owners.take_owner(file.ino, owner) {
+        let Some(through) = self.owners.take_owner(file.ino, owner) else {
             return Ok(());
+        };
+        let mut handles = Vec::new();
+        for other in through.into_iter().chain([fh]) {
+            if let Ok(other) = self.files.get(other) {
+                handles.extend(other.opened_handle().await);
+            }
         }
-        let handle = file.handle(&*self.backend).await?;
-        self.backend
-            .unlock(handle, owner, LockStyle::Posix, 0, u64::MAX)
-            .await
+        handles.sort_unstable();
+        handles.dedup();
+        if handles.is_empty() {
+            handles.push(file.handle(&*self.backend).await?);
+        }
+        let mut result = Ok(());
+        for handle in handles {
+            let unlocked = self
+                .backend
+                .unlock(handle, owner, LockStyle::Posix, 0, u64::MAX)
+                .await;
+            result = result.and(unlocked);
+        }
+        result
     }
 
     /// The last close of an open file description: a truncation no write carried, the
-    /// descriptor-owned POSIX locks, then the backend handle (which takes the flock locks
-    /// with it).
+    /// descriptor-owned POSIX locks, then the backend handle if one was opened (which takes
+    /// the flock locks with it). Without a handle nothing held in the cluster belongs to the
+    /// file, and the release costs no round trip.
     async fn release(&self, fh: u64) -> Result<(), Errno> {
         let file = self.files.remove(fh)?;
         let truncated = self.apply_pending_truncate(&file).await;
@@ -224,7 +251,7 @@ impl Inner {
     async fn read(&self, fh: u64, offset: u64, size: u32) -> Result<Vec<u8>, Errno> {
         use std::sync::atomic::Ordering;
         let file = self.files.get(fh)?;
-        let handle = file.handle(&*self.backend).await?;
+        let session = file.session(&*self.backend).await?;
         let slice = |data: &[u8]| {
             let start = usize::try_from(offset)
                 .unwrap_or(usize::MAX)
@@ -239,12 +266,12 @@ impl Inner {
                 Some((at, data)) if at == epoch => Ok(slice(&data)),
                 _ => {
                     self.backend
-                        .read(handle, file.ino, offset, u64::from(size))
+                        .read(session, file.ino, offset, u64::from(size))
                         .await
                 }
             };
         }
-        let data = Arc::new(self.backend.read(handle, file.ino, 0, u64::MAX).await?);
+        let data = Arc::new(self.backend.read(session, file.ino, 0, u64::MAX).await?);
         *file.contents.lock().unwrap() = Some((epoch, data.clone()));
         Ok(slice(&data))
     }
@@ -341,6 +368,39 @@ impl Inner {
         Ok(())
     }
 
+    /// Passes on attributes the cluster sent, noting whether the file is ephemeral.
+    fn seen(&self, result: Result<FileAttr, Errno>) -> Result<FileAttr, Errno> {
+        if let Ok(attr) = &result {
+            self.ephemeral.note(attr);
+        }
+        result
+    }
+
+    /// OPEN of an existing file. A backend handle (a commit now and one at release) only if
+    /// the cluster must know of the open: for writing, with O_TRUNC or O_CREAT, or of an
+    /// ephemeral file, which lives while a handle holds it. Otherwise the file is opened
+    /// lazily: no handle until a lock needs one (see `open_files.rs`). Not knowing whether the
+    /// file is ephemeral, it asks (a read).
+    async fn open(&self, ino: u64, flags: i32) -> Result<u64, Errno> {
+        let writes = flags & libc::O_ACCMODE != libc::O_RDONLY
+            || flags & (libc::O_TRUNC | libc::O_CREAT) != 0;
+        let eager = writes
+            || match self.ephemeral.get(ino) {
+                Some(known) => known,
+                None => self.seen(self.backend.getattr(ino).await)?.ephemeral,
+            };
+        let session = self.backend.session().await?;
+        let handle = if eager {
+            Some(self.backend.open(session, ino).await?)
+        } else {
+            None
+        };
+        let truncate = flags & libc::O_TRUNC != 0;
+        Ok(self
+            .files
+            .insert(OpenFile::file(ino, session, handle, truncate)))
+    }
+
     async fn getxattr(&self, ino: u64, name: xattr::Name) -> Result<Vec<u8>, Errno> {
         if name == xattr::Name::Holders {
             return Ok(xattr::holders_value(&self.backend.holders(ino).await?));
@@ -370,7 +430,7 @@ impl fuser::Filesystem for LockFs {
         let name = name_of(name);
         self.spawn(req, |inner| async move {
             let result = match name {
-                Ok(name) => inner.backend.lookup(parent.0, &name).await,
+                Ok(name) => inner.seen(inner.backend.lookup(parent.0, &name).await),
                 Err(e) => Err(e),
             };
             reply_entry(reply, result);
@@ -379,7 +439,7 @@ impl fuser::Filesystem for LockFs {
 
     fn getattr(&self, req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
         self.spawn(req, |inner| async move {
-            reply_attr(reply, inner.backend.getattr(ino.0).await)
+            reply_attr(reply, inner.seen(inner.backend.getattr(ino.0).await))
         });
     }
 
@@ -408,7 +468,7 @@ impl fuser::Filesystem for LockFs {
             let result = inner
                 .setattr(ino.0, fh, mode, uid, gid, size, atime, mtime)
                 .await;
-            reply_attr(reply, result);
+            reply_attr(reply, inner.seen(result));
         });
     }
 
@@ -524,13 +584,9 @@ impl fuser::Filesystem for LockFs {
     }
 
     fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
-        let truncate = flags.0 & libc::O_TRUNC != 0;
         self.spawn(req, |inner| async move {
-            match inner.backend.open(ino.0).await {
-                Ok(handle) => {
-                    let fh = inner.files.insert(OpenFile::file(ino.0, handle, truncate));
-                    reply.opened(FileHandle(fh), FopenFlags::FOPEN_DIRECT_IO);
-                }
+            match inner.open(ino.0, flags.0).await {
+                Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::FOPEN_DIRECT_IO),
                 Err(e) => reply.error(to_kernel(e)),
             }
         });
@@ -764,22 +820,24 @@ impl fuser::Filesystem for LockFs {
         let mode = mode & !umask & 0o7777;
         self.spawn(req, |inner| async move {
             let created = match name {
-                Ok(name) => {
-                    inner
+                Ok(name) => match inner.backend.session().await {
+                    Ok(session) => inner
                         .backend
-                        .create(parent.0, &name, mode, uid, gid, exclusive)
+                        .create(session, parent.0, &name, mode, uid, gid, exclusive)
                         .await
-                }
+                        .map(|(handle, attr)| (session, handle, attr)),
+                    Err(e) => Err(e),
+                },
                 Err(e) => Err(e),
             };
             match created {
-                Ok((handle, attr)) => {
+                Ok((session, handle, attr)) => {
+                    inner.ephemeral.note(&attr);
                     // An empty file has nothing to truncate; a file someone else created
                     // first may have contents, which O_TRUNC replaces at the first write.
                     let pending = truncate && attr.size > 0;
-                    let fh = inner
-                        .files
-                        .insert(OpenFile::file(attr.ino, handle, pending));
+                    let file = OpenFile::file(attr.ino, session, Some(handle), pending);
+                    let fh = inner.files.insert(file);
                     let kattr = attr::to_kernel(&attr);
                     let flags = FopenFlags::FOPEN_DIRECT_IO;
                     reply.created(&TTL, &kattr, Generation(0), FileHandle(fh), flags);

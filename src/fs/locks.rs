@@ -14,6 +14,13 @@
 //! client's two critical sections under the same generation.)
 //! Which of flock or fcntl the request is, fuser does not say: see `lock_style.rs`.
 //!
+//! A lock needs a backend handle: a file opened lazily (read-only, not ephemeral: see
+//! `open_files.rs`) gets one at its first SETLK, SETLKW or GETLK, opened by inode in the
+//! session the file was opened in. If the file was deleted since the open(2), that first lock
+//! fails with ENOENT, the open's error (a lock through a handle opened before the deletion
+//! fails with ENOENT as well); if the session ended, with EIO. A flock unlock through a file
+//! without a handle has nothing to release and costs nothing.
+//!
 //! A blocking request that the cluster queues is answered from its own task when the grant is
 //! pushed to us, so the FUSE request loop never waits. Signals to the waiting process end the
 //! wait (see `signal.rs`): the wait is withdrawn in the cluster, and if the grant won that race
@@ -68,17 +75,22 @@ fn kind_of(typ: i32) -> Result<LockKind, Errno> {
 /// SETLK (`sleep == false`) and SETLKW.
 pub async fn setlk(inner: &Inner, req: KernelLock, sleep: bool) -> Result<(), Errno> {
     let file = inner.files.get(req.fh)?;
-    let handle = file.handle(&*inner.backend).await?;
     let style = lock_style::of_caller(req.tid).unwrap_or_else(|| {
         log::debug!("cannot tell flock from fcntl for thread {}: POSIX", req.tid);
         LockStyle::Posix
     });
+    // flock locks belong to the handle: without one, nothing is held through this file.
+    let unlock = req.typ == libc::F_UNLCK;
+    if unlock && style == LockStyle::Flock && file.opened_handle().await.is_none() {
+        return Ok(());
+    }
+    let handle = file.handle(&*inner.backend).await?;
     let (start, end) = backend_range(req.start, req.end);
     let owner = match style {
         LockStyle::Flock => handle,
         LockStyle::Posix => req.owner,
     };
-    if req.typ == libc::F_UNLCK {
+    if unlock {
         return inner.backend.unlock(handle, owner, style, start, end).await;
     }
     let spec = LockSpec {

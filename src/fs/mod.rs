@@ -6,8 +6,10 @@
 //! needs and the cluster cannot see:
 //!
 //! - `filesystem.rs`: the request handlers; every request answered from a tokio task.
-//! - `open_files.rs`: open files, and an O_TRUNC folded into the first write or the close so
-//!   that `echo x > f` replaces contents atomically (DESIGN.md, "Consistency").
+//! - `open_files.rs`: open files; which of them hold a handle in the cluster (a read-only open
+//!   of an ordinary file does not until a lock needs one, so reading commits nothing); an
+//!   O_TRUNC folded into the first write or the close so that `echo x > f` replaces contents
+//!   atomically (DESIGN.md, "Consistency").
 //! - `locks.rs`: flock and fcntl locks, blocking waits answered asynchronously.
 //! - `lock_style.rs`: telling flock from fcntl, which fuser 0.18 does not pass on.
 //! - `signal.rs`: noticing a signal to a process blocked in a lock wait, which fuser 0.18

@@ -1,12 +1,30 @@
 //! The mount's table of open files and directories: the `fh` the kernel passes back with
 //! every request on an open file description.
 //!
-//! An open file carries its backend handle and an O_TRUNC that has not happened yet. DESIGN.md
-//! says `open(O_TRUNC)` is never visible alone: the truncation commits together with the first
-//! write, or at close if nothing was written, so `echo x > f` replaces the contents atomically
-//! and no reader on any host ever sees the file empty. The pending flag sits behind an async
-//! mutex that each write holds for its whole round trip, so the truncating write is committed
-//! before any later write on the handle is sent.
+//! An open file carries the session it was opened in, its backend handle if it has one, and
+//! an O_TRUNC that has not happened yet.
+//!
+//! A backend handle is a commit to open and another to close, so an open file gets one only
+//! when the cluster must know of it:
+//! - a file opened for writing (O_WRONLY, O_RDWR), with O_TRUNC or with O_CREAT: at open;
+//! - an ephemeral file, whatever the flags: at open, because the file lives only while some
+//!   handle holds it (see [`Ephemeral`] for how the mount knows without a commit);
+//! - any other file (a read-only open of an ordinary file): at the first lock taken through
+//!   it (flock, fcntl SETLK/SETLKW/GETLK), by inode, in the session the file was opened in. If
+//!   the file was deleted meanwhile, that lock fails with the open's error (ENOENT); if the
+//!   session ended meanwhile, with EIO, as everything through a file of that session;
+//! - a directory: at the first lock taken through it, in the live session.
+//!
+//! So `cat`, `head` or `grep` of an ordinary file commit nothing: reads go by inode and need
+//! no handle, and the release of a file without a handle is local. A file without a handle
+//! still belongs to its session: once that session has ended, reads through it fail with EIO
+//! as they would through a handle (the backend checks the session on every read).
+//!
+//! DESIGN.md says `open(O_TRUNC)` is never visible alone: the truncation commits together with
+//! the first write, or at close if nothing was written, so `echo x > f` replaces the contents
+//! atomically and no reader on any host ever sees the file empty. The pending flag sits behind
+//! an async mutex that each write holds for its whole round trip, so the truncating write is
+//! committed before any later write on the handle is sent.
 //!
 //! "At close" means at RELEASE, the last close of the open file description, not at FLUSH:
 //! FLUSH comes with every close(2) of any descriptor, and the shell's `echo x > f` opens the
@@ -18,20 +36,22 @@
 //! A file's reads are served from one version per pass (from a read at offset 0 to the end):
 //! see `Inner::read`.
 //!
-//! Directories get a backend handle only when one is needed (a lock on the directory): `ls`
-//! should not cost a commit. A directory listing is read once per opendir and served from that
-//! snapshot, so the offsets the kernel hands back stay meaningful while others change the
-//! directory.
+//! A directory listing is read once per opendir and served from that snapshot, so the offsets
+//! the kernel hands back stay meaningful while others change the directory.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use super::backend::{Backend, DirEntry, Errno};
+use super::backend::{Backend, DirEntry, Errno, FileAttr, NodeKind};
 
 pub struct OpenFile {
     pub ino: u64,
-    /// The backend handle; `None` for a directory until a lock needs one.
+    /// The session a file was opened in; `None` for a directory, which takes the live session
+    /// when a lock needs a handle.
+    session: Option<u64>,
+    /// The backend handle; `None` until a lock needs one, for a file opened lazily and for a
+    /// directory.
     handle: tokio::sync::Mutex<Option<u64>>,
     /// An O_TRUNC waiting for the first write or the close.
     pub pending_truncate: tokio::sync::Mutex<bool>,
@@ -43,10 +63,12 @@ pub struct OpenFile {
 }
 
 impl OpenFile {
-    pub fn file(ino: u64, handle: u64, truncate: bool) -> Self {
+    /// A file opened in `session`, with a backend handle or (lazily) without one for now.
+    pub fn file(ino: u64, session: u64, handle: Option<u64>, truncate: bool) -> Self {
         OpenFile {
             ino,
-            handle: tokio::sync::Mutex::new(Some(handle)),
+            session: Some(session),
+            handle: tokio::sync::Mutex::new(handle),
             pending_truncate: tokio::sync::Mutex::new(truncate),
             listing: Mutex::new(None),
             contents: Mutex::new(None),
@@ -56,6 +78,7 @@ impl OpenFile {
     pub fn dir(ino: u64) -> Self {
         OpenFile {
             ino,
+            session: None,
             handle: tokio::sync::Mutex::new(None),
             pending_truncate: tokio::sync::Mutex::new(false),
             listing: Mutex::new(None),
@@ -63,20 +86,69 @@ impl OpenFile {
         }
     }
 
-    /// The backend handle, opening one for a directory on first use.
+    /// The session the file belongs to: the one it was opened in (a directory: the live one).
+    pub async fn session(&self, backend: &dyn Backend) -> Result<u64, Errno> {
+        match self.session {
+            Some(s) => Ok(s),
+            None => backend.session().await,
+        }
+    }
+
+    /// The backend handle, opened by inode on first use if the file has none yet. The open
+    /// happens in the file's own session: EIO-bound EKEYEXPIRED if that session has ended,
+    /// ENOENT if the file was deleted since it was opened.
     pub async fn handle(&self, backend: &dyn Backend) -> Result<u64, Errno> {
         let mut handle = self.handle.lock().await;
         if let Some(h) = *handle {
             return Ok(h);
         }
-        let h = backend.open(self.ino).await?;
+        let session = self.session(backend).await?;
+        let h = backend.open(session, self.ino).await?;
         *handle = Some(h);
         Ok(h)
+    }
+
+    /// The backend handle if one was opened, without opening one.
+    pub async fn opened_handle(&self) -> Option<u64> {
+        *self.handle.lock().await
     }
 
     /// The backend handle if one was opened; the open file keeps no handle after this.
     pub async fn take_handle(&self) -> Option<u64> {
         self.handle.lock().await.take()
+    }
+}
+
+/// Which files are ephemeral, as far as the mount has seen their attributes (lookup, getattr,
+/// create and setattr answers). A file's ephemeral flag is fixed when it is created (only a
+/// directory's can be set) and inode numbers are never reused, so what is noted never goes
+/// stale. The kernel looks a name up before it opens it, so an open almost always finds the
+/// file here; when it does not, the open asks the cluster (a read, not a commit). Bounded: when
+/// full, it starts over.
+#[derive(Default)]
+pub struct Ephemeral {
+    files: Mutex<HashMap<u64, bool>>,
+}
+
+impl Ephemeral {
+    /// Most files remembered.
+    pub const LIMIT: usize = 4096;
+
+    /// Notes the attributes of a node the cluster just sent (directories are skipped).
+    pub fn note(&self, attr: &FileAttr) {
+        if attr.kind != NodeKind::File {
+            return;
+        }
+        let mut files = self.files.lock().unwrap();
+        if files.len() >= Self::LIMIT && !files.contains_key(&attr.ino) {
+            files.clear();
+        }
+        files.insert(attr.ino, attr.ephemeral);
+    }
+
+    /// Whether file `ino` is ephemeral, if known.
+    pub fn get(&self, ino: u64) -> Option<bool> {
+        self.files.lock().unwrap().get(&ino).copied()
     }
 }
 

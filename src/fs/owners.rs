@@ -34,9 +34,10 @@ impl LockOwners {
             .insert(fh);
     }
 
-    /// A close(2) by `owner`: whether it may hold POSIX locks on `ino` (now forgotten).
-    pub fn take_owner(&self, ino: u64, owner: u64) -> bool {
-        self.owners.lock().unwrap().remove(&(ino, owner)).is_some()
+    /// A close(2) by `owner`: if it may hold POSIX locks on `ino`, the open files it locked
+    /// through (and it is forgotten).
+    pub fn take_owner(&self, ino: u64, owner: u64) -> Option<HashSet<u64>> {
+        self.owners.lock().unwrap().remove(&(ino, owner))
     }
 
     /// The release of open file `fh`: the owners that locked through it and are still here.
@@ -63,9 +64,9 @@ mod tests {
         let t = LockOwners::default();
         t.note(5, 100, 1); // a process lock through fh 1
         t.note(5, 200, 2); // an OFD lock through fh 2
-        assert!(!t.take_owner(5, 999));
-        assert!(t.take_owner(5, 100));
-        assert!(!t.take_owner(5, 100));
+        assert_eq!(t.take_owner(5, 999), None);
+        assert_eq!(t.take_owner(5, 100), Some(HashSet::from([1])));
+        assert_eq!(t.take_owner(5, 100), None);
         assert_eq!(t.take_released(5, 1), Vec::<u64>::new());
         assert_eq!(t.take_released(6, 2), Vec::<u64>::new());
         assert_eq!(t.take_released(5, 2), vec![200]);

@@ -204,6 +204,22 @@ impl MemBackend {
     fn with<T>(&self, f: impl FnOnce(&mut Inner) -> Result<T, Errno>) -> Result<T, Errno> {
         f(&mut self.inner.lock().unwrap())
     }
+
+    /// How many commands were applied: the commits a cluster would have made.
+    pub fn applied(&self) -> u64 {
+        self.inner.lock().unwrap().index
+    }
+}
+
+impl Inner {
+    /// The one session, if `session` names it (it never ends here).
+    fn live(&self, session: u64) -> Result<(), Errno> {
+        if session == self.session {
+            Ok(())
+        } else {
+            Err(Errno::EKEYEXPIRED)
+        }
+    }
 }
 
 impl Backend for MemBackend {
@@ -304,12 +320,20 @@ impl Backend for MemBackend {
         done(self.with(|i| i.apply(Command::Rename { from, to }).map(drop)))
     }
 
-    fn open(&self, ino: u64) -> BoxFut<'_, u64> {
-        done(self.with(|i| i.opened(Target::Ino(ino), None).map(|(h, _)| h)))
+    fn session(&self) -> BoxFut<'_, u64> {
+        done(self.with(|i| Ok(i.session)))
+    }
+
+    fn open(&self, session: u64, ino: u64) -> BoxFut<'_, u64> {
+        done(self.with(|i| {
+            i.live(session)?;
+            i.opened(Target::Ino(ino), None).map(|(h, _)| h)
+        }))
     }
 
     fn create(
         &self,
+        session: u64,
         parent: u64,
         name: &str,
         mode: u32,
@@ -324,11 +348,15 @@ impl Backend for MemBackend {
             exclusive,
         };
         let at = child(parent, name);
-        done(self.with(|i| i.opened(at, Some(spec))))
+        done(self.with(|i| {
+            i.live(session)?;
+            i.opened(at, Some(spec))
+        }))
     }
 
-    fn read(&self, _handle: u64, ino: u64, offset: u64, len: u64) -> BoxFut<'_, Vec<u8>> {
+    fn read(&self, session: u64, ino: u64, offset: u64, len: u64) -> BoxFut<'_, Vec<u8>> {
         done(self.with(|i| {
+            i.live(session)?;
             match i.query(Query::Read {
                 target: Target::Ino(ino),
                 offset,

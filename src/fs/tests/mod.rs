@@ -26,6 +26,7 @@ struct Output {
 
 struct Fixture {
     mount: Option<MountHandle>,
+    backend: std::sync::Arc<MemBackend>,
     children: Vec<Child>,
     dir: crate::testdir::TempDir,
     runtime: Option<tokio::runtime::Runtime>,
@@ -50,10 +51,12 @@ impl Fixture {
             allow_other: true,
             ..MountConfig::default()
         };
-        let handle = mount(MemBackend::new(), &mnt, config, runtime.handle().clone())
+        let backend = MemBackend::new();
+        let handle = mount(backend.clone(), &mnt, config, runtime.handle().clone())
             .expect("FUSE mount failed (needs root and /dev/fuse)");
         Fixture {
             mount: Some(handle),
+            backend,
             children: Vec::new(),
             dir,
             runtime: Some(runtime),
@@ -490,6 +493,53 @@ fn xattrs_and_ephemeral_directories() {
         !fx.mnt().join("eph/job").exists()
     });
     assert_eq!(fx.ok("ls -A eph"), "");
+}
+
+#[test]
+fn reading_commits_nothing_and_locks_and_ephemeral_files_still_take_handles() {
+    let mut fx = Fixture::new();
+    fx.ok("echo hello > f && mkdir d");
+    let before = fx.backend.applied();
+    for _ in 0..5 {
+        assert_eq!(fx.ok("cat f"), "hello\n");
+        assert_eq!(fx.ok("head -c1 f"), "h");
+        fx.ok("stat f >/dev/null && ls -l >/dev/null && ls d");
+    }
+    assert_eq!(fx.backend.applied(), before, "reads commit nothing");
+
+    // A lock through a read-only open takes a handle then, and excludes like any other.
+    let holder = fx.spawn_ready(
+        "exec 9<f; flock 9; touch \"$OUT/held\"; exec sleep 120",
+        "held",
+    );
+    assert!(fx.backend.applied() > before, "the lock took a handle");
+    let out = fx.sh("exec 9<f; flock -n 9");
+    assert_eq!(out.status.code(), Some(1), "flock -n must fail while held");
+    kill(holder, libc::SIGKILL);
+    fx.wait_child(holder, COMMAND_LIMIT);
+    wait_until("the lock to go with its holder", || {
+        fx.sh("exec 9<f; flock -n 9").status.success()
+    });
+
+    // A read-only open of an ephemeral file holds it: it is opened with a handle at once.
+    fx.ok("mkdir eph && setfattr -n user.lockfs.ephemeral -v 1 eph");
+    let owner = fx.spawn_ready(
+        "set -o noclobber; exec 8>eph/job; touch \"$OUT/owner\"; exec sleep 120",
+        "owner",
+    );
+    let reader = fx.spawn_ready(
+        "exec 8<eph/job; touch \"$OUT/reader\"; exec sleep 120",
+        "reader",
+    );
+    kill(owner, libc::SIGKILL);
+    fx.wait_child(owner, COMMAND_LIMIT);
+    std::thread::sleep(Duration::from_millis(200));
+    fx.ok("test -e eph/job");
+    kill(reader, libc::SIGKILL);
+    fx.wait_child(reader, COMMAND_LIMIT);
+    wait_until("the ephemeral file to go at its reader's close", || {
+        !fx.mnt().join("eph/job").exists()
+    });
 }
 
 #[test]
