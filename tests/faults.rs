@@ -28,6 +28,8 @@
 //!    history, contents and generations both, is checked by a Wing-Gong search
 //!    (`common/linearizable.rs`), with operations of unknown outcome free to have happened or
 //!    not; a failing history is shrunk to a small one that still fails, for the report.
+//!    A second register, `/reg2`, is read only through host A's mount (its cache serves what
+//!    it holds) while host B only replaces it (`echo >`), and checked the same way.
 //! 4. Ephemeral files: a file held open on host B exists as long as B is connected (through
 //!    every server fault) and is gone within TTL plus a grace after B is cut off.
 //!
@@ -452,6 +454,10 @@ enum Via {
     Files(PathBuf),
     /// `lockfs cat`, `lockfs stat --json`, `lockfs put [--if-generation G]`, a process each.
     Cli(String),
+    /// Only reads of the file on a mount (`cat`), which its cache may serve.
+    Reads(PathBuf),
+    /// Only replaces of the file on a mount (`echo >`).
+    Replaces(PathBuf),
 }
 
 /// The content generation as the mount's attribute shows it.
@@ -503,6 +509,17 @@ fn register_client(
             let mut maybe_truncated = false;
             // What happened: Some(kind, known) or None (a read that failed: nothing to check).
             let outcome: Option<(RegKind, bool)> = match (&via, rng.below(8)) {
+                (Via::Reads(path), _) => std::fs::read(path).ok().map(|d| {
+                    (
+                        RegKind::Read(String::from_utf8_lossy(&d).into_owned()),
+                        true,
+                    )
+                }),
+                (Via::Replaces(path), _) => {
+                    let ok = std::fs::write(path, &value).is_ok();
+                    maybe_truncated = !ok;
+                    Some((RegKind::Write(value), ok))
+                }
                 (Via::Files(path), 0..=2) => std::fs::read(path).ok().map(|d| {
                     (
                         RegKind::Read(String::from_utf8_lossy(&d).into_owned()),
@@ -724,6 +741,19 @@ fn locks_writes_and_ephemeral_files_survive_the_nemesis() {
         .zip(1..)
         .map(|(via, id)| register_client(id, via, epoch, stop.clone()))
         .collect();
+    // A second register: host A only reads (through its cache) what host B keeps replacing.
+    common::ok(&servers, &["put", "/reg2"], Some(b"init"));
+    let reg2_gen0 = json_generation(&common::ok(&servers, &["stat", "--json", "/reg2"], None))
+        .expect("a content generation in lockfs stat --json");
+    let registers2: Vec<_> = [
+        Via::Reads(a.path.join("reg2")),
+        Via::Reads(a.path.join("reg2")),
+        Via::Replaces(b.path.join("reg2")),
+    ]
+    .into_iter()
+    .zip(5..)
+    .map(|(via, id)| register_client(id, via, epoch, stop.clone()))
+    .collect();
     let observer = observe(member.clone(), stop.clone());
 
     // The nemesis: random server faults, then host B cut off past its TTL.
@@ -899,6 +929,10 @@ fn locks_writes_and_ephemeral_files_survive_the_nemesis() {
         .into_iter()
         .flat_map(|r| r.join().unwrap())
         .collect();
+    let reg2_history: Vec<RegOp> = registers2
+        .into_iter()
+        .flat_map(|r| r.join().unwrap())
+        .collect();
     let seen = observer.join().unwrap();
     cluster.wait_leader(Duration::from_secs(60));
     // The cluster's locks and waiters as the run ends, for the report.
@@ -977,6 +1011,25 @@ fn locks_writes_and_ephemeral_files_survive_the_nemesis() {
             Err(e) => anomalies.push(format!("node {node} could not list /set: {e}")),
         }
     }
+    if let Err(e) = linearizable::check("init", reg2_gen0, &reg2_history) {
+        let small = linearizable::shrink("init", reg2_gen0, &reg2_history, Duration::from_secs(30));
+        let shown: String = small
+            .iter()
+            .rev()
+            .take(40)
+            .rev()
+            .map(|o| format!("\n    {o:?}"))
+            .collect();
+        anomalies.push(format!(
+            "register /reg2 (reads on A, replaces on B): {e}\n  smallest failing history ({} of {} operations):{shown}",
+            small.len(),
+            reg2_history.len()
+        ));
+    }
+    let reads2 = reg2_history
+        .iter()
+        .filter(|o| matches!(o.kind, RegKind::Read(_)))
+        .count();
     let checked = Instant::now();
     let register_verdict = linearizable::check("init", reg_gen0, &reg_history);
     let check_time = checked.elapsed();
@@ -1073,6 +1126,12 @@ fn locks_writes_and_ephemeral_files_survive_the_nemesis() {
         count(&|o| matches!(o.kind, RegKind::Cas { ok: true, .. }) && !unknown(o)),
         count(&|o| matches!(o.kind, RegKind::Cas { ok: false, .. })),
         count(&|o| matches!(o.kind, RegKind::Cas { .. }) && unknown(o)),
+    );
+    let _ = writeln!(
+        report,
+        "register /reg2 (host A reads through its cache what host B replaces): {reads2} reads, \
+         {} writes",
+        reg2_history.len() - reads2
     );
     let _ = writeln!(report, "ephemeral: presence seen from host A {seen:?}");
     let _ = writeln!(report, "faults ({}):", faults.len());

@@ -8,6 +8,8 @@
 //!   flock acquire+release cycle, then hand-offs per second between contenders spread over the
 //!   mounts (real `flock(2)` calls, as `flock(1)` makes them).
 //!
+//! - `cache` (`bench_cache.rs`): the mounts' cache and events, with the cache on and off.
+//!
 //! Each prints a human summary and, with `--out FILE`, appends one JSON line per run to FILE.
 
 use std::io::Write as _;
@@ -31,6 +33,9 @@ pub enum BenchCmd {
     Failover(FailoverArgs),
     /// flock(2) through mounts: cycle latency and contended hand-offs per second.
     Flock(FlockArgs),
+    /// The mounts' cache and events: reads, writes with other mounts caching, event latency
+    /// and what following scripts cost, on a local cluster with its own mounts.
+    Cache(super::bench_cache::CacheArgs),
 }
 
 #[derive(Args)]
@@ -84,11 +89,12 @@ pub fn run(cmd: BenchCmd) -> Result<(), CliError> {
         BenchCmd::Write(a) => super::block_on(write(a)),
         BenchCmd::Failover(a) => failover(a),
         BenchCmd::Flock(a) => flock(a),
+        BenchCmd::Cache(a) => super::bench_cache::run(a),
     }
 }
 
 /// The value below which `p` of the sorted samples fall.
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
+pub(super) fn percentile(sorted: &[Duration], p: f64) -> Duration {
     if sorted.is_empty() {
         return Duration::ZERO;
     }
@@ -96,11 +102,11 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[rank.clamp(1, sorted.len()) - 1]
 }
 
-fn ms(d: Duration) -> f64 {
+pub(super) fn ms(d: Duration) -> f64 {
     (d.as_secs_f64() * 1e6).round() / 1e3
 }
 
-fn record(out: &Option<PathBuf>, value: serde_json::Value) -> Result<(), CliError> {
+pub(super) fn record(out: &Option<PathBuf>, value: serde_json::Value) -> Result<(), CliError> {
     if let Some(path) = out {
         let mut f = std::fs::OpenOptions::new()
             .create(true)

@@ -258,6 +258,8 @@ pub fn run(args: DevArgs) -> Result<(), CliError> {
             &list,
             &cluster.tls.join("host"),
             &data,
+            "",
+            "mount.log",
         )?)
     };
     println!(
@@ -317,25 +319,34 @@ pub fn run(args: DevArgs) -> Result<(), CliError> {
     result
 }
 
-/// `lockfs mount --foreground` as a child of `lockfs dev`; unmounted (SIGTERM) on drop.
-struct MountChild {
+/// `lockfs mount --foreground` as a child of `lockfs dev` (or of a benchmark); unmounted
+/// (SIGTERM) on drop.
+pub(super) struct MountChild {
     child: Child,
 }
 
 impl MountChild {
-    fn start(
+    /// Mounts with options `-o options` (none if empty), logging to `data/log_name`.
+    pub(super) fn start(
         exe: &std::path::Path,
         mountpoint: &std::path::Path,
         servers: &str,
         tls_dir: &std::path::Path,
         data: &std::path::Path,
+        options: &str,
+        log_name: &str,
     ) -> Result<MountChild, CliError> {
-        let log = std::fs::File::create(data.join("mount.log"))
+        let log = std::fs::File::create(data.join(log_name))
             .map_err(|e| CliError::Other(format!("creating the mount log: {e}")))?;
-        let mut child = Command::new(exe)
+        let mut command = Command::new(exe);
+        command
             .args(["mount", "--foreground", "--servers", servers])
             .arg("--tls-dir")
-            .arg(tls_dir)
+            .arg(tls_dir);
+        if !options.is_empty() {
+            command.args(["-o", options]);
+        }
+        let mut child = command
             .arg(mountpoint)
             .stdin(Stdio::null())
             .stdout(

@@ -4,6 +4,7 @@
 //! non-zero, which is the only place errors become exit codes.
 
 mod bench;
+mod bench_cache;
 mod cert;
 mod cluster;
 mod dev;

@@ -25,7 +25,8 @@ pub struct MountArgs {
     /// Mount options, comma-separated: allow_other, default_permissions (on unless
     /// no_default_permissions), ro, rw, ttl=SECONDS (session TTL, default 10), tls_dir=DIR
     /// (as --tls-dir), insecure (as --insecure), root_squash (uid and gid 0 act as nobody in
-    /// the cluster's permission checks); _netdev,
+    /// the cluster's permission checks), cache=on|off (keep a consistent cache of the tree;
+    /// on by default); _netdev,
     /// defaults, auto, noauto, nofail, user, nouser, dev, suid, exec are accepted and ignored
     /// (they concern mount(8) and fstab).
     #[arg(short = 'o')]
@@ -46,6 +47,10 @@ pub struct Options {
     pub ttl: Duration,
     pub tls_dir: Option<PathBuf>,
     pub insecure: bool,
+    /// Cache the tree (see `fs/cache.rs`): on unless `cache=off`, or unless permissions are
+    /// the cluster's to check per user (`no_default_permissions`) or root is squashed, where
+    /// one cache cannot serve every user alike.
+    pub cache: bool,
 }
 
 pub fn parse_options(s: Option<&str>) -> Result<Options, CliError> {
@@ -54,6 +59,7 @@ pub fn parse_options(s: Option<&str>) -> Result<Options, CliError> {
         ttl: Duration::from_secs(10),
         tls_dir: None,
         insecure: false,
+        cache: true,
     };
     for opt in s
         .unwrap_or("")
@@ -70,6 +76,8 @@ pub fn parse_options(s: Option<&str>) -> Result<Options, CliError> {
                     .map_err(|_| CliError::Usage(format!("ttl={v}: not a number of seconds")))?;
             }
             Some(("tls_dir", v)) if !v.is_empty() => o.tls_dir = Some(PathBuf::from(v)),
+            Some(("cache", "on")) => o.cache = true,
+            Some(("cache", "off")) => o.cache = false,
             Some(_) => return Err(CliError::Usage(format!("unknown mount option '{opt}'"))),
             None => match opt {
                 "allow_other" => o.config.allow_other = true,
@@ -221,15 +229,23 @@ fn mount_and_wait(
         .map_err(|e| CliError::Other(format!("starting the runtime: {e}")))?;
     let client = Arc::new(a.client.client()?);
     let name = format!("lockfs mount {}", a.mountpoint.display());
+    let cache = options.cache && options.config.default_permissions && !options.config.root_squash;
+    if options.cache && !cache {
+        log::info!("not caching: no_default_permissions or root_squash leave permissions to the cluster, per user");
+    }
     let backend = runtime
         .block_on(ClusterBackend::connect(
             client,
             options.ttl,
             super::hostname(),
             name,
+            cache,
         ))
         .map_err(CliError::client("connecting to the cluster"))?;
     let backend = Arc::new(backend);
+    if cache {
+        runtime.spawn(ClusterBackend::keep_cache(Arc::downgrade(&backend)));
+    }
     let handle = mount(
         backend.clone(),
         &a.mountpoint,

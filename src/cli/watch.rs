@@ -282,6 +282,7 @@ async fn follow(session: &Arc<Session>, path: &str, a: &WatchArgs) -> Result<(),
             None => match watcher.next().await.map_err(CliError::client(path))? {
                 WatchItem::Resync(s) => state_line("resync", path, &s, a.json),
                 WatchItem::Event(e) => event_line(&e, a.json),
+                WatchItem::Interrupted => continue,
             },
         };
         let mut out = std::io::stdout().lock();
@@ -512,6 +513,7 @@ async fn wait_for(
                     entries_changed = true;
                 }
             }
+            WatchItem::Interrupted => {}
         }
     }
 }

@@ -94,6 +94,10 @@ pub struct Session {
     /// Results of waits that arrived before we knew their wait id.
     early: Mutex<HashMap<u64, WaitResult>>,
     tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
+    /// When the lease ends as this client knows it (a TTL after the last acknowledged
+    /// keep-alive was sent: the leader renewed it no earlier), and how many times it was
+    /// renewed only after it had run out.
+    lease: Mutex<(Instant, u64)>,
 }
 
 fn expired() -> ClientError {
@@ -113,7 +117,21 @@ impl Session {
         host: &str,
         name: &str,
     ) -> Result<Arc<Session>, ClientError> {
+        Self::open_with(client, ttl, grace, host, name, false).await
+    }
+
+    /// As [`Session::open`]; with `cache`, the session's client caches the tree, and the
+    /// leader waits for its cache (see `crate::server::cache`).
+    pub async fn open_with(
+        client: Arc<Client>,
+        ttl: Duration,
+        grace: Duration,
+        host: &str,
+        name: &str,
+        cache: bool,
+    ) -> Result<Arc<Session>, ClientError> {
         let mut m = proto::OpenSession::new();
+        m.cache = cache;
         m.ttl_ms = ttl.as_millis() as u64;
         m.host = host.to_string();
         m.pid = std::process::id();
@@ -142,6 +160,7 @@ impl Session {
             waits: Mutex::new(HashMap::new()),
             early: Mutex::new(HashMap::new()),
             tasks: Mutex::new(Vec::new()),
+            lease: Mutex::new((sent + ttl, 0)),
         });
         let mut tasks = Vec::new();
         if let Some(events) = client.take_events() {
@@ -171,6 +190,24 @@ impl Session {
         recursive: bool,
     ) -> Result<(super::watches::Watcher, super::watches::Snapshot), ClientError> {
         super::watches::Watcher::start(self.clone(), path, recursive).await
+    }
+
+    /// Whether the lease certainly still runs (the session is live and a TTL has not passed
+    /// since the last acknowledged keep-alive was sent); if so, how many times so far it was
+    /// renewed only after it had run out. A cache that served under one count must start
+    /// over under another: while the lease had run out, the leader may have stopped waiting
+    /// for it.
+    pub fn lease_holds(&self) -> Option<u64> {
+        let (end, gaps) = *self.lease.lock().expect("poisoned");
+        (*self.state.borrow() == SessionState::Live && Instant::now() < end).then_some(gaps)
+    }
+
+    /// Tells the leader that this session's cache dropped what the events up to `index`
+    /// changed (see `crate::server::cache`).
+    pub async fn cache_ack(&self, index: u64) -> Result<(), ClientError> {
+        let mut m = proto::CacheAck::new();
+        m.index = index;
+        self.call(Op::cache_ack(m)).await.map(|_| ())
     }
 
     pub fn state(&self) -> watch::Receiver<SessionState> {
@@ -510,6 +547,13 @@ async fn keep_alive(
         let now = Instant::now();
         match attempt {
             Ok(_) => {
+                {
+                    let mut lease = s.lease.lock().expect("poisoned");
+                    if now >= lease.0 {
+                        lease.1 += 1;
+                    }
+                    lease.0 = sent + s.ttl;
+                }
                 lease_end = sent + s.ttl;
                 if *s.state.borrow() == SessionState::Jeopardy {
                     log::info!("session {} is safe again", s.id);

@@ -65,6 +65,10 @@ pub enum WatchItem {
     /// follow it.
     Resync(Snapshot),
     Event(proto::WatchEvent),
+    /// A cache watcher only: events may have been missed from here on, and the watcher is
+    /// about to register again. A cache drops everything now: once registered, the leader
+    /// stops waiting for what this registration was not told.
+    Interrupted,
 }
 
 pub struct Watcher {
@@ -74,10 +78,14 @@ pub struct Watcher {
     path: String,
     recursive: bool,
     rx: mpsc::UnboundedReceiver<Routed>,
+    /// The session's cache registration (see `crate::server::cache`).
+    cache: bool,
     epochs: watch::Receiver<u64>,
     /// (connection epoch, index) of the registration events are taken from; `None`: register
     /// again before taking any.
     current: Option<(u64, u64)>,
+    /// A cache watcher reported [`WatchItem::Interrupted`] for the registration to come.
+    told: bool,
 }
 
 impl Watcher {
@@ -87,6 +95,18 @@ impl Watcher {
         session: Arc<Session>,
         path: &str,
         recursive: bool,
+    ) -> Result<(Watcher, Snapshot), ClientError> {
+        Self::start_with(session, path, recursive, false).await
+    }
+
+    /// As [`Watcher::start`]; with `cache`, the session's cache registration (recursive): the
+    /// leader waits for [`Session::cache_ack`] before it answers writes that change what it
+    /// watches.
+    pub async fn start_with(
+        session: Arc<Session>,
+        path: &str,
+        recursive: bool,
+        cache: bool,
     ) -> Result<(Watcher, Snapshot), ClientError> {
         let routes = session.client().watch_routes();
         let (id, rx) = routes.add();
@@ -98,7 +118,9 @@ impl Watcher {
             path: path.to_string(),
             recursive,
             rx,
+            cache,
             current: None,
+            told: true,
         };
         let snapshot = watcher.register().await?;
         Ok((watcher, snapshot))
@@ -109,6 +131,36 @@ impl Watcher {
         &self.path
     }
 
+    /// The connection epoch (see [`crate::client::Client::epoch`]) of the registration events
+    /// are taken from, if it is current; `None` while it must register again.
+    pub fn registered_on(&self) -> Option<u64> {
+        self.current
+            .map(|(epoch, _)| epoch)
+            .filter(|e| *e == *self.epochs.borrow())
+    }
+
+    /// The next item if one has arrived, without waiting (`None`: nothing yet). An item that
+    /// needs a round trip (registering again) is left for [`Watcher::next`].
+    pub fn try_next(&mut self) -> Option<proto::WatchEvent> {
+        let (epoch, index) = self.current?;
+        if *self.epochs.borrow() != epoch {
+            return None;
+        }
+        loop {
+            let (from, event) = self.rx.try_recv().ok()?;
+            if from != epoch {
+                continue;
+            }
+            if event.change == proto::WatchEvent_Change::RESYNC {
+                self.current = None;
+                return None;
+            }
+            if event.index > index {
+                return Some(event);
+            }
+        }
+    }
+
     /// Registers (again) on the client's current connection.
     async fn register(&mut self) -> Result<Snapshot, ClientError> {
         loop {
@@ -117,6 +169,7 @@ impl Watcher {
             m.id = self.id;
             m.path = self.path.clone();
             m.recursive = self.recursive;
+            m.cache = self.cache;
             let reply = match self.session.call(Op::watch(m)).await? {
                 Res::watching(w) => w,
                 _ => return Err(ClientError::Protocol("unexpected answer to watch".into())),
@@ -124,6 +177,7 @@ impl Watcher {
             // Registered on the connection of `before` only if none replaced it meanwhile.
             if *self.epochs.borrow_and_update() == before {
                 self.current = Some((before, reply.index));
+                self.told = false;
                 return Ok(Snapshot {
                     index: reply.index,
                     attr: reply.exists.then(|| reply.get_attr().clone()),
@@ -149,6 +203,10 @@ impl Watcher {
                 });
             }
             let Some((epoch, index)) = self.current else {
+                if self.cache && !self.told {
+                    self.told = true;
+                    return Ok(WatchItem::Interrupted);
+                }
                 return self.register().await.map(WatchItem::Resync);
             };
             if *self.epochs.borrow() != epoch {

@@ -145,6 +145,11 @@ pub enum LockReply {
 pub trait Backend: Send + Sync + 'static {
     fn lookup(&self, parent: u64, name: &str) -> BoxFut<'_, FileAttr>;
     fn getattr(&self, ino: u64) -> BoxFut<'_, FileAttr>;
+    /// As `getattr`, but never from a cache: for what a cache does not keep current (the
+    /// lock generation).
+    fn getattr_fresh(&self, ino: u64) -> BoxFut<'_, FileAttr> {
+        self.getattr(ino)
+    }
     /// Any field given changes; `size` truncates or extends with zeros. Times are wall-clock
     /// nanoseconds since the Unix epoch.
     #[allow(clippy::too_many_arguments)] // one per settable attribute, as setattr(2) has them

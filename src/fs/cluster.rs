@@ -6,12 +6,21 @@
 //! and ephemeral files), and the next open starts a new session, as DESIGN.md asks. Requests
 //! other than opens also travel in the current session, so a retry after a failover is applied
 //! at most once.
+//!
+//! Lookups, attributes, listings and whole-file reads are served from the mount's cache
+//! (`cache.rs`) when it holds them. A task of its own ([`ClusterBackend::keep_cache`])
+//! registers the cache with the leader in each session, drops what the cluster's events name
+//! and acknowledges them; the leader holds every write until it has (see
+//! `crate::server::cache`). Lock state is never served from the cache.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use tokio::sync::Mutex as AsyncMutex;
+
+use super::cache::{Cache, Validity};
+use crate::client::watches::{WatchItem, Watcher};
 
 use super::backend::{
     Backend, BoxFut, DirEntry, Errno, FileAttr, Holder, LockKind, LockReply, LockSpec, LockStyle,
@@ -27,6 +36,10 @@ const SHUTDOWN_LIMIT: Duration = Duration::from_secs(5);
 /// Errno of a handle whose session is gone; the fs layer reports it as EIO.
 const EKEYEXPIRED: i32 = libc::EKEYEXPIRED;
 
+/// The cache's registration: its session, the connection epoch it was made on, and the
+/// lease-gap count the cache serves under (`None`: flush before serving).
+type Registered = (Arc<Session>, u64, Option<u64>);
+
 pub struct ClusterBackend {
     client: Arc<Client>,
     ttl: Duration,
@@ -40,6 +53,12 @@ pub struct ClusterBackend {
     /// rather than being looked for in the next session, where no grant would ever come.
     waits: Mutex<HashMap<u64, Arc<Session>>>,
     next_handle: std::sync::atomic::AtomicU64,
+    /// The cache; `None` when the mount does not cache.
+    cache: Option<Cache>,
+    /// The cache's registration (see [`Registered`]).
+    registered: Mutex<Option<Registered>>,
+    /// The client's connection epochs.
+    epochs: tokio::sync::watch::Receiver<u64>,
 }
 
 fn errno(e: ClientError) -> Errno {
@@ -141,8 +160,12 @@ impl ClusterBackend {
         ttl: Duration,
         host: String,
         name: String,
+        cache: bool,
     ) -> Result<ClusterBackend, ClientError> {
         let backend = ClusterBackend {
+            epochs: client.epoch(),
+            cache: cache.then(Cache::default),
+            registered: Mutex::new(None),
             client,
             ttl,
             host,
@@ -165,12 +188,13 @@ impl ClusterBackend {
             }
             log::warn!("session {} ended; opening a new one", s.id);
         }
-        let s = Session::open(
+        let s = Session::open_with(
             self.client.clone(),
             self.ttl,
             self.ttl,
             &self.host,
             &self.name,
+            self.cache.is_some(),
         )
         .await?;
         log::info!("mount session {} opened (ttl {:?})", s.id, self.ttl);
@@ -242,6 +266,100 @@ impl ClusterBackend {
         }
     }
 
+    /// Under what the cache may serve now, if it may: its registration is on the client's
+    /// current connection and the session's lease holds. A lease renewed after it had run out
+    /// starts the cache over first.
+    fn validity(&self) -> Option<Validity> {
+        let cache = self.cache.as_ref()?;
+        let mut registered = self.registered.lock().expect("poisoned");
+        let (session, epoch, serving) = registered.as_mut()?;
+        if *self.epochs.borrow() != *epoch {
+            return None;
+        }
+        let gaps = session.lease_holds()?;
+        if *serving != Some(gaps) {
+            cache.flush();
+            cache.serve_under((session.id, *epoch, gaps));
+            *serving = Some(gaps);
+        }
+        Some((session.id, *epoch, gaps))
+    }
+
+    /// Keeps the cache for as long as the backend lives: in each session, registers it with
+    /// the leader, drops what the cluster's events name, and acknowledges them. Spawn it once
+    /// the backend is shared.
+    pub async fn keep_cache(backend: Weak<ClusterBackend>) {
+        const PAUSE: Duration = Duration::from_millis(500);
+        loop {
+            let Some(me) = backend.upgrade() else { return };
+            let Some(cache) = me.cache.as_ref() else {
+                return;
+            };
+            cache.flush();
+            *me.registered.lock().expect("poisoned") = None;
+            let session = match me.current().await {
+                Ok(s) => s,
+                Err(e) => {
+                    log::debug!("cache: no session: {e}");
+                    drop(me);
+                    tokio::time::sleep(PAUSE).await;
+                    continue;
+                }
+            };
+            drop(me);
+            let mut watcher = match Watcher::start_with(session.clone(), "/", true, true).await {
+                Ok((w, _)) => w,
+                Err(e) => {
+                    log::warn!("cache: registering with the cluster: {e}; serving nothing");
+                    tokio::time::sleep(PAUSE).await;
+                    continue;
+                }
+            };
+            log::info!("cache registered in session {}", session.id);
+            loop {
+                let Some(me) = backend.upgrade() else { return };
+                if let Some(epoch) = watcher.registered_on() {
+                    let mut registered = me.registered.lock().expect("poisoned");
+                    if registered.as_ref().is_none_or(|(_, e, _)| *e != epoch) {
+                        *registered = Some((session.clone(), epoch, None));
+                    }
+                }
+                drop(me);
+                let item = watcher.next().await;
+                let Some(me) = backend.upgrade() else { return };
+                let Some(cache) = me.cache.as_ref() else {
+                    return;
+                };
+                match item {
+                    Err(e) => {
+                        log::info!("cache: session {} is over ({e})", session.id);
+                        break;
+                    }
+                    Ok(WatchItem::Interrupted) => {
+                        // Flushed before registering again: see `WatchItem::Interrupted`.
+                        cache.flush();
+                        *me.registered.lock().expect("poisoned") = None;
+                    }
+                    Ok(WatchItem::Resync(_)) => {}
+                    Ok(WatchItem::Event(e)) => {
+                        let mut last = e.index;
+                        cache.apply(&e);
+                        while let Some(e) = watcher.try_next() {
+                            cache.apply(&e);
+                            last = e.index;
+                        }
+                        let session = session.clone();
+                        tokio::spawn(async move {
+                            if let Err(e) = session.cache_ack(last).await {
+                                log::debug!("cache: acknowledging index {last}: {e}");
+                            }
+                        });
+                    }
+                }
+            }
+        }
+    }
+
     async fn expect_attr(&self, op: Op) -> Result<FileAttr, Errno> {
         match self.call(op).await? {
             Res::attr(a) => Ok(attr(&a)),
@@ -254,13 +372,43 @@ impl Backend for ClusterBackend {
     fn lookup(&self, parent: u64, name: &str) -> BoxFut<'_, FileAttr> {
         let name = name.to_string();
         Box::pin(async move {
+            let valid = self.validity();
+            let cache = self.cache.as_ref();
+            if let Some(found) = cache.and_then(|c| c.name(valid, parent, &name)) {
+                return found.ok_or(Errno(libc::ENOENT));
+            }
+            let ticket = cache.and_then(|c| c.ticket(valid));
             let mut m = proto::Stat::new();
             m.set_target(target_child(parent, &name));
-            self.expect_attr(Op::stat(m)).await
+            let result = self.expect_attr(Op::stat(m)).await;
+            if let (Some(c), Some(t)) = (cache, ticket) {
+                match &result {
+                    Ok(a) => c.keep_name(t, parent, &name, Some(a)),
+                    Err(e) if e.0 == libc::ENOENT => c.keep_name(t, parent, &name, None),
+                    Err(_) => {}
+                }
+            }
+            result
         })
     }
 
     fn getattr(&self, ino: u64) -> BoxFut<'_, FileAttr> {
+        Box::pin(async move {
+            let valid = self.validity();
+            let cache = self.cache.as_ref();
+            if let Some(a) = cache.and_then(|c| c.attr(valid, ino)) {
+                return Ok(a);
+            }
+            let ticket = cache.and_then(|c| c.ticket(valid));
+            let a = self.getattr_fresh(ino).await?;
+            if let (Some(c), Some(t)) = (cache, ticket) {
+                c.keep_attr(t, &a);
+            }
+            Ok(a)
+        })
+    }
+
+    fn getattr_fresh(&self, ino: u64) -> BoxFut<'_, FileAttr> {
         Box::pin(async move {
             let mut m = proto::Stat::new();
             m.set_target(target_ino(ino));
@@ -311,10 +459,16 @@ impl Backend for ClusterBackend {
 
     fn readdir(&self, ino: u64) -> BoxFut<'_, Vec<DirEntry>> {
         Box::pin(async move {
+            let valid = self.validity();
+            let cache = self.cache.as_ref();
+            if let Some(entries) = cache.and_then(|c| c.listing(valid, ino)) {
+                return Ok(entries.as_ref().clone());
+            }
+            let ticket = cache.and_then(|c| c.ticket(valid));
             let mut m = proto::Readdir::new();
             m.set_target(target_ino(ino));
-            match self.call(Op::readdir(m)).await? {
-                Res::entries(e) => Ok(e
+            let entries: Vec<DirEntry> = match self.call(Op::readdir(m)).await? {
+                Res::entries(e) => e
                     .entries
                     .iter()
                     .map(|d| DirEntry {
@@ -325,9 +479,13 @@ impl Backend for ClusterBackend {
                             proto::Kind::FILE => NodeKind::File,
                         },
                     })
-                    .collect()),
-                _ => Err(unexpected()),
+                    .collect(),
+                _ => return Err(unexpected()),
+            };
+            if let (Some(c), Some(t)) = (cache, ticket) {
+                c.keep_listing(t, ino, Arc::new(entries.clone()));
             }
+            Ok(entries)
         })
     }
 
@@ -425,13 +583,26 @@ impl Backend for ClusterBackend {
         Box::pin(async move {
             // A file of an expired session fails like every other use of it, handle or not.
             let s = self.live(session).await?;
+            // Whole files only are cached: what the fs layer reads at offset 0.
+            let whole = offset == 0 && len == u64::MAX;
+            let valid = self.validity();
+            let cache = self.cache.as_ref().filter(|_| whole);
+            if let Some(data) = cache.and_then(|c| c.contents(valid, ino)) {
+                return Ok(data.as_ref().clone());
+            }
+            let ticket = cache.and_then(|c| c.ticket(valid));
             let mut m = proto::Read::new();
             m.set_target(target_ino(ino));
             m.offset = offset;
             m.has_len = true;
             m.len = len;
             match s.call(Op::read(m)).await.map_err(errno)? {
-                Res::data(d) => Ok(d.data),
+                Res::data(d) => {
+                    if let (Some(c), Some(t)) = (cache, ticket) {
+                        c.keep_contents(t, &attr(d.get_attr()), Arc::new(d.data.clone()));
+                    }
+                    Ok(d.data)
+                }
                 _ => Err(unexpected()),
             }
         })

@@ -51,11 +51,42 @@ pub struct Inner {
     pub owners: LockOwners,
     /// Set when the session ends: lock waits give up.
     pub shutdown: tokio::sync::watch::Sender<bool>,
-    /// Bumped by every write or truncation made through this mount, so a read never serves a
-    /// version of a file older than this host's own last write (see `Inner::read`).
-    pub writes: std::sync::atomic::AtomicU64,
+    /// Bumped for a file by every write or truncation of it made through this mount, so a
+    /// read never serves a version of a file older than this host's own last write to it
+    /// (see `Inner::read`).
+    pub writes: WriteEpochs,
     /// Which files are ephemeral, from the attributes the cluster sent: an open needs to know.
     pub ephemeral: Ephemeral,
+}
+
+/// How many writes this mount made to each file (a number that only grows), for
+/// `Inner::read`. Bounded: past [`WriteEpochs::MAX`] files it forgets them all, and every
+/// file then counts as written just now, which sends reads to the cluster, never to an old
+/// version.
+#[derive(Default)]
+pub struct WriteEpochs {
+    /// (writes so far, the count of each file written, the count of every other file)
+    state: std::sync::Mutex<(u64, std::collections::HashMap<u64, u64>, u64)>,
+}
+
+impl WriteEpochs {
+    const MAX: usize = 65536;
+
+    pub fn bump(&self, ino: u64) {
+        let mut s = self.state.lock().expect("poisoned");
+        s.0 += 1;
+        if s.1.len() >= Self::MAX && !s.1.contains_key(&ino) {
+            s.2 = s.0;
+            s.1.clear();
+        }
+        let now = s.0;
+        s.1.insert(ino, now);
+    }
+
+    pub fn of(&self, ino: u64) -> u64 {
+        let s = self.state.lock().expect("poisoned");
+        s.1.get(&ino).copied().unwrap_or(s.2)
+    }
 }
 
 /// The fuser filesystem of a lockfs mount.
@@ -80,7 +111,7 @@ impl LockFs {
                 backend,
                 files: OpenFiles::default(),
                 owners: LockOwners::default(),
-                writes: std::sync::atomic::AtomicU64::new(0),
+                writes: WriteEpochs::default(),
                 ephemeral: Ephemeral::default(),
                 shutdown: tokio::sync::watch::channel(false).0,
             }),
@@ -247,9 +278,11 @@ impl Inner {
     /// offsets are served from it. `cat` reads until a read returns nothing, so without this a
     /// replace by another host between two of its reads would show the first part of one
     /// version and the end of another: DESIGN.md promises whole versions only. A read at a
-    /// higher offset with no version kept, or after this mount wrote, goes to the cluster.
+    /// higher offset with no version kept, or after this mount wrote to this file, goes to the
+    /// cluster. (Writes to other files do not count: with a mount-wide count, a host that
+    /// kept replacing one file made every `cat` of another mix two versions of it, as the
+    /// fault suite's second register found.)
     async fn read(&self, fh: u64, offset: u64, size: u32) -> Result<Vec<u8>, Errno> {
-        use std::sync::atomic::Ordering;
         let file = self.files.get(fh)?;
         let session = file.session(&*self.backend).await?;
         let slice = |data: &[u8]| {
@@ -259,7 +292,7 @@ impl Inner {
             let end = start.saturating_add(size as usize).min(data.len());
             data[start..end].to_vec()
         };
-        let epoch = self.writes.load(Ordering::SeqCst);
+        let epoch = self.writes.of(file.ino);
         if offset > 0 {
             let kept = file.contents.lock().unwrap().clone();
             return match kept {
@@ -277,9 +310,8 @@ impl Inner {
     }
 
     async fn write(&self, fh: u64, offset: u64, data: Vec<u8>, append: bool) -> Result<u32, Errno> {
-        self.writes
-            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         let file = self.files.get(fh)?;
+        self.writes.bump(file.ino);
         let handle = file.handle(&*self.backend).await?;
         let len = u32::try_from(data.len()).map_err(|_| Errno::EINVAL)?;
         let mut pending = file.pending_truncate.lock().await;
@@ -303,8 +335,7 @@ impl Inner {
         mtime_ns: Option<u64>,
     ) -> Result<FileAttr, Errno> {
         if size.is_some() {
-            self.writes
-                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            self.writes.bump(ino);
         }
         // ftruncate after an O_TRUNC that no write carried yet: truncate to zero first, so
         // the old bytes below the new size are gone as they would be locally.
@@ -405,7 +436,7 @@ impl Inner {
         if name == xattr::Name::Holders {
             return Ok(xattr::holders_value(&self.backend.holders(ino).await?));
         }
-        Ok(xattr::value(name, &self.backend.getattr(ino).await?))
+        Ok(xattr::value(name, &self.backend.getattr_fresh(ino).await?))
     }
 }
 
@@ -903,5 +934,28 @@ impl fuser::Filesystem for LockFs {
         self.spawn(req, |inner| async move {
             reply_empty(reply, locks::setlk(&inner, lock, sleep).await);
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::WriteEpochs;
+
+    #[test]
+    fn a_write_moves_only_its_own_files_count_and_forgetting_moves_every_count() {
+        let w = WriteEpochs::default();
+        let (a, b) = (w.of(1), w.of(2));
+        w.bump(2);
+        assert_eq!(
+            w.of(1),
+            a,
+            "another file's write keeps a read pass of this one"
+        );
+        assert_ne!(w.of(2), b);
+        for ino in 10..10 + WriteEpochs::MAX as u64 {
+            w.bump(ino);
+        }
+        assert_ne!(w.of(1), a, "once forgotten, every file counts as written");
+        assert_ne!(w.of(2), b);
     }
 }

@@ -16,14 +16,18 @@
 //!   does not pass on either (it answers FUSE_INTERRUPT with ENOSYS itself).
 //! - `owners.rs`: which POSIX lock owners to release at close(2) and at the last close.
 //! - `xattr.rs`: the `user.lockfs.*` attributes.
+//! - `cache.rs`: the mount's cache of names, attributes, listings and contents, which the
+//!   cluster keeps correct (`cluster.rs` registers it and applies the cluster's events).
 //! - `attr.rs`, `errors.rs`: attributes and errno as the kernel wants them.
 //! - `mount.rs`: mounting and unmounting.
 //!
 //! Inode numbers are the cluster's instance numbers (root = 1), and the kernel caches nothing:
-//! zero TTLs and direct I/O, so no reader on any host sees stale data.
+//! zero TTLs and direct I/O, so every request reaches the mount process, whose cache serves
+//! only while its lease holds: a frozen mount serves nothing stale.
 
 mod attr;
 pub mod backend;
+mod cache;
 pub mod cluster;
 mod errors;
 mod filesystem;

@@ -166,6 +166,7 @@ pub fn command(rng: &mut StdRng, names: &Names) -> Command {
             name: "fuzz".into(),
             owner: ["", "client:a"][rng.gen_range(0..2)].into(),
             secret: rng.gen(),
+            cache: rng.gen(),
         },
         5..=7 => Command::Open {
             session: names.session(rng),

@@ -226,7 +226,10 @@ fn take(rng: &mut StdRng, req: &proto::Request) -> &'static str {
             }
         }
         Action::Watch {
-            path, recursive, ..
+            path,
+            recursive,
+            cache,
+            ..
         } => {
             // A watch of any path that converts registers, and sees events at that path.
             let router = EventRouter::default();
@@ -237,13 +240,20 @@ fn take(rng: &mut StdRng, req: &proto::Request) -> &'static str {
                 session: 1,
                 path: path.clone(),
                 recursive,
+                cache,
                 tx,
             };
-            router.watch(spec).expect("a converted path registers");
+            router.watch(spec, 0).expect("a converted path registers");
+            if cache {
+                assert!(router.cache_ack(1, 1, 5));
+                assert_eq!(router.cache_registration(1).unwrap().acked, 5);
+            }
             router.publish_changes(&[NodeEvent {
                 index: 1,
                 path,
                 instance: 2,
+                parent: 1,
+                name: "x".into(),
                 kind: Kind::File,
                 change: NodeChange::Created,
             }]);
@@ -251,6 +261,7 @@ fn take(rng: &mut StdRng, req: &proto::Request) -> &'static str {
             "watch registered"
         }
         Action::Unwatch { .. } => "unwatch",
+        Action::CacheAck { .. } => "cache ack",
         Action::Status | Action::KeepAlive { .. } => "status or keep-alive",
     }
 }

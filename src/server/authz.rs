@@ -235,7 +235,8 @@ impl Caller {
                 Action::Read(_)
                 | Action::KeepAlive { .. }
                 | Action::Watch { .. }
-                | Action::Unwatch { .. },
+                | Action::Unwatch { .. }
+                | Action::CacheAck { .. },
             ) => Ok(()),
             (Role::Reader, Action::Write { command, .. }) => match command {
                 Command::OpenSession { .. }
@@ -393,6 +394,7 @@ mod tests {
             name: "m".into(),
             owner: "admin:root".into(),
             secret: 0,
+            cache: false,
         });
         caller(Role::Host).stamp(&mut action);
         let Action::Write {
@@ -410,6 +412,7 @@ mod tests {
             name: "m".into(),
             owner: String::new(),
             secret: 0,
+            cache: false,
         });
         Caller::Insecure.stamp(&mut action);
         let Action::Write {

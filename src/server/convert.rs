@@ -25,12 +25,19 @@ pub enum Action {
     KeepAlive {
         session: u64,
     },
-    /// Registers a watch of `path` (normalized) on this connection, in `session`.
+    /// Registers a watch of `path` (normalized) on this connection, in `session`; with
+    /// `cache`, the session's cache registration (see `cache.rs`).
     Watch {
         session: u64,
         id: u64,
         path: String,
         recursive: bool,
+        cache: bool,
+    },
+    /// The session's cache dropped what the events up to `index` changed.
+    CacheAck {
+        session: u64,
+        index: u64,
     },
     /// Ends this connection's watch `id` (named in a session, like every watch request).
     Unwatch {
@@ -200,6 +207,7 @@ pub fn action(req: &proto::Request) -> Result<Action, ServerError> {
                 // Stamped by the node (authz) and the leader.
                 owner: String::new(),
                 secret: 0,
+                cache: m.cache,
             },
             request: None,
         },
@@ -267,7 +275,13 @@ pub fn action(req: &proto::Request) -> Result<Action, ServerError> {
             session: session()?,
             id: m.id,
             path: watch_path(&m.path)?,
-            recursive: m.recursive,
+            // A cache sees everything below its root.
+            recursive: m.recursive || m.cache,
+            cache: m.cache,
+        },
+        Op::cache_ack(m) => Action::CacheAck {
+            session: session()?,
+            index: m.index,
         },
         Op::unwatch(m) => {
             session()?;
@@ -311,6 +325,8 @@ pub fn watch_event(e: &NodeEvent) -> proto::WatchEvent {
     p.index = e.index;
     p.path = e.path.clone();
     p.instance = e.instance;
+    p.parent = e.parent;
+    p.name = e.name.clone();
     p.kind = kind(e.kind);
     match &e.change {
         NodeChange::Created => p.change = C::CREATED,

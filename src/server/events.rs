@@ -25,6 +25,7 @@ use std::sync::Mutex;
 
 use tokio::sync::mpsc;
 
+use super::cache::Registration;
 use super::convert;
 use super::error::errno;
 use super::ServerError;
@@ -48,6 +49,8 @@ pub struct WatchSpec {
     /// Normalized: "/" or "/a/b", no trailing or repeated slashes.
     pub path: String,
     pub recursive: bool,
+    /// The session's cache registration (see `cache.rs`).
+    pub cache: bool,
     pub tx: FrameSender,
 }
 
@@ -62,9 +65,17 @@ struct Watch {
 
 type Key = (u64, u64);
 
+/// A session's cache registration: its watch, and the highest index it acknowledged.
+struct CacheReg {
+    key: Key,
+    acked: u64,
+}
+
 #[derive(Default)]
 struct Watches {
     by_key: HashMap<Key, Watch>,
+    /// By session.
+    caches: HashMap<u64, CacheReg>,
     by_path: HashMap<String, BTreeSet<Key>>,
     per_conn: HashMap<u64, usize>,
     /// Keys of watches owed a RESYNC.
@@ -76,6 +87,9 @@ impl Watches {
         let Some(w) = self.by_key.remove(&key) else {
             return;
         };
+        if self.caches.get(&w.session).is_some_and(|c| c.key == key) {
+            self.caches.remove(&w.session);
+        }
         if let Some(keys) = self.by_path.get_mut(&w.path) {
             keys.remove(&key);
             if keys.is_empty() {
@@ -209,12 +223,18 @@ impl EventRouter {
         }
     }
 
-    /// Registers a watch (replacing the connection's watch of the same id). Call it from the
-    /// node thread, which publishes node events, at the applied index the watch starts after.
-    pub fn watch(&self, spec: WatchSpec) -> Result<(), ServerError> {
+    /// Registers a watch (replacing the connection's watch of the same id, and for a cache
+    /// the session's earlier registration). Call it from the node thread, which publishes
+    /// node events, at the applied index `index` the watch starts after.
+    pub fn watch(&self, spec: WatchSpec, index: u64) -> Result<(), ServerError> {
         let mut watches = self.watches.lock().expect("poisoned");
         let key = (spec.conn, spec.id);
         watches.remove(key);
+        if spec.cache {
+            if let Some(old) = watches.caches.get(&spec.session).map(|c| c.key) {
+                watches.remove(old);
+            }
+        }
         if watches.per_conn.get(&spec.conn).copied().unwrap_or(0) >= MAX_WATCHES_PER_CONNECTION {
             return Err(ServerError::Refused {
                 code: errno::EDQUOT,
@@ -235,6 +255,11 @@ impl EventRouter {
             .or_default()
             .insert(key);
         *watches.per_conn.entry(spec.conn).or_default() += 1;
+        if spec.cache {
+            watches
+                .caches
+                .insert(spec.session, CacheReg { key, acked: index });
+        }
         watches.by_key.insert(
             key,
             Watch {
@@ -271,6 +296,22 @@ impl EventRouter {
         }
     }
 
+    /// Owes every cache registration a RESYNC (this node stopped leading: they are to
+    /// register with the new leader), sent at once where there is room.
+    pub fn resync_caches(&self, index: u64) {
+        {
+            let mut watches = self.watches.lock().expect("poisoned");
+            let keys: Vec<Key> = watches.caches.values().map(|c| c.key).collect();
+            for key in keys {
+                if let Some(w) = watches.by_key.get_mut(&key) {
+                    w.missed = Some(w.missed.unwrap_or(0).max(index));
+                    watches.owed.insert(key);
+                }
+            }
+        }
+        self.flush();
+    }
+
     /// Sends the RESYNCs owed to watches whose queues have room again.
     pub fn flush(&self) {
         let mut watches = self.watches.lock().expect("poisoned");
@@ -301,6 +342,30 @@ impl EventRouter {
         }
     }
 
+    /// A session's cache registration on this node: the path it watches and the highest
+    /// index it acknowledged.
+    pub fn cache_registration(&self, session: u64) -> Option<Registration> {
+        let watches = self.watches.lock().expect("poisoned");
+        let c = watches.caches.get(&session)?;
+        Some(Registration {
+            path: watches.by_key[&c.key].path.clone(),
+            acked: c.acked,
+        })
+    }
+
+    /// The cache of `session`, registered through connection `conn`, acknowledged the events
+    /// up to `index`; false if it has no registration through that connection.
+    pub fn cache_ack(&self, session: u64, conn: u64, index: u64) -> bool {
+        let mut watches = self.watches.lock().expect("poisoned");
+        match watches.caches.get_mut(&session) {
+            Some(c) if c.key.0 == conn => {
+                c.acked = c.acked.max(index);
+                true
+            }
+            _ => false,
+        }
+    }
+
     /// Watches registered on this node.
     pub fn watch_count(&self) -> usize {
         self.watches.lock().expect("poisoned").by_key.len()
@@ -317,6 +382,8 @@ mod tests {
             index,
             path: path.into(),
             instance: 9,
+            parent: 1,
+            name: "x".into(),
             kind: Kind::File,
             change: NodeChange::Created,
         }
@@ -329,6 +396,7 @@ mod tests {
             session: 1,
             path: path.into(),
             recursive,
+            cache: false,
             tx: tx.clone(),
         }
     }
@@ -347,10 +415,10 @@ mod tests {
     fn a_watch_sees_its_node_its_children_and_with_recursive_all_below() {
         let router = EventRouter::default();
         let (tx, mut rx) = mpsc::channel(100);
-        router.watch(spec(1, 1, "/a", false, &tx)).unwrap();
-        router.watch(spec(1, 2, "/a", true, &tx)).unwrap();
-        router.watch(spec(1, 3, "/a/b/c", false, &tx)).unwrap();
-        router.watch(spec(1, 4, "/", true, &tx)).unwrap();
+        router.watch(spec(1, 1, "/a", false, &tx), 0).unwrap();
+        router.watch(spec(1, 2, "/a", true, &tx), 0).unwrap();
+        router.watch(spec(1, 3, "/a/b/c", false, &tx), 0).unwrap();
+        router.watch(spec(1, 4, "/", true, &tx), 0).unwrap();
         router.publish_changes(&[
             event(1, "/a"),
             event(2, "/a/b"),
@@ -382,7 +450,7 @@ mod tests {
     fn a_full_queue_drops_events_and_owes_one_resync() {
         let router = EventRouter::default();
         let (tx, mut rx) = mpsc::channel(2);
-        router.watch(spec(1, 7, "/f", false, &tx)).unwrap();
+        router.watch(spec(1, 7, "/f", false, &tx), 0).unwrap();
         router.publish_changes(&[
             event(1, "/f"),
             event(2, "/f"),
@@ -408,18 +476,18 @@ mod tests {
     fn watches_end_with_their_connection_session_or_unwatch_and_are_capped() {
         let router = EventRouter::default();
         let (tx, _rx) = mpsc::channel(10);
-        router.watch(spec(1, 1, "/x", false, &tx)).unwrap();
-        router.watch(spec(1, 1, "/y", false, &tx)).unwrap(); // replaces id 1
-        router.watch(spec(2, 1, "/x", false, &tx)).unwrap();
+        router.watch(spec(1, 1, "/x", false, &tx), 0).unwrap();
+        router.watch(spec(1, 1, "/y", false, &tx), 0).unwrap(); // replaces id 1
+        router.watch(spec(2, 1, "/x", false, &tx), 0).unwrap();
         assert_eq!(router.watch_count(), 2);
         router.unsubscribe(2);
         assert_eq!(router.watch_count(), 1);
         router.publish(1, proto::Event::new(), true);
         assert_eq!(router.watch_count(), 0);
         for id in 0..MAX_WATCHES_PER_CONNECTION as u64 {
-            router.watch(spec(3, id, "/x", false, &tx)).unwrap();
+            router.watch(spec(3, id, "/x", false, &tx), 0).unwrap();
         }
-        let refused = router.watch(spec(3, u64::MAX, "/x", false, &tx));
+        let refused = router.watch(spec(3, u64::MAX, "/x", false, &tx), 0);
         assert!(matches!(
             refused,
             Err(ServerError::Refused {
@@ -428,7 +496,9 @@ mod tests {
             })
         ));
         router.unwatch(3, 0);
-        router.watch(spec(3, u64::MAX, "/x", false, &tx)).unwrap();
+        router
+            .watch(spec(3, u64::MAX, "/x", false, &tx), 0)
+            .unwrap();
     }
 
     #[test]

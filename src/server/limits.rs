@@ -108,6 +108,7 @@ mod tests {
             name: String::new(),
             owner: String::new(),
             secret: 0,
+            cache: false,
         };
         assert!(check(&session("h".into()), 100).is_ok());
         assert!(check(&session("h".repeat(MAX_LABEL + 1)), 100).is_err());

@@ -12,6 +12,7 @@
 
 mod admission;
 mod authz;
+mod cache;
 pub mod config;
 pub(crate) mod convert;
 pub(crate) mod entry;

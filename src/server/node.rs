@@ -34,6 +34,7 @@ use slog::Drain as _;
 use tokio::sync::oneshot;
 
 use super::authz::{query_target, targets, within, Access, SEQ_WINDOW};
+use super::cache::{CacheWaits, View, ACK_GRACE};
 use super::config::ServeConfig;
 use super::convert;
 use super::entry::Envelope;
@@ -46,8 +47,8 @@ use super::transport::Transport;
 use super::ServerError;
 use crate::proto;
 use crate::state::{
-    Attr, Command, Event, Kind, Outcome, Query, RequestId, StateError, StateMachine, Target,
-    UserIds,
+    Attr, Command, Event, Kind, NodeChange, Outcome, Query, RequestId, StateError, StateMachine,
+    Target, UserIds,
 };
 use crate::storage::{Members, RaftLog, Records, StateStore, Store, WriteBatch};
 
@@ -125,6 +126,8 @@ pub enum Input {
         auth: Access,
         reply: Reply,
     },
+    /// A session's cache acknowledged events (`cache.rs`): held answers may go.
+    CacheAcked,
     /// A watch to register once this node has applied a ReadIndex (see `events.rs`).
     Watch {
         spec: WatchSpec,
@@ -237,7 +240,19 @@ pub struct Node {
     incoming: Option<(u64, Records)>,
     /// (term, applied index) at which the session timers last followed the live sessions.
     timers_synced: Option<(u64, u64)>,
+    /// Answers to writes held until the caches that may hold what they changed dropped it.
+    cache_waits: CacheWaits<(Reply, Result<Outcome, ServerError>)>,
+    /// How long past its TTL (as this node knows it) a lease may still run: renewed by a
+    /// former leader, or while its holder's acknowledgements were overdue (`cache.rs`).
+    lease_margin: Duration,
 }
+
+/// A write's answer as it leaves `apply`: its index, and the answer.
+type Answer = (u64, Reply, Result<Outcome, ServerError>);
+
+/// A write's answer on its way out: its index, the paths it changed (what caches may hold),
+/// and the answer.
+type Outgoing = (u64, Vec<String>, Reply, Result<Outcome, ServerError>);
 
 impl Node {
     #[allow(clippy::too_many_arguments)]
@@ -273,6 +288,8 @@ impl Node {
         let mut raft_log = raft_log;
         raft_log.set_applied(applied);
         raft_log.set_snapshot_opener(transport.opener());
+        let election = cfg.tick * u32::try_from(cfg.election_ticks).unwrap_or(u32::MAX);
+        let lease_margin = ACK_GRACE + election * 2;
         let logger = slog::Logger::root(slog_stdlog::StdLog.fuse(), slog::o!());
         let raw = RawNode::new(&raft_cfg, raft_log, &logger)?;
         let state_store = store.state_store();
@@ -314,6 +331,8 @@ impl Node {
             report_proposed: None,
             incoming: None,
             timers_synced: None,
+            cache_waits: CacheWaits::new(lease_margin),
+            lease_margin,
         })
     }
 
@@ -348,6 +367,8 @@ impl Node {
                 next_tick = now + tick;
                 self.expire_reads(now);
                 self.events.flush();
+                let ready = self.settle_caches(Vec::new());
+                send_answers(ready);
                 self.report_divergence(now);
                 if self.leading() {
                     self.check_sessions(now);
@@ -382,6 +403,9 @@ impl Node {
             if let Some(reply) = reply {
                 let _ = reply.send(Err(shutting_down()));
             }
+        }
+        for (reply, _) in self.cache_waits.drain() {
+            let _ = reply.send(Err(shutting_down()));
         }
         log::info!("node {} stopped", self.cfg.id);
         Ok(())
@@ -436,6 +460,10 @@ impl Node {
             }
             Input::Read { query, auth, reply } => {
                 self.new_reads.push(PendingRead::Query(query, auth, reply));
+            }
+            Input::CacheAcked => {
+                let ready = self.settle_caches(Vec::new());
+                send_answers(ready);
             }
             Input::Watch { reply, .. } if self.integrity.diverged.is_some() => {
                 let _ = reply.send(Err(self.diverged()));
@@ -629,6 +657,13 @@ impl Node {
             .ok_or(ServerError::State(StateError::SessionExpired))?;
         let term = self.raw.raft.term;
         let ttl_d = Duration::from_millis(ttl);
+        if self.cache_waits.overdue(session, Instant::now()) {
+            return Err(ServerError::Unavailable(
+                "the session's cache has not acknowledged changes in time; its lease is renewed \
+                 once it has"
+                    .into(),
+            ));
+        }
         match self.timers.keep_alive(term, session, ttl_d, Instant::now()) {
             Renewal::Renewed => Ok(ttl),
             // Not renewed, but not "expired" either until the expiry commits: this leader may
@@ -978,6 +1013,11 @@ impl Node {
                 self.cfg.id
             ),
         }
+        if self.role == StateRole::Leader && role != StateRole::Leader {
+            // Caches registered here must register with the new leader, which holds writes
+            // until they have: told now, they do not wait for their next keep-alive.
+            self.events.resync_caches(self.applied);
+        }
         self.role = role;
         self.leader_id = leader_id;
     }
@@ -1010,7 +1050,11 @@ impl Node {
                         let _ = reply.send(self.answer(&query, &access));
                     }
                     PendingRead::Watch(spec, access, reply) => {
-                        let _ = reply.send(self.register_watch(spec, &access));
+                        let registered = self.register_watch(spec, &access);
+                        let _ = reply.send(registered);
+                        // A cache that registers anew may free held answers.
+                        let ready = self.settle_caches(Vec::new());
+                        send_answers(ready);
                     }
                 }
             }
@@ -1020,12 +1064,28 @@ impl Node {
     /// Registers a watch at the applied index, if its session is live and usable by the
     /// caller and the caller may see the path (see `events.rs`): the events of every entry
     /// applied from now on reach it, and the reply says what the path held before them.
-    fn register_watch(&self, spec: WatchSpec, access: &Access) -> Result<Watching, ServerError> {
+    fn register_watch(
+        &mut self,
+        spec: WatchSpec,
+        access: &Access,
+    ) -> Result<Watching, ServerError> {
         let session = self
             .machine
             .session_access(spec.session)
             .ok_or(StateError::SessionExpired)?;
         access.admits(spec.session, &session, false)?;
+        if spec.cache {
+            // The leader holds answers for caches: a cache registers there.
+            if !self.leading() {
+                return Err(self.not_leader());
+            }
+            if !self.machine.is_caching(spec.session) {
+                return Err(StateError::InvalidArgument(
+                    "only a session opened to cache may register a cache".into(),
+                )
+                .into());
+            }
+        }
         access.reaches(&spec.path, false)?;
         let user = access.user.as_ref();
         let target = Target::Path(spec.path.clone());
@@ -1061,7 +1121,7 @@ impl Node {
         let holders = attr
             .as_ref()
             .map_or(0, |a| self.machine.lock_holders(a.instance));
-        self.events.watch(spec)?;
+        self.events.watch(spec, self.applied)?;
         Ok(Watching {
             index: self.applied,
             attr,
@@ -1138,7 +1198,7 @@ impl Node {
             return Ok(());
         }
         let mut batch = WriteBatch::default();
-        let mut replies = Vec::new();
+        let mut replies: Vec<Answer> = Vec::new();
         let mut members_changed = false;
         for entry in entries {
             let mut outcome = match entry.get_entry_type() {
@@ -1212,7 +1272,7 @@ impl Node {
                     )),
                 };
                 if let Some(reply) = reply {
-                    replies.push((reply, result));
+                    replies.push((index, reply, result));
                 }
             }
         }
@@ -1227,9 +1287,7 @@ impl Node {
         if members_changed {
             self.follow_members();
         }
-        for (reply, result) in replies {
-            let _ = reply.send(result);
-        }
+        // Caches hear of the changes first; answers wait for them where they must.
         self.events.publish_changes(&node_events);
         for event in events {
             if let Event::SessionEnded { session, .. } = &event {
@@ -1242,7 +1300,75 @@ impl Node {
                 ended,
             );
         }
+        // What caches may hold: everything but lock state.
+        let mut changed: BTreeMap<u64, Vec<String>> = BTreeMap::new();
+        for e in node_events {
+            if !matches!(
+                e.change,
+                NodeChange::Locked { .. } | NodeChange::Unlocked { .. }
+            ) {
+                changed.entry(e.index).or_default().push(e.path);
+            }
+        }
+        let answers = replies
+            .into_iter()
+            .map(|(index, reply, result)| {
+                let paths = changed.get(&index).cloned().unwrap_or_default();
+                (index, paths, reply, result)
+            })
+            .collect();
+        let ready = self.settle_caches(answers);
+        send_answers(ready);
         Ok(())
+    }
+
+    /// Holds the answers of writes that changed something a cache may hold (see `cache.rs`),
+    /// and gives back those no cache holds up anymore, with the ones held before.
+    fn settle_caches(
+        &mut self,
+        answers: Vec<Outgoing>,
+    ) -> Vec<(Reply, Result<Outcome, ServerError>)> {
+        let caching: Vec<(u64, Duration)> = self
+            .machine
+            .caching_sessions()
+            .map(|(s, ttl_ms)| (s, Duration::from_millis(ttl_ms)))
+            .collect();
+        if caching.is_empty() && self.cache_waits.is_empty() {
+            return answers.into_iter().map(|(.., r, res)| (r, res)).collect();
+        }
+        let now = Instant::now();
+        let events = &self.events;
+        let registration = |s: u64| events.cache_registration(s);
+        // Only a leader's timers follow the leases; elsewhere none is known to have lapsed.
+        let leading = self.raw.raft.state == StateRole::Leader;
+        let term = self.raw.raft.term;
+        let timers = &self.timers;
+        let margin = self.lease_margin;
+        let lapsed = |s: u64| {
+            leading
+                && timers
+                    .lease_end(term, s)
+                    .is_some_and(|end| now > end + margin)
+        };
+        let view = View {
+            caching: &caching,
+            registration: &registration,
+            lapsed: &lapsed,
+            now,
+        };
+        let mut ready = Vec::new();
+        for (index, paths, reply, result) in answers {
+            if paths.is_empty() || result.is_err() {
+                ready.push((reply, result));
+                continue;
+            }
+            ready.extend(
+                self.cache_waits
+                    .hold(index, paths, &view, vec![(reply, result)]),
+            );
+        }
+        ready.extend(self.cache_waits.release(&view));
+        ready
     }
 
     /// Applies the check entry at `index`: compares this replica's digest with the proposer's
@@ -1434,6 +1560,13 @@ impl Node {
 }
 
 /// A v1 conf change in its v2 form (raft-rs's own conversion is not exported).
+/// Sends answers that are ready.
+fn send_answers(answers: Vec<(Reply, Result<Outcome, ServerError>)>) {
+    for (reply, result) in answers {
+        let _ = reply.send(result);
+    }
+}
+
 fn v2_of(cc: ConfChange) -> ConfChangeV2 {
     let mut single = raft::prelude::ConfChangeSingle::default();
     single.set_change_type(cc.get_change_type());

@@ -40,6 +40,7 @@ use super::transport::PeerBook;
 use super::ServerError;
 use crate::auth::{refuse_handshake, Accepted, Stream, Tls};
 use crate::proto::{self, frame::FramedConn, Hello_oneof_kind as HelloKind};
+use crate::state::StateError;
 use crate::storage::Records;
 
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
@@ -500,6 +501,7 @@ async fn handle(
             id,
             path,
             recursive,
+            cache,
         } => {
             let (reply, rx) = oneshot::channel();
             let spec = WatchSpec {
@@ -508,12 +510,23 @@ async fn handle(
                 session,
                 path,
                 recursive,
+                cache,
                 tx: tx.clone(),
             };
             inbox
                 .send(Input::Watch { spec, auth, reply })
                 .map_err(|_| stopped())?;
             Ok(convert::watching(&rx.await.map_err(|_| stopped())??))
+        }
+        Action::CacheAck { session, index } => {
+            // Only this connection's own registration (checked when it was made) moves.
+            if !events.cache_ack(session, conn, index) {
+                return Err(ServerError::State(StateError::InvalidArgument(format!(
+                    "session {session} has no cache registered through this connection"
+                ))));
+            }
+            inbox.send(Input::CacheAcked).map_err(|_| stopped())?;
+            Ok(proto::Response_oneof_result::done(proto::Done::new()))
         }
         Action::Unwatch { id, .. } => {
             // Only this connection's own watch: nothing to check.

@@ -107,6 +107,15 @@ impl SessionTimers {
         self.expiring.insert(session);
     }
 
+    /// When the lease of `session` ends as this leadership (`term`) knows it: a TTL after it
+    /// was last heard from (or after this leadership began). `None` if unknown.
+    pub fn lease_end(&self, term: u64, session: u64) -> Option<std::time::Instant> {
+        if self.term != term {
+            return None;
+        }
+        self.heard.get(&session).map(|(last, ttl)| *last + *ttl)
+    }
+
     /// The session ended (applied): forget it.
     pub fn ended(&mut self, session: u64) {
         self.heard.remove(&session);

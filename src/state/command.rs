@@ -126,6 +126,8 @@ pub enum Command {
         owner: String,
         /// Chosen at random by the leader; every request that uses the session must carry it.
         secret: u128,
+        /// The client caches the tree (see `crate::server::cache`).
+        cache: bool,
     },
     /// A clean end: locks released, waits dropped, handles closed, no lock-delay.
     CloseSession {
@@ -364,6 +366,9 @@ pub struct NodeEvent {
     pub index: u64,
     pub path: String,
     pub instance: u64,
+    /// The directory the node is (or was) in, and its name there ("" for the root).
+    pub parent: u64,
+    pub name: String,
     pub kind: Kind,
     pub change: NodeChange,
 }

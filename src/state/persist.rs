@@ -189,7 +189,13 @@ impl StateMachine {
             .filter(|(_, t)| t.delay_until_ns != 0)
             .map(|(&ino, t)| (t.delay_until_ns, ino))
             .collect();
+        let caching = sessions
+            .iter()
+            .filter(|(_, s)| s.cache)
+            .map(|(id, _)| *id)
+            .collect();
         let mut state = StateMachine {
+            caching,
             nodes,
             meta,
             sessions,

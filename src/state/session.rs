@@ -37,6 +37,9 @@ pub(super) struct Session {
     /// Who may use the session (see `Command::OpenSession`); empty: anyone with the secret.
     pub owner: String,
     pub secret: u128,
+    /// Its client caches the tree: the leader waits for its cache to drop what a write
+    /// changes (see `crate::server::cache`).
+    pub cache: bool,
     /// Every request below this sequence number was acknowledged to the client (the highest
     /// `first_unacked` it sent): its result is dropped and it is never applied again.
     pub acked_below: u64,
@@ -107,6 +110,18 @@ impl StateMachine {
         (page, next)
     }
 
+    /// Whether `session` is live and its client caches the tree.
+    pub fn is_caching(&self, session: u64) -> bool {
+        self.caching.contains(&session)
+    }
+
+    /// The live sessions whose clients cache the tree, with their TTLs in milliseconds.
+    pub fn caching_sessions(&self) -> impl Iterator<Item = (u64, u64)> + '_ {
+        self.caching
+            .iter()
+            .map(|id| (*id, self.sessions[id].ttl_ms))
+    }
+
     pub(super) fn live_session(&self, id: u64) -> Result<&Session, StateError> {
         self.sessions.get(&id).ok_or(StateError::SessionExpired)
     }
@@ -138,6 +153,7 @@ impl StateMachine {
         name: &str,
         owner: &str,
         secret: u128,
+        cache: bool,
         now: u64,
     ) -> Result<Outcome, StateError> {
         let id = self.meta.next_session;
@@ -154,6 +170,7 @@ impl StateMachine {
                 created_ns: now,
                 owner: owner.to_owned(),
                 secret,
+                cache,
                 acked_below: 0,
                 granted: BTreeMap::new(),
                 handles: BTreeSet::new(),
@@ -161,6 +178,9 @@ impl StateMachine {
             },
         );
         self.dirty_sessions.insert(id);
+        if cache {
+            self.caching.insert(id);
+        }
         Ok(Outcome::Session { id, secret })
     }
 
@@ -173,6 +193,7 @@ impl StateMachine {
     ) -> Result<Outcome, StateError> {
         self.live_session(id)?;
         let session = self.sessions.remove(&id).expect("checked above");
+        self.caching.remove(&id);
         self.usage.remove_session(&session.host);
         self.dirty_sessions.insert(id);
         self.dirty_responses

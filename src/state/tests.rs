@@ -158,6 +158,7 @@ fn session(sm: &mut StateMachine, host: &str) -> u64 {
         name: "mount".into(),
         owner: format!("host:{host}"),
         secret: 7,
+        cache: false,
     };
     match ok(sm, cmd) {
         Outcome::Session { id, secret: 7 } => id,

@@ -43,6 +43,8 @@ pub struct StateMachine {
     pub(super) delays: BTreeSet<(u64, u64)>,
     /// Derived: the counts quotas are checked against (`quota.rs`).
     pub(super) usage: Usage,
+    /// Derived: the live sessions whose clients cache the tree.
+    pub(super) caching: BTreeSet<u64>,
     /// Events since the last `take_events`. Not stored.
     pub(super) events: Vec<Event>,
     /// Node changes since the last `take_node_events`. Not stored.
@@ -104,6 +106,7 @@ impl StateMachine {
             holds: BTreeMap::new(),
             delays: BTreeSet::new(),
             usage: Usage::default(),
+            caching: BTreeSet::new(),
             events: Vec::new(),
             node_events: Vec::new(),
             applying: 0,
@@ -174,7 +177,8 @@ impl StateMachine {
                 name,
                 owner,
                 secret,
-            } => self.open_session(*ttl_ms, host, *pid, name, owner, *secret, now),
+                cache,
+            } => self.open_session(*ttl_ms, host, *pid, name, owner, *secret, *cache, now),
             Command::CloseSession { session } => self.end_session(*session, None, now),
             Command::ExpireSession { session } => {
                 self.end_session(*session, Some(ctx.lock_delay_ns), now)
@@ -724,11 +728,14 @@ impl StateMachine {
 impl StateMachine {
     /// Reports a change of live node `ino` at its current path.
     pub(super) fn node_event(&mut self, ino: u64, change: NodeChange) {
+        let node = &self.nodes[&ino];
         let event = NodeEvent {
             index: self.applying,
             path: self.path_of(ino),
             instance: ino,
-            kind: self.nodes[&ino].kind,
+            parent: node.parent,
+            name: node.name.clone(),
+            kind: node.kind,
             change,
         };
         self.node_events.push(event);

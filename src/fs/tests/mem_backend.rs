@@ -191,6 +191,7 @@ impl MemBackend {
             name: "fs-tests".into(),
             owner: String::new(),
             secret: 0,
+            cache: false,
         });
         inner.session = match opened {
             Ok(Outcome::Session { id, .. }) => id,

@@ -55,6 +55,7 @@ fn open_session(host: &str) -> Command {
         name: "m".into(),
         owner: String::new(),
         secret: 7,
+        cache: false,
     }
 }
 

@@ -88,6 +88,7 @@ impl Gen {
                 name: "m".into(),
                 owner: String::new(),
                 secret: self.rng.gen(),
+                cache: self.rng.gen(),
             },
             4..=17 => {
                 let create = self.rng.gen_ratio(4, 5).then(|| CreateSpec {

@@ -153,6 +153,7 @@ impl Runner {
                 name: text("name"),
                 owner: text("owner"),
                 secret: num("secret").unwrap_or(0).into(),
+                cache: false,
             },
             "endsession" => Command::CloseSession { session: id("s") },
             "expire" => Command::ExpireSession { session: id("s") },

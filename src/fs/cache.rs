@@ -1,0 +1,314 @@
+//! The mount's cache of the tree (Chubby's client cache): attributes, names looked up (and
+//! names found missing), directory listings and whole file contents, kept correct by the
+//! cluster.
+//!
+//! The mount's session is opened to cache and registers its cache with the leader (a watch of
+//! "/" with `cache`); the leader answers no write that changes something before this mount
+//! dropped it (see `crate::server::cache`). So a read served from here after a write returned
+//! anywhere sees that write, as a read from the cluster would. What this module guarantees:
+//! - It serves only under a [`Validity`]: the session that registered the cache, on the
+//!   connection it registered through, while the session's lease holds. Anything else (a
+//!   lapsed lease, a new connection, a new session) and it serves nothing; the caller then
+//!   [`Cache::flush`]es before the cache is registered again, because events may have been
+//!   missed meanwhile.
+//! - An answer read from the cluster is kept only if nothing was dropped since the read was
+//!   sent ([`Ticket`]): a read that raced with a change never puts old data back.
+//! - It holds at most [`MAX_ITEMS`] entries and [`MAX_BYTES`] bytes of contents; past either it
+//!   starts over empty.
+//! - Lock state (holders, lock generation) is never served from here: it is always asked for.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use super::backend::{DirEntry, FileAttr};
+use crate::proto::{self, WatchEvent_Change as Change};
+
+/// Most attributes, names, listings and contents kept at once.
+pub const MAX_ITEMS: usize = 100_000;
+/// Most bytes of file contents kept at once.
+pub const MAX_BYTES: usize = 64 << 20;
+
+/// Under what the cache serves: (session id, connection epoch) of its registration, and the
+/// session's count of lease gaps (see `Session::lease_holds`).
+pub type Validity = (u64, u64, u64);
+
+/// Taken before a read from the cluster; the answer is kept only if the cache dropped
+/// nothing since (and is still valid under the same registration).
+#[derive(Debug, Clone, Copy)]
+pub struct Ticket {
+    generation: u64,
+    valid: Validity,
+}
+
+#[derive(Default)]
+struct State {
+    valid: Option<Validity>,
+    /// Bumped by everything that drops entries.
+    generation: u64,
+    attrs: HashMap<u64, FileAttr>,
+    /// (directory, name) -> the instance there, or `None`: nothing is there.
+    names: HashMap<(u64, String), Option<u64>>,
+    listings: HashMap<u64, Arc<Vec<DirEntry>>>,
+    contents: HashMap<u64, Arc<Vec<u8>>>,
+    bytes: usize,
+}
+
+impl State {
+    fn items(&self) -> usize {
+        self.attrs.len() + self.names.len() + self.listings.len() + self.contents.len()
+    }
+
+    fn clear(&mut self) {
+        self.generation += 1;
+        self.attrs.clear();
+        self.names.clear();
+        self.listings.clear();
+        self.contents.clear();
+        self.bytes = 0;
+    }
+
+    /// Whether an answer read under `ticket` may be kept, making room first.
+    fn admits(&mut self, ticket: Ticket, bytes: usize) -> bool {
+        if self.valid != Some(ticket.valid) || self.generation != ticket.generation {
+            return false;
+        }
+        if self.items() >= MAX_ITEMS || self.bytes + bytes > MAX_BYTES {
+            self.clear();
+            return false;
+        }
+        true
+    }
+
+    fn drop_contents(&mut self, ino: u64) {
+        if let Some(data) = self.contents.remove(&ino) {
+            self.bytes -= data.len();
+        }
+    }
+}
+
+#[derive(Default)]
+pub struct Cache {
+    state: Mutex<State>,
+}
+
+impl Cache {
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().expect("poisoned")
+    }
+
+    /// Serves nothing and forgets everything, until [`Cache::serve_under`].
+    pub fn flush(&self) {
+        let mut s = self.lock();
+        s.valid = None;
+        s.clear();
+    }
+
+    /// Serves (and keeps answers) under `valid`, the cache's new registration. Call it only
+    /// once the cache was flushed after the last registration ended.
+    pub fn serve_under(&self, valid: Validity) {
+        self.lock().valid = Some(valid);
+    }
+
+    /// A ticket for a read that may fill the cache; `None` if the cache is not valid under
+    /// `now`.
+    pub fn ticket(&self, now: Option<Validity>) -> Option<Ticket> {
+        let s = self.lock();
+        let valid = now.filter(|v| s.valid == Some(*v))?;
+        Some(Ticket {
+            generation: s.generation,
+            valid,
+        })
+    }
+
+    /// Runs `f` on the state if the cache serves under `now`.
+    fn read<T>(&self, now: Option<Validity>, f: impl FnOnce(&State) -> Option<T>) -> Option<T> {
+        let s = self.lock();
+        if now.is_none() || s.valid != now {
+            return None;
+        }
+        f(&s)
+    }
+
+    pub fn attr(&self, now: Option<Validity>, ino: u64) -> Option<FileAttr> {
+        self.read(now, |s| s.attrs.get(&ino).cloned())
+    }
+
+    /// What is at `name` in `dir`: `Some(None)` if it is known to be missing.
+    pub fn name(&self, now: Option<Validity>, dir: u64, name: &str) -> Option<Option<FileAttr>> {
+        self.read(now, |s| match s.names.get(&(dir, name.to_string()))? {
+            None => Some(None),
+            Some(ino) => s.attrs.get(ino).cloned().map(Some),
+        })
+    }
+
+    pub fn listing(&self, now: Option<Validity>, dir: u64) -> Option<Arc<Vec<DirEntry>>> {
+        self.read(now, |s| s.listings.get(&dir).cloned())
+    }
+
+    pub fn contents(&self, now: Option<Validity>, ino: u64) -> Option<Arc<Vec<u8>>> {
+        self.read(now, |s| s.contents.get(&ino).cloned())
+    }
+
+    pub fn keep_attr(&self, ticket: Ticket, attr: &FileAttr) {
+        let mut s = self.lock();
+        if s.admits(ticket, 0) {
+            s.attrs.insert(attr.ino, attr.clone());
+        }
+    }
+
+    /// Keeps what a lookup of `name` in `dir` found (`None`: nothing).
+    pub fn keep_name(&self, ticket: Ticket, dir: u64, name: &str, found: Option<&FileAttr>) {
+        let mut s = self.lock();
+        if s.admits(ticket, 0) {
+            s.names
+                .insert((dir, name.to_string()), found.map(|a| a.ino));
+            if let Some(a) = found {
+                s.attrs.insert(a.ino, a.clone());
+            }
+        }
+    }
+
+    pub fn keep_listing(&self, ticket: Ticket, dir: u64, entries: Arc<Vec<DirEntry>>) {
+        let mut s = self.lock();
+        if s.admits(ticket, 0) {
+            s.listings.insert(dir, entries);
+        }
+    }
+
+    /// Keeps a whole file's contents, with its attributes as read with them.
+    pub fn keep_contents(&self, ticket: Ticket, attr: &FileAttr, data: Arc<Vec<u8>>) {
+        let mut s = self.lock();
+        if s.admits(ticket, data.len()) {
+            s.drop_contents(attr.ino);
+            s.bytes += data.len();
+            s.contents.insert(attr.ino, data);
+            s.attrs.insert(attr.ino, attr.clone());
+        }
+    }
+
+    /// Drops what a change in the cluster makes stale. Lock changes change nothing kept here.
+    pub fn apply(&self, e: &proto::WatchEvent) {
+        if matches!(e.change, Change::LOCKED | Change::UNLOCKED) {
+            return;
+        }
+        let mut s = self.lock();
+        s.generation += 1;
+        s.attrs.remove(&e.instance);
+        s.drop_contents(e.instance);
+        s.listings.remove(&e.instance);
+        if matches!(e.change, Change::CREATED | Change::DELETED | Change::RESYNC) {
+            // The directory's entries, times and size changed with it.
+            s.names.remove(&(e.parent, e.name.clone()));
+            s.attrs.remove(&e.parent);
+            s.listings.remove(&e.parent);
+            if e.change == Change::DELETED {
+                // A directory that goes takes what was known to be missing in it.
+                let gone = e.instance;
+                s.names.retain(|(dir, _), _| *dir != gone);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fs::backend::NodeKind;
+
+    const V: Option<Validity> = Some((1, 1, 0));
+
+    fn attr(ino: u64) -> FileAttr {
+        FileAttr {
+            ino,
+            kind: NodeKind::File,
+            mode: 0o644,
+            uid: 0,
+            gid: 0,
+            size: 1,
+            atime_ns: 0,
+            mtime_ns: 0,
+            ctime_ns: 0,
+            content_generation: 1,
+            lock_generation: 0,
+            acl_generation: 0,
+            ephemeral: false,
+            children: 0,
+        }
+    }
+
+    fn event(change: Change, instance: u64, parent: u64, name: &str) -> proto::WatchEvent {
+        let mut e = proto::WatchEvent::new();
+        e.change = change;
+        e.instance = instance;
+        e.parent = parent;
+        e.name = name.into();
+        e
+    }
+
+    fn serving() -> Cache {
+        let c = Cache::default();
+        c.flush();
+        c.serve_under((1, 1, 0));
+        c
+    }
+
+    #[test]
+    fn serves_only_under_its_registration() {
+        let c = serving();
+        let t = c.ticket(V).unwrap();
+        c.keep_attr(t, &attr(5));
+        assert!(c.attr(V, 5).is_some());
+        assert!(c.attr(Some((1, 2, 0)), 5).is_none(), "another connection");
+        assert!(c.attr(None, 5).is_none(), "a lapsed lease");
+        assert!(c.ticket(Some((2, 1, 0))).is_none(), "another session");
+        c.flush();
+        c.serve_under((1, 2, 0));
+        assert!(c.attr(Some((1, 2, 0)), 5).is_none(), "flushed");
+    }
+
+    #[test]
+    fn an_answer_that_raced_with_a_change_is_not_kept() {
+        let c = serving();
+        let t = c.ticket(V).unwrap();
+        c.apply(&event(Change::MODIFIED, 5, 1, "f"));
+        c.keep_contents(t, &attr(5), Arc::new(b"old".to_vec()));
+        assert!(c.contents(V, 5).is_none());
+        let t = c.ticket(V).unwrap();
+        c.keep_contents(t, &attr(5), Arc::new(b"new".to_vec()));
+        assert_eq!(c.contents(V, 5).unwrap().as_slice(), b"new");
+        c.apply(&event(Change::MODIFIED, 5, 1, "f"));
+        assert!(c.contents(V, 5).is_none());
+        assert!(c.attr(V, 5).is_none());
+    }
+
+    #[test]
+    fn creation_and_deletion_drop_the_name_and_the_directory() {
+        let c = serving();
+        let t = c.ticket(V).unwrap();
+        c.keep_name(t, 1, "f", None);
+        c.keep_attr(t, &attr(1));
+        c.keep_listing(t, 1, Arc::new(Vec::new()));
+        assert_eq!(c.name(V, 1, "f"), Some(None), "known missing");
+        c.apply(&event(Change::CREATED, 7, 1, "f"));
+        assert_eq!(c.name(V, 1, "f"), None);
+        assert!(c.attr(V, 1).is_none() && c.listing(V, 1).is_none());
+        let t = c.ticket(V).unwrap();
+        c.keep_name(t, 1, "f", Some(&attr(7)));
+        assert_eq!(c.name(V, 1, "f").unwrap().unwrap().ino, 7);
+        // Lock changes keep everything.
+        c.apply(&event(Change::LOCKED, 7, 1, "f"));
+        assert!(c.name(V, 1, "f").is_some());
+        c.apply(&event(Change::DELETED, 7, 1, "f"));
+        assert_eq!(c.name(V, 1, "f"), None);
+    }
+
+    #[test]
+    fn it_starts_over_when_full() {
+        let c = serving();
+        let t = c.ticket(V).unwrap();
+        c.keep_contents(t, &attr(2), Arc::new(vec![0; MAX_BYTES - 1]));
+        assert!(c.contents(V, 2).is_some());
+        c.keep_contents(t, &attr(3), Arc::new(vec![0; 2]));
+        assert!(c.contents(V, 2).is_none() && c.contents(V, 3).is_none());
+    }
+}

@@ -1,0 +1,287 @@
+//! The leader's side of the mounts' consistent caches, as Chubby's master kept its clients'
+//! caches: a write is acknowledged only once every cache that may hold what it changed has
+//! dropped it, or can no longer serve it.
+//!
+//! A caching session (opened with `cache`) registers its cache with the leader: a recursive
+//! watch of its root (see `events.rs`). From then on the leader pushes it the events of every
+//! change under that root, and the session acknowledges them (CacheAck) once it dropped what
+//! they name from its cache. The answer to a write that changed something (lock changes aside:
+//! caches do not hold lock state) is held ([`CacheWaits::hold`]) until every caching session,
+//! the writer's own included (so a mount's own cache has dropped what it wrote before the
+//! write returns):
+//! - acknowledged the write's index, if it is registered here and watches what changed; or
+//! - lost its lease, if it is not registered here (a mount that reconnects registers anew,
+//!   with an empty cache); a caching client never serves from its cache past its lease; or
+//! - ended.
+//!
+//! A session that neither acknowledges nor loses its lease would hold writes forever: the
+//! leader stops renewing the lease of a session that is [`CacheWaits::overdue`], so its lease
+//! runs out (and its client drops its cache) within its TTL. Every held write also has a
+//! deadline, the longest TTL it waits on plus a margin for a lease that a former leader
+//! renewed: past it no waited-on lease can still be running, wherever it was renewed. So a
+//! node that stops being leader while holding answers still gives them in time.
+//!
+//! Pure: time and the registrations are passed in, so every rule is tested without a cluster.
+
+use std::collections::{BTreeSet, VecDeque};
+use std::time::{Duration, Instant};
+
+/// How long a session may leave a held write unacknowledged before its lease stops being
+/// renewed. A mount acknowledges within a round trip; this is for a stuck one.
+pub const ACK_GRACE: Duration = Duration::from_secs(2);
+
+/// A session's cache registration on this node: the path its watch covers and the highest
+/// index it acknowledged.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Registration {
+    pub path: String,
+    pub acked: u64,
+}
+
+/// Whether a recursive watch of `root` covers `path`.
+pub fn covers(root: &str, path: &str) -> bool {
+    root == "/"
+        || path == root
+        || (path.starts_with(root) && path.as_bytes().get(root.len()) == Some(&b'/'))
+}
+
+struct Held<R> {
+    index: u64,
+    paths: Vec<String>,
+    since: Instant,
+    deadline: Instant,
+    /// The sessions still waited on.
+    waiting: BTreeSet<u64>,
+    replies: Vec<R>,
+}
+
+/// What decides whether a session is still waited on, at one moment.
+pub struct View<'a> {
+    /// The live caching sessions and their TTLs.
+    pub caching: &'a [(u64, Duration)],
+    /// A session's registration here, if it has one.
+    pub registration: &'a dyn Fn(u64) -> Option<Registration>,
+    /// Whether a session's lease has certainly lapsed, as this node knows it.
+    pub lapsed: &'a dyn Fn(u64) -> bool,
+    pub now: Instant,
+}
+
+impl View<'_> {
+    /// Whether the answer to a write at `index` that changed `paths` waits for `session`.
+    fn waits_for(&self, session: u64, index: u64, paths: &[String]) -> bool {
+        match (self.registration)(session) {
+            Some(r) => r.acked < index && paths.iter().any(|p| covers(&r.path, p)),
+            None => !(self.lapsed)(session),
+        }
+    }
+}
+
+/// Answers held for caches, in index order. `R` is whatever gives an answer.
+pub struct CacheWaits<R> {
+    held: VecDeque<Held<R>>,
+    /// Added to the longest TTL a write waits on (see the module docs).
+    margin: Duration,
+}
+
+impl<R> CacheWaits<R> {
+    pub fn new(margin: Duration) -> Self {
+        CacheWaits {
+            held: VecDeque::new(),
+            margin,
+        }
+    }
+
+    /// The answers of a write applied at `index` that changed `paths`: given back at once if
+    /// no cache needs to drop anything first, held otherwise.
+    pub fn hold(
+        &mut self,
+        index: u64,
+        paths: Vec<String>,
+        view: &View<'_>,
+        replies: Vec<R>,
+    ) -> Vec<R> {
+        let waited: Vec<(u64, Duration)> = view
+            .caching
+            .iter()
+            .filter(|(s, _)| view.waits_for(*s, index, &paths))
+            .copied()
+            .collect();
+        if waited.is_empty() {
+            return replies;
+        }
+        let longest = waited.iter().map(|(_, ttl)| *ttl).max().unwrap_or_default();
+        self.held.push_back(Held {
+            index,
+            paths,
+            since: view.now,
+            deadline: view.now + longest + self.margin,
+            waiting: waited.into_iter().map(|(s, _)| s).collect(),
+            replies,
+        });
+        Vec::new()
+    }
+
+    /// The answers no cache holds up anymore.
+    pub fn release(&mut self, view: &View<'_>) -> Vec<R> {
+        let live: BTreeSet<u64> = view.caching.iter().map(|(s, _)| *s).collect();
+        let mut out = Vec::new();
+        self.held.retain_mut(|h| {
+            h.waiting
+                .retain(|s| live.contains(s) && view.waits_for(*s, h.index, &h.paths));
+            if h.waiting.is_empty() || view.now >= h.deadline {
+                out.append(&mut h.replies);
+                false
+            } else {
+                true
+            }
+        });
+        out
+    }
+
+    /// Whether `session` has kept a write waiting longer than [`ACK_GRACE`]: its lease is
+    /// not renewed until it catches up.
+    pub fn overdue(&self, session: u64, now: Instant) -> bool {
+        self.held
+            .iter()
+            .any(|h| h.waiting.contains(&session) && now.duration_since(h.since) > ACK_GRACE)
+    }
+
+    /// Every held answer, for a node that stops.
+    pub fn drain(&mut self) -> Vec<R> {
+        self.held.drain(..).flat_map(|h| h.replies).collect()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.held.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::cell::RefCell;
+    use std::collections::HashMap;
+
+    use super::*;
+
+    const TTL: Duration = Duration::from_secs(10);
+    const MARGIN: Duration = Duration::from_secs(1);
+
+    struct World {
+        caching: Vec<(u64, Duration)>,
+        regs: RefCell<HashMap<u64, Registration>>,
+        lapsed: RefCell<BTreeSet<u64>>,
+    }
+
+    impl World {
+        fn new(sessions: &[u64]) -> World {
+            World {
+                caching: sessions.iter().map(|s| (*s, TTL)).collect(),
+                regs: RefCell::default(),
+                lapsed: RefCell::default(),
+            }
+        }
+
+        fn register(&self, s: u64, path: &str, acked: u64) {
+            let reg = Registration {
+                path: path.into(),
+                acked,
+            };
+            self.regs.borrow_mut().insert(s, reg);
+        }
+
+        fn with<T>(&self, now: Instant, f: impl FnOnce(&View<'_>) -> T) -> T {
+            let registration = |s: u64| self.regs.borrow().get(&s).cloned();
+            let lapsed = |s: u64| self.lapsed.borrow().contains(&s);
+            f(&View {
+                caching: &self.caching,
+                registration: &registration,
+                lapsed: &lapsed,
+                now,
+            })
+        }
+    }
+
+    fn paths(p: &[&str]) -> Vec<String> {
+        p.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn a_write_waits_for_every_registered_cache_that_watches_it() {
+        let t0 = Instant::now();
+        let w = World::new(&[1, 2, 3, 4]);
+        w.register(1, "/", 5);
+        w.register(2, "/", 5);
+        w.register(3, "/other", 5);
+        w.register(4, "/", 9); // already acknowledged past the write
+        let mut waits = CacheWaits::new(MARGIN);
+        let now = w.with(t0, |v| waits.hold(7, paths(&["/a/f"]), v, vec!["w7"]));
+        assert!(now.is_empty(), "held for sessions 1 and 2");
+        assert!(w.with(t0, |v| waits.release(v)).is_empty());
+        w.register(2, "/", 7);
+        w.register(1, "/", 6);
+        assert!(w.with(t0, |v| waits.release(v)).is_empty(), "6 < 7");
+        w.register(1, "/", 7);
+        assert_eq!(w.with(t0, |v| waits.release(v)), vec!["w7"]);
+        assert!(waits.is_empty());
+    }
+
+    #[test]
+    fn an_unregistered_cache_is_waited_for_until_its_lease_lapses() {
+        let t0 = Instant::now();
+        let w = World::new(&[1]);
+        let mut waits = CacheWaits::new(MARGIN);
+        assert!(w
+            .with(t0, |v| waits.hold(3, paths(&["/f"]), v, vec![3]))
+            .is_empty());
+        assert!(w.with(t0, |v| waits.release(v)).is_empty());
+        w.lapsed.borrow_mut().insert(1);
+        assert_eq!(w.with(t0, |v| waits.release(v)), vec![3]);
+        // Lapsed already: nothing to wait for.
+        assert_eq!(
+            w.with(t0, |v| waits.hold(4, paths(&["/f"]), v, vec![4])),
+            vec![4]
+        );
+    }
+
+    #[test]
+    fn a_cache_that_registers_anew_no_longer_holds_older_writes() {
+        let t0 = Instant::now();
+        let w = World::new(&[1]);
+        let mut waits = CacheWaits::new(MARGIN);
+        w.with(t0, |v| waits.hold(3, paths(&["/f"]), v, vec![3]));
+        // Reconnected and registered (with an empty cache) at index 8.
+        w.register(1, "/", 8);
+        assert_eq!(w.with(t0, |v| waits.release(v)), vec![3]);
+    }
+
+    #[test]
+    fn ended_sessions_and_deadlines_release_and_stuck_sessions_are_overdue() {
+        let t0 = Instant::now();
+        let mut w = World::new(&[1, 2]);
+        w.register(1, "/", 0);
+        w.register(2, "/", 0);
+        let mut waits = CacheWaits::new(MARGIN);
+        w.with(t0, |v| waits.hold(1, paths(&["/f"]), v, vec![1]));
+        assert!(!waits.overdue(1, t0 + ACK_GRACE));
+        assert!(waits.overdue(1, t0 + ACK_GRACE + Duration::from_millis(1)));
+        w.caching.retain(|(s, _)| *s != 2); // session 2 ended
+        w.register(1, "/", 1);
+        assert_eq!(w.with(t0, |v| waits.release(v)), vec![1]);
+        // A write nobody acknowledges goes at its deadline: TTL plus the margin.
+        w.with(t0, |v| waits.hold(2, paths(&["/f"]), v, vec![2]));
+        assert!(w
+            .with(t0 + TTL + MARGIN - Duration::from_millis(1), |v| waits
+                .release(v))
+            .is_empty());
+        assert_eq!(w.with(t0 + TTL + MARGIN, |v| waits.release(v)), vec![2]);
+    }
+
+    #[test]
+    fn coverage_is_by_whole_path_components() {
+        assert!(covers("/", "/a"));
+        assert!(covers("/a", "/a"));
+        assert!(covers("/a", "/a/b"));
+        assert!(!covers("/a", "/ab"));
+        assert!(!covers("/a/b", "/a"));
+    }
+}
