@@ -345,6 +345,9 @@ impl Service {
             });
         };
         self.events.unsubscribe(conn_id);
+        // The writer ends once every sender is gone: this one, the handler's, and those of
+        // requests still being answered.
+        drop(ctx);
         drop(tx);
         let _ = write_task.await;
         result

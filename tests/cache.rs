@@ -1,0 +1,125 @@
+//! The mounts' consistent cache, through real mounts of a real 3-node cluster: what a mount
+//! caches costs the cluster nothing to read again, and a read that starts after a write
+//! returned on any host sees it, whether the file was cached, missing or listed; a caching
+//! mount that is frozen holds other hosts' writes only until its lease runs out, and serves
+//! nothing stale when it wakes; `-o cache=off` reads the cluster every time.
+//!
+//! These need root and `/dev/fuse`; without them they fail loudly. Background processes and
+//! mounts are stopped when a test ends, then the cluster.
+
+mod common;
+
+use std::time::Duration;
+
+use common::hosts::Hosts;
+use common::Mount;
+
+fn signal(pid: u32, sig: i32) {
+    // SAFETY: kill(2) of a process this test started and has not reaped.
+    unsafe { libc::kill(pid as i32, sig) };
+}
+
+/// Reads and writes that the cluster's members handled so far (keep-alives aside).
+fn requests(h: &Hosts) -> u64 {
+    let out = h.ok("\"$LOCKFS\" cluster status --json");
+    let status: serde_json::Value = serde_json::from_str(&out).expect("status json");
+    status["members"]
+        .as_array()
+        .expect("members")
+        .iter()
+        .map(|m| {
+            let r = &m["requests"];
+            r["reads"].as_u64().expect("reads") + r["writes"].as_u64().expect("writes")
+        })
+        .sum()
+}
+
+#[test]
+fn cached_reads_cost_nothing_and_every_write_is_seen_at_once() {
+    let h = Hosts::start();
+    h.ok("mkdir \"$A/c\"; echo one > \"$A/c/f\"; cat \"$A/c/f\"; ls \"$A/c\"; stat \"$A/c/f\"");
+    let before = requests(&h);
+    h.ok("for i in $(seq 20); do cat \"$A/c/f\" >/dev/null; stat \"$A/c/f\" >/dev/null; ls \"$A/c\" >/dev/null; done");
+    assert_eq!(requests(&h) - before, 0, "cached reads went to the cluster");
+    // Another host's replace, seen by the next read here; and again, many times.
+    let out = h.ok(
+        "for i in $(seq 30); do echo \"b$i\" > \"$B/c/f\"; \
+           got=$(cat \"$A/c/f\"); [ \"$got\" = \"b$i\" ] || { echo \"read $got after b$i\"; exit 1; }; \
+         done; echo ok",
+    );
+    assert_eq!(out.trim(), "ok");
+    // A name known to be missing, then created elsewhere; a listing, then a new entry.
+    h.ok("test ! -e \"$A/c/new\"; ls \"$A/c\" > /dev/null");
+    h.ok("echo n > \"$B/c/new\"");
+    assert_eq!(h.ok("cat \"$A/c/new\""), "n\n");
+    assert_eq!(h.ok("ls \"$A/c\""), "f\nnew\n");
+    // Deleted and renamed elsewhere.
+    h.ok("rm \"$B/c/new\"; mv \"$B/c/f\" \"$B/c/g\"");
+    h.ok("test ! -e \"$A/c/new\"; test ! -e \"$A/c/f\"");
+    assert_eq!(h.ok("cat \"$A/c/g\""), "b30\n");
+    assert_eq!(h.ok("ls \"$A/c\""), "g\n");
+    // Attributes changed elsewhere.
+    h.ok("chmod 600 \"$B/c/g\"");
+    assert_eq!(h.ok("stat -c %a \"$A/c/g\"").trim(), "600");
+    // The CLI's writes (no mount, no session) too.
+    h.ok("echo cli | \"$LOCKFS\" put /c/g");
+    assert_eq!(h.ok("cat \"$A/c/g\""), "cli\n");
+}
+
+#[test]
+fn a_frozen_caching_mount_holds_writes_only_until_its_lease_runs_out() {
+    let h = Hosts::start();
+    let c = Mount::start_as(
+        "host-a",
+        &h.cluster.servers(),
+        &h.dir.path().join("c"),
+        "allow_other,ttl=2",
+        &h.dir.path().join("mount-c.log"),
+        "info",
+    );
+    let cpath = c.path.display().to_string();
+    h.ok("echo old > \"$A/f\"");
+    assert_eq!(h.ok(&format!("cat \"{cpath}/f\"")), "old\n");
+    let pid = c.pid().expect("mount C runs");
+    signal(pid, libc::SIGSTOP);
+    // B's write waits for C (frozen, caching f) only until C's lease has run out.
+    let out = h.sh("echo new > \"$B/f\"");
+    signal(pid, libc::SIGCONT);
+    assert!(out.status.success(), "{}", out.stderr);
+    // A lower bound, which a slow machine only lengthens: C's lease (2 s, renewed every
+    // 0.67 s) was still running when it froze, so the write could not return before it
+    // ran out.
+    assert!(
+        out.elapsed >= Duration::from_secs(1),
+        "the write returned after {:?}, while mount C, frozen, still held the file",
+        out.elapsed
+    );
+    // C woke with its lease gone: it serves nothing it cached before.
+    assert_eq!(h.ok(&format!("cat \"{cpath}/f\"")), "new\n");
+    drop(c);
+}
+
+#[test]
+fn with_cache_off_every_read_asks_the_cluster() {
+    let h = Hosts::start();
+    let c = Mount::start_as(
+        "host-a",
+        &h.cluster.servers(),
+        &h.dir.path().join("c"),
+        "allow_other,cache=off",
+        &h.dir.path().join("mount-c.log"),
+        "info",
+    );
+    let cpath = c.path.display().to_string();
+    h.ok("echo x > \"$A/f\"");
+    h.ok(&format!("cat \"{cpath}/f\""));
+    let before = requests(&h);
+    h.ok(&format!(
+        "for i in $(seq 10); do cat \"{cpath}/f\" > /dev/null; done"
+    ));
+    assert!(
+        requests(&h) - before >= 10,
+        "reads with cache=off did not reach the cluster"
+    );
+    drop(c);
+}
