@@ -6,9 +6,10 @@
 #   attr                getfattr/setfattr, for the lock xattrs in tests and examples
 #   util-linux          flock(1)
 #   python3             tests that take fcntl locks from Python
+#   inotify-tools       inotifywait, for the test of inotify on a mount
 # Run as root (or it uses sudo). Safe to run again.
 set -euo pipefail
-packages=(fuse3 clang libclang-dev pkg-config attr util-linux python3 ca-certificates)
+packages=(fuse3 clang libclang-dev pkg-config attr util-linux python3 inotify-tools ca-certificates)
 if [ "$(id -u)" -eq 0 ]; then sudo=(); else sudo=(sudo); fi
 missing=()
 for p in "${packages[@]}"; do

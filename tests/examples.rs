@@ -269,8 +269,11 @@ fn lockfile_has_one_winner_and_never_goes_stale() {
         assert_eq!(o.status.code(), Some(1));
         assert!(o.stderr.contains("is held by"), "{}", o.stderr);
     }
-    // The winner finished: the lockfile is gone.
-    h.ok("test ! -e \"$A/eph/job\"");
+    // The winner finished: the lockfile goes with its last close, which the kernel sends
+    // in the background once the process has exited.
+    wait_until("the winner's lockfile to vanish", || {
+        !h.a.path.join("eph/job").exists()
+    });
     // A holder killed -9 leaves no stale lockfile behind.
     let holder = h.spawn_ready(
         "exec \"$EXAMPLES/lockfile.sh\" \"$A\" job -- bash -c 'touch \"$OUT/holding\"; exec sleep 1000'",

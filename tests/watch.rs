@@ -275,3 +275,78 @@ fn wait_returns_when_each_condition_holds_and_times_out_otherwise() {
     let out = h.sh("\"$LOCKFS\" wait \"$A/wt/f\" --for gone --timeout 0");
     assert_eq!(out.status.code(), Some(0), "{}", out.stderr);
 }
+
+#[test]
+fn inotify_on_a_mount_sees_other_hosts_create_and_delete() {
+    let mut h = Hosts::start();
+    h.ok("mkdir \"$A/n\"; setfattr -n user.lockfs.ephemeral -v 1 \"$A/n\"");
+    // The watching host mounts with -o inotify.
+    let mut d = common::Mount::start_as(
+        "host-a",
+        &h.cluster.servers(),
+        &h.dir.path().join("d"),
+        "allow_other,inotify",
+        &h.dir.path().join("mount-d.log"),
+        "info",
+    );
+    let watcher = h.spawn(
+        "bash",
+        &[
+            "-c",
+            &format!(
+                "exec inotifywait -m -e create,delete \"{}/n\" > \"$OUT/inotify\" 2> \"$OUT/inotify.err\"",
+                d.path.display()
+            ),
+        ],
+    );
+    wait_until("inotifywait ready", || {
+        h.read_out("inotify.err").contains("Watches established")
+    });
+    // Host C holds an ephemeral file, then dies (kill -9 of its mount): the file vanishes
+    // when its session expires (TTL 2 s).
+    let mut c = common::Mount::start_as(
+        "host-b",
+        &h.cluster.servers(),
+        &h.dir.path().join("c"),
+        "allow_other,ttl=2",
+        &h.dir.path().join("mount-c.log"),
+        "info",
+    );
+    let cpath = c.path.display().to_string();
+    let holder = h.spawn_ready(
+        &format!("exec 8>\"{cpath}/n/member\" && touch \"$OUT/held\" && exec sleep 1000"),
+        "held",
+    );
+    h.ok("echo x > \"$B/n/file\"; mkdir \"$B/n/dir\"; rm \"$B/n/file\"; rmdir \"$B/n/dir\"");
+    // Files in an ephemeral directory live while held open: the two hosts' own are gone at
+    // their close, C's when C dies.
+    wait_until("B's changes reported", || {
+        h.read_out("inotify").contains("DELETE,ISDIR dir")
+    });
+    if let Some(pid) = c.pid() {
+        // SAFETY: kill(2) of a mount process this test started.
+        unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+    }
+    wait_until("the dead host's ephemeral file reported deleted", || {
+        h.read_out("inotify").contains("DELETE member")
+    });
+    h.kill9(holder);
+    c.stop();
+    let log = h.read_out("inotify");
+    let lines: Vec<&str> = log
+        .lines()
+        .map(|l| l.split_once(' ').map_or(l, |(_, r)| r))
+        .collect();
+    for want in [
+        "CREATE member",
+        "CREATE file",
+        "CREATE,ISDIR dir",
+        "DELETE file",
+        "DELETE,ISDIR dir",
+        "DELETE member",
+    ] {
+        assert!(lines.contains(&want), "no {want:?} in {lines:?}");
+    }
+    h.kill9(watcher);
+    d.stop();
+}

@@ -26,7 +26,8 @@ pub struct MountArgs {
     /// no_default_permissions), ro, rw, ttl=SECONDS (session TTL, default 10), tls_dir=DIR
     /// (as --tls-dir), insecure (as --insecure), root_squash (uid and gid 0 act as nobody in
     /// the cluster's permission checks), cache=on|off (keep a consistent cache of the tree;
-    /// on by default); _netdev,
+    /// on by default), inotify (report other hosts' creations and deletions to inotify);
+    /// _netdev,
     /// defaults, auto, noauto, nofail, user, nouser, dev, suid, exec are accepted and ignored
     /// (they concern mount(8) and fstab).
     #[arg(short = 'o')]
@@ -51,6 +52,9 @@ pub struct Options {
     /// the cluster's to check per user (`no_default_permissions`) or root is squashed, where
     /// one cache cannot serve every user alike.
     pub cache: bool,
+    /// Replay other hosts' creations and deletions to this host's kernel, for inotify
+    /// (`fs/echo.rs`); needs the cache.
+    pub inotify: bool,
 }
 
 pub fn parse_options(s: Option<&str>) -> Result<Options, CliError> {
@@ -60,6 +64,7 @@ pub fn parse_options(s: Option<&str>) -> Result<Options, CliError> {
         tls_dir: None,
         insecure: false,
         cache: true,
+        inotify: false,
     };
     for opt in s
         .unwrap_or("")
@@ -77,6 +82,8 @@ pub fn parse_options(s: Option<&str>) -> Result<Options, CliError> {
             }
             Some(("tls_dir", v)) if !v.is_empty() => o.tls_dir = Some(PathBuf::from(v)),
             Some(("cache", "on")) => o.cache = true,
+            Some(("inotify", "on")) => o.inotify = true,
+            Some(("inotify", "off")) => o.inotify = false,
             Some(("cache", "off")) => o.cache = false,
             Some(_) => return Err(CliError::Usage(format!("unknown mount option '{opt}'"))),
             None => match opt {
@@ -85,6 +92,7 @@ pub fn parse_options(s: Option<&str>) -> Result<Options, CliError> {
                 "no_default_permissions" => o.config.default_permissions = false,
                 "ro" => o.config.read_only = true,
                 "rw" => o.config.read_only = false,
+                "inotify" => o.inotify = true,
                 "insecure" => o.insecure = true,
                 "root_squash" => o.config.root_squash = true,
                 "_netdev" | "defaults" | "auto" | "noauto" | "nofail" | "user" | "nouser"
@@ -246,6 +254,11 @@ fn mount_and_wait(
     if cache {
         runtime.spawn(ClusterBackend::keep_cache(Arc::downgrade(&backend)));
     }
+    // Where replays (`fs/echo.rs`) find the mount, whatever the process's directory.
+    let absolute = a
+        .mountpoint
+        .canonicalize()
+        .map_err(|e| CliError::Other(format!("{}: {e}", a.mountpoint.display())))?;
     let handle = mount(
         backend.clone(),
         &a.mountpoint,
@@ -253,6 +266,11 @@ fn mount_and_wait(
         runtime.handle().clone(),
     )
     .map_err(|e| CliError::Other(format!("mounting {}: {e}", a.mountpoint.display())))?;
+    if cache && options.inotify {
+        let mut kernel = handle.kernel();
+        kernel.mountpoint = absolute;
+        backend.replay_to(kernel);
+    }
     log::info!("mounted {}", a.mountpoint.display());
     report(status, "ok");
     runtime.block_on(wait_for_end(&handle));

@@ -20,6 +20,7 @@ use std::time::Duration;
 use tokio::sync::Mutex as AsyncMutex;
 
 use super::cache::{Cache, Validity};
+use super::echo::{Kernel, Replayer};
 use crate::client::watches::{WatchItem, Watcher};
 
 use super::backend::{
@@ -59,6 +60,8 @@ pub struct ClusterBackend {
     registered: Mutex<Option<Registered>>,
     /// The client's connection epochs.
     epochs: tokio::sync::watch::Receiver<u64>,
+    /// Replays other hosts' creations and deletions to the kernel, for inotify (`echo.rs`).
+    replayer: std::sync::OnceLock<Replayer>,
 }
 
 fn errno(e: ClientError) -> Errno {
@@ -166,6 +169,7 @@ impl ClusterBackend {
             epochs: client.epoch(),
             cache: cache.then(Cache::default),
             registered: Mutex::new(None),
+            replayer: std::sync::OnceLock::new(),
             client,
             ttl,
             host,
@@ -285,6 +289,12 @@ impl ClusterBackend {
         Some((session.id, *epoch, gaps))
     }
 
+    /// Replays the changes other hosts make to this mount's kernel from now on, for inotify
+    /// (`echo.rs`); needs the cache, whose registration brings the changes.
+    pub fn replay_to(&self, kernel: Kernel) {
+        let _ = self.replayer.set(Replayer::start(kernel));
+    }
+
     /// Keeps the cache for as long as the backend lives: in each session, registers it with
     /// the leader, drops what the cluster's events name, and acknowledges them. Spawn it once
     /// the backend is shared.
@@ -343,9 +353,16 @@ impl ClusterBackend {
                     Ok(WatchItem::Resync(_)) => {}
                     Ok(WatchItem::Event(e)) => {
                         let mut last = e.index;
+                        let replay = |e: &proto::WatchEvent| {
+                            if let Some(r) = me.replayer.get().filter(|_| e.by != session.id) {
+                                r.send(e);
+                            }
+                        };
                         cache.apply(&e);
+                        replay(&e);
                         while let Some(e) = watcher.try_next() {
                             cache.apply(&e);
+                            replay(&e);
                             last = e.index;
                         }
                         let session = session.clone();

@@ -36,6 +36,7 @@ use fuser::{
 
 use super::attr::{self, TTL};
 use super::backend::{Backend, Errno, FileAttr, LockStyle};
+use super::echo::{self, Echoes, Replay};
 use super::errors::to_kernel;
 use super::locks::{self, KernelLock};
 use super::open_files::{Ephemeral, OpenFile, OpenFiles};
@@ -57,6 +58,8 @@ pub struct Inner {
     pub writes: WriteEpochs,
     /// Which files are ephemeral, from the attributes the cluster sent: an open needs to know.
     pub ephemeral: Ephemeral,
+    /// Creations replayed to the kernel (`echo.rs`).
+    pub echoes: Arc<Echoes>,
 }
 
 /// How many writes this mount made to each file (a number that only grows), for
@@ -112,12 +115,18 @@ impl LockFs {
                 files: OpenFiles::default(),
                 owners: LockOwners::default(),
                 writes: WriteEpochs::default(),
+                echoes: Arc::default(),
                 ephemeral: Ephemeral::default(),
                 shutdown: tokio::sync::watch::channel(false).0,
             }),
             runtime,
             cluster: Vec::new(),
         }
+    }
+
+    /// The names being replayed as created to this mount's kernel (`echo.rs`).
+    pub fn echoes(&self) -> Arc<Echoes> {
+        self.inner.echoes.clone()
     }
 
     /// Says on the root's `user.lockfs.cluster` how to reach the cluster (see `xattr.rs`).
@@ -459,6 +468,17 @@ impl fuser::Filesystem for LockFs {
 
     fn lookup(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
         let name = name_of(name);
+        match name
+            .as_ref()
+            .map(|n| self.inner.echoes.replay(parent.0, n, req.pid()))
+        {
+            Ok(Some(Replay::Create)) => return reply.error(fuser::Errno::ENOENT),
+            Ok(Some(Replay::Delete { instance, dir })) => {
+                let attr = echo::stand_in(instance, dir);
+                return reply.entry(&TTL, &attr::to_kernel(&attr), Generation(0));
+            }
+            _ => {}
+        }
         self.spawn(req, |inner| async move {
             let result = match name {
                 Ok(name) => inner.seen(inner.backend.lookup(parent.0, &name).await),
@@ -527,8 +547,11 @@ impl fuser::Filesystem for LockFs {
     ) {
         let name = name_of(name);
         let (uid, gid) = (req.uid(), req.gid());
+        let replay = matches!(&name, Ok(n) if self.inner.echoes.replay(parent.0, n, req.pid()) == Some(Replay::Create));
         self.spawn(req, |inner| async move {
             let result = match name {
+                // Another host made it: the kernel is told, the cluster is not asked.
+                Ok(name) if replay => inner.backend.lookup(parent.0, &name).await,
                 Ok(name) => {
                     let mode = mode & !umask & 0o7777;
                     inner.backend.mkdir(parent.0, &name, mode, uid, gid).await
@@ -541,6 +564,12 @@ impl fuser::Filesystem for LockFs {
 
     fn unlink(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         let name = name_of(name);
+        if let Ok(n) = &name {
+            if let Some(Replay::Delete { .. }) = self.inner.echoes.replay(parent.0, n, req.pid()) {
+                // Deleted elsewhere: the kernel is told, the cluster is not asked.
+                return reply.ok();
+            }
+        }
         self.spawn(req, |inner| async move {
             let result = match name {
                 Ok(name) => inner.backend.unlink(parent.0, &name).await,
@@ -552,6 +581,11 @@ impl fuser::Filesystem for LockFs {
 
     fn rmdir(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         let name = name_of(name);
+        if let Ok(n) = &name {
+            if let Some(Replay::Delete { .. }) = self.inner.echoes.replay(parent.0, n, req.pid()) {
+                return reply.ok();
+            }
+        }
         self.spawn(req, |inner| async move {
             let result = match name {
                 Ok(name) => inner.backend.rmdir(parent.0, &name).await,
@@ -849,6 +883,31 @@ impl fuser::Filesystem for LockFs {
         let exclusive = flags & libc::O_EXCL != 0;
         let truncate = flags & libc::O_TRUNC != 0;
         let mode = mode & !umask & 0o7777;
+        if let Ok(n) = &name {
+            if self.inner.echoes.replay(parent.0, n, req.pid()) == Some(Replay::Create) {
+                // Another host made it: the kernel is told, the cluster is not asked, and no
+                // handle is taken (`echo.rs`).
+                let n = n.clone();
+                self.spawn(req, |inner| async move {
+                    let found = match inner.backend.lookup(parent.0, &n).await {
+                        Ok(attr) => inner.backend.session().await.map(|s| (s, attr)),
+                        Err(e) => Err(e),
+                    };
+                    match found {
+                        Ok((session, attr)) => {
+                            let fh = inner
+                                .files
+                                .insert(OpenFile::file(attr.ino, session, None, false));
+                            let kattr = attr::to_kernel(&attr);
+                            let flags = FopenFlags::FOPEN_DIRECT_IO;
+                            reply.created(&TTL, &kattr, Generation(0), FileHandle(fh), flags);
+                        }
+                        Err(e) => reply.error(to_kernel(e)),
+                    }
+                });
+                return;
+            }
+        }
         self.spawn(req, |inner| async move {
             let created = match name {
                 Ok(name) => match inner.backend.session().await {

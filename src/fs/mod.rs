@@ -16,6 +16,8 @@
 //!   does not pass on either (it answers FUSE_INTERRUPT with ENOSYS itself).
 //! - `owners.rs`: which POSIX lock owners to release at close(2) and at the last close.
 //! - `xattr.rs`: the `user.lockfs.*` attributes.
+//! - `echo.rs`: other hosts' creations and deletions replayed to this host's kernel, for
+//!   inotify.
 //! - `cache.rs`: the mount's cache of names, attributes, listings and contents, which the
 //!   cluster keeps correct (`cluster.rs` registers it and applies the cluster's events).
 //! - `attr.rs`, `errors.rs`: attributes and errno as the kernel wants them.
@@ -29,6 +31,7 @@ mod attr;
 pub mod backend;
 mod cache;
 pub mod cluster;
+pub mod echo;
 mod errors;
 mod filesystem;
 mod lock_style;

@@ -86,6 +86,7 @@ impl MountConfig {
 pub struct MountHandle {
     session: Option<BackgroundSession>,
     mountpoint: PathBuf,
+    echoes: std::sync::Arc<super::echo::Echoes>,
 }
 
 /// Mounts `backend` at `mountpoint`. See the module docs.
@@ -96,16 +97,26 @@ pub fn mount(
     runtime: tokio::runtime::Handle,
 ) -> io::Result<MountHandle> {
     let fs = LockFs::new(backend, runtime, options.root_squash).with_cluster(&options.cluster);
+    let echoes = fs.echoes();
     let session = Session::new(fs, mountpoint, &options.to_fuser())?.spawn()?;
     Ok(MountHandle {
         session: Some(session),
         mountpoint: mountpoint.to_path_buf(),
+        echoes,
     })
 }
 
 impl MountHandle {
     pub fn mountpoint(&self) -> &Path {
         &self.mountpoint
+    }
+
+    /// What replays other hosts' changes to this mount's kernel (`echo.rs`).
+    pub fn kernel(&self) -> super::echo::Kernel {
+        super::echo::Kernel {
+            mountpoint: self.mountpoint.clone(),
+            echoes: self.echoes.clone(),
+        }
     }
 
     /// Whether the request loop has ended: someone ran `umount` (or `fusermount3 -u`).

@@ -255,6 +255,7 @@ fn take(rng: &mut StdRng, req: &proto::Request) -> &'static str {
                 parent: 1,
                 name: "x".into(),
                 kind: Kind::File,
+                by: 0,
                 change: NodeChange::Created,
             }]);
             assert!(rx.try_recv().is_ok(), "a watch sees its own path");

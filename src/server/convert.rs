@@ -327,6 +327,7 @@ pub fn watch_event(e: &NodeEvent) -> proto::WatchEvent {
     p.instance = e.instance;
     p.parent = e.parent;
     p.name = e.name.clone();
+    p.by = e.by;
     p.kind = kind(e.kind);
     match &e.change {
         NodeChange::Created => p.change = C::CREATED,

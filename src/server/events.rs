@@ -385,6 +385,7 @@ mod tests {
             parent: 1,
             name: "x".into(),
             kind: Kind::File,
+            by: 0,
             change: NodeChange::Created,
         }
     }

@@ -370,6 +370,9 @@ pub struct NodeEvent {
     pub parent: u64,
     pub name: String,
     pub kind: Kind,
+    /// The session whose request made the change; 0 for the leader's own commands (an
+    /// expiry, a wake-up) and requests outside a session.
+    pub by: u64,
     pub change: NodeChange,
 }
 

@@ -33,6 +33,7 @@ impl StateMachine {
         req: Option<&RequestId>,
         cmd: &Command,
     ) -> Result<Outcome, StateError> {
+        self.applying_for = req.map_or(0, |r| r.session);
         let Some(req) = req else {
             return self.execute(ctx, cmd);
         };

@@ -207,6 +207,7 @@ impl StateMachine {
             events: Vec::new(),
             node_events: Vec::new(),
             applying: 0,
+            applying_for: 0,
             dirty_nodes: BTreeSet::new(),
             dirty_sessions: BTreeSet::new(),
             dirty_handles: BTreeSet::new(),

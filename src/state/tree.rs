@@ -51,6 +51,8 @@ pub struct StateMachine {
     pub(super) node_events: Vec<NodeEvent>,
     /// The log index of the command being applied, for `node_events`. Not stored.
     pub(super) applying: u64,
+    /// The session whose request is being applied (0: none), for `node_events`. Not stored.
+    pub(super) applying_for: u64,
     /// Records created, changed or removed since the last `take_changes`.
     pub(super) dirty_nodes: BTreeSet<u64>,
     pub(super) dirty_sessions: BTreeSet<u64>,
@@ -110,6 +112,7 @@ impl StateMachine {
             events: Vec::new(),
             node_events: Vec::new(),
             applying: 0,
+            applying_for: 0,
             dirty_nodes: BTreeSet::from([ROOT]),
             dirty_sessions: BTreeSet::new(),
             dirty_handles: BTreeSet::new(),
@@ -736,6 +739,7 @@ impl StateMachine {
             parent: node.parent,
             name: node.name.clone(),
             kind: node.kind,
+            by: self.applying_for,
             change,
         };
         self.node_events.push(event);
