@@ -150,6 +150,15 @@ pub trait Backend: Send + Sync + 'static {
     fn getattr_fresh(&self, ino: u64) -> BoxFut<'_, FileAttr> {
         self.getattr(ino)
     }
+    /// What `lookup` would answer, if a cache answers it at once (no round trip): the request
+    /// handler then replies without a task of its own.
+    fn cached_lookup(&self, _parent: u64, _name: &str) -> Option<Result<FileAttr, Errno>> {
+        None
+    }
+    /// What `getattr` would answer, if a cache answers it at once.
+    fn cached_getattr(&self, _ino: u64) -> Option<FileAttr> {
+        None
+    }
     /// Any field given changes; `size` truncates or extends with zeros. Times are wall-clock
     /// nanoseconds since the Unix epoch.
     #[allow(clippy::too_many_arguments)] // one per settable attribute, as setattr(2) has them

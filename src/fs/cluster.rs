@@ -425,6 +425,15 @@ impl Backend for ClusterBackend {
         })
     }
 
+    fn cached_lookup(&self, parent: u64, name: &str) -> Option<Result<FileAttr, Errno>> {
+        let found = self.cache.as_ref()?.name(self.validity(), parent, name)?;
+        Some(found.ok_or(Errno(libc::ENOENT)))
+    }
+
+    fn cached_getattr(&self, ino: u64) -> Option<FileAttr> {
+        self.cache.as_ref()?.attr(self.validity(), ino)
+    }
+
     fn getattr_fresh(&self, ino: u64) -> BoxFut<'_, FileAttr> {
         Box::pin(async move {
             let mut m = proto::Stat::new();

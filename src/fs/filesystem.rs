@@ -479,6 +479,14 @@ impl fuser::Filesystem for LockFs {
             }
             _ => {}
         }
+        // Answered by the cache at once: no task, no round trip.
+        if let Some(found) = name
+            .as_ref()
+            .ok()
+            .and_then(|n| self.inner.backend.cached_lookup(parent.0, n))
+        {
+            return reply_entry(reply, self.inner.seen(found));
+        }
         self.spawn(req, |inner| async move {
             let result = match name {
                 Ok(name) => inner.seen(inner.backend.lookup(parent.0, &name).await),
@@ -489,6 +497,9 @@ impl fuser::Filesystem for LockFs {
     }
 
     fn getattr(&self, req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
+        if let Some(attr) = self.inner.backend.cached_getattr(ino.0) {
+            return reply_attr(reply, Ok(attr));
+        }
         self.spawn(req, |inner| async move {
             reply_attr(reply, inner.seen(inner.backend.getattr(ino.0).await))
         });
