@@ -12,35 +12,19 @@ mod common;
 use std::time::Duration;
 
 use common::hosts::Hosts;
-use common::Mount;
 
 fn signal(pid: u32, sig: i32) {
     // SAFETY: kill(2) of a process this test started and has not reaped.
     unsafe { libc::kill(pid as i32, sig) };
 }
 
-/// Reads and writes that the cluster's members handled so far (keep-alives aside).
-fn requests(h: &Hosts) -> u64 {
-    let out = h.ok("\"$LOCKFS\" cluster status --json");
-    let status: serde_json::Value = serde_json::from_str(&out).expect("status json");
-    status["members"]
-        .as_array()
-        .expect("members")
-        .iter()
-        .map(|m| {
-            let r = &m["requests"];
-            r["reads"].as_u64().expect("reads") + r["writes"].as_u64().expect("writes")
-        })
-        .sum()
-}
-
 #[test]
 fn cached_reads_cost_nothing_and_every_write_is_seen_at_once() {
     let h = Hosts::start();
     h.ok("mkdir \"$A/c\"; echo one > \"$A/c/f\"; cat \"$A/c/f\"; ls \"$A/c\"; stat \"$A/c/f\"");
-    let before = requests(&h);
+    let before = h.requests();
     h.ok("for i in $(seq 20); do cat \"$A/c/f\" >/dev/null; stat \"$A/c/f\" >/dev/null; ls \"$A/c\" >/dev/null; done");
-    assert_eq!(requests(&h) - before, 0, "cached reads went to the cluster");
+    assert_eq!(h.requests() - before, 0, "cached reads went to the cluster");
     // Another host's replace, seen by the next read here; and again, many times.
     let out = h.ok(
         "for i in $(seq 30); do echo \"b$i\" > \"$B/c/f\"; \
@@ -69,14 +53,7 @@ fn cached_reads_cost_nothing_and_every_write_is_seen_at_once() {
 #[test]
 fn a_frozen_caching_mount_holds_writes_only_until_its_lease_runs_out() {
     let h = Hosts::start();
-    let c = Mount::start_as(
-        "host-a",
-        &h.cluster.servers(),
-        &h.dir.path().join("c"),
-        "allow_other,ttl=2",
-        &h.dir.path().join("mount-c.log"),
-        "info",
-    );
+    let c = h.extra_mount("c", "host-a", "allow_other,ttl=2");
     let cpath = c.path.display().to_string();
     h.ok("echo old > \"$A/f\"");
     assert_eq!(h.ok(&format!("cat \"{cpath}/f\"")), "old\n");
@@ -102,23 +79,16 @@ fn a_frozen_caching_mount_holds_writes_only_until_its_lease_runs_out() {
 #[test]
 fn with_cache_off_every_read_asks_the_cluster() {
     let h = Hosts::start();
-    let c = Mount::start_as(
-        "host-a",
-        &h.cluster.servers(),
-        &h.dir.path().join("c"),
-        "allow_other,cache=off",
-        &h.dir.path().join("mount-c.log"),
-        "info",
-    );
+    let c = h.extra_mount("c", "host-a", "allow_other,cache=off");
     let cpath = c.path.display().to_string();
     h.ok("echo x > \"$A/f\"");
     h.ok(&format!("cat \"{cpath}/f\""));
-    let before = requests(&h);
+    let before = h.requests();
     h.ok(&format!(
         "for i in $(seq 10); do cat \"{cpath}/f\" > /dev/null; done"
     ));
     assert!(
-        requests(&h) - before >= 10,
+        h.requests() - before >= 10,
         "reads with cache=off did not reach the cluster"
     );
     drop(c);

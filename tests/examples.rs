@@ -10,34 +10,18 @@ use std::time::{Duration, Instant};
 
 use common::hosts::{run, wait_until, Hosts, COMMAND_LIMIT};
 
-/// Reads and writes that the cluster's members handled since they started, all together
-/// (keep-alives aside), from `lockfs cluster status --json`.
-fn requests(h: &Hosts) -> u64 {
-    let out = h.ok("\"$LOCKFS\" cluster status --json");
-    let status: serde_json::Value = serde_json::from_str(&out).expect("status json");
-    status["members"]
-        .as_array()
-        .expect("members")
-        .iter()
-        .map(|m| {
-            let r = &m["requests"];
-            r["reads"].as_u64().expect("reads") + r["writes"].as_u64().expect("writes")
-        })
-        .sum()
-}
-
 /// Asserts that nothing reads or writes the cluster for a few seconds once what runs has
 /// caught up with the last change: it follows changes without polling. (A script that
 /// polls never has a quiet second, and the wait for one fails.)
 fn quiet(h: &Hosts, what: &str) {
     wait_until(&format!("{what} to settle"), || {
-        let before = requests(h);
+        let before = h.requests();
         std::thread::sleep(Duration::from_secs(1));
-        requests(h) == before
+        h.requests() == before
     });
-    let before = requests(h);
+    let before = h.requests();
     std::thread::sleep(Duration::from_secs(3));
-    let after = requests(h);
+    let after = h.requests();
     assert_eq!(
         after - before,
         0,

@@ -635,6 +635,10 @@ fn a_host_limited_to_a_subtree_stays_in_it() {
         ok(&servers, &["cat", "/svc/web/new"], None),
         b"from the mount"
     );
+    // Such a host does not cache (a cache watches the whole tree): the cluster opened its
+    // session without one, so no write waits for it.
+    let log = std::fs::read_to_string(dir.path().join("mount.log")).unwrap_or_default();
+    assert!(log.contains("not caching"), "{log}");
 }
 
 #[test]

@@ -281,14 +281,7 @@ fn inotify_on_a_mount_sees_other_hosts_create_and_delete() {
     let mut h = Hosts::start();
     h.ok("mkdir \"$A/n\"; setfattr -n user.lockfs.ephemeral -v 1 \"$A/n\"");
     // The watching host mounts with -o inotify.
-    let mut d = common::Mount::start_as(
-        "host-a",
-        &h.cluster.servers(),
-        &h.dir.path().join("d"),
-        "allow_other,inotify",
-        &h.dir.path().join("mount-d.log"),
-        "info",
-    );
+    let mut d = h.extra_mount("d", "host-a", "allow_other,inotify");
     let watcher = h.spawn(
         "bash",
         &[
@@ -304,14 +297,7 @@ fn inotify_on_a_mount_sees_other_hosts_create_and_delete() {
     });
     // Host C holds an ephemeral file, then dies (kill -9 of its mount): the file vanishes
     // when its session expires (TTL 2 s).
-    let mut c = common::Mount::start_as(
-        "host-b",
-        &h.cluster.servers(),
-        &h.dir.path().join("c"),
-        "allow_other,ttl=2",
-        &h.dir.path().join("mount-c.log"),
-        "info",
-    );
+    let mut c = h.extra_mount("c", "host-b", "allow_other,ttl=2");
     let cpath = c.path.display().to_string();
     let holder = h.spawn_ready(
         &format!("exec 8>\"{cpath}/n/member\" && touch \"$OUT/held\" && exec sleep 1000"),

@@ -319,6 +319,14 @@ impl ClusterBackend {
             drop(me);
             let mut watcher = match Watcher::start_with(session.clone(), "/", true, true).await {
                 Ok((w, _)) => w,
+                // This host may not cache (a certificate limited to a subtree: the cluster
+                // opened its session without a cache); it will not be allowed to later.
+                Err(ClientError::Remote { code, message })
+                    if [libc::EACCES, libc::EPERM, libc::EINVAL].contains(&(code as i32)) =>
+                {
+                    log::warn!("not caching: the cluster refuses this host's cache: {message}");
+                    return;
+                }
                 Err(e) => {
                     log::warn!("cache: registering with the cluster: {e}; serving nothing");
                     tokio::time::sleep(PAUSE).await;

@@ -183,7 +183,9 @@ impl Caller {
     /// which host name it is listed (the certified name, not the one the client sent).
     pub fn stamp(&self, action: &mut Action) {
         let Action::Write {
-            command: Command::OpenSession { host, owner, .. },
+            command: Command::OpenSession {
+                host, owner, cache, ..
+            },
             ..
         } = action
         else {
@@ -193,6 +195,11 @@ impl Caller {
             Caller::Verified(id) => {
                 *owner = owner_of(id);
                 *host = id.name.clone();
+                // A cache watches the whole tree, which such a host may not: it does not
+                // cache (writes would otherwise wait for a cache that can never register).
+                if id.subtree.is_some() {
+                    *cache = false;
+                }
             }
             // Unauthenticated: the client's word, escaped and cut to a name's length, so a
             // listing never carries control characters or megabytes from a client.
@@ -423,6 +430,41 @@ mod tests {
             unreachable!()
         };
         assert_eq!(host, "a\\nb");
+    }
+
+    #[test]
+    fn a_host_limited_to_a_subtree_opens_no_caching_session() {
+        let open = || {
+            write(Command::OpenSession {
+                ttl_ms: 1,
+                host: "h".into(),
+                pid: 1,
+                name: "m".into(),
+                owner: String::new(),
+                secret: 0,
+                cache: true,
+            })
+        };
+        let caches = |action: &Action| {
+            matches!(
+                action,
+                Action::Write {
+                    command: Command::OpenSession { cache: true, .. },
+                    ..
+                }
+            )
+        };
+        let mut action = open();
+        caller(Role::Host).stamp(&mut action);
+        assert!(caches(&action));
+        let limited = Caller::Verified(Identity {
+            role: Role::Host,
+            name: "x".into(),
+            subtree: Some("/svc".into()),
+        });
+        let mut action = open();
+        limited.stamp(&mut action);
+        assert!(!caches(&action));
     }
 
     #[test]

@@ -67,6 +67,35 @@ impl Hosts {
         }
     }
 
+    /// Another host: a mount of the cluster at `$OUT/name` as host `host` (an existing host
+    /// certificate), with `-o options`, logging to `$OUT/mount-name.log`. The caller stops it.
+    pub fn extra_mount(&self, name: &str, host: &str, options: &str) -> Mount {
+        Mount::start_as(
+            host,
+            &self.cluster.servers(),
+            &self.dir.path().join(name),
+            options,
+            &self.dir.path().join(format!("mount-{name}.log")),
+            "info",
+        )
+    }
+
+    /// Reads and writes that the cluster's members handled since they started, all
+    /// together (keep-alives aside), from `lockfs cluster status --json`.
+    pub fn requests(&self) -> u64 {
+        let out = self.ok("\"$LOCKFS\" cluster status --json");
+        let status: serde_json::Value = serde_json::from_str(&out).expect("status json");
+        status["members"]
+            .as_array()
+            .expect("members")
+            .iter()
+            .map(|m| {
+                let r = &m["requests"];
+                r["reads"].as_u64().expect("reads") + r["writes"].as_u64().expect("writes")
+            })
+            .sum()
+    }
+
     pub fn out(&self, name: &str) -> PathBuf {
         self.dir.path().join(name)
     }
