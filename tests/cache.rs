@@ -93,3 +93,39 @@ fn with_cache_off_every_read_asks_the_cluster() {
     );
     drop(c);
 }
+
+#[test]
+fn a_caching_session_may_not_outlast_a_minute() {
+    let h = Hosts::start();
+    let client = std::sync::Arc::new(lockfs::client::Client::new(
+        h.cluster.servers().split(',').map(String::from).collect(),
+        Duration::from_secs(20),
+        "cache-ttl".into(),
+        common::tls::admin(),
+    ));
+    common::block_on(async {
+        use lockfs::client::session::Session;
+        let open = |ttl: u64, cache: bool| {
+            let ttl = Duration::from_secs(ttl);
+            Session::open_with(client.clone(), ttl, ttl, "h", "t", cache)
+        };
+        let refused = open(120, true)
+            .await
+            .err()
+            .expect("a two-minute caching session");
+        assert!(refused.to_string().contains("at most"), "{refused}");
+        // Without a cache, or within the bound, it opens.
+        open(120, false)
+            .await
+            .expect("a two-minute session")
+            .close()
+            .await
+            .unwrap();
+        open(60, true)
+            .await
+            .expect("a one-minute caching session")
+            .close()
+            .await
+            .unwrap();
+    });
+}

@@ -241,6 +241,14 @@ fn mount_and_wait(
     if options.cache && !cache {
         log::info!("not caching: no_default_permissions or root_squash leave permissions to the cluster, per user");
     }
+    let max_ttl = crate::server::MAX_CACHE_TTL;
+    let cache = cache && options.ttl <= max_ttl;
+    if options.cache && options.ttl > max_ttl {
+        log::info!(
+            "not caching: with a session ttl above {max_ttl:?}, a silent cache would hold the \
+             cluster's writes that long"
+        );
+    }
     let backend = runtime
         .block_on(ClusterBackend::connect(
             client,

@@ -26,6 +26,10 @@
 use std::collections::{BTreeSet, VecDeque};
 use std::time::{Duration, Instant};
 
+/// The longest TTL of a caching session: a cache that stops answering holds writes for up to
+/// its TTL (and a margin), so a host cannot make that long.
+pub const MAX_CACHE_TTL: Duration = Duration::from_secs(60);
+
 /// How long a session may leave a held write unacknowledged before its lease stops being
 /// renewed. A mount acknowledges within a round trip; this is for a stuck one.
 pub const ACK_GRACE: Duration = Duration::from_secs(2);

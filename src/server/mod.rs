@@ -30,6 +30,7 @@ use std::sync::Arc;
 
 use raft::prelude::ConfState;
 
+pub use cache::MAX_CACHE_TTL;
 pub use config::ServeConfig;
 pub use error::{errno, ServerError, EXIT_CORRUPT};
 

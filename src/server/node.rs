@@ -34,7 +34,7 @@ use slog::Drain as _;
 use tokio::sync::oneshot;
 
 use super::authz::{query_target, targets, within, Access, SEQ_WINDOW};
-use super::cache::{CacheWaits, View, ACK_GRACE};
+use super::cache::{CacheWaits, View, ACK_GRACE, MAX_CACHE_TTL};
 use super::config::ServeConfig;
 use super::convert;
 use super::entry::Envelope;
@@ -576,7 +576,13 @@ impl Node {
             refuse(reply, self.not_leader());
             return false;
         }
-        if let Command::OpenSession { ttl_ms, secret, .. } = &mut command {
+        if let Command::OpenSession {
+            ttl_ms,
+            secret,
+            cache,
+            ..
+        } = &mut command
+        {
             // The session's bearer secret: chosen here, replicated in the entry.
             *secret = rand::random::<u128>().max(1);
             let ttl = Duration::from_millis(*ttl_ms);
@@ -584,6 +590,14 @@ impl Node {
                 let why = format!(
                     "session ttl must be between {:?} and {:?}",
                     self.cfg.min_session_ttl, self.cfg.max_session_ttl
+                );
+                refuse(reply, StateError::InvalidArgument(why).into());
+                return false;
+            }
+            if *cache && ttl > MAX_CACHE_TTL {
+                let why = format!(
+                    "a caching session's ttl may be at most {MAX_CACHE_TTL:?}: writes wait for \
+                     a silent cache until its lease runs out"
                 );
                 refuse(reply, StateError::InvalidArgument(why).into());
                 return false;
