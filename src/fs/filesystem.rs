@@ -288,9 +288,8 @@ impl Inner {
     /// replace by another host between two of its reads would show the first part of one
     /// version and the end of another: DESIGN.md promises whole versions only. A read at a
     /// higher offset with no version kept, or after this mount wrote to this file, goes to the
-    /// cluster. (Writes to other files do not count: with a mount-wide count, a host that
-    /// kept replacing one file made every `cat` of another mix two versions of it, as the
-    /// fault suite's second register found.)
+    /// cluster. Writes to other files leave the kept version in use, so a host that keeps
+    /// replacing one file never makes a `cat` of another mix two versions.
     async fn read(&self, fh: u64, offset: u64, size: u32) -> Result<Vec<u8>, Errno> {
         let file = self.files.get(fh)?;
         let session = file.session(&*self.backend).await?;
