@@ -255,9 +255,17 @@ fn lockfile_has_one_winner_and_never_goes_stale() {
     }
     // The winner finished: the lockfile goes with its last close, which the kernel sends
     // in the background once the process has exited.
-    wait_until("the winner's lockfile to vanish", || {
-        !h.a.path.join("eph/job").exists()
-    });
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while h.a.path.join("eph/job").exists() {
+        assert!(
+            Instant::now() < deadline,
+            "the winner's lockfile is still there after 60 s; in the cluster: {:?}; on B: {:?}\n{}",
+            h.sh("\"$LOCKFS\" stat /eph/job").stdout,
+            h.sh("ls \"$B/eph\"").stdout,
+            h.logs()
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
     // A holder killed -9 leaves no stale lockfile behind.
     let holder = h.spawn_ready(
         "exec \"$EXAMPLES/lockfile.sh\" \"$A\" job -- bash -c 'touch \"$OUT/holding\"; exec sleep 1000'",
