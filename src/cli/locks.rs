@@ -44,15 +44,6 @@ fn seconds(s: f64, what: &str) -> Result<Duration, CliError> {
         .map_err(|_| CliError::Usage(format!("{what} must be a number of seconds >= 0")))
 }
 
-async fn terminated() {
-    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-        Ok(mut s) => {
-            s.recv().await;
-        }
-        Err(_) => std::future::pending().await,
-    }
-}
-
 pub async fn run(a: RunArgs) -> Result<(), CliError> {
     let ttl = seconds(a.ttl, "--ttl")?;
     let kill_grace = seconds(a.kill_grace, "--kill-grace")?;
@@ -95,14 +86,8 @@ async fn run_in_session(
         end: u64::MAX,
         pid: std::process::id(),
     };
-    let interrupted = async {
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = terminated() => {}
-        }
-    };
     let generation = match session
-        .lock(&req, wait, interrupted)
+        .lock(&req, wait, super::interrupted())
         .await
         .map_err(CliError::client(a.lock.as_str()))?
     {
@@ -152,7 +137,7 @@ async fn run_in_session(
             }
             return Err(CliError::Exit(1));
         }
-        _ = terminated() => {
+        _ = super::terminated() => {
             signal(&child, libc::SIGTERM);
             let status = child.wait().await.map_err(|e| CliError::Other(e.to_string()))?;
             return Err(CliError::Exit(exit_code(status)));

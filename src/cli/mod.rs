@@ -490,6 +490,24 @@ fn serve(a: ServeArgs) -> Result<(), CliError> {
     }
 }
 
+/// Returns when SIGTERM arrives (never, if it cannot be listened for).
+async fn terminated() {
+    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(mut s) => {
+            s.recv().await;
+        }
+        Err(_) => std::future::pending().await,
+    }
+}
+
+/// Returns when SIGINT (Ctrl-C) or SIGTERM arrives.
+async fn interrupted() {
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = terminated() => {}
+    }
+}
+
 fn block_on<T, F: std::future::Future<Output = Result<T, CliError>>>(f: F) -> Result<T, CliError> {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -296,23 +296,13 @@ fn mount_and_wait(
 
 /// Until SIGTERM, SIGINT or an external unmount.
 async fn wait_for_end(handle: &MountHandle) {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
-    let terminated = async {
-        match term.as_mut() {
-            Some(t) => {
-                t.recv().await;
-            }
-            None => std::future::pending().await,
-        }
-    };
     let unmounted = async {
         while !handle.is_finished() {
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
     };
     tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = terminated => {}
+        _ = super::interrupted() => {}
         _ = unmounted => {}
     }
 }

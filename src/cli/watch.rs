@@ -237,21 +237,6 @@ async fn open(
     Ok((session, cluster_path))
 }
 
-async fn interrupted() {
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending().await,
-        }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term => {}
-    }
-}
-
 pub async fn watch(a: WatchArgs) -> Result<(), CliError> {
     let ttl = Duration::try_from_secs_f64(a.ttl)
         .ok()
@@ -260,7 +245,7 @@ pub async fn watch(a: WatchArgs) -> Result<(), CliError> {
     let (session, path) = open(&a.path, &a.client, ttl, "lockfs watch").await?;
     let result = tokio::select! {
         r = follow(&session, &path, &a) => r,
-        _ = interrupted() => Ok(()),
+        _ = super::interrupted() => Ok(()),
     };
     let _ = session.close().await;
     result
@@ -459,7 +444,7 @@ pub async fn wait(a: WaitArgs) -> Result<(), CliError> {
     let result = tokio::select! {
         r = wait_for(&session, &path, a.condition, once) => r,
         _ = limit => Err(timed_out(&a.path, a.condition)),
-        _ = interrupted() => Err(CliError::Exit(130)),
+        _ = super::interrupted() => Err(CliError::Exit(130)),
     };
     let _ = session.close().await;
     result

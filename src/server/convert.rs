@@ -299,11 +299,7 @@ fn watch_path(path: &str) -> Result<String, ServerError> {
             super::events::MAX_WATCH_PATH
         )));
     }
-    let components = crate::state::split_path(path)?;
-    if components.is_empty() {
-        return Ok("/".into());
-    }
-    Ok(components.iter().map(|c| format!("/{c}")).collect())
+    Ok(crate::state::normalize(path)?)
 }
 
 /// The answer to a Watch.

@@ -30,7 +30,7 @@ use super::convert;
 use super::error::errno;
 use super::ServerError;
 use crate::proto;
-use crate::state::NodeEvent;
+use crate::state::{parent_of, NodeEvent};
 
 pub type FrameSender = mpsc::Sender<proto::ServerFrame>;
 
@@ -158,18 +158,6 @@ impl Watches {
             }
             Err(mpsc::error::TrySendError::Closed(_)) => self.remove(key),
         }
-    }
-}
-
-/// The parent of a normalized path; none for "/".
-fn parent_of(path: &str) -> Option<&str> {
-    if path == "/" {
-        return None;
-    }
-    match path.rfind('/') {
-        Some(0) => Some("/"),
-        Some(i) => Some(&path[..i]),
-        None => None,
     }
 }
 

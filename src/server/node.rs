@@ -47,8 +47,8 @@ use super::transport::Transport;
 use super::ServerError;
 use crate::proto;
 use crate::state::{
-    Attr, Command, Event, Kind, NodeChange, Outcome, Query, RequestId, StateError, StateMachine,
-    Target, UserIds,
+    parent_of, Attr, Command, Event, Kind, NodeChange, Outcome, Query, RequestId, StateError,
+    StateMachine, Target, UserIds,
 };
 use crate::storage::{Members, RaftLog, Records, StateStore, Store, WriteBatch};
 
@@ -1111,10 +1111,7 @@ impl Node {
                 // look at its nearest existing ancestor.
                 let mut at = spec.path.as_str();
                 loop {
-                    at = match at.rfind('/') {
-                        Some(0) | None => "/",
-                        Some(i) => &at[..i],
-                    };
+                    at = parent_of(at).unwrap_or("/");
                     match self
                         .machine
                         .query_as(&Query::Stat(Target::Path(at.into())), user)

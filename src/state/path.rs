@@ -46,3 +46,22 @@ pub fn split_path(path: &str) -> Result<Vec<&str>, StateError> {
     }
     Ok(components)
 }
+
+/// The absolute path `path` names, written plainly: "/" or "/a/b", without empty components.
+pub fn normalize(path: &str) -> Result<String, StateError> {
+    let components = split_path(path)?;
+    if components.is_empty() {
+        return Ok("/".into());
+    }
+    Ok(components.iter().map(|name| format!("/{name}")).collect())
+}
+
+/// The directory that holds a plain path (see [`normalize`]); none for "/".
+pub fn parent_of(path: &str) -> Option<&str> {
+    match path.rfind('/') {
+        _ if path == "/" => None,
+        Some(0) => Some("/"),
+        Some(i) => Some(&path[..i]),
+        None => None,
+    }
+}

@@ -12,7 +12,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use super::lock::LockTable;
 use super::locking::LockRequest;
 use super::node::{Node, PERMISSION_BITS};
-use super::path::{split_path, validate_name};
+use super::path::{normalize, split_path, validate_name};
 use super::quota::Usage;
 use super::record::Meta;
 use super::session::{Handle, Session};
@@ -325,13 +325,7 @@ impl StateMachine {
     /// parent and a name); an instance must be live.
     pub fn path_of_target(&self, target: &Target) -> Result<String, StateError> {
         match target {
-            Target::Path(path) => {
-                let components = split_path(path)?;
-                if components.is_empty() {
-                    return Ok("/".into());
-                }
-                Ok(components.iter().map(|name| format!("/{name}")).collect())
-            }
+            Target::Path(path) => normalize(path),
             Target::Ino(ino) => self.node(*ino).map(|_| self.path_of(*ino)),
             Target::Child { parent, name } => {
                 validate_name(name)?;
