@@ -129,3 +129,80 @@ fn a_caching_session_may_not_outlast_a_minute() {
             .unwrap();
     });
 }
+
+/// Stats `path` on a mount whose process is stopped, in a process killed after 2 s: the mode
+/// if the kernel answered by itself, `None` if it waited for the mount.
+fn stat_mode_frozen(h: &Hosts, path: &str) -> Option<String> {
+    let out = h.sh(&format!("timeout -s KILL 2 stat -c %a \"{path}\""));
+    out.status.success().then(|| out.stdout.trim().to_string())
+}
+
+#[test]
+fn the_kernel_keeps_attributes_and_directory_names_only_while_they_can_be_taken_back() {
+    let h = Hosts::start();
+    let c = h.extra_mount("c", "host-a", "allow_other,ttl=2");
+    let cpath = c.path.display().to_string();
+    h.ok("mkdir -m 755 \"$A/d\"; echo x > \"$A/d/f\"");
+    // Twice: the first fills the mount's cache, the next are served from it, and the kernel
+    // is let keep what they served.
+    for _ in 0..3 {
+        h.ok(&format!("stat \"{cpath}/d\" \"{cpath}/d/f\" > /dev/null"));
+    }
+    let pid = c.pid().expect("mount C runs");
+    signal(pid, libc::SIGSTOP);
+    // Mount C's process is stopped: its kernel answers for the directory by itself.
+    let kernel = stat_mode_frozen(&h, &format!("{cpath}/d"));
+    // B's change waits for C's lease to run out, and C's kernel stops answering with it.
+    h.ok("chmod 700 \"$B/d\"");
+    let after = stat_mode_frozen(&h, &format!("{cpath}/d"));
+    signal(pid, libc::SIGCONT);
+    assert_eq!(
+        kernel.as_deref(),
+        Some("755"),
+        "the kernel did not answer for a cached directory while its mount was stopped"
+    );
+    assert_ne!(
+        after.as_deref(),
+        Some("755"),
+        "a stopped mount's kernel served attributes after another host changed them"
+    );
+    assert_eq!(h.ok(&format!("stat -c %a \"{cpath}/d\"")).trim(), "700");
+    drop(c);
+}
+
+#[test]
+fn directories_deleted_and_made_again_elsewhere_are_seen_at_once() {
+    let h = Hosts::start();
+    h.ok("mkdir \"$A/d\"; echo x > \"$A/d/f\"");
+    let stat_a = "for i in 1 2 3; do stat \"$A/d\" \"$A/d/f\" > /dev/null; done";
+    h.ok(stat_a);
+    // Attributes changed elsewhere: mode and size.
+    h.ok("chmod 640 \"$B/d/f\"; echo longer > \"$B/d/f\"");
+    assert_eq!(h.ok("stat -c '%a %s' \"$A/d/f\"").trim(), "640 7");
+    // The directory goes and comes back (another instance) with other contents.
+    h.ok(stat_a);
+    h.ok("rm -r \"$B/d\"; mkdir \"$B/d\"; echo y > \"$B/d/g\"");
+    assert_eq!(h.ok("ls \"$A/d\""), "g\n");
+    assert_eq!(h.ok("cat \"$A/d/g\""), "y\n");
+    h.ok("test ! -e \"$A/d/f\"");
+    assert_eq!(
+        h.ok("stat -c %i \"$A/d\""),
+        h.ok("stat -c %i \"$B/d\""),
+        "host A shows the directory that was deleted"
+    );
+    // A path through it, first thing after it was made again.
+    h.ok("for i in 1 2 3; do stat \"$A/d/g\" > /dev/null; done");
+    h.ok("rm -r \"$B/d\"; mkdir \"$B/d\"; mkdir \"$B/d/sub\"");
+    h.ok("test -d \"$A/d/sub\"; touch \"$A/d/sub/new\"");
+    assert_eq!(h.ok("ls \"$B/d/sub\""), "new\n");
+    // Gone for good: "no such file", never a stale handle.
+    h.ok(stat_a.replace("\"$A/d/f\"", "\"$A/d/sub\"").as_str());
+    h.ok("rm -r \"$B/d\"");
+    let out = h.sh("stat \"$A/d\"; stat \"$A/d/sub\"; ls \"$A/d\"");
+    assert!(!out.status.success());
+    assert!(
+        !out.stderr.contains("tale") && out.stderr.matches("No such file").count() == 3,
+        "{}",
+        out.stderr
+    );
+}

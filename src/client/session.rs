@@ -202,6 +202,17 @@ impl Session {
         (*self.state.borrow() == SessionState::Live && Instant::now() < end).then_some(gaps)
     }
 
+    /// How long the lease certainly still runs, as [`Session::lease_holds`] counts it (zero
+    /// once it may have run out).
+    pub fn lease_left(&self) -> Duration {
+        let (end, _) = *self.lease.lock().expect("poisoned");
+        if *self.state.borrow() == SessionState::Live {
+            end.saturating_duration_since(Instant::now())
+        } else {
+            Duration::ZERO
+        }
+    }
+
     /// Tells the leader that this session's cache dropped what the events up to `index`
     /// changed (see `crate::server::cache`).
     pub async fn cache_ack(&self, index: u64) -> Result<(), ClientError> {

@@ -16,6 +16,9 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::time::Duration;
+
+use super::kernel::KernelCache;
 
 /// The future every backend call returns.
 pub type BoxFut<'a, T> = Pin<Box<dyn Future<Output = Result<T, Errno>> + Send + 'a>>;
@@ -151,12 +154,31 @@ pub trait Backend: Send + Sync + 'static {
         self.getattr(ino)
     }
     /// What `lookup` would answer, if a cache answers it at once (no round trip): the request
-    /// handler then replies without a task of its own.
-    fn cached_lookup(&self, _parent: u64, _name: &str) -> Option<Result<FileAttr, Errno>> {
+    /// handler then replies without a task of its own. With it, how long the cache's lease
+    /// has left: the longest the kernel may keep the answer (see `kernel.rs`).
+    fn cached_lookup(
+        &self,
+        _parent: u64,
+        _name: &str,
+    ) -> Option<(Result<FileAttr, Errno>, Duration)> {
         None
     }
-    /// What `getattr` would answer, if a cache answers it at once.
-    fn cached_getattr(&self, _ino: u64) -> Option<FileAttr> {
+    /// What `getattr` would answer, if a cache answers it at once, and the lease left.
+    fn cached_getattr(&self, _ino: u64) -> Option<(FileAttr, Duration)> {
+        None
+    }
+    /// What the kernel is let cache, if anything (see `kernel.rs`).
+    fn kernel(&self) -> Option<&KernelCache> {
+        None
+    }
+    /// The whole contents `read(session, ino, 0, u64::MAX)` would answer, if a cache answers
+    /// at once; `None` also when `session` is not the live one (the caller then asks `read`,
+    /// which says why).
+    fn cached_read(&self, _session: u64, _ino: u64) -> Option<std::sync::Arc<Vec<u8>>> {
+        None
+    }
+    /// The live session's id, if there is one and it can be known at once (never opens one).
+    fn live_session(&self) -> Option<u64> {
         None
     }
     /// Any field given changes; `size` truncates or extends with zeros. Times are wall-clock

@@ -21,6 +21,7 @@ use tokio::sync::Mutex as AsyncMutex;
 
 use super::cache::{Cache, Validity};
 use super::echo::{Kernel, Replayer};
+use super::kernel::KernelCache;
 use crate::client::watches::{WatchItem, Watcher};
 
 use super::backend::{
@@ -29,6 +30,7 @@ use super::backend::{
 };
 use crate::client::session::{LockOutcome, LockRequest, Requested, Session, SessionState};
 use crate::client::{Client, ClientError};
+use crate::proto::WatchEvent_Change as Change;
 use crate::proto::{self, Request_oneof_op as Op, Response_oneof_result as Res};
 
 /// How long an unmount waits for the cluster to close the session.
@@ -56,6 +58,8 @@ pub struct ClusterBackend {
     next_handle: std::sync::atomic::AtomicU64,
     /// The cache; `None` when the mount does not cache.
     cache: Option<Cache>,
+    /// What the kernel is let cache, from the cache (nothing when `cache` is `None`).
+    kernel: KernelCache,
     /// The cache's registration (see [`Registered`]).
     registered: Mutex<Option<Registered>>,
     /// The client's connection epochs.
@@ -121,6 +125,18 @@ fn attr(a: &proto::Attr) -> FileAttr {
     }
 }
 
+/// Takes back from the kernel what an event changed: the node's attributes, and for a name
+/// that came or went, its directory's. Lock changes change no attribute the kernel keeps.
+fn take_back(kernel: &KernelCache, e: &proto::WatchEvent) {
+    if matches!(e.change, Change::LOCKED | Change::UNLOCKED) {
+        return;
+    }
+    kernel.take_back(e.instance);
+    if matches!(e.change, Change::CREATED | Change::DELETED | Change::RESYNC) {
+        kernel.take_back(e.parent);
+    }
+}
+
 fn style(s: LockStyle) -> proto::LockStyle {
     match s {
         LockStyle::Flock => proto::LockStyle::FLOCK,
@@ -168,6 +184,7 @@ impl ClusterBackend {
         let backend = ClusterBackend {
             epochs: client.epoch(),
             cache: cache.then(Cache::default),
+            kernel: KernelCache::default(),
             registered: Mutex::new(None),
             replayer: std::sync::OnceLock::new(),
             client,
@@ -289,6 +306,14 @@ impl ClusterBackend {
         Some((session.id, *epoch, gaps))
     }
 
+    /// How long the cache's lease has left (zero if the cache is not registered).
+    fn lease_left(&self) -> Duration {
+        let registered = self.registered.lock().expect("poisoned");
+        registered
+            .as_ref()
+            .map_or(Duration::ZERO, |(session, _, _)| session.lease_left())
+    }
+
     /// Replays the changes other hosts make to this mount's kernel from now on, for inotify
     /// (`echo.rs`); needs the cache, whose registration brings the changes.
     pub fn replay_to(&self, kernel: Kernel) {
@@ -306,6 +331,7 @@ impl ClusterBackend {
                 return;
             };
             cache.flush();
+            me.kernel.take_back_all();
             *me.registered.lock().expect("poisoned") = None;
             let session = match me.current().await {
                 Ok(s) => s,
@@ -356,6 +382,7 @@ impl ClusterBackend {
                     Ok(WatchItem::Interrupted) => {
                         // Flushed before registering again: see `WatchItem::Interrupted`.
                         cache.flush();
+                        me.kernel.take_back_all();
                         *me.registered.lock().expect("poisoned") = None;
                     }
                     Ok(WatchItem::Resync(_)) => {}
@@ -366,10 +393,14 @@ impl ClusterBackend {
                                 r.send(e);
                             }
                         };
-                        cache.apply(&e);
+                        let apply = |e: &proto::WatchEvent| {
+                            cache.apply(e);
+                            take_back(&me.kernel, e);
+                        };
+                        apply(&e);
                         replay(&e);
                         while let Some(e) = watcher.try_next() {
-                            cache.apply(&e);
+                            apply(&e);
                             replay(&e);
                             last = e.index;
                         }
@@ -425,7 +456,14 @@ impl Backend for ClusterBackend {
                 return Ok(a);
             }
             let ticket = cache.and_then(|c| c.ticket(valid));
-            let a = self.getattr_fresh(ino).await?;
+            let a = match self.getattr_fresh(ino).await {
+                // The kernel may be walking a path through a name of this directory it was
+                // let keep: ESTALE has it look the path up again (see `kernel.rs`).
+                Err(e) if e.0 == libc::ENOENT && self.kernel.stale(ino) => {
+                    return Err(Errno(libc::ESTALE))
+                }
+                result => result?,
+            };
             if let (Some(c), Some(t)) = (cache, ticket) {
                 c.keep_attr(t, &a);
             }
@@ -433,13 +471,33 @@ impl Backend for ClusterBackend {
         })
     }
 
-    fn cached_lookup(&self, parent: u64, name: &str) -> Option<Result<FileAttr, Errno>> {
+    fn cached_lookup(
+        &self,
+        parent: u64,
+        name: &str,
+    ) -> Option<(Result<FileAttr, Errno>, Duration)> {
         let found = self.cache.as_ref()?.name(self.validity(), parent, name)?;
-        Some(found.ok_or(Errno(libc::ENOENT)))
+        Some((found.ok_or(Errno(libc::ENOENT)), self.lease_left()))
     }
 
-    fn cached_getattr(&self, ino: u64) -> Option<FileAttr> {
-        self.cache.as_ref()?.attr(self.validity(), ino)
+    fn cached_getattr(&self, ino: u64) -> Option<(FileAttr, Duration)> {
+        let attr = self.cache.as_ref()?.attr(self.validity(), ino)?;
+        Some((attr, self.lease_left()))
+    }
+
+    fn kernel(&self) -> Option<&KernelCache> {
+        self.cache.as_ref().map(|_| &self.kernel)
+    }
+
+    fn cached_read(&self, session: u64, ino: u64) -> Option<Arc<Vec<u8>>> {
+        let cache = self.cache.as_ref()?;
+        (self.live_session()? == session).then_some(())?;
+        cache.contents(self.validity(), ino)
+    }
+
+    fn live_session(&self) -> Option<u64> {
+        let slot = self.session.try_lock().ok()?;
+        slot.as_ref().filter(|s| !s.has_ended()).map(|s| s.id)
     }
 
     fn getattr_fresh(&self, ino: u64) -> BoxFut<'_, FileAttr> {

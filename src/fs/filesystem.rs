@@ -1,10 +1,12 @@
 //! The FUSE request handlers: each kernel request becomes backend calls, answered from a task.
 //!
-//! fuser reads requests on its own thread and calls these handlers one at a time. Every handler
-//! copies what it needs out of the request and spawns a task on the mount's tokio runtime that
-//! does the round trips and replies, so a slow commit or a lock wait of minutes never holds up
-//! the next request. The kernel itself orders what must be ordered (it waits for our answer
-//! before it sends the next write on an inode, for example).
+//! fuser reads requests on its own thread and calls these handlers one at a time. A handler
+//! whose answer needs no round trip (the cache holds it, or there is nothing to do: the close
+//! of a file read without a lock) answers at once. Every other handler copies what it needs
+//! out of the request and spawns a task on the mount's tokio runtime that does the round trips
+//! and replies, so a slow commit or a lock wait of minutes never holds up the next request.
+//! The kernel itself orders what must be ordered (it waits for our answer before it sends the
+//! next write on an inode, for example).
 //!
 //! Capabilities asked of the kernel in `init`:
 //! - FUSE_POSIX_LOCKS and FUSE_FLOCK_LOCKS: fcntl and flock locks come to us instead of being
@@ -14,14 +16,16 @@
 //!   0, so the truncation can be folded into the first write (see `open_files.rs`). Every Linux
 //!   since 2.6.24 has it; without it the mount is refused rather than show empty files.
 //!
-//! Every open file is opened with FOPEN_DIRECT_IO: reads and writes go to the cluster instead
-//! of the page cache, so `cat` never shows another host's old data and sizes never come from a
-//! stale cache.
+//! Every open file is opened with FOPEN_DIRECT_IO: reads and writes reach the mount instead of
+//! the page cache, so `cat` never shows another host's old data, and a read pass serves one
+//! version of the file (see `Inner::read`), which the page cache could not promise: it fills
+//! page by page, and a replace by another host between two pages would mix two versions.
 //!
 //! What costs a Raft commit: every change to the tree, and a backend handle's open and close.
 //! A read-only open of an ordinary file takes no handle until a lock is taken through it (see
 //! `open_files.rs`), so `cat`, `stat` and `ls` cost linearizable reads only, no commit.
 
+use std::collections::HashSet;
 use std::ffi::OsStr;
 use std::future::Future;
 use std::io;
@@ -35,9 +39,10 @@ use fuser::{
 };
 
 use super::attr::{self, TTL};
-use super::backend::{Backend, Errno, FileAttr, LockStyle};
+use super::backend::{Backend, Errno, FileAttr, LockStyle, NodeKind};
 use super::echo::{self, Echoes, Replay};
 use super::errors::to_kernel;
+use super::kernel;
 use super::locks::{self, KernelLock};
 use super::open_files::{Ephemeral, OpenFile, OpenFiles};
 use super::owners::LockOwners;
@@ -228,11 +233,11 @@ impl Inner {
     /// handles of this file and of the open files the owner locked through (one and the same,
     /// usually); a handle is opened for it only if none of them has one (this file was opened
     /// lazily and the ones locked through are closed).
-    async fn flush(&self, fh: u64, owner: u64) -> Result<(), Errno> {
+    ///
+    /// `through` is what [`LockOwners::take_owner`] gave for the owner (the request handler
+    /// answers at once when it gave nothing).
+    async fn flush(&self, fh: u64, owner: u64, through: HashSet<u64>) -> Result<(), Errno> {
         let file = self.files.get(fh)?;
-        let Some(through) = self.owners.take_owner(file.ino, owner) else {
-            return Ok(());
-        };
         let mut handles = Vec::new();
         for other in through.into_iter().chain([fh]) {
             if let Ok(other) = self.files.get(other) {
@@ -259,8 +264,9 @@ impl Inner {
     /// descriptor-owned POSIX locks, then the backend handle if one was opened (which takes
     /// the flock locks with it). Without a handle nothing held in the cluster belongs to the
     /// file, and the release costs no round trip.
-    async fn release(&self, fh: u64) -> Result<(), Errno> {
-        let file = self.files.remove(fh)?;
+    ///
+    /// The request handler has taken `file` out of the table already.
+    async fn release(&self, fh: u64, file: Arc<OpenFile>) -> Result<(), Errno> {
         let truncated = self.apply_pending_truncate(&file).await;
         let released = self.owners.take_released(file.ino, fh);
         let Some(handle) = file.take_handle().await else {
@@ -290,6 +296,8 @@ impl Inner {
     /// higher offset with no version kept, or after this mount wrote to this file, goes to the
     /// cluster. Writes to other files leave the kept version in use, so a host that keeps
     /// replacing one file never makes a `cat` of another mix two versions.
+    ///
+    /// [`Inner::read_at_once`] serves what needs no round trip; this serves the rest.
     async fn read(&self, fh: u64, offset: u64, size: u32) -> Result<Vec<u8>, Errno> {
         let file = self.files.get(fh)?;
         let session = file.session(&*self.backend).await?;
@@ -315,6 +323,39 @@ impl Inner {
         let data = Arc::new(self.backend.read(session, file.ino, 0, u64::MAX).await?);
         *file.contents.lock().unwrap() = Some((epoch, data.clone()));
         Ok(slice(&data))
+    }
+
+    /// What [`Inner::read`] would answer, when it needs no round trip: a read within the
+    /// version kept for this pass, or a read at offset 0 of a file the mount's cache holds
+    /// (which starts a pass).
+    fn read_at_once(&self, fh: u64, offset: u64, size: u32) -> Option<Vec<u8>> {
+        let file = self.files.get(fh).ok()?;
+        let epoch = self.writes.of(file.ino);
+        let data = if offset > 0 {
+            match file.contents.lock().unwrap().clone() {
+                Some((at, data)) if at == epoch => data,
+                _ => return None,
+            }
+        } else {
+            let data = self.backend.cached_read(file.opened_in()?, file.ino)?;
+            *file.contents.lock().unwrap() = Some((epoch, data.clone()));
+            data
+        };
+        let start = usize::try_from(offset)
+            .unwrap_or(usize::MAX)
+            .min(data.len());
+        let end = start.saturating_add(size as usize).min(data.len());
+        Some(data[start..end].to_vec())
+    }
+
+    /// The OPEN [`Inner::open`] would make without a round trip: a read-only open of a file
+    /// known not to be ephemeral, while the live session is known. `None`: ask `open`.
+    fn open_at_once(&self, ino: u64, flags: i32) -> Option<u64> {
+        let lazy = flags & libc::O_ACCMODE == libc::O_RDONLY
+            && flags & (libc::O_TRUNC | libc::O_CREAT) == 0
+            && self.ephemeral.get(ino) == Some(false);
+        let session = self.backend.live_session().filter(|_| lazy)?;
+        Some(self.files.insert(OpenFile::file(ino, session, None, false)))
     }
 
     async fn write(&self, fh: u64, offset: u64, data: Vec<u8>, append: bool) -> Result<u32, Errno> {
@@ -478,13 +519,24 @@ impl fuser::Filesystem for LockFs {
             }
             _ => {}
         }
-        // Answered by the cache at once: no task, no round trip.
-        if let Some(found) = name
+        // Answered by the cache at once: no task, no round trip. The kernel may keep a
+        // directory's name for the lease left, never its attributes (see `kernel.rs`).
+        if let Some((found, left)) = name
             .as_ref()
             .ok()
             .and_then(|n| self.inner.backend.cached_lookup(parent.0, n))
         {
-            return reply_entry(reply, self.inner.seen(found));
+            let kernel = self.inner.backend.kernel();
+            return match self.inner.seen(found) {
+                Ok(attr) => {
+                    let grant = kernel
+                        .filter(|_| attr.kind == NodeKind::Dir)
+                        .and_then(|k| k.dir_entry(attr.ino, left));
+                    let kattr = attr::to_kernel(&attr);
+                    reply.entry_with_ttls(&TTL, &kernel::ttl(grant), &kattr, Generation(0));
+                }
+                Err(e) => reply.error(to_kernel(e)),
+            };
         }
         self.spawn(req, |inner| async move {
             let result = match name {
@@ -496,8 +548,15 @@ impl fuser::Filesystem for LockFs {
     }
 
     fn getattr(&self, req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
-        if let Some(attr) = self.inner.backend.cached_getattr(ino.0) {
-            return reply_attr(reply, Ok(attr));
+        // The kernel may keep attributes served from the cache for the lease left.
+        if let Some((attr, left)) = self.inner.backend.cached_getattr(ino.0) {
+            let kernel = self.inner.backend.kernel();
+            let grant = kernel.and_then(|k| k.attrs(ino.0, left));
+            reply.attr(&kernel::ttl(grant), &attr::to_kernel(&attr));
+            if let Some(k) = kernel {
+                k.sent(grant);
+            }
+            return;
         }
         self.spawn(req, |inner| async move {
             reply_attr(reply, inner.seen(inner.backend.getattr(ino.0).await))
@@ -659,6 +718,9 @@ impl fuser::Filesystem for LockFs {
     }
 
     fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        if let Some(fh) = self.inner.open_at_once(ino.0, flags.0) {
+            return reply.opened(FileHandle(fh), FopenFlags::FOPEN_DIRECT_IO);
+        }
         self.spawn(req, |inner| async move {
             match inner.open(ino.0, flags.0).await {
                 Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::FOPEN_DIRECT_IO),
@@ -678,6 +740,9 @@ impl fuser::Filesystem for LockFs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
+        if let Some(data) = self.inner.read_at_once(fh.0, offset, size) {
+            return reply.data(&data);
+        }
         self.spawn(req, |inner| async move {
             match inner.read(fh.0, offset, size).await {
                 Ok(data) => reply.data(&data),
@@ -718,8 +783,16 @@ impl fuser::Filesystem for LockFs {
         lock_owner: LockOwner,
         reply: ReplyEmpty,
     ) {
+        // Most closes (any by a process that took no POSIX lock here) have nothing to do.
+        let through = match self.inner.files.get(fh.0) {
+            Ok(file) => self.inner.owners.take_owner(file.ino, lock_owner.0),
+            Err(e) => return reply.error(to_kernel(e)),
+        };
+        let Some(through) = through else {
+            return reply.ok();
+        };
         self.spawn(req, |inner| async move {
-            reply_empty(reply, inner.flush(fh.0, lock_owner.0).await)
+            reply_empty(reply, inner.flush(fh.0, lock_owner.0, through).await)
         });
     }
 
@@ -733,8 +806,16 @@ impl fuser::Filesystem for LockFs {
         _flush: bool,
         reply: ReplyEmpty,
     ) {
+        let file = match self.inner.files.remove(fh.0) {
+            Ok(file) => file,
+            Err(e) => return reply.error(to_kernel(e)),
+        };
+        // A file read without a lock leaves nothing behind in the cluster.
+        if file.nothing_to_release() && !self.inner.owners.holds_through(file.ino, fh.0) {
+            return reply.ok();
+        }
         self.spawn(req, |inner| async move {
-            let result = inner.release(fh.0).await;
+            let result = inner.release(fh.0, file).await;
             if let Err(e) = result {
                 log::warn!("release of file handle {}: {e:?}", fh.0);
             }
@@ -782,9 +863,13 @@ impl fuser::Filesystem for LockFs {
         _flags: OpenFlags,
         reply: ReplyEmpty,
     ) {
-        self.spawn(req, |inner| async move {
-            reply_empty(reply, inner.release(fh.0).await)
-        });
+        match self.inner.files.remove(fh.0) {
+            Ok(dir) if dir.nothing_to_release() => reply.ok(),
+            Ok(dir) => self.spawn(req, |inner| async move {
+                reply_empty(reply, inner.release(fh.0, dir).await)
+            }),
+            Err(e) => reply.error(to_kernel(e)),
+        }
     }
 
     fn fsyncdir(

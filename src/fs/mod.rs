@@ -20,12 +20,15 @@
 //!   inotify.
 //! - `cache.rs`: the mount's cache of names, attributes, listings and contents, which the
 //!   cluster keeps correct (`cluster.rs` registers it and applies the cluster's events).
+//! - `kernel.rs`: what of that cache the kernel is let keep (attributes, directory names),
+//!   and taking it back before the cluster's writes are acknowledged.
 //! - `attr.rs`, `errors.rs`: attributes and errno as the kernel wants them.
 //! - `mount.rs`: mounting and unmounting.
 //!
-//! Inode numbers are the cluster's instance numbers (root = 1), and the kernel caches nothing:
-//! zero TTLs and direct I/O, so every request reaches the mount process, whose cache serves
-//! only while its lease holds: a frozen mount serves nothing stale.
+//! Inode numbers are the cluster's instance numbers (root = 1). The kernel keeps only what
+//! `kernel.rs` lets it, for no longer than the cache's lease; files are opened with direct I/O,
+//! so every read reaches the mount process, whose cache serves only while its lease holds: a
+//! frozen mount serves nothing stale, and neither does its kernel.
 
 mod attr;
 pub mod backend;
@@ -34,6 +37,7 @@ pub mod cluster;
 pub mod echo;
 mod errors;
 mod filesystem;
+mod kernel;
 mod lock_style;
 mod locks;
 pub mod mount;

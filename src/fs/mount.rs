@@ -96,9 +96,16 @@ pub fn mount(
     options: MountConfig,
     runtime: tokio::runtime::Handle,
 ) -> io::Result<MountHandle> {
-    let fs = LockFs::new(backend, runtime, options.root_squash).with_cluster(&options.cluster);
+    let backend_kernel = backend.clone();
+    let backend_kernel = backend_kernel.kernel();
+    let fs =
+        LockFs::new(backend.clone(), runtime, options.root_squash).with_cluster(&options.cluster);
     let echoes = fs.echoes();
-    let session = Session::new(fs, mountpoint, &options.to_fuser())?.spawn()?;
+    let session = Session::new(fs, mountpoint, &options.to_fuser())?;
+    if let Some(kernel) = backend_kernel {
+        kernel.attach(session.notifier());
+    }
+    let session = session.spawn()?;
     Ok(MountHandle {
         session: Some(session),
         mountpoint: mountpoint.to_path_buf(),

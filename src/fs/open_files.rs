@@ -108,6 +108,19 @@ impl OpenFile {
         Ok(h)
     }
 
+    /// The session the file was opened in (`None` for a directory).
+    pub fn opened_in(&self) -> Option<u64> {
+        self.session
+    }
+
+    /// Whether nothing of the file is left for the cluster to hear at release (no handle, no
+    /// pending O_TRUNC), if that can be known without waiting for a request in flight.
+    pub fn nothing_to_release(&self) -> bool {
+        let no_handle = self.handle.try_lock().is_ok_and(|h| h.is_none());
+        let no_truncate = self.pending_truncate.try_lock().is_ok_and(|t| !*t);
+        no_handle && no_truncate
+    }
+
     /// The backend handle if one was opened, without opening one.
     pub async fn opened_handle(&self) -> Option<u64> {
         *self.handle.lock().await

@@ -40,6 +40,15 @@ impl LockOwners {
         self.owners.lock().unwrap().remove(&(ino, owner))
     }
 
+    /// Whether some owner still here locked `ino` through open file `fh`.
+    pub fn holds_through(&self, ino: u64, fh: u64) -> bool {
+        self.owners
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|((i, _), fhs)| *i == ino && fhs.contains(&fh))
+    }
+
     /// The release of open file `fh`: the owners that locked through it and are still here.
     pub fn take_released(&self, ino: u64, fh: u64) -> Vec<u64> {
         let mut owners = self.owners.lock().unwrap();
