@@ -142,7 +142,7 @@ fn the_kernel_keeps_attributes_and_directory_names_only_while_they_can_be_taken_
     let h = Hosts::start();
     let c = h.extra_mount("c", "host-a", "allow_other,ttl=2");
     let cpath = c.path.display().to_string();
-    h.ok("mkdir -m 755 \"$A/d\"; echo x > \"$A/d/f\"");
+    h.ok("mkdir -m 755 \"$A/d\"; echo x > \"$A/d/f\"; chmod 644 \"$A/d/f\"");
     // Twice: the first fills the mount's cache, the next are served from it, and the kernel
     // is let keep what they served.
     for _ in 0..3 {
@@ -152,10 +152,16 @@ fn the_kernel_keeps_attributes_and_directory_names_only_while_they_can_be_taken_
     signal(pid, libc::SIGSTOP);
     // Mount C's process is stopped: its kernel answers for the directory by itself.
     let kernel = stat_mode_frozen(&h, &format!("{cpath}/d"));
-    // B's change waits for C's lease to run out, and C's kernel stops answering with it.
-    h.ok("chmod 700 \"$B/d\"");
+    // B's changes wait for C's lease to run out, and C's kernel stops answering with it.
+    h.ok("chmod 700 \"$B/d\"; chmod 600 \"$B/d/f\"");
     let after = stat_mode_frozen(&h, &format!("{cpath}/d"));
+    let file_after = stat_mode_frozen(&h, &format!("{cpath}/d/f"));
     signal(pid, libc::SIGCONT);
+    assert_ne!(
+        file_after.as_deref(),
+        Some("644"),
+        "a stopped mount's kernel served a file's attributes after another host changed them"
+    );
     assert_eq!(
         kernel.as_deref(),
         Some("755"),
@@ -167,6 +173,7 @@ fn the_kernel_keeps_attributes_and_directory_names_only_while_they_can_be_taken_
         "a stopped mount's kernel served attributes after another host changed them"
     );
     assert_eq!(h.ok(&format!("stat -c %a \"{cpath}/d\"")).trim(), "700");
+    assert_eq!(h.ok(&format!("stat -c %a \"{cpath}/d/f\"")).trim(), "600");
     drop(c);
 }
 

@@ -135,6 +135,9 @@ fn take_back(kernel: &KernelCache, e: &proto::WatchEvent) {
     if matches!(e.change, Change::CREATED | Change::DELETED | Change::RESYNC) {
         kernel.take_back(e.parent);
     }
+    if matches!(e.change, Change::DELETED | Change::RESYNC) {
+        kernel.take_back_names();
+    }
 }
 
 fn style(s: LockStyle) -> proto::LockStyle {

@@ -529,11 +529,13 @@ impl fuser::Filesystem for LockFs {
             let kernel = self.inner.backend.kernel();
             return match self.inner.seen(found) {
                 Ok(attr) => {
-                    let grant = kernel
-                        .filter(|_| attr.kind == NodeKind::Dir)
-                        .and_then(|k| k.dir_entry(attr.ino, left));
+                    let dir = attr.kind == NodeKind::Dir;
+                    let grant = kernel.and_then(|k| k.entry(attr.ino, dir, left));
                     let kattr = attr::to_kernel(&attr);
                     reply.entry_with_ttls(&TTL, &kernel::ttl(grant), &kattr, Generation(0));
+                    if let Some(k) = kernel {
+                        k.sent(grant);
+                    }
                 }
                 Err(e) => reply.error(to_kernel(e)),
             };

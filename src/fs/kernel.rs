@@ -2,25 +2,30 @@
 //! acknowledged.
 //!
 //! The mount's own cache (`cache.rs`) answers every request that reaches the mount process;
-//! this lets the kernel answer some requests without asking at all. Two things, each granted
-//! only from the mount's cache while its registration and lease hold, for at most the time the
-//! lease has left:
-//! - **attributes** (what `stat` shows, and what the kernel checks permissions against), in
-//!   GETATTR answers only. The kernel has the inode then, so taking them back
-//!   (`inval_inode` with a negative offset: attributes only) reaches them, and the kernel's
-//!   attribute version drops an answer that crosses a taking back. Taking attributes back
-//!   takes no kernel lock, so it is safe from any thread at any time: the cache task does it
-//!   for every node an event names before it acknowledges the event.
-//! - **directory names** (positive entries of directories), in LOOKUP answers, with their
-//!   attributes not cached. Directories never move (a rename of a directory is refused), so
-//!   such an entry goes stale only when its directory is deleted. Then every use of the entry
-//!   needs the directory's attributes, which were taken back, and asking for them answers
-//!   ESTALE ([`KernelCache::stale`]): the kernel walks the path again, asking for every name.
-//!   So no entry needs `inval_entry`, which locks the parent directory in the kernel and
-//!   deadlocks against a create in that directory that waits for this very acknowledgement.
+//! this lets the kernel answer some requests without asking at all. Everything is granted only
+//! from the mount's cache while its registration and lease hold, for at most the time the lease
+//! has left, and is taken back by the cache task (`ClusterBackend::keep_cache`) before it
+//! acknowledges the event that changed it. Nothing taken back here takes a kernel lock: the
+//! kernel's `inval_entry` locks the parent directory, and a create in that directory, waiting
+//! for this very acknowledgement, holds that lock; so names are never taken back one by one.
+//! - **Attributes** (what `stat` shows, and what the kernel checks permissions against), in
+//!   GETATTR answers only. The kernel has the inode then, so taking them back (`inval_inode`
+//!   with a negative offset: attributes only) reaches them, and the kernel's attribute version
+//!   drops an answer that crosses a taking back. A LOOKUP answer may make a new inode, which a
+//!   taking back sent meanwhile would miss: its attributes are not kept.
+//! - **Names of directories**, in LOOKUP answers. Directories never move (a rename of a
+//!   directory is refused), so such a name goes stale only when its directory is deleted.
+//!   Every use of the name then needs the directory's attributes, which were taken back, and
+//!   asking for them answers ESTALE ([`KernelCache::stale`]): the kernel walks the path again,
+//!   asking for every name.
+//! - **Names of files**, in LOOKUP answers, when the kernel takes FUSE_NOTIFY_INC_EPOCH (Linux
+//!   6.16 and later; fuser 0.18 cannot send it, so it is written to the FUSE device here).
+//!   Whenever a name goes away (a deletion or rename anywhere), a new epoch ends every name
+//!   the kernel keeps, at once and without a lock; a lookup that was under way when the epoch
+//!   changed keeps its name in the old epoch, already ended. Names found missing are never
+//!   kept, so a creation elsewhere needs nothing.
 //!
-//! Names of files are not cached by the kernel (a rename by another host would leave the old
-//! name showing the file), nor names found missing, nor contents (files keep FOPEN_DIRECT_IO).
+//! Contents are not kept: files keep FOPEN_DIRECT_IO (see `filesystem.rs`).
 //!
 //! A grant ends by itself when the lease could have lapsed, so a mount frozen past its lease
 //! lets its kernel serve nothing from before: the kernel asks, and the frozen mount does not
@@ -50,6 +55,10 @@ struct Grants {
 #[derive(Default)]
 pub struct KernelCache {
     notifier: OnceLock<fuser::Notifier>,
+    /// The FUSE device, for the one notification fuser 0.18 cannot send (`new_epoch`).
+    device: OnceLock<std::fs::File>,
+    /// Whether the kernel takes FUSE_NOTIFY_INC_EPOCH (Linux 6.16 and later).
+    epochs: std::sync::atomic::AtomicBool,
     grants: Mutex<Grants>,
 }
 
@@ -59,6 +68,8 @@ pub struct Grant {
     pub ttl: Duration,
     ino: u64,
     decided: Instant,
+    /// A name, not attributes.
+    name: bool,
 }
 
 /// The TTL of a grant, zero for none.
@@ -82,8 +93,34 @@ fn record(map: &mut HashMap<u64, Instant>, ino: u64, until: Instant, now: Instan
 
 impl KernelCache {
     /// Lets grants be taken back through `notifier`, and so lets them be made.
-    pub fn attach(&self, notifier: fuser::Notifier) {
+    pub fn attach(&self, notifier: fuser::Notifier, device: std::os::fd::OwnedFd) {
         let _ = self.notifier.set(notifier);
+        let _ = self.device.set(device.into());
+        match self.new_epoch() {
+            Ok(()) => {
+                self.epochs
+                    .store(true, std::sync::atomic::Ordering::Relaxed);
+                log::info!("the kernel takes name epochs");
+            }
+            Err(e) => log::info!("the kernel takes no name epochs ({e})"),
+        }
+    }
+
+    /// Ends every name the kernel keeps (FUSE_NOTIFY_INC_EPOCH): it asks for each again at
+    /// its next use. Takes no kernel lock: it only counts up.
+    fn new_epoch(&self) -> std::io::Result<()> {
+        use std::io::Write;
+        const FUSE_NOTIFY_INC_EPOCH: i32 = 8;
+        let device = self.device.get().ok_or(std::io::ErrorKind::NotConnected)?;
+        // struct fuse_out_header { u32 len; i32 error (the notification code); u64 unique (0) }
+        let mut header = [0u8; 16];
+        header[..4].copy_from_slice(&16u32.to_ne_bytes());
+        header[4..8].copy_from_slice(&FUSE_NOTIFY_INC_EPOCH.to_ne_bytes());
+        let written = (&*device).write(&header)?;
+        if written != header.len() {
+            return Err(std::io::ErrorKind::WriteZero.into());
+        }
+        Ok(())
     }
 
     fn grant(&self, ino: u64, left: Duration, dir: bool) -> Option<Grant> {
@@ -99,6 +136,7 @@ impl KernelCache {
             ttl: left,
             ino,
             decided: now,
+            name: dir,
         })
     }
 
@@ -108,18 +146,41 @@ impl KernelCache {
         self.grant(ino, left, false)
     }
 
-    /// How long the kernel may keep a name of directory `ino` (its attributes: not at all).
-    pub fn dir_entry(&self, ino: u64, left: Duration) -> Option<Grant> {
-        self.grant(ino, left, true)
+    /// How long the kernel may keep a name of `ino` (its attributes: not at all): a
+    /// directory's always, a file's only if the kernel takes name epochs.
+    pub fn entry(&self, ino: u64, dir: bool, left: Duration) -> Option<Grant> {
+        if dir {
+            self.grant(ino, left, true)
+        } else if self.epochs.load(std::sync::atomic::Ordering::Relaxed) {
+            self.notifier.get()?;
+            (left > SLACK).then(|| Grant {
+                ttl: left,
+                ino,
+                decided: Instant::now(),
+                name: true,
+            })
+        } else {
+            None
+        }
     }
 
-    /// Call once the answer carrying `grant` is sent: if it left late, the attributes are
-    /// taken back (a late directory entry needs nothing: see the module docs).
-    pub fn sent(&self, grant: Option<Grant>) {
-        if let Some(g) = grant {
-            if g.decided.elapsed() > SLACK {
-                self.take_back(g.ino);
+    /// Ends every name the kernel keeps, if it takes name epochs (a name went away: a file's
+    /// name may be among those kept).
+    pub fn take_back_names(&self) {
+        if self.epochs.load(std::sync::atomic::Ordering::Relaxed) {
+            if let Err(e) = self.new_epoch() {
+                log::warn!("ending the kernel's names: {e}");
             }
+        }
+    }
+
+    /// Call once the answer carrying `grant` is sent: if it left late, the grant may outlast
+    /// the lease, and is taken back.
+    pub fn sent(&self, grant: Option<Grant>) {
+        match grant {
+            Some(g) if g.decided.elapsed() > SLACK && g.name => self.take_back_names(),
+            Some(g) if g.decided.elapsed() > SLACK => self.take_back(g.ino),
+            _ => {}
         }
     }
 
@@ -141,8 +202,9 @@ impl KernelCache {
         }
     }
 
-    /// Takes back every attribute grant still running (after the cache missed events).
+    /// Takes back every grant still running (after the cache missed events).
     pub fn take_back_all(&self) {
+        self.take_back_names();
         let now = Instant::now();
         let live: Vec<u64> = {
             let mut g = self.grants.lock().expect("poisoned");

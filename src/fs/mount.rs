@@ -103,7 +103,8 @@ pub fn mount(
     let echoes = fs.echoes();
     let session = Session::new(fs, mountpoint, &options.to_fuser())?;
     if let Some(kernel) = backend_kernel {
-        kernel.attach(session.notifier());
+        use std::os::fd::AsFd;
+        kernel.attach(session.notifier(), session.as_fd().try_clone_to_owned()?);
     }
     let session = session.spawn()?;
     Ok(MountHandle {
