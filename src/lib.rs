@@ -15,6 +15,7 @@ pub mod client;
 pub mod fs;
 #[cfg(test)]
 mod fuzz;
+pub mod metrics;
 pub mod proto;
 pub mod server;
 pub mod state;

@@ -311,6 +311,10 @@ pub struct ServeArgs {
     /// Applied entries between checks that the replicas' states agree (default 10000).
     #[arg(long)]
     check_entries: Option<u64>,
+    /// Serve Prometheus metrics, /health and /ready over HTTP at HOST:PORT (no credentials:
+    /// bind it where only monitoring reaches).
+    #[arg(long, value_name = "HOST:PORT")]
+    metrics_listen: Option<String>,
     /// Directory with this node's credentials from `lockfs cert issue --role peer --id ID`:
     /// ca.pem, cert.pem and key.pem.
     #[arg(long, value_name = "DIR")]
@@ -474,6 +478,7 @@ fn serve(a: ServeArgs) -> Result<(), CliError> {
         idle_timeout_ms,
         max_requests,
         check_entries,
+        metrics_listen,
         tls_dir
     );
     let cfg = file.finish()?;

@@ -59,6 +59,9 @@ pub struct ServeConfig {
     /// A leader proposes a check of the replicas' states (see `integrity.rs`) after this many
     /// applied entries. Each check hashes the whole state on every replica.
     pub check_entries: u64,
+    /// Where to serve Prometheus metrics, `/health` and `/ready` over HTTP (`metrics.rs`);
+    /// `None`: nowhere.
+    pub metrics_listen: Option<String>,
 }
 
 /// The same settings as they appear in a `--config` file; every field is optional there.
@@ -84,6 +87,8 @@ pub struct ConfigFile {
     pub idle_timeout_ms: Option<u64>,
     pub max_requests: Option<usize>,
     pub check_entries: Option<u64>,
+    /// `"host:port"`: where to serve metrics.
+    pub metrics_listen: Option<String>,
     /// The `[quotas]` table; a quota not given keeps its default.
     pub quotas: Option<QuotasFile>,
 }
@@ -203,6 +208,7 @@ impl ConfigFile {
             idle_timeout: Duration::from_millis(self.idle_timeout_ms.unwrap_or(900_000)),
             max_requests: self.max_requests.unwrap_or(16 * 1024),
             check_entries: self.check_entries.unwrap_or(10_000),
+            metrics_listen: self.metrics_listen,
         };
         match (&cfg.tls_dir, cfg.insecure) {
             (Some(_), true) => {

@@ -80,6 +80,8 @@ struct Watches {
     per_conn: HashMap<u64, usize>,
     /// Keys of watches owed a RESYNC.
     owed: BTreeSet<Key>,
+    /// Events handed to connections (`metrics.rs`).
+    pushed: prometheus_client::metrics::counter::Counter,
 }
 
 impl Watches {
@@ -151,7 +153,9 @@ impl Watches {
         let mut frame = proto::ServerFrame::new();
         frame.set_watch_event(event);
         match w.tx.try_send(frame) {
-            Ok(()) => {}
+            Ok(()) => {
+                self.pushed.inc();
+            }
             Err(mpsc::error::TrySendError::Full(_)) => {
                 w.missed = Some(index);
                 self.owed.insert(key);
@@ -169,6 +173,13 @@ pub struct EventRouter {
 }
 
 impl EventRouter {
+    /// A router that counts the events it pushes on `pushed`.
+    pub fn counting(pushed: prometheus_client::metrics::counter::Counter) -> EventRouter {
+        let router = EventRouter::default();
+        router.watches.lock().expect("poisoned").pushed = pushed;
+        router
+    }
+
     pub fn subscribe(&self, session: u64, conn: u64, tx: &FrameSender) {
         let mut subs = self.subscribers.lock().expect("poisoned");
         let list = subs.entry(session).or_default();
@@ -323,6 +334,7 @@ impl EventRouter {
                 Ok(()) => {
                     w.missed = None;
                     watches.owed.remove(&key);
+                    watches.pushed.inc();
                 }
                 Err(mpsc::error::TrySendError::Full(_)) => {}
                 Err(mpsc::error::TrySendError::Closed(_)) => watches.remove(key),

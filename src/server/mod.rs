@@ -21,6 +21,7 @@ pub(crate) mod events;
 pub(crate) mod integrity;
 pub(crate) mod limits;
 pub mod membership;
+pub mod metrics;
 pub mod node;
 mod service;
 mod session_timers;
@@ -170,7 +171,9 @@ pub fn serve(cfg: ServeConfig) -> Result<(), ServerError> {
         runtime.handle().clone(),
         tls.clone(),
     );
-    let events = Arc::new(events::EventRouter::default());
+    let (metrics, registry) = metrics::NodeMetrics::new();
+    let metrics = Arc::new(metrics);
+    let events = Arc::new(events::EventRouter::counting(metrics.events_pushed.clone()));
     let service = Arc::new(service::Service {
         cluster_id,
         node_id: cfg.id,
@@ -185,10 +188,22 @@ pub fn serve(cfg: ServeConfig) -> Result<(), ServerError> {
         max_requests: cfg.max_requests,
         requests: Arc::new(tokio::sync::Semaphore::new(cfg.max_requests)),
         counts: Arc::default(),
+        metrics: metrics.clone(),
     });
     let data = cfg.data.clone();
+    let metrics_listen = cfg.metrics_listen.clone();
     let node = Node::new(
-        cfg, cluster_id, store, raft_log, machine, digest, applied, transport, inbox_rx, events,
+        cfg,
+        cluster_id,
+        store,
+        raft_log,
+        machine,
+        digest,
+        applied,
+        transport,
+        inbox_rx,
+        events,
+        metrics.clone(),
     )?;
     let raft_thread = std::thread::Builder::new()
         .name("lockfs-raft".into())
@@ -215,6 +230,13 @@ pub fn serve(cfg: ServeConfig) -> Result<(), ServerError> {
         let _guard = runtime.enter();
         tokio::spawn(service.serve(listener))
     };
+    if let Some(addr) = &metrics_listen {
+        let pages = Arc::new(metrics_pages(registry, metrics, inbox_tx.clone()));
+        let server = runtime
+            .block_on(crate::metrics::bind(addr, pages))
+            .map_err(|e| ServerError::Io(format!("serving metrics on {addr}"), e))?;
+        runtime.spawn(server);
+    }
     let outcome = runtime.block_on(async {
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
             .map_err(|e| ServerError::Io("installing a SIGTERM handler".into(), e))?;
@@ -231,6 +253,53 @@ pub fn serve(cfg: ServeConfig) -> Result<(), ServerError> {
         .unwrap_or_else(|_| Err(ServerError::Config("the raft thread panicked".into())));
     runtime.shutdown_timeout(std::time::Duration::from_secs(1));
     outcome.and(node_result)
+}
+
+/// What `--metrics-listen` serves: the node's metrics, with its gauges and verdicts read from
+/// the Raft loop when asked.
+fn metrics_pages(
+    registry: prometheus_client::registry::Registry,
+    metrics: Arc<metrics::NodeMetrics>,
+    inbox: std::sync::mpsc::Sender<Input>,
+) -> crate::metrics::Pages {
+    let ask = move || {
+        let inbox = inbox.clone();
+        async move {
+            let (reply, rx) = tokio::sync::oneshot::channel();
+            inbox.send(Input::Gauges { reply }).ok()?;
+            rx.await.ok()
+        }
+    };
+    let (a, b, c) = (ask.clone(), ask.clone(), ask);
+    crate::metrics::Pages {
+        registry,
+        refresh: Box::new(move || {
+            let (gauges, metrics) = (a(), metrics.clone());
+            Box::pin(async move {
+                if let Some(g) = gauges.await {
+                    metrics.set(&g);
+                }
+            })
+        }),
+        health: Box::new(move || {
+            let gauges = b();
+            Box::pin(async move {
+                gauges
+                    .await
+                    .ok_or_else(|| "the raft loop does not answer".to_string())?
+                    .health()
+            })
+        }),
+        ready: Box::new(move || {
+            let gauges = c();
+            Box::pin(async move {
+                gauges
+                    .await
+                    .ok_or_else(|| "the raft loop does not answer".to_string())?
+                    .ready()
+            })
+        }),
+    }
 }
 
 /// Makes sure the data directory belongs to this node of this cluster, claiming it if new.

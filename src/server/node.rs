@@ -42,13 +42,14 @@ use super::events::{EventRouter, WatchSpec};
 use super::integrity::{Integrity, RecordDigest, Verdict, CHECK_CONTEXT, REPORT_CONTEXT};
 use super::limits;
 use super::membership::{self, ChangeContext, MemberOp, Plan, SnapshotData};
+use super::metrics::{Gauges, KindLabel, NodeMetrics};
 use super::session_timers::{Renewal, SessionTimers};
 use super::transport::Transport;
 use super::ServerError;
 use crate::proto;
 use crate::state::{
-    parent_of, Attr, Command, Event, Kind, NodeChange, Outcome, Query, RequestId, StateError,
-    StateMachine, Target, UserIds,
+    parent_of, Attr, Command, Event, Kind, LockResult, NodeChange, Outcome, Query, RequestId,
+    StateError, StateMachine, Target, UserIds,
 };
 use crate::storage::{Members, RaftLog, Records, StateStore, Store, WriteBatch};
 
@@ -137,6 +138,10 @@ pub enum Input {
     Status {
         reply: oneshot::Sender<NodeStatus>,
     },
+    /// What `/metrics` shows of this node's state and log (`metrics.rs`).
+    Gauges {
+        reply: oneshot::Sender<Gauges>,
+    },
     /// A membership change: answered once applied (or refused).
     ChangeMembers {
         op: MemberOp,
@@ -201,9 +206,9 @@ pub struct Node {
     cfg: ServeConfig,
     transport: Transport,
     inbox: Receiver<Input>,
-    /// Writes proposed here and not yet applied: log index -> (term proposed in, reply). The
-    /// leader's own proposals (session expiry, wake-ups) have no reply.
-    proposals: BTreeMap<u64, (u64, Option<Reply>)>,
+    /// Writes proposed here and not yet applied: log index -> (term proposed in, reply, when).
+    /// The leader's own proposals (session expiry, wake-ups) have no reply.
+    proposals: BTreeMap<u64, (u64, Option<Reply>, Instant)>,
     /// Reads of this turn, not yet sent as a ReadIndex request.
     new_reads: Vec<PendingRead>,
     /// ReadIndex requests in flight, by request context.
@@ -245,7 +250,16 @@ pub struct Node {
     /// How long past its TTL (as this node knows it) a lease may still run: renewed by a
     /// former leader, or while its holder's acknowledgements were overdue (`cache.rs`).
     lease_margin: Duration,
+    metrics: Arc<NodeMetrics>,
+    /// For the lock wait and hold times (`metrics.rs`), by this node's clock: queued lock
+    /// requests by (session, wait), and granted locks by (node, session, owner, style, start).
+    /// Bounded by the waiter and lock quotas; past [`MAX_TIMED`] entries they start over.
+    queued_at: HashMap<(u64, u64), Instant>,
+    granted_at: HashMap<(u64, u64, u64, bool, u64), Instant>,
 }
+
+/// Most lock waits and holds timed at once.
+const MAX_TIMED: usize = 1_000_000;
 
 /// A write's answer as it leaves `apply`: its index, and the answer.
 type Answer = (u64, Reply, Result<Outcome, ServerError>);
@@ -267,6 +281,7 @@ impl Node {
         transport: Transport,
         inbox: Receiver<Input>,
         events: Arc<EventRouter>,
+        metrics: Arc<NodeMetrics>,
     ) -> Result<Node, ServerError> {
         let raft_cfg = raft::Config {
             id: cfg.id,
@@ -333,6 +348,9 @@ impl Node {
             timers_synced: None,
             cache_waits: CacheWaits::new(lease_margin),
             lease_margin,
+            metrics,
+            queued_at: HashMap::new(),
+            granted_at: HashMap::new(),
         })
     }
 
@@ -399,7 +417,7 @@ impl Node {
 
     fn stop(mut self) -> Result<(), ServerError> {
         let shutting_down = || ServerError::Unavailable("node shutting down".into());
-        for (_, (_, reply)) in std::mem::take(&mut self.proposals) {
+        for (_, (_, reply, _)) in std::mem::take(&mut self.proposals) {
             if let Some(reply) = reply {
                 let _ = reply.send(Err(shutting_down()));
             }
@@ -473,6 +491,9 @@ impl Node {
             }
             Input::Status { reply } => {
                 let _ = reply.send(self.status());
+            }
+            Input::Gauges { reply } => {
+                let _ = reply.send(self.gauges());
             }
             Input::ChangeMembers { op, reply } => self.change_members(op, reply),
             Input::SnapshotSent { to, delivered } => {
@@ -620,10 +641,11 @@ impl Node {
             Ok(()) => {
                 let index = self.raw.raft.raft_log.last_index();
                 let term = self.raw.raft.term;
-                self.proposals.insert(index, (term, reply));
+                self.proposals.insert(index, (term, reply, Instant::now()));
                 true
             }
             Err(e) => {
+                self.metrics.proposals_failed.inc();
                 refuse(
                     reply,
                     ServerError::Unavailable(format!("proposal dropped: {e}")),
@@ -677,6 +699,14 @@ impl Node {
                  once it has"
                     .into(),
             ));
+        }
+        self.metrics.keep_alives.inc();
+        if self
+            .timers
+            .left(session, Instant::now())
+            .is_some_and(|left| left < ttl_d / 3)
+        {
+            self.metrics.jeopardy.inc();
         }
         match self.timers.keep_alive(term, session, ttl_d, Instant::now()) {
             Renewal::Renewed => Ok(ttl),
@@ -880,7 +910,7 @@ impl Node {
             Ok(()) => {
                 let index = self.raw.raft.raft_log.last_index();
                 let term = self.raw.raft.term;
-                self.proposals.insert(index, (term, reply));
+                self.proposals.insert(index, (term, reply, Instant::now()));
             }
             Err(e) => {
                 if let Some(reply) = reply {
@@ -971,7 +1001,13 @@ impl Node {
         }
         self.send(ready.take_messages());
         if !ready.snapshot().is_empty() {
+            let started = Instant::now();
             self.install_snapshot(ready.snapshot().clone())?;
+            self.metrics.snapshots_installed.inc();
+            self.metrics
+                .snapshot_seconds
+                .get_or_create(&KindLabel { kind: "installed" })
+                .observe(started.elapsed().as_secs_f64());
         }
         for rs in ready.take_read_states() {
             self.read_state(rs.index, &rs.request_ctx);
@@ -993,7 +1029,13 @@ impl Node {
             dirty = true;
         }
         if dirty {
-            self.store.write(batch, ready.must_sync())?;
+            let sync = ready.must_sync();
+            let started = Instant::now();
+            self.store.write(batch, sync)?;
+            if sync {
+                let took = started.elapsed().as_secs_f64();
+                self.metrics.disk_sync_seconds.observe(took);
+            }
         }
         self.send(ready.take_persisted_messages());
 
@@ -1031,6 +1073,9 @@ impl Node {
             // Caches registered here must register with the new leader, which holds writes
             // until they have: told now, they do not wait for their next keep-alive.
             self.events.resync_caches(self.applied);
+        }
+        if leader_id != 0 && leader_id != self.leader_id {
+            self.metrics.leader_changes.inc();
         }
         self.role = role;
         self.leader_id = leader_id;
@@ -1196,7 +1241,8 @@ impl Node {
             if *entry.key() <= last {
                 break;
             }
-            if let (_, Some(reply)) = entry.remove() {
+            self.metrics.proposals_failed.inc();
+            if let (_, Some(reply), _) = entry.remove() {
                 let _ = reply.send(Err(ServerError::Unavailable(
                     "leader changed before the write committed".into(),
                 )));
@@ -1211,6 +1257,8 @@ impl Node {
         let mut batch = WriteBatch::default();
         let mut replies: Vec<Answer> = Vec::new();
         let mut members_changed = false;
+        // Indexes of session expiries applied in this batch (for `lock_delay_releases`).
+        let mut expiries = std::collections::BTreeSet::new();
         for entry in entries {
             let mut outcome = match entry.get_entry_type() {
                 EntryType::EntryNormal if entry.data.is_empty() => None, // a new leader's no-op
@@ -1236,15 +1284,15 @@ impl Node {
                     None
                 }
                 EntryType::EntryNormal => match Envelope::decode(&entry.data) {
-                    Ok(envelope) => Some(
-                        self.machine
-                            .apply_request(
-                                &envelope.ctx(entry.index),
-                                envelope.request.as_ref(),
-                                &envelope.command,
-                            )
-                            .map_err(ServerError::from),
-                    ),
+                    Ok(envelope) => {
+                        let result = self.machine.apply_request(
+                            &envelope.ctx(entry.index),
+                            envelope.request.as_ref(),
+                            &envelope.command,
+                        );
+                        self.count_applied(entry.index, &envelope.command, &result, &mut expiries);
+                        Some(result.map_err(ServerError::from))
+                    }
                     // The entry read back as it was written (the store checks that), so every
                     // replica holds these same bytes and skips them alike.
                     Err(e) => {
@@ -1275,12 +1323,20 @@ impl Node {
                 if *first.key() > entry.index {
                     break;
                 }
-                let (index, (term, reply)) = first.remove_entry();
+                let (index, (term, reply, proposed)) = first.remove_entry();
                 let result = match outcome.take() {
-                    Some(result) if index == entry.index && term == entry.term => result,
-                    _ => Err(ServerError::Unavailable(
-                        "leader changed before the write committed".into(),
-                    )),
+                    Some(result) if index == entry.index && term == entry.term => {
+                        self.metrics.proposals_committed.inc();
+                        let took = proposed.elapsed().as_secs_f64();
+                        self.metrics.proposal_seconds.observe(took);
+                        result
+                    }
+                    _ => {
+                        self.metrics.proposals_failed.inc();
+                        Err(ServerError::Unavailable(
+                            "leader changed before the write committed".into(),
+                        ))
+                    }
                 };
                 if let Some(reply) = reply {
                     replies.push((index, reply, result));
@@ -1289,6 +1345,7 @@ impl Node {
         }
         let events = self.machine.take_events();
         let node_events = self.machine.take_node_events();
+        self.count_events(&events, &node_events, &expiries);
         let changes = self.machine.take_changes();
         self.digest.apply(&changes);
         self.state_store
@@ -1331,6 +1388,118 @@ impl Node {
         let ready = self.settle_caches(answers);
         send_answers(ready);
         Ok(())
+    }
+
+    /// Counts what applying a command did that no event reports (`metrics.rs`).
+    fn count_applied(
+        &mut self,
+        index: u64,
+        command: &Command,
+        result: &Result<Outcome, StateError>,
+        expiries: &mut std::collections::BTreeSet<u64>,
+    ) {
+        let m = &self.metrics;
+        match (command, result) {
+            (Command::OpenSession { .. }, Ok(_)) => {
+                m.sessions_opened.inc();
+            }
+            (Command::ExpireSession { .. }, Ok(_)) => {
+                expiries.insert(index);
+            }
+            (Command::Lock { .. }, Ok(Outcome::Lock(LockResult::Granted { .. }))) => {
+                m.lock_wait_seconds.observe(0.0);
+            }
+            (Command::Lock { session, .. }, Ok(Outcome::Lock(LockResult::Queued { wait }))) => {
+                if self.queued_at.len() >= MAX_TIMED {
+                    self.queued_at.clear();
+                }
+                self.queued_at.insert((*session, *wait), Instant::now());
+            }
+            (_, Err(StateError::GenerationMismatch { .. })) => {
+                m.fencing_refusals.inc();
+            }
+            _ => {}
+        }
+    }
+
+    /// Counts what the events of applied commands report (`metrics.rs`).
+    fn count_events(
+        &mut self,
+        events: &[Event],
+        node_events: &[crate::state::NodeEvent],
+        expiries: &std::collections::BTreeSet<u64>,
+    ) {
+        let m = &self.metrics;
+        let now = Instant::now();
+        for event in events {
+            match event {
+                Event::SessionEnded { session, expired } => {
+                    if *expired {
+                        m.sessions_expired.inc();
+                    } else {
+                        m.sessions_closed.inc();
+                    }
+                    self.queued_at.retain(|(s, _), _| s != session);
+                }
+                Event::Granted { session, wait, .. } => {
+                    if let Some(at) = self.queued_at.remove(&(*session, *wait)) {
+                        m.lock_wait_seconds.observe((now - at).as_secs_f64());
+                    }
+                }
+                Event::WaitFailed { session, wait, .. } => {
+                    self.queued_at.remove(&(*session, *wait));
+                }
+            }
+        }
+        for e in node_events {
+            let key = |h: &crate::state::LockHolder| {
+                let flock = h.style == crate::state::LockStyle::Flock;
+                (e.instance, h.session, h.owner, flock, h.start)
+            };
+            match &e.change {
+                NodeChange::Locked { holder, .. } => {
+                    m.lock_grants.inc();
+                    if self.granted_at.len() >= MAX_TIMED {
+                        self.granted_at.clear();
+                    }
+                    self.granted_at.insert(key(holder), now);
+                }
+                NodeChange::Unlocked { holder, .. } => {
+                    if let Some(at) = self.granted_at.remove(&key(holder)) {
+                        m.lock_hold_seconds.observe((now - at).as_secs_f64());
+                    }
+                    if expiries.contains(&e.index) {
+                        m.lock_delay_releases.inc();
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// What `/metrics` shows of this node (`metrics.rs`).
+    fn gauges(&self) -> Gauges {
+        let raft = &self.raw.raft;
+        let last = raft.raft_log.last_index();
+        let peer_lag = if raft.state == StateRole::Leader {
+            raft.prs()
+                .iter()
+                .filter(|(id, _)| **id != self.cfg.id)
+                .map(|(id, pr)| (*id, last.saturating_sub(pr.matched)))
+                .collect()
+        } else {
+            Vec::new()
+        };
+        Gauges {
+            term: raft.term,
+            commit: raft.raft_log.committed,
+            applied: self.applied,
+            leader_id: raft.leader_id,
+            is_leader: raft.state == StateRole::Leader,
+            peer_lag,
+            diverged: self.integrity.diverged.is_some(),
+            state: self.machine.stats(),
+        }
     }
 
     /// Holds the answers of writes that changed something a cache may hold (see `cache.rs`),
@@ -1480,6 +1649,7 @@ impl Node {
             return Ok(());
         }
         self.snapshot_soon = false;
+        let started = Instant::now();
         let mut snapshot = Snapshot::default();
         let meta = snapshot.mut_metadata();
         meta.index = self.applied;
@@ -1494,6 +1664,11 @@ impl Node {
         let mut batch = WriteBatch::default();
         self.raw.mut_store().stage_compact(&mut batch, snapshot)?;
         self.store.write(batch, false)?;
+        self.metrics.snapshots_taken.inc();
+        self.metrics
+            .snapshot_seconds
+            .get_or_create(&KindLabel { kind: "taken" })
+            .observe(started.elapsed().as_secs_f64());
         log::info!(
             "node {} compacted the log up to index {}",
             self.cfg.id,

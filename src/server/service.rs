@@ -35,6 +35,7 @@ use super::admission::{Admission, Ticket};
 use super::authz::Caller;
 use super::convert::{self, Action};
 use super::events::{EventRouter, FrameSender, WatchSpec};
+use super::metrics::{self, KindLabel, NodeMetrics, RequestLabels};
 use super::node::Input;
 use super::transport::PeerBook;
 use super::ServerError;
@@ -72,6 +73,7 @@ pub struct Service {
     /// Permits for client requests in hand, `max_requests` of them.
     pub requests: Arc<tokio::sync::Semaphore>,
     pub counts: Arc<RequestCounts>,
+    pub metrics: Arc<NodeMetrics>,
 }
 
 impl Service {
@@ -257,6 +259,7 @@ impl Service {
         addr: SocketAddr,
     ) -> Result<(), String> {
         conn.set_max_frame(self.client_max_frame);
+        let _open = Open::new(&self.metrics.connections);
         let conn_id = self.next_conn.fetch_add(1, Ordering::Relaxed);
         let (mut reader, mut writer) = conn.split();
         let (tx, mut rx) = mpsc::channel::<proto::ServerFrame>(CLIENT_QUEUE);
@@ -272,6 +275,7 @@ impl Service {
             inbox: self.inbox.clone(),
             events: self.events.clone(),
             counts: self.counts.clone(),
+            metrics: self.metrics.clone(),
             caller,
             addr,
             conn: conn_id,
@@ -331,7 +335,18 @@ impl Service {
                 let _permits = (permit, node_permit);
                 let mut resp = proto::Response::new();
                 resp.id = req.id;
-                match handle(&ctx, &req).await {
+                let started = std::time::Instant::now();
+                let result = handle(&ctx, &req).await;
+                let kind = metrics::request_kind(&req);
+                let outcome = metrics::request_outcome(&result);
+                let m = &ctx.metrics;
+                m.requests
+                    .get_or_create(&RequestLabels { kind, outcome })
+                    .inc();
+                m.request_seconds
+                    .get_or_create(&KindLabel { kind })
+                    .observe(started.elapsed().as_secs_f64());
+                match result {
                     Ok(res) => {
                         // A connection that keeps a session alive (or opened it) gets its events.
                         if let proto::Response_oneof_result::session(s) = &res {
@@ -404,11 +419,28 @@ pub struct RequestCounts {
     pub watches: AtomicU64,
 }
 
+/// Counts a client connection as open while it lives.
+struct Open(prometheus_client::metrics::gauge::Gauge);
+
+impl Open {
+    fn new(gauge: &prometheus_client::metrics::gauge::Gauge) -> Open {
+        gauge.inc();
+        Open(gauge.clone())
+    }
+}
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
 /// What the requests of one client connection are handled with.
 struct Handler {
     inbox: Sender<Input>,
     events: Arc<EventRouter>,
     counts: Arc<RequestCounts>,
+    metrics: Arc<NodeMetrics>,
     caller: Caller,
     addr: SocketAddr,
     /// The connection's id, and its outgoing frames (where its watches' events go too).

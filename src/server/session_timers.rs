@@ -57,6 +57,13 @@ impl SessionTimers {
         Renewal::Renewed
     }
 
+    /// How long session `session` has left before this leadership would expire it, if it
+    /// has heard from it (for monitoring: a keep-alive late in its TTL is jeopardy).
+    pub fn left(&self, session: u64, now: Instant) -> Option<Duration> {
+        let (last, ttl) = self.heard.get(&session)?;
+        Some((*last + *ttl).saturating_duration_since(now))
+    }
+
     /// Any request of a session shows its client is alive.
     pub fn touch(&mut self, term: u64, session: u64, now: Instant) {
         self.lead(term);

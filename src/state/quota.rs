@@ -105,6 +105,42 @@ impl Usage {
     }
 }
 
+/// What the state holds now, for monitoring (`lockfs serve --metrics-listen`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Stats {
+    pub sessions: u64,
+    pub nodes: u64,
+    pub bytes: u64,
+    pub ephemeral_nodes: u64,
+    pub shared_locks: u64,
+    pub exclusive_locks: u64,
+    pub waiters: u64,
+}
+
+impl StateMachine {
+    /// The counts of [`Stats`]. Walks every node and lock table: for an occasional look, not
+    /// for every command.
+    pub fn stats(&self) -> Stats {
+        let mut stats = Stats {
+            sessions: self.sessions.len() as u64,
+            nodes: self.nodes.len() as u64,
+            bytes: self.usage.bytes,
+            waiters: self.usage.waiters,
+            ephemeral_nodes: (self.nodes.values())
+                .filter(|n| n.ephemeral && n.kind == super::Kind::File)
+                .count() as u64,
+            ..Stats::default()
+        };
+        for held in self.locks.values().flat_map(|t| &t.holders) {
+            match held.kind {
+                super::LockKind::Shared => stats.shared_locks += 1,
+                super::LockKind::Exclusive => stats.exclusive_locks += 1,
+            }
+        }
+        stats
+    }
+}
+
 /// A count about to go from `now` to `after`: refused when it grows past `limit`.
 fn within(what: &str, now: u64, after: u64, limit: u64) -> Result<(), StateError> {
     if after > now && after > limit {

@@ -118,25 +118,32 @@ pub struct Cluster {
     pub config: Option<String>,
     /// With `start_proxied`: the proxy in front of each node, by node id.
     pub proxies: Vec<(u64, proxy::Proxy)>,
+    /// With `start_with_metrics`: where each node serves its metrics (HOST:PORT), by id.
+    pub metrics: BTreeMap<u64, String>,
 }
 
 impl Cluster {
     /// Starts `n` nodes with `extra` flags and waits until they have a leader.
     pub fn start(n: u64, extra: &[&str]) -> Cluster {
-        Cluster::launch(n, extra, false, &BTreeMap::new(), None)
+        Cluster::launch(n, extra, false, &BTreeMap::new(), None, false)
+    }
+
+    /// `start_proxied`, every node serving metrics (`--metrics-listen`, see `metrics`).
+    pub fn start_with_metrics(n: u64, extra: &[&str]) -> Cluster {
+        Cluster::launch(n, extra, true, &BTreeMap::new(), None, true)
     }
 
     /// Like `start`, with `toml` (settings such as a `[quotas]` table) in every node's
     /// `--config` file, which also names the node's credentials.
     pub fn start_with_config(n: u64, toml: &str) -> Cluster {
-        Cluster::launch(n, &[], false, &BTreeMap::new(), Some(toml))
+        Cluster::launch(n, &[], false, &BTreeMap::new(), Some(toml), false)
     }
 
     /// Like `start`, with a fault-injecting proxy in front of every node: the nodes advertise
     /// the proxies' addresses, so every peer and client connection goes through one, and
     /// `partition`, `isolate_client` and `heal` cut and restore links.
     pub fn start_proxied(n: u64, extra: &[&str]) -> Cluster {
-        Cluster::launch(n, extra, true, &BTreeMap::new(), None)
+        Cluster::launch(n, extra, true, &BTreeMap::new(), None, false)
     }
 
     /// `start_proxied`, with the data directories of some nodes elsewhere (on a small disk).
@@ -145,7 +152,7 @@ impl Cluster {
         extra: &[&str],
         data: &BTreeMap<u64, PathBuf>,
     ) -> Cluster {
-        Cluster::launch(n, extra, true, data, None)
+        Cluster::launch(n, extra, true, data, None, false)
     }
 
     fn launch(
@@ -154,6 +161,7 @@ impl Cluster {
         proxied: bool,
         data: &BTreeMap<u64, PathBuf>,
         config: Option<&str>,
+        metrics: bool,
     ) -> Cluster {
         let dir = testdir::tempdir().expect("tempdir");
         let mut proxies = Vec::new();
@@ -192,6 +200,13 @@ impl Cluster {
             extra: extra.iter().map(|s| s.to_string()).collect(),
             config: config.map(String::from),
             proxies,
+            metrics: if metrics {
+                (1..=n)
+                    .map(|id| (id, format!("127.0.0.1:{}", free_port())))
+                    .collect()
+            } else {
+                BTreeMap::new()
+            },
         };
         for id in 1..=n {
             c.spawn(id);
@@ -264,6 +279,9 @@ impl Cluster {
             node.data.display().to_string(),
         ];
         args.extend(self.extra.iter().cloned());
+        if let Some(addr) = self.metrics.get(&id) {
+            args.extend(["--metrics-listen".into(), addr.clone()]);
+        }
         if let Some(toml) = &self.config {
             // Top-level keys before the tables of `toml`.
             let file = self.dir.path().join(format!("node{id}.toml"));
