@@ -7,6 +7,8 @@
 #   util-linux          flock(1)
 #   python3             tests that take fcntl locks from Python
 #   inotify-tools       inotifywait, for the test of inotify on a mount
+#   prometheus          promtool, which checks mount-tools/prometheus/ (installed without
+#                       its recommends; the server itself is not needed)
 # Run as root (or it uses sudo). Safe to run again.
 set -euo pipefail
 packages=(fuse3 clang libclang-dev pkg-config attr util-linux python3 inotify-tools ca-certificates)
@@ -15,10 +17,17 @@ missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
-if [ "${#missing[@]}" -gt 0 ]; then
+lean=()
+dpkg-query -W -f='${Status}' prometheus 2>/dev/null | grep -q "install ok installed" || lean+=(prometheus)
+if [ "${#missing[@]}" -gt 0 ] || [ "${#lean[@]}" -gt 0 ]; then
     export DEBIAN_FRONTEND=noninteractive
     "${sudo[@]}" apt-get update
-    "${sudo[@]}" apt-get install -y "${missing[@]}"
+    if [ "${#missing[@]}" -gt 0 ]; then
+        "${sudo[@]}" apt-get install -y "${missing[@]}"
+    fi
+    if [ "${#lean[@]}" -gt 0 ]; then
+        "${sudo[@]}" apt-get install -y --no-install-recommends "${lean[@]}"
+    fi
 fi
 if ! command -v cargo >/dev/null; then
     echo "install-deps: cargo not found; install a Rust toolchain (https://rustup.rs) first" >&2

@@ -264,6 +264,29 @@ fn metrics_count_writes_lock_hand_offs_an_expiry_and_a_leader_change() {
         );
     }
 
+    // The dashboard and the alert rules name only metrics a node serves.
+    let served: std::collections::BTreeSet<String> = on_leader
+        .keys()
+        .map(|k| k.split('{').next().unwrap_or(k))
+        .map(|k| k.strip_suffix("_count").unwrap_or(k).to_string())
+        .collect();
+    for file in [
+        "mount-tools/grafana/lockfs.json",
+        "mount-tools/prometheus/lockfs-alerts.yml",
+    ] {
+        let text = std::fs::read_to_string(file).expect(file);
+        let names = text
+            .split(|ch: char| !(ch.is_ascii_alphanumeric() || ch == '_'))
+            .filter(|w| w.starts_with("lockfs_"));
+        for name in names {
+            let family = name.strip_suffix("_bucket").unwrap_or(name);
+            assert!(
+                served.contains(family),
+                "{file} names {name}, which no node serves"
+            );
+        }
+    }
+
     // The leader dies: the others see a new one.
     c.kill(leader);
     let survivors: Vec<u64> = (1..=3).filter(|id| *id != leader).collect();
@@ -304,4 +327,34 @@ fn health_fails_on_a_node_cut_off_from_its_peers_and_comes_back() {
     eventually("200 again once healed", Duration::from_secs(60), || {
         get(addr, "/health").0 == 200
     });
+}
+
+#[test]
+fn the_prometheus_examples_are_valid_and_the_alerts_fire_as_tested() {
+    let promtool = |args: &[&str]| {
+        let out = Command::new("promtool")
+            .args(args)
+            .current_dir("mount-tools/prometheus")
+            .output()
+            .expect(
+                "promtool (Debian package prometheus; mount-tools/install-deps.sh installs it)",
+            );
+        assert!(
+            out.status.success(),
+            "promtool {args:?}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    promtool(&["check", "config", "prometheus.yml"]);
+    promtool(&["check", "rules", "lockfs-alerts.yml"]);
+    promtool(&["test", "rules", "lockfs-alerts.test.yml"]);
+    let dashboard: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string("mount-tools/grafana/lockfs.json").expect("the dashboard"),
+    )
+    .expect("the dashboard is JSON");
+    let panels = dashboard["panels"].as_array().expect("panels");
+    assert!(panels
+        .iter()
+        .all(|p| p["targets"].as_array().is_some_and(|t| !t.is_empty())));
 }
