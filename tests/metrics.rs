@@ -358,3 +358,45 @@ fn the_prometheus_examples_are_valid_and_the_alerts_fire_as_tested() {
         .iter()
         .all(|p| p["targets"].as_array().is_some_and(|t| !t.is_empty())));
 }
+
+#[test]
+fn a_mount_serves_its_requests_lock_waits_session_and_cache() {
+    let mut h = common::hosts::Hosts::start();
+    let addr = format!("127.0.0.1:{}", common::free_port());
+    let c = h.extra_mount("c", "host-a", &format!("allow_other,metrics={addr}"));
+    let cpath = c.path.display().to_string();
+    h.ok("echo x > \"$A/f\"");
+    h.ok(&format!(
+        "for i in 1 2 3; do cat \"{cpath}/f\" > /dev/null; done"
+    ));
+    assert_eq!(get(&addr, "/health"), (200, "ok\n".to_string()));
+    assert_eq!(get(&addr, "/ready").0, 200);
+    let m = scrape(&addr);
+    assert!(value(&m, "lockfs_mount_requests_total{op=open}") >= 3.0);
+    assert!(value(&m, "lockfs_mount_request_seconds_count{op=read}") >= 3.0);
+    assert!(
+        value(&m, "lockfs_mount_cache_hits_total") >= 2.0,
+        "the cats after the first"
+    );
+    value(&m, "lockfs_mount_cache_misses_total");
+    assert_eq!(value(&m, "lockfs_mount_session{state=live}"), 1.0);
+    assert_eq!(value(&m, "lockfs_mount_session{state=expired}"), 0.0);
+    assert_eq!(value(&m, "lockfs_mount_lock_waits"), 0.0);
+
+    // Host B holds a lock; a flock on this mount waits for it.
+    let holder = h.spawn_ready("flock \"$B/l\" -c 'touch \"$OUT/held\"; sleep 3'", "held");
+    let waiter = h.spawn("flock", &[&format!("{cpath}/l"), "true"]);
+    eventually("the wait to show", Duration::from_secs(30), || {
+        value(&scrape(&addr), "lockfs_mount_lock_waits") == 1.0
+    });
+    std::thread::sleep(Duration::from_millis(200));
+    let m = scrape(&addr);
+    assert!(value(&m, "lockfs_mount_oldest_lock_wait_seconds") > 0.1);
+    assert!(h.wait_child(waiter).success());
+    assert!(h.wait_child(holder).success());
+    let m = scrape(&addr);
+    assert_eq!(value(&m, "lockfs_mount_lock_waits"), 0.0);
+    assert_eq!(value(&m, "lockfs_mount_oldest_lock_wait_seconds"), 0.0);
+    assert!(value(&m, "lockfs_mount_request_seconds_count{op=setlk}") >= 1.0);
+    drop(c);
+}

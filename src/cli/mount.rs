@@ -16,7 +16,8 @@ use clap::Args;
 
 use super::{CliError, ClientOpts};
 use crate::fs::cluster::ClusterBackend;
-use crate::fs::{mount, MountConfig, MountHandle};
+use crate::fs::metrics::MountMetrics;
+use crate::fs::{mount_counting, Backend as _, MountConfig, MountHandle};
 
 #[derive(Args)]
 pub struct MountArgs {
@@ -55,6 +56,8 @@ pub struct Options {
     /// Replay other hosts' creations and deletions to this host's kernel, for inotify
     /// (`fs/echo.rs`); needs the cache.
     pub inotify: bool,
+    /// Serve the host's metrics, /health and /ready over HTTP here (`fs/metrics.rs`).
+    pub metrics: Option<String>,
 }
 
 pub fn parse_options(s: Option<&str>) -> Result<Options, CliError> {
@@ -65,6 +68,7 @@ pub fn parse_options(s: Option<&str>) -> Result<Options, CliError> {
         insecure: false,
         cache: true,
         inotify: false,
+        metrics: None,
     };
     for opt in s
         .unwrap_or("")
@@ -81,6 +85,7 @@ pub fn parse_options(s: Option<&str>) -> Result<Options, CliError> {
                     .map_err(|_| CliError::Usage(format!("ttl={v}: not a number of seconds")))?;
             }
             Some(("tls_dir", v)) if !v.is_empty() => o.tls_dir = Some(PathBuf::from(v)),
+            Some(("metrics", v)) if !v.is_empty() => o.metrics = Some(v.to_string()),
             Some(("cache", "on")) => o.cache = true,
             Some(("inotify", "on")) => o.inotify = true,
             Some(("inotify", "off")) => o.inotify = false,
@@ -267,11 +272,21 @@ fn mount_and_wait(
         .mountpoint
         .canonicalize()
         .map_err(|e| CliError::Other(format!("{}: {e}", a.mountpoint.display())))?;
-    let handle = mount(
+    let (metrics, registry) = MountMetrics::new(backend.cache_counters());
+    let metrics = Arc::new(metrics);
+    if let Some(addr) = &options.metrics {
+        let pages = Arc::new(metrics_pages(registry, metrics.clone(), backend.clone()));
+        let server = runtime
+            .block_on(crate::metrics::bind(addr, pages))
+            .map_err(|e| CliError::Other(format!("serving metrics on {addr}: {e}")))?;
+        runtime.spawn(server);
+    }
+    let handle = mount_counting(
         backend.clone(),
         &a.mountpoint,
         options.config,
         runtime.handle().clone(),
+        metrics,
     )
     .map_err(|e| CliError::Other(format!("mounting {}: {e}", a.mountpoint.display())))?;
     if cache && options.inotify {
@@ -292,6 +307,38 @@ fn mount_and_wait(
     }
     runtime.block_on(backend.shutdown());
     Ok(())
+}
+
+/// What `-o metrics=HOST:PORT` serves: the host's metrics; healthy and ready while the
+/// mount's session is live.
+fn metrics_pages(
+    registry: prometheus_client::registry::Registry,
+    metrics: Arc<MountMetrics>,
+    backend: Arc<ClusterBackend>,
+) -> crate::metrics::Pages {
+    let live = move |backend: &ClusterBackend| -> Result<(), String> {
+        match backend.session_state() {
+            "live" => Ok(()),
+            "jeopardy" => Err("session in jeopardy: its lease ran out; still trying".into()),
+            _ => Err("no live session: the next request opens one".into()),
+        }
+    };
+    let (b1, b2) = (backend.clone(), backend.clone());
+    crate::metrics::Pages {
+        registry,
+        refresh: Box::new(move || {
+            metrics.refresh(backend.session_state());
+            Box::pin(async {})
+        }),
+        health: Box::new(move || {
+            let verdict = live(&b1);
+            Box::pin(async move { verdict })
+        }),
+        ready: Box::new(move || {
+            let verdict = live(&b2);
+            Box::pin(async move { verdict })
+        }),
+    }
 }
 
 /// Until SIGTERM, SIGINT or an external unmount.

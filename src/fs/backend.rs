@@ -19,6 +19,7 @@ use std::pin::Pin;
 use std::time::Duration;
 
 use super::kernel::KernelCache;
+use prometheus_client::metrics::counter::Counter;
 
 /// The future every backend call returns.
 pub type BoxFut<'a, T> = Pin<Box<dyn Future<Output = Result<T, Errno>> + Send + 'a>>;
@@ -165,6 +166,14 @@ pub trait Backend: Send + Sync + 'static {
     }
     /// What `getattr` would answer, if a cache answers it at once, and the lease left.
     fn cached_getattr(&self, _ino: u64) -> Option<(FileAttr, Duration)> {
+        None
+    }
+    /// The state of the session, for the mount's metrics: "live", "jeopardy" or "expired".
+    fn session_state(&self) -> &'static str {
+        "live"
+    }
+    /// The cache's (hits, misses) counters, if the mount caches.
+    fn cache_counters(&self) -> Option<(Counter, Counter)> {
         None
     }
     /// What the kernel is let cache, if anything (see `kernel.rs`).

@@ -89,6 +89,10 @@ impl State {
 #[derive(Default)]
 pub struct Cache {
     state: Mutex<State>,
+    /// Answers served from here, and reads that went to the cluster instead (a ticket is
+    /// taken for each), for the mount's metrics.
+    pub hits: prometheus_client::metrics::counter::Counter,
+    pub misses: prometheus_client::metrics::counter::Counter,
 }
 
 impl Cache {
@@ -112,6 +116,7 @@ impl Cache {
     /// A ticket for a read that may fill the cache; `None` if the cache is not valid under
     /// `now`.
     pub fn ticket(&self, now: Option<Validity>) -> Option<Ticket> {
+        self.misses.inc();
         let s = self.lock();
         let valid = now.filter(|v| s.valid == Some(*v))?;
         Some(Ticket {
@@ -126,7 +131,11 @@ impl Cache {
         if now.is_none() || s.valid != now {
             return None;
         }
-        f(&s)
+        let found = f(&s);
+        if found.is_some() {
+            self.hits.inc();
+        }
+        found
     }
 
     pub fn attr(&self, now: Option<Validity>, ino: u64) -> Option<FileAttr> {

@@ -488,6 +488,27 @@ impl Backend for ClusterBackend {
         Some((attr, self.lease_left()))
     }
 
+    fn session_state(&self) -> &'static str {
+        let Ok(slot) = self.session.try_lock() else {
+            return "live";
+        };
+        match slot.as_ref().map(|s| *s.state().borrow()) {
+            Some(SessionState::Live) => "live",
+            Some(SessionState::Jeopardy) => "jeopardy",
+            _ => "expired",
+        }
+    }
+
+    fn cache_counters(
+        &self,
+    ) -> Option<(
+        prometheus_client::metrics::counter::Counter,
+        prometheus_client::metrics::counter::Counter,
+    )> {
+        let c = self.cache.as_ref()?;
+        Some((c.hits.clone(), c.misses.clone()))
+    }
+
     fn kernel(&self) -> Option<&KernelCache> {
         self.cache.as_ref().map(|_| &self.kernel)
     }

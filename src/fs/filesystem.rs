@@ -44,6 +44,7 @@ use super::echo::{self, Echoes, Replay};
 use super::errors::to_kernel;
 use super::kernel;
 use super::locks::{self, KernelLock};
+use super::metrics::{MountMetrics, Timing};
 use super::open_files::{Ephemeral, OpenFile, OpenFiles};
 use super::owners::LockOwners;
 use super::xattr;
@@ -65,6 +66,7 @@ pub struct Inner {
     pub ephemeral: Ephemeral,
     /// Creations replayed to the kernel (`echo.rs`).
     pub echoes: Arc<Echoes>,
+    pub metrics: Arc<MountMetrics>,
 }
 
 /// How many writes this mount made to each file (a number that only grows), for
@@ -112,6 +114,7 @@ impl LockFs {
         backend: Arc<dyn Backend>,
         runtime: tokio::runtime::Handle,
         root_squash: bool,
+        metrics: Arc<MountMetrics>,
     ) -> Self {
         LockFs {
             root_squash,
@@ -123,6 +126,7 @@ impl LockFs {
                 echoes: Arc::default(),
                 ephemeral: Ephemeral::default(),
                 shutdown: tokio::sync::watch::channel(false).0,
+                metrics,
             }),
             runtime,
             cluster: Vec::new(),
@@ -142,14 +146,18 @@ impl LockFs {
 
     /// Runs `work` on the runtime with the shared state, on behalf of the process that made
     /// `req`: the cluster checks permissions for that process's user and groups.
-    fn spawn<F, Fut>(&self, req: &Request, work: F)
+    /// `timing` ends when the task does (see `metrics.rs`).
+    fn spawn<F, Fut>(&self, timing: Timing, req: &Request, work: F)
     where
         F: FnOnce(Arc<Inner>) -> Fut,
         Fut: Future<Output = ()> + Send + 'static,
     {
         let user = user_of(req, self.root_squash);
-        self.runtime
-            .spawn(on_behalf_of(user, work(self.inner.clone())));
+        let work = work(self.inner.clone());
+        self.runtime.spawn(on_behalf_of(user, async move {
+            work.await;
+            drop(timing);
+        }));
     }
 }
 
@@ -507,6 +515,7 @@ impl fuser::Filesystem for LockFs {
     }
 
     fn lookup(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        let timing = self.inner.metrics.timing("lookup");
         let name = name_of(name);
         match name
             .as_ref()
@@ -540,7 +549,7 @@ impl fuser::Filesystem for LockFs {
                 Err(e) => reply.error(to_kernel(e)),
             };
         }
-        self.spawn(req, |inner| async move {
+        self.spawn(timing, req, |inner| async move {
             let result = match name {
                 Ok(name) => inner.seen(inner.backend.lookup(parent.0, &name).await),
                 Err(e) => Err(e),
@@ -550,6 +559,7 @@ impl fuser::Filesystem for LockFs {
     }
 
     fn getattr(&self, req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
+        let timing = self.inner.metrics.timing("getattr");
         // The kernel may keep attributes served from the cache for the lease left.
         if let Some((attr, left)) = self.inner.backend.cached_getattr(ino.0) {
             let kernel = self.inner.backend.kernel();
@@ -560,7 +570,7 @@ impl fuser::Filesystem for LockFs {
             }
             return;
         }
-        self.spawn(req, |inner| async move {
+        self.spawn(timing, req, |inner| async move {
             reply_attr(reply, inner.seen(inner.backend.getattr(ino.0).await))
         });
     }
@@ -583,9 +593,10 @@ impl fuser::Filesystem for LockFs {
         _flags: Option<fuser::BsdFileFlags>,
         reply: ReplyAttr,
     ) {
+        let timing = self.inner.metrics.timing("setattr");
         let mode = mode.map(|m| m & 0o7777);
         let (atime, mtime) = (atime.map(time_ns), mtime.map(time_ns));
-        self.spawn(req, |inner| async move {
+        self.spawn(timing, req, |inner| async move {
             let fh = fh.map(|f| f.0);
             let result = inner
                 .setattr(ino.0, fh, mode, uid, gid, size, atime, mtime)
@@ -604,6 +615,7 @@ impl fuser::Filesystem for LockFs {
         _rdev: u32,
         reply: ReplyEntry,
     ) {
+        let _timing = self.inner.metrics.timing("mknod");
         reply.error(fuser::Errno::EPERM);
     }
 
@@ -616,10 +628,11 @@ impl fuser::Filesystem for LockFs {
         umask: u32,
         reply: ReplyEntry,
     ) {
+        let timing = self.inner.metrics.timing("mkdir");
         let name = name_of(name);
         let (uid, gid) = (req.uid(), req.gid());
         let replay = matches!(&name, Ok(n) if self.inner.echoes.replay(parent.0, n, req.pid()) == Some(Replay::Create));
-        self.spawn(req, |inner| async move {
+        self.spawn(timing, req, |inner| async move {
             let result = match name {
                 // Another host made it: the kernel is told, the cluster is not asked.
                 Ok(name) if replay => inner.backend.lookup(parent.0, &name).await,
@@ -634,6 +647,7 @@ impl fuser::Filesystem for LockFs {
     }
 
     fn unlink(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let timing = self.inner.metrics.timing("unlink");
         let name = name_of(name);
         if let Ok(n) = &name {
             if let Some(Replay::Delete { .. }) = self.inner.echoes.replay(parent.0, n, req.pid()) {
@@ -641,7 +655,7 @@ impl fuser::Filesystem for LockFs {
                 return reply.ok();
             }
         }
-        self.spawn(req, |inner| async move {
+        self.spawn(timing, req, |inner| async move {
             let result = match name {
                 Ok(name) => inner.backend.unlink(parent.0, &name).await,
                 Err(e) => Err(e),
@@ -651,13 +665,14 @@ impl fuser::Filesystem for LockFs {
     }
 
     fn rmdir(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let timing = self.inner.metrics.timing("rmdir");
         let name = name_of(name);
         if let Ok(n) = &name {
             if let Some(Replay::Delete { .. }) = self.inner.echoes.replay(parent.0, n, req.pid()) {
                 return reply.ok();
             }
         }
-        self.spawn(req, |inner| async move {
+        self.spawn(timing, req, |inner| async move {
             let result = match name {
                 Ok(name) => inner.backend.rmdir(parent.0, &name).await,
                 Err(e) => Err(e),
@@ -674,6 +689,7 @@ impl fuser::Filesystem for LockFs {
         _target: &std::path::Path,
         reply: ReplyEntry,
     ) {
+        let _timing = self.inner.metrics.timing("symlink");
         reply.error(fuser::Errno::EPERM);
     }
 
@@ -687,6 +703,7 @@ impl fuser::Filesystem for LockFs {
         flags: RenameFlags,
         reply: ReplyEmpty,
     ) {
+        let timing = self.inner.metrics.timing("rename");
         // RENAME_NOREPLACE and RENAME_EXCHANGE are not commands of the cluster; callers
         // (mv -n, for one) fall back when the filesystem says EINVAL.
         if !flags.is_empty() {
@@ -694,7 +711,7 @@ impl fuser::Filesystem for LockFs {
             return;
         }
         let names = name_of(name).and_then(|a| Ok((a, name_of(newname)?)));
-        self.spawn(req, |inner| async move {
+        self.spawn(timing, req, |inner| async move {
             let result = match names {
                 Ok((from, to)) => {
                     inner
@@ -716,14 +733,16 @@ impl fuser::Filesystem for LockFs {
         _newname: &OsStr,
         reply: ReplyEntry,
     ) {
+        let _timing = self.inner.metrics.timing("link");
         reply.error(fuser::Errno::EPERM);
     }
 
     fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        let timing = self.inner.metrics.timing("open");
         if let Some(fh) = self.inner.open_at_once(ino.0, flags.0) {
             return reply.opened(FileHandle(fh), FopenFlags::FOPEN_DIRECT_IO);
         }
-        self.spawn(req, |inner| async move {
+        self.spawn(timing, req, |inner| async move {
             match inner.open(ino.0, flags.0).await {
                 Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::FOPEN_DIRECT_IO),
                 Err(e) => reply.error(to_kernel(e)),
@@ -742,10 +761,11 @@ impl fuser::Filesystem for LockFs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
+        let timing = self.inner.metrics.timing("read");
         if let Some(data) = self.inner.read_at_once(fh.0, offset, size) {
             return reply.data(&data);
         }
-        self.spawn(req, |inner| async move {
+        self.spawn(timing, req, |inner| async move {
             match inner.read(fh.0, offset, size).await {
                 Ok(data) => reply.data(&data),
                 Err(e) => reply.error(to_kernel(e)),
@@ -765,11 +785,12 @@ impl fuser::Filesystem for LockFs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
+        let timing = self.inner.metrics.timing("write");
         // The kernel computes an O_APPEND offset from its cached size, which another host may
         // have outdated: let the cluster append at its own end of file instead.
         let append = flags.0 & libc::O_APPEND != 0;
         let data = data.to_vec();
-        self.spawn(req, |inner| async move {
+        self.spawn(timing, req, |inner| async move {
             match inner.write(fh.0, offset, data, append).await {
                 Ok(written) => reply.written(written),
                 Err(e) => reply.error(to_kernel(e)),
@@ -785,6 +806,7 @@ impl fuser::Filesystem for LockFs {
         lock_owner: LockOwner,
         reply: ReplyEmpty,
     ) {
+        let timing = self.inner.metrics.timing("flush");
         // Most closes (any by a process that took no POSIX lock here) have nothing to do.
         let through = match self.inner.files.get(fh.0) {
             Ok(file) => self.inner.owners.take_owner(file.ino, lock_owner.0),
@@ -793,7 +815,7 @@ impl fuser::Filesystem for LockFs {
         let Some(through) = through else {
             return reply.ok();
         };
-        self.spawn(req, |inner| async move {
+        self.spawn(timing, req, |inner| async move {
             reply_empty(reply, inner.flush(fh.0, lock_owner.0, through).await)
         });
     }
@@ -808,6 +830,7 @@ impl fuser::Filesystem for LockFs {
         _flush: bool,
         reply: ReplyEmpty,
     ) {
+        let timing = self.inner.metrics.timing("release");
         let file = match self.inner.files.remove(fh.0) {
             Ok(file) => file,
             Err(e) => return reply.error(to_kernel(e)),
@@ -816,7 +839,7 @@ impl fuser::Filesystem for LockFs {
         if file.nothing_to_release() && !self.inner.owners.holds_through(file.ino, fh.0) {
             return reply.ok();
         }
-        self.spawn(req, |inner| async move {
+        self.spawn(timing, req, |inner| async move {
             let result = inner.release(fh.0, file).await;
             if let Err(e) = result {
                 log::warn!("release of file handle {}: {e:?}", fh.0);
@@ -833,11 +856,13 @@ impl fuser::Filesystem for LockFs {
         _datasync: bool,
         reply: ReplyEmpty,
     ) {
+        let _timing = self.inner.metrics.timing("fsync");
         // Every write was committed on a majority before it returned.
         reply.ok();
     }
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        let _timing = self.inner.metrics.timing("opendir");
         let fh = self.inner.files.insert(OpenFile::dir(ino.0));
         reply.opened(FileHandle(fh), FopenFlags::empty());
     }
@@ -850,7 +875,8 @@ impl fuser::Filesystem for LockFs {
         offset: u64,
         reply: ReplyDirectory,
     ) {
-        self.spawn(req, |inner| async move {
+        let timing = self.inner.metrics.timing("readdir");
+        self.spawn(timing, req, |inner| async move {
             if let Err((e, reply)) = inner.readdir(ino.0, fh.0, offset, reply).await {
                 reply.error(to_kernel(e));
             }
@@ -865,9 +891,10 @@ impl fuser::Filesystem for LockFs {
         _flags: OpenFlags,
         reply: ReplyEmpty,
     ) {
+        let timing = self.inner.metrics.timing("releasedir");
         match self.inner.files.remove(fh.0) {
             Ok(dir) if dir.nothing_to_release() => reply.ok(),
-            Ok(dir) => self.spawn(req, |inner| async move {
+            Ok(dir) => self.spawn(timing, req, |inner| async move {
                 reply_empty(reply, inner.release(fh.0, dir).await)
             }),
             Err(e) => reply.error(to_kernel(e)),
@@ -882,10 +909,12 @@ impl fuser::Filesystem for LockFs {
         _datasync: bool,
         reply: ReplyEmpty,
     ) {
+        let _timing = self.inner.metrics.timing("fsyncdir");
         reply.ok();
     }
 
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
+        let _timing = self.inner.metrics.timing("statfs");
         // The cluster has no meaningful block count; report a roomy constant so that tools
         // checking free space before writing go ahead.
         const BLOCKS: u64 = 1 << 20;
@@ -904,12 +933,13 @@ impl fuser::Filesystem for LockFs {
         _position: u32,
         reply: ReplyEmpty,
     ) {
+        let timing = self.inner.metrics.timing("setxattr");
         let flag = match xattr::Name::parse(name) {
             Some(xattr::Name::Ephemeral) => xattr::parse_flag(value),
             Some(_) => Err(Errno::EPERM),
             None => Err(Errno::ENOTSUP),
         };
-        self.spawn(req, |inner| async move {
+        self.spawn(timing, req, |inner| async move {
             let result = match flag {
                 Ok(flag) => inner.backend.set_ephemeral(ino.0, flag).await.map(drop),
                 Err(e) => Err(e),
@@ -919,6 +949,7 @@ impl fuser::Filesystem for LockFs {
     }
 
     fn getxattr(&self, req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
+        let timing = self.inner.metrics.timing("getxattr");
         let Some(name) = xattr::Name::parse(name) else {
             reply.error(fuser::Errno::ENODATA);
             return;
@@ -931,7 +962,7 @@ impl fuser::Filesystem for LockFs {
             }
             return;
         }
-        self.spawn(req, |inner| async move {
+        self.spawn(timing, req, |inner| async move {
             match inner.getxattr(ino.0, name).await {
                 Ok(value) => xattr::reply(reply, size, &value),
                 Err(e) => reply.error(to_kernel(e)),
@@ -940,16 +971,18 @@ impl fuser::Filesystem for LockFs {
     }
 
     fn listxattr(&self, _req: &Request, _ino: INodeNo, size: u32, reply: ReplyXattr) {
+        let _timing = self.inner.metrics.timing("listxattr");
         xattr::reply(reply, size, &xattr::list());
     }
 
     fn removexattr(&self, req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let timing = self.inner.metrics.timing("removexattr");
         let clear = match xattr::Name::parse(name) {
             Some(xattr::Name::Ephemeral) => Ok(()),
             Some(_) => Err(Errno::EPERM),
             None => Err(Errno::ENODATA),
         };
-        self.spawn(req, |inner| async move {
+        self.spawn(timing, req, |inner| async move {
             let result = match clear {
                 Ok(()) => inner.backend.set_ephemeral(ino.0, false).await.map(drop),
                 Err(e) => Err(e),
@@ -959,8 +992,9 @@ impl fuser::Filesystem for LockFs {
     }
 
     fn access(&self, req: &Request, ino: INodeNo, _mask: fuser::AccessFlags, reply: ReplyEmpty) {
+        let timing = self.inner.metrics.timing("access");
         // Only asked without `default_permissions`; then permissions are not enforced here.
-        self.spawn(req, |inner| async move {
+        self.spawn(timing, req, |inner| async move {
             reply_empty(reply, inner.backend.getattr(ino.0).await.map(drop));
         });
     }
@@ -975,6 +1009,7 @@ impl fuser::Filesystem for LockFs {
         flags: i32,
         reply: ReplyCreate,
     ) {
+        let timing = self.inner.metrics.timing("create");
         let name = name_of(name);
         let (uid, gid) = (req.uid(), req.gid());
         let exclusive = flags & libc::O_EXCL != 0;
@@ -985,7 +1020,7 @@ impl fuser::Filesystem for LockFs {
                 // Another host made it: the kernel is told, the cluster is not asked, and no
                 // handle is taken (`echo.rs`).
                 let n = n.clone();
-                self.spawn(req, |inner| async move {
+                self.spawn(timing, req, |inner| async move {
                     let found = match inner.backend.lookup(parent.0, &n).await {
                         Ok(attr) => inner.backend.session().await.map(|s| (s, attr)),
                         Err(e) => Err(e),
@@ -1005,7 +1040,7 @@ impl fuser::Filesystem for LockFs {
                 return;
             }
         }
-        self.spawn(req, |inner| async move {
+        self.spawn(timing, req, |inner| async move {
             let created = match name {
                 Ok(name) => match inner.backend.session().await {
                     Ok(session) => inner
@@ -1046,6 +1081,7 @@ impl fuser::Filesystem for LockFs {
         pid: u32,
         reply: ReplyLock,
     ) {
+        let timing = self.inner.metrics.timing("getlk");
         let lock = KernelLock {
             ino: ino.0,
             fh: fh.0,
@@ -1056,7 +1092,7 @@ impl fuser::Filesystem for LockFs {
             pid,
             tid: req.pid(),
         };
-        self.spawn(req, |inner| async move {
+        self.spawn(timing, req, |inner| async move {
             match locks::getlk(&inner, lock).await {
                 Ok((start, end, typ, pid)) => reply.locked(start, end, typ, pid),
                 Err(e) => reply.error(to_kernel(e)),
@@ -1077,6 +1113,7 @@ impl fuser::Filesystem for LockFs {
         sleep: bool,
         reply: ReplyEmpty,
     ) {
+        let timing = self.inner.metrics.timing("setlk");
         let lock = KernelLock {
             ino: ino.0,
             fh: fh.0,
@@ -1087,7 +1124,7 @@ impl fuser::Filesystem for LockFs {
             pid,
             tid: req.pid(),
         };
-        self.spawn(req, |inner| async move {
+        self.spawn(timing, req, |inner| async move {
             reply_empty(reply, locks::setlk(&inner, lock, sleep).await);
         });
     }

@@ -110,6 +110,7 @@ pub async fn setlk(inner: &Inner, req: KernelLock, sleep: bool) -> Result<(), Er
         LockReply::WouldBlock { .. } => Err(Errno::EAGAIN),
         LockReply::Queued { wait } if sleep => {
             log::debug!("wait {wait} of thread {} queued (handle {handle})", req.tid);
+            let _waiting = inner.metrics.waiting();
             wait_for_grant(inner, wait, req.tid).await
         }
         LockReply::Queued { wait } => {

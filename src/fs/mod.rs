@@ -40,6 +40,7 @@ mod filesystem;
 mod kernel;
 mod lock_style;
 mod locks;
+pub mod metrics;
 pub mod mount;
 mod open_files;
 mod owners;
@@ -53,4 +54,4 @@ pub use backend::{
     Backend, BoxFut, DirEntry, Errno, FileAttr, Holder, LockKind, LockReply, LockSpec, LockStyle,
     NodeKind,
 };
-pub use mount::{mount, MountConfig, MountHandle};
+pub use mount::{mount, mount_counting, MountConfig, MountHandle};

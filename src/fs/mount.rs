@@ -21,6 +21,7 @@ use fuser::{BackgroundSession, Config, MountOption, Session, SessionACL};
 
 use super::backend::Backend;
 use super::filesystem::LockFs;
+use super::metrics::MountMetrics;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MountConfig {
@@ -96,10 +97,22 @@ pub fn mount(
     options: MountConfig,
     runtime: tokio::runtime::Handle,
 ) -> io::Result<MountHandle> {
+    let (metrics, _) = MountMetrics::new(None);
+    mount_counting(backend, mountpoint, options, runtime, Arc::new(metrics))
+}
+
+/// [`mount`], counting requests and lock waits in `metrics` (see `metrics.rs`).
+pub fn mount_counting(
+    backend: Arc<dyn Backend>,
+    mountpoint: &Path,
+    options: MountConfig,
+    runtime: tokio::runtime::Handle,
+    metrics: Arc<MountMetrics>,
+) -> io::Result<MountHandle> {
     let backend_kernel = backend.clone();
     let backend_kernel = backend_kernel.kernel();
-    let fs =
-        LockFs::new(backend.clone(), runtime, options.root_squash).with_cluster(&options.cluster);
+    let fs = LockFs::new(backend.clone(), runtime, options.root_squash, metrics)
+        .with_cluster(&options.cluster);
     let echoes = fs.echoes();
     let session = Session::new(fs, mountpoint, &options.to_fuser())?;
     if let Some(kernel) = backend_kernel {
