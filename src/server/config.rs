@@ -353,7 +353,13 @@ mod tests {
         let cfg = f.finish().unwrap();
         assert_eq!(cfg.listen, "h:2");
         assert_eq!(cfg.tick, Duration::from_millis(50));
+        assert_eq!(cfg.metrics_listen, None);
         assert!(toml::from_str::<ConfigFile>("bogus = 1").is_err());
+        let f: ConfigFile = toml::from_str(
+            "id = 1\ndata = \"/x\"\npeers = \"1=h:1\"\ntls_dir = \"/t\"\nmetrics_listen = \"h:9\"",
+        )
+        .unwrap();
+        assert_eq!(f.finish().unwrap().metrics_listen.as_deref(), Some("h:9"));
         let f: ConfigFile =
             toml::from_str("id = 3\ndata = \"/x\"\npeers = \"1=h:1\"\ntls_dir = \"/t\"").unwrap();
         assert!(f.finish().is_err());
