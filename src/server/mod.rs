@@ -191,7 +191,17 @@ pub fn serve(cfg: ServeConfig) -> Result<(), ServerError> {
         metrics: metrics.clone(),
     });
     let data = cfg.data.clone();
-    let metrics_listen = cfg.metrics_listen.clone();
+    // Bound before the Raft loop starts, so a bad address fails the start, not a live node.
+    let metrics_server = match &cfg.metrics_listen {
+        Some(addr) => {
+            let pages = Arc::new(metrics_pages(registry, metrics.clone(), inbox_tx.clone()));
+            let server = runtime
+                .block_on(crate::metrics::bind(addr, pages))
+                .map_err(|e| ServerError::Io(format!("serving metrics on {addr}"), e))?;
+            Some(server)
+        }
+        None => None,
+    };
     let node = Node::new(
         cfg,
         cluster_id,
@@ -230,11 +240,7 @@ pub fn serve(cfg: ServeConfig) -> Result<(), ServerError> {
         let _guard = runtime.enter();
         tokio::spawn(service.serve(listener))
     };
-    if let Some(addr) = &metrics_listen {
-        let pages = Arc::new(metrics_pages(registry, metrics, inbox_tx.clone()));
-        let server = runtime
-            .block_on(crate::metrics::bind(addr, pages))
-            .map_err(|e| ServerError::Io(format!("serving metrics on {addr}"), e))?;
+    if let Some(server) = metrics_server {
         runtime.spawn(server);
     }
     let outcome = runtime.block_on(async {
@@ -270,35 +276,32 @@ fn metrics_pages(
             rx.await.ok()
         }
     };
-    let (a, b, c) = (ask.clone(), ask.clone(), ask);
+    let verdict = |check: fn(&metrics::Gauges) -> Result<(), String>| {
+        let ask = ask.clone();
+        Box::new(move || {
+            let gauges = ask();
+            Box::pin(async move {
+                let gauges = gauges.await;
+                check(&gauges.ok_or_else(|| "the raft loop does not answer".to_string())?)
+            }) as crate::metrics::BoxFuture<_>
+        }) as Box<dyn Fn() -> crate::metrics::BoxFuture<Result<(), String>> + Send + Sync>
+    };
+    let (health, ready) = (
+        verdict(metrics::Gauges::health),
+        verdict(metrics::Gauges::ready),
+    );
     crate::metrics::Pages {
         registry,
         refresh: Box::new(move || {
-            let (gauges, metrics) = (a(), metrics.clone());
+            let (gauges, metrics) = (ask(), metrics.clone());
             Box::pin(async move {
                 if let Some(g) = gauges.await {
                     metrics.set(&g);
                 }
             })
         }),
-        health: Box::new(move || {
-            let gauges = b();
-            Box::pin(async move {
-                gauges
-                    .await
-                    .ok_or_else(|| "the raft loop does not answer".to_string())?
-                    .health()
-            })
-        }),
-        ready: Box::new(move || {
-            let gauges = c();
-            Box::pin(async move {
-                gauges
-                    .await
-                    .ok_or_else(|| "the raft loop does not answer".to_string())?
-                    .ready()
-            })
-        }),
+        health,
+        ready,
     }
 }
 
