@@ -153,10 +153,12 @@ fn the_kernel_keeps_attributes_and_directory_names_only_while_they_can_be_taken_
     // Mount C's process is stopped: its kernel answers for the directory by itself.
     let kernel = stat_mode_frozen(&h, &format!("{cpath}/d"));
     // B's changes wait for C's lease to run out, and C's kernel stops answering with it.
-    h.ok("chmod 700 \"$B/d\"; chmod 600 \"$B/d/f\"");
+    // (No panic before SIGCONT: a stopped mount would hold up its own unmount.)
+    let changed = h.sh("chmod 700 \"$B/d\"; chmod 600 \"$B/d/f\"");
     let after = stat_mode_frozen(&h, &format!("{cpath}/d"));
     let file_after = stat_mode_frozen(&h, &format!("{cpath}/d/f"));
     signal(pid, libc::SIGCONT);
+    assert!(changed.status.success(), "{}", changed.stderr);
     assert_ne!(
         file_after.as_deref(),
         Some("644"),

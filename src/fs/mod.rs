@@ -5,7 +5,8 @@
 //! kernel as a local filesystem would give it. What it adds is only what the kernel protocol
 //! needs and the cluster cannot see:
 //!
-//! - `filesystem.rs`: the request handlers; every request answered from a tokio task.
+//! - `filesystem.rs`: the request handlers; a request the cache answers (or that has nothing
+//!   to do) is answered at once, every other from a tokio task.
 //! - `open_files.rs`: open files; which of them hold a handle in the cluster (a read-only open
 //!   of an ordinary file does not until a lock needs one, so reading commits nothing); an
 //!   O_TRUNC folded into the first write or the close so that `echo x > f` replaces contents
@@ -22,6 +23,8 @@
 //!   cluster keeps correct (`cluster.rs` registers it and applies the cluster's events).
 //! - `kernel.rs`: what of that cache the kernel is let keep (attributes, directory names),
 //!   and taking it back before the cluster's writes are acknowledged.
+//! - `metrics.rs`: the host's metrics (`-o metrics=HOST:PORT`): requests, lock waits, session,
+//!   cache.
 //! - `attr.rs`, `errors.rs`: attributes and errno as the kernel wants them.
 //! - `mount.rs`: mounting and unmounting.
 //!
