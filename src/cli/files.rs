@@ -114,6 +114,7 @@ pub async fn stat(client: &Client, path: &str, json: bool) -> Result<(), CliErro
         "acl_generation": a.acl_generation,
         "ephemeral": a.ephemeral,
         "children": a.children,
+        "links": a.links,
     });
     if json {
         println!("{v}");

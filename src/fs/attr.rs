@@ -21,8 +21,9 @@ pub fn file_type(kind: NodeKind) -> fuser::FileType {
     }
 }
 
-/// The kernel's view of a node. Hard links do not exist, so files have one link; directories
-/// report 2, as a directory with "." and its entry in the parent does.
+/// The kernel's view of a node. Hard links do not exist, so a file has one link, or none once
+/// it lost its name while open; directories report 2, as a directory with "." and its entry in
+/// the parent does.
 pub fn to_kernel(attr: &FileAttr) -> fuser::FileAttr {
     let time = |ns: u64| UNIX_EPOCH + Duration::from_nanos(ns);
     fuser::FileAttr {
@@ -35,10 +36,7 @@ pub fn to_kernel(attr: &FileAttr) -> fuser::FileAttr {
         crtime: time(attr.ctime_ns),
         kind: file_type(attr.kind),
         perm: (attr.mode & 0o7777) as u16,
-        nlink: match attr.kind {
-            NodeKind::Dir => 2,
-            NodeKind::File => 1,
-        },
+        nlink: u32::try_from(attr.links).unwrap_or(u32::MAX),
         uid: attr.uid,
         gid: attr.gid,
         rdev: 0,

@@ -80,6 +80,8 @@ pub struct FileAttr {
     pub ephemeral: bool,
     /// Entries of a directory; 0 for files.
     pub children: u64,
+    /// st_nlink: 1 for a file, 0 once it lost its name while open, 2 for a directory.
+    pub links: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

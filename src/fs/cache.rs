@@ -20,7 +20,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use super::backend::{DirEntry, FileAttr};
+use super::backend::{DirEntry, FileAttr, NodeKind};
 use crate::proto::{self, WatchEvent_Change as Change};
 
 /// Most attributes, names, listings and contents kept at once.
@@ -158,8 +158,13 @@ impl Cache {
         self.read(now, |s| s.contents.get(&ino).cloned())
     }
 
+    /// Keeps a node's attributes. A file without a name (unlinked while open) is never kept:
+    /// no event names its later changes.
     pub fn keep_attr(&self, ticket: Ticket, attr: &FileAttr) {
         let mut s = self.lock();
+        if nameless(attr) {
+            return;
+        }
         if s.admits(ticket, 0) {
             s.attrs.insert(attr.ino, attr.clone());
         }
@@ -187,6 +192,9 @@ impl Cache {
     /// Keeps a whole file's contents, with its attributes as read with them.
     pub fn keep_contents(&self, ticket: Ticket, attr: &FileAttr, data: Arc<Vec<u8>>) {
         let mut s = self.lock();
+        if nameless(attr) {
+            return;
+        }
         if s.admits(ticket, data.len()) {
             s.drop_contents(attr.ino);
             s.bytes += data.len();
@@ -219,10 +227,14 @@ impl Cache {
     }
 }
 
+/// A file that lost its last name while open: the cluster reports its changes to no watch.
+fn nameless(attr: &FileAttr) -> bool {
+    attr.kind == NodeKind::File && attr.links == 0
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::fs::backend::NodeKind;
 
     const V: Option<Validity> = Some((1, 1, 0));
 
@@ -242,6 +254,7 @@ mod tests {
             acl_generation: 0,
             ephemeral: false,
             children: 0,
+            links: 1,
         }
     }
 

@@ -122,6 +122,7 @@ fn attr(a: &proto::Attr) -> FileAttr {
         acl_generation: a.acl_generation,
         ephemeral: a.ephemeral,
         children: a.children,
+        links: a.links,
     }
 }
 

@@ -87,6 +87,7 @@ pub fn stand_in(instance: u64, dir: bool) -> FileAttr {
         acl_generation: 0,
         ephemeral: false,
         children: 0,
+        links: if dir { 2 } else { 1 },
     }
 }
 

@@ -492,6 +492,7 @@ pub fn attr(a: &Attr) -> proto::Attr {
     p.acl_generation = a.acl_generation;
     p.ephemeral = a.ephemeral;
     p.children = a.children;
+    p.links = a.links;
     p
 }
 

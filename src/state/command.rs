@@ -439,6 +439,9 @@ pub struct Attr {
     pub ephemeral: bool,
     /// Number of entries of a directory, 0 for files.
     pub children: u64,
+    /// Names the node has (st_nlink): 1 for a file, 0 for an orphan (`orphan.rs`), 2 for a
+    /// directory.
+    pub links: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -348,6 +348,9 @@ impl StateMachine {
 
     /// The absolute path of a live node, found by walking its parents.
     pub(super) fn path_of(&self, ino: u64) -> String {
+        if let Some(orphan) = self.orphans.get(&ino) {
+            return orphan.path.clone();
+        }
         let mut names = Vec::new();
         let mut at = ino;
         while at != ROOT {
@@ -361,14 +364,20 @@ impl StateMachine {
         names.iter().rev().map(|n| format!("/{n}")).collect()
     }
 
-    /// The earliest pending lock-delay end of a node with waiters: the leader proposes `Wake`
-    /// then. Always in the future of [`StateMachine::clock_ns`]: delays that ended were
-    /// handled by the command that moved the clock past them.
+    /// When the leader should propose `Wake`: the earliest pending lock-delay end of a node
+    /// with waiters, or the earliest time an orphan may go (`orphan.rs`). Always in the future
+    /// of [`StateMachine::clock_ns`]: what came due was handled by the command that moved the
+    /// clock past it.
     pub fn next_wake_ns(&self) -> Option<u64> {
-        self.delays
+        let delay = self
+            .delays
             .iter()
             .find(|(_, ino)| !self.locks[ino].waiters.is_empty())
-            .map(|&(until, _)| until)
+            .map(|&(until, _)| until);
+        match (delay, self.next_orphan_ns()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     // ---- Helpers for every command that changes locks.

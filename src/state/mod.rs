@@ -47,6 +47,7 @@ mod error;
 mod lock;
 mod locking;
 mod node;
+mod orphan;
 mod path;
 mod perm;
 mod persist;

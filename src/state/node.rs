@@ -87,6 +87,11 @@ impl Node {
             acl_generation: self.acl_generation,
             ephemeral: self.ephemeral,
             children: self.children.len() as u64,
+            links: match (self.kind, self.parent) {
+                (Kind::Dir, _) => 2,
+                (Kind::File, 0) => 0,
+                (Kind::File, _) => 1,
+            },
         }
     }
 }

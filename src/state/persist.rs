@@ -10,8 +10,10 @@ use super::node::{Node, PERMISSION_BITS};
 use super::path::validate_name;
 use super::quota::Usage;
 use super::record::{
-    self, Meta, HANDLE_PREFIX, LOCK_PREFIX, META_KEY, NODE_PREFIX, RESPONSE_PREFIX, SESSION_PREFIX,
+    self, Meta, HANDLE_PREFIX, LOCK_PREFIX, META_KEY, NODE_PREFIX, ORPHAN_PREFIX, RESPONSE_PREFIX,
+    SESSION_PREFIX,
 };
+use super::orphan::Orphan;
 use super::session::{Handle, Session};
 use super::tree::{Change, StateMachine, ROOT};
 use super::{LockStyle, Outcome, StateError};
@@ -55,6 +57,10 @@ impl StateMachine {
             let value = self.locks.get(&ino).map(record::encode);
             changes.push((record::key(LOCK_PREFIX, &[ino]), value));
         }
+        for ino in std::mem::take(&mut self.dirty_orphans) {
+            let value = self.orphans.get(&ino).map(record::encode);
+            changes.push((record::key(ORPHAN_PREFIX, &[ino]), value));
+        }
         changes.sort_by(|a, b| a.0.cmp(&b.0));
         changes
     }
@@ -88,6 +94,9 @@ impl StateMachine {
         for (&ino, table) in &self.locks {
             f(record::key(LOCK_PREFIX, &[ino]), record::encode(table));
         }
+        for (&ino, orphan) in &self.orphans {
+            f(record::key(ORPHAN_PREFIX, &[ino]), record::encode(orphan));
+        }
     }
 
     /// Rebuilds the state from stored records, in any order. No records of the state at all
@@ -101,6 +110,7 @@ impl StateMachine {
         let mut handles: BTreeMap<u64, Handle> = BTreeMap::new();
         let mut responses: BTreeMap<(u64, u64), Response> = BTreeMap::new();
         let mut locks: BTreeMap<u64, LockTable> = BTreeMap::new();
+        let mut orphans: BTreeMap<u64, Orphan> = BTreeMap::new();
         let mut meta = None;
         fn once<K: Ord + std::fmt::Debug, V>(
             map: &mut BTreeMap<K, V>,
@@ -138,6 +148,9 @@ impl StateMachine {
             } else if let Some(ids) = record::parse_key::<1>(LOCK_PREFIX, &key) {
                 let [ino] = ids?;
                 once(&mut locks, ino, record::decode("lock record", &value)?)?;
+            } else if let Some(ids) = record::parse_key::<1>(ORPHAN_PREFIX, &key) {
+                let [ino] = ids?;
+                once(&mut orphans, ino, record::decode("orphan record", &value)?)?;
             }
         }
         let meta = match meta {
@@ -145,7 +158,8 @@ impl StateMachine {
                 && sessions.is_empty()
                 && handles.is_empty()
                 && responses.is_empty()
-                && locks.is_empty() =>
+                && locks.is_empty()
+                && orphans.is_empty() =>
             {
                 return Ok(Self::new())
             }
@@ -154,7 +168,8 @@ impl StateMachine {
         };
         let links: Vec<(u64, String, u64)> = nodes
             .iter()
-            .filter(|(&ino, _)| ino != ROOT)
+            // An orphan has no name (parent 0); `validate` checks it has its record.
+            .filter(|(&ino, node)| ino != ROOT && node.parent != 0)
             .map(|(&ino, node)| (node.parent, node.name.clone(), ino))
             .collect();
         for (parent, name, ino) in links {
@@ -194,8 +209,15 @@ impl StateMachine {
             .filter(|(_, s)| s.cache)
             .map(|(id, _)| *id)
             .collect();
+        let orphan_times = orphans
+            .iter()
+            .map(|(&ino, o)| (o.keep_until_ns, ino))
+            .filter(|&(until, _)| until > meta.clock_ns)
+            .collect();
         let mut state = StateMachine {
             caching,
+            orphans,
+            orphan_times,
             nodes,
             meta,
             sessions,
@@ -212,6 +234,7 @@ impl StateMachine {
             dirty_sessions: BTreeSet::new(),
             dirty_handles: BTreeSet::new(),
             dirty_locks: BTreeSet::new(),
+            dirty_orphans: BTreeSet::new(),
             dirty_responses: BTreeSet::new(),
             meta_dirty: false,
         };
@@ -233,8 +256,9 @@ impl StateMachine {
     }
 
     /// Checks the invariants. Of the tree: the root is a directory and its own parent; every
-    /// other node has a valid name and sits, under that name, in a directory that exists;
-    /// every node is reachable from the root; files have no entries, directories no data;
+    /// other node but the orphans has a valid name and sits, under that name, in a directory
+    /// that exists; every node but the orphans is reachable from the root, and every orphan is a nameless file that
+    /// is held or not yet due (`orphan.rs`); files have no entries, directories no data;
     /// modes are permission bits; instance numbers are below the next one. Of sessions and
     /// locks: see [`StateMachine::validate_sessions`] and [`StateMachine::validate_locks`].
     pub fn validate(&self) -> Result<(), StateError> {
@@ -299,6 +323,17 @@ impl StateMachine {
             if ino == ROOT {
                 continue;
             }
+            if node.parent == 0 {
+                match self.orphans.get(&ino) {
+                    Some(o)
+                        if !node.is_dir()
+                            && node.name.is_empty()
+                            && (o.keep_until_ns > self.meta.clock_ns
+                                || self.holds.contains_key(&ino)) => {}
+                    _ => return corrupt(format!("node {ino}: a nameless node that cannot be")),
+                }
+                continue;
+            }
             if validate_name(&node.name).is_err() {
                 return corrupt(format!("node {ino}: invalid name {:?}", node.name));
             }
@@ -323,7 +358,12 @@ impl StateMachine {
                 }
             }
         }
-        if seen.len() != self.nodes.len() {
+        for &ino in self.orphans.keys() {
+            if self.nodes.get(&ino).is_none_or(|n| n.parent != 0) {
+                return corrupt(format!("orphan {ino}: no nameless node"));
+            }
+        }
+        if seen.len() + self.orphans.len() != self.nodes.len() {
             return corrupt("some nodes are not reachable from the root".into());
         }
         Ok(())
@@ -376,7 +416,11 @@ impl StateMachine {
             }
         }
         for (&ino, node) in &self.nodes {
-            if node.ephemeral && !node.is_dir() && !self.holds.contains_key(&ino) {
+            if node.ephemeral
+                && !node.is_dir()
+                && !self.holds.contains_key(&ino)
+                && !self.orphans.contains_key(&ino)
+            {
                 return corrupt(format!("ephemeral file {ino} is held by no handle"));
             }
         }

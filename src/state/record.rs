@@ -9,6 +9,8 @@
 //! - `h/<handle>`: an open handle: its session and node.
 //! - `r/<session><seq>`: the cached result of request `seq` of a session (`dedup.rs`).
 //! - `l/<instance>`: the lock table of a node (`lock.rs`): holders, waiters, lock-delay.
+//! - `o/<instance>`: a file that lost its last name but may still be open (`orphan.rs`); its
+//!   node record has parent 0 and no name.
 //!
 //! Other prefixes are left to future record kinds and ignored when loading.
 
@@ -22,6 +24,7 @@ pub(super) const SESSION_PREFIX: &[u8] = b"s/";
 pub(super) const HANDLE_PREFIX: &[u8] = b"h/";
 pub(super) const RESPONSE_PREFIX: &[u8] = b"r/";
 pub(super) const LOCK_PREFIX: &[u8] = b"l/";
+pub(super) const ORPHAN_PREFIX: &[u8] = b"o/";
 pub(super) const META_KEY: &[u8] = b"m/meta";
 
 /// Counters that outlive any one node.

@@ -6,8 +6,10 @@
 //! ephemeral file no live handle holds anymore. Only expiry leaves a lock-delay on the nodes
 //! the session held locks on: a clean close means the client knows its locks are gone.
 //!
-//! A handle is one open file description: it names a node by instance, so it survives renames,
-//! and it stays open when its node is deleted (later operations through it report NotFound).
+//! A handle is one open file description: it names a node by instance, so it survives renames.
+//! A file that loses its last name while handles hold it lives on without a name until they
+//! are closed (`orphan.rs`); a handle on a deleted directory stays open, and later operations
+//! through it report NotFound.
 //! flock locks belong to the handle they were taken through and go with it at Close; POSIX
 //! locks belong to the process and are unlocked explicitly by the mount.
 //!
@@ -223,11 +225,11 @@ impl StateMachine {
             }
             changed.push((ino, table));
         }
-        // Its handles, and the ephemeral files that lose their last one.
-        let mut orphans = Vec::new();
+        // Its handles, and the ephemeral files and orphans that lose their last one.
+        let mut unheld = Vec::new();
         for handle in &session.handles {
-            if let Some(ino) = self.drop_handle(*handle) {
-                orphans.push(ino);
+            if let Some(ino) = self.drop_handle(*handle, now) {
+                unheld.push(ino);
             }
         }
         for (ino, table) in changed {
@@ -235,8 +237,8 @@ impl StateMachine {
                 self.settle(ino, table, now);
             }
         }
-        for ino in orphans {
-            self.delete_node(ino, now);
+        for ino in unheld {
+            self.remove_unheld(ino, now);
         }
         Ok(Outcome::Done)
     }
@@ -321,14 +323,24 @@ impl StateMachine {
             }
             self.settle(ino, table, now);
         }
-        if let Some(orphan) = self.drop_handle(handle) {
-            self.delete_node(orphan, now);
+        if let Some(unheld) = self.drop_handle(handle, now) {
+            self.remove_unheld(unheld, now);
         }
         Ok(Outcome::Done)
     }
 
-    /// Forgets a handle; returns its node if that is an ephemeral file no handle holds now.
-    fn drop_handle(&mut self, handle: u64) -> Option<u64> {
+    /// Deletes a node [`StateMachine::drop_handle`] found it must go.
+    fn remove_unheld(&mut self, ino: u64, now: u64) {
+        if self.is_orphan(ino) {
+            self.destroy_orphan(ino);
+        } else {
+            self.delete_node(ino, now);
+        }
+    }
+
+    /// Forgets a handle; returns its node if no handle holds it now and it must go: an
+    /// ephemeral file, or an orphan whose time has come (`orphan.rs`).
+    fn drop_handle(&mut self, handle: u64, now: u64) -> Option<u64> {
         let h = self.handles.remove(&handle).expect("handle is open");
         self.dirty_handles.insert(handle);
         let count = self
@@ -340,6 +352,9 @@ impl StateMachine {
             return None;
         }
         self.holds.remove(&h.instance);
+        if self.is_orphan(h.instance) {
+            return self.orphan_due(h.instance, now).then_some(h.instance);
+        }
         self.nodes
             .get(&h.instance)
             // A directory's flag is about the files created in it, not about itself.

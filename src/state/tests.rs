@@ -4,6 +4,7 @@
 mod dedup;
 mod events;
 mod locks;
+mod orphans;
 mod perm;
 mod quotas;
 mod random;

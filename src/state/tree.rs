@@ -12,6 +12,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use super::lock::LockTable;
 use super::locking::LockRequest;
 use super::node::{Node, PERMISSION_BITS};
+use super::orphan::Orphan;
 use super::path::{normalize, split_path, validate_name};
 use super::quota::Usage;
 use super::record::Meta;
@@ -45,6 +46,10 @@ pub struct StateMachine {
     pub(super) usage: Usage,
     /// Derived: the live sessions whose clients cache the tree.
     pub(super) caching: BTreeSet<u64>,
+    /// Files without a name that may still be open (`orphan.rs`), by instance.
+    pub(super) orphans: BTreeMap<u64, Orphan>,
+    /// Derived: (keep_until_ns, instance) of every orphan not yet due.
+    pub(super) orphan_times: BTreeSet<(u64, u64)>,
     /// Events since the last `take_events`. Not stored.
     pub(super) events: Vec<Event>,
     /// Node changes since the last `take_node_events`. Not stored.
@@ -58,6 +63,7 @@ pub struct StateMachine {
     pub(super) dirty_sessions: BTreeSet<u64>,
     pub(super) dirty_handles: BTreeSet<u64>,
     pub(super) dirty_locks: BTreeSet<u64>,
+    pub(super) dirty_orphans: BTreeSet<u64>,
     /// (session, request sequence number) of cached results.
     pub(super) dirty_responses: BTreeSet<(u64, u64)>,
     pub(super) meta_dirty: bool,
@@ -109,6 +115,8 @@ impl StateMachine {
             delays: BTreeSet::new(),
             usage: Usage::default(),
             caching: BTreeSet::new(),
+            orphans: BTreeMap::new(),
+            orphan_times: BTreeSet::new(),
             events: Vec::new(),
             node_events: Vec::new(),
             applying: 0,
@@ -117,6 +125,7 @@ impl StateMachine {
             dirty_sessions: BTreeSet::new(),
             dirty_handles: BTreeSet::new(),
             dirty_locks: BTreeSet::new(),
+            dirty_orphans: BTreeSet::new(),
             dirty_responses: BTreeSet::new(),
             meta_dirty: true,
         }
@@ -208,6 +217,7 @@ impl StateMachine {
             Command::Wake => Ok(Outcome::Done),
         }?;
         self.end_delays(now);
+        self.end_orphans(now);
         if now != self.meta.clock_ns {
             self.meta.clock_ns = now;
             self.meta_dirty = true;
@@ -497,14 +507,14 @@ impl StateMachine {
     }
 
     fn unlink(&mut self, at: &Target, now: u64) -> Result<Outcome, StateError> {
-        let ino = self.lookup(at)?;
+        let ino = self.lookup_linked(at)?;
         self.file(ino)?;
-        self.delete_node(ino, now);
+        self.unlink_file(ino, now);
         Ok(Outcome::Done)
     }
 
     fn rmdir(&mut self, at: &Target, now: u64) -> Result<Outcome, StateError> {
-        let ino = self.lookup(at)?;
+        let ino = self.lookup_linked(at)?;
         if ino == ROOT {
             return Err(StateError::Busy);
         }
@@ -516,7 +526,7 @@ impl StateMachine {
     }
 
     fn rename(&mut self, from: &Target, to: &Target, now: u64) -> Result<Outcome, StateError> {
-        let ino = self.lookup(from)?;
+        let ino = self.lookup_linked(from)?;
         if self.node(ino)?.is_dir() {
             return Err(StateError::CrossDevice);
         }
@@ -525,7 +535,7 @@ impl StateMachine {
             Some(existing) if existing == ino => return Ok(Outcome::Done),
             Some(existing) => {
                 self.file(existing)?;
-                self.delete_node(existing, now);
+                self.unlink_file(existing, now);
             }
             None => {}
         }
@@ -599,6 +609,16 @@ impl StateMachine {
             ));
         }
         Ok(())
+    }
+
+    /// As [`StateMachine::lookup`], but an orphan is not found: what has no name cannot lose
+    /// it again or move.
+    fn lookup_linked(&self, target: &Target) -> Result<u64, StateError> {
+        let ino = self.lookup(target)?;
+        if self.is_orphan(ino) {
+            return Err(StateError::NotFound);
+        }
+        Ok(ino)
     }
 
     pub(super) fn node(&self, ino: u64) -> Result<&Node, StateError> {
@@ -676,7 +696,7 @@ impl StateMachine {
     }
 
     /// A directory whose entries are about to change: its mtime and ctime become `now`.
-    fn dir_mut(&mut self, ino: u64, now: u64) -> &mut Node {
+    pub(super) fn dir_mut(&mut self, ino: u64, now: u64) -> &mut Node {
         let dir = self.node_mut(ino);
         dir.mtime_ns = now;
         dir.ctime_ns = now;
@@ -723,8 +743,12 @@ impl StateMachine {
 }
 
 impl StateMachine {
-    /// Reports a change of live node `ino` at its current path.
+    /// Reports a change of live node `ino` at its current path. An orphan has none: its
+    /// changes are reported to nobody (see `orphan.rs`).
     pub(super) fn node_event(&mut self, ino: u64, change: NodeChange) {
+        if self.is_orphan(ino) {
+            return;
+        }
         let node = &self.nodes[&ino];
         let event = NodeEvent {
             index: self.applying,

@@ -66,6 +66,7 @@ fn file_attr(a: Attr) -> FileAttr {
         acl_generation: a.acl_generation,
         ephemeral: a.ephemeral,
         children: a.children,
+        links: a.links,
     }
 }
 

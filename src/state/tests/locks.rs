@@ -389,23 +389,15 @@ fn flock_conversion_drops_the_old_lock_first() {
 }
 
 #[test]
-fn deleting_a_node_fails_its_waiters() {
+fn an_unlinked_file_keeps_its_locks_until_it_is_gone() {
     for delete in [Command::Unlink { at: p("/g") }, rename(p("/d/f"), p("/g"))] {
         let (mut sm, h1, h2) = two_sessions();
         let gi = g(&sm);
         granted(&mut sm, lock_cmd(1, h1, 1, FL, EX, 0, 0, false));
         let wait = queued(&mut sm, lock_cmd(2, h2, 2, FL, EX, 0, 0, true));
+        // As on Linux: the open descriptors still lock the file that lost its name.
         ok(&mut sm, delete.clone());
-        assert_eq!(
-            sm.take_events(),
-            [Event::WaitFailed {
-                session: 2,
-                wait,
-                error: StateError::NotFound
-            }]
-        );
-        assert!(sm.records().iter().all(|(k, _)| !k.starts_with(b"l/")));
-        // The handles stay open; closing them is fine.
+        assert_eq!(sm.take_events(), []);
         ok(
             &mut sm,
             Command::Close {
@@ -413,11 +405,55 @@ fn deleting_a_node_fails_its_waiters() {
                 handle: h1,
             },
         );
-        ok(&mut sm, Command::CancelWait { session: 2, wait });
-        assert_eq!(sm.take_events(), []);
+        assert!(matches!(
+            sm.take_events()[..],
+            [Event::Granted { wait: w, .. }] if w == wait
+        ));
+        ok(
+            &mut sm,
+            Command::Close {
+                session: 2,
+                handle: h2,
+            },
+        );
+        assert_eq!(stat(&sm, Target::Ino(gi)), Err(StateError::NotFound));
+        assert!(sm.records().iter().all(|(k, _)| !k.starts_with(b"l/")));
         sm.validate().unwrap();
-        let _ = gi;
     }
+}
+
+#[test]
+fn removing_a_directory_fails_its_waiters() {
+    let mut sm = sample();
+    ok(&mut sm, mkdir(p("/e")));
+    let a = session(&mut sm, "a");
+    let b = session(&mut sm, "b");
+    let ha = open(&mut sm, a, "/e");
+    let hb = open(&mut sm, b, "/e");
+    granted(&mut sm, lock_cmd(a, ha, 1, FL, EX, 0, 0, false));
+    let wait = queued(&mut sm, lock_cmd(b, hb, 2, FL, EX, 0, 0, true));
+    sm.take_events();
+    ok(&mut sm, Command::Rmdir { at: p("/e") });
+    assert_eq!(
+        sm.take_events(),
+        [Event::WaitFailed {
+            session: b,
+            wait,
+            error: StateError::NotFound
+        }]
+    );
+    assert!(sm.records().iter().all(|(k, _)| !k.starts_with(b"l/")));
+    // The handles stay open; closing them is fine.
+    ok(
+        &mut sm,
+        Command::Close {
+            session: a,
+            handle: ha,
+        },
+    );
+    ok(&mut sm, Command::CancelWait { session: b, wait });
+    assert_eq!(sm.take_events(), []);
+    sm.validate().unwrap();
 }
 
 #[test]

@@ -506,20 +506,29 @@ fn run(seed: u64, check_coverage: bool) {
             }
         }
 
-        // Ephemeral files: alive iff held, deleted only by the last handle or explicitly.
+        // Ephemeral files with a name: alive iff held. Files without one (orphans): held or
+        // not yet due. A file a handle holds is never deleted; a held directory only by rmdir.
         let held: BTreeSet<u64> = a.handles.values().map(|h| h.instance).collect();
         for (ino, node) in &a.nodes {
-            if node.ephemeral && node.kind == Kind::File {
+            if a.is_orphan(*ino) {
+                *stats.entry("orphans").or_default() += 1;
+                assert!(
+                    held.contains(ino) || a.orphans[ino].keep_until_ns > a.clock_ns(),
+                    "unheld orphan {ino} past its time, {at}"
+                );
+            } else if node.ephemeral && node.kind == Kind::File {
                 assert!(held.contains(ino), "unheld ephemeral file {ino}, {at}");
             }
         }
-        let explicit = matches!(cmd, Command::Unlink { .. } | Command::Rename { .. });
+        let rmdir = matches!(cmd, Command::Rmdir { .. });
         for (ino, ephemeral) in &nodes_before {
-            if *ephemeral && !a.nodes.contains_key(ino) {
-                *stats.entry("ephemeral gone").or_default() += 1;
+            if !a.nodes.contains_key(ino) {
+                if *ephemeral {
+                    *stats.entry("ephemeral gone").or_default() += 1;
+                }
                 assert!(
-                    explicit || !held.contains(ino),
-                    "held ephemeral file {ino} deleted, {at}"
+                    rmdir || !held.contains(ino),
+                    "held node {ino} deleted, {at}"
                 );
             }
         }

@@ -287,14 +287,15 @@ fn a_renamed_ephemeral_file_lives_as_long_as_its_handles() {
 }
 
 #[test]
-fn handles_on_a_deleted_node_stay_open() {
+fn handles_on_a_deleted_directory_stay_open() {
     let mut sm = sample();
+    ok(&mut sm, mkdir(p("/e")));
     let a = session(&mut sm, "a");
-    let h = open(&mut sm, a, "/g");
-    ok(&mut sm, Command::Unlink { at: p("/g") });
+    let h = open(&mut sm, a, "/e");
+    ok(&mut sm, Command::Rmdir { at: p("/e") });
     refused(
         &mut sm,
-        lock_cmd(a, h, 1, LockStyle::Posix, LockKind::Shared, 0, 1, false),
+        lock_cmd(a, h, 1, LockStyle::Flock, LockKind::Shared, 0, 0, false),
         StateError::NotFound,
     );
     // The unlock the mount sends at close succeeds: nothing is held on a deleted node.
