@@ -192,6 +192,14 @@ pub trait Backend: Send + Sync + 'static {
     fn live_session(&self) -> Option<u64> {
         None
     }
+    /// Notes a file opened in `session` without a cluster handle, so that it stays usable
+    /// should it lose its name (`pins.rs`). `false`: this backend cannot keep such a file;
+    /// open it with a handle instead.
+    fn pin(&self, _session: u64, _ino: u64) -> bool {
+        false
+    }
+    /// The release of a file [`Backend::pin`] accepted.
+    fn unpin(&self, _session: u64, _ino: u64) {}
     /// Any field given changes; `size` truncates or extends with zeros. Times are wall-clock
     /// nanoseconds since the Unix epoch.
     #[allow(clippy::too_many_arguments)] // one per settable attribute, as setattr(2) has them

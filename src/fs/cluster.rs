@@ -22,6 +22,7 @@ use tokio::sync::Mutex as AsyncMutex;
 use super::cache::{Cache, Validity};
 use super::echo::{Kernel, Replayer};
 use super::kernel::KernelCache;
+use super::pins::Pins;
 use crate::client::watches::{WatchItem, Watcher};
 
 use super::backend::{
@@ -66,7 +67,15 @@ pub struct ClusterBackend {
     epochs: tokio::sync::watch::Receiver<u64>,
     /// Replays other hosts' creations and deletions to the kernel, for inotify (`echo.rs`).
     replayer: std::sync::OnceLock<Replayer>,
+    /// Files open here without a handle, and the handles keeping those that lost their name
+    /// (`pins.rs`).
+    pins: Mutex<Pins<Keeper>>,
+    /// Where keepers are closed from, when the fs layer releases a file on fuser's thread.
+    runtime: tokio::runtime::Handle,
 }
+
+/// A keeper (`pins.rs`): the session it was opened in and its cluster handle.
+type Keeper = (Arc<Session>, u64);
 
 fn errno(e: ClientError) -> Errno {
     match e {
@@ -123,6 +132,15 @@ fn attr(a: &proto::Attr) -> FileAttr {
         ephemeral: a.ephemeral,
         children: a.children,
         links: a.links,
+    }
+}
+
+/// Closes a keeper (`pins.rs`) no open file needs anymore.
+async fn close_keeper((session, handle): Keeper) {
+    let mut m = proto::Close::new();
+    m.handle = handle;
+    if let Err(e) = session.call(Op::close(m)).await {
+        log::debug!("closing keeper handle {handle}: {e}");
     }
 }
 
@@ -199,6 +217,8 @@ impl ClusterBackend {
             handles: Mutex::new(HashMap::new()),
             waits: Mutex::new(HashMap::new()),
             next_handle: std::sync::atomic::AtomicU64::new(1),
+            pins: Mutex::new(Pins::default()),
+            runtime: tokio::runtime::Handle::current(),
         };
         backend.current().await?;
         Ok(backend)
@@ -364,6 +384,15 @@ impl ClusterBackend {
                 }
             };
             log::info!("cache registered in session {}", session.id);
+            if let Some(me) = backend.upgrade() {
+                // Deletions before this registration went unheard.
+                let all = me
+                    .pins
+                    .lock()
+                    .expect("poisoned")
+                    .all_needing_keepers(session.id);
+                me.keep(&session, all).await;
+            }
             loop {
                 let Some(me) = backend.upgrade() else { return };
                 if let Some(epoch) = watcher.registered_on() {
@@ -388,6 +417,13 @@ impl ClusterBackend {
                         cache.flush();
                         me.kernel.take_back_all();
                         *me.registered.lock().expect("poisoned") = None;
+                        // Deletions until the watch is back go unheard.
+                        let all = me
+                            .pins
+                            .lock()
+                            .expect("poisoned")
+                            .all_needing_keepers(session.id);
+                        me.keep(&session, all).await;
                     }
                     Ok(WatchItem::Resync(_)) => {}
                     Ok(WatchItem::Event(e)) => {
@@ -401,12 +437,34 @@ impl ClusterBackend {
                             cache.apply(e);
                             take_back(&me.kernel, e);
                         };
+                        // Files open here without a handle that lost their name: keepers
+                        // are taken before the events are acknowledged (`pins.rs`).
+                        let mut losing = Vec::new();
+                        let mut note = |e: &proto::WatchEvent| {
+                            let pins = me.pins.lock().expect("poisoned");
+                            match e.change {
+                                Change::DELETED if pins.needs_keeper(session.id, e.instance) => {
+                                    losing.push(e.instance)
+                                }
+                                Change::RESYNC => {
+                                    losing.extend(pins.all_needing_keepers(session.id))
+                                }
+                                _ => {}
+                            }
+                        };
                         apply(&e);
                         replay(&e);
+                        note(&e);
                         while let Some(e) = watcher.try_next() {
                             apply(&e);
                             replay(&e);
+                            note(&e);
                             last = e.index;
+                        }
+                        if !losing.is_empty() {
+                            losing.sort_unstable();
+                            losing.dedup();
+                            me.keep(&session, losing).await;
                         }
                         let session = session.clone();
                         tokio::spawn(async move {
@@ -416,6 +474,32 @@ impl ClusterBackend {
                         });
                     }
                 }
+            }
+        }
+    }
+
+    /// Takes a keeper on each of `inos` in `session`, for the files open here without a handle
+    /// that lost (or may have lost) their name (`pins.rs`). A file already gone is logged:
+    /// its open files here then fail as before.
+    async fn keep(&self, session: &Arc<Session>, inos: Vec<u64>) {
+        for ino in inos {
+            let mut m = proto::Open::new();
+            m.set_at(target_ino(ino));
+            let handle = match session.call(Op::open(m)).await {
+                Ok(Res::opened(o)) => o.handle,
+                Ok(_) => continue,
+                Err(e) => {
+                    log::warn!("inode {ino} is open here and lost its name; keeping it: {e}");
+                    continue;
+                }
+            };
+            let spare = self.pins.lock().expect("poisoned").kept(
+                session.id,
+                ino,
+                (session.clone(), handle),
+            );
+            if let Some(keeper) = spare {
+                close_keeper(keeper).await;
             }
         }
     }
@@ -523,6 +607,22 @@ impl Backend for ClusterBackend {
     fn live_session(&self) -> Option<u64> {
         let slot = self.session.try_lock().ok()?;
         slot.as_ref().filter(|s| !s.has_ended()).map(|s| s.id)
+    }
+
+    fn pin(&self, session: u64, ino: u64) -> bool {
+        if self.cache.is_none() {
+            // No events would say the file lost its name.
+            return false;
+        }
+        self.pins.lock().expect("poisoned").pin(session, ino);
+        true
+    }
+
+    fn unpin(&self, session: u64, ino: u64) {
+        let keeper = self.pins.lock().expect("poisoned").unpin(session, ino);
+        if let Some(keeper) = keeper {
+            self.runtime.spawn(close_keeper(keeper));
+        }
     }
 
     fn getattr_fresh(&self, ino: u64) -> BoxFut<'_, FileAttr> {

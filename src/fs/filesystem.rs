@@ -363,7 +363,10 @@ impl Inner {
             && flags & (libc::O_TRUNC | libc::O_CREAT) == 0
             && self.ephemeral.get(ino) == Some(false);
         let session = self.backend.live_session().filter(|_| lazy)?;
-        Some(self.files.insert(OpenFile::file(ino, session, None, false)))
+        if !self.backend.pin(session, ino) {
+            return None;
+        }
+        Some(self.files.insert(OpenFile::lazy(ino, session)))
     }
 
     async fn write(&self, fh: u64, offset: u64, data: Vec<u8>, append: bool) -> Result<u32, Errno> {
@@ -478,15 +481,14 @@ impl Inner {
                 None => self.seen(self.backend.getattr(ino).await)?.ephemeral,
             };
         let session = self.backend.session().await?;
-        let handle = if eager {
-            Some(self.backend.open(session, ino).await?)
-        } else {
-            None
-        };
+        if !eager && self.backend.pin(session, ino) {
+            return Ok(self.files.insert(OpenFile::lazy(ino, session)));
+        }
+        let handle = self.backend.open(session, ino).await?;
         let truncate = flags & libc::O_TRUNC != 0;
         Ok(self
             .files
-            .insert(OpenFile::file(ino, session, handle, truncate)))
+            .insert(OpenFile::file(ino, session, Some(handle), truncate)))
     }
 
     async fn getxattr(&self, ino: u64, name: xattr::Name) -> Result<Vec<u8>, Errno> {
@@ -835,6 +837,9 @@ impl fuser::Filesystem for LockFs {
             Ok(file) => file,
             Err(e) => return reply.error(to_kernel(e)),
         };
+        if let Some(session) = file.pinned_in() {
+            self.inner.backend.unpin(session, file.ino);
+        }
         // A file read without a lock leaves nothing behind in the cluster.
         if file.nothing_to_release() && !self.inner.owners.holds_through(file.ino, fh.0) {
             return reply.ok();

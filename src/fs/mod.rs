@@ -47,6 +47,7 @@ pub mod metrics;
 pub mod mount;
 mod open_files;
 mod owners;
+mod pins;
 mod signal;
 mod xattr;
 

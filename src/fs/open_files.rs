@@ -10,13 +10,16 @@
 //! - an ephemeral file, whatever the flags: at open, because the file lives only while some
 //!   handle holds it (see [`Ephemeral`] for how the mount knows without a commit);
 //! - any other file (a read-only open of an ordinary file): at the first lock taken through
-//!   it (flock, fcntl SETLK/SETLKW/GETLK), by inode, in the session the file was opened in. If
-//!   the file was deleted meanwhile, that lock fails with the open's error (ENOENT); if the
-//!   session ended meanwhile, with EIO, as everything through a file of that session;
+//!   it (flock, fcntl SETLK/SETLKW/GETLK), by inode, in the session the file was opened in; if
+//!   the session ended meanwhile, that lock fails with EIO, as everything through a file of that
+//!   session. Such a file is pinned in the backend, which keeps it alive should it lose its
+//!   name on any host (`pins.rs`); a backend that cannot (a mount without a cache) opens it
+//!   with a handle instead;
 //! - a directory: at the first lock taken through it, in the live session.
 //!
-//! So `cat`, `head` or `grep` of an ordinary file commit nothing: reads go by inode and need
-//! no handle, and the release of a file without a handle is local. A file without a handle
+//! So on a caching mount `cat`, `head` or `grep` of an ordinary file commit nothing: reads go
+//! by inode and need no handle, and the release of a file without a handle is local (but for
+//! its pin). A file without a handle
 //! still belongs to its session: once that session has ended, reads through it fail with EIO
 //! as they would through a handle (the backend checks the session on every read).
 //!
@@ -60,6 +63,8 @@ pub struct OpenFile {
     /// A file's whole contents as read at the last read from offset 0, with the mount's write
     /// count then: the version the reads that follow are served from.
     pub contents: Mutex<Option<(u64, Arc<Vec<u8>>)>>,
+    /// Opened without a handle and pinned in the backend (`Backend::pin`): unpin at release.
+    pinned: bool,
 }
 
 impl OpenFile {
@@ -72,7 +77,21 @@ impl OpenFile {
             pending_truncate: tokio::sync::Mutex::new(truncate),
             listing: Mutex::new(None),
             contents: Mutex::new(None),
+            pinned: false,
         }
+    }
+
+    /// A file opened in `session` without a handle, pinned in the backend (`Backend::pin`).
+    pub fn lazy(ino: u64, session: u64) -> Self {
+        OpenFile {
+            pinned: true,
+            ..Self::file(ino, session, None, false)
+        }
+    }
+
+    /// The session the file is pinned in, if it was opened without a handle and pinned.
+    pub fn pinned_in(&self) -> Option<u64> {
+        self.session.filter(|_| self.pinned)
     }
 
     pub fn dir(ino: u64) -> Self {
@@ -83,6 +102,7 @@ impl OpenFile {
             pending_truncate: tokio::sync::Mutex::new(false),
             listing: Mutex::new(None),
             contents: Mutex::new(None),
+            pinned: false,
         }
     }
 

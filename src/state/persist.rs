@@ -7,13 +7,13 @@ use super::dedup::MAX_CACHED_RESULTS;
 use super::lock::{Held, LockTable};
 use super::locking::MAX_GRANTED_MEMORY;
 use super::node::{Node, PERMISSION_BITS};
+use super::orphan::Orphan;
 use super::path::validate_name;
 use super::quota::Usage;
 use super::record::{
     self, Meta, HANDLE_PREFIX, LOCK_PREFIX, META_KEY, NODE_PREFIX, ORPHAN_PREFIX, RESPONSE_PREFIX,
     SESSION_PREFIX,
 };
-use super::orphan::Orphan;
 use super::session::{Handle, Session};
 use super::tree::{Change, StateMachine, ROOT};
 use super::{LockStyle, Outcome, StateError};

@@ -37,6 +37,11 @@ pub struct Hosts {
 
 impl Hosts {
     pub fn start() -> Hosts {
+        Self::start_with("allow_other")
+    }
+
+    /// As [`Hosts::start`], with both mounts' `-o options`.
+    pub fn start_with(options: &str) -> Hosts {
         // A short lock-delay keeps tests that expire sessions quick; the mounts use the default
         // TTL so that a leader failover never expires them.
         let cluster = Cluster::start(3, &["--lock-delay-ms", "1000"]);
@@ -46,7 +51,7 @@ impl Hosts {
             "host-a",
             &servers,
             &dir.path().join("a"),
-            "allow_other",
+            options,
             &dir.path().join("mount-a.log"),
             "info",
         );
@@ -54,7 +59,7 @@ impl Hosts {
             "host-b",
             &servers,
             &dir.path().join("b"),
-            "allow_other",
+            options,
             &dir.path().join("mount-b.log"),
             "info",
         );

@@ -13,6 +13,7 @@ use crate::fs::backend::{
     Backend, BoxFut, DirEntry, Errno, FileAttr, Holder, LockKind, LockReply, LockSpec, LockStyle,
     NodeKind,
 };
+use crate::fs::pins::Pins;
 use crate::state::{
     self, ApplyCtx, Attr, Command, CreateSpec, Event, LockResult, Outcome, Query, StateError,
     StateMachine, Target,
@@ -30,6 +31,8 @@ struct Inner {
     /// Queued waits of our session: where their grant goes, and who awaits it.
     senders: HashMap<u64, oneshot::Sender<Grant>>,
     receivers: HashMap<u64, oneshot::Receiver<Grant>>,
+    /// Files open without a handle, and their keepers, as a caching mount keeps them.
+    pins: Pins<u64>,
 }
 
 pub struct MemBackend {
@@ -163,6 +166,18 @@ impl Inner {
         }
     }
 
+    /// Before `at` loses its name: a keeper on it if it is open without a handle, as a caching
+    /// mount takes one when it hears of the loss (`pins.rs`).
+    fn keep(&mut self, at: &Target) {
+        let Ok(ino) = self.sm.lookup(at) else {
+            return;
+        };
+        if self.pins.needs_keeper(self.session, ino) {
+            let (handle, _) = self.opened(Target::Ino(ino), None).expect("a keeper");
+            assert_eq!(self.pins.kept(self.session, ino, handle), None);
+        }
+    }
+
     fn opened(&mut self, at: Target, create: Option<CreateSpec>) -> Result<(u64, FileAttr), Errno> {
         let session = self.session;
         match self.apply(Command::Open {
@@ -184,6 +199,7 @@ impl MemBackend {
             session: 0,
             senders: HashMap::new(),
             receivers: HashMap::new(),
+            pins: Pins::default(),
         };
         let opened = inner.apply(Command::OpenSession {
             ttl_ms: 10_000,
@@ -205,6 +221,11 @@ impl MemBackend {
 
     fn with<T>(&self, f: impl FnOnce(&mut Inner) -> Result<T, Errno>) -> Result<T, Errno> {
         f(&mut self.inner.lock().unwrap())
+    }
+
+    /// Nodes in the tree, the root and files without a name included.
+    pub fn nodes(&self) -> usize {
+        self.inner.lock().unwrap().sm.len()
     }
 
     /// How many commands were applied: the commits a cluster would have made.
@@ -309,7 +330,10 @@ impl Backend for MemBackend {
 
     fn unlink(&self, parent: u64, name: &str) -> BoxFut<'_, ()> {
         let at = child(parent, name);
-        done(self.with(|i| i.apply(Command::Unlink { at }).map(drop)))
+        done(self.with(|i| {
+            i.keep(&at);
+            i.apply(Command::Unlink { at }).map(drop)
+        }))
     }
 
     fn rmdir(&self, parent: u64, name: &str) -> BoxFut<'_, ()> {
@@ -319,11 +343,27 @@ impl Backend for MemBackend {
 
     fn rename(&self, parent: u64, name: &str, new_parent: u64, new_name: &str) -> BoxFut<'_, ()> {
         let (from, to) = (child(parent, name), child(new_parent, new_name));
-        done(self.with(|i| i.apply(Command::Rename { from, to }).map(drop)))
+        done(self.with(|i| {
+            i.keep(&to);
+            i.apply(Command::Rename { from, to }).map(drop)
+        }))
     }
 
     fn session(&self) -> BoxFut<'_, u64> {
         done(self.with(|i| Ok(i.session)))
+    }
+
+    fn pin(&self, session: u64, ino: u64) -> bool {
+        self.inner.lock().unwrap().pins.pin(session, ino);
+        true
+    }
+
+    fn unpin(&self, session: u64, ino: u64) {
+        let mut inner = self.inner.lock().unwrap();
+        if let Some(handle) = inner.pins.unpin(session, ino) {
+            let session = inner.session;
+            let _ = inner.apply(Command::Close { session, handle });
+        }
     }
 
     fn open(&self, session: u64, ino: u64) -> BoxFut<'_, u64> {

@@ -543,6 +543,42 @@ fn reading_commits_nothing_and_locks_and_ephemeral_files_still_take_handles() {
 }
 
 #[test]
+fn a_file_unlinked_while_open_stays_usable_until_its_last_close() {
+    let fx = Fixture::new();
+    let before = fx.backend.nodes();
+    let out = fx.ok("python3 - <<'EOF'
+import fcntl, os, tempfile
+# tempfile.TemporaryFile unlinks its file at once, then uses the descriptor.
+with tempfile.TemporaryFile(dir='.') as t:
+    t.write(b'x' * 10); t.flush(); t.seek(0)
+    st = os.fstat(t.fileno())
+    print(t.read().decode(), st.st_nlink, st.st_size)
+    fcntl.flock(t, fcntl.LOCK_EX)
+# A read-only descriptor (opened without a handle) outlives the name.
+with open('f', 'w') as w:
+    w.write('hello')
+fd = os.open('f', os.O_RDONLY)
+os.unlink('f')
+print(os.pread(fd, 5, 0).decode(), os.fstat(fd).st_nlink, os.path.exists('f'))
+fcntl.flock(fd, fcntl.LOCK_SH)
+os.close(fd)
+# A file replaced by a rename stays writable through its descriptor.
+for name, text in (('a', 'A'), ('b', 'B')):
+    with open(name, 'w') as w:
+        w.write(text)
+fd = os.open('b', os.O_RDWR)
+os.rename('a', 'b')
+os.pwrite(fd, b'Z', 1)
+print(os.pread(fd, 5, 0).decode(), os.fstat(fd).st_nlink, open('b').read())
+os.close(fd)
+EOF");
+    assert_eq!(out, "xxxxxxxxxx 0 10\nhello 0 False\nBZ 0 A\n");
+    // Each went at its last close: only the renamed file is left.
+    assert_eq!(fx.backend.nodes(), before + 1);
+    assert_eq!(fx.ok("ls -A"), "b\n");
+}
+
+#[test]
 fn writes_past_the_size_limit_fail_with_efbig() {
     let fx = Fixture::new();
     let out = fx.sh("head -c 300000 /dev/zero > big");

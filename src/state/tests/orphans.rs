@@ -86,7 +86,11 @@ fn a_file_unlinked_while_open_stays_usable_until_its_last_close() {
     stored(&mut sm, &mut store);
 
     // What has no name cannot lose it again or move; its old name is free.
-    refused(&mut sm, Command::Unlink { at: ino(f) }, StateError::NotFound);
+    refused(
+        &mut sm,
+        Command::Unlink { at: ino(f) },
+        StateError::NotFound,
+    );
     refused(&mut sm, rename(ino(f), p("/back")), StateError::NotFound);
     ok(&mut sm, put(p("/d/f"), b"new"));
     assert_ne!(stat(&sm, p("/d/f")).unwrap().instance, f);

@@ -1,0 +1,156 @@
+//! POSIX behaviour through real mounts of a real 3-node cluster, two mounts standing for two
+//! hosts: what a program written for a local filesystem relies on.
+//!
+//! These need root and `/dev/fuse`; without them they fail loudly. Background processes and
+//! mounts are stopped when a test ends, then the cluster.
+
+mod common;
+
+use std::time::Duration;
+
+use lockfs::auth::Tls;
+use lockfs::client::Client;
+
+use common::hosts::{wait_until, Hosts};
+use common::{block_on, tls};
+
+/// Open handles of the sessions of `host`, as the cluster lists them.
+fn handles_of(h: &Hosts, host: &str) -> u64 {
+    let creds = Tls::load(Some(&tls::admin_dir()), false).expect("credentials");
+    let client = Client::new(
+        h.cluster.servers().split(',').map(String::from).collect(),
+        Duration::from_secs(15),
+        "posix-test".into(),
+        creds,
+    );
+    block_on(client.all_sessions())
+        .expect("sessions")
+        .iter()
+        .filter(|s| s.host == host)
+        .map(|s| s.handles)
+        .sum()
+}
+
+/// Each host holds descriptors on files that host B then unlinks or replaces: with a handle
+/// (read-write) and without one (read-only opens take none). Every descriptor keeps reading,
+/// writing, locking and `fstat`ing its file (with no links) until it is closed, on both hosts,
+/// while the name already names a new file. The cluster keeps a nameless file that no handle
+/// holds for twice the mounts' TTL and a second (5 s here): the test waits longer, so the
+/// read-only descriptors work only through the handles their mounts took to keep them, and
+/// those go at the close.
+#[test]
+fn files_unlinked_while_open_stay_usable_on_every_host_until_the_last_close() {
+    let mut h = Hosts::start_with("allow_other,ttl=2");
+    h.ok("echo hello > \"$A/f\"; echo gee > \"$A/g\"; echo old > \"$A/r\"; echo new > \"$A/r2\"");
+    // Both hosts read every file once, so their caches hold them when the names go.
+    h.ok("cat \"$A/f\" \"$A/g\" \"$A/r\" \"$B/f\" \"$B/g\" \"$B/r\" >/dev/null");
+    let held_by_b = handles_of(&h, "host-b");
+    let script = r#"
+import errno, fcntl, os, sys, time
+m, out, me = os.environ["M"], os.environ["OUT"], os.environ["ME"]
+rw = os.open(m + "/f", os.O_RDWR)
+ro = os.open(m + "/g", os.O_RDONLY)
+rr = os.open(m + "/r", os.O_RDONLY)
+assert os.pread(ro, 100, 0) == b"gee\n"
+open(out + "/" + me + "-open", "w").close()
+deadline = time.time() + 60
+while not os.path.exists(out + "/go") and time.time() < deadline:
+    time.sleep(0.02)
+# B reads after A wrote.
+while me == "b" and not os.path.exists(out + "/a-said") and time.time() < deadline:
+    time.sleep(0.02)
+said = []
+def attempt(what, op):
+    try:
+        said.append(what + "=" + str(op()))
+    except OSError as e:
+        said.append(what + "=" + errno.errorcode[e.errno])
+if me == "a":
+    attempt("write", lambda: os.pwrite(rw, b"!", 6))
+attempt("f", lambda: os.pread(rw, 100, 0))
+attempt("f-links", lambda: os.fstat(rw).st_nlink)
+attempt("g", lambda: os.pread(ro, 100, 0))
+attempt("g-links", lambda: os.fstat(ro).st_nlink)
+attempt("g-size", lambda: os.fstat(ro).st_size)
+attempt("r", lambda: os.pread(rr, 100, 0))
+attempt("r-links", lambda: os.fstat(rr).st_nlink)
+if me == "a":
+    attempt("flock-f", lambda: fcntl.flock(rw, fcntl.LOCK_EX | fcntl.LOCK_NB))
+    attempt("flock-g", lambda: fcntl.flock(ro, fcntl.LOCK_EX | fcntl.LOCK_NB))
+def report():
+    with open(out + "/" + me + "-said.tmp", "w") as f:
+        f.write(" ".join(said))
+    os.rename(out + "/" + me + "-said.tmp", out + "/" + me + "-said")
+report()
+while not os.path.exists(out + "/" + me + "-close") and time.time() < deadline:
+    time.sleep(0.02)
+if me == "b":
+    # A's exclusive flocks still hold the nameless files.
+    attempt("flock-f", lambda: fcntl.flock(rw, fcntl.LOCK_EX | fcntl.LOCK_NB))
+    attempt("flock-g", lambda: fcntl.flock(ro, fcntl.LOCK_SH | fcntl.LOCK_NB))
+    report()
+for fd in (rw, ro, rr):
+    os.close(fd)
+"#;
+    std::fs::write(h.out("holder.py"), script).unwrap();
+    let a = h.spawn_ready("M=\"$A\" ME=a exec python3 \"$OUT/holder.py\"", "a-open");
+    let b = h.spawn_ready("M=\"$B\" ME=b exec python3 \"$OUT/holder.py\"", "b-open");
+    // B takes the names away: unlinks f and g, and renames r2 over r.
+    h.ok("rm \"$B/f\" \"$B/g\" && mv \"$B/r2\" \"$B/r\"");
+    h.ok("test ! -e \"$A/f\" && test ! -e \"$A/g\" && test ! -e \"$B/g\"");
+    assert_eq!(h.ok("cat \"$A/r\""), "new\n");
+    // The names are free for new files, which the descriptors never see.
+    h.ok("echo other > \"$A/f\"");
+    // Each mount holds f through its read-write descriptor, and took a handle on g and r for
+    // its read-only ones; past the time the cluster keeps unheld nameless files, only those
+    // handles hold g and r.
+    wait_until("B's mount to keep g and r", || {
+        handles_of(&h, "host-b") == held_by_b + 3
+    });
+    std::thread::sleep(Duration::from_secs(6));
+    std::fs::write(h.out("go"), b"").unwrap();
+    wait_until("A's holder to report", || h.out("a-said").exists());
+    assert_eq!(
+        h.read_out("a-said"),
+        "write=1 f=b'hello\\n!' f-links=0 g=b'gee\\n' g-links=0 g-size=4 r=b'old\\n' \
+         r-links=0 flock-f=None flock-g=None"
+    );
+    wait_until("B's holder to report", || h.out("b-said").exists());
+    // B reads A's write to the nameless file.
+    assert_eq!(
+        h.read_out("b-said"),
+        "f=b'hello\\n!' f-links=0 g=b'gee\\n' g-links=0 g-size=4 r=b'old\\n' r-links=0"
+    );
+    std::fs::write(h.out("b-close"), b"").unwrap();
+    wait_until("B's holder to try the locks", || {
+        h.read_out("b-said").contains("flock-g")
+    });
+    assert!(
+        h.read_out("b-said")
+            .ends_with("flock-f=EAGAIN flock-g=EAGAIN"),
+        "{}",
+        h.read_out("b-said")
+    );
+    std::fs::write(h.out("a-close"), b"").unwrap();
+    assert!(h.wait_child(a).success());
+    assert!(h.wait_child(b).success());
+    assert_eq!(h.ok("cat \"$B/f\""), "other\n");
+    // B's mount closed the handles it took to keep its read-only descriptors' files.
+    wait_until("B's keepers to close", || {
+        handles_of(&h, "host-b") == held_by_b
+    });
+}
+
+/// Python's `tempfile.TemporaryFile` creates a file and unlinks it at once, then uses it.
+#[test]
+fn temporary_files_work_with_tmpdir_on_the_mount() {
+    let h = Hosts::start();
+    let out = h.ok("mkdir \"$A/tmp\" && TMPDIR=\"$A/tmp\" python3 -c '
+import os, tempfile
+t = tempfile.TemporaryFile()
+t.write(b\"x\" * 1000); t.seek(0)
+print(len(t.read()), os.fstat(t.fileno()).st_nlink, os.listdir(tempfile.gettempdir()))
+t.close()
+print(os.listdir(tempfile.gettempdir()))'");
+    assert_eq!(out, "1000 0 []\n[]\n");
+}
