@@ -221,9 +221,19 @@ pub fn command(rng: &mut StdRng, names: &Names) -> Command {
             target: Target::Path("/e".into()),
             ephemeral: rng.gen(),
         },
-        16 => Command::Rename {
-            from: target(rng),
-            to: target(rng),
+        16 => match rng.gen_range(0..3) {
+            0 => Command::Rename {
+                from: target(rng),
+                to: target(rng),
+            },
+            1 => Command::RenameNoReplace {
+                from: target(rng),
+                to: target(rng),
+            },
+            _ => Command::Exchange {
+                a: target(rng),
+                b: target(rng),
+            },
         },
         17 if rng.gen_ratio(1, 4) => {
             if rng.gen() {

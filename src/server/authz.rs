@@ -123,9 +123,19 @@ pub fn targets(command: &Command) -> Vec<(&Target, bool)> {
         | Command::Truncate { target, .. }
         | Command::SetAttr { target, .. }
         | Command::SetEphemeral { target, .. } => vec![(target, false)],
-        Command::Rename { from, to } => vec![(from, false), (to, false)],
+        Command::Rename { from, to }
+        | Command::RenameNoReplace { from, to }
+        | Command::Exchange { a: from, b: to } => vec![(from, false), (to, false)],
         Command::Open { at, create, .. } => vec![(at, create.is_none())],
-        _ => vec![],
+        // Listed one by one, so that a new command must say what it names.
+        Command::OpenSession { .. }
+        | Command::CloseSession { .. }
+        | Command::ExpireSession { .. }
+        | Command::Close { .. }
+        | Command::Lock { .. }
+        | Command::Unlock { .. }
+        | Command::CancelWait { .. }
+        | Command::Wake => vec![],
     }
 }
 

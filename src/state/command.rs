@@ -96,7 +96,8 @@ pub enum Command {
     Rmdir {
         at: Target,
     },
-    /// Files only; replaces an existing file at `to` atomically.
+    /// Moves a file or directory to `to`, replacing atomically what is there: a file by a
+    /// file, an empty directory by a directory (rename(2)).
     Rename {
         from: Target,
         to: Target,
@@ -180,6 +181,26 @@ pub enum Command {
     },
     /// Only advances time, so that waits behind an ended lock-delay are granted.
     Wake,
+    /// As `Rename`, but refused with AlreadyExists if anything is at `to`
+    /// (renameat2 RENAME_NOREPLACE).
+    RenameNoReplace {
+        from: Target,
+        to: Target,
+    },
+    /// Swaps the nodes at `a` and `b`, which both exist, atomically (renameat2
+    /// RENAME_EXCHANGE).
+    Exchange {
+        a: Target,
+        b: Target,
+    },
+}
+
+/// How a rename treats what is at its destination.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum RenameHow {
+    Replace,
+    NoReplace,
+    Exchange,
 }
 
 impl Command {

@@ -26,6 +26,8 @@ pub enum StateError {
     NameTooLong,
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
+    /// No command gives it since directories can be renamed; it stays, in its place, so that
+    /// results stored by earlier versions still decode.
     #[error("renaming directories is not supported")]
     CrossDevice,
     #[error("device or resource busy")]

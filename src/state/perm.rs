@@ -111,6 +111,35 @@ impl StateMachine {
         }
     }
 
+    /// Whether `caller` may move what is at `from` to `to` (with `exchange`, also what is at
+    /// `to` to `from`): remove from one directory, add to the other, as Linux checks it; a
+    /// directory that changes parent also needs w on itself, since its ".." changes.
+    fn may_rename(
+        &self,
+        caller: &UserIds,
+        from: &Target,
+        to: &Target,
+        exchange: bool,
+    ) -> Result<(), StateError> {
+        self.search(caller, from)?;
+        self.search(caller, to)?;
+        let (from, to) = (self.resolve_slot(from)?, self.resolve_slot(to)?);
+        self.may_remove(caller, from.parent, from.existing)?;
+        match to.existing {
+            Some(_) => self.may_remove(caller, to.parent, to.existing)?,
+            None => self.require(caller, to.parent, W | X)?,
+        }
+        if from.parent != to.parent {
+            let second = to.existing.filter(|_| exchange);
+            for moved in from.existing.into_iter().chain(second) {
+                if self.node(moved)?.is_dir() {
+                    self.require(caller, moved, W)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Whether `caller` may make `cmd` now; a refusal is the error the command fails with.
     pub(super) fn check_command(&self, cmd: &Command, caller: &UserIds) -> Result<(), StateError> {
         // Creating at `at` (when nothing is there) needs w and x on the directory.
@@ -145,16 +174,10 @@ impl StateMachine {
                 let slot = self.resolve_slot(at)?;
                 self.may_remove(caller, slot.parent, slot.existing)
             }
-            Command::Rename { from, to } => {
-                self.search(caller, from)?;
-                self.search(caller, to)?;
-                let (from, to) = (self.resolve_slot(from)?, self.resolve_slot(to)?);
-                self.may_remove(caller, from.parent, from.existing)?;
-                match to.existing {
-                    Some(_) => self.may_remove(caller, to.parent, to.existing),
-                    None => self.require(caller, to.parent, W | X),
-                }
+            Command::Rename { from, to } | Command::RenameNoReplace { from, to } => {
+                self.may_rename(caller, from, to, false)
             }
+            Command::Exchange { a, b } => self.may_rename(caller, a, b, true),
             Command::SetAttr {
                 target,
                 mode,
@@ -188,7 +211,15 @@ impl StateMachine {
                     Err(StateError::NotPermitted)
                 }
             }
-            _ => Ok(()),
+            // Sessions, handles and locks: no node's modes apply (an open checked them).
+            Command::OpenSession { .. }
+            | Command::CloseSession { .. }
+            | Command::ExpireSession { .. }
+            | Command::Close { .. }
+            | Command::Lock { .. }
+            | Command::Unlock { .. }
+            | Command::CancelWait { .. }
+            | Command::Wake => Ok(()),
         }
     }
 

@@ -9,6 +9,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use super::command::RenameHow;
 use super::lock::LockTable;
 use super::locking::LockRequest;
 use super::node::{Node, PERMISSION_BITS};
@@ -170,7 +171,11 @@ impl StateMachine {
             Command::Truncate { target, size } => self.truncate(target, *size, max_size, now),
             Command::Unlink { at } => self.unlink(at, now),
             Command::Rmdir { at } => self.rmdir(at, now),
-            Command::Rename { from, to } => self.rename(from, to, now),
+            Command::Rename { from, to } => self.rename(from, to, RenameHow::Replace, now),
+            Command::RenameNoReplace { from, to } => {
+                self.rename(from, to, RenameHow::NoReplace, now)
+            }
+            Command::Exchange { a, b } => self.rename(a, b, RenameHow::Exchange, now),
             Command::SetAttr {
                 target,
                 mode,
@@ -525,32 +530,98 @@ impl StateMachine {
         Ok(Outcome::Done)
     }
 
-    fn rename(&mut self, from: &Target, to: &Target, now: u64) -> Result<Outcome, StateError> {
+    /// rename(2) and renameat2(2), with Linux's errors: the root cannot move (Busy); a
+    /// directory cannot move below itself (InvalidArgument); a directory replaces only an empty
+    /// directory (NotEmpty), a file only a file (IsADirectory, NotADirectory). A node renamed
+    /// onto itself is left as it is.
+    fn rename(
+        &mut self,
+        from: &Target,
+        to: &Target,
+        how: RenameHow,
+        now: u64,
+    ) -> Result<Outcome, StateError> {
         let ino = self.lookup_linked(from)?;
-        if self.node(ino)?.is_dir() {
-            return Err(StateError::CrossDevice);
-        }
         let slot = self.resolve_slot(to)?;
-        match slot.existing {
-            Some(existing) if existing == ino => return Ok(Outcome::Done),
-            Some(existing) => {
-                self.file(existing)?;
-                self.unlink_file(existing, now);
+        if ino == ROOT || slot.existing == Some(ROOT) {
+            return Err(StateError::Busy);
+        }
+        let existing = match (slot.existing, how) {
+            (Some(_), RenameHow::NoReplace) => return Err(StateError::AlreadyExists),
+            (None, RenameHow::Exchange) => return Err(StateError::NotFound),
+            (existing, _) => existing,
+        };
+        if existing == Some(ino) {
+            return Ok(Outcome::Done);
+        }
+        let source = &self.nodes[&ino];
+        let (old_parent, old_name) = (source.parent, source.name.clone());
+        if source.is_dir() && self.is_below(slot.parent, ino) {
+            return Err(StateError::InvalidArgument(
+                "a directory cannot move below itself".into(),
+            ));
+        }
+        if let Some(target) = existing {
+            let node = &self.nodes[&target];
+            if how == RenameHow::Exchange {
+                if node.is_dir() && self.is_below(old_parent, target) {
+                    return Err(StateError::InvalidArgument(
+                        "a directory cannot move below itself".into(),
+                    ));
+                }
+            } else {
+                match (source.is_dir(), node.is_dir()) {
+                    (true, true) if !node.children.is_empty() => return Err(StateError::NotEmpty),
+                    (true, false) => return Err(StateError::NotADirectory),
+                    (false, true) => return Err(StateError::IsADirectory),
+                    _ => {}
+                }
             }
-            None => {}
+        }
+        // Checked; from here on nothing fails. What leaves `to` is reported first.
+        if let Some(target) = existing {
+            if how == RenameHow::Exchange {
+                self.node_event(target, NodeChange::Deleted);
+            } else if self.nodes[&target].is_dir() {
+                self.delete_node(target, now);
+            } else {
+                self.unlink_file(target, now);
+            }
         }
         self.node_event(ino, NodeChange::Deleted);
-        let node = self.node_mut(ino);
-        let old_parent = node.parent;
-        let old_name = std::mem::replace(&mut node.name, slot.name.clone());
-        node.parent = slot.parent;
-        node.ctime_ns = now;
         self.dir_mut(old_parent, now).children.remove(&old_name);
+        let node = self.node_mut(ino);
+        node.parent = slot.parent;
+        node.name = slot.name.clone();
+        node.ctime_ns = now;
         self.dir_mut(slot.parent, now)
             .children
             .insert(slot.name, ino);
+        if let (Some(target), RenameHow::Exchange) = (existing, how) {
+            let node = self.node_mut(target);
+            node.parent = old_parent;
+            node.name = old_name.clone();
+            node.ctime_ns = now;
+            self.dir_mut(old_parent, now)
+                .children
+                .insert(old_name, target);
+            self.node_event(target, NodeChange::Created);
+        }
         self.node_event(ino, NodeChange::Created);
         Ok(Outcome::Done)
+    }
+
+    /// Whether node `ino` is `ancestor` or lies below it.
+    fn is_below(&self, mut ino: u64, ancestor: u64) -> bool {
+        loop {
+            if ino == ancestor {
+                return true;
+            }
+            if ino == ROOT {
+                return false;
+            }
+            ino = self.nodes[&ino].parent;
+        }
     }
 
     #[allow(clippy::too_many_arguments)] // one per field of Command::SetAttr, plus the time

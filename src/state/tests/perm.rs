@@ -166,6 +166,44 @@ fn a_sticky_directory_keeps_others_from_removing_entries() {
 }
 
 #[test]
+fn a_directory_that_changes_parent_needs_write_on_itself() {
+    let mut sm = tree();
+    // uid 2 owns /tmp/d2 (writable) and may move it; /tmp/ro (0555, its own) only in place.
+    for cmd in [
+        owned("/tmp/d2", Kind::Dir, 0o755, 2, 2),
+        owned("/tmp/ro", Kind::Dir, 0o555, 2, 2),
+        owned("/tmp/to", Kind::Dir, 0o777, 2, 2),
+    ] {
+        ok(&mut sm, cmd);
+    }
+    assert!(as_user(&mut sm, 2, 2, &[], rename(p("/tmp/d2"), p("/tmp/to/d2"))).is_ok());
+    assert_eq!(
+        as_user(&mut sm, 2, 2, &[], rename(p("/tmp/ro"), p("/tmp/to/ro"))),
+        Err(StateError::AccessDenied)
+    );
+    assert!(as_user(&mut sm, 2, 2, &[], rename(p("/tmp/ro"), p("/tmp/ro2"))).is_ok());
+    // An exchange moves both, each needing the same.
+    assert_eq!(
+        as_user(
+            &mut sm,
+            2,
+            2,
+            &[],
+            Command::Exchange {
+                a: p("/tmp/to/d2"),
+                b: p("/tmp/ro2"),
+            }
+        ),
+        Err(StateError::AccessDenied)
+    );
+    // Nor may anyone but root move another's directory out of a sticky one.
+    assert_eq!(
+        as_user(&mut sm, 3, 3, &[], rename(p("/tmp/to"), p("/tmp/x"))),
+        Err(StateError::NotPermitted)
+    );
+}
+
+#[test]
 fn only_owners_change_modes_and_only_root_gives_files_away() {
     let mut sm = tree();
     let set = |mode: Option<u32>, uid: Option<u32>, gid: Option<u32>| Command::SetAttr {

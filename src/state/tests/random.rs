@@ -134,9 +134,23 @@ impl Gen {
             },
             12 | 13 => Command::Unlink { at: self.target() },
             14 => Command::Rmdir { at: self.target() },
-            15 | 16 => Command::Rename {
+            15 => Command::Rename {
                 from: self.target(),
                 to: self.target(),
+            },
+            16 => match self.rng.gen_range(0..3) {
+                0 => Command::Rename {
+                    from: self.target(),
+                    to: self.target(),
+                },
+                1 => Command::RenameNoReplace {
+                    from: self.target(),
+                    to: self.target(),
+                },
+                _ => Command::Exchange {
+                    a: self.target(),
+                    b: self.target(),
+                },
             },
             17 | 18 => {
                 let target = self.target();

@@ -161,9 +161,19 @@ impl Gen {
             92..=93 => Command::Unlink {
                 at: Target::Path(self.path()),
             },
-            94 => Command::Rename {
-                from: Target::Path(self.path()),
-                to: Target::Path(self.path()),
+            94 => match self.rng.gen_range(0..3) {
+                0 => Command::Rename {
+                    from: Target::Path(self.path()),
+                    to: Target::Path(self.path()),
+                },
+                1 => Command::RenameNoReplace {
+                    from: Target::Path(self.path()),
+                    to: Target::Path(self.path()),
+                },
+                _ => Command::Exchange {
+                    a: Target::Path(self.path()),
+                    b: Target::Path(self.path()),
+                },
             },
             _ => Command::Put {
                 at: Target::Path(format!("/plain/{}", NAMES[self.rng.gen_range(0..3)])),

@@ -3,7 +3,8 @@
 //! compares the whole file; `UPDATE_SCRIPTS=1` rewrites the files with the actual output
 //! instead (review the diff!).
 //!
-//! Commands: `mkdir|create|put|write|truncate|unlink|rmdir|rename|setattr|ephemeral|stat|read|ls`,
+//! Commands: `mkdir|create|put|write|truncate|unlink|rmdir|rename|rename-noreplace|exchange|
+//! setattr|ephemeral|stat|read|ls`,
 //! then targets (`#ino`, `#parent:name`, anything else is a path), then `key=value` options
 //! (`mode= uid= gid= data= off= len= size= atime= mtime= ifgen=`) and flags (`excl`, `trunc`, `off`).
 //! `time N`, `limit N` and `delay N` set the leader time, file size limit and lock-delay for the
@@ -242,6 +243,14 @@ impl Runner {
             "rename" => Command::Rename {
                 from: at(),
                 to: targets[1].clone(),
+            },
+            "rename-noreplace" => Command::RenameNoReplace {
+                from: at(),
+                to: targets[1].clone(),
+            },
+            "exchange" => Command::Exchange {
+                a: at(),
+                b: targets[1].clone(),
             },
             "setattr" => Command::SetAttr {
                 target: at(),
