@@ -9,6 +9,7 @@
 
 mod common;
 
+use std::os::unix::ffi::OsStringExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -739,11 +740,33 @@ fn apply(root: &Path, op: &Op) -> Outcome {
                 .map(|_| ()),
         ),
         Op::Read(path) => outcome(std::fs::read(p(path))),
-        Op::Size(path) => outcome(std::fs::metadata(p(path)).map(|m| (m.is_dir(), m.len()))),
+        // A directory's size differs between filesystems; only a file's is compared.
+        Op::Size(path) => outcome(
+            std::fs::metadata(p(path)).map(|m| (m.is_dir(), if m.is_dir() { 0 } else { m.len() })),
+        ),
         Op::Unlink(path) => outcome(std::fs::remove_file(p(path))),
         Op::Mkdir(path) => outcome(std::fs::create_dir(p(path))),
         Op::Rmdir(path) => outcome(std::fs::remove_dir(p(path))),
         Op::Rename(from, to) => outcome(std::fs::rename(p(from), p(to))),
+        Op::Rename2(from, to, flags) => {
+            let c = |rel: &str| std::ffi::CString::new(p(rel).into_os_string().into_vec()).unwrap();
+            let (from, to) = (c(from), c(to));
+            // SAFETY: two NUL-terminated paths that live across the call.
+            let r = unsafe {
+                libc::renameat2(
+                    libc::AT_FDCWD,
+                    from.as_ptr(),
+                    libc::AT_FDCWD,
+                    to.as_ptr(),
+                    *flags,
+                )
+            };
+            outcome(if r == 0 {
+                Ok(())
+            } else {
+                Err(std::io::Error::last_os_error())
+            })
+        }
         Op::List(path) => outcome(std::fs::read_dir(p(path)).and_then(|rd| {
             let mut names = rd
                 .map(|e| e.map(|e| e.file_name().to_string_lossy().into_owned()))
@@ -767,6 +790,8 @@ enum Op {
     Mkdir(String),
     Rmdir(String),
     Rename(String, String),
+    /// renameat2 with RENAME_NOREPLACE or RENAME_EXCHANGE.
+    Rename2(String, String, u32),
     List(String),
 }
 
@@ -782,7 +807,16 @@ fn random_op(rng: &mut Rng) -> Op {
         let len = rng.index(40);
         (0..len).map(|_| b'a' + rng.index(26) as u8).collect()
     };
-    match rng.index(13) {
+    // Directories move too; these names may be free or taken.
+    let any_dir = |rng: &mut Rng| ["d0", "d1", "d0/d2", "d3", "d1/d4"][rng.index(5)].to_string();
+    let either = |rng: &mut Rng| {
+        if rng.index(2) == 0 {
+            any_dir(rng)
+        } else {
+            file(rng)
+        }
+    };
+    match rng.index(15) {
         0 | 1 => Op::Replace(file(rng), data(rng)),
         2 => Op::Append(file(rng), data(rng)),
         3 => Op::WriteAt(file(rng), rng.index(50) as u64, data(rng)),
@@ -796,6 +830,11 @@ fn random_op(rng: &mut Rng) -> Op {
             _ => Op::Rmdir(DIRS[rng.index(DIRS.len())].to_string()),
         },
         11 => Op::Rename(file(rng), file(rng)),
+        12 => Op::Rename(any_dir(rng), either(rng)),
+        13 => {
+            let flags = [libc::RENAME_NOREPLACE, libc::RENAME_EXCHANGE][rng.index(2)];
+            Op::Rename2(either(rng), either(rng), flags)
+        }
         _ => Op::List(dir(rng).trim_end_matches('/').to_string()),
     }
 }

@@ -154,3 +154,93 @@ t.close()
 print(os.listdir(tempfile.gettempdir()))'");
     assert_eq!(out, "1000 0 []\n[]\n");
 }
+
+/// Directories move as on a local filesystem, and the other host sees the move at once, with
+/// the errors Linux gives: never below themselves, never over a non-empty directory.
+#[test]
+fn directories_move_and_the_other_host_sees_it_at_once() {
+    let h = Hosts::start();
+    h.ok("mkdir -p \"$A/d/e\" && echo x > \"$A/d/e/f\"");
+    assert_eq!(h.ok("cat \"$B/d/e/f\""), "x\n");
+    h.ok("mv \"$A/d\" \"$A/d2\"");
+    h.ok("test ! -e \"$B/d\" && test ! -e \"$B/d/e/f\"");
+    assert_eq!(h.ok("cat \"$B/d2/e/f\""), "x\n");
+    h.ok("cd \"$B/d2/e\" && mv \"$B/d2/e\" \"$B/e2\" && pwd -P >/dev/null");
+    assert_eq!(h.ok("cat \"$A/e2/f\"; ls \"$A/d2\" | wc -l"), "x\n0\n");
+    h.ok("mkdir \"$A/full\" && touch \"$A/full/x\"");
+    let out = h.ok("cd \"$B\" && python3 -c '
+import errno, os
+for src, dst in ((\"e2\", \"e2/sub\"), (\"e2\", \"full\"), (\"e2\", \"full/x\"),
+                 (\"full/x\", \"d2\")):
+    try:
+        os.rename(src, dst)
+        print(\"moved\")
+    except OSError as e:
+        print(errno.errorcode[e.errno])
+os.rename(\"e2\", \"d2\")
+print(sorted(os.listdir(\".\")), os.listdir(\"d2\"))'");
+    assert_eq!(
+        out,
+        "EINVAL\nENOTEMPTY\nENOTDIR\nEISDIR\n['d2', 'full'] ['f']\n"
+    );
+}
+
+/// `mv -n` (RENAME_NOREPLACE) from both hosts at once: exactly one file takes the name.
+#[test]
+fn mv_no_clobber_racing_from_two_hosts_has_exactly_one_winner() {
+    let h = Hosts::start();
+    for round in 0..5 {
+        let out = h.ok(&format!(
+            "for i in 1 2 3 4; do echo \"a$i\" > \"$A/a$i.{round}\"; echo \"b$i\" > \"$B/b$i.{round}\"; done
+             for i in 1 2 3 4; do
+               mv -n \"$A/a$i.{round}\" \"$A/won.{round}\" &
+               mv -n \"$B/b$i.{round}\" \"$B/won.{round}\" &
+             done
+             wait
+             ls \"$A\" | grep -c '\\.{round}$'"
+        ));
+        // Seven candidates left where they were, one became the winner.
+        assert_eq!(out, "8\n", "round {round}");
+        let won = h.ok(&format!("cat \"$B/won.{round}\""));
+        let left = h.ok(&format!("ls \"$A\" | grep -v won | grep '\\.{round}$'"));
+        let winner = format!("{}.{round}", won.trim());
+        assert!(
+            !left.contains(&winner),
+            "{winner} won and also stayed: {left}"
+        );
+    }
+}
+
+/// RENAME_EXCHANGE swaps two names at once: a reader on the other host never finds either
+/// name missing, and always one whole version.
+#[test]
+fn rename_exchange_publishes_atomically_across_hosts() {
+    let mut h = Hosts::start();
+    h.ok("echo 1 > \"$A/cur\" && echo 2 > \"$A/next\"");
+    let reader = h.spawn_ready(
+        "touch \"$OUT/reading\"; bad=0; n=0
+         while [ ! -e \"$OUT/stop\" ] && [ $n -lt 100000 ]; do
+           v=$(cat \"$B/cur\") || bad=$((bad+1)); n=$((n+1))
+           case \"$v\" in 1|2) ;; *) bad=$((bad+1));; esac
+           test -e \"$B/next\" || bad=$((bad+1))
+         done
+         echo \"$n $bad\" > \"$OUT/read\"",
+        "reading",
+    );
+    let out = h.ok("cd \"$A\" && python3 -c '
+import ctypes, os
+libc = ctypes.CDLL(None, use_errno=True)
+AT_FDCWD, RENAME_EXCHANGE = -100, 2
+for _ in range(200):
+    if libc.renameat2(AT_FDCWD, b\"cur\", AT_FDCWD, b\"next\", RENAME_EXCHANGE) != 0:
+        raise OSError(ctypes.get_errno(), \"renameat2\")
+missing = libc.renameat2(AT_FDCWD, b\"cur\", AT_FDCWD, b\"nope\", RENAME_EXCHANGE)
+print(open(\"cur\").read().strip(), open(\"next\").read().strip(), missing, ctypes.get_errno())'");
+    assert_eq!(out, "1 2 -1 2\n");
+    std::fs::write(h.out("stop"), b"").unwrap();
+    assert!(h.wait_child(reader).success());
+    let read = h.read_out("read");
+    let (n, bad) = read.trim().split_once(' ').expect("n bad");
+    eprintln!("reader on B: {n} reads during 200 exchanges on A, {bad} bad");
+    assert_eq!(bad, "0", "a read found a name missing or a mixed version");
+}

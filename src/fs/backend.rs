@@ -147,6 +147,17 @@ pub enum LockReply {
     Queued { wait: u64 },
 }
 
+/// What a rename does with its destination (renameat2's flags).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RenameHow {
+    /// Replaces what is there (rename(2)).
+    Replace,
+    /// Fails with EEXIST if anything is there (RENAME_NOREPLACE).
+    NoReplace,
+    /// Swaps with what is there, which must exist (RENAME_EXCHANGE).
+    Exchange,
+}
+
 /// The cluster as the mount sees it. See the module docs.
 pub trait Backend: Send + Sync + 'static {
     fn lookup(&self, parent: u64, name: &str) -> BoxFut<'_, FileAttr>;
@@ -219,8 +230,15 @@ pub trait Backend: Send + Sync + 'static {
         -> BoxFut<'_, FileAttr>;
     fn unlink(&self, parent: u64, name: &str) -> BoxFut<'_, ()>;
     fn rmdir(&self, parent: u64, name: &str) -> BoxFut<'_, ()>;
-    /// Atomic; replaces an existing file at the destination. Directories may be refused (EXDEV).
-    fn rename(&self, parent: u64, name: &str, new_parent: u64, new_name: &str) -> BoxFut<'_, ()>;
+    /// Atomic, as rename(2) and renameat2(2) with `how`.
+    fn rename(
+        &self,
+        parent: u64,
+        name: &str,
+        new_parent: u64,
+        new_name: &str,
+        how: RenameHow,
+    ) -> BoxFut<'_, ()>;
     /// The id of the mount's live session, opening a new session first if the last one ended
     /// (a commit then, and only then). An open file notes the session it was opened in and
     /// passes it to the calls below, which fail with [`Errno::EKEYEXPIRED`] once that session

@@ -27,7 +27,7 @@ use crate::client::watches::{WatchItem, Watcher};
 
 use super::backend::{
     Backend, BoxFut, DirEntry, Errno, FileAttr, Holder, LockKind, LockReply, LockSpec, LockStyle,
-    NodeKind,
+    NodeKind, RenameHow,
 };
 use crate::client::session::{LockOutcome, LockRequest, Requested, Session, SessionState};
 use crate::client::{Client, ClientError};
@@ -146,7 +146,9 @@ async fn close_keeper((session, handle): Keeper) {
 
 /// Takes back from the kernel what an event changed: the node's attributes, and for a name
 /// that came or went, its directory's. Lock changes change no attribute the kernel keeps.
-fn take_back(kernel: &KernelCache, e: &proto::WatchEvent) {
+/// The name of a directory that another host moved or removed goes too (`elsewhere`: not
+/// this mount's own change, which its kernel made itself).
+fn take_back(kernel: &KernelCache, e: &proto::WatchEvent, elsewhere: bool) {
     if matches!(e.change, Change::LOCKED | Change::UNLOCKED) {
         return;
     }
@@ -156,6 +158,9 @@ fn take_back(kernel: &KernelCache, e: &proto::WatchEvent) {
     }
     if matches!(e.change, Change::DELETED | Change::RESYNC) {
         kernel.take_back_names();
+    }
+    if e.change == Change::DELETED && e.kind == proto::Kind::DIR && elsewhere {
+        kernel.unalias(e.parent, &e.name);
     }
 }
 
@@ -435,7 +440,7 @@ impl ClusterBackend {
                         };
                         let apply = |e: &proto::WatchEvent| {
                             cache.apply(e);
-                            take_back(&me.kernel, e);
+                            take_back(&me.kernel, e, e.by != session.id);
                         };
                         // Files open here without a handle that lost their name: keepers
                         // are taken before the events are acknowledged (`pins.rs`).
@@ -743,12 +748,21 @@ impl Backend for ClusterBackend {
         })
     }
 
-    fn rename(&self, parent: u64, name: &str, new_parent: u64, new_name: &str) -> BoxFut<'_, ()> {
+    fn rename(
+        &self,
+        parent: u64,
+        name: &str,
+        new_parent: u64,
+        new_name: &str,
+        how: RenameHow,
+    ) -> BoxFut<'_, ()> {
         let (name, new_name) = (name.to_string(), new_name.to_string());
         Box::pin(async move {
             let mut m = proto::Rename::new();
             m.set_from(target_child(parent, &name));
             m.set_to(target_child(new_parent, &new_name));
+            m.noreplace = how == RenameHow::NoReplace;
+            m.exchange = how == RenameHow::Exchange;
             self.call(Op::rename(m)).await.map(|_| ())
         })
     }

@@ -39,7 +39,7 @@ use fuser::{
 };
 
 use super::attr::{self, TTL};
-use super::backend::{Backend, Errno, FileAttr, LockStyle, NodeKind};
+use super::backend::{Backend, Errno, FileAttr, LockStyle, NodeKind, RenameHow};
 use super::echo::{self, Echoes, Replay};
 use super::errors::to_kernel;
 use super::kernel;
@@ -706,19 +706,24 @@ impl fuser::Filesystem for LockFs {
         reply: ReplyEmpty,
     ) {
         let timing = self.inner.metrics.timing("rename");
-        // RENAME_NOREPLACE and RENAME_EXCHANGE are not commands of the cluster; callers
-        // (mv -n, for one) fall back when the filesystem says EINVAL.
-        if !flags.is_empty() {
+        let how = if flags.is_empty() {
+            RenameHow::Replace
+        } else if flags == RenameFlags::RENAME_NOREPLACE {
+            RenameHow::NoReplace
+        } else if flags == RenameFlags::RENAME_EXCHANGE {
+            RenameHow::Exchange
+        } else {
+            // Both at once, RENAME_WHITEOUT (overlayfs), or unknown: as Linux answers.
             reply.error(fuser::Errno::EINVAL);
             return;
-        }
+        };
         let names = name_of(name).and_then(|a| Ok((a, name_of(newname)?)));
         self.spawn(timing, req, |inner| async move {
             let result = match names {
                 Ok((from, to)) => {
                     inner
                         .backend
-                        .rename(parent.0, &from, newparent.0, &to)
+                        .rename(parent.0, &from, newparent.0, &to, how)
                         .await
                 }
                 Err(e) => Err(e),

@@ -13,17 +13,15 @@
 //!   with a negative offset: attributes only) reaches them, and the kernel's attribute version
 //!   drops an answer that crosses a taking back. A LOOKUP answer may make a new inode, which a
 //!   taking back sent meanwhile would miss: its attributes are not kept.
-//! - **Names of directories**, in LOOKUP answers. Directories never move (a rename of a
-//!   directory is refused), so such a name goes stale only when its directory is deleted.
-//!   Every use of the name then needs the directory's attributes, which were taken back, and
-//!   asking for them answers ESTALE ([`KernelCache::stale`]): the kernel walks the path again,
-//!   asking for every name.
-//! - **Names of files**, in LOOKUP answers, when the kernel takes FUSE_NOTIFY_INC_EPOCH (Linux
-//!   6.16 and later; fuser 0.18 cannot send it, so it is written to the FUSE device here).
-//!   Whenever a name goes away (a deletion or rename anywhere), a new epoch ends every name
-//!   the kernel keeps, at once and without a lock; a lookup that was under way when the epoch
-//!   changed keeps its name in the old epoch, already ended. Names found missing are never
-//!   kept, so a creation elsewhere needs nothing.
+//! - **Names** of files and directories, in LOOKUP answers, when the kernel takes
+//!   FUSE_NOTIFY_INC_EPOCH (Linux 6.16 and later; fuser 0.18 cannot send it, so it is written
+//!   to the FUSE device here). Whenever a name goes away (a deletion or rename anywhere), a
+//!   new epoch ends every name the kernel keeps, at once and without a lock; a lookup that was
+//!   under way when the epoch changed keeps its name in the old epoch, already ended. Names
+//!   found missing are never kept, so a creation elsewhere needs nothing. A kernel without
+//!   epochs keeps no names: directories move too, and a name could only be taken back one by
+//!   one. A directory's attributes, asked for through a name kept for a directory since
+//!   deleted, answer ESTALE ([`KernelCache::stale`]): the kernel walks the path again.
 //!
 //! Contents are not kept: files keep FOPEN_DIRECT_IO (see `filesystem.rs`).
 //!
@@ -146,12 +144,14 @@ impl KernelCache {
         self.grant(ino, left, false)
     }
 
-    /// How long the kernel may keep a name of `ino` (its attributes: not at all): a
-    /// directory's always, a file's only if the kernel takes name epochs.
+    /// How long the kernel may keep a name of `ino` (its attributes: not at all), if the
+    /// kernel takes name epochs.
     pub fn entry(&self, ino: u64, dir: bool, left: Duration) -> Option<Grant> {
-        if dir {
+        if !self.epochs.load(std::sync::atomic::Ordering::Relaxed) {
+            None
+        } else if dir {
             self.grant(ino, left, true)
-        } else if self.epochs.load(std::sync::atomic::Ordering::Relaxed) {
+        } else {
             self.notifier.get()?;
             (left > SLACK).then(|| Grant {
                 ttl: left,
@@ -159,8 +159,6 @@ impl KernelCache {
                 decided: Instant::now(),
                 name: true,
             })
-        } else {
-            None
         }
     }
 
@@ -219,6 +217,36 @@ impl KernelCache {
         };
         for ino in live {
             self.inval(ino);
+        }
+    }
+
+    /// Drops the kernel's name `name` in `parent` of a directory that moved or went away
+    /// elsewhere. Only a kernel that forgets the old name lets a rename here find the
+    /// directory at its new one (the kernel keeps one name per directory, and moving it to the
+    /// new one needs the lock a rename holds, so the rename fails with ESTALE). Unlike every
+    /// other taking back this needs the parent's lock, which a request here may hold while it
+    /// waits for the acknowledgement this precedes: it is waited for briefly, then left to
+    /// finish on its own thread.
+    pub fn unalias(&self, parent: u64, name: &str) {
+        const PATIENCE: Duration = Duration::from_millis(50);
+        let Some(n) = self.notifier.get().cloned() else {
+            return;
+        };
+        let name = std::ffi::OsString::from(name);
+        let (done, finished) = std::sync::mpsc::channel();
+        let spawned = std::thread::Builder::new()
+            .name("lockfs-unalias".into())
+            .spawn(move || {
+                // ENOENT: the kernel holds no such name.
+                if let Err(e) = n.inval_entry(fuser::INodeNo(parent), &name) {
+                    if e.raw_os_error() != Some(libc::ENOENT) {
+                        log::debug!("dropping the kernel's name {name:?} in {parent}: {e}");
+                    }
+                }
+                let _ = done.send(());
+            });
+        if spawned.is_ok() {
+            let _ = finished.recv_timeout(PATIENCE);
         }
     }
 

@@ -162,10 +162,20 @@ pub fn action(req: &proto::Request) -> Result<Action, ServerError> {
         Op::rmdir(m) => write(Command::Rmdir {
             at: target(m.at.as_ref())?,
         }),
-        Op::rename(m) => write(Command::Rename {
-            from: target(m.from.as_ref())?,
-            to: target(m.to.as_ref())?,
-        }),
+        Op::rename(m) => {
+            let (from, to) = (target(m.from.as_ref())?, target(m.to.as_ref())?);
+            write(match (m.noreplace, m.exchange) {
+                (false, false) => Command::Rename { from, to },
+                (true, false) => Command::RenameNoReplace { from, to },
+                (false, true) => Command::Exchange { a: from, b: to },
+                (true, true) => {
+                    return Err(StateError::InvalidArgument(
+                        "a rename cannot both exchange and refuse to replace".into(),
+                    )
+                    .into())
+                }
+            })
+        }
         Op::set_attr(m) => write(Command::SetAttr {
             target: target(m.target.as_ref())?,
             mode: m.has_mode.then_some(m.mode),

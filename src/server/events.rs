@@ -20,7 +20,7 @@
 //! watcher costs the node a flag, never memory. A watch ends with Unwatch, with its
 //! connection, or with its session.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Mutex;
 
 use tokio::sync::mpsc;
@@ -30,7 +30,7 @@ use super::convert;
 use super::error::errno;
 use super::ServerError;
 use crate::proto;
-use crate::state::{parent_of, NodeEvent};
+use crate::state::{parent_of, Kind, NodeChange, NodeEvent};
 
 pub type FrameSender = mpsc::Sender<proto::ServerFrame>;
 
@@ -76,7 +76,8 @@ struct Watches {
     by_key: HashMap<Key, Watch>,
     /// By session.
     caches: HashMap<u64, CacheReg>,
-    by_path: HashMap<String, BTreeSet<Key>>,
+    /// Ordered, so that the watches below a path are one range.
+    by_path: BTreeMap<String, BTreeSet<Key>>,
     per_conn: HashMap<u64, usize>,
     /// Keys of watches owed a RESYNC.
     owed: BTreeSet<Key>,
@@ -116,6 +117,27 @@ impl Watches {
             .collect();
         for key in keys {
             self.remove(key);
+        }
+    }
+
+    /// The watches of paths strictly below directory `path`.
+    fn below(&self, path: &str) -> Vec<Key> {
+        let prefix = match path {
+            "/" => "/".to_string(),
+            p => format!("{p}/"),
+        };
+        self.by_path
+            .range(prefix.clone()..)
+            .take_while(|(p, _)| p.starts_with(&prefix))
+            .flat_map(|(_, keys)| keys.iter().copied())
+            .collect()
+    }
+
+    /// Owes watch `key` a RESYNC for what it may have missed up to `index`.
+    fn owe(&mut self, key: Key, index: u64) {
+        if let Some(w) = self.by_key.get_mut(&key) {
+            w.missed = Some(w.missed.unwrap_or(0).max(index));
+            self.owed.insert(key);
         }
     }
 
@@ -283,7 +305,18 @@ impl EventRouter {
         if watches.by_key.is_empty() {
             return;
         }
+        let mut owing = false;
         for event in events {
+            // A directory that appears at a path or leaves it (made, removed, renamed) changes
+            // what every path below it names: watches there are owed a RESYNC.
+            if event.kind == Kind::Dir
+                && matches!(event.change, NodeChange::Created | NodeChange::Deleted)
+            {
+                for key in watches.below(&event.path) {
+                    watches.owe(key, event.index);
+                    owing = true;
+                }
+            }
             let keys = watches.covering(&event.path);
             if keys.is_empty() {
                 continue;
@@ -292,6 +325,10 @@ impl EventRouter {
             for key in keys {
                 watches.send(key, wire.clone());
             }
+        }
+        drop(watches);
+        if owing {
+            self.flush();
         }
     }
 
@@ -302,10 +339,7 @@ impl EventRouter {
             let mut watches = self.watches.lock().expect("poisoned");
             let keys: Vec<Key> = watches.caches.values().map(|c| c.key).collect();
             for key in keys {
-                if let Some(w) = watches.by_key.get_mut(&key) {
-                    w.missed = Some(w.missed.unwrap_or(0).max(index));
-                    watches.owed.insert(key);
-                }
+                watches.owe(key, index);
             }
         }
         self.flush();
@@ -410,6 +444,43 @@ mod tests {
             out.push((e.watch, e.index, format!("{:?} {}", e.change, e.path)));
         }
         out
+    }
+
+    #[test]
+    fn watches_below_a_directory_that_moves_are_owed_a_resync() {
+        let router = EventRouter::default();
+        let (tx, mut rx) = mpsc::channel(100);
+        router.watch(spec(1, 1, "/a/b", false, &tx), 0).unwrap();
+        router.watch(spec(1, 2, "/ab", false, &tx), 0).unwrap();
+        router.watch(spec(1, 3, "/x/b/c", true, &tx), 0).unwrap();
+        router.watch(spec(1, 4, "/", true, &tx), 0).unwrap();
+        let moved = |index, path: &str, change| NodeEvent {
+            kind: Kind::Dir,
+            change,
+            ..event(index, path)
+        };
+        // /a moves to /x: what /a/b and /x/b/c name changed, /ab's did not.
+        router.publish_changes(&[
+            moved(5, "/a", NodeChange::Deleted),
+            moved(5, "/x", NodeChange::Created),
+            event(6, "/x/b/c"),
+        ]);
+        let got = received(&mut rx);
+        let resyncs: Vec<_> = got
+            .iter()
+            .filter(|(_, _, c)| c.starts_with("RESYNC"))
+            .collect();
+        assert_eq!(
+            resyncs,
+            [
+                &(1, 5, "RESYNC /a/b".to_string()),
+                &(3, 6, "RESYNC /x/b/c".to_string())
+            ]
+        );
+        // The recursive watch of the root sees the move itself, and no RESYNC.
+        assert!(got.contains(&(4, 5, "DELETED /a".to_string())), "{got:?}");
+        assert!(got.contains(&(4, 5, "CREATED /x".to_string())), "{got:?}");
+        assert!(got.iter().all(|(w, _, _)| *w != 2), "{got:?}");
     }
 
     #[test]

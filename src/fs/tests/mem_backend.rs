@@ -11,7 +11,7 @@ use tokio::sync::oneshot;
 
 use crate::fs::backend::{
     Backend, BoxFut, DirEntry, Errno, FileAttr, Holder, LockKind, LockReply, LockSpec, LockStyle,
-    NodeKind,
+    NodeKind, RenameHow,
 };
 use crate::fs::pins::Pins;
 use crate::state::{
@@ -341,11 +341,25 @@ impl Backend for MemBackend {
         done(self.with(|i| i.apply(Command::Rmdir { at }).map(drop)))
     }
 
-    fn rename(&self, parent: u64, name: &str, new_parent: u64, new_name: &str) -> BoxFut<'_, ()> {
+    fn rename(
+        &self,
+        parent: u64,
+        name: &str,
+        new_parent: u64,
+        new_name: &str,
+        how: RenameHow,
+    ) -> BoxFut<'_, ()> {
         let (from, to) = (child(parent, name), child(new_parent, new_name));
         done(self.with(|i| {
-            i.keep(&to);
-            i.apply(Command::Rename { from, to }).map(drop)
+            let cmd = match how {
+                RenameHow::Replace => {
+                    i.keep(&to);
+                    Command::Rename { from, to }
+                }
+                RenameHow::NoReplace => Command::RenameNoReplace { from, to },
+                RenameHow::Exchange => Command::Exchange { a: from, b: to },
+            };
+            i.apply(cmd).map(drop)
         }))
     }
 
