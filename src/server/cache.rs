@@ -154,6 +154,12 @@ impl<R> CacheWaits<R> {
     pub fn is_empty(&self) -> bool {
         self.held.is_empty()
     }
+
+    /// Whether a write at or below `index` is still held: some cache may still serve what it
+    /// changed, so a read at `index` must not show the change yet.
+    pub fn holds_through(&self, index: u64) -> bool {
+        self.held.iter().any(|h| h.index <= index)
+    }
 }
 
 #[cfg(test)]
@@ -241,6 +247,25 @@ mod tests {
             w.with(t0, |v| waits.hold(4, paths(&["/f"]), v, vec![4])),
             vec![4]
         );
+    }
+
+    #[test]
+    fn reads_at_or_above_a_held_write_wait_and_a_barrier_without_answers_holds_too() {
+        let t0 = Instant::now();
+        let w = World::new(&[1]);
+        w.register(1, "/", 2);
+        let mut waits: CacheWaits<u32> = CacheWaits::new(MARGIN);
+        w.with(t0, |v| waits.hold(5, paths(&["/f"]), v, vec![5]));
+        assert!(!waits.holds_through(4));
+        assert!(waits.holds_through(5) && waits.holds_through(9));
+        // A new leader's barrier: no answers, held for every cache all the same.
+        w.with(t0, |v| waits.hold(7, paths(&["/"]), v, Vec::new()));
+        w.register(1, "/", 5);
+        assert_eq!(w.with(t0, |v| waits.release(v)), vec![5]);
+        assert!(!waits.holds_through(6) && waits.holds_through(7));
+        w.register(1, "/", 7);
+        assert!(w.with(t0, |v| waits.release(v)).is_empty());
+        assert!(!waits.holds_through(u64::MAX));
     }
 
     #[test]

@@ -85,6 +85,11 @@ enum PendingRead {
 }
 
 impl PendingRead {
+    /// A cache registering: never held back by the writes waiting for caches.
+    fn registers_cache(&self) -> bool {
+        matches!(self, PendingRead::Watch(spec, ..) if spec.cache)
+    }
+
     fn fail(self, e: ServerError) {
         match self {
             PendingRead::Query(_, _, reply) => {
@@ -216,6 +221,12 @@ pub struct Node {
     next_read_ctx: u64,
     /// Reads whose ReadIndex is known, waiting for it to be applied.
     ready_reads: Vec<(u64, ReadBatch)>,
+    /// ReadIndex answers to followers, sent once no cache may still serve an older state than
+    /// their index shows (see [`Node::gated`]).
+    gated_read_answers: Vec<Message>,
+    /// Set on becoming leader: the last index then, held like a write until every cache has
+    /// registered here or lost its lease (see [`Node::observe_role`]).
+    pending_barrier: Option<u64>,
     role: StateRole,
     leader_id: u64,
     events: Arc<EventRouter>,
@@ -331,6 +342,8 @@ impl Node {
             read_batches: HashMap::new(),
             next_read_ctx: 1,
             ready_reads: Vec::new(),
+            gated_read_answers: Vec::new(),
+            pending_barrier: None,
             role: StateRole::Follower,
             leader_id: 0,
             events,
@@ -409,6 +422,7 @@ impl Node {
             }
             self.on_ready()?;
             self.answer_reads();
+            self.send_read_answers();
             self.fail_truncated_proposals();
             self.maybe_snapshot()?;
         }
@@ -1058,6 +1072,10 @@ impl Node {
         let term = self.raw.raft.term;
         if role == StateRole::Leader {
             let _ = self.leading();
+            // Caches registered with former leaders may still serve what the entries up to
+            // here replaced, and nothing here waits for them: reads wait for a barrier
+            // instead, released once each cache registered here or its lease lapsed.
+            self.pending_barrier = Some(self.raw.raft.raft_log.last_index());
         }
         match role {
             StateRole::Leader => log::info!("node {} is now the leader (term {term})", self.cfg.id),
@@ -1081,8 +1099,34 @@ impl Node {
         self.leader_id = leader_id;
     }
 
-    fn send(&self, msgs: Vec<Message>) {
+    fn send(&mut self, msgs: Vec<Message>) {
         for msg in msgs {
+            if msg.get_msg_type() == MessageType::MsgReadIndexResp && self.gated(msg.index) {
+                self.gated_read_answers.push(msg);
+            } else {
+                self.transport.send(msg);
+            }
+        }
+    }
+
+    /// Whether a read at `index` must wait: a write at or below it is held until every cache
+    /// that may hold what it changed has dropped it (`cache.rs`). A read that showed the write
+    /// before then could be followed, on another host, by a read its cache answers with what
+    /// the write replaced: the writes would not be linearizable. A cache's own registration
+    /// never waits (the held writes may be waiting for it).
+    fn gated(&self, index: u64) -> bool {
+        self.pending_barrier.is_some_and(|b| b <= index) || self.cache_waits.holds_through(index)
+    }
+
+    fn send_read_answers(&mut self) {
+        if self.gated_read_answers.is_empty() {
+            return;
+        }
+        let (go, wait): (Vec<_>, Vec<_>) = std::mem::take(&mut self.gated_read_answers)
+            .into_iter()
+            .partition(|m| !self.gated(m.index));
+        self.gated_read_answers = wait;
+        for msg in go {
             self.transport.send(msg);
         }
     }
@@ -1102,8 +1146,21 @@ impl Node {
             .into_iter()
             .partition(|(index, _)| *index <= applied);
         self.ready_reads = later;
-        for (_, batch) in now {
-            for read in batch.reads {
+        for (index, batch) in now {
+            let (waiting, reads): (Vec<_>, Vec<_>) = batch
+                .reads
+                .into_iter()
+                .partition(|read| !read.registers_cache() && self.gated(index));
+            if !waiting.is_empty() {
+                self.ready_reads.push((
+                    index,
+                    ReadBatch {
+                        started: batch.started,
+                        reads: waiting,
+                    },
+                ));
+            }
+            for read in reads {
                 match read {
                     PendingRead::Query(query, access, reply) => {
                         let _ = reply.send(self.answer(&query, &access));
@@ -1514,6 +1571,8 @@ impl Node {
             .map(|(s, ttl_ms)| (s, Duration::from_millis(ttl_ms)))
             .collect();
         if caching.is_empty() && self.cache_waits.is_empty() {
+            // No cache to wait for.
+            self.pending_barrier = None;
             return answers.into_iter().map(|(.., r, res)| (r, res)).collect();
         }
         let now = Instant::now();
@@ -1537,6 +1596,12 @@ impl Node {
             now,
         };
         let mut ready = Vec::new();
+        if let Some(index) = self.pending_barrier.take() {
+            ready.extend(
+                self.cache_waits
+                    .hold(index, vec!["/".into()], &view, Vec::new()),
+            );
+        }
         for (index, paths, reply, result) in answers {
             if paths.is_empty() || result.is_err() {
                 ready.push((reply, result));
