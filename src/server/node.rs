@@ -707,7 +707,12 @@ impl Node {
             .ok_or(ServerError::State(StateError::SessionExpired))?;
         let term = self.raw.raft.term;
         let ttl_d = Duration::from_millis(ttl);
-        if self.cache_waits.overdue(session, Instant::now()) {
+        // Only a cache registered here can be late: one that is not (its watch is on another
+        // node, a former leader say) holds writes and reads only until their deadline, and
+        // refusing its keep-alives would end a healthy session.
+        if self.events.cache_registration(session).is_some()
+            && self.cache_waits.overdue(session, Instant::now())
+        {
             return Err(ServerError::Unavailable(
                 "the session's cache has not acknowledged changes in time; its lease is renewed \
                  once it has"
