@@ -221,7 +221,11 @@ pub fn command(rng: &mut StdRng, names: &Names) -> Command {
             target: Target::Path("/e".into()),
             ephemeral: rng.gen(),
         },
-        16 => match rng.gen_range(0..3) {
+        16 => match rng.gen_range(0..4) {
+            3 => Command::Link {
+                target: target(rng),
+                at: target(rng),
+            },
             0 => Command::Rename {
                 from: target(rng),
                 to: target(rng),

@@ -127,6 +127,8 @@ pub fn targets(command: &Command) -> Vec<(&Target, bool)> {
         | Command::RenameNoReplace { from, to }
         | Command::Exchange { a: from, b: to } => vec![(from, false), (to, false)],
         Command::Open { at, create, .. } => vec![(at, create.is_none())],
+        // A new name makes the file reachable there: both places must be within reach.
+        Command::Link { target, at } => vec![(target, false), (at, false)],
         // Listed one by one, so that a new command must say what it names.
         Command::OpenSession { .. }
         | Command::CloseSession { .. }

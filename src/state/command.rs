@@ -193,6 +193,11 @@ pub enum Command {
         a: Target,
         b: Target,
     },
+    /// Gives the file `target` one more name, `at` (link(2)).
+    Link {
+        target: Target,
+        at: Target,
+    },
 }
 
 /// How a rename treats what is at its destination.

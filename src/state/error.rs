@@ -56,6 +56,9 @@ pub enum StateError {
     /// its limit (see `quota.rs`).
     #[error("{0}")]
     QuotaExceeded(String),
+    /// A file has as many names as it may have (`links.rs`).
+    #[error("too many links")]
+    TooManyLinks,
 }
 
 // Linux errno numbers, spelled out so the state layer needs no libc.
@@ -74,6 +77,7 @@ const EFBIG: i32 = 27;
 const ENAMETOOLONG: i32 = 36;
 const ENOLCK: i32 = 37;
 const ENOTEMPTY: i32 = 39;
+const EMLINK: i32 = 31;
 const ESTALE: i32 = 116;
 const EDQUOT: i32 = 122;
 const EKEYEXPIRED: i32 = 127;
@@ -101,6 +105,7 @@ impl StateError {
             StateError::NoLocks => ENOLCK,
             StateError::GenerationMismatch { .. } => ESTALE,
             StateError::QuotaExceeded(_) => EDQUOT,
+            StateError::TooManyLinks => EMLINK,
         }
     }
 }

@@ -45,6 +45,7 @@
 mod command;
 mod dedup;
 mod error;
+mod links;
 mod lock;
 mod locking;
 mod node;
@@ -67,6 +68,7 @@ pub use command::{
 };
 pub use dedup::MAX_CACHED_RESULTS;
 pub use error::StateError;
+pub use links::MAX_LINKS;
 pub use locking::{MAX_GRANTED_MEMORY, MAX_LOCKS_PER_NODE};
 pub use path::{normalize, parent_of, split_path, validate_name, MAX_NAME_LEN};
 pub use perm::{UserIds, MAX_GROUPS};

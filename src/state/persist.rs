@@ -4,6 +4,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use super::dedup::MAX_CACHED_RESULTS;
+use super::links::MAX_LINKS;
 use super::lock::{Held, LockTable};
 use super::locking::MAX_GRANTED_MEMORY;
 use super::node::{Node, PERMISSION_BITS};
@@ -11,8 +12,8 @@ use super::orphan::Orphan;
 use super::path::validate_name;
 use super::quota::Usage;
 use super::record::{
-    self, Meta, HANDLE_PREFIX, LOCK_PREFIX, META_KEY, NODE_PREFIX, ORPHAN_PREFIX, RESPONSE_PREFIX,
-    SESSION_PREFIX,
+    self, Meta, HANDLE_PREFIX, LOCK_PREFIX, META_KEY, NAMES_PREFIX, NODE_PREFIX, ORPHAN_PREFIX,
+    RESPONSE_PREFIX, SESSION_PREFIX,
 };
 use super::session::{Handle, Session};
 use super::tree::{Change, StateMachine, ROOT};
@@ -61,6 +62,10 @@ impl StateMachine {
             let value = self.orphans.get(&ino).map(record::encode);
             changes.push((record::key(ORPHAN_PREFIX, &[ino]), value));
         }
+        for ino in std::mem::take(&mut self.dirty_extra_names) {
+            let value = self.extra_names.get(&ino).map(record::encode);
+            changes.push((record::key(NAMES_PREFIX, &[ino]), value));
+        }
         changes.sort_by(|a, b| a.0.cmp(&b.0));
         changes
     }
@@ -97,6 +102,9 @@ impl StateMachine {
         for (&ino, orphan) in &self.orphans {
             f(record::key(ORPHAN_PREFIX, &[ino]), record::encode(orphan));
         }
+        for (&ino, names) in &self.extra_names {
+            f(record::key(NAMES_PREFIX, &[ino]), record::encode(names));
+        }
     }
 
     /// Rebuilds the state from stored records, in any order. No records of the state at all
@@ -111,6 +119,7 @@ impl StateMachine {
         let mut responses: BTreeMap<(u64, u64), Response> = BTreeMap::new();
         let mut locks: BTreeMap<u64, LockTable> = BTreeMap::new();
         let mut orphans: BTreeMap<u64, Orphan> = BTreeMap::new();
+        let mut extra_names: BTreeMap<u64, Vec<(u64, String)>> = BTreeMap::new();
         let mut meta = None;
         fn once<K: Ord + std::fmt::Debug, V>(
             map: &mut BTreeMap<K, V>,
@@ -151,6 +160,13 @@ impl StateMachine {
             } else if let Some(ids) = record::parse_key::<1>(ORPHAN_PREFIX, &key) {
                 let [ino] = ids?;
                 once(&mut orphans, ino, record::decode("orphan record", &value)?)?;
+            } else if let Some(ids) = record::parse_key::<1>(NAMES_PREFIX, &key) {
+                let [ino] = ids?;
+                once(
+                    &mut extra_names,
+                    ino,
+                    record::decode("names record", &value)?,
+                )?;
             }
         }
         let meta = match meta {
@@ -159,7 +175,8 @@ impl StateMachine {
                 && handles.is_empty()
                 && responses.is_empty()
                 && locks.is_empty()
-                && orphans.is_empty() =>
+                && orphans.is_empty()
+                && extra_names.is_empty() =>
             {
                 return Ok(Self::new())
             }
@@ -171,6 +188,11 @@ impl StateMachine {
             // An orphan has no name (parent 0); `validate` checks it has its record.
             .filter(|(&ino, node)| ino != ROOT && node.parent != 0)
             .map(|(&ino, node)| (node.parent, node.name.clone(), ino))
+            .chain(
+                extra_names
+                    .iter()
+                    .flat_map(|(&ino, names)| names.iter().map(move |(p, n)| (*p, n.clone(), ino))),
+            )
             .collect();
         for (parent, name, ino) in links {
             let dir = nodes
@@ -218,6 +240,7 @@ impl StateMachine {
             caching,
             orphans,
             orphan_times,
+            extra_names,
             nodes,
             meta,
             sessions,
@@ -235,6 +258,7 @@ impl StateMachine {
             dirty_handles: BTreeSet::new(),
             dirty_locks: BTreeSet::new(),
             dirty_orphans: BTreeSet::new(),
+            dirty_extra_names: BTreeSet::new(),
             dirty_responses: BTreeSet::new(),
             meta_dirty: false,
         };
@@ -313,8 +337,14 @@ impl StateMachine {
                 return corrupt(format!("file {ino} has entries"));
             }
             for (name, child) in &node.children {
+                let first = |c: &Node| c.parent == ino && &c.name == name;
+                let other = || {
+                    self.extra_names
+                        .get(child)
+                        .is_some_and(|names| names.iter().any(|(p, n)| *p == ino && n == name))
+                };
                 match self.nodes.get(child) {
-                    Some(c) if *child != ROOT && c.parent == ino && &c.name == name => {}
+                    Some(c) if *child != ROOT && (first(c) || other()) => {}
                     _ => {
                         return corrupt(format!("directory {ino}: entry {name:?} is inconsistent"))
                     }
@@ -361,6 +391,21 @@ impl StateMachine {
         for &ino in self.orphans.keys() {
             if self.nodes.get(&ino).is_none_or(|n| n.parent != 0) {
                 return corrupt(format!("orphan {ino}: no nameless node"));
+            }
+        }
+        for (&ino, names) in &self.extra_names {
+            let file = self
+                .nodes
+                .get(&ino)
+                .filter(|n| !n.is_dir() && n.parent != 0);
+            if file.is_none() || names.is_empty() || names.len() >= MAX_LINKS {
+                return corrupt(format!("names of {ino}: not a named file, or too many"));
+            }
+            for (parent, name) in names {
+                let listed = self.nodes.get(parent).and_then(|d| d.children.get(name));
+                if validate_name(name).is_err() || listed != Some(&ino) {
+                    return corrupt(format!("names of {ino}: {name:?} in {parent}"));
+                }
             }
         }
         if seen.len() + self.orphans.len() != self.nodes.len() {

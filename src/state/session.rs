@@ -286,7 +286,7 @@ impl StateMachine {
         self.dirty_handles.insert(handle);
         *self.holds.entry(ino).or_insert(0) += 1;
         self.session_mut(session).handles.insert(handle);
-        let attr: Attr = self.nodes[&ino].attr(ino);
+        let attr: Attr = self.attr_of(ino);
         Ok(Outcome::Opened { handle, attr })
     }
 

@@ -3,6 +3,7 @@
 
 mod dedup;
 mod events;
+mod links;
 mod locks;
 mod orphans;
 mod perm;

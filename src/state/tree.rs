@@ -51,6 +51,8 @@ pub struct StateMachine {
     pub(super) orphans: BTreeMap<u64, Orphan>,
     /// Derived: (keep_until_ns, instance) of every orphan not yet due.
     pub(super) orphan_times: BTreeSet<(u64, u64)>,
+    /// The names of files beyond their first (`links.rs`), by instance.
+    pub(super) extra_names: BTreeMap<u64, Vec<(u64, String)>>,
     /// Events since the last `take_events`. Not stored.
     pub(super) events: Vec<Event>,
     /// Node changes since the last `take_node_events`. Not stored.
@@ -65,6 +67,7 @@ pub struct StateMachine {
     pub(super) dirty_handles: BTreeSet<u64>,
     pub(super) dirty_locks: BTreeSet<u64>,
     pub(super) dirty_orphans: BTreeSet<u64>,
+    pub(super) dirty_extra_names: BTreeSet<u64>,
     /// (session, request sequence number) of cached results.
     pub(super) dirty_responses: BTreeSet<(u64, u64)>,
     pub(super) meta_dirty: bool,
@@ -118,6 +121,7 @@ impl StateMachine {
             caching: BTreeSet::new(),
             orphans: BTreeMap::new(),
             orphan_times: BTreeSet::new(),
+            extra_names: BTreeMap::new(),
             events: Vec::new(),
             node_events: Vec::new(),
             applying: 0,
@@ -127,6 +131,7 @@ impl StateMachine {
             dirty_handles: BTreeSet::new(),
             dirty_locks: BTreeSet::new(),
             dirty_orphans: BTreeSet::new(),
+            dirty_extra_names: BTreeSet::new(),
             dirty_responses: BTreeSet::new(),
             meta_dirty: true,
         }
@@ -176,6 +181,7 @@ impl StateMachine {
                 self.rename(from, to, RenameHow::NoReplace, now)
             }
             Command::Exchange { a, b } => self.rename(a, b, RenameHow::Exchange, now),
+            Command::Link { target, at } => self.link(target, at, now),
             Command::SetAttr {
                 target,
                 mode,
@@ -263,7 +269,7 @@ impl StateMachine {
                 let wanted = len.map_or(usize::MAX, |l| usize::try_from(l).unwrap_or(usize::MAX));
                 let end = start.saturating_add(wanted).min(size);
                 Ok(Outcome::Data {
-                    attr: node.attr(ino),
+                    attr: self.attr_of(ino),
                     data: node.data[start..end].to_vec(),
                 })
             }
@@ -355,7 +361,7 @@ impl StateMachine {
 
     /// The attributes of node `ino`.
     pub fn attr(&self, ino: u64) -> Result<Attr, StateError> {
-        self.node(ino).map(|node| node.attr(ino))
+        self.node(ino).map(|_| self.attr_of(ino))
     }
 
     /// Number of nodes, the root included.
@@ -390,7 +396,7 @@ impl StateMachine {
         }
         let node = Node::new(Kind::Dir, slot.parent, &slot.name, mode, uid, gid, now);
         let ino = self.insert_node(node, now);
-        Ok(Outcome::Attr(self.nodes[&ino].attr(ino)))
+        Ok(Outcome::Attr(self.attr_of(ino)))
     }
 
     fn create(
@@ -407,13 +413,13 @@ impl StateMachine {
             return if exclusive {
                 Err(StateError::AlreadyExists)
             } else {
-                self.file(ino).map(|node| Outcome::Attr(node.attr(ino)))
+                self.file(ino).map(|_| Outcome::Attr(self.attr_of(ino)))
             };
         }
         self.not_ephemeral(slot.parent)?;
         let node = Node::new(Kind::File, slot.parent, &slot.name, mode, uid, gid, now);
         let ino = self.insert_node(node, now);
-        Ok(Outcome::Attr(self.nodes[&ino].attr(ino)))
+        Ok(Outcome::Attr(self.attr_of(ino)))
     }
 
     #[allow(clippy::too_many_arguments)] // one per field of Command::Write, plus the context
@@ -445,7 +451,8 @@ impl StateMachine {
             node.data.resize(new_len, 0);
             node.data[start..start + data.len()].copy_from_slice(data);
         }
-        let attr = Self::modified(node, now).attr(ino);
+        Self::modified(node, now);
+        let attr = self.attr_of(ino);
         self.node_event(ino, modified_change(&attr));
         Ok(Outcome::Attr(attr))
     }
@@ -488,7 +495,8 @@ impl StateMachine {
         self.usage.resize(self.nodes[&ino].data.len(), data.len());
         let node = self.node_mut(ino);
         node.data = data.to_vec();
-        let attr = Self::modified(node, now).attr(ino);
+        Self::modified(node, now);
+        let attr = self.attr_of(ino);
         self.node_event(ino, modified_change(&attr));
         Ok(Outcome::Attr(attr))
     }
@@ -506,7 +514,8 @@ impl StateMachine {
         self.usage.resize(self.nodes[&ino].data.len(), size);
         let node = self.node_mut(ino);
         node.data.resize(size, 0);
-        let attr = Self::modified(node, now).attr(ino);
+        Self::modified(node, now);
+        let attr = self.attr_of(ino);
         self.node_event(ino, modified_change(&attr));
         Ok(Outcome::Attr(attr))
     }
@@ -514,8 +523,24 @@ impl StateMachine {
     fn unlink(&mut self, at: &Target, now: u64) -> Result<Outcome, StateError> {
         let ino = self.lookup_linked(at)?;
         self.file(ino)?;
-        self.unlink_file(ino, now);
+        let (parent, name) = self.name_at(at, ino)?;
+        self.remove_name(ino, parent, &name, now);
         Ok(Outcome::Done)
+    }
+
+    /// The name a target reaches linked node `ino` by: its own for a path or a (parent,
+    /// name), the first one for an instance.
+    fn name_at(&self, target: &Target, ino: u64) -> Result<(u64, String), StateError> {
+        match target {
+            Target::Ino(_) => {
+                let node = &self.nodes[&ino];
+                Ok((node.parent, node.name.clone()))
+            }
+            _ => {
+                let slot = self.resolve_slot(target)?;
+                Ok((slot.parent, slot.name))
+            }
+        }
     }
 
     fn rmdir(&mut self, at: &Target, now: u64) -> Result<Outcome, StateError> {
@@ -555,7 +580,7 @@ impl StateMachine {
             return Ok(Outcome::Done);
         }
         let source = &self.nodes[&ino];
-        let (old_parent, old_name) = (source.parent, source.name.clone());
+        let (old_parent, old_name) = self.name_at(from, ino)?;
         if source.is_dir() && self.is_below(slot.parent, ino) {
             return Err(StateError::InvalidArgument(
                 "a directory cannot move below itself".into(),
@@ -579,35 +604,31 @@ impl StateMachine {
             }
         }
         // Checked; from here on nothing fails. What leaves `to` is reported first.
-        if let Some(target) = existing {
-            if how == RenameHow::Exchange {
-                self.node_event(target, NodeChange::Deleted);
-            } else if self.nodes[&target].is_dir() {
-                self.delete_node(target, now);
-            } else {
-                self.unlink_file(target, now);
+        let to = (slot.parent, slot.name.as_str());
+        match existing {
+            Some(target) if how == RenameHow::Exchange => {
+                self.name_event(target, slot.parent, &slot.name, NodeChange::Deleted);
             }
+            Some(target) if self.nodes[&target].is_dir() => self.delete_node(target, now),
+            Some(target) => self.remove_name(target, slot.parent, &slot.name, now),
+            None => {}
         }
-        self.node_event(ino, NodeChange::Deleted);
+        self.name_event(ino, old_parent, &old_name, NodeChange::Deleted);
         self.dir_mut(old_parent, now).children.remove(&old_name);
-        let node = self.node_mut(ino);
-        node.parent = slot.parent;
-        node.name = slot.name.clone();
-        node.ctime_ns = now;
+        self.move_name(ino, (old_parent, &old_name), to);
+        self.node_mut(ino).ctime_ns = now;
         self.dir_mut(slot.parent, now)
             .children
-            .insert(slot.name, ino);
+            .insert(slot.name.clone(), ino);
         if let (Some(target), RenameHow::Exchange) = (existing, how) {
-            let node = self.node_mut(target);
-            node.parent = old_parent;
-            node.name = old_name.clone();
-            node.ctime_ns = now;
+            self.move_name(target, to, (old_parent, &old_name));
+            self.node_mut(target).ctime_ns = now;
             self.dir_mut(old_parent, now)
                 .children
-                .insert(old_name, target);
-            self.node_event(target, NodeChange::Created);
+                .insert(old_name.clone(), target);
+            self.name_event(target, old_parent, &old_name, NodeChange::Created);
         }
-        self.node_event(ino, NodeChange::Created);
+        self.name_event(ino, slot.parent, &slot.name, NodeChange::Created);
         Ok(Outcome::Done)
     }
 
@@ -648,7 +669,7 @@ impl StateMachine {
         node.atime_ns = atime_ns.unwrap_or(node.atime_ns);
         node.mtime_ns = mtime_ns.unwrap_or(node.mtime_ns);
         node.ctime_ns = now;
-        let attr = node.attr(ino);
+        let attr = self.attr_of(ino);
         self.node_event(ino, NodeChange::Attrib);
         Ok(Outcome::Attr(attr))
     }
@@ -664,7 +685,7 @@ impl StateMachine {
         let node = self.node_mut(ino);
         node.ephemeral = ephemeral;
         node.ctime_ns = now;
-        let attr = node.attr(ino);
+        let attr = self.attr_of(ino);
         self.node_event(ino, NodeChange::Attrib);
         Ok(Outcome::Attr(attr))
     }
@@ -803,6 +824,7 @@ impl StateMachine {
     pub(super) fn delete_node(&mut self, ino: u64, now: u64) {
         self.drop_locks(ino);
         self.node_event(ino, NodeChange::Deleted);
+        self.drop_extra_names(ino, now);
         let node = self
             .nodes
             .remove(&ino)
@@ -814,24 +836,26 @@ impl StateMachine {
 }
 
 impl StateMachine {
-    /// Reports a change of live node `ino` at its current path. An orphan has none: its
-    /// changes are reported to nobody (see `orphan.rs`).
+    /// Reports a change of live node `ino` at each of its names (`links.rs`). An orphan has
+    /// none: its changes are reported to nobody (see `orphan.rs`).
     pub(super) fn node_event(&mut self, ino: u64, change: NodeChange) {
-        if self.is_orphan(ino) {
+        if ino == ROOT {
+            let event = NodeEvent {
+                index: self.applying,
+                path: "/".into(),
+                instance: ROOT,
+                parent: ROOT,
+                name: String::new(),
+                kind: Kind::Dir,
+                by: self.applying_for,
+                change,
+            };
+            self.node_events.push(event);
             return;
         }
-        let node = &self.nodes[&ino];
-        let event = NodeEvent {
-            index: self.applying,
-            path: self.path_of(ino),
-            instance: ino,
-            parent: node.parent,
-            name: node.name.clone(),
-            kind: node.kind,
-            by: self.applying_for,
-            change,
-        };
-        self.node_events.push(event);
+        for (parent, name) in self.names_of(ino) {
+            self.name_event(ino, parent, &name, change.clone());
+        }
     }
 }
 

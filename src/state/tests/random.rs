@@ -134,9 +134,15 @@ impl Gen {
             },
             12 | 13 => Command::Unlink { at: self.target() },
             14 => Command::Rmdir { at: self.target() },
-            15 => Command::Rename {
-                from: self.target(),
-                to: self.target(),
+            15 => match self.rng.gen_range(0..2) {
+                0 => Command::Rename {
+                    from: self.target(),
+                    to: self.target(),
+                },
+                _ => Command::Link {
+                    target: self.target(),
+                    at: self.target(),
+                },
             },
             16 => match self.rng.gen_range(0..3) {
                 0 => Command::Rename {

@@ -161,7 +161,11 @@ impl Gen {
             92..=93 => Command::Unlink {
                 at: Target::Path(self.path()),
             },
-            94 => match self.rng.gen_range(0..3) {
+            94 => match self.rng.gen_range(0..4) {
+                3 => Command::Link {
+                    target: Target::Path(self.path()),
+                    at: Target::Path(self.path()),
+                },
                 0 => Command::Rename {
                     from: Target::Path(self.path()),
                     to: Target::Path(self.path()),

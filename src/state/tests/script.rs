@@ -4,13 +4,14 @@
 //! instead (review the diff!).
 //!
 //! Commands: `mkdir|create|put|write|truncate|unlink|rmdir|rename|rename-noreplace|exchange|
-//! setattr|ephemeral|stat|read|ls`,
+//! link|setattr|ephemeral|stat|read|ls`,
 //! then targets (`#ino`, `#parent:name`, anything else is a path), then `key=value` options
 //! (`mode= uid= gid= data= off= len= size= atime= mtime= ifgen=`) and flags (`excl`, `trunc`, `off`).
 //! `time N`, `limit N` and `delay N` set the leader time, file size limit and lock-delay for the
 //! commands that follow.
 //! Attributes print as `kind #instance parent=#p mode owner=uid:gid size times gen=content/lock/acl
-//! children [ephemeral]`; errors as `error: Variant`.
+//! children [ephemeral] [links=N]` (links only when a file has other than one); errors as
+//! `error: Variant`.
 //!
 //! Sessions and locks: `session host= ttl= pid= name=`, `endsession s=`, `expire s=`,
 //! `open s= TARGET [create] [excl]`, `close s= h=`, `lock s= h= o= flock|posix sh|ex start= end=
@@ -252,6 +253,10 @@ impl Runner {
                 a: at(),
                 b: targets[1].clone(),
             },
+            "link" => Command::Link {
+                target: at(),
+                at: targets[1].clone(),
+            },
             "setattr" => Command::SetAttr {
                 target: at(),
                 mode,
@@ -448,7 +453,7 @@ fn kind(kind: Kind) -> &'static str {
 
 fn show_attr(a: &Attr) -> String {
     format!(
-        "{} #{} parent=#{} mode={:o} owner={}:{} size={} atime={} mtime={} ctime={} gen={}/{}/{} children={}{}",
+        "{} #{} parent=#{} mode={:o} owner={}:{} size={} atime={} mtime={} ctime={} gen={}/{}/{} children={}{}{}",
         kind(a.kind),
         a.instance,
         a.parent,
@@ -463,6 +468,10 @@ fn show_attr(a: &Attr) -> String {
         a.lock_generation,
         a.acl_generation,
         a.children,
-        if a.ephemeral { " ephemeral" } else { "" }
+        if a.ephemeral { " ephemeral" } else { "" },
+        match (a.kind, a.links) {
+            (Kind::File, 1) | (Kind::Dir, 2) => String::new(),
+            (_, n) => format!(" links={n}"),
+        }
     )
 }
