@@ -7,11 +7,15 @@
 #   util-linux          flock(1)
 #   python3             tests that take fcntl locks from Python
 #   inotify-tools       inotifywait, for the test of inotify on a mount
+#   liblockfile-bin     dotlockfile, the NFS-safe lockfile idiom (link(2)) tested on mounts
+#   python3-filelock    py-filelock, a Python locking library tested on mounts (system
+#                       /usr/bin/python3)
 #   prometheus          promtool, which checks mount-tools/prometheus/ (installed without
 #                       its recommends; the server itself is not needed)
 # Run as root (or it uses sudo). Safe to run again.
 set -euo pipefail
-packages=(fuse3 clang libclang-dev pkg-config attr util-linux python3 inotify-tools ca-certificates)
+packages=(fuse3 clang libclang-dev pkg-config attr util-linux python3 inotify-tools ca-certificates
+    liblockfile-bin python3-filelock)
 if [ "$(id -u)" -eq 0 ]; then sudo=(); else sudo=(sudo); fi
 missing=()
 for p in "${packages[@]}"; do

@@ -244,3 +244,63 @@ print(open(\"cur\").read().strip(), open(\"next\").read().strip(), missing, ctyp
     eprintln!("reader on B: {n} reads during 200 exchanges on A, {bad} bad");
     assert_eq!(bad, "0", "a read found a name missing or a mixed version");
 }
+
+/// The NFS-safe lockfile idiom (a unique file, `link(2)` to the lock's name, a link count of
+/// two), as `dotlockfile` from liblockfile does it: six tries from two hosts at once, exactly
+/// one holder; after it lets go, the next try gets it.
+#[test]
+fn dotlockfile_on_two_hosts_has_exactly_one_holder() {
+    let h = Hosts::start();
+    h.ok("mkdir \"$A/spool\"");
+    let out = h.ok("for i in 1 2 3; do
+           (dotlockfile -l -r 0 \"$A/spool/mail.lock\" && echo got) &
+           (dotlockfile -l -r 0 \"$B/spool/mail.lock\" && echo got) &
+         done 2>/dev/null; wait");
+    assert_eq!(out, "got\n", "exactly one of six takes the lock");
+    // Nothing of the losers is left behind; the lock file has one name.
+    assert_eq!(
+        h.ok("ls -A \"$B/spool\"; stat -c %h \"$A/spool/mail.lock\""),
+        "mail.lock\n1\n"
+    );
+    h.ok("dotlockfile -u \"$B/spool/mail.lock\"");
+    h.ok("dotlockfile -l -r 0 \"$A/spool/mail.lock\" && dotlockfile -u \"$A/spool/mail.lock\"");
+    assert_eq!(h.ok("ls -A \"$A/spool\""), "");
+}
+
+/// py-filelock (the system's, Debian's python3-filelock): its `FileLock` (flock) and
+/// `SoftFileLock` (a file made with O_EXCL) guard one counter from two hosts; every increment
+/// is kept.
+#[test]
+fn py_filelock_guards_a_counter_from_two_hosts() {
+    let mut h = Hosts::start();
+    let script = r#"
+import os, sys, filelock
+m, kind, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
+lock = (filelock.FileLock if kind == "flock" else filelock.SoftFileLock)(m + "/" + kind + ".lock")
+for _ in range(n):
+    with lock:
+        path = m + "/" + kind + ".count"
+        value = int(open(path).read()) if os.path.exists(path) else 0
+        with open(path, "w") as f:
+            f.write(str(value + 1))
+"#;
+    std::fs::write(h.out("counter.py"), script).unwrap();
+    for kind in ["flock", "soft"] {
+        let pids: Vec<u32> = ["$A", "$A", "$B", "$B"]
+            .iter()
+            .map(|m| {
+                h.spawn(
+                    "bash",
+                    &[
+                        "-c",
+                        &format!("exec /usr/bin/python3 \"$OUT/counter.py\" \"{m}\" {kind} 25"),
+                    ],
+                )
+            })
+            .collect();
+        for pid in pids {
+            assert!(h.wait_child(pid).success(), "a {kind} client failed");
+        }
+        assert_eq!(h.ok(&format!("cat \"$B/{kind}.count\"")), "100", "{kind}");
+    }
+}

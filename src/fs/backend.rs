@@ -229,6 +229,8 @@ pub trait Backend: Send + Sync + 'static {
     fn mkdir(&self, parent: u64, name: &str, mode: u32, uid: u32, gid: u32)
         -> BoxFut<'_, FileAttr>;
     fn unlink(&self, parent: u64, name: &str) -> BoxFut<'_, ()>;
+    /// link(2): `name` in `parent` becomes one more name of file `ino`.
+    fn link(&self, ino: u64, parent: u64, name: &str) -> BoxFut<'_, FileAttr>;
     fn rmdir(&self, parent: u64, name: &str) -> BoxFut<'_, ()>;
     /// Atomic, as rename(2) and renameat2(2) with `how`.
     fn rename(

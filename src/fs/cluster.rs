@@ -711,6 +711,16 @@ impl Backend for ClusterBackend {
         })
     }
 
+    fn link(&self, ino: u64, parent: u64, name: &str) -> BoxFut<'_, FileAttr> {
+        let name = name.to_string();
+        Box::pin(async move {
+            let mut m = proto::Link::new();
+            m.set_target(target_ino(ino));
+            m.set_at(target_child(parent, &name));
+            self.expect_attr(Op::link(m)).await
+        })
+    }
+
     fn mkdir(
         &self,
         parent: u64,

@@ -734,14 +734,21 @@ impl fuser::Filesystem for LockFs {
 
     fn link(
         &self,
-        _req: &Request,
-        _ino: INodeNo,
-        _newparent: INodeNo,
-        _newname: &OsStr,
+        req: &Request,
+        ino: INodeNo,
+        newparent: INodeNo,
+        newname: &OsStr,
         reply: ReplyEntry,
     ) {
-        let _timing = self.inner.metrics.timing("link");
-        reply.error(fuser::Errno::EPERM);
+        let timing = self.inner.metrics.timing("link");
+        let name = name_of(newname);
+        self.spawn(timing, req, |inner| async move {
+            let result = match name {
+                Ok(name) => inner.backend.link(ino.0, newparent.0, &name).await,
+                Err(e) => Err(e),
+            };
+            reply_entry(reply, result);
+        });
     }
 
     fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {

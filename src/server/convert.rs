@@ -184,6 +184,10 @@ pub fn action(req: &proto::Request) -> Result<Action, ServerError> {
             atime_ns: m.has_atime.then_some(m.atime_ns),
             mtime_ns: m.has_mtime.then_some(m.mtime_ns),
         }),
+        Op::link(m) => write(Command::Link {
+            target: target(m.target.as_ref())?,
+            at: target(m.at.as_ref())?,
+        }),
         Op::set_ephemeral(m) => write(Command::SetEphemeral {
             target: target(m.target.as_ref())?,
             ephemeral: m.ephemeral,

@@ -60,6 +60,7 @@ pub fn request_kind(req: &crate::proto::Request) -> &'static str {
             Op::rename(_) => "rename",
             Op::set_attr(_) => "set_attr",
             Op::set_ephemeral(_) => "set_ephemeral",
+            Op::link(_) => "link",
             Op::stat(_) => "stat",
             Op::read(_) => "read",
             Op::readdir(_) => "readdir",

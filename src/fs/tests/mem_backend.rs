@@ -310,6 +310,15 @@ impl Backend for MemBackend {
         }))
     }
 
+    fn link(&self, ino: u64, parent: u64, name: &str) -> BoxFut<'_, FileAttr> {
+        done(self.with(|i| {
+            i.attr_of(Command::Link {
+                target: Target::Ino(ino),
+                at: child(parent, name),
+            })
+        }))
+    }
+
     fn mkdir(
         &self,
         parent: u64,

@@ -579,6 +579,24 @@ EOF");
 }
 
 #[test]
+fn hard_links_are_names_of_one_file() {
+    let fx = Fixture::new();
+    fx.ok("echo one > f && ln f g && mkdir d && ln f d/h");
+    assert_eq!(fx.ok("stat -c '%h %i' f g d/h | uniq -c | wc -l"), "1\n");
+    assert_eq!(fx.ok("stat -c %h g"), "3\n");
+    fx.ok("echo two > g");
+    assert_eq!(fx.ok("cat f d/h"), "two\ntwo\n");
+    fx.ok("rm f && mv d/h d/h2");
+    assert_eq!(fx.ok("stat -c %h g; cat d/h2"), "2\ntwo\n");
+    let out = fx.sh("ln d d2");
+    assert!(!out.status.success());
+    let out = fx.sh("ln g d/h2");
+    assert!(out.stderr.contains("File exists"), "{}", out.stderr);
+    fx.ok("rm g d/h2");
+    assert_eq!(fx.ok("ls -A . d"), ".:\nd\n\nd:\n");
+}
+
+#[test]
 fn writes_past_the_size_limit_fail_with_efbig() {
     let fx = Fixture::new();
     let out = fx.sh("head -c 300000 /dev/zero > big");
