@@ -748,6 +748,14 @@ fn apply(root: &Path, op: &Op) -> Outcome {
         Op::Mkdir(path) => outcome(std::fs::create_dir(p(path))),
         Op::Rmdir(path) => outcome(std::fs::remove_dir(p(path))),
         Op::Rename(from, to) => outcome(std::fs::rename(p(from), p(to))),
+        Op::Link(from, to) => outcome(std::fs::hard_link(p(from), p(to))),
+        Op::Links(path) => {
+            use std::os::unix::fs::MetadataExt;
+            outcome(
+                std::fs::symlink_metadata(p(path))
+                    .map(|m| (m.is_dir(), if m.is_dir() { 0 } else { m.nlink() })),
+            )
+        }
         Op::Rename2(from, to, flags) => {
             let c = |rel: &str| std::ffi::CString::new(p(rel).into_os_string().into_vec()).unwrap();
             let (from, to) = (c(from), c(to));
@@ -792,6 +800,9 @@ enum Op {
     Rename(String, String),
     /// renameat2 with RENAME_NOREPLACE or RENAME_EXCHANGE.
     Rename2(String, String, u32),
+    Link(String, String),
+    /// The link count of a file (a directory's differs between filesystems).
+    Links(String),
     List(String),
 }
 
@@ -816,7 +827,7 @@ fn random_op(rng: &mut Rng) -> Op {
             file(rng)
         }
     };
-    match rng.index(15) {
+    match rng.index(17) {
         0 | 1 => Op::Replace(file(rng), data(rng)),
         2 => Op::Append(file(rng), data(rng)),
         3 => Op::WriteAt(file(rng), rng.index(50) as u64, data(rng)),
@@ -835,6 +846,8 @@ fn random_op(rng: &mut Rng) -> Op {
             let flags = [libc::RENAME_NOREPLACE, libc::RENAME_EXCHANGE][rng.index(2)];
             Op::Rename2(either(rng), either(rng), flags)
         }
+        14 => Op::Link(either(rng), file(rng)),
+        15 => Op::Links(file(rng)),
         _ => Op::List(dir(rng).trim_end_matches('/').to_string()),
     }
 }
