@@ -64,6 +64,7 @@ fn kind_name(k: proto::Kind) -> &'static str {
     match k {
         proto::Kind::DIR => "dir",
         proto::Kind::FILE => "file",
+        proto::Kind::SYMLINK => "symlink",
     }
 }
 

@@ -18,6 +18,7 @@ pub fn file_type(kind: NodeKind) -> fuser::FileType {
     match kind {
         NodeKind::Dir => fuser::FileType::Directory,
         NodeKind::File => fuser::FileType::RegularFile,
+        NodeKind::Symlink => fuser::FileType::Symlink,
     }
 }
 

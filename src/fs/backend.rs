@@ -57,6 +57,7 @@ impl Errno {
 pub enum NodeKind {
     Dir,
     File,
+    Symlink,
 }
 
 /// What `stat` shows, plus Chubby's monotonic numbers for the xattrs.
@@ -231,6 +232,17 @@ pub trait Backend: Send + Sync + 'static {
     fn unlink(&self, parent: u64, name: &str) -> BoxFut<'_, ()>;
     /// link(2): `name` in `parent` becomes one more name of file `ino`.
     fn link(&self, ino: u64, parent: u64, name: &str) -> BoxFut<'_, FileAttr>;
+    /// symlink(2): a symbolic link `name` in `parent` to `target`.
+    fn symlink(
+        &self,
+        parent: u64,
+        name: &str,
+        target: &str,
+        uid: u32,
+        gid: u32,
+    ) -> BoxFut<'_, FileAttr>;
+    /// readlink(2): the target of symbolic link `ino`.
+    fn readlink(&self, ino: u64) -> BoxFut<'_, Vec<u8>>;
     fn rmdir(&self, parent: u64, name: &str) -> BoxFut<'_, ()>;
     /// Atomic, as rename(2) and renameat2(2) with `how`.
     fn rename(

@@ -118,6 +118,7 @@ fn attr(a: &proto::Attr) -> FileAttr {
         kind: match a.kind {
             proto::Kind::DIR => NodeKind::Dir,
             proto::Kind::FILE => NodeKind::File,
+            proto::Kind::SYMLINK => NodeKind::Symlink,
         },
         mode: a.mode,
         uid: a.uid,
@@ -699,6 +700,7 @@ impl Backend for ClusterBackend {
                         kind: match d.kind {
                             proto::Kind::DIR => NodeKind::Dir,
                             proto::Kind::FILE => NodeKind::File,
+                            proto::Kind::SYMLINK => NodeKind::Symlink,
                         },
                     })
                     .collect(),
@@ -708,6 +710,36 @@ impl Backend for ClusterBackend {
                 c.keep_listing(t, ino, Arc::new(entries.clone()));
             }
             Ok(entries)
+        })
+    }
+
+    fn symlink(
+        &self,
+        parent: u64,
+        name: &str,
+        target: &str,
+        uid: u32,
+        gid: u32,
+    ) -> BoxFut<'_, FileAttr> {
+        let (name, target) = (name.to_string(), target.to_string());
+        Box::pin(async move {
+            let mut m = proto::Symlink::new();
+            m.set_at(target_child(parent, &name));
+            m.target = target;
+            m.uid = uid;
+            m.gid = gid;
+            self.expect_attr(Op::symlink(m)).await
+        })
+    }
+
+    fn readlink(&self, ino: u64) -> BoxFut<'_, Vec<u8>> {
+        Box::pin(async move {
+            let mut m = proto::Read::new();
+            m.set_target(target_ino(ino));
+            match self.call(Op::read(m)).await? {
+                Res::data(d) => Ok(d.data),
+                _ => Err(unexpected()),
+            }
         })
     }
 

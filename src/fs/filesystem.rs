@@ -685,14 +685,39 @@ impl fuser::Filesystem for LockFs {
 
     fn symlink(
         &self,
-        _req: &Request,
-        _parent: INodeNo,
-        _link_name: &OsStr,
-        _target: &std::path::Path,
+        req: &Request,
+        parent: INodeNo,
+        link_name: &OsStr,
+        target: &std::path::Path,
         reply: ReplyEntry,
     ) {
-        let _timing = self.inner.metrics.timing("symlink");
-        reply.error(fuser::Errno::EPERM);
+        let timing = self.inner.metrics.timing("symlink");
+        let name = name_of(link_name);
+        // Targets are kept as text, as names are.
+        let target = target.to_str().map(str::to_owned).ok_or(Errno::EINVAL);
+        let (uid, gid) = (req.uid(), req.gid());
+        self.spawn(timing, req, |inner| async move {
+            let result = match (name, target) {
+                (Ok(name), Ok(target)) => {
+                    inner
+                        .backend
+                        .symlink(parent.0, &name, &target, uid, gid)
+                        .await
+                }
+                (Err(e), _) | (_, Err(e)) => Err(e),
+            };
+            reply_entry(reply, result);
+        });
+    }
+
+    fn readlink(&self, req: &Request, ino: INodeNo, reply: ReplyData) {
+        let timing = self.inner.metrics.timing("readlink");
+        self.spawn(timing, req, |inner| async move {
+            match inner.backend.readlink(ino.0).await {
+                Ok(target) => reply.data(&target),
+                Err(e) => reply.error(to_kernel(e)),
+            }
+        });
     }
 
     fn rename(

@@ -221,10 +221,16 @@ pub fn command(rng: &mut StdRng, names: &Names) -> Command {
             target: Target::Path("/e".into()),
             ephemeral: rng.gen(),
         },
-        16 => match rng.gen_range(0..4) {
+        16 => match rng.gen_range(0..5) {
             3 => Command::Link {
                 target: target(rng),
                 at: target(rng),
+            },
+            4 => Command::Symlink {
+                at: target(rng),
+                target: "f".into(),
+                uid: 0,
+                gid: 0,
             },
             0 => Command::Rename {
                 from: target(rng),

@@ -129,6 +129,7 @@ pub fn targets(command: &Command) -> Vec<(&Target, bool)> {
         Command::Open { at, create, .. } => vec![(at, create.is_none())],
         // A new name makes the file reachable there: both places must be within reach.
         Command::Link { target, at } => vec![(target, false), (at, false)],
+        Command::Symlink { at, .. } => vec![(at, false)],
         // Listed one by one, so that a new command must say what it names.
         Command::OpenSession { .. }
         | Command::CloseSession { .. }

@@ -184,6 +184,12 @@ pub fn action(req: &proto::Request) -> Result<Action, ServerError> {
             atime_ns: m.has_atime.then_some(m.atime_ns),
             mtime_ns: m.has_mtime.then_some(m.mtime_ns),
         }),
+        Op::symlink(m) => write(Command::Symlink {
+            at: target(m.at.as_ref())?,
+            target: m.target.clone(),
+            uid: m.uid,
+            gid: m.gid,
+        }),
         Op::link(m) => write(Command::Link {
             target: target(m.target.as_ref())?,
             at: target(m.at.as_ref())?,
@@ -486,6 +492,7 @@ fn kind(k: Kind) -> proto::Kind {
     match k {
         Kind::Dir => proto::Kind::DIR,
         Kind::File => proto::Kind::FILE,
+        Kind::Symlink => proto::Kind::SYMLINK,
     }
 }
 

@@ -8,7 +8,7 @@
 //! depend on the state, are checked on arrival too, by the state's own read-only check
 //! (`StateMachine::check_quotas`, called from the node's `admit`).
 
-use crate::state::{split_path, validate_name, Command, StateError, Target};
+use crate::state::{split_path, validate_name, Command, StateError, Target, MAX_SYMLINK};
 
 use super::authz::targets;
 use super::ServerError;
@@ -47,6 +47,16 @@ pub fn check(command: &Command, max_file_size: u64) -> Result<(), ServerError> {
             !too_large(len) && (*append || !too_large(offset.saturating_add(len)))
         }
         Command::Put { data, .. } => !too_large(data.len() as u64),
+        Command::Symlink { target, .. } => {
+            if target.is_empty() || target.len() >= MAX_SYMLINK || target.contains('\0') {
+                return Err(StateError::InvalidArgument(format!(
+                    "a symbolic link's target is 1 to {} bytes without NUL",
+                    MAX_SYMLINK - 1
+                ))
+                .into());
+            }
+            true
+        }
         Command::Truncate { size, .. } => !too_large(*size),
         Command::OpenSession { host, name, .. } => {
             if host.len() > MAX_LABEL || name.len() > MAX_LABEL {

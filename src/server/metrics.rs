@@ -61,6 +61,7 @@ pub fn request_kind(req: &crate::proto::Request) -> &'static str {
             Op::set_attr(_) => "set_attr",
             Op::set_ephemeral(_) => "set_ephemeral",
             Op::link(_) => "link",
+            Op::symlink(_) => "symlink",
             Op::stat(_) => "stat",
             Op::read(_) => "read",
             Op::readdir(_) => "readdir",

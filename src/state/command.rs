@@ -24,6 +24,8 @@ pub enum Target {
 pub enum Kind {
     Dir,
     File,
+    /// A symbolic link: its target is its data.
+    Symlink,
 }
 
 /// Stamped by the leader when it proposes a command, so every replica applies the same values.
@@ -198,6 +200,13 @@ pub enum Command {
         target: Target,
         at: Target,
     },
+    /// A symbolic link at `at` to `target` (symlink(2)); its mode is 0o777.
+    Symlink {
+        at: Target,
+        target: String,
+        uid: u32,
+        gid: u32,
+    },
 }
 
 /// How a rename treats what is at its destination.
@@ -221,6 +230,7 @@ impl Command {
                 | Command::Write { .. }
                 | Command::Truncate { .. }
                 | Command::Lock { .. }
+                | Command::Symlink { .. }
         )
     }
 

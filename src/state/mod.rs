@@ -73,4 +73,4 @@ pub use locking::{MAX_GRANTED_MEMORY, MAX_LOCKS_PER_NODE};
 pub use path::{normalize, parent_of, split_path, validate_name, MAX_NAME_LEN};
 pub use perm::{UserIds, MAX_GROUPS};
 pub use quota::{Quotas, Stats};
-pub use tree::{Change, SessionAccess, StateMachine, ROOT};
+pub use tree::{Change, SessionAccess, StateMachine, MAX_SYMLINK, ROOT};

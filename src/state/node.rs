@@ -89,8 +89,8 @@ impl Node {
             children: self.children.len() as u64,
             links: match (self.kind, self.parent) {
                 (Kind::Dir, _) => 2,
-                (Kind::File, 0) => 0,
-                (Kind::File, _) => 1,
+                (_, 0) => 0,
+                (_, _) => 1,
             },
         }
     }

@@ -170,6 +170,16 @@ impl StateMachine {
                 )
             }
             Command::Mkdir { at, .. } | Command::Create { at, .. } => self.check_new_node(at, q),
+            Command::Symlink { at, target, .. } => {
+                self.check_new_node(at, q)?;
+                let bytes = self.usage.bytes;
+                within(
+                    "bytes of file data",
+                    bytes,
+                    bytes.saturating_add(target.len() as u64),
+                    q.bytes,
+                )
+            }
             Command::Open {
                 session,
                 at,

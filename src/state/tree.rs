@@ -26,6 +26,9 @@ use super::{
 /// The instance number of the root directory.
 pub const ROOT: u64 = 1;
 
+/// A symbolic link's target is shorter than this (Linux's PATH_MAX).
+pub const MAX_SYMLINK: usize = 4096;
+
 /// A record to write: `Some(value)` to put, `None` to delete the key.
 pub type Change = (Vec<u8>, Option<Vec<u8>>);
 
@@ -182,6 +185,12 @@ impl StateMachine {
             }
             Command::Exchange { a, b } => self.rename(a, b, RenameHow::Exchange, now),
             Command::Link { target, at } => self.link(target, at, now),
+            Command::Symlink {
+                at,
+                target,
+                uid,
+                gid,
+            } => self.symlink(at, target, *uid, *gid, now),
             Command::SetAttr {
                 target,
                 mode,
@@ -263,7 +272,11 @@ impl StateMachine {
                 len,
             } => {
                 let ino = self.lookup(target)?;
-                let node = self.file(ino)?;
+                // A symbolic link reads as its target (readlink).
+                let node = match self.node(ino)? {
+                    link if link.kind == Kind::Symlink => link,
+                    _ => self.file(ino)?,
+                };
                 let size = node.data.len();
                 let start = usize::try_from(*offset).unwrap_or(usize::MAX).min(size);
                 let wanted = len.map_or(usize::MAX, |l| usize::try_from(l).unwrap_or(usize::MAX));
@@ -399,6 +412,32 @@ impl StateMachine {
         Ok(Outcome::Attr(self.attr_of(ino)))
     }
 
+    /// symlink(2): a new symbolic link at `at` to `target`, which `limits` bounds before the
+    /// log (a non-empty path without NUL bytes, shorter than PATH_MAX).
+    fn symlink(
+        &mut self,
+        at: &Target,
+        target: &str,
+        uid: u32,
+        gid: u32,
+        now: u64,
+    ) -> Result<Outcome, StateError> {
+        if target.is_empty() || target.len() >= MAX_SYMLINK || target.contains('\0') {
+            return Err(StateError::InvalidArgument(
+                "a symbolic link's target is 1 to 4095 bytes without NUL".into(),
+            ));
+        }
+        let slot = self.resolve_slot(at)?;
+        if slot.existing.is_some() {
+            return Err(StateError::AlreadyExists);
+        }
+        self.not_ephemeral(slot.parent)?;
+        let mut node = Node::new(Kind::Symlink, slot.parent, &slot.name, 0o777, uid, gid, now);
+        node.data = target.as_bytes().to_vec();
+        let ino = self.insert_node(node, now);
+        Ok(Outcome::Attr(self.attr_of(ino)))
+    }
+
     fn create(
         &mut self,
         at: &Target,
@@ -522,7 +561,9 @@ impl StateMachine {
 
     fn unlink(&mut self, at: &Target, now: u64) -> Result<Outcome, StateError> {
         let ino = self.lookup_linked(at)?;
-        self.file(ino)?;
+        if self.node(ino)?.is_dir() {
+            return Err(StateError::IsADirectory);
+        }
         let (parent, name) = self.name_at(at, ino)?;
         self.remove_name(ino, parent, &name, now);
         Ok(Outcome::Done)
@@ -726,12 +767,15 @@ impl StateMachine {
         }
     }
 
+    /// A regular file: what has contents to read and write.
     pub(super) fn file(&self, ino: u64) -> Result<&Node, StateError> {
         let node = self.node(ino)?;
-        if node.is_dir() {
-            Err(StateError::IsADirectory)
-        } else {
-            Ok(node)
+        match node.kind {
+            Kind::File => Ok(node),
+            Kind::Dir => Err(StateError::IsADirectory),
+            Kind::Symlink => Err(StateError::InvalidArgument(
+                "a symbolic link has no contents of its own".into(),
+            )),
         }
     }
 

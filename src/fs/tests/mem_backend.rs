@@ -77,6 +77,7 @@ fn node_kind(k: state::Kind) -> NodeKind {
     match k {
         state::Kind::Dir => NodeKind::Dir,
         state::Kind::File => NodeKind::File,
+        state::Kind::Symlink => NodeKind::Symlink,
     }
 }
 
@@ -306,6 +307,37 @@ impl Backend for MemBackend {
                     })
                     .collect()),
                 other => panic!("readdir answered {other:?}"),
+            }
+        }))
+    }
+
+    fn symlink(
+        &self,
+        parent: u64,
+        name: &str,
+        target: &str,
+        uid: u32,
+        gid: u32,
+    ) -> BoxFut<'_, FileAttr> {
+        done(self.with(|i| {
+            i.attr_of(Command::Symlink {
+                at: child(parent, name),
+                target: target.to_owned(),
+                uid,
+                gid,
+            })
+        }))
+    }
+
+    fn readlink(&self, ino: u64) -> BoxFut<'_, Vec<u8>> {
+        done(self.with(|i| {
+            match i.query(Query::Read {
+                target: Target::Ino(ino),
+                offset: 0,
+                len: None,
+            })? {
+                Outcome::Data { data, .. } => Ok(data),
+                other => panic!("read answered {other:?}"),
             }
         }))
     }

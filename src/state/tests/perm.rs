@@ -45,6 +45,12 @@ fn owned(at: &str, kind: Kind, mode: u32, uid: u32, gid: u32) -> Command {
             gid,
             exclusive: true,
         },
+        Kind::Symlink => Command::Symlink {
+            at: p(at),
+            target: "elsewhere".into(),
+            uid,
+            gid,
+        },
     }
 }
 

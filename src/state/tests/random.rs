@@ -134,14 +134,20 @@ impl Gen {
             },
             12 | 13 => Command::Unlink { at: self.target() },
             14 => Command::Rmdir { at: self.target() },
-            15 => match self.rng.gen_range(0..2) {
+            15 => match self.rng.gen_range(0..3) {
                 0 => Command::Rename {
                     from: self.target(),
                     to: self.target(),
                 },
-                _ => Command::Link {
+                1 => Command::Link {
                     target: self.target(),
                     at: self.target(),
+                },
+                _ => Command::Symlink {
+                    at: self.target(),
+                    target: "x/y".into(),
+                    uid,
+                    gid,
                 },
             },
             16 => match self.rng.gen_range(0..3) {

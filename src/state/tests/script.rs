@@ -4,7 +4,7 @@
 //! instead (review the diff!).
 //!
 //! Commands: `mkdir|create|put|write|truncate|unlink|rmdir|rename|rename-noreplace|exchange|
-//! link|setattr|ephemeral|stat|read|ls`,
+//! link|symlink|setattr|ephemeral|stat|read|ls` (`symlink PATH data=TARGET`),
 //! then targets (`#ino`, `#parent:name`, anything else is a path), then `key=value` options
 //! (`mode= uid= gid= data= off= len= size= atime= mtime= ifgen=`) and flags (`excl`, `trunc`, `off`).
 //! `time N`, `limit N` and `delay N` set the leader time, file size limit and lock-delay for the
@@ -257,6 +257,12 @@ impl Runner {
                 target: at(),
                 at: targets[1].clone(),
             },
+            "symlink" => Command::Symlink {
+                at: at(),
+                target: text("data"),
+                uid: uid.unwrap_or(0),
+                gid: gid.unwrap_or(0),
+            },
             "setattr" => Command::SetAttr {
                 target: at(),
                 mode,
@@ -448,6 +454,7 @@ fn kind(kind: Kind) -> &'static str {
     match kind {
         Kind::Dir => "dir",
         Kind::File => "file",
+        Kind::Symlink => "symlink",
     }
 }
 
@@ -470,7 +477,7 @@ fn show_attr(a: &Attr) -> String {
         a.children,
         if a.ephemeral { " ephemeral" } else { "" },
         match (a.kind, a.links) {
-            (Kind::File, 1) | (Kind::Dir, 2) => String::new(),
+            (Kind::File | Kind::Symlink, 1) | (Kind::Dir, 2) => String::new(),
             (_, n) => format!(" links={n}"),
         }
     )
