@@ -749,6 +749,8 @@ fn apply(root: &Path, op: &Op) -> Outcome {
         Op::Rmdir(path) => outcome(std::fs::remove_dir(p(path))),
         Op::Rename(from, to) => outcome(std::fs::rename(p(from), p(to))),
         Op::Link(from, to) => outcome(std::fs::hard_link(p(from), p(to))),
+        Op::Symlink(target, at) => outcome(std::os::unix::fs::symlink(target, p(at))),
+        Op::Readlink(path) => outcome(std::fs::read_link(p(path))),
         Op::Links(path) => {
             use std::os::unix::fs::MetadataExt;
             outcome(
@@ -801,6 +803,9 @@ enum Op {
     /// renameat2 with RENAME_NOREPLACE or RENAME_EXCHANGE.
     Rename2(String, String, u32),
     Link(String, String),
+    /// A symbolic link (target, where).
+    Symlink(String, String),
+    Readlink(String),
     /// The link count of a file (a directory's differs between filesystems).
     Links(String),
     List(String),
@@ -827,7 +832,7 @@ fn random_op(rng: &mut Rng) -> Op {
             file(rng)
         }
     };
-    match rng.index(17) {
+    match rng.index(19) {
         0 | 1 => Op::Replace(file(rng), data(rng)),
         2 => Op::Append(file(rng), data(rng)),
         3 => Op::WriteAt(file(rng), rng.index(50) as u64, data(rng)),
@@ -848,6 +853,8 @@ fn random_op(rng: &mut Rng) -> Op {
         }
         14 => Op::Link(either(rng), file(rng)),
         15 => Op::Links(file(rng)),
+        16 => Op::Symlink(either(rng), file(rng)),
+        17 => Op::Readlink(either(rng)),
         _ => Op::List(dir(rng).trim_end_matches('/').to_string()),
     }
 }

@@ -304,3 +304,26 @@ for _ in range(n):
         assert_eq!(h.ok(&format!("cat \"$B/{kind}.count\"")), "100", "{kind}");
     }
 }
+
+/// Hard and symbolic links made on one host are what the other host sees.
+#[test]
+fn links_made_on_one_host_are_seen_on_the_other() {
+    let h = Hosts::start();
+    h.ok("mkdir \"$A/conf\" && echo v1 > \"$A/conf/app.v1\" && ln -s app.v1 \"$A/conf/app\" && ln \"$A/conf/app.v1\" \"$A/conf/pinned\"");
+    assert_eq!(
+        h.ok("readlink \"$B/conf/app\"; cat \"$B/conf/app\"; stat -c %h \"$B/conf/pinned\""),
+        "app.v1\nv1\n2\n"
+    );
+    // Switching a symlink atomically: a new link renamed over the old one.
+    h.ok("echo v2 > \"$B/conf/app.v2\" && ln -s app.v2 \"$B/conf/app.new\" && mv -T \"$B/conf/app.new\" \"$B/conf/app\"");
+    assert_eq!(
+        h.ok("cat \"$A/conf/app\"; readlink \"$A/conf/app\""),
+        "v2\napp.v2\n"
+    );
+    // The old version lives on under its other name.
+    h.ok("rm \"$B/conf/app.v1\"");
+    assert_eq!(
+        h.ok("cat \"$A/conf/pinned\"; stat -c %h \"$A/conf/pinned\""),
+        "v1\n1\n"
+    );
+}

@@ -228,7 +228,7 @@ impl KernelCache {
     /// waits for the acknowledgement this precedes: it is waited for briefly, then left to
     /// finish on its own thread.
     pub fn unalias(&self, parent: u64, name: &str) {
-        const PATIENCE: Duration = Duration::from_millis(50);
+        const PATIENCE: Duration = Duration::from_millis(5);
         let Some(n) = self.notifier.get().cloned() else {
             return;
         };
