@@ -327,3 +327,30 @@ fn links_made_on_one_host_are_seen_on_the_other() {
         "v1\n1\n"
     );
 }
+
+/// What the mount does not do (README, Mounting) fails at once with the errno it documents.
+#[test]
+fn what_the_mount_does_not_do_fails_at_once_with_its_errno() {
+    let h = Hosts::start();
+    let out = h.ok("cd \"$A\" && python3 -c '
+import errno, mmap, os
+def said(op):
+    try:
+        op()
+        return \"ok\"
+    except OSError as e:
+        return errno.errorcode[e.errno]
+print(said(lambda: os.mkfifo(\"fifo\")))
+print(said(lambda: os.mknod(\"dev\", 0o600 | 0o020000, os.makedev(1, 3))))
+print(said(lambda: os.open(\".\", os.O_TMPFILE | os.O_RDWR, 0o600)))
+fd = os.open(\"f\", os.O_RDWR | os.O_CREAT, 0o600)
+os.write(fd, b\"x\" * 10)
+print(said(lambda: mmap.mmap(fd, 10, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)))
+print(said(lambda: os.open(b\"bad\\xff\", os.O_WRONLY | os.O_CREAT, 0o600)))
+print(said(lambda: os.symlink(b\"bad\\xff\", \"l\")))
+print(sorted(os.listdir(\".\")))'");
+    assert_eq!(
+        out,
+        "EPERM\nEPERM\nENOTSUP\nENODEV\nEINVAL\nEINVAL\n['f']\n"
+    );
+}
