@@ -480,7 +480,10 @@ fn writes_past_the_bytes_quota_fail_with_edquot_and_keep_the_data() {
     std::fs::write(m.path.join("small"), b"1").expect("the fifth node fits");
     let e = std::fs::write(m.path.join("sixth"), b"1").expect_err("a sixth node");
     assert_eq!(e.raw_os_error(), Some(libc::EDQUOT), "{e}");
-    // Room made is room to use.
+    // Room made is room to use: once the cluster let go of the deleted file, which a caching
+    // mount could still be reading without a handle for up to twice its TTL and a second.
     std::fs::remove_file(m.path.join("kept")).expect("rm");
-    std::fs::write(m.path.join("big"), [b'x'; 2000]).expect("fits now");
+    common::hosts::wait_until("the deleted file's room", || {
+        std::fs::write(m.path.join("big"), [b'x'; 2000]).is_ok()
+    });
 }
