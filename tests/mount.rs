@@ -753,10 +753,7 @@ fn apply(root: &Path, op: &Op) -> Outcome {
         Op::Readlink(path) => outcome(std::fs::read_link(p(path))),
         Op::Links(path) => {
             use std::os::unix::fs::MetadataExt;
-            outcome(
-                std::fs::symlink_metadata(p(path))
-                    .map(|m| (m.is_dir(), if m.is_dir() { 0 } else { m.nlink() })),
-            )
+            outcome(std::fs::symlink_metadata(p(path)).map(|m| (m.is_dir(), m.nlink())))
         }
         Op::Rename2(from, to, flags) => {
             let c = |rel: &str| std::ffi::CString::new(p(rel).into_os_string().into_vec()).unwrap();
@@ -806,7 +803,8 @@ enum Op {
     /// A symbolic link (target, where).
     Symlink(String, String),
     Readlink(String),
-    /// The link count of a file (a directory's differs between filesystems).
+    /// The link count: a file's names, a directory's 2 and its subdirectories (as ext4 and
+    /// tmpfs count them).
     Links(String),
     List(String),
 }
@@ -852,7 +850,7 @@ fn random_op(rng: &mut Rng) -> Op {
             Op::Rename2(either(rng), either(rng), flags)
         }
         14 => Op::Link(either(rng), file(rng)),
-        15 => Op::Links(file(rng)),
+        15 => Op::Links(either(rng)),
         16 => Op::Symlink(either(rng), file(rng)),
         17 => Op::Readlink(either(rng)),
         _ => Op::List(dir(rng).trim_end_matches('/').to_string()),

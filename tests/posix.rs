@@ -167,6 +167,12 @@ fn directories_move_and_the_other_host_sees_it_at_once() {
     assert_eq!(h.ok("cat \"$B/d2/e/f\""), "x\n");
     h.ok("cd \"$B/d2/e\" && mv \"$B/d2/e\" \"$B/e2\" && pwd -P >/dev/null");
     assert_eq!(h.ok("cat \"$A/e2/f\"; ls \"$A/d2\" | wc -l"), "x\n0\n");
+    // Link counts follow: a directory has 2 and one per subdirectory, as on ext4.
+    h.ok("mkdir \"$B/e2/s1\" \"$B/e2/s2\"");
+    assert_eq!(h.ok("stat -c %h \"$A/e2\" \"$A/d2\""), "4\n2\n");
+    h.ok("mv \"$B/e2/s1\" \"$B/d2/\"");
+    assert_eq!(h.ok("stat -c %h \"$A/e2\" \"$A/d2\""), "3\n3\n");
+    h.ok("rmdir \"$A/e2/s2\" \"$A/d2/s1\"");
     h.ok("mkdir \"$A/full\" && touch \"$A/full/x\"");
     let out = h.ok("cd \"$B\" && python3 -c '
 import errno, os

@@ -22,9 +22,8 @@ pub fn file_type(kind: NodeKind) -> fuser::FileType {
     }
 }
 
-/// The kernel's view of a node. Hard links do not exist, so a file has one link, or none once
-/// it lost its name while open; directories report 2, as a directory with "." and its entry in
-/// the parent does.
+/// The kernel's view of a node; its link count is the cluster's (a file's names, none once it
+/// lost the last while open; a directory's 2 and one per subdirectory).
 pub fn to_kernel(attr: &FileAttr) -> fuser::FileAttr {
     let time = |ns: u64| UNIX_EPOCH + Duration::from_nanos(ns);
     fuser::FileAttr {

@@ -81,7 +81,8 @@ pub struct FileAttr {
     pub ephemeral: bool,
     /// Entries of a directory; 0 for files.
     pub children: u64,
-    /// st_nlink: 1 for a file, 0 once it lost its name while open, 2 for a directory.
+    /// st_nlink: a file's names (0 once it lost the last while open); a directory's 2 and one
+    /// per subdirectory.
     pub links: u64,
 }
 

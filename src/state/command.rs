@@ -475,8 +475,8 @@ pub struct Attr {
     pub ephemeral: bool,
     /// Number of entries of a directory, 0 for files.
     pub children: u64,
-    /// Names the node has (st_nlink): 1 for a file, 0 for an orphan (`orphan.rs`), 2 for a
-    /// directory.
+    /// st_nlink: a file's names (`links.rs`; 0 for an orphan, `orphan.rs`), a directory's 2
+    /// and one per subdirectory.
     pub links: u64,
 }
 

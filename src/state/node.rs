@@ -31,6 +31,10 @@ pub(super) struct Node {
     /// Entries of a directory by name. Not stored: derived from the children's parent and name.
     #[serde(skip)]
     pub children: BTreeMap<String, u64>,
+    /// How many of a directory's entries are directories (each has ".." here). Not stored:
+    /// derived like `children`.
+    #[serde(skip)]
+    pub subdirs: u64,
 }
 
 /// The permission bits of a mode; the kind is kept apart.
@@ -63,6 +67,7 @@ impl Node {
             ephemeral: false,
             data: Vec::new(),
             children: BTreeMap::new(),
+            subdirs: 0,
         }
     }
 
@@ -87,8 +92,9 @@ impl Node {
             acl_generation: self.acl_generation,
             ephemeral: self.ephemeral,
             children: self.children.len() as u64,
+            // A directory: its entry in its parent, its ".", and each subdirectory's "..".
             links: match (self.kind, self.parent) {
-                (Kind::Dir, _) => 2,
+                (Kind::Dir, _) => 2 + self.subdirs,
                 (_, 0) => 0,
                 (_, _) => 1,
             },

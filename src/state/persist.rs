@@ -195,12 +195,14 @@ impl StateMachine {
             )
             .collect();
         for (parent, name, ino) in links {
+            let is_dir = nodes.get(&ino).is_some_and(|n| n.is_dir());
             let dir = nodes
                 .get_mut(&parent)
                 .filter(|dir| dir.is_dir())
                 .ok_or_else(|| {
                     StateError::Corrupt(format!("node {ino}: parent {parent} is not a directory"))
                 })?;
+            dir.subdirs += u64::from(is_dir);
             if dir.children.insert(name, ino).is_some() {
                 return Err(StateError::Corrupt(format!(
                     "node {ino}: name taken in {parent}"
@@ -335,6 +337,17 @@ impl StateMachine {
             }
             if !node.is_dir() && !node.children.is_empty() {
                 return corrupt(format!("file {ino} has entries"));
+            }
+            let subdirs = node
+                .children
+                .values()
+                .filter(|c| self.nodes.get(c).is_some_and(Node::is_dir))
+                .count() as u64;
+            if node.subdirs != subdirs {
+                return corrupt(format!(
+                    "directory {ino}: {} subdirectories counted",
+                    node.subdirs
+                ));
             }
             for (name, child) in &node.children {
                 let first = |c: &Node| c.parent == ino && &c.name == name;

@@ -654,19 +654,25 @@ impl StateMachine {
             Some(target) => self.remove_name(target, slot.parent, &slot.name, now),
             None => {}
         }
+        let is_dir = |sm: &Self, n: u64| u64::from(sm.nodes[&n].is_dir());
         self.name_event(ino, old_parent, &old_name, NodeChange::Deleted);
-        self.dir_mut(old_parent, now).children.remove(&old_name);
+        let moved_dir = is_dir(self, ino);
+        let from_dir = self.dir_mut(old_parent, now);
+        from_dir.children.remove(&old_name);
+        from_dir.subdirs -= moved_dir;
         self.move_name(ino, (old_parent, &old_name), to);
         self.node_mut(ino).ctime_ns = now;
-        self.dir_mut(slot.parent, now)
-            .children
-            .insert(slot.name.clone(), ino);
+        let to_dir = self.dir_mut(slot.parent, now);
+        to_dir.children.insert(slot.name.clone(), ino);
+        to_dir.subdirs += moved_dir;
         if let (Some(target), RenameHow::Exchange) = (existing, how) {
+            let other_dir = is_dir(self, target);
             self.move_name(target, to, (old_parent, &old_name));
             self.node_mut(target).ctime_ns = now;
-            self.dir_mut(old_parent, now)
-                .children
-                .insert(old_name.clone(), target);
+            self.dir_mut(slot.parent, now).subdirs -= other_dir;
+            let back = self.dir_mut(old_parent, now);
+            back.children.insert(old_name.clone(), target);
+            back.subdirs += other_dir;
             self.name_event(target, old_parent, &old_name, NodeChange::Created);
         }
         self.name_event(ino, slot.parent, &slot.name, NodeChange::Created);
@@ -855,6 +861,7 @@ impl StateMachine {
         self.meta_dirty = true;
         let parent = self.dir_mut(node.parent, now);
         parent.children.insert(node.name.clone(), ino);
+        parent.subdirs += u64::from(node.kind == Kind::Dir);
         node.ephemeral = node.kind == Kind::File && parent.ephemeral;
         self.usage.resize(0, node.data.len());
         self.nodes.insert(ino, node);
@@ -875,7 +882,9 @@ impl StateMachine {
             .expect("node was resolved before removal");
         self.usage.resize(node.data.len(), 0);
         self.dirty_nodes.insert(ino);
-        self.dir_mut(node.parent, now).children.remove(&node.name);
+        let parent = self.dir_mut(node.parent, now);
+        parent.children.remove(&node.name);
+        parent.subdirs -= u64::from(node.is_dir());
     }
 }
 
