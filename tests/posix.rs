@@ -360,3 +360,17 @@ print(sorted(os.listdir(\".\")))'");
         "EPERM\nEPERM\nENOTSUP\nENODEV\nEINVAL\nEINVAL\n['f']\n"
     );
 }
+
+/// A write by a user without CAP_FSETID clears the set-user-id bit, and the set-group-id bit
+/// of a group-executable file, as Linux does (pjdfstest chmod/12.t).
+#[test]
+fn a_write_clears_set_id_bits_as_linux_does() {
+    let h = Hosts::start();
+    let out = h.ok(
+        "cd \"$A\" && touch u g && chmod 06777 u && chmod 02777 g && touch r && chmod 04777 r
+         setpriv --reuid 65534 --regid 65534 --clear-groups sh -c 'echo x >> u; echo x >> g'
+         echo x >> r
+         stat -c %a u g r \"$B/u\" \"$B/g\"",
+    );
+    assert_eq!(out, "777\n777\n4777\n777\n777\n");
+}

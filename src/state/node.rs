@@ -39,6 +39,9 @@ pub(super) struct Node {
 
 /// The permission bits of a mode; the kind is kept apart.
 pub(super) const PERMISSION_BITS: u32 = 0o7777;
+pub(super) const SET_UID: u32 = 0o4000;
+pub(super) const SET_GID: u32 = 0o2000;
+pub(super) const GROUP_EXEC: u32 = 0o010;
 
 impl Node {
     /// A new node with all three times at `now` and every generation at 0.

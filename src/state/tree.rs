@@ -12,7 +12,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use super::command::RenameHow;
 use super::lock::LockTable;
 use super::locking::LockRequest;
-use super::node::{Node, PERMISSION_BITS};
+use super::node::{Node, GROUP_EXEC, PERMISSION_BITS, SET_GID, SET_UID};
 use super::orphan::Orphan;
 use super::path::{normalize, split_path, validate_name};
 use super::quota::Usage;
@@ -64,6 +64,8 @@ pub struct StateMachine {
     pub(super) applying: u64,
     /// The session whose request is being applied (0: none), for `node_events`. Not stored.
     pub(super) applying_for: u64,
+    /// The command being applied is a user's other than root's (see `modified`). Not stored.
+    pub(super) unprivileged: bool,
     /// Records created, changed or removed since the last `take_changes`.
     pub(super) dirty_nodes: BTreeSet<u64>,
     pub(super) dirty_sessions: BTreeSet<u64>,
@@ -129,6 +131,7 @@ impl StateMachine {
             node_events: Vec::new(),
             applying: 0,
             applying_for: 0,
+            unprivileged: false,
             dirty_nodes: BTreeSet::from([ROOT]),
             dirty_sessions: BTreeSet::new(),
             dirty_handles: BTreeSet::new(),
@@ -148,6 +151,7 @@ impl StateMachine {
         }
         let now = self.meta.clock_ns.max(ctx.time_ns);
         self.applying = ctx.index;
+        self.unprivileged = ctx.caller.as_ref().is_some_and(|c| c.uid != 0);
         if let Some(quotas) = &ctx.quotas {
             self.check_quotas(cmd, quotas, now)?;
         }
@@ -480,6 +484,7 @@ impl StateMachine {
         let kept = if truncate { 0 } else { old_len as u64 };
         let offset = if append { kept } else { offset };
         self.usage.resize(old_len, new_len);
+        let unprivileged = self.unprivileged;
         let node = self.node_mut(ino);
         if truncate {
             node.data.clear();
@@ -490,7 +495,7 @@ impl StateMachine {
             node.data.resize(new_len, 0);
             node.data[start..start + data.len()].copy_from_slice(data);
         }
-        Self::modified(node, now);
+        Self::modified(node, now, unprivileged);
         let attr = self.attr_of(ino);
         self.node_event(ino, modified_change(&attr));
         Ok(Outcome::Attr(attr))
@@ -532,9 +537,10 @@ impl StateMachine {
             }
         };
         self.usage.resize(self.nodes[&ino].data.len(), data.len());
+        let unprivileged = self.unprivileged;
         let node = self.node_mut(ino);
         node.data = data.to_vec();
-        Self::modified(node, now);
+        Self::modified(node, now, unprivileged);
         let attr = self.attr_of(ino);
         self.node_event(ino, modified_change(&attr));
         Ok(Outcome::Attr(attr))
@@ -551,9 +557,10 @@ impl StateMachine {
         self.file(ino)?;
         let size = checked_size(size, max_size)?;
         self.usage.resize(self.nodes[&ino].data.len(), size);
+        let unprivileged = self.unprivileged;
         let node = self.node_mut(ino);
         node.data.resize(size, 0);
-        Self::modified(node, now);
+        Self::modified(node, now, unprivileged);
         let attr = self.attr_of(ino);
         self.node_event(ino, modified_change(&attr));
         Ok(Outcome::Attr(attr))
@@ -845,11 +852,23 @@ impl StateMachine {
         dir
     }
 
-    /// Records a change of contents.
-    fn modified(node: &mut Node, now: u64) -> &mut Node {
+    /// Records a change of contents. A change by a caller other than root (`unprivileged`)
+    /// also clears the set-user-id bit, and the set-group-id bit of a group-executable file,
+    /// as Linux does for a writer without CAP_FSETID.
+    fn modified(node: &mut Node, now: u64, unprivileged: bool) -> &mut Node {
         node.content_generation += 1;
         node.mtime_ns = now;
         node.ctime_ns = now;
+        if unprivileged {
+            let mut kept = node.mode & !SET_UID;
+            if node.mode & GROUP_EXEC != 0 {
+                kept &= !SET_GID;
+            }
+            if kept != node.mode {
+                node.mode = kept;
+                node.acl_generation += 1;
+            }
+        }
         node
     }
 

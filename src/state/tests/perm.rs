@@ -239,3 +239,27 @@ fn only_owners_change_modes_and_only_root_gives_files_away() {
     // The checks are deterministic: a refusal changes nothing.
     assert_eq!(stat(&sm, p("/tmp/mine")).unwrap().uid, 2);
 }
+
+#[test]
+fn a_write_by_anyone_but_root_clears_set_id_bits() {
+    let mut sm = tree();
+    ok(&mut sm, owned("/tmp/s", Kind::File, 0o6777, 1, 1));
+    ok(&mut sm, owned("/tmp/g", Kind::File, 0o2767, 1, 1));
+    let mode = |sm: &StateMachine, path: &str| stat(sm, p(path)).unwrap().mode;
+    // Root keeps them (CAP_FSETID).
+    assert!(as_user(&mut sm, 0, 0, &[], write(p("/tmp/s"), 0, b"x", false)).is_ok());
+    assert_eq!(mode(&sm, "/tmp/s"), 0o6777);
+    // Anyone else clears set-uid, and set-gid of a group-executable file only.
+    assert!(as_user(&mut sm, 2, 2, &[], write(p("/tmp/s"), 0, b"x", false)).is_ok());
+    assert_eq!(mode(&sm, "/tmp/s"), 0o777);
+    assert!(as_user(&mut sm, 2, 2, &[], write(p("/tmp/g"), 0, b"x", false)).is_ok());
+    assert_eq!(mode(&sm, "/tmp/g"), 0o2767);
+    // The owner too, and through a truncate.
+    ok(&mut sm, chmod(p("/tmp/s"), 0o4755));
+    let truncate = Command::Truncate {
+        target: p("/tmp/s"),
+        size: 0,
+    };
+    assert!(as_user(&mut sm, 1, 1, &[], truncate).is_ok());
+    assert_eq!(mode(&sm, "/tmp/s"), 0o755);
+}
