@@ -42,7 +42,7 @@ pub struct UserIds {
 }
 
 impl UserIds {
-    fn in_group(&self, gid: u32) -> bool {
+    pub(super) fn in_group(&self, gid: u32) -> bool {
         self.gid == gid || self.groups.contains(&gid)
     }
 

@@ -255,7 +255,7 @@ impl StateMachine {
             node_events: Vec::new(),
             applying: 0,
             applying_for: 0,
-            unprivileged: false,
+            unprivileged: None,
             dirty_nodes: BTreeSet::new(),
             dirty_sessions: BTreeSet::new(),
             dirty_handles: BTreeSet::new(),

@@ -64,8 +64,9 @@ pub struct StateMachine {
     pub(super) applying: u64,
     /// The session whose request is being applied (0: none), for `node_events`. Not stored.
     pub(super) applying_for: u64,
-    /// The command being applied is a user's other than root's (see `modified`). Not stored.
-    pub(super) unprivileged: bool,
+    /// Who makes the command being applied, if a user other than root (see `modified`). Not
+    /// stored.
+    pub(super) unprivileged: Option<UserIds>,
     /// Records created, changed or removed since the last `take_changes`.
     pub(super) dirty_nodes: BTreeSet<u64>,
     pub(super) dirty_sessions: BTreeSet<u64>,
@@ -131,7 +132,7 @@ impl StateMachine {
             node_events: Vec::new(),
             applying: 0,
             applying_for: 0,
-            unprivileged: false,
+            unprivileged: None,
             dirty_nodes: BTreeSet::from([ROOT]),
             dirty_sessions: BTreeSet::new(),
             dirty_handles: BTreeSet::new(),
@@ -151,7 +152,7 @@ impl StateMachine {
         }
         let now = self.meta.clock_ns.max(ctx.time_ns);
         self.applying = ctx.index;
-        self.unprivileged = ctx.caller.as_ref().is_some_and(|c| c.uid != 0);
+        self.unprivileged = ctx.caller.clone().filter(|c| c.uid != 0);
         if let Some(quotas) = &ctx.quotas {
             self.check_quotas(cmd, quotas, now)?;
         }
@@ -484,7 +485,7 @@ impl StateMachine {
         let kept = if truncate { 0 } else { old_len as u64 };
         let offset = if append { kept } else { offset };
         self.usage.resize(old_len, new_len);
-        let unprivileged = self.unprivileged;
+        let unprivileged = self.unprivileged.clone();
         let node = self.node_mut(ino);
         if truncate {
             node.data.clear();
@@ -495,7 +496,7 @@ impl StateMachine {
             node.data.resize(new_len, 0);
             node.data[start..start + data.len()].copy_from_slice(data);
         }
-        Self::modified(node, now, unprivileged);
+        Self::modified(node, now, unprivileged.as_ref());
         let attr = self.attr_of(ino);
         self.node_event(ino, modified_change(&attr));
         Ok(Outcome::Attr(attr))
@@ -537,10 +538,10 @@ impl StateMachine {
             }
         };
         self.usage.resize(self.nodes[&ino].data.len(), data.len());
-        let unprivileged = self.unprivileged;
+        let unprivileged = self.unprivileged.clone();
         let node = self.node_mut(ino);
         node.data = data.to_vec();
-        Self::modified(node, now, unprivileged);
+        Self::modified(node, now, unprivileged.as_ref());
         let attr = self.attr_of(ino);
         self.node_event(ino, modified_change(&attr));
         Ok(Outcome::Attr(attr))
@@ -557,10 +558,10 @@ impl StateMachine {
         self.file(ino)?;
         let size = checked_size(size, max_size)?;
         self.usage.resize(self.nodes[&ino].data.len(), size);
-        let unprivileged = self.unprivileged;
+        let unprivileged = self.unprivileged.clone();
         let node = self.node_mut(ino);
         node.data.resize(size, 0);
-        Self::modified(node, now, unprivileged);
+        Self::modified(node, now, unprivileged.as_ref());
         let attr = self.attr_of(ino);
         self.node_event(ino, modified_change(&attr));
         Ok(Outcome::Attr(attr))
@@ -852,16 +853,16 @@ impl StateMachine {
         dir
     }
 
-    /// Records a change of contents. A change by a caller other than root (`unprivileged`)
-    /// also clears the set-user-id bit, and the set-group-id bit of a group-executable file,
-    /// as Linux does for a writer without CAP_FSETID.
-    fn modified(node: &mut Node, now: u64, unprivileged: bool) -> &mut Node {
+    /// Records a change of contents. A change by a user other than root (`unprivileged`) also
+    /// clears the set-user-id bit, and the set-group-id bit of a group-executable file or of
+    /// a file whose group the user is not in, as Linux does for a writer without CAP_FSETID.
+    fn modified<'a>(node: &'a mut Node, now: u64, unprivileged: Option<&UserIds>) -> &'a mut Node {
         node.content_generation += 1;
         node.mtime_ns = now;
         node.ctime_ns = now;
-        if unprivileged {
+        if let Some(user) = unprivileged {
             let mut kept = node.mode & !SET_UID;
-            if node.mode & GROUP_EXEC != 0 {
+            if node.mode & GROUP_EXEC != 0 || !user.in_group(node.gid) {
                 kept &= !SET_GID;
             }
             if kept != node.mode {

@@ -249,11 +249,14 @@ fn a_write_by_anyone_but_root_clears_set_id_bits() {
     // Root keeps them (CAP_FSETID).
     assert!(as_user(&mut sm, 0, 0, &[], write(p("/tmp/s"), 0, b"x", false)).is_ok());
     assert_eq!(mode(&sm, "/tmp/s"), 0o6777);
-    // Anyone else clears set-uid, and set-gid of a group-executable file only.
+    // Anyone else clears set-uid; set-gid of a group-executable file, or when not in the
+    // file's group.
     assert!(as_user(&mut sm, 2, 2, &[], write(p("/tmp/s"), 0, b"x", false)).is_ok());
     assert_eq!(mode(&sm, "/tmp/s"), 0o777);
-    assert!(as_user(&mut sm, 2, 2, &[], write(p("/tmp/g"), 0, b"x", false)).is_ok());
+    assert!(as_user(&mut sm, 2, 2, &[1], write(p("/tmp/g"), 0, b"x", false)).is_ok());
     assert_eq!(mode(&sm, "/tmp/g"), 0o2767);
+    assert!(as_user(&mut sm, 3, 3, &[], write(p("/tmp/g"), 0, b"x", false)).is_ok());
+    assert_eq!(mode(&sm, "/tmp/g"), 0o767);
     // The owner too, and through a truncate.
     ok(&mut sm, chmod(p("/tmp/s"), 0o4755));
     let truncate = Command::Truncate {
