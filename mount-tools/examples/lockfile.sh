@@ -17,8 +17,10 @@ shift 3
 [ $# -gt 0 ] || { echo "$usage" >&2; exit 2; }
 
 dir="$mount/eph"
-if [ ! -d "$dir" ]; then
-    mkdir -p "$dir"
+# Every run makes sure the directory is ephemeral before it creates in it: a run that found
+# the directory made by another may otherwise create its file before the other marked it.
+mkdir -p "$dir"
+if [ "$(getfattr --only-values -n user.lockfs.ephemeral "$dir" 2>/dev/null)" != 1 ]; then
     setfattr -n user.lockfs.ephemeral -v 1 "$dir"
 fi
 set -o noclobber

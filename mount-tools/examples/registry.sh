@@ -15,9 +15,11 @@ set -euo pipefail
 role=${1:?usage: registry.sh member|master MOUNT ...}
 mount=${2:?usage: registry.sh member|master MOUNT ...}
 dir="$mount/svc/rs"
-if [ ! -d "$dir" ]; then
-    mkdir -p "$dir"
-    # Files in an ephemeral directory live as long as some process holds them open.
+# Files in an ephemeral directory live as long as some process holds them open. Every run
+# makes sure the directory is ephemeral before it creates in it: a run that found the
+# directory made by another may otherwise create its file before the other marked it.
+mkdir -p "$dir"
+if [ "$(getfattr --only-values -n user.lockfs.ephemeral "$dir" 2>/dev/null)" != 1 ]; then
     setfattr -n user.lockfs.ephemeral -v 1 "$dir"
 fi
 

@@ -151,6 +151,18 @@ fn names(sm: &StateMachine, target: Target) -> Vec<String> {
     }
 }
 
+/// Makes `path` a directory whose new files are ephemeral.
+fn ephemeral_dir(sm: &mut StateMachine, path: &str) {
+    ok(sm, mkdir(p(path)));
+    ok(
+        sm,
+        Command::SetEphemeral {
+            target: p(path),
+            ephemeral: true,
+        },
+    );
+}
+
 /// Opens a session on host `host`; returns its id.
 fn session(sm: &mut StateMachine, host: &str) -> u64 {
     let cmd = Command::OpenSession {

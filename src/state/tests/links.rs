@@ -74,14 +74,7 @@ fn a_file_open_through_one_name_outlives_all_of_them() {
 #[test]
 fn an_ephemeral_file_goes_with_all_its_names() {
     let mut sm = StateMachine::new();
-    ok(&mut sm, mkdir(p("/eph")));
-    ok(
-        &mut sm,
-        Command::SetEphemeral {
-            target: p("/eph"),
-            ephemeral: true,
-        },
-    );
+    ephemeral_dir(&mut sm, "/eph");
     let a = session(&mut sm, "a");
     let (h, _) = open_new(&mut sm, a, "/eph/m");
     ok(&mut sm, link("/eph/m", "/elsewhere"));

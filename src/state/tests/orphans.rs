@@ -212,14 +212,7 @@ fn a_held_orphan_goes_with_the_session_that_held_it() {
 #[test]
 fn an_unlinked_ephemeral_file_lives_while_held() {
     let mut sm = StateMachine::new();
-    ok(&mut sm, mkdir(p("/eph")));
-    ok(
-        &mut sm,
-        Command::SetEphemeral {
-            target: p("/eph"),
-            ephemeral: true,
-        },
-    );
+    ephemeral_dir(&mut sm, "/eph");
     let a = session(&mut sm, "a");
     let (h, attr) = open_new(&mut sm, a, "/eph/m");
     ok(&mut sm, Command::Unlink { at: p("/eph/m") });
