@@ -214,7 +214,7 @@ pub trait Backend: Send + Sync + 'static {
     /// The release of a file [`Backend::pin`] accepted.
     fn unpin(&self, _session: u64, _ino: u64) {}
     /// Any field given changes; `size` truncates or extends with zeros. Times are wall-clock
-    /// nanoseconds since the Unix epoch.
+    /// nanoseconds since the Unix epoch. With nothing given, only the change time moves.
     #[allow(clippy::too_many_arguments)] // one per settable attribute, as setattr(2) has them
     fn setattr(
         &self,

@@ -658,11 +658,13 @@ impl Backend for ClusterBackend {
                 m.size = size;
                 last = Some(self.expect_attr(Op::truncate(m)).await?);
             }
+            // Nothing at all given: only the change time moves (chown(f, -1, -1)).
             if mode.is_some()
                 || uid.is_some()
                 || gid.is_some()
                 || atime_ns.is_some()
                 || mtime_ns.is_some()
+                || size.is_none()
             {
                 let mut m = proto::SetAttr::new();
                 m.set_target(target_ino(ino));

@@ -598,6 +598,9 @@ impl fuser::Filesystem for LockFs {
         let timing = self.inner.metrics.timing("setattr");
         let mode = mode.map(|m| m & 0o7777);
         let (atime, mtime) = (atime.map(time_ns), mtime.map(time_ns));
+        // A request that changes nothing the cluster keeps (the kernel's chown(f, -1, -1),
+        // which the kernel sends without FATTR_CTIME unless it caches writes) moves the change
+        // time: the backend does that when given nothing.
         self.spawn(timing, req, |inner| async move {
             let fh = fh.map(|f| f.0);
             let result = inner

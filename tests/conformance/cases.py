@@ -301,6 +301,68 @@ def exclusive_create_races_on_symlink(d):
     os.symlink("target", "l")
     return [res(lambda: creat("l", flags=os.O_WRONLY | os.O_CREAT | os.O_EXCL)), st("target")]
 
+# ---- more open flags and times
+@case
+def open_nofollow(d):
+    creat("f"); os.symlink("f", "l")
+    return [res(lambda: os.open("l", os.O_RDONLY | os.O_NOFOLLOW)),
+            res(lambda: os.close(os.open("f", os.O_RDONLY | os.O_NOFOLLOW)))]
+@case
+def utime_now_by_writer_and_stranger(d):
+    creat("w", 0o666); creat("r", 0o644); os.chmod("w", 0o666)
+    return [as_other(lambda: os.utime("w")), as_other(lambda: os.utime("r")),
+            as_other(lambda: os.utime("w", ns=(5, 6)))]
+@case
+def ctime_on_chown_and_link(d):
+    import time
+    creat("f")
+    c0 = os.stat("f").st_ctime_ns
+    time.sleep(0.02)
+    os.chown("f", -1, -1)
+    c1 = os.stat("f").st_ctime_ns
+    time.sleep(0.02)
+    os.link("f", "g")
+    c2 = os.stat("f").st_ctime_ns
+    time.sleep(0.02)
+    os.rename("g", "h")
+    c3 = os.stat("f").st_ctime_ns
+    ch = lambda a, b: "changed" if a != b else "same"
+    return [ch(c0, c1), ch(c1, c2), ch(c2, c3)]
+@case
+def exec_permission(d):
+    creat("f", 0o644)
+    return [os.access("f", os.X_OK), as_other(lambda: os.open("f", os.O_WRONLY)), os.access("f", os.W_OK)]
+@case
+def rmdir_dot_and_nonempty(d):
+    os.mkdir("e"); os.mkdir("e/f")
+    return [res(lambda: os.rmdir("e/.")), res(lambda: os.rmdir("e/..")), res(lambda: os.rmdir("e"))]
+@case
+def rename_root_of_case_dir_entries(d):
+    os.mkdir("a"); creat("a/x")
+    return [res(lambda: os.rename("a", "a/x")), res(lambda: os.rename("a/x", "a/x/y")), res(lambda: os.rename("a/.", "b"))]
+@case
+def create_in_unwritable_dir(d):
+    os.mkdir("ro", 0o555)
+    return [as_other(lambda: creat("ro/f")), as_other(lambda: os.mkdir("ro/d")), as_other(lambda: os.symlink("x", "ro/l")),
+            res(lambda: creat("ro/rootfile"))]
+@case
+def chmod_dir_and_sticky_by_stranger(d):
+    os.mkdir("s")
+    os.chown("s", OTHER, OTHER)
+    return [as_other(lambda: os.chmod("s", 0o1777)), st("s"), as_other(lambda: os.chmod("s", 0o2777)), st("s")]
+@case
+def truncate_grows_with_zeros(d):
+    write("f", b"ab", os.O_WRONLY | os.O_CREAT)
+    os.truncate("f", 5)
+    return [open("f", "rb").read()]
+@case
+def pwrite_beyond_end(d):
+    fd = os.open("f", os.O_RDWR | os.O_CREAT, 0o644)
+    os.pwrite(fd, b"z", 4)
+    out = [os.pread(fd, 10, 0), os.fstat(fd).st_size]
+    os.close(fd)
+    return out
+
 names = sys.argv[2:] or list(CASES)
 for name in names:
     d = os.path.join(ROOT, name)

@@ -278,9 +278,11 @@ impl Backend for MemBackend {
                     size,
                 })?;
             }
+            // Nothing at all given: only the change time moves (chown(f, -1, -1)).
             let others = [mode, uid, gid].iter().any(Option::is_some)
                 || atime_ns.is_some()
-                || mtime_ns.is_some();
+                || mtime_ns.is_some()
+                || size.is_none();
             if others {
                 i.apply(Command::SetAttr {
                     target,
