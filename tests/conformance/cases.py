@@ -85,8 +85,9 @@ def open_trunc(d):
     write("f0", flags=os.O_WRONLY | os.O_CREAT)
     write("f0", b"hello", os.O_WRONLY)
     fd = os.open("f0", os.O_WRONLY | os.O_TRUNC)
+    size = os.fstat(fd).st_size
     os.close(fd)
-    return [st("f0")]
+    return [size]
 @case
 def open_modes_and_umask(d):
     old = os.umask(0o022)
@@ -362,6 +363,15 @@ def pwrite_beyond_end(d):
     out = [os.pread(fd, 10, 0), os.fstat(fd).st_size]
     os.close(fd)
     return out
+
+@case
+def atime_on_read(d):
+    creat("f")
+    os.utime("f", ns=(1, 2))
+    write("f", b"new")
+    a0 = os.stat("f").st_atime_ns
+    open("f").read()
+    return ["changed" if os.stat("f").st_atime_ns != a0 else "same"]
 
 names = sys.argv[2:] or list(CASES)
 for name in names:
