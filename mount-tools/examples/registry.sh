@@ -46,7 +46,11 @@ master)
             name=${path##*/}
             seen[$name]=1
             if [ -z "${known[$name]:-}" ]; then
-                echo "+ $name $(cat "$path" 2>/dev/null)"
+                # A member creates its entry, then writes its address: an empty entry is not
+                # complete yet, and the write's event brings the next pass.
+                address=$(cat "$path" 2>/dev/null) || continue
+                [ -n "$address" ] || continue
+                echo "+ $name $address"
                 known[$name]=1
             fi
         done

@@ -392,12 +392,7 @@ impl ClusterBackend {
             log::info!("cache registered in session {}", session.id);
             if let Some(me) = backend.upgrade() {
                 // Deletions before this registration went unheard.
-                let all = me
-                    .pins
-                    .lock()
-                    .expect("poisoned")
-                    .all_needing_keepers(session.id);
-                me.keep(&session, all).await;
+                me.keep_all(&session).await;
             }
             loop {
                 let Some(me) = backend.upgrade() else { return };
@@ -424,12 +419,7 @@ impl ClusterBackend {
                         me.kernel.take_back_all();
                         *me.registered.lock().expect("poisoned") = None;
                         // Deletions until the watch is back go unheard.
-                        let all = me
-                            .pins
-                            .lock()
-                            .expect("poisoned")
-                            .all_needing_keepers(session.id);
-                        me.keep(&session, all).await;
+                        me.keep_all(&session).await;
                     }
                     Ok(WatchItem::Resync(_)) => {}
                     Ok(WatchItem::Event(e)) => {
@@ -508,6 +498,17 @@ impl ClusterBackend {
                 close_keeper(keeper).await;
             }
         }
+    }
+
+    /// Takes keepers on every file pinned in `session` that has none, after events may have
+    /// gone unheard.
+    async fn keep_all(&self, session: &Arc<Session>) {
+        let all = self
+            .pins
+            .lock()
+            .expect("poisoned")
+            .all_needing_keepers(session.id);
+        self.keep(session, all).await;
     }
 
     async fn expect_attr(&self, op: Op) -> Result<FileAttr, Errno> {
