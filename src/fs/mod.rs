@@ -16,13 +16,16 @@
 //! - `signal.rs`: noticing a signal to a process blocked in a lock wait, which fuser 0.18
 //!   does not pass on either (it answers FUSE_INTERRUPT with ENOSYS itself).
 //! - `owners.rs`: which POSIX lock owners to release at close(2) and at the last close.
+//! - `pins.rs`: files open without a cluster handle, and the handles that keep them alive
+//!   once they lose their name elsewhere.
 //! - `xattr.rs`: the `user.lockfs.*` attributes.
 //! - `echo.rs`: other hosts' creations and deletions replayed to this host's kernel, for
 //!   inotify.
 //! - `cache.rs`: the mount's cache of names, attributes, listings and contents, which the
 //!   cluster keeps correct (`cluster.rs` registers it and applies the cluster's events).
-//! - `kernel.rs`: what of that cache the kernel is let keep (attributes, directory names),
-//!   and taking it back before the cluster's writes are acknowledged.
+//! - `kernel.rs`: what of that cache the kernel is let keep (attributes, and names where the
+//!   kernel takes name epochs), and taking it back before the cluster's writes are
+//!   acknowledged.
 //! - `metrics.rs`: the host's metrics (`-o metrics=HOST:PORT`): requests, lock waits, session,
 //!   cache.
 //! - `attr.rs`, `errors.rs`: attributes and errno as the kernel wants them.

@@ -122,5 +122,22 @@ mod tests {
         };
         assert!(check(&session("h".into()), 100).is_ok());
         assert!(check(&session("h".repeat(MAX_LABEL + 1)), 100).is_err());
+        // A symbolic link's target and both names of a link are bounded before the log.
+        let symlink = |target: String| Command::Symlink {
+            at: Target::Path("/l".into()),
+            target,
+            uid: 0,
+            gid: 0,
+        };
+        assert!(check(&symlink("t".repeat(MAX_SYMLINK - 1)), 100).is_ok());
+        assert!(check(&symlink("t".repeat(MAX_SYMLINK)), 100).is_err());
+        assert!(check(&symlink(String::new()), 100).is_err());
+        assert!(check(&symlink("a\0b".into()), 100).is_err());
+        let link = |at: String| Command::Link {
+            target: Target::Path("/f".into()),
+            at: Target::Path(at),
+        };
+        assert!(check(&link("/g".into()), 100).is_ok());
+        assert!(check(&link(format!("/{}", "n".repeat(256))), 100).is_err());
     }
 }

@@ -19,10 +19,11 @@
 //! and [`StateMachine::restore`] hold them in one blob (a snapshot message may carry its state
 //! inline that way). The layout is in `record.rs`.
 //!
-//! Semantics follow a local Linux filesystem with the limits of DESIGN.md section 3: directories
-//! and small files only; files and directories are renamed atomically (rename(2) and
-//! renameat2(2)); a file that loses its name while open lives on until its last close
-//! (`orphan.rs`); instance numbers are never reused. Two rules that Linux does not decide:
+//! Semantics follow a local Linux filesystem with the limits of DESIGN.md section 3: directories,
+//! small files and symbolic links only; files and directories are renamed atomically (rename(2)
+//! and renameat2(2)); a file may have several names (`links.rs`); a file that loses its last
+//! name while open lives on until its last close (`orphan.rs`); instance numbers are never
+//! reused. Two rules that Linux does not decide:
 //! - `SetAttr` bumps the acl generation once whenever mode, uid or gid is given, even if the
 //!   value is the same, and always sets ctime.
 //! - A file is ephemeral when it is created in a directory marked ephemeral; it keeps that flag

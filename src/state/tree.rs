@@ -152,7 +152,16 @@ impl StateMachine {
         }
         let now = self.meta.clock_ns.max(ctx.time_ns);
         self.applying = ctx.index;
-        self.unprivileged = ctx.caller.clone().filter(|c| c.uid != 0);
+        // Only a change of contents needs it (see `modified`).
+        let changes_contents = matches!(
+            cmd,
+            Command::Write { .. } | Command::Put { .. } | Command::Truncate { .. }
+        );
+        self.unprivileged = ctx
+            .caller
+            .as_ref()
+            .filter(|c| changes_contents && c.uid != 0)
+            .cloned();
         if let Some(quotas) = &ctx.quotas {
             self.check_quotas(cmd, quotas, now)?;
         }
