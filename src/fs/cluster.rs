@@ -72,6 +72,10 @@ pub struct ClusterBackend {
     pins: Mutex<Pins<Keeper>>,
     /// Where keepers are closed from, when the fs layer releases a file on fuser's thread.
     runtime: tokio::runtime::Handle,
+    /// Set by [`ClusterBackend::shutdown`], under the session's lock: no session is opened
+    /// after it (a task that found its session ended would otherwise open one that outlives
+    /// the mount until its TTL).
+    shut: std::sync::atomic::AtomicBool,
 }
 
 /// A keeper (`pins.rs`): the session it was opened in and its cluster handle.
@@ -225,6 +229,7 @@ impl ClusterBackend {
             next_handle: std::sync::atomic::AtomicU64::new(1),
             pins: Mutex::new(Pins::default()),
             runtime: tokio::runtime::Handle::current(),
+            shut: std::sync::atomic::AtomicBool::new(false),
         };
         backend.current().await?;
         Ok(backend)
@@ -238,6 +243,11 @@ impl ClusterBackend {
                 return Ok(s.clone());
             }
             log::warn!("session {} ended; opening a new one", s.id);
+        }
+        if self.shut.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(ClientError::Unavailable(
+                "the mount is shutting down".into(),
+            ));
         }
         let s = Session::open_with(
             self.client.clone(),
@@ -304,7 +314,11 @@ impl ClusterBackend {
     /// if the cluster cannot be reached, the session expires after its TTL anyway, and an
     /// unmount should not hang on a dead cluster.
     pub async fn shutdown(&self) {
-        if let Some(s) = self.session.lock().await.take() {
+        let mut slot = self.session.lock().await;
+        self.shut.store(true, std::sync::atomic::Ordering::SeqCst);
+        let taken = slot.take();
+        drop(slot);
+        if let Some(s) = taken {
             match tokio::time::timeout(SHUTDOWN_LIMIT, s.close()).await {
                 Ok(Ok(())) => log::info!("session {} closed", s.id),
                 Ok(Err(e)) => log::warn!("closing session {}: {e}", s.id),

@@ -468,14 +468,24 @@ impl Node {
                 request,
                 auth,
                 reply,
-            } => match self.admit(&command, request.as_ref(), &auth) {
-                Ok(()) => {
-                    self.propose(command, request, auth.user, Some(reply));
+            } => {
+                // Only the leader judges a command against the state: a follower may not have
+                // applied what the leader acknowledged (a session closed, room made), and
+                // would refuse what the leader admits. The client goes to the leader.
+                let admitted = if self.raw.raft.state == StateRole::Leader {
+                    self.admit(&command, request.as_ref(), &auth)
+                } else {
+                    Err(self.not_leader())
+                };
+                match admitted {
+                    Ok(()) => {
+                        self.propose(command, request, auth.user, Some(reply));
+                    }
+                    Err(e) => {
+                        let _ = reply.send(Err(e));
+                    }
                 }
-                Err(e) => {
-                    let _ = reply.send(Err(e));
-                }
-            },
+            }
             Input::KeepAlive {
                 session,
                 auth,
