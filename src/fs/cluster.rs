@@ -152,10 +152,16 @@ async fn close_keeper((session, handle): Keeper) {
 /// Takes back from the kernel what an event changed: the node's attributes, and for a name
 /// that came or went, its directory's. Lock changes change no attribute the kernel keeps.
 /// The name of a directory that another host moved or removed goes too (`elsewhere`: not
-/// this mount's own change, which its kernel made itself).
+/// this mount's own change, which its kernel made itself), and so do the mapped pages of
+/// contents changed elsewhere.
 fn take_back(kernel: &KernelCache, e: &proto::WatchEvent, elsewhere: bool) {
     if matches!(e.change, Change::LOCKED | Change::UNLOCKED) {
         return;
+    }
+    match e.change {
+        Change::MODIFIED if elsewhere => kernel.changed_elsewhere(e.instance),
+        Change::RESYNC => kernel.missed_changes(),
+        _ => {}
     }
     kernel.take_back(e.instance);
     if matches!(e.change, Change::CREATED | Change::DELETED | Change::RESYNC) {

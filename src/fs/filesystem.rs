@@ -18,8 +18,10 @@
 //!
 //! Every open file is opened with FOPEN_DIRECT_IO: reads and writes reach the mount instead of
 //! the page cache, so `cat` never shows another host's old data, and a read pass serves one
-//! version of the file (see `Inner::read`), which the page cache could not promise: it fills
-//! page by page, and a replace by another host between two pages would mix two versions.
+//! version of the file (see `open_files::Pass`), which the page cache could not promise: it
+//! fills page by page, and a replace by another host between two pages would mix two
+//! versions. Only shared mappings use the page cache, where the kernel allows it
+//! (FUSE_DIRECT_IO_ALLOW_MMAP, asked for by a caching mount: see `kernel.rs`).
 //!
 //! What costs a Raft commit: every change to the tree, and a backend handle's open and close.
 //! A read-only open of an ordinary file takes no handle until a lock is taken through it (see
@@ -45,7 +47,7 @@ use super::errors::to_kernel;
 use super::kernel;
 use super::locks::{self, KernelLock};
 use super::metrics::{MountMetrics, Timing};
-use super::open_files::{Ephemeral, OpenFile, OpenFiles};
+use super::open_files::{self, Ephemeral, OpenFile, OpenFiles};
 use super::owners::LockOwners;
 use super::xattr;
 use crate::client::on_behalf_of;
@@ -306,54 +308,44 @@ impl Inner {
     /// replacing one file never makes a `cat` of another mix two versions.
     ///
     /// [`Inner::read_at_once`] serves what needs no round trip; this serves the rest.
-    async fn read(&self, fh: u64, offset: u64, size: u32) -> Result<Vec<u8>, Errno> {
+    /// `pages`: the kernel fills its page cache (a shared mapping's fault), which takes no
+    /// part in read passes: it is answered with the contents as they are.
+    async fn read(&self, fh: u64, offset: u64, size: u32, pages: bool) -> Result<Vec<u8>, Errno> {
         let file = self.files.get(fh)?;
         let session = file.session(&*self.backend).await?;
-        let slice = |data: &[u8]| {
-            let start = usize::try_from(offset)
-                .unwrap_or(usize::MAX)
-                .min(data.len());
-            let end = start.saturating_add(size as usize).min(data.len());
-            data[start..end].to_vec()
-        };
-        let epoch = self.writes.of(file.ino);
-        if offset > 0 {
-            let kept = file.contents.lock().unwrap().clone();
-            return match kept {
-                Some((at, data)) if at == epoch => Ok(slice(&data)),
-                _ => {
-                    self.backend
-                        .read(session, file.ino, offset, u64::from(size))
-                        .await
-                }
-            };
+        let version = self.writes.of(file.ino);
+        if let Some(read) = file.continue_pass(version, offset, size).filter(|_| !pages) {
+            return Ok(read);
         }
         let data = Arc::new(self.backend.read(session, file.ino, 0, u64::MAX).await?);
-        *file.contents.lock().unwrap() = Some((epoch, data.clone()));
-        Ok(slice(&data))
+        if pages {
+            return Ok(open_files::slice(&data, offset, size));
+        }
+        Ok(file.start_pass(version, data, offset, size))
     }
 
-    /// What [`Inner::read`] would answer, when it needs no round trip: a read within the
-    /// version kept for this pass, or a read at offset 0 of a file the mount's cache holds
-    /// (which starts a pass).
-    fn read_at_once(&self, fh: u64, offset: u64, size: u32) -> Option<Vec<u8>> {
+    /// What [`Inner::read`] would answer, when it needs no round trip: a read that continues
+    /// the pass under way, or one of a file the mount's cache holds (which starts a pass).
+    fn read_at_once(&self, fh: u64, offset: u64, size: u32, pages: bool) -> Option<Vec<u8>> {
         let file = self.files.get(fh).ok()?;
-        let epoch = self.writes.of(file.ino);
-        let data = if offset > 0 {
-            match file.contents.lock().unwrap().clone() {
-                Some((at, data)) if at == epoch => data,
-                _ => return None,
-            }
-        } else {
-            let data = self.backend.cached_read(file.opened_in()?, file.ino)?;
-            *file.contents.lock().unwrap() = Some((epoch, data.clone()));
-            data
-        };
-        let start = usize::try_from(offset)
-            .unwrap_or(usize::MAX)
-            .min(data.len());
-        let end = start.saturating_add(size as usize).min(data.len());
-        Some(data[start..end].to_vec())
+        let version = self.writes.of(file.ino);
+        if let Some(read) = file.continue_pass(version, offset, size).filter(|_| !pages) {
+            return Some(read);
+        }
+        let data = self.backend.cached_read(file.opened_in()?, file.ino)?;
+        if pages {
+            return Some(open_files::slice(&data, offset, size));
+        }
+        Some(file.start_pass(version, data, offset, size))
+    }
+
+    /// Keeps `file` (not a directory) open under a new file handle, and tells the kernel
+    /// cache, whose mapped pages of it matter while it is open (see `kernel.rs`).
+    fn insert_file(&self, file: OpenFile) -> u64 {
+        if let Some(k) = self.backend.kernel() {
+            k.file_opened(file.ino);
+        }
+        self.files.insert(file)
     }
 
     /// The OPEN [`Inner::open`] would make without a round trip: a read-only open of a file
@@ -366,7 +358,7 @@ impl Inner {
         if !self.backend.pin(session, ino) {
             return None;
         }
-        Some(self.files.insert(OpenFile::lazy(ino, session)))
+        Some(self.insert_file(OpenFile::lazy(ino, session)))
     }
 
     async fn write(&self, fh: u64, offset: u64, data: Vec<u8>, append: bool) -> Result<u32, Errno> {
@@ -482,13 +474,11 @@ impl Inner {
             };
         let session = self.backend.session().await?;
         if !eager && self.backend.pin(session, ino) {
-            return Ok(self.files.insert(OpenFile::lazy(ino, session)));
+            return Ok(self.insert_file(OpenFile::lazy(ino, session)));
         }
         let handle = self.backend.open(session, ino).await?;
         let truncate = flags & libc::O_TRUNC != 0;
-        Ok(self
-            .files
-            .insert(OpenFile::file(ino, session, Some(handle), truncate)))
+        Ok(self.insert_file(OpenFile::file(ino, session, Some(handle), truncate)))
     }
 
     async fn getxattr(&self, ino: u64, name: xattr::Name) -> Result<Vec<u8>, Errno> {
@@ -509,7 +499,16 @@ impl fuser::Filesystem for LockFs {
                 io::ErrorKind::Unsupported,
                 format!("the kernel's FUSE lacks {missing:?}, which lockfs needs"),
             )
-        })
+        })?;
+        // Shared mappings only where other hosts' writes reach the mapped pages: a caching
+        // mount hears of them (see `kernel.rs`). Elsewhere `mmap(MAP_SHARED)` stays ENODEV.
+        if self.inner.backend.kernel().is_some() {
+            match config.add_capabilities(InitFlags::FUSE_DIRECT_IO_ALLOW_MMAP) {
+                Ok(()) => log::info!("shared mappings allowed"),
+                Err(_) => log::info!("the kernel cannot map direct I/O files: no shared mmap"),
+            }
+        }
+        Ok(())
     }
 
     fn destroy(&mut self) {
@@ -596,7 +595,13 @@ impl fuser::Filesystem for LockFs {
         reply: ReplyAttr,
     ) {
         let timing = self.inner.metrics.timing("setattr");
-        let mode = mode.map(|m| m & 0o7777);
+        // A truncation by a user without CAP_FSETID comes with the mode the kernel computed
+        // to clear the set-id bits, which only the owner could set. The cluster clears them
+        // itself for such a writer (the same rule), so the truncation goes alone.
+        let mode = match (mode, size, uid, gid) {
+            (Some(_), Some(_), None, None) => None,
+            _ => mode.map(|m| m & 0o7777),
+        };
         let (atime, mtime) = (atime.map(time_ns), mtime.map(time_ns));
         // A request that changes nothing the cluster keeps (the kernel's chown(f, -1, -1),
         // which the kernel sends without FATTR_CTIME unless it caches writes) moves the change
@@ -800,15 +805,18 @@ impl fuser::Filesystem for LockFs {
         offset: u64,
         size: u32,
         _flags: OpenFlags,
-        _lock_owner: Option<LockOwner>,
+        lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
         let timing = self.inner.metrics.timing("read");
-        if let Some(data) = self.inner.read_at_once(fh.0, offset, size) {
+        // The kernel names the reading process's lock owner in a read(2) of a direct I/O file,
+        // never when it fills its page cache.
+        let pages = lock_owner.is_none();
+        if let Some(data) = self.inner.read_at_once(fh.0, offset, size, pages) {
             return reply.data(&data);
         }
         self.spawn(timing, req, |inner| async move {
-            match inner.read(fh.0, offset, size).await {
+            match inner.read(fh.0, offset, size, pages).await {
                 Ok(data) => reply.data(&data),
                 Err(e) => reply.error(to_kernel(e)),
             }
@@ -822,15 +830,17 @@ impl fuser::Filesystem for LockFs {
         fh: FileHandle,
         offset: u64,
         data: &[u8],
-        _write_flags: WriteFlags,
+        write_flags: WriteFlags,
         flags: OpenFlags,
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
         let timing = self.inner.metrics.timing("write");
         // The kernel computes an O_APPEND offset from its cached size, which another host may
-        // have outdated: let the cluster append at its own end of file instead.
-        let append = flags.0 & libc::O_APPEND != 0;
+        // have outdated: let the cluster append at its own end of file instead. A write of
+        // mapped pages (FUSE_WRITE_CACHE) goes where the pages are, whatever the file's flags.
+        let append =
+            flags.0 & libc::O_APPEND != 0 && !write_flags.contains(WriteFlags::FUSE_WRITE_CACHE);
         let data = data.to_vec();
         self.spawn(timing, req, |inner| async move {
             match inner.write(fh.0, offset, data, append).await {
@@ -877,6 +887,9 @@ impl fuser::Filesystem for LockFs {
             Ok(file) => file,
             Err(e) => return reply.error(to_kernel(e)),
         };
+        if let Some(k) = self.inner.backend.kernel() {
+            k.file_closed(file.ino);
+        }
         if let Some(session) = file.pinned_in() {
             self.inner.backend.unpin(session, file.ino);
         }
@@ -1072,9 +1085,8 @@ impl fuser::Filesystem for LockFs {
                     };
                     match found {
                         Ok((session, attr)) => {
-                            let fh = inner
-                                .files
-                                .insert(OpenFile::file(attr.ino, session, None, false));
+                            let file = OpenFile::file(attr.ino, session, None, false);
+                            let fh = inner.insert_file(file);
                             let kattr = attr::to_kernel(&attr);
                             let flags = FopenFlags::FOPEN_DIRECT_IO;
                             reply.created(&TTL, &kattr, Generation(0), FileHandle(fh), flags);
@@ -1104,7 +1116,7 @@ impl fuser::Filesystem for LockFs {
                     // first may have contents, which O_TRUNC replaces at the first write.
                     let pending = truncate && attr.size > 0;
                     let file = OpenFile::file(attr.ino, session, Some(handle), pending);
-                    let fh = inner.files.insert(file);
+                    let fh = inner.insert_file(file);
                     let kattr = attr::to_kernel(&attr);
                     let flags = FopenFlags::FOPEN_DIRECT_IO;
                     reply.created(&TTL, &kattr, Generation(0), FileHandle(fh), flags);

@@ -23,15 +23,23 @@
 //!   one. A directory's attributes, asked for through a name kept for a directory since
 //!   deleted, answer ESTALE ([`KernelCache::stale`]): the kernel walks the path again.
 //!
-//! Contents are not kept: files keep FOPEN_DIRECT_IO (see `filesystem.rs`).
+//! Contents are kept only for shared mappings. Files keep FOPEN_DIRECT_IO (see
+//! `filesystem.rs`), so `read` and `write` never use the page cache; a caching mount asks for
+//! FUSE_DIRECT_IO_ALLOW_MMAP, and a `mmap` then fills pages the kernel keeps. Processes of this
+//! host that map a file share those pages, and the kernel itself keeps them coherent with this
+//! host's `read` and `write`. A change made elsewhere drops the pages of every file open here
+//! ([`KernelCache::changed_elsewhere`], from the event that reports it): unlike every other taking
+//! back this needs page locks, and dirty pages are written back first (a WRITE to this very
+//! mount), so it runs on a thread of its own and is not waited for. A mapping here sees a
+//! change made elsewhere shortly after its event, not before the writer is acknowledged.
 //!
 //! A grant ends by itself when the lease could have lapsed, so a mount frozen past its lease
 //! lets its kernel serve nothing from before: the kernel asks, and the frozen mount does not
 //! answer. A grant whose answer reached the kernel late (the mount paused between deciding it
 //! and sending it) is taken back at once ([`KernelCache::sent`]).
 
-use std::collections::HashMap;
-use std::sync::{Mutex, OnceLock};
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 /// Most inodes with live grants of each kind; past it, nothing more is granted until some
@@ -58,6 +66,25 @@ pub struct KernelCache {
     /// Whether the kernel takes FUSE_NOTIFY_INC_EPOCH (Linux 6.16 and later).
     epochs: std::sync::atomic::AtomicBool,
     grants: Mutex<Grants>,
+    /// Inode -> how many files are open on it here: only those can have mapped pages that
+    /// matter (a new mapping drops what the kernel kept from before).
+    open: Mutex<HashMap<u64, u32>>,
+    /// Inodes whose pages are to be dropped, for the thread that drops them.
+    drops: Arc<PageDrops>,
+}
+
+#[derive(Default)]
+struct PageDrops {
+    /// The inodes, and whether the cache is gone (the thread ends).
+    queue: Mutex<(HashSet<u64>, bool)>,
+    wake: Condvar,
+}
+
+impl Drop for KernelCache {
+    fn drop(&mut self) {
+        self.drops.queue.lock().expect("poisoned").1 = true;
+        self.drops.wake.notify_all();
+    }
 }
 
 /// A grant decided for an answer: send it, then call [`KernelCache::sent`].
@@ -92,6 +119,14 @@ fn record(map: &mut HashMap<u64, Instant>, ino: u64, until: Instant, now: Instan
 impl KernelCache {
     /// Lets grants be taken back through `notifier`, and so lets them be made.
     pub fn attach(&self, notifier: fuser::Notifier, device: std::os::fd::OwnedFd) {
+        let drops = self.drops.clone();
+        let n = notifier.clone();
+        if let Err(e) = std::thread::Builder::new()
+            .name("lockfs-pages".into())
+            .spawn(move || drop_pages_until_gone(&drops, &n))
+        {
+            log::warn!("no thread to drop mapped pages ({e}): mappings miss other hosts' writes");
+        }
         let _ = self.notifier.set(notifier);
         let _ = self.device.set(device.into());
         match self.new_epoch() {
@@ -200,8 +235,51 @@ impl KernelCache {
         }
     }
 
-    /// Takes back every grant still running (after the cache missed events).
+    /// A file on `ino` was opened here.
+    pub fn file_opened(&self, ino: u64) {
+        *self.open.lock().expect("poisoned").entry(ino).or_default() += 1;
+    }
+
+    /// A file on `ino` opened here was released.
+    pub fn file_closed(&self, ino: u64) {
+        let mut open = self.open.lock().expect("poisoned");
+        if let Some(n) = open.get_mut(&ino) {
+            *n -= 1;
+            if *n == 0 {
+                open.remove(&ino);
+            }
+        }
+    }
+
+    /// `ino`'s contents changed elsewhere: drops the pages the kernel keeps of them if a file
+    /// is open on it here (without waiting: see the module's comment).
+    pub fn changed_elsewhere(&self, ino: u64) {
+        if self.open.lock().expect("poisoned").contains_key(&ino) {
+            self.drops.queue.lock().expect("poisoned").0.insert(ino);
+            self.drops.wake.notify_one();
+        }
+    }
+
+    /// Events may have been missed: every file may have changed. Drops the pages of every
+    /// file open here.
+    pub fn missed_changes(&self) {
+        let open: Vec<u64> = self
+            .open
+            .lock()
+            .expect("poisoned")
+            .keys()
+            .copied()
+            .collect();
+        if !open.is_empty() {
+            self.drops.queue.lock().expect("poisoned").0.extend(open);
+            self.drops.wake.notify_one();
+        }
+    }
+
+    /// Takes back every grant still running, and every mapped page (after the cache missed
+    /// events).
     pub fn take_back_all(&self) {
+        self.missed_changes();
         self.take_back_names();
         let now = Instant::now();
         let live: Vec<u64> = {
@@ -256,6 +334,31 @@ impl KernelCache {
         if let Err(e) = n.inval_inode(fuser::INodeNo(ino), -1, 0) {
             if e.raw_os_error() != Some(libc::ENOENT) {
                 log::warn!("taking back the kernel's attributes of inode {ino}: {e}");
+            }
+        }
+    }
+}
+
+/// Drops the pages queued in `drops` (data and attributes: `inval_inode` from offset 0), until
+/// the cache is gone.
+fn drop_pages_until_gone(drops: &PageDrops, notifier: &fuser::Notifier) {
+    loop {
+        let inodes = {
+            let mut q = drops.queue.lock().expect("poisoned");
+            while q.0.is_empty() && !q.1 {
+                q = drops.wake.wait(q).expect("poisoned");
+            }
+            if q.1 {
+                return;
+            }
+            std::mem::take(&mut q.0)
+        };
+        for ino in inodes {
+            // ENOENT: the kernel has forgotten the inode, and its pages with it.
+            if let Err(e) = notifier.inval_inode(fuser::INodeNo(ino), 0, 0) {
+                if e.raw_os_error() != Some(libc::ENOENT) {
+                    log::warn!("dropping the kernel's pages of inode {ino}: {e}");
+                }
             }
         }
     }

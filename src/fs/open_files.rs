@@ -45,6 +45,7 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use super::backend::{Backend, DirEntry, Errno, FileAttr, NodeKind};
 
@@ -60,14 +61,78 @@ pub struct OpenFile {
     pub pending_truncate: tokio::sync::Mutex<bool>,
     /// A directory's entries, read at the first readdir.
     pub listing: Mutex<Option<Arc<Vec<DirEntry>>>>,
-    /// A file's whole contents as read at the last read from offset 0, with the mount's write
-    /// count then: the version the reads that follow are served from.
-    pub contents: Mutex<Option<(u64, Arc<Vec<u8>>)>>,
+    /// The read pass under way on this file, if any.
+    pass: Mutex<Option<Pass>>,
     /// Opened without a handle and pinned in the backend (`Backend::pin`): unpin at release.
     pinned: bool,
 }
 
+/// A read pass: reads of one open file from offset 0, each starting where the last ended
+/// within [`PASS_GAP`] (the reads of one `cat`, or the requests the kernel splits one `read`
+/// into), are served from one version of the whole file, the one the first found, as a replace
+/// wrote it: so a file is read whole as one version, never the start of one and the end of the
+/// next. A write through this mount ends the pass ([`Version`]), and so does a read that
+/// starts anywhere else or later: it reads the file again, so a read that starts after a
+/// write was acknowledged sees it.
+struct Pass {
+    version: Version,
+    data: Arc<Vec<u8>>,
+    /// Where the last read of the pass ended, and when.
+    end: u64,
+    at: Instant,
+}
+
+/// How many writes this mount made to a file (see `filesystem::WriteEpochs`). Taken before
+/// the contents are read, so a write while they are read makes it stale.
+pub type Version = u64;
+
+/// The longest pause between two reads of one pass.
+pub const PASS_GAP: Duration = Duration::from_secs(1);
+
+/// `size` bytes of `data` from `offset` (fewer at its end).
+pub fn slice(data: &[u8], offset: u64, size: u32) -> Vec<u8> {
+    let start = usize::try_from(offset)
+        .unwrap_or(usize::MAX)
+        .min(data.len());
+    let end = start.saturating_add(size as usize).min(data.len());
+    data[start..end].to_vec()
+}
+
 impl OpenFile {
+    /// The read of `size` bytes at `offset`, if it continues the pass under way on this file
+    /// and the file is still at `version`.
+    pub fn continue_pass(&self, version: Version, offset: u64, size: u32) -> Option<Vec<u8>> {
+        let mut pass = self.pass.lock().unwrap();
+        let p = pass.as_mut()?;
+        if offset == 0 || p.version != version || p.end != offset || p.at.elapsed() > PASS_GAP {
+            *pass = None;
+            return None;
+        }
+        let read = slice(&p.data, offset, size);
+        p.end = offset + read.len() as u64;
+        p.at = Instant::now();
+        Some(read)
+    }
+
+    /// The read of `size` bytes at `offset` from `data`, the whole file as read at `version`,
+    /// which starts a new pass.
+    pub fn start_pass(
+        &self,
+        version: Version,
+        data: Arc<Vec<u8>>,
+        offset: u64,
+        size: u32,
+    ) -> Vec<u8> {
+        let read = slice(&data, offset, size);
+        *self.pass.lock().unwrap() = Some(Pass {
+            version,
+            end: offset + read.len() as u64,
+            data,
+            at: Instant::now(),
+        });
+        read
+    }
+
     /// A file opened in `session`, with a backend handle or (lazily) without one for now.
     pub fn file(ino: u64, session: u64, handle: Option<u64>, truncate: bool) -> Self {
         OpenFile {
@@ -76,7 +141,7 @@ impl OpenFile {
             handle: tokio::sync::Mutex::new(handle),
             pending_truncate: tokio::sync::Mutex::new(truncate),
             listing: Mutex::new(None),
-            contents: Mutex::new(None),
+            pass: Mutex::new(None),
             pinned: false,
         }
     }
@@ -101,7 +166,7 @@ impl OpenFile {
             handle: tokio::sync::Mutex::new(None),
             pending_truncate: tokio::sync::Mutex::new(false),
             listing: Mutex::new(None),
-            contents: Mutex::new(None),
+            pass: Mutex::new(None),
             pinned: false,
         }
     }

@@ -489,6 +489,31 @@ fn mkdir_keeps_only_permission_bits() {
 }
 
 #[test]
+fn a_set_group_id_directory_passes_on_its_group_and_its_bit() {
+    let mut sm = StateMachine::new();
+    ok_attr(&mut sm, mkdir(p("/sg")));
+    ok_attr(
+        &mut sm,
+        Command::SetAttr {
+            target: p("/sg"),
+            mode: Some(0o2777),
+            uid: None,
+            gid: Some(7),
+            atime_ns: None,
+            mtime_ns: None,
+        },
+    );
+    let d = ok_attr(&mut sm, mkdir(p("/sg/d")));
+    assert_eq!((d.mode, d.uid, d.gid), (0o2755, 10, 7));
+    let f = ok_attr(&mut sm, create(p("/sg/f"), true));
+    assert_eq!((f.mode, f.uid, f.gid), (0o644, 10, 7));
+    let n = ok_attr(&mut sm, put(p("/sg/d/n"), b"x"));
+    assert_eq!((n.mode, n.uid, n.gid), (0o600, 7, 7));
+    // Elsewhere the creator's group stays.
+    assert_eq!(ok_attr(&mut sm, mkdir(p("/e"))).gid, 20);
+}
+
+#[test]
 fn mkdir_errors() {
     let mut sm = sample();
     refused(&mut sm, mkdir(p("/d")), StateError::AlreadyExists);

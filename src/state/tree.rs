@@ -892,6 +892,15 @@ impl StateMachine {
         parent.children.insert(node.name.clone(), ino);
         parent.subdirs += u64::from(node.kind == Kind::Dir);
         node.ephemeral = node.kind == Kind::File && parent.ephemeral;
+        // A set-group-id directory gives what is made in it its group, and its subdirectories
+        // its set-group-id bit, as Linux does (the kernel already stripped the bit from a file
+        // made by someone outside the group).
+        if parent.mode & SET_GID != 0 {
+            node.gid = parent.gid;
+            if node.kind == Kind::Dir {
+                node.mode |= SET_GID;
+            }
+        }
         self.usage.resize(0, node.data.len());
         self.nodes.insert(ino, node);
         self.dirty_nodes.insert(ino);

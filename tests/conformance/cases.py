@@ -373,6 +373,102 @@ def atime_on_read(d):
     open("f").read()
     return ["changed" if os.stat("f").st_atime_ns != a0 else "same"]
 
+# ---- set-id bits and groups
+@case
+def setgid_directory_inheritance(d):
+    os.mkdir("sg"); os.chown("sg", 0, 7); os.chmod("sg", 0o2777)
+    return [as_other(lambda: creat("sg/f")), as_other(lambda: os.mkdir("sg/d", 0o755)),
+            as_other(lambda: os.symlink("x", "sg/l")), st("sg/f"), st("sg/d"), st("sg/l"),
+            res(lambda: os.mkdir("sg/r", 0o700)), st("sg/r"), res(lambda: creat("sg/rf", 0o6755)), st("sg/rf")]
+@case
+def truncate_clears_set_ids(d):
+    creat("u"); os.chmod("u", 0o6777); creat("g"); os.chmod("g", 0o2767); creat("r"); os.chmod("r", 0o6777)
+    def ftrunc(p, n):
+        def go():
+            fd = os.open(p, os.O_WRONLY)
+            try:
+                os.ftruncate(fd, n)
+            finally:
+                os.close(fd)
+        return go
+    return [as_other(lambda: os.truncate("u", 3)), as_other(ftrunc("g", 2)), res(lambda: os.truncate("r", 0)),
+            st("u"), st("g"), st("r")]
+@case
+def chown_clears_set_ids(d):
+    creat("x"); os.chmod("x", 0o6755); creat("n"); os.chmod("n", 0o6745); os.mkdir("e"); os.chmod("e", 0o2755)
+    r = [res(lambda: os.chown("x", -1, 5)), res(lambda: os.chown("n", 5, -1)), res(lambda: os.chown("e", 5, 5))]
+    return r + [st("x"), st("n"), st("e")]
+
+# ---- times, part 2
+def utimensat(p, a, m, flags=0):
+    import ctypes
+    libc = ctypes.CDLL(None, use_errno=True)
+    class TS(ctypes.Structure):
+        _fields_ = [("s", ctypes.c_long), ("ns", ctypes.c_long)]
+    def go():
+        ts = (TS * 2)(TS(*a), TS(*m))
+        if libc.utimensat(-100, p.encode(), ts, flags) != 0:
+            e = ctypes.get_errno()
+            raise OSError(e, os.strerror(e))
+    return go
+UTIME_NOW, UTIME_OMIT = (1 << 30) - 1, (1 << 30) - 2
+@case
+def utimensat_omit_and_now(d):
+    import time
+    creat("f"); os.utime("f", ns=(5_000_000_000, 6_000_000_000))
+    r = [res(utimensat("f", (7, 0), (0, UTIME_OMIT)))]
+    s = os.stat("f"); r += [s.st_atime_ns, s.st_mtime_ns]
+    r.append(res(utimensat("f", (0, UTIME_OMIT), (8, 9))))
+    s = os.stat("f"); r += [s.st_atime_ns, s.st_mtime_ns]
+    c0 = s.st_ctime_ns
+    time.sleep(0.02)
+    r.append(res(utimensat("f", (0, UTIME_OMIT), (0, UTIME_OMIT))))
+    r.append("same" if os.stat("f").st_ctime_ns == c0 else "changed")
+    r.append(res(utimensat("f", (0, 1_000_000_000), (0, 0))))
+    creat("w", 0o666); os.chmod("w", 0o666)
+    r += [as_other(utimensat("w", (0, UTIME_NOW), (0, UTIME_NOW))), as_other(utimensat("w", (0, UTIME_NOW), (0, UTIME_OMIT))),
+          as_other(utimensat("w", (0, UTIME_OMIT), (9, 0))), as_other(utimensat("w", (0, UTIME_OMIT), (0, UTIME_OMIT)))]
+    return r
+@case
+def dir_times_on_unlink_and_rename(d):
+    import time
+    os.mkdir("a"); os.mkdir("b"); creat("a/f"); creat("a/g")
+    ch = lambda x, y: "changed" if x != y else "same"
+    a0, b0 = os.stat("a"), os.stat("b"); time.sleep(0.02)
+    os.unlink("a/g"); a1 = os.stat("a"); time.sleep(0.02)
+    os.rename("a/f", "b/f"); a2, b2 = os.stat("a"), os.stat("b"); time.sleep(0.02)
+    os.mkdir("b/s"); b3 = os.stat("b"); time.sleep(0.02)
+    os.rmdir("b/s"); b4 = os.stat("b")
+    return [ch(a0.st_mtime_ns, a1.st_mtime_ns), ch(a0.st_ctime_ns, a1.st_ctime_ns), ch(a1.st_mtime_ns, a2.st_mtime_ns),
+            ch(b0.st_mtime_ns, b2.st_mtime_ns), ch(b0.st_ctime_ns, b2.st_ctime_ns), ch(b2.st_mtime_ns, b3.st_mtime_ns),
+            ch(b3.st_mtime_ns, b4.st_mtime_ns)]
+@case
+def truncate_times(d):
+    import time
+    write("f", b"abc", os.O_WRONLY | os.O_CREAT); write("g", b"abc", os.O_WRONLY | os.O_CREAT)
+    ch = lambda x, y: "changed" if x != y else "same"
+    f0, g0 = os.stat("f"), os.stat("g"); time.sleep(0.02)
+    os.truncate("f", 3)
+    fd = os.open("g", os.O_WRONLY); os.ftruncate(fd, 1); os.close(fd)
+    f1, g1 = os.stat("f"), os.stat("g")
+    return [ch(f0.st_mtime_ns, f1.st_mtime_ns), ch(f0.st_ctime_ns, f1.st_ctime_ns), ch(g0.st_mtime_ns, g1.st_mtime_ns),
+            ch(g0.st_ctime_ns, g1.st_ctime_ns), g1.st_size]
+
+# ---- what the mount does not implement itself fails at once, as the kernel's fallbacks do
+@case
+def fallocate_seek_and_copy(d):
+    fd = os.open("f", os.O_RDWR | os.O_CREAT, 0o644)
+    os.write(fd, b"abc")
+    r = [res(lambda: os.posix_fallocate(fd, 0, 10)), os.fstat(fd).st_size, os.pread(fd, 20, 0)]
+    r.append(res(lambda: str(os.lseek(fd, 0, os.SEEK_DATA))))
+    r.append(res(lambda: str(os.lseek(fd, 0, os.SEEK_HOLE))))
+    r.append(res(lambda: str(os.lseek(fd, 20, os.SEEK_DATA))))
+    out = os.open("g", os.O_RDWR | os.O_CREAT, 0o644)
+    r.append(res(lambda: str(os.copy_file_range(fd, out, 5, 0, 0))))
+    r.append(os.pread(out, 20, 0))
+    os.close(fd); os.close(out)
+    return r
+
 names = sys.argv[2:] or list(CASES)
 for name in names:
     d = os.path.join(ROOT, name)
