@@ -339,7 +339,7 @@ fn links_made_on_one_host_are_seen_on_the_other() {
 fn what_the_mount_does_not_do_fails_at_once_with_its_errno() {
     let h = Hosts::start();
     let out = h.ok("cd \"$A\" && python3 -c '
-import errno, mmap, os
+import errno, fcntl, os, struct
 def said(op):
     try:
         op()
@@ -348,11 +348,22 @@ def said(op):
         return errno.errorcode[e.errno]
 print(said(lambda: os.mkfifo(\"fifo\")))
 print(said(lambda: os.mknod(\"dev\", 0o600 | 0o020000, os.makedev(1, 3))))
+print(said(lambda: os.mknod(\"sock\", 0o600 | 0o140000)))
 print(said(lambda: os.open(\".\", os.O_TMPFILE | os.O_RDWR, 0o600)))
 print(said(lambda: os.open(b\"bad\\xff\", os.O_WRONLY | os.O_CREAT, 0o600)))
 print(said(lambda: os.symlink(b\"bad\\xff\", \"l\")))
+fd = os.open(\"f\", os.O_RDWR | os.O_CREAT, 0o600)
+print(said(lambda: fcntl.ioctl(fd, 0x80086601, bytes(8))))
+print(said(lambda: os.setxattr(\"f\", \"trusted.x\", b\"1\")))
+acl = struct.pack(\"<I\", 2) + b\"\".join(struct.pack(\"<HHI\", t, p, 0xffffffff) for t, p in ((1, 6), (4, 4), (32, 4)))
+print(said(lambda: os.setxattr(\"f\", \"system.posix_acl_access\", acl)))
+print(said(lambda: os.posix_fallocate(fd, 0, 100)), os.fstat(fd).st_size)
+os.close(fd)
 print(sorted(os.listdir(\".\")))'");
-    assert_eq!(out, "EPERM\nEPERM\nENOTSUP\nEINVAL\nEINVAL\n[]\n");
+    assert_eq!(
+        out,
+        "EPERM\nEPERM\nEPERM\nENOTSUP\nEINVAL\nEINVAL\nENOTTY\nENOTSUP\nENOTSUP\nok 100\n['f']\n"
+    );
     // A mount that keeps no cache hears nothing of other hosts' writes, which would leave
     // mapped pages stale: it refuses shared mappings.
     let mut m = h.extra_mount("nocache", "host-b", "cache=off");

@@ -339,6 +339,64 @@ impl Inner {
         Some(file.start_pass(version, data, offset, size))
     }
 
+    /// A new empty regular file, opened for nothing (mknod): created with a handle, which is
+    /// closed at once. A file in an ephemeral directory lives only while it is open, so it
+    /// cannot be made this way (EPERM).
+    async fn make_file(
+        &self,
+        parent: u64,
+        name: &str,
+        mode: u32,
+        uid: u32,
+        gid: u32,
+    ) -> Result<FileAttr, Errno> {
+        let session = self.backend.session().await?;
+        let (handle, attr) = self
+            .backend
+            .create(session, parent, name, mode, uid, gid, true)
+            .await?;
+        self.backend.close(handle).await?;
+        if attr.ephemeral {
+            return Err(Errno::EPERM);
+        }
+        Ok(attr)
+    }
+
+    /// fallocate(2) on an open file, as tmpfs has it: `mode` 0 makes the file at least
+    /// `offset + len` long (the new bytes read as zeros), FALLOC_FL_KEEP_SIZE alone changes
+    /// nothing (there is no space to reserve), and FALLOC_FL_PUNCH_HOLE (which the kernel lets
+    /// through only with FALLOC_FL_KEEP_SIZE) writes zeros over the part of the range within
+    /// the file. Anything else is EOPNOTSUPP. No request is larger than a client frame, so
+    /// neither is a range of zeros (EFBIG beyond, before anything is allocated).
+    async fn fallocate(&self, fh: u64, offset: u64, len: u64, mode: i32) -> Result<(), Errno> {
+        let end = offset.checked_add(len).ok_or(Errno::EFBIG)?;
+        let file = self.files.get(fh)?;
+        let punch = libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE;
+        if mode == libc::FALLOC_FL_KEEP_SIZE {
+            return Ok(());
+        }
+        if mode != 0 && mode != punch {
+            return Err(Errno::ENOTSUP);
+        }
+        let size = self.backend.getattr_fresh(file.ino).await?.size;
+        if mode == 0 {
+            if end > size {
+                self.setattr(file.ino, Some(fh), None, None, None, Some(end), None, None)
+                    .await?;
+            }
+            return Ok(());
+        }
+        let stop = end.min(size);
+        if stop <= offset {
+            return Ok(());
+        }
+        if stop - offset > crate::proto::CLIENT_MAX_FRAME as u64 {
+            return Err(Errno::EFBIG);
+        }
+        let zeros = vec![0; (stop - offset) as usize];
+        self.write(fh, offset, zeros, false).await.map(|_| ())
+    }
+
     /// Keeps `file` (not a directory) open under a new file handle, and tells the kernel
     /// cache, whose mapped pages of it matter while it is open (see `kernel.rs`).
     fn insert_file(&self, file: OpenFile) -> u64 {
@@ -615,18 +673,32 @@ impl fuser::Filesystem for LockFs {
         });
     }
 
+    /// mknod(2) makes regular files only: a device, FIFO or socket is a thing of one host's
+    /// kernel (EPERM, as on a filesystem mounted nodev, and as README says).
     fn mknod(
         &self,
-        _req: &Request,
-        _parent: INodeNo,
-        _name: &OsStr,
-        _mode: u32,
-        _umask: u32,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        umask: u32,
         _rdev: u32,
         reply: ReplyEntry,
     ) {
-        let _timing = self.inner.metrics.timing("mknod");
-        reply.error(fuser::Errno::EPERM);
+        let timing = self.inner.metrics.timing("mknod");
+        if !matches!(mode & libc::S_IFMT, 0 | libc::S_IFREG) {
+            return reply.error(fuser::Errno::EPERM);
+        }
+        let name = name_of(name);
+        let (uid, gid) = (req.uid(), req.gid());
+        let mode = mode & !umask & 0o7777;
+        self.spawn(timing, req, |inner| async move {
+            let result = match name {
+                Ok(name) => inner.make_file(parent.0, &name, mode, uid, gid).await,
+                Err(e) => Err(e),
+            };
+            reply_entry(reply, result);
+        });
     }
 
     fn mkdir(
@@ -1123,6 +1195,22 @@ impl fuser::Filesystem for LockFs {
                 }
                 Err(e) => reply.error(to_kernel(e)),
             }
+        });
+    }
+
+    fn fallocate(
+        &self,
+        req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        length: u64,
+        mode: i32,
+        reply: ReplyEmpty,
+    ) {
+        let timing = self.inner.metrics.timing("fallocate");
+        self.spawn(timing, req, |inner| async move {
+            reply_empty(reply, inner.fallocate(fh.0, offset, length, mode).await);
         });
     }
 

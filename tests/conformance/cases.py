@@ -469,6 +469,56 @@ def fallocate_seek_and_copy(d):
     os.close(fd); os.close(out)
     return r
 
+@case
+def mknod_regular_file(d):
+    import stat as st_
+    return [res(lambda: os.mknod("r", 0o640 | st_.S_IFREG)), st("r"), res(lambda: os.mknod("r", 0o640)),
+            res(lambda: os.mknod("z", 0o600)), st("z"), as_other(lambda: os.mknod("o", 0o600))]
+@case
+def fallocate_modes(d):
+    import ctypes
+    libc = ctypes.CDLL(None, use_errno=True)
+    def fa(fd, mode, off, ln):
+        def go():
+            if libc.fallocate(fd, mode, ctypes.c_long(off), ctypes.c_long(ln)) != 0:
+                e = ctypes.get_errno()
+                raise OSError(e, os.strerror(e))
+        return go
+    fd = os.open("f", os.O_RDWR | os.O_CREAT, 0o644)
+    os.write(fd, b"abcdefgh")
+    r = [res(fa(fd, 1, 0, 100)), os.fstat(fd).st_size, res(fa(fd, 3, 2, 3)), os.pread(fd, 20, 0),
+         res(fa(fd, 0x10, 6, 4)), os.pread(fd, 20, 0), res(fa(fd, 0x11, 0, 100)), os.fstat(fd).st_size,
+         res(fa(fd, 0, 0, 4)), res(fa(fd, 0, 12, 2)), os.fstat(fd).st_size, res(fa(fd, 2, 0, 1)), res(fa(fd, 8, 0, 4096))]
+    os.close(fd)
+    ro = os.open("f", os.O_RDONLY)
+    r.append(res(fa(ro, 0, 0, 100)))
+    os.close(ro)
+    return r
+@case
+def odd_operations_on_files_and_dirs(d):
+    import fcntl, termios, struct, ctypes
+    fd = os.open("f", os.O_RDWR | os.O_CREAT, 0o644)
+    os.write(fd, b"hello")
+    dfd = os.open(".", os.O_RDONLY)
+    libc = ctypes.CDLL(None, use_errno=True)
+    r = [res(lambda: struct.unpack("i", fcntl.ioctl(fd, termios.FIONREAD, b"\0\0\0\0"))[0]),
+         res(lambda: os.close(os.open("f", os.O_RDONLY | os.O_DIRECT))),
+         res(lambda: fcntl.flock(os.open("f", os.O_PATH), fcntl.LOCK_EX)),
+         res(lambda: os.fsync(dfd)), res(lambda: fcntl.flock(dfd, fcntl.LOCK_EX | fcntl.LOCK_NB)),
+         res(lambda: os.write(dfd, b"x")), res(lambda: os.read(dfd, 10)), res(lambda: os.fdatasync(fd)),
+         libc.sync_file_range(fd, 0, 0, 2), res(lambda: os.readlink("f")), res(lambda: os.link(".", "dl")),
+         res(lambda: os.rename(".", "x")), res(lambda: os.unlink(".")), res(lambda: os.mkdir("f")),
+         res(lambda: os.open(".", os.O_CREAT | os.O_RDONLY)),
+         res(lambda: os.open("nd", os.O_CREAT | os.O_EXCL | os.O_DIRECTORY)),
+         res(lambda: os.stat("/".join(["a" * 255] * 20))), os.statvfs(".").f_namemax]
+    os.close(fd); os.close(dfd)
+    return r
+@case
+def utime_of_a_symlink_itself(d):
+    creat("f"); os.symlink("f", "l")
+    os.utime("l", ns=(1, 2), follow_symlinks=False)
+    return [os.lstat("l").st_mtime_ns, os.stat("f").st_mtime_ns != 2]
+
 names = sys.argv[2:] or list(CASES)
 for name in names:
     d = os.path.join(ROOT, name)
