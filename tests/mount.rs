@@ -774,6 +774,23 @@ fn apply(root: &Path, op: &Op) -> Outcome {
                 Err(std::io::Error::last_os_error())
             })
         }
+        Op::Chmod(path, mode) => outcome(std::fs::set_permissions(
+            p(path),
+            std::os::unix::fs::PermissionsExt::from_mode(*mode),
+        )),
+        Op::Chown(path, uid) => outcome(std::os::unix::fs::lchown(p(path), Some(*uid), Some(*uid))),
+        Op::Owner(path) => {
+            use std::os::unix::fs::MetadataExt;
+            outcome(std::fs::symlink_metadata(p(path)).map(|m| {
+                let mode = if m.file_type().is_symlink() {
+                    0
+                } else {
+                    m.mode() & 0o7777
+                };
+                (m.uid(), m.gid(), format!("{mode:o}"))
+            }))
+        }
+        Op::AsOther(op) => as_other(root, op),
         Op::List(path) => outcome(std::fs::read_dir(p(path)).and_then(|rd| {
             let mut names = rd
                 .map(|e| e.map(|e| e.file_name().to_string_lossy().into_owned()))
@@ -783,6 +800,34 @@ fn apply(root: &Path, op: &Op) -> Outcome {
         })),
     }
 }
+
+/// `op` on `root` as user and group [`OTHER`] without supplementary groups, from a thread of
+/// its own: the raw system calls change the credentials of the calling thread only (glibc's
+/// wrappers would change every thread's).
+fn as_other(root: &Path, op: &Op) -> Outcome {
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            // SAFETY: plain system calls on this thread's credentials; a null list is valid
+            // with a count of 0.
+            let ok = unsafe {
+                libc::syscall(libc::SYS_setgroups, 0, std::ptr::null::<libc::gid_t>()) == 0
+                    && libc::syscall(libc::SYS_setresgid, OTHER, OTHER, OTHER) == 0
+                    && libc::syscall(libc::SYS_setresuid, OTHER, OTHER, OTHER) == 0
+            };
+            assert!(
+                ok,
+                "becoming uid {OTHER}: {}",
+                std::io::Error::last_os_error()
+            );
+            apply(root, op)
+        })
+        .join()
+        .expect("the other user's thread")
+    })
+}
+
+/// The unprivileged user of [`Op::AsOther`].
+const OTHER: u32 = 65534;
 
 #[derive(Debug)]
 enum Op {
@@ -807,9 +852,36 @@ enum Op {
     /// tmpfs count them).
     Links(String),
     List(String),
+    /// chmod by root.
+    Chmod(String, u32),
+    /// chown by root, to that uid and the gid of the same number (not following a symlink).
+    Chown(String, u32),
+    /// Owner, group and mode (a symlink's mode differs between filesystems).
+    Owner(String),
+    /// The operation as user and group [`OTHER`].
+    AsOther(Box<Op>),
 }
 
+/// A random operation, sometimes as another user, and sometimes one that changes who may do
+/// what (chmod, chown by root).
 fn random_op(rng: &mut Rng) -> Op {
+    let any = |rng: &mut Rng| match rng.index(3) {
+        0 => ["f0", "f1", "d0/f2", "d0", "d1", "d0/d2"][rng.index(6)].to_string(),
+        _ => ["", "d0", "d1"][rng.index(3)].to_string(),
+    };
+    match rng.index(12) {
+        0 => {
+            const MODES: [u32; 8] = [0o644, 0o600, 0o666, 0o755, 0o777, 0o1777, 0o2775, 0o4755];
+            Op::Chmod(any(rng), MODES[rng.index(MODES.len())])
+        }
+        1 => Op::Chown(any(rng), [0, OTHER][rng.index(2)]),
+        2 => Op::Owner(any(rng)),
+        3..=5 => Op::AsOther(Box::new(basic_op(rng))),
+        _ => basic_op(rng),
+    }
+}
+
+fn basic_op(rng: &mut Rng) -> Op {
     const DIRS: [&str; 3] = ["d0", "d1", "d0/d2"];
     const FILES: [&str; 3] = ["f0", "f1", "f2"];
     let dir = |rng: &mut Rng| match rng.index(4) {
@@ -874,8 +946,16 @@ fn random_file_operations_match_a_local_directory() {
     let mut rng = Rng(seed);
     let local = h.out("local");
     std::fs::create_dir(&local).unwrap();
+    // The other user reaches both trees by absolute paths; they start open to everyone.
+    h.ok(&format!(
+        "chmod 0755 '{}' && chmod 0777 '{}' \"$A\"",
+        h.dir.path().display(),
+        local.display()
+    ));
     let mut history = Vec::new();
-    for step in 0..400 {
+    // What the other user was let do and refused, to show both happened.
+    let (mut let_do, mut refused) = (0, 0);
+    for step in 0..600 {
         let op = random_op(&mut rng);
         // Writes go through either mount; reads too, so every step also checks that the other
         // host sees what one host did.
@@ -886,6 +966,13 @@ fn random_file_operations_match_a_local_directory() {
         };
         let want = apply(&local, &op);
         let got = apply(mount, &op);
+        if let Op::AsOther(_) = op {
+            match want {
+                Ok(_) => let_do += 1,
+                Err(libc::EACCES | libc::EPERM) => refused += 1,
+                Err(_) => {}
+            }
+        }
         history.push(format!("{step}: {op:?} -> {want:?}"));
         assert_eq!(
             got,
@@ -895,6 +982,10 @@ fn random_file_operations_match_a_local_directory() {
             history.join("\n")
         );
     }
+    assert!(
+        let_do > 0 && refused > 0,
+        "the other user was let do {let_do} and refused {refused} operations (LOCKFS_SEED={seed})"
+    );
     // The whole trees agree at the end, seen from both mounts.
     let local_tree = h.ok(&format!("cd '{}' && find . | sort", local.display()));
     for m in ["$A", "$B"] {
