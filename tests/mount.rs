@@ -1082,3 +1082,62 @@ fn lockfs_dev_runs_a_cluster_and_a_mount_and_stops_cleanly() {
     assert!(status.success(), "{status}\n{}", dev_log());
     assert!(!common::is_mounted(&mnt), "still mounted after Ctrl-C");
 }
+
+/// An administrator lists the sessions and ends a host's: its lock passes to the other host
+/// after the lock-delay, the holder's descriptor fails as after an expiry, and the host's
+/// mount goes on in a new session. A host may not end another host's session.
+#[test]
+fn an_administrator_ends_a_hosts_session_and_its_lock_passes_on() {
+    let mut h = Hosts::start();
+    let holder = "import errno, fcntl, os, time
+fd = os.open(os.environ['B'] + '/lk', os.O_RDWR | os.O_CREAT, 0o644)
+fcntl.flock(fd, fcntl.LOCK_EX)
+open(os.environ['OUT'] + '/held', 'w').close()
+deadline = time.time() + 120
+while not os.path.exists(os.environ['OUT'] + '/ended') and time.time() < deadline:
+    time.sleep(0.05)
+try:
+    os.pwrite(fd, b'x', 0)
+    said = 'written'
+except OSError as e:
+    said = errno.errorcode[e.errno]
+open(os.environ['OUT'] + '/after', 'w').write(said)";
+    std::fs::write(h.out("holder.py"), holder).unwrap();
+    let pid = h.spawn_ready("exec python3 \"$OUT/holder.py\"", "held");
+    let sessions = |h: &Hosts| -> Vec<serde_json::Value> {
+        serde_json::from_str(&h.ok("\"$LOCKFS\" sessions --json")).expect("sessions json")
+    };
+    let of_b: Vec<serde_json::Value> = sessions(&h)
+        .into_iter()
+        .filter(|s| s["host"] == "host-b" && s["locks"] == 1)
+        .collect();
+    assert_eq!(of_b.len(), 1, "{of_b:?}");
+    let id = of_b[0]["id"].as_u64().unwrap();
+    assert!(of_b[0]["handles"].as_u64().unwrap() >= 1);
+    assert!(h.ok("\"$LOCKFS\" sessions").contains("host-b"));
+    // Host A's certificate may not end B's session.
+    let refused = h.sh(&format!(
+        "LOCKFS_TLS_DIR='{}' \"$LOCKFS\" sessions end {id}",
+        common::tls::host_dir("host-a").display()
+    ));
+    assert!(!refused.status.success());
+    assert!(
+        refused.stderr.contains("belongs to another identity"),
+        "{}",
+        refused.stderr
+    );
+    h.ok("flock -n \"$A/lk\" true && exit 1 || true");
+    assert_eq!(
+        h.ok(&format!("\"$LOCKFS\" sessions end {id}")),
+        format!("session {id} ended\n")
+    );
+    // The next holder gets the lock once the lock-delay (1 s here) is over.
+    h.ok("flock -w 30 \"$A/lk\" true");
+    assert!(sessions(&h).iter().all(|s| s["id"] != id));
+    std::fs::write(h.out("ended"), b"").unwrap();
+    assert!(h.wait_child(pid).success());
+    assert_eq!(h.read_out("after"), "EIO");
+    // B's mount carries on in a new session.
+    h.ok("echo again > \"$B/after\"");
+    assert_eq!(h.ok("cat \"$A/after\""), "again\n");
+}

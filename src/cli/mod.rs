@@ -11,6 +11,7 @@ mod dev;
 mod files;
 mod locks;
 mod mount;
+mod sessions;
 mod watch;
 
 use std::path::PathBuf;
@@ -187,6 +188,15 @@ enum Cmd {
     Run(locks::RunArgs),
     /// List every lock in the cluster: path, mode, holders (host, pid, since), waiters.
     Locks {
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        client: ClientOpts,
+    },
+    /// List the cluster's sessions (host, identity, age, TTL, locks, handles), or end one.
+    Sessions {
+        #[command(subcommand)]
+        cmd: Option<sessions::SessionsCmd>,
         #[arg(long)]
         json: bool,
         #[command(flatten)]
@@ -421,6 +431,7 @@ fn run(cmd: Cmd) -> Result<(), CliError> {
         Cmd::Watch(args) => block_on(watch::watch(args)),
         Cmd::Wait(args) => block_on(watch::wait(args)),
         Cmd::Locks { json, client } => block_on(locks::list(&client, json)),
+        Cmd::Sessions { cmd, json, client } => block_on(sessions::run(cmd, &client, json)),
         Cmd::Rm { path, client } => block_on(files::rm(&client.client()?, &path)),
         Cmd::Cluster { cmd } => match cmd {
             ClusterCmd::Status { json, client } => block_on(cluster::status(&client, json)),

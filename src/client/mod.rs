@@ -197,6 +197,17 @@ impl Client {
         .await
     }
 
+    /// Ends session `id` as an administrator would: its locks are released (the next waiter
+    /// gets a lock after the lock-delay, as after an expiry), its handles closed and its
+    /// ephemeral files removed, and its client finds it ended. The cluster lets only an
+    /// `admin` identity end a session it did not open. The request is sent outside any
+    /// session, so it never mixes with that session's own numbered requests.
+    pub async fn end_session(&self, id: u64) -> Result<(), ClientError> {
+        let mut m = proto::CloseSession::new();
+        m.session = id;
+        self.call(Op::close_session(m)).await.map(|_| ())
+    }
+
     /// Every item of a paged listing: `op(after)` asks for the page after `after`, `page`
     /// takes its items and where the next one starts.
     async fn all_pages<T>(

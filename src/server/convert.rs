@@ -234,6 +234,11 @@ pub fn action(req: &proto::Request) -> Result<Action, ServerError> {
         Op::keep_alive(_) => Action::KeepAlive {
             session: session()?,
         },
+        // An administrator ends another session outside it: no request of that session.
+        Op::close_session(m) if m.session != 0 => Action::Write {
+            command: Command::CloseSession { session: m.session },
+            request: None,
+        },
         Op::close_session(_) => write(Command::CloseSession {
             session: session()?,
         }),
@@ -440,6 +445,8 @@ fn session_info(s: &SessionInfo) -> proto::SessionInfo {
     p.name = s.name.clone();
     p.handles = s.handles;
     p.created_ns = s.created_ns;
+    p.owner = s.owner.clone();
+    p.locks = s.locks;
     p
 }
 

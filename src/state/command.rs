@@ -335,6 +335,10 @@ pub struct SessionInfo {
     /// Open handles.
     pub handles: u64,
     pub created_ns: u64,
+    /// Who opened it (the certified identity; empty on an insecure cluster).
+    pub owner: String,
+    /// Locks it holds (each range of a POSIX lock counts once).
+    pub locks: u64,
 }
 
 /// Identifies a client request for deduplication (Raft thesis 6.3).

@@ -74,7 +74,8 @@ pub(super) struct Handle {
 }
 
 impl Session {
-    pub fn info(&self, id: u64) -> SessionInfo {
+    /// What `lockfs sessions` shows of it, with the number of locks it holds.
+    pub fn info(&self, id: u64, locks: u64) -> SessionInfo {
         SessionInfo {
             id,
             ttl_ms: self.ttl_ms,
@@ -83,6 +84,8 @@ impl Session {
             name: self.name.clone(),
             handles: self.handles.len() as u64,
             created_ns: self.created_ns,
+            owner: self.owner.clone(),
+            locks,
         }
     }
 }
@@ -100,10 +103,16 @@ impl StateMachine {
     /// A page of the sessions above id `after` (see `Query::Sessions`), and the id to go on
     /// from if more remain.
     pub(super) fn sessions_info(&self, after: u64, limit: u32) -> (Vec<SessionInfo>, Option<u64>) {
+        // One pass over the lock tables counts every session's locks (they are bounded by
+        // the cluster's quota on lock waiters and handles).
+        let mut locks: std::collections::HashMap<u64, u64> = std::collections::HashMap::new();
+        for held in self.locks.values().flat_map(|t| &t.holders) {
+            *locks.entry(held.session).or_default() += 1;
+        }
         let mut rest = self
             .sessions
             .range((Bound::Excluded(after), Bound::Unbounded))
-            .map(|(&id, s)| s.info(id));
+            .map(|(&id, s)| s.info(id, locks.get(&id).copied().unwrap_or(0)));
         let page: Vec<SessionInfo> = rest.by_ref().take(page_size(limit) as usize).collect();
         let next = match (rest.next(), page.last()) {
             (Some(_), Some(last)) => Some(last.id),

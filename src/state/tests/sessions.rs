@@ -26,6 +26,8 @@ fn session_ids_count_from_one_and_are_never_reused() {
             name: "mount".into(),
             handles: 0,
             created_ns: NOW,
+            owner: "host:c".into(),
+            locks: 0,
         }
     );
     // The counter survives a reload.
@@ -326,6 +328,13 @@ fn closing_a_session_frees_its_locks_without_delay() {
         lock_cmd(b, hb, 2, LockStyle::Flock, LockKind::Exclusive, 0, 0, true),
     );
     sm.take_events();
+    // A listing counts the locks each session holds; a waiter holds none.
+    let Ok(Outcome::Sessions { sessions, .. }) = sm.query(&Query::Sessions { after: 0, limit: 0 })
+    else {
+        panic!("sessions");
+    };
+    let locks: Vec<(u64, u64)> = sessions.iter().map(|s| (s.id, s.locks)).collect();
+    assert_eq!(locks, [(a, 1), (b, 0)]);
     ok(&mut sm, Command::CloseSession { session: a });
     let g = stat(&sm, p("/g")).unwrap().instance;
     assert_eq!(
