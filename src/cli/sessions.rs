@@ -10,9 +10,9 @@ use super::{CliError, ClientOpts};
 
 #[derive(Subcommand)]
 pub enum SessionsCmd {
-    /// End session ID now: its locks go to their next waiters after the lock-delay, its
-    /// handles close and its ephemeral files vanish, as after an expiry; its host finds its
-    /// handles failing. Needs an `admin` certificate unless the session is the caller's own.
+    /// End session ID now, as its expiry would: its locks go to their next waiters after the
+    /// lock-delay, its handles close and its ephemeral files vanish; its host finds its handles
+    /// failing. Needs an `admin` certificate.
     End {
         id: u64,
         #[command(flatten)]

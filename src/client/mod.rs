@@ -197,11 +197,11 @@ impl Client {
         .await
     }
 
-    /// Ends session `id` as an administrator would: its locks are released (the next waiter
-    /// gets a lock after the lock-delay, as after an expiry), its handles closed and its
-    /// ephemeral files removed, and its client finds it ended. The cluster lets only an
-    /// `admin` identity end a session it did not open. The request is sent outside any
-    /// session, so it never mixes with that session's own numbered requests.
+    /// Ends session `id` as its expiry would: its locks are released (the next waiter gets a
+    /// lock after the lock-delay), its handles closed and its ephemeral files removed, and its
+    /// client finds it ended. The cluster lets only an `admin` identity do this. The request
+    /// is sent outside any session, so it never mixes with that session's own numbered
+    /// requests.
     pub async fn end_session(&self, id: u64) -> Result<(), ClientError> {
         let mut m = proto::CloseSession::new();
         m.session = id;

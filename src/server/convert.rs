@@ -234,9 +234,11 @@ pub fn action(req: &proto::Request) -> Result<Action, ServerError> {
         Op::keep_alive(_) => Action::KeepAlive {
             session: session()?,
         },
-        // An administrator ends another session outside it: no request of that session.
+        // An administrator ends a session from outside it (no request of that session), as
+        // its expiry would: its locks pass on only after the lock-delay, because its holders
+        // may still be running.
         Op::close_session(m) if m.session != 0 => Action::Write {
-            command: Command::CloseSession { session: m.session },
+            command: Command::ExpireSession { session: m.session },
             request: None,
         },
         Op::close_session(_) => write(Command::CloseSession {
@@ -660,4 +662,36 @@ pub fn error(e: &ServerError) -> proto::Error {
         p.leader_addr = leader_addr.clone();
     }
     p
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn close(session: u64, named: u64) -> proto::Request {
+        let mut m = proto::CloseSession::new();
+        m.session = named;
+        let mut req = proto::Request::new();
+        req.session = session;
+        req.seq = 3;
+        req.op = Some(Op::close_session(m));
+        req
+    }
+
+    #[test]
+    fn a_session_closes_itself_and_an_administrator_expires_another() {
+        let Ok(Action::Write { command, request }) = action(&close(4, 0)) else {
+            panic!("a write");
+        };
+        assert_eq!(command, Command::CloseSession { session: 4 });
+        assert_eq!(request.map(|r| (r.session, r.seq)), Some((4, 3)));
+        // Named from outside any session: as an expiry (its locks keep the lock-delay), and
+        // not one of that session's numbered requests.
+        let Ok(Action::Write { command, request }) = action(&close(0, 9)) else {
+            panic!("a write");
+        };
+        assert_eq!(command, Command::ExpireSession { session: 9 });
+        assert!(request.is_none());
+        assert!(action(&close(0, 0)).is_err());
+    }
 }

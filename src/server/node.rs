@@ -579,7 +579,10 @@ impl Node {
                 auth.reaches(&self.machine.path_of_target(target)?, look)?;
             }
         }
-        let ending = matches!(command, Command::CloseSession { .. });
+        let ending = matches!(
+            command,
+            Command::CloseSession { .. } | Command::ExpireSession { .. }
+        );
         for id in command
             .session()
             .into_iter()
