@@ -1141,3 +1141,61 @@ open(os.environ['OUT'] + '/after', 'w').write(said)";
     h.ok("echo again > \"$B/after\"");
     assert_eq!(h.ok("cat \"$A/after\""), "again\n");
 }
+
+/// A flock that waits a long time, across a leader's kill -9 in the middle, still gets the lock
+/// when the holder lets go, and a wait a signal interrupts answers EINTR and leaves the queue.
+/// Two minutes in CI; `LOCKFS_LONG=1` waits 30 minutes, as the issue's soak asks.
+#[test]
+fn a_long_flock_wait_survives_a_leader_failover_and_a_signal_withdraws_a_wait() {
+    let long = std::env::var("LOCKFS_LONG").is_ok_and(|v| v == "1");
+    let wait = Duration::from_secs(if long { 30 * 60 } else { 120 });
+    let mut h = Hosts::start();
+    h.ok("touch \"$A/lk\"");
+    let holder = h.spawn_ready(
+        "exec flock \"$B/lk\" -c 'touch \"$OUT/b-held\"; while [ ! -e \"$OUT/release\" ]; do sleep 0.1; done'",
+        "b-held",
+    );
+    let waiter = h.spawn(
+        "bash",
+        &[
+            "-c",
+            "exec flock -w 3600 \"$A/lk\" -c 'touch \"$OUT/a-got\"'",
+        ],
+    );
+    // A second waiter is interrupted by a signal: EINTR, and its place in the queue goes.
+    let out = h.ok("python3 -c '
+import ctypes, errno, os, signal, time
+libc = ctypes.CDLL(None, use_errno=True)
+signal.signal(signal.SIGALRM, lambda *a: None)
+fd = os.open(os.environ[\"A\"] + \"/lk\", os.O_RDWR)
+signal.alarm(2)
+r = libc.flock(fd, 2)
+print(r, errno.errorcode.get(ctypes.get_errno()))'");
+    assert_eq!(out, "-1 EINTR\n");
+    let waiters = |h: &Hosts| -> usize {
+        let v: serde_json::Value =
+            serde_json::from_str(&h.ok("\"$LOCKFS\" locks --json")).expect("locks json");
+        v.as_array().unwrap()[0]["waiters"]
+            .as_array()
+            .unwrap()
+            .len()
+    };
+    wait_until("one waiter left", || waiters(&h) == 1);
+    std::thread::sleep(wait / 2);
+    let leader = h.cluster.wait_leader(Duration::from_secs(30));
+    h.cluster.kill(leader);
+    wait_until("a new leader", || {
+        h.cluster.wait_leader(Duration::from_secs(60)) != leader
+    });
+    h.cluster.spawn(leader);
+    std::thread::sleep(wait / 2);
+    assert!(
+        !h.out("a-got").exists(),
+        "granted while B still holds the lock"
+    );
+    assert_eq!(waiters(&h), 1);
+    std::fs::write(h.out("release"), b"").unwrap();
+    assert!(h.wait_child(holder).success());
+    assert!(h.wait_child(waiter).success());
+    assert!(h.out("a-got").exists());
+}
