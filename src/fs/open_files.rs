@@ -36,8 +36,7 @@
 //! background, so after `: > f` a reader may for a moment still see the old contents (never a
 //! mixture), and a failure of that truncation can only be logged.
 //!
-//! A file's reads are served from one version per pass (from a read at offset 0 to the end):
-//! see `Inner::read`.
+//! A file's reads are served from one version per read pass: see [`Pass`].
 //!
 //! A directory listing is read once per opendir and served from that snapshot, so the offsets
 //! the kernel hands back stay meaningful while others change the directory.
@@ -67,13 +66,13 @@ pub struct OpenFile {
     pinned: bool,
 }
 
-/// A read pass: reads of one open file from offset 0, each starting where the last ended
-/// within [`PASS_GAP`] (the reads of one `cat`, or the requests the kernel splits one `read`
-/// into), are served from one version of the whole file, the one the first found, as a replace
-/// wrote it: so a file is read whole as one version, never the start of one and the end of the
-/// next. A write through this mount ends the pass ([`Version`]), and so does a read that
-/// starts anywhere else or later: it reads the file again, so a read that starts after a
-/// write was acknowledged sees it.
+/// A read pass: reads of one open file, each starting where the last ended within
+/// [`PASS_GAP`] (the reads of one `cat`, or the requests the kernel splits one `read` into),
+/// are served from one version of the whole file, the one the first of them found, as a
+/// replace wrote it: so a file read from offset 0 to its end reads as one version, never the
+/// start of one and the end of the next. A write through this mount ends the pass
+/// ([`Version`]), and so does a read at offset 0, anywhere else, or later: it reads the file
+/// again and starts a new pass, so a read that starts after a write was acknowledged sees it.
 struct Pass {
     version: Version,
     data: Arc<Vec<u8>>,
