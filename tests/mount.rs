@@ -1126,7 +1126,7 @@ open(os.environ['OUT'] + '/after', 'w').write(said)";
         "{}",
         refused.stderr
     );
-    h.ok("flock -n \"$A/lk\" true && exit 1 || true");
+    h.ok("! flock -n \"$A/lk\" true");
     assert_eq!(
         h.ok(&format!("\"$LOCKFS\" sessions end {id}")),
         format!("session {id} ended\n")
