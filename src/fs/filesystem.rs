@@ -318,10 +318,24 @@ impl Inner {
             return Ok(read);
         }
         let data = Arc::new(self.backend.read(session, file.ino, 0, u64::MAX).await?);
+        Ok(Self::answer(&file, version, data, offset, size, pages))
+    }
+
+    /// A read answered from `data`, the whole file as read at `version`: a page-cache fill as
+    /// it is, any other read as the start of a new pass.
+    fn answer(
+        file: &OpenFile,
+        version: open_files::Version,
+        data: Arc<Vec<u8>>,
+        offset: u64,
+        size: u32,
+        pages: bool,
+    ) -> Vec<u8> {
         if pages {
-            return Ok(open_files::slice(&data, offset, size));
+            open_files::slice(&data, offset, size)
+        } else {
+            file.start_pass(version, data, offset, size)
         }
-        Ok(file.start_pass(version, data, offset, size))
     }
 
     /// What [`Inner::read`] would answer, when it needs no round trip: a read that continues
@@ -333,10 +347,7 @@ impl Inner {
             return Some(read);
         }
         let data = self.backend.cached_read(file.opened_in()?, file.ino)?;
-        if pages {
-            return Some(open_files::slice(&data, offset, size));
-        }
-        Some(file.start_pass(version, data, offset, size))
+        Some(Self::answer(&file, version, data, offset, size, pages))
     }
 
     /// A new empty regular file, opened for nothing (mknod): created with a handle, which is

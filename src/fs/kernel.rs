@@ -80,6 +80,14 @@ struct PageDrops {
     wake: Condvar,
 }
 
+impl PageDrops {
+    /// Queues `inodes` for the thread that drops their pages.
+    fn push(&self, inodes: impl IntoIterator<Item = u64>) {
+        self.queue.lock().expect("poisoned").0.extend(inodes);
+        self.wake.notify_one();
+    }
+}
+
 impl Drop for KernelCache {
     fn drop(&mut self) {
         self.drops.queue.lock().expect("poisoned").1 = true;
@@ -255,8 +263,7 @@ impl KernelCache {
     /// is open on it here (without waiting: see the module's comment).
     pub fn changed_elsewhere(&self, ino: u64) {
         if self.open.lock().expect("poisoned").contains_key(&ino) {
-            self.drops.queue.lock().expect("poisoned").0.insert(ino);
-            self.drops.wake.notify_one();
+            self.drops.push([ino]);
         }
     }
 
@@ -271,8 +278,7 @@ impl KernelCache {
             .copied()
             .collect();
         if !open.is_empty() {
-            self.drops.queue.lock().expect("poisoned").0.extend(open);
-            self.drops.wake.notify_one();
+            self.drops.push(open);
         }
     }
 
