@@ -78,6 +78,9 @@ pub struct Pushes {
     /// Watch events, tagged with `epoch`, the connection's number.
     pub watches: Arc<super::watches::WatchRoutes>,
     pub epoch: u64,
+    /// Told when the connection closes, so that whoever keeps the session alive reconnects at
+    /// once instead of at its next keep-alive.
+    pub closed: Arc<tokio::sync::Notify>,
 }
 
 impl Conn {
@@ -160,6 +163,7 @@ impl Conn {
             reader_open.store(false, Ordering::SeqCst);
             // Dropping the senders tells every waiter that its answer will never come.
             reader_waiters.lock().expect("poisoned").clear();
+            pushes.closed.notify_waiters();
         });
         Ok(Conn {
             addr: addr.to_string(),

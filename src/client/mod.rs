@@ -77,6 +77,8 @@ pub struct Client {
     epoch: watch::Sender<u64>,
     /// Where pushed watch events go (see [`watches`]).
     watch_routes: Arc<self::watches::WatchRoutes>,
+    /// Notified when the current connection closes (see [`Client::connection_closed`]).
+    closed: Arc<tokio::sync::Notify>,
 }
 
 tokio::task_local! {
@@ -135,11 +137,26 @@ struct State {
     next_server: usize,
     /// When the member list was last asked for.
     learned_at: Option<Instant>,
-    /// Servers that recently failed to connect or to answer in time, and when. A paused or
-    /// cut-off server accepts connections and then says nothing: each try costs a timeout, and
-    /// a session whose keep-alives keep trying it expires. So they are tried last for a while.
-    failed: HashMap<String, Instant>,
+    /// Servers that recently failed to connect or to answer in time: when, and how. A paused
+    /// or cut-off server accepts connections and then says nothing: each try costs a timeout,
+    /// and a session whose keep-alives keep trying it expires. So they are tried last for a
+    /// while, and even a redirect does not lead back to one that failed [`Failure::Slow`]ly.
+    failed: HashMap<String, (Instant, Failure)>,
 }
+
+/// How a server failed the client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Failure {
+    /// At once: the connection was refused or broke. Trying again costs next to nothing, and
+    /// a server that another one names as leader has come back (a restarted member may be
+    /// elected within a second).
+    Quick,
+    /// After a timeout: trying again costs another one.
+    Slow,
+}
+
+/// A connection attempt that failed in less than this failed [`Failure::Quick`]ly.
+const QUICK_FAILURE: Duration = Duration::from_millis(500);
 
 impl Client {
     /// A client of the cluster at `servers` (any subset of its members); requests give up after
@@ -166,6 +183,7 @@ impl Client {
             events: std::sync::Mutex::new(Some(events)),
             epoch: watch::channel(0).0,
             watch_routes: Arc::default(),
+            closed: Arc::default(),
         }
     }
 
@@ -297,7 +315,12 @@ impl Client {
                             .ok_or_else(|| ClientError::Protocol("empty response".into()))
                     }
                     Some(err) if !err.leader_addr.is_empty() && err.leader_addr != conn.addr => {
-                        self.redirect(&conn, err.leader_addr).await;
+                        if self.redirect(&conn, err.leader_addr).await {
+                            // Pointed at a leader that just failed us: the others have not
+                            // noticed yet. Retrying at once would only spin until they elect.
+                            tokio::time::sleep(backoff).await;
+                            backoff = (backoff * 2).min(BACKOFF_MAX);
+                        }
                     }
                     Some(err)
                         if err.code == EAGAIN
@@ -307,7 +330,7 @@ impl Client {
                         last_error = format!("{}: {}", conn.addr, err.message);
                         if err.code == EAGAIN && err.leader_id == 0 && err.leader_addr.is_empty() {
                             // This server knows no leader; another one might.
-                            self.drop_connection(&conn, false).await;
+                            self.drop_connection(&conn, None).await;
                         }
                         tokio::time::sleep(backoff).await;
                         backoff = (backoff * 2).min(BACKOFF_MAX);
@@ -321,17 +344,17 @@ impl Client {
                 },
                 Err(CallError::NotSent(e)) => {
                     last_error = e;
-                    self.drop_connection(&conn, true).await;
+                    self.drop_connection(&conn, Some(Failure::Quick)).await;
                 }
                 Err(CallError::Lost(e)) => {
-                    self.drop_connection(&conn, true).await;
+                    self.drop_connection(&conn, Some(Failure::Quick)).await;
                     if mutation {
                         return Err(ClientError::Ambiguous(e));
                     }
                     last_error = e;
                 }
                 Err(CallError::TimedOut) => {
-                    self.drop_connection(&conn, true).await;
+                    self.drop_connection(&conn, Some(Failure::Slow)).await;
                     if mutation {
                         return Err(ClientError::Ambiguous("no response in time".into()));
                     }
@@ -361,8 +384,10 @@ impl Client {
             }
             return Ok(c);
         }
-        st.failed.retain(|_, at| at.elapsed() < AVOID_FAILED);
-        let addr = match st.preferred.take().filter(|a| !st.failed.contains_key(a)) {
+        st.failed.retain(|_, (at, _)| at.elapsed() < AVOID_FAILED);
+        let preferred = st.preferred.take();
+        let slow = |a: &String| st.failed.get(a).is_some_and(|(_, f)| *f == Failure::Slow);
+        let addr = match preferred.filter(|a| !slow(a)) {
             Some(a) => a,
             None => {
                 let candidates = self.candidates();
@@ -387,11 +412,18 @@ impl Client {
             events: self.events_tx.clone(),
             watches: self.watch_routes.clone(),
             epoch: *self.epoch.borrow() + 1,
+            closed: self.closed.clone(),
         };
+        let started = Instant::now();
         let conn = match Conn::open(&addr, &self.name, &self.tls, pushes).await {
             Ok(conn) => conn,
             Err(e) => {
-                st.failed.insert(addr.clone(), Instant::now());
+                let how = if started.elapsed() < QUICK_FAILURE {
+                    Failure::Quick
+                } else {
+                    Failure::Slow
+                };
+                st.failed.insert(addr.clone(), (Instant::now(), how));
                 return Err((addr, e));
             }
         };
@@ -442,23 +474,35 @@ impl Client {
         self.watch_routes.clone()
     }
 
-    async fn redirect(&self, from: &Arc<Conn>, leader: String) {
+    /// Notified (`notify_waiters`) whenever a connection of this client closes: its server
+    /// went away or hung up. Only a future created before the close hears of it.
+    pub fn connection_closed(&self) -> Arc<tokio::sync::Notify> {
+        self.closed.clone()
+    }
+
+    /// Returns whether `leader` is a server that failed lately.
+    async fn redirect(&self, from: &Arc<Conn>, leader: String) -> bool {
         let mut st = self.state.lock().await;
         if st.conn.as_ref().is_some_and(|c| Arc::ptr_eq(c, from)) {
             st.conn = None;
         }
+        let failed = st
+            .failed
+            .get(&leader)
+            .is_some_and(|(at, _)| at.elapsed() < AVOID_FAILED);
         st.preferred = Some(leader);
+        failed
     }
 
-    /// Stops using `conn`; `failed` when its server did not answer in time or the connection
-    /// broke (rather than answered that it knows no leader).
-    async fn drop_connection(&self, conn: &Arc<Conn>, failed: bool) {
+    /// Stops using `conn`; `failed` says how if its server did not answer in time or the
+    /// connection broke (rather than the server answering that it knows no leader).
+    async fn drop_connection(&self, conn: &Arc<Conn>, failed: Option<Failure>) {
         let mut st = self.state.lock().await;
         if st.conn.as_ref().is_some_and(|c| Arc::ptr_eq(c, conn)) {
             st.conn = None;
         }
-        if failed {
-            st.failed.insert(conn.addr.clone(), Instant::now());
+        if let Some(how) = failed {
+            st.failed.insert(conn.addr.clone(), (Instant::now(), how));
         }
     }
 }

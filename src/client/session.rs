@@ -609,10 +609,16 @@ async fn keep_alive(
             }
         }
         let next = sent + interval;
+        let closed = s.client.connection_closed();
         drop(s);
+        // A closed connection is a server gone: keeping the session alive elsewhere at once,
+        // rather than at the next keep-alive, is what lets a new leader stop waiting for this
+        // host's cache to register (see `server::cache`) a TTL/3 sooner.
+        let closed = closed.notified();
         tokio::select! {
             _ = tokio::time::sleep_until(next.into()) => {}
             _ = epoch.changed() => {}
+            _ = closed => {}
         }
     }
 }

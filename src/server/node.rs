@@ -59,6 +59,31 @@ const MAX_INPUTS_PER_TURN: usize = 4096;
 /// A read waits this long for its ReadIndex (no leader, no quorum) before the client is told to
 /// retry.
 const READ_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// How long a ReadIndex request goes unanswered before it is sent again (see
+/// [`Node::retry_reads`]).
+const READ_RETRY: Duration = Duration::from_millis(100);
+
+/// The context of ReadIndex request `n` of node `id`. The leader merges requests with equal
+/// contexts and answers only the first sender, so the node's id is part of it: contexts of
+/// different nodes never collide.
+fn read_ctx(id: u64, n: u64) -> Vec<u8> {
+    let mut ctx = id.to_be_bytes().to_vec();
+    ctx.extend_from_slice(&n.to_be_bytes());
+    ctx
+}
+
+/// The request number in a ReadIndex context of node `id` (`None`: another node's).
+fn read_ctx_number(id: u64, ctx: &[u8]) -> Option<u64> {
+    let (node, n) = ctx.split_first_chunk::<8>()?;
+    let n = <[u8; 8]>::try_from(n).ok()?;
+    (u64::from_be_bytes(*node) == id).then_some(u64::from_be_bytes(n))
+}
+
+/// The refusal of a read whose ReadIndex only a leader that is gone could give.
+fn leader_gone() -> ServerError {
+    ServerError::Unavailable("the leader is gone; no leader confirms reads yet".into())
+}
 /// A learner whose log is within this many entries of the leader's is promoted to voter.
 const PROMOTE_LAG: u64 = 64;
 /// Bytes of proposals not yet committed beyond which new ones are refused (see `raft::Config`).
@@ -157,6 +182,9 @@ pub enum Input {
         delivered: bool,
     },
     Unreachable(u64),
+    /// A peer's address refuses connections: no process listens there (see
+    /// [`Node::peer_down`]).
+    PeerDown(u64),
     Shutdown,
 }
 
@@ -198,6 +226,8 @@ pub struct MemberStatus {
 
 struct ReadBatch {
     started: Instant,
+    /// When its ReadIndex was last asked for.
+    asked: Instant,
     reads: Vec<PendingRead>,
 }
 
@@ -229,6 +259,9 @@ pub struct Node {
     pending_barrier: Option<u64>,
     role: StateRole,
     leader_id: u64,
+    /// A follower's leader refuses connections (see [`Node::peer_down`]); cleared when a
+    /// message from it arrives or another leader is known.
+    leader_down: bool,
     events: Arc<EventRouter>,
     /// Leader only: the session timers of this leadership; they also say when a new term of
     /// leadership begins (see [`Node::leading`]).
@@ -346,6 +379,7 @@ impl Node {
             pending_barrier: None,
             role: StateRole::Follower,
             leader_id: 0,
+            leader_down: false,
             events,
             timers: SessionTimers::default(),
             wake_proposed: None,
@@ -397,6 +431,7 @@ impl Node {
                 self.raw.tick();
                 next_tick = now + tick;
                 self.expire_reads(now);
+                self.retry_reads(now);
                 self.events.flush();
                 let ready = self.settle_caches(Vec::new());
                 send_answers(ready);
@@ -407,6 +442,12 @@ impl Node {
                     self.check_integrity(now);
                 }
             }
+            if !self.new_reads.is_empty() && self.leader_down {
+                // A ReadIndex would go to a leader that is gone: the client tries elsewhere.
+                for read in std::mem::take(&mut self.new_reads) {
+                    read.fail(leader_gone());
+                }
+            }
             if !self.new_reads.is_empty() {
                 let ctx = self.next_read_ctx;
                 self.next_read_ctx += 1;
@@ -415,10 +456,11 @@ impl Node {
                     ctx,
                     ReadBatch {
                         started: now,
+                        asked: now,
                         reads,
                     },
                 );
-                self.raw.read_index(ctx.to_be_bytes().to_vec());
+                self.raw.read_index(read_ctx(self.cfg.id, ctx));
             }
             self.on_ready()?;
             self.answer_reads();
@@ -452,6 +494,9 @@ impl Node {
                 log::warn!("dropping a snapshot message without its records");
             }
             Input::Raft(msg) => {
+                if msg.from == self.leader_id {
+                    self.leader_down = false;
+                }
                 if let Err(e) = self.raw.step(msg) {
                     log::debug!("raft refused a message: {e}");
                 }
@@ -510,6 +555,12 @@ impl Node {
             Input::Watch { reply, .. } if self.integrity.diverged.is_some() => {
                 let _ = reply.send(Err(self.diverged()));
             }
+            // A cache registers with the leader only (see `register_watch`), and is refused
+            // elsewhere now: after a ReadIndex it could wait behind a new leader's barrier,
+            // which waits for this very registration.
+            Input::Watch { spec, reply, .. } if spec.cache && !self.leading() => {
+                let _ = reply.send(Err(self.not_leader()));
+            }
             Input::Watch { spec, auth, reply } => {
                 self.new_reads.push(PendingRead::Watch(spec, auth, reply));
             }
@@ -529,6 +580,7 @@ impl Node {
                 self.raw.report_snapshot(to, status);
             }
             Input::Unreachable(id) => self.raw.report_unreachable(id),
+            Input::PeerDown(id) => self.peer_down(id),
             Input::Shutdown => return Ok(false),
         }
         Ok(true)
@@ -1083,10 +1135,46 @@ impl Node {
         Ok(())
     }
 
+    /// A peer's address refuses connections: nothing listens there, so the peer's process is
+    /// not running (killed, crashed, restarting). A partitioned, paused or overloaded peer
+    /// does not refuse; it only stays silent, and the election timeout is for that.
+    ///
+    /// If the peer is this follower's leader, waiting out the base election timeout would tell
+    /// nothing more, so the election timer skips it: the node counts as not having heard from
+    /// a leader for a whole election timeout. The randomized part of the timeout remains, so
+    /// the followers still campaign one after another rather than splitting the vote, and one
+    /// past the base timeout grants pre-votes (Raft's check-quorum lease has run out for it).
+    /// Raft's safety does not rest on timing; this changes only how soon a dead leader is
+    /// replaced. Reads waiting on the dead leader's ReadIndex fail now (the client retries
+    /// elsewhere) instead of at their timeout.
+    fn peer_down(&mut self, id: u64) {
+        let raft = &mut self.raw.raft;
+        if id == 0 || raft.state != StateRole::Follower || raft.leader_id != id {
+            return;
+        }
+        let base = raft.election_timeout();
+        if !self.leader_down {
+            log::info!(
+                "node {}: leader {id} refuses connections; election timer at {}/{} ticks",
+                self.cfg.id,
+                raft.election_elapsed.max(base),
+                raft.randomized_election_timeout()
+            );
+        }
+        raft.election_elapsed = raft.election_elapsed.max(base);
+        self.leader_down = true;
+        for (_, batch) in std::mem::take(&mut self.read_batches) {
+            for read in batch.reads {
+                read.fail(leader_gone());
+            }
+        }
+    }
+
     fn observe_role(&mut self, role: StateRole, leader_id: u64) {
         if role == self.role && leader_id == self.leader_id {
             return;
         }
+        self.leader_down = false;
         let term = self.raw.raft.term;
         if role == StateRole::Leader {
             let _ = self.leading();
@@ -1150,11 +1238,28 @@ impl Node {
     }
 
     fn read_state(&mut self, index: u64, ctx: &[u8]) {
-        let Ok(ctx) = <[u8; 8]>::try_from(ctx) else {
+        let Some(ctx) = read_ctx_number(self.cfg.id, ctx) else {
             return;
         };
-        if let Some(batch) = self.read_batches.remove(&u64::from_be_bytes(ctx)) {
+        if let Some(batch) = self.read_batches.remove(&ctx) {
             self.ready_reads.push((index, batch));
+        }
+    }
+
+    /// Asks again for the ReadIndex of batches unanswered for [`READ_RETRY`]. A leader drops
+    /// a ReadIndex request until it has committed an entry of its term (raft-rs does), and a
+    /// message to a leader that is going away is lost; a leader that still has the request
+    /// pending ignores the copy.
+    fn retry_reads(&mut self, now: Instant) {
+        let mut again = Vec::new();
+        for (ctx, batch) in &mut self.read_batches {
+            if now.duration_since(batch.asked) >= READ_RETRY {
+                batch.asked = now;
+                again.push(*ctx);
+            }
+        }
+        for ctx in again {
+            self.raw.read_index(read_ctx(self.cfg.id, ctx));
         }
     }
 
@@ -1173,8 +1278,8 @@ impl Node {
                 self.ready_reads.push((
                     index,
                     ReadBatch {
-                        started: batch.started,
                         reads: waiting,
+                        ..batch
                     },
                 ));
             }
@@ -1851,4 +1956,20 @@ fn now_ns() -> u64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_nanos() as u64)
         .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn read_contexts_of_different_nodes_never_collide() {
+        // The leader merges ReadIndex requests with equal contexts: request 1 of node 2 and
+        // request 1 of node 3 must differ, and each node recognizes only its own.
+        assert_ne!(read_ctx(2, 1), read_ctx(3, 1));
+        assert_eq!(read_ctx_number(2, &read_ctx(2, 7)), Some(7));
+        assert_eq!(read_ctx_number(3, &read_ctx(2, 7)), None);
+        assert_eq!(read_ctx_number(2, &7u64.to_be_bytes()), None);
+        assert_eq!(read_ctx_number(2, &[]), None);
+    }
 }

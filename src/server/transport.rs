@@ -181,6 +181,22 @@ impl Transport {
     }
 }
 
+/// Why a connection to a peer could not be made.
+enum ConnectError {
+    /// Nothing listens at the peer's address: its process is not running.
+    Refused(String),
+    /// Anything else: a timeout, a handshake that failed, a refusal by the peer itself.
+    Failed(String),
+}
+
+impl std::fmt::Display for ConnectError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ConnectError::Refused(e) | ConnectError::Failed(e) => f.write_str(e),
+        }
+    }
+}
+
 /// The connection to one peer.
 struct Link {
     cluster_id: u64,
@@ -204,6 +220,9 @@ impl Link {
                         was_connected = false;
                     }
                     let _ = self.inbox.send(Input::Unreachable(self.peer));
+                    if let ConnectError::Refused(_) = e {
+                        let _ = self.inbox.send(Input::PeerDown(self.peer));
+                    }
                     // Messages queued while the peer is away are stale by the time it is back.
                     loop {
                         match rx.try_recv() {
@@ -222,7 +241,20 @@ impl Link {
             was_connected = true;
             backoff = BACKOFF_MIN;
             loop {
-                let Some(out) = rx.recv().await else {
+                let out = tokio::select! {
+                    out = rx.recv() => out,
+                    // The peer writes nothing on this connection after its hello reply, so a
+                    // read ends only with the connection: a peer whose process died is
+                    // noticed now, not at the next message sent to it (a follower sends its
+                    // leader nothing until asked).
+                    end = conn.recv::<proto::PeerFrame>() => {
+                        let why = end.err().map_or("unexpected frame".into(), |e| e.to_string());
+                        log::warn!("lost connection to peer {}: {why}", self.peer);
+                        let _ = self.inbox.send(Input::Unreachable(self.peer));
+                        break;
+                    }
+                };
+                let Some(out) = out else {
                     return; // the peer was removed, or the node is shutting down
                 };
                 let result = match out.snapshot {
@@ -327,11 +359,19 @@ impl Link {
         }
     }
 
-    async fn connect(&self) -> Result<FramedConn<Stream>, String> {
+    async fn connect(&self) -> Result<FramedConn<Stream>, ConnectError> {
         let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(&self.addr))
             .await
-            .map_err(|_| "connect timed out".to_string())?
-            .map_err(|e| e.to_string())?;
+            .map_err(|_| ConnectError::Failed("connect timed out".to_string()))?
+            .map_err(|e| match e.kind() {
+                std::io::ErrorKind::ConnectionRefused => ConnectError::Refused(e.to_string()),
+                _ => ConnectError::Failed(e.to_string()),
+            })?;
+        self.handshake(stream).await.map_err(ConnectError::Failed)
+    }
+
+    /// TLS and hello on a new connection to the peer.
+    async fn handshake(&self, stream: TcpStream) -> Result<FramedConn<Stream>, String> {
         let _ = stream.set_nodelay(true);
         let stream = tokio::time::timeout(
             CONNECT_TIMEOUT,
