@@ -12,10 +12,14 @@
 #                       /usr/bin/python3)
 #   prometheus          promtool, which checks mount-tools/prometheus/ (installed without
 #                       its recommends; the server itself is not needed)
+#   etcd-server etcd-client zookeeper python3-etcd3 python3-kazoo python3-matplotlib
+#                       the peers and their Python clients, for bench/compare.py (its short
+#                       mode runs in the tests)
 # Run as root (or it uses sudo). Safe to run again.
 set -euo pipefail
 packages=(fuse3 clang libclang-dev pkg-config attr util-linux python3 inotify-tools ca-certificates
-    liblockfile-bin python3-filelock)
+    liblockfile-bin python3-filelock etcd-server etcd-client zookeeper python3-etcd3 python3-kazoo
+    python3-matplotlib)
 if [ "$(id -u)" -eq 0 ]; then sudo=(); else sudo=(sudo); fi
 missing=()
 for p in "${packages[@]}"; do

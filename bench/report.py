@@ -1,0 +1,166 @@
+"""Draws the results of `bench/compare.py` and writes them into BENCHMARKS.md.
+
+Takes, for each system, the workloads of its latest full (not `--short`) run from
+OUT/results.jsonl, draws them side by side into OUT/compare.svg, and replaces the part of
+BENCHMARKS.md between the `<!-- compare:begin -->` and `<!-- compare:end -->` markers with a
+table of the same numbers and the machine they were measured on.
+"""
+
+import json
+import os
+
+BEGIN, END = "<!-- compare:begin -->", "<!-- compare:end -->"
+SYSTEMS = [("etcd", "etcd"), ("zookeeper", "ZooKeeper"), ("lockfs", "lockfs")]
+
+# (title, unit, lower is better, [(system, workload, field)]); lockfs's CLI-protocol numbers
+# are their own column, "lockfs (CLI)".
+ROWS = [
+    ("sequential write p50", "ms", True, "write", "p50_ms", "write_cli"),
+    ("sequential write p99", "ms", True, "write", "p99_ms", "write_cli"),
+    ("linearizable read p50", "ms", True, "read", "p50_ms", None),
+    ("lock acquire+release p50 (uncontended)", "ms", True, "lock", "p50_ms", None),
+    ("lock acquire+release p99 (uncontended)", "ms", True, "lock", "p99_ms", None),
+    ("contended hand-offs/s, 4 contenders", "/s", False, "contended_4", "handoffs_per_s", None),
+    ("contended hand-offs/s, 32 contenders", "/s", False, "contended_32", "handoffs_per_s",
+     None),
+    ("writes/s, 64 concurrent writers", "/s", False, "writes_64", "writes_per_s",
+     "writes_64_cli"),
+    ("holder process kill -9 → next holder", "ms", True, "holder_crash_process", "ms", None),
+    ("holder host/session kill -9 → next holder", "ms", True, "holder_crash_host", "ms", None),
+    ("leader kill -9 → next write, p50", "ms", True, "failover", "p50_ms", None),
+    ("leader kill -9 → next write, max", "ms", True, "failover", "max_ms", None),
+]
+
+
+def latest(path):
+    """{system: {workload: line}} from the latest full run of each system."""
+    by_system = {}
+    with open(path) as f:
+        for raw in f:
+            line = json.loads(raw)
+            if line.get("short"):
+                continue
+            runs = by_system.setdefault(line["system"], {})
+            runs.setdefault(line["run"], {})[line["workload"]] = line
+    return {s: runs[max(runs)] for s, runs in by_system.items()}
+
+
+def value(results, system, workload, field):
+    line = results.get(system, {}).get(workload)
+    if line is None:
+        return None
+    v = line.get(field)
+    if v is None and field == "writes_per_s":
+        v = line.get("ops_per_s")  # `lockfs bench write` names it so
+    return v
+
+
+def columns(results):
+    cols = [(s, label, None) for s, label in SYSTEMS if s in results]
+    if "lockfs" in results:
+        cols.append(("lockfs", "lockfs (CLI protocol)", "cli"))
+    return cols
+
+
+def cell(results, col, row):
+    system, _, kind = col
+    _, _, _, workload, field, cli = row
+    if kind == "cli":
+        if cli is None:
+            return None
+        return value(results, system, cli, "p50_ms" if field.endswith("_ms") else field)
+    return value(results, system, workload, field)
+
+
+def fmt(v, unit):
+    if v is None:
+        return "–"
+    if unit == "ms":
+        return f"{v:,.2f} ms" if v < 100 else f"{v:,.0f} ms"
+    return f"{v:,.0f}"
+
+
+def draw(results, svg):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cols = columns(results)
+    n = len(ROWS)
+    ncols = 3
+    nrows = -(-n // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(15, 3.2 * nrows))
+    colors = {"etcd": "#4e79a7", "ZooKeeper": "#f28e2b", "lockfs": "#59a14f",
+              "lockfs (CLI protocol)": "#8cd17d"}
+    for ax, row in zip(axes.flat, ROWS):
+        title, unit, lower, *_ = row
+        labels, values = [], []
+        for col in cols:
+            v = cell(results, col, row)
+            if v is not None:
+                labels.append(col[1])
+                values.append(v)
+        bars = ax.bar(range(len(values)), values, color=[colors[label] for label in labels])
+        ax.set_xticks(range(len(values)))
+        ax.set_xticklabels([label.replace(" (CLI protocol)", "\n(CLI)") for label in labels],
+                           fontsize=8)
+        ax.set_title(f"{title}\n({'lower' if lower else 'higher'} is better)", fontsize=9)
+        ax.set_ylabel(unit)
+        if values and min(values) > 0 and max(values) / min(values) > 50:
+            ax.set_yscale("log")
+        for b, v in zip(bars, values):
+            ax.annotate(fmt(v, unit), (b.get_x() + b.get_width() / 2, b.get_height()),
+                        ha="center", va="bottom", fontsize=7)
+    for ax in list(axes.flat)[n:]:
+        ax.axis("off")
+    fig.tight_layout()
+    fig.savefig(svg)
+    fig.savefig(svg[:-4] + ".png", dpi=80)
+    plt.close(fig)
+
+
+def table(results):
+    cols = columns(results)
+    out = ["| workload | " + " | ".join(c[1] for c in cols) + " |",
+           "|---|" + "---|" * len(cols)]
+    for row in ROWS:
+        title, unit = row[0], row[1]
+        out.append(f"| {title} | " + " | ".join(fmt(cell(results, c, row), unit)
+                                                 for c in cols) + " |")
+    return "\n".join(out)
+
+
+def write(out_dir, markdown):
+    results = latest(os.path.join(out_dir, "results.jsonl"))
+    if not results:
+        raise SystemExit("no full run in results.jsonl yet")
+    svg = os.path.join(out_dir, "compare.svg")
+    draw(results, svg)
+    any_start = next(iter(results.values())).get("start", {})
+    machine = any_start.get("machine", {})
+    versions = ", ".join(line["version"] for s in results.values()
+                         for w, line in s.items() if w == "start")
+    runs = ", ".join(sorted({line["run"] for s in results.values() for line in s.values()}))
+    failover = {s: results[s].get("failover", {}).get("times_ms") for s in results}
+    lines = [
+        BEGIN,
+        f"Measured {runs} on {machine.get('cpus')} × {machine.get('cpu')}, "
+        f"{machine.get('memory_gib')} GiB, Linux {machine.get('kernel')}; {versions}.",
+        "",
+        f"![lockfs, etcd and ZooKeeper side by side]({os.path.relpath(svg, os.path.dirname(markdown))})",
+        "",
+        table(results),
+        "",
+        "Failover rounds (ms): " + "; ".join(f"{s} {v}" for s, v in failover.items() if v),
+        END,
+    ]
+    with open(markdown) as f:
+        text = f.read()
+    if BEGIN not in text or END not in text:
+        raise SystemExit(f"{markdown}: no {BEGIN} … {END} section to fill")
+    head, rest = text.split(BEGIN, 1)
+    _, tail = rest.split(END, 1)
+    with open(markdown, "w") as f:
+        f.write(head + "\n".join(lines) + tail)
+    print(f"wrote {svg} and {markdown}")
