@@ -68,7 +68,7 @@ def cell(results, col, row):
     if kind == "cli":
         if cli is None:
             return None
-        return value(results, system, cli, "p50_ms" if field.endswith("_ms") else field)
+        return value(results, system, cli, field)
     return value(results, system, workload, field)
 
 
