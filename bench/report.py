@@ -1,7 +1,7 @@
 """Draws the results of `bench/compare.py` and writes them into BENCHMARKS.md.
 
-Takes, for each system, the workloads of its latest full (not `--short`) run from
-OUT/results.jsonl, draws them side by side into OUT/compare.svg, and replaces the part of
+Takes, for each system, each workload from the latest full (not `--short`) run that measured
+it in OUT/results.jsonl, draws them side by side into OUT/compare.svg, and replaces the part of
 BENCHMARKS.md between the `<!-- compare:begin -->` and `<!-- compare:end -->` markers with a
 table of the same numbers and the machine they were measured on.
 """
@@ -33,16 +33,19 @@ ROWS = [
 
 
 def latest(path):
-    """{system: {workload: line}} from the latest full run of each system."""
+    """{system: {workload: line}}: each workload of each system from the latest full run
+    that measured it (a run with `--only` measures some)."""
     by_system = {}
     with open(path) as f:
         for raw in f:
             line = json.loads(raw)
             if line.get("short"):
                 continue
-            runs = by_system.setdefault(line["system"], {})
-            runs.setdefault(line["run"], {})[line["workload"]] = line
-    return {s: runs[max(runs)] for s, runs in by_system.items()}
+            mine = by_system.setdefault(line["system"], {})
+            known = mine.get(line["workload"])
+            if known is None or line["run"] >= known["run"]:
+                mine[line["workload"]] = line
+    return by_system
 
 
 def value(results, system, workload, field):
