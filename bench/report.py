@@ -167,3 +167,128 @@ def write(out_dir, markdown):
     with open(markdown, "w") as f:
         f.write(head + "\n".join(lines) + tail)
     print(f"wrote {svg} and {markdown}")
+    write_curves(out_dir, markdown)
+
+
+CURVES_BEGIN, CURVES_END = "<!-- curves:begin -->", "<!-- curves:end -->"
+
+
+def latest_curves(path):
+    """{curve: [line by level]} from the latest full run of bench/curves.py."""
+    lines = []
+    with open(path) as f:
+        for raw in f:
+            line = json.loads(raw)
+            if not line.get("short"):
+                lines.append(line)
+    if not lines:
+        return {}
+    run = max(line["run"] for line in lines)
+    out = {}
+    for line in lines:
+        if line["run"] == run:
+            out.setdefault(line["curve"], []).append(line)
+    for levels in out.values():
+        levels.sort(key=lambda line: line["level"])
+    return out
+
+
+def ms_of(line, key, field="p50_ms"):
+    return (line.get(key) or {}).get(field)
+
+
+def draw_curves(curves, svg):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 3, figsize=(15, 3.8))
+    for curve, ax, xlabel in (("sessions", axes[0], "idle sessions"),
+                              ("tree", axes[1], "files in the tree")):
+        levels = [line for line in curves.get(curve, []) if "error" not in line]
+        xs = [max(line["level"], 1) for line in levels]
+        for key, label in (("mount_write", "echo > (mount)"), ("mount_flock", "flock cycle (mount)"),
+                           ("cli_write", "write (CLI protocol)")):
+            for field, style in (("p50_ms", "-o"), ("p99_ms", ":x")):
+                ys = [ms_of(line, key, field) for line in levels]
+                ax.plot(xs, ys, style, label=f"{label} {field[:3]}")
+        ax.set_xscale("log")
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel("ms")
+        ax.set_title(f"latency as {xlabel} grow")
+        ax.legend(fontsize=6)
+    ax = axes[2]
+    for curve, label in (("sessions", "per idle session"), ("tree", "per file")):
+        levels = [line for line in curves.get(curve, []) if "error" not in line]
+        if len(levels) < 2:
+            continue
+        base = max(levels[0]["rss_mib"])
+        xs = [line["level"] for line in levels[1:]]
+        ys = [max(line["rss_mib"]) for line in levels[1:]]
+        ax.plot(xs, ys, "-o", label=f"largest node's RSS ({curve})")
+        ax.axhline(base, color="grey", lw=0.5)
+    ax.set_xscale("log")
+    ax.set_xlabel("sessions or files")
+    ax.set_ylabel("MiB")
+    ax.set_title("memory of the largest node")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(svg)
+    fig.savefig(svg[:-4] + ".png", dpi=80)
+    plt.close(fig)
+
+
+def curves_tables(curves):
+    out = []
+    head = ("| {} | echo > p50 / p99 | flock cycle p50 / p99 | CLI write p50 / p99 | "
+            "RSS per node (MiB) | {} |")
+    for curve, what, extra in (("sessions", "idle sessions", "leader CPU with only keep-alives"),
+                               ("tree", "files", "restart / new member caught up")):
+        levels = curves.get(curve, [])
+        if not levels:
+            continue
+        out += [head.format(what, extra), "|---|---|---|---|---|---|"]
+        for line in levels:
+            if "error" in line:
+                out.append(f"| {line['level']:,} | breaks: {line['error'][:120]} | | | | |")
+                continue
+
+            def pair(key):
+                return f"{ms_of(line, key):.2f} / {ms_of(line, key, 'p99_ms'):.2f} ms"
+
+            rss = " / ".join(f"{r:.0f}" for r in line["rss_mib"])
+            if curve == "sessions":
+                last = f"{line['leader_idle_cpu_pct']:.0f} %"
+            elif "restart_s" in line:
+                last = f"{line['restart_s']:.2f} s / {line['join_s']:.2f} s"
+            else:
+                last = "–"
+            out.append(f"| {line['level']:,} | {pair('mount_write')} | {pair('mount_flock')} | "
+                       f"{pair('cli_write')} | {rss} | {last} |")
+        out.append("")
+    return "\n".join(out)
+
+
+def write_curves(out_dir, markdown):
+    path = os.path.join(out_dir, "curves.jsonl")
+    if not os.path.exists(path):
+        return
+    curves = latest_curves(path)
+    if not curves:
+        return
+    svg = os.path.join(out_dir, "curves.svg")
+    draw_curves(curves, svg)
+    run = next(iter(curves.values()))[0]["run"]
+    lines = [CURVES_BEGIN, f"Measured {run}, same machine, release build.", "",
+             f"![lockfs as sessions and the tree grow]({os.path.relpath(svg, os.path.dirname(markdown))})",
+             "", curves_tables(curves), CURVES_END]
+    with open(markdown) as f:
+        text = f.read()
+    if CURVES_BEGIN not in text or CURVES_END not in text:
+        raise SystemExit(f"{markdown}: no {CURVES_BEGIN} … {CURVES_END} section to fill")
+    head, rest = text.split(CURVES_BEGIN, 1)
+    _, tail = rest.split(CURVES_END, 1)
+    with open(markdown, "w") as f:
+        f.write(head + "\n".join(lines) + tail)
+    print(f"wrote {svg} and the curves in {markdown}")

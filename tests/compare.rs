@@ -1,7 +1,8 @@
 //! `bench/compare.py --short`: etcd, ZooKeeper and lockfs each start as three members on
-//! loopback, and every workload of the comparison runs against each of them for a moment. The
-//! numbers of a short run mean nothing and are not looked at; what is checked is that every
-//! system started and every workload ran and recorded a result.
+//! loopback, and every workload of the comparison runs against each of them for a moment; and
+//! `bench/curves.py --short`, the cost curves at small levels. The numbers of a short run mean
+//! nothing and are not looked at; what is checked is that every system started and every
+//! workload and level ran and recorded a result.
 
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -63,7 +64,11 @@ fn every_system_starts_and_runs_every_workload() {
         seen.insert((system, workload));
     }
     for system in SYSTEMS {
-        let own: &[&str] = if system == "lockfs" { &LOCKFS_ONLY } else { &[] };
+        let own: &[&str] = if system == "lockfs" {
+            &LOCKFS_ONLY
+        } else {
+            &[]
+        };
         for workload in WORKLOADS.iter().chain(own).chain(&["start"]) {
             assert!(
                 seen.contains(&(system.to_string(), workload.to_string())),
@@ -74,8 +79,58 @@ fn every_system_starts_and_runs_every_workload() {
 }
 
 fn tempfile_dir() -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(format!("lockfs-compare-test-{}", std::process::id()));
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let dir = std::env::temp_dir().join(format!("lockfs-compare-test-{}-{n}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("a temporary directory");
     dir
+}
+
+/// `bench/curves.py --short`: both cost curves run their small levels, and every level
+/// records measurements, not an error.
+#[test]
+fn the_cost_curves_run_every_level() {
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let out = tempfile_dir().join("curves");
+    std::fs::create_dir_all(&out).expect("a directory for the curves");
+    let status = Command::new("/usr/bin/python3")
+        .arg(repo.join("bench/curves.py"))
+        .args(["--short", "--lockfs", env!("CARGO_BIN_EXE_lockfs"), "--out"])
+        .arg(&out)
+        .stdin(Stdio::null())
+        .status()
+        .expect("running bench/curves.py");
+    let results = std::fs::read_to_string(out.join("curves-short.jsonl")).unwrap_or_default();
+    let _ = std::fs::remove_dir_all(&out);
+    assert!(
+        status.success(),
+        "bench/curves.py --short failed ({status}):\n{results}"
+    );
+    let mut levels = BTreeSet::new();
+    for line in results.lines() {
+        let v: serde_json::Value = serde_json::from_str(line).expect("a JSON line");
+        let curve = v["curve"].as_str().expect("curve").to_string();
+        let level = v["level"].as_u64().expect("level");
+        assert!(v["error"].is_null(), "{curve} {level} failed: {line}");
+        let p50 = v["mount_flock"]["p50_ms"].as_f64();
+        assert!(
+            p50.is_some_and(|x| x > 0.0),
+            "{curve} {level}: no flock latency in {line}"
+        );
+        levels.insert((curve, level));
+    }
+    for (curve, level) in [
+        ("sessions", 0),
+        ("sessions", 10),
+        ("sessions", 100),
+        ("tree", 0),
+        ("tree", 100),
+        ("tree", 1000),
+    ] {
+        assert!(
+            levels.contains(&(curve.to_string(), level)),
+            "no {curve} {level} result:\n{results}"
+        );
+    }
 }

@@ -9,6 +9,8 @@
 //!   mounts (real `flock(2)` calls, as `flock(1)` makes them).
 //!
 //! - `cache` (`bench_cache.rs`): the mounts' cache and events, with the cache on and off.
+//! - `sessions`: holds idle sessions open, level after level, for a driver that measures what
+//!   they cost meanwhile (`bench/curves.py`).
 //!
 //! Each prints a human summary and, with `--out FILE`, appends one JSON line per run to FILE.
 
@@ -36,6 +38,24 @@ pub enum BenchCmd {
     /// The mounts' cache and events: reads, writes with other mounts caching, event latency
     /// and what following scripts cost, on a local cluster with its own mounts.
     Cache(super::bench_cache::CacheArgs),
+    /// Holds idle sessions open (each kept alive, as a host's would be), level after level:
+    /// prints "ready N" once N are open and goes on to the next level at a line on stdin.
+    Sessions(SessionsArgs),
+}
+
+#[derive(Args)]
+pub struct SessionsArgs {
+    /// Session counts to reach, in increasing order, comma-separated.
+    #[arg(long, value_delimiter = ',', required = true)]
+    levels: Vec<usize>,
+    /// Sessions per client connection.
+    #[arg(long, default_value_t = 250)]
+    per_connection: usize,
+    /// Session TTL in seconds.
+    #[arg(long, default_value_t = 10)]
+    ttl: u64,
+    #[command(flatten)]
+    client: ClientOpts,
 }
 
 #[derive(Args)]
@@ -66,6 +86,9 @@ pub struct WriteArgs {
     /// Bytes per file.
     #[arg(long, default_value_t = 64)]
     size: usize,
+    /// Distinct files written to, round robin (/bench/w0 ...).
+    #[arg(long, default_value_t = 256)]
+    files: usize,
     /// Append the result as one JSON line to this file.
     #[arg(long)]
     out: Option<PathBuf>,
@@ -90,7 +113,77 @@ pub fn run(cmd: BenchCmd) -> Result<(), CliError> {
         BenchCmd::Failover(a) => failover(a),
         BenchCmd::Flock(a) => flock(a),
         BenchCmd::Cache(a) => super::bench_cache::run(a),
+        BenchCmd::Sessions(a) => super::block_on(sessions(a)),
     }
+}
+
+/// Opens sessions up to each level in turn, keeps them alive, and waits for a line on stdin
+/// before the next level; closes none of them (they expire after the process ends).
+async fn sessions(a: SessionsArgs) -> Result<(), CliError> {
+    use crate::client::session::Session;
+
+    if a.per_connection == 0 || a.levels.windows(2).any(|w| w[0] >= w[1]) {
+        return Err(CliError::Usage(
+            "--levels must increase and --per-connection be > 0".into(),
+        ));
+    }
+    let ttl = Duration::from_secs(a.ttl);
+    let mut clients: Vec<Arc<Client>> = Vec::new();
+    let mut held = Vec::new();
+    // A line on stdin (false at its end), read off the runtime's threads.
+    let next_line = || async {
+        tokio::task::spawn_blocking(|| {
+            let mut line = String::new();
+            std::io::stdin().read_line(&mut line).is_ok_and(|n| n > 0)
+        })
+        .await
+        .unwrap_or(false)
+    };
+    for (k, &level) in a.levels.iter().enumerate() {
+        let started = Instant::now();
+        let mut opening = tokio::task::JoinSet::new();
+        for n in held.len()..level {
+            if n % a.per_connection == 0 {
+                clients.push(Arc::new(a.client.client()?));
+            }
+            let client = clients[n / a.per_connection].clone();
+            // One host name per connection: the cluster counts sessions per host.
+            let host = format!("bench-{}", n / a.per_connection);
+            opening.spawn(async move {
+                Session::open(client, ttl, ttl, &host, "lockfs bench sessions").await
+            });
+            // Not all at once: a few hundred opens in flight fill the commits well enough.
+            if opening.len() >= 256 {
+                if let Some(r) = opening.join_next().await {
+                    held.push(open_result(r)?);
+                }
+            }
+        }
+        while let Some(r) = opening.join_next().await {
+            held.push(open_result(r)?);
+        }
+        println!(
+            "ready {} {:.3}",
+            held.len(),
+            started.elapsed().as_secs_f64()
+        );
+        if k + 1 < a.levels.len() && !next_line().await {
+            break;
+        }
+    }
+    // Wait for the driver to be done with the last level.
+    next_line().await;
+    Ok(())
+}
+
+fn open_result(
+    r: Result<
+        Result<Arc<crate::client::session::Session>, crate::client::ClientError>,
+        tokio::task::JoinError,
+    >,
+) -> Result<Arc<crate::client::session::Session>, CliError> {
+    r.map_err(|e| CliError::Other(format!("opening a session: {e}")))?
+        .map_err(CliError::client("opening a session"))
 }
 
 /// The value below which `p` of the sorted samples fall.
@@ -134,10 +227,11 @@ async fn write(a: WriteArgs) -> Result<(), CliError> {
         let payload = payload.clone();
         let count = a.count;
         let step = a.concurrency;
+        let files = a.files.max(1);
         tasks.push(tokio::spawn(async move {
             let mut lat = Vec::new();
             for i in (w..count).step_by(step) {
-                let path = format!("/bench/w{}", i % 256);
+                let path = format!("/bench/w{}", i % files);
                 let t = Instant::now();
                 client
                     .call(ops::put(&path, payload.clone(), 0o644, 0, 0))
