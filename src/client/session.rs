@@ -579,7 +579,12 @@ async fn keep_alive(
                 let current = *epoch.borrow_and_update();
                 if current != seen_epoch {
                     seen_epoch = current;
-                    s.resync_waits().await;
+                    // Not awaited here: the lock listing is a read, which a new leader holds
+                    // until every cache has registered with it (a cut-off host's cache may
+                    // never), and the keep-alives must go on meanwhile or the session expires
+                    // while it waits.
+                    let s = s.clone();
+                    tokio::spawn(async move { s.resync_waits().await });
                 }
             }
             Err(ClientError::Remote {
