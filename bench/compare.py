@@ -138,7 +138,22 @@ class Proc:
 # The three systems: start three members, find and kill the leader, and make clients.
 
 
-class Etcd:
+class Members:
+    """Three member processes (`procs`); a system says when member i serves (`serving`)."""
+
+    def stop(self):
+        for p in self.procs:
+            p.kill()
+
+    def kill(self, i):
+        self.procs[i].kill()
+
+    def restart(self, i):
+        self.procs[i].start()
+        wait_for(f"{self.name} member {i}", lambda: self.serving(i), 60)
+
+
+class Etcd(Members):
     name = "etcd"
 
     def __init__(self, base, opts):
@@ -168,10 +183,6 @@ class Etcd:
             p.start()
         wait_for("etcd leader", lambda: self.leader() is not None, 60)
 
-    def stop(self):
-        for p in self.procs:
-            p.kill()
-
     def leader(self):
         """Index of the current leader, as the members that answer agree on."""
         import etcd3
@@ -190,19 +201,15 @@ class Etcd:
                 continue
         return None
 
-    def kill(self, i):
-        self.procs[i].kill()
-
-    def restart(self, i):
-        self.procs[i].start()
-        wait_for(f"etcd member {i}", lambda: port_open(self.client_ports[i]), 30)
+    def serving(self, i):
+        return port_open(self.client_ports[i])
 
     def writer_member(self, leader):
         """The member a lone client talks to during failover: not the leader."""
         return (leader + 1) % 3
 
 
-class ZooKeeper:
+class ZooKeeper(Members):
     name = "zookeeper"
 
     def __init__(self, base, opts):
@@ -247,10 +254,6 @@ class ZooKeeper:
         c = ZkClient(self.spec, 0)
         c.close()
 
-    def stop(self):
-        for p in self.procs:
-            p.kill()
-
     def four(self, port, word):
         with socket.create_connection(("127.0.0.1", port), timeout=1) as s:
             s.sendall(word)
@@ -272,19 +275,14 @@ class ZooKeeper:
                 continue
         return None
 
-    def kill(self, i):
-        self.procs[i].kill()
-
-    def restart(self, i):
-        self.procs[i].start()
-        wait_for(f"zookeeper member {i}",
-                 lambda: "Mode: " in self.four(self.client_ports[i], b"srvr"), 60)
+    def serving(self, i):
+        return "Mode: " in self.four(self.client_ports[i], b"srvr")
 
     def writer_member(self, leader):
         return None  # kazoo is given every member and moves between them itself
 
 
-class Lockfs:
+class Lockfs(Members):
     name = "lockfs"
 
     def __init__(self, base, opts):
@@ -337,8 +335,7 @@ class Lockfs:
     def stop(self):
         for i in range(2):
             self.unmount(i)
-        for p in self.procs:
-            p.kill()
+        super().stop()
 
     def leader(self):
         r = subprocess.run([self.exe, "cluster", "status", "--json", "--insecure",
@@ -349,12 +346,8 @@ class Lockfs:
         leader = json.loads(r.stdout).get("leader")
         return None if not leader else int(leader) - 1
 
-    def kill(self, i):
-        self.procs[i].kill()
-
-    def restart(self, i):
-        self.procs[i].start()
-        wait_for(f"lockfs member {i + 1}", lambda: port_open(self.ports[i]), 30)
+    def serving(self, i):
+        return port_open(self.ports[i])
 
     def writer_member(self, leader):
         return None  # a mount knows every member

@@ -134,6 +134,19 @@ def table(results):
     return "\n".join(out)
 
 
+def fill(markdown, begin, end, lines):
+    """Replaces the section of `markdown` from marker `begin` through `end` with `lines` (the
+    markers among them)."""
+    with open(markdown) as f:
+        text = f.read()
+    if begin not in text or end not in text:
+        raise SystemExit(f"{markdown}: no {begin} … {end} section to fill")
+    head, rest = text.split(begin, 1)
+    _, tail = rest.split(end, 1)
+    with open(markdown, "w") as f:
+        f.write(head + "\n".join(lines) + tail)
+
+
 def write(out_dir, markdown):
     results = latest(os.path.join(out_dir, "results.jsonl"))
     if not results:
@@ -158,14 +171,7 @@ def write(out_dir, markdown):
         "Failover rounds (ms): " + "; ".join(f"{s} {v}" for s, v in failover.items() if v),
         END,
     ]
-    with open(markdown) as f:
-        text = f.read()
-    if BEGIN not in text or END not in text:
-        raise SystemExit(f"{markdown}: no {BEGIN} … {END} section to fill")
-    head, rest = text.split(BEGIN, 1)
-    _, tail = rest.split(END, 1)
-    with open(markdown, "w") as f:
-        f.write(head + "\n".join(lines) + tail)
+    fill(markdown, BEGIN, END, lines)
     print(f"wrote {svg} and {markdown}")
     write_curves(out_dir, markdown)
 
@@ -283,12 +289,5 @@ def write_curves(out_dir, markdown):
     lines = [CURVES_BEGIN, f"Measured {run}, same machine, release build.", "",
              f"![lockfs as sessions and the tree grow]({os.path.relpath(svg, os.path.dirname(markdown))})",
              "", curves_tables(curves), CURVES_END]
-    with open(markdown) as f:
-        text = f.read()
-    if CURVES_BEGIN not in text or CURVES_END not in text:
-        raise SystemExit(f"{markdown}: no {CURVES_BEGIN} … {CURVES_END} section to fill")
-    head, rest = text.split(CURVES_BEGIN, 1)
-    _, tail = rest.split(CURVES_END, 1)
-    with open(markdown, "w") as f:
-        f.write(head + "\n".join(lines) + tail)
+    fill(markdown, CURVES_BEGIN, CURVES_END, lines)
     print(f"wrote {svg} and the curves in {markdown}")
