@@ -266,7 +266,10 @@ async fn follow(session: &Arc<Session>, path: &str, a: &WatchArgs) -> Result<(),
             Some(line) => line,
             None => match watcher.next().await.map_err(CliError::client(path))? {
                 WatchItem::Resync(s) => state_line("resync", path, &s, a.json),
-                WatchItem::Event(e) => event_line(&e, a.json),
+                WatchItem::Event(e) => {
+                    caches_dropped(session, path).await;
+                    event_line(&e, a.json)
+                }
                 WatchItem::Interrupted => continue,
             },
         };
@@ -276,6 +279,16 @@ async fn follow(session: &Arc<Session>, path: &str, a: &WatchArgs) -> Result<(),
             return Ok(());
         }
     }
+}
+
+/// Returns once every mount's cache has dropped what the changes seen so far replaced: a
+/// linearizable read answers only then (the leader holds reads behind writes that a cache has
+/// not dropped yet, see `server::cache`). An event reaches a watcher as its change is applied,
+/// which can be before the caches have dropped it; a script that reads through its host's
+/// mount after a line of `lockfs watch` (or after `lockfs wait`) must see the change. Any
+/// answer will do, a refusal included; a failure to get one is left to the next request.
+async fn caches_dropped(session: &Session, path: &str) {
+    let _ = session.call(crate::client::ops::stat(path)).await;
 }
 
 fn change_name(c: Change) -> &'static str {
@@ -472,8 +485,12 @@ async fn wait_for(
     let start = Known::of(&snapshot);
     let mut now = start.clone();
     let mut entries_changed = false;
+    let mut seen_events = false;
     loop {
         if holds(condition, &now, &start, entries_changed) {
+            if seen_events {
+                caches_dropped(&session, path).await;
+            }
             return Ok(());
         }
         if once {
@@ -493,8 +510,12 @@ async fn wait_for(
                 }
                 now = Known::of(&s);
             }
-            WatchItem::Event(e) if e.path == path => now.apply(&e),
+            WatchItem::Event(e) if e.path == path => {
+                seen_events = true;
+                now.apply(&e);
+            }
             WatchItem::Event(e) => {
+                seen_events = true;
                 if matches!(e.change, Change::CREATED | Change::DELETED) {
                     entries_changed = true;
                 }
