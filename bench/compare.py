@@ -138,6 +138,15 @@ class Proc:
 # The three systems: start three members, find and kill the leader, and make clients.
 
 
+def start(system):
+    """Starts `system`'s members (and mounts); a start that fails stops what it started."""
+    try:
+        system.start()
+    except BaseException:
+        system.stop()
+        raise
+
+
 class Members:
     """Three member processes (`procs`); a system says when member i serves (`serving`)."""
 
@@ -781,7 +790,7 @@ def machine():
 def run_system(system, opts, record):
     print(f"== {system.name}: starting 3 members", flush=True)
     t = time.monotonic()
-    system.start()
+    start(system)
     record("start", {"seconds": round(time.monotonic() - t, 2)})
     try:
         spec = system.spec

@@ -106,7 +106,7 @@ def measure(system, opts):
 
 def sessions_curve(opts, base, record):
     system = compare.Lockfs(os.path.join(base, "sessions"), opts)
-    system.start()
+    compare.start(system)
     holder, level = None, 0
     try:
         record("sessions", 0, measure(system, opts))
@@ -187,7 +187,7 @@ def join_time(system, data):
 
 def tree_curve(opts, base, record):
     system = compare.Lockfs(os.path.join(base, "tree"), opts)
-    system.start()
+    compare.start(system)
     try:
         record("tree", 0, measure(system, opts))
         for level in opts.tree_levels:
