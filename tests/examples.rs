@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::hosts::{run, wait_until, Hosts, COMMAND_LIMIT};
+use common::hosts::{run, wait_until, waited, Hosts, COMMAND_LIMIT};
 
 /// Asserts that nothing reads or writes the cluster for a few seconds once what runs has
 /// caught up with the last change: it follows changes without polling. (A script that
@@ -44,12 +44,16 @@ fn leader_election_one_leader_and_followers_learn_the_next() {
         "bash",
         &[
             "-c",
-            "exec \"$EXAMPLES/leader-election.sh\" candidate \"$A\" hostA:5432 > \"$OUT/a.log\"",
+            "exec \"$EXAMPLES/leader-election.sh\" candidate \"$A\" hostA:5432 > \"$OUT/a.log\" 2>&1",
         ],
     );
-    wait_until("A elected", || {
-        h.read_out("a.log").contains("leader: hostA:5432")
-    });
+    if !waited(|| h.read_out("a.log").contains("leader: hostA:5432")) {
+        panic!(
+            "A not elected; its output:\n{}\n{}",
+            h.read_out("a.log"),
+            h.logs()
+        );
+    }
     let b = h.spawn(
         "bash",
         &[

@@ -281,13 +281,14 @@ pub trait Backend: Send + Sync + 'static {
     /// handle needed. EKEYEXPIRED if `session` has ended, as for every other use of a file
     /// opened in it. Fewer bytes than `len` only at the end of the file.
     fn read(&self, session: u64, ino: u64, offset: u64, len: u64) -> BoxFut<'_, Vec<u8>>;
-    /// Writes through an open handle, visible everywhere when it returns. `truncate` empties
-    /// the file first in the same commit (an O_TRUNC folded into the first write); `append`
-    /// writes at the end of the file as it is when the write commits, ignoring `offset`.
+    /// Writes to a file opened in `session` (with or without a handle), visible everywhere
+    /// when it returns. `truncate` empties the file first in the same commit (an O_TRUNC
+    /// folded into the first write); `append` writes at the end of the file as it is when the
+    /// write commits, ignoring `offset`.
     #[allow(clippy::too_many_arguments)] // pwrite(2) plus the two modifiers above
     fn write(
         &self,
-        handle: u64,
+        session: u64,
         ino: u64,
         offset: u64,
         data: Vec<u8>,

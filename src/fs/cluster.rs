@@ -906,7 +906,7 @@ impl Backend for ClusterBackend {
 
     fn write(
         &self,
-        handle: u64,
+        session: u64,
         ino: u64,
         offset: u64,
         data: Vec<u8>,
@@ -914,7 +914,7 @@ impl Backend for ClusterBackend {
         append: bool,
     ) -> BoxFut<'_, FileAttr> {
         Box::pin(async move {
-            let (s, _) = self.handle(handle).await?;
+            let s = self.live(session).await?;
             let mut m = proto::Write::new();
             m.set_target(target_ino(ino));
             m.offset = offset;

@@ -417,27 +417,28 @@ impl Inner {
         self.files.insert(file)
     }
 
-    /// The OPEN [`Inner::open`] would make without a round trip: a read-only open of a file
-    /// known not to be ephemeral, while the live session is known. `None`: ask `open`.
+    /// The OPEN [`Inner::open`] would make without a round trip: an open of a file known not
+    /// to be ephemeral, while the live session is known. `None`: ask `open`.
     fn open_at_once(&self, ino: u64, flags: i32) -> Option<u64> {
-        let lazy = flags & libc::O_ACCMODE == libc::O_RDONLY
-            && flags & (libc::O_TRUNC | libc::O_CREAT) == 0
-            && self.ephemeral.get(ino) == Some(false);
+        let lazy = flags & libc::O_CREAT == 0 && self.ephemeral.get(ino) == Some(false);
         let session = self.backend.live_session().filter(|_| lazy)?;
         if !self.backend.pin(session, ino) {
             return None;
         }
-        Some(self.insert_file(OpenFile::lazy(ino, session)))
+        let truncate = flags & libc::O_TRUNC != 0;
+        Some(self.insert_file(OpenFile::lazy(ino, session, truncate)))
     }
 
+    /// A write needs no handle, only the file's session: one commit, whether or not the file
+    /// was opened with one.
     async fn write(&self, fh: u64, offset: u64, data: Vec<u8>, append: bool) -> Result<u32, Errno> {
         let file = self.files.get(fh)?;
         self.writes.bump(file.ino);
-        let handle = file.handle(&*self.backend).await?;
+        let session = file.session(&*self.backend).await?;
         let len = u32::try_from(data.len()).map_err(|_| Errno::EINVAL)?;
         let mut pending = file.pending_truncate.lock().await;
         self.backend
-            .write(handle, file.ino, offset, data, *pending, append)
+            .write(session, file.ino, offset, data, *pending, append)
             .await?;
         *pending = false;
         Ok(len)
@@ -533,20 +534,23 @@ impl Inner {
     /// ephemeral file, which lives while a handle holds it. Otherwise the file is opened
     /// lazily: no handle until a lock needs one (see `open_files.rs`). Not knowing whether the
     /// file is ephemeral, it asks (a read).
+    /// Only an ephemeral file needs a handle from the start (the handle keeps it alive). Any
+    /// other file opens without one, for reading or writing alike: writes and reads go in the
+    /// file's session, a lock takes a handle when it needs one, and the release of a file
+    /// without a handle costs no round trip. Permission to write is checked by the kernel
+    /// at the open (`default_permissions`) and by the cluster at every write.
     async fn open(&self, ino: u64, flags: i32) -> Result<u64, Errno> {
-        let writes = flags & libc::O_ACCMODE != libc::O_RDONLY
-            || flags & (libc::O_TRUNC | libc::O_CREAT) != 0;
-        let eager = writes
+        let eager = flags & libc::O_CREAT != 0
             || match self.ephemeral.get(ino) {
                 Some(known) => known,
                 None => self.seen(self.backend.getattr(ino).await)?.ephemeral,
             };
         let session = self.backend.session().await?;
+        let truncate = flags & libc::O_TRUNC != 0;
         if !eager && self.backend.pin(session, ino) {
-            return Ok(self.insert_file(OpenFile::lazy(ino, session)));
+            return Ok(self.insert_file(OpenFile::lazy(ino, session, truncate)));
         }
         let handle = self.backend.open(session, ino).await?;
-        let truncate = flags & libc::O_TRUNC != 0;
         Ok(self.insert_file(OpenFile::file(ino, session, Some(handle), truncate)))
     }
 

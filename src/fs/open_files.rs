@@ -145,11 +145,12 @@ impl OpenFile {
         }
     }
 
-    /// A file opened in `session` without a handle, pinned in the backend (`Backend::pin`).
-    pub fn lazy(ino: u64, session: u64) -> Self {
+    /// A file opened in `session` without a handle, pinned in the backend (`Backend::pin`);
+    /// `truncate` is an O_TRUNC pending until the first write or the release.
+    pub fn lazy(ino: u64, session: u64, truncate: bool) -> Self {
         OpenFile {
             pinned: true,
-            ..Self::file(ino, session, None, false)
+            ..Self::file(ino, session, None, truncate)
         }
     }
 

@@ -277,6 +277,18 @@ pub fn run(mut cmd: Command, limit: Duration) -> Out {
     }
 }
 
+/// Whether `cond` came true within [`WAIT_LIMIT`] (for a caller that explains a timeout).
+pub fn waited(mut cond: impl FnMut() -> bool) -> bool {
+    let start = Instant::now();
+    while start.elapsed() < WAIT_LIMIT {
+        if cond() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    false
+}
+
 pub fn wait_until(what: &str, mut cond: impl FnMut() -> bool) -> Duration {
     let start = Instant::now();
     loop {

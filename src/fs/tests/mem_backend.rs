@@ -469,7 +469,7 @@ impl Backend for MemBackend {
 
     fn write(
         &self,
-        _handle: u64,
+        _session: u64,
         ino: u64,
         offset: u64,
         data: Vec<u8>,
