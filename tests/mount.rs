@@ -1142,6 +1142,71 @@ open(os.environ['OUT'] + '/after', 'w').write(said)";
     assert_eq!(h.ok("cat \"$A/after\""), "again\n");
 }
 
+/// An administrator releases a lock a host holds: the waiter on the other host gets it after the
+/// lock-delay, while the holder's session and descriptors go on working. `--holder` names the
+/// session; one that holds nothing there, and a host certificate, are refused.
+#[test]
+fn an_administrator_releases_a_lock_and_the_next_waiter_gets_it() {
+    let mut h = Hosts::start();
+    let holder = h.spawn_ready(
+        "exec flock \"$B/lk\" -c 'touch \"$OUT/b-held\"
+            while [ ! -e \"$OUT/done\" ]; do sleep 0.1; done
+            echo still > \"$B/after\"'",
+        "b-held",
+    );
+    let waiter = h.spawn(
+        "bash",
+        &[
+            "-c",
+            "exec flock -w 100 \"$A/lk\" -c 'touch \"$OUT/a-got\"'",
+        ],
+    );
+    let lock = |h: &Hosts| -> serde_json::Value {
+        let all: serde_json::Value =
+            serde_json::from_str(&h.ok("\"$LOCKFS\" locks --json")).expect("locks json");
+        all.as_array()
+            .and_then(|a| a.iter().find(|l| l["path"] == "/lk").cloned())
+            .unwrap_or_default()
+    };
+    wait_until("A's flock to queue", || {
+        lock(&h)["waiters"].as_array().is_some_and(|w| w.len() == 1)
+    });
+    let id = lock(&h)["holders"][0]["session"]
+        .as_u64()
+        .expect("a holder");
+    // A host certificate may not release it.
+    let refused = h.sh(&format!(
+        "LOCKFS_TLS_DIR='{}' \"$LOCKFS\" locks release /lk",
+        common::tls::host_dir("host-a").display()
+    ));
+    assert!(!refused.status.success());
+    assert!(refused.stderr.contains("needs admin"), "{}", refused.stderr);
+    // A session that holds nothing there.
+    let none = h.sh(&format!(
+        "\"$LOCKFS\" locks release --holder {} /lk",
+        id + 1000
+    ));
+    assert!(!none.status.success());
+    assert!(
+        none.stderr.contains("holds no lock there"),
+        "{}",
+        none.stderr
+    );
+    assert!(!h.out("a-got").exists());
+    assert_eq!(
+        h.ok(&format!("\"$LOCKFS\" locks release --holder {id} /lk")),
+        "released the lock on /lk\n"
+    );
+    // The waiter gets it once the lock-delay (1 s here) is over.
+    assert!(h.wait_child(waiter).success());
+    assert!(h.out("a-got").exists());
+    // The former holder's session lives on: its unlock finds nothing, its writes work.
+    std::fs::write(h.out("done"), b"").unwrap();
+    assert!(h.wait_child(holder).success());
+    assert_eq!(h.ok("cat \"$A/after\""), "still\n");
+    assert_eq!(lock(&h), serde_json::Value::Null);
+}
+
 /// A flock that waits a long time, across a leader's kill -9 in the middle, still gets the lock
 /// when the holder lets go, and a wait a signal interrupts answers EINTR and leaves the queue.
 /// Two minutes in CI; `LOCKFS_LONG=1` waits 30 minutes, as the issue's soak asks.

@@ -1,4 +1,5 @@
-//! `lockfs run --lock PATH -- CMD` (hold a cluster-wide lock while CMD runs) and `lockfs locks`.
+//! `lockfs run --lock PATH -- CMD` (hold a cluster-wide lock while CMD runs), `lockfs locks`
+//! and `lockfs locks release PATH`.
 //!
 //! `run` works like `consul lock`: it opens a session, takes the lock (waiting in the cluster's
 //! FIFO queue unless told otherwise), runs CMD with the lock generation (the fencing token) in
@@ -8,7 +9,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use clap::Args;
+use clap::{Args, Subcommand};
 use serde_json::json;
 
 use super::{CliError, ClientOpts};
@@ -188,6 +189,46 @@ fn holder_json(h: &proto::LockHolder) -> serde_json::Value {
         v["wait"] = json!(h.wait);
     }
     v
+}
+
+#[derive(Subcommand)]
+pub enum LocksCmd {
+    /// Free the lock on PATH (a path in the cluster's tree), as its holder's expiry would: the
+    /// next waiter gets it after the lock-delay, because the holder may still be running. The
+    /// holder's session and handles stay; its later unlock finds nothing. Needs an `admin`
+    /// certificate.
+    Release {
+        path: String,
+        /// Only the locks of this session (an ID from `lockfs sessions` or `lockfs locks`);
+        /// without it, every holder's.
+        #[arg(long)]
+        holder: Option<u64>,
+        #[command(flatten)]
+        client: ClientOpts,
+    },
+}
+
+pub async fn locks(
+    cmd: Option<LocksCmd>,
+    opts: &ClientOpts,
+    as_json: bool,
+) -> Result<(), CliError> {
+    match cmd {
+        Some(LocksCmd::Release {
+            path,
+            holder,
+            client,
+        }) => {
+            client
+                .client()?
+                .release_locks(&path, holder)
+                .await
+                .map_err(CliError::client(format!("releasing the lock on {path}")))?;
+            println!("released the lock on {path}");
+            Ok(())
+        }
+        None => list(opts, as_json).await,
+    }
 }
 
 /// `lockfs locks`: every lock and waiter in the cluster, sorted by path (fetched a page at a

@@ -186,8 +186,11 @@ enum Cmd {
     },
     /// Hold a cluster-wide lock on PATH while CMD runs: lockfs run --lock PATH -- CMD ARGS...
     Run(locks::RunArgs),
-    /// List every lock in the cluster: path, mode, holders (host, pid, since), waiters.
+    /// List every lock in the cluster: path, mode, holders (host, pid, since), waiters; or
+    /// release one.
     Locks {
+        #[command(subcommand)]
+        cmd: Option<locks::LocksCmd>,
         #[arg(long)]
         json: bool,
         #[command(flatten)]
@@ -430,7 +433,7 @@ fn run(cmd: Cmd) -> Result<(), CliError> {
         Cmd::Run(args) => block_on(locks::run(args)),
         Cmd::Watch(args) => block_on(watch::watch(args)),
         Cmd::Wait(args) => block_on(watch::wait(args)),
-        Cmd::Locks { json, client } => block_on(locks::list(&client, json)),
+        Cmd::Locks { cmd, json, client } => block_on(locks::locks(cmd, &client, json)),
         Cmd::Sessions { cmd, json, client } => block_on(sessions::run(cmd, &client, json)),
         Cmd::Rm { path, client } => block_on(files::rm(&client.client()?, &path)),
         Cmd::Cluster { cmd } => match cmd {

@@ -489,7 +489,7 @@ async fn wait_for(
     loop {
         if holds(condition, &now, &start, entries_changed) {
             if seen_events {
-                caches_dropped(&session, path).await;
+                caches_dropped(session, path).await;
             }
             return Ok(());
         }

@@ -226,6 +226,16 @@ impl Client {
         self.call(Op::close_session(m)).await.map(|_| ())
     }
 
+    /// Frees the locks held on `path`: every holder's, or only session `holder`'s. The next
+    /// waiters get them after the lock-delay, as after the holders' expiry. The cluster lets
+    /// only an `admin` identity do this; the request is sent outside any session.
+    pub async fn release_locks(&self, path: &str, holder: Option<u64>) -> Result<(), ClientError> {
+        let mut m = proto::ReleaseLocks::new();
+        m.set_at(ops::path(path));
+        m.holder = holder.unwrap_or(0);
+        self.call(Op::release_locks(m)).await.map(|_| ())
+    }
+
     /// Every item of a paged listing: `op(after)` asks for the page after `after`, `page`
     /// takes its items and where the next one starts.
     async fn all_pages<T>(

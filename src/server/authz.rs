@@ -130,6 +130,7 @@ pub fn targets(command: &Command) -> Vec<(&Target, bool)> {
         // A new name makes the file reachable there: both places must be within reach.
         Command::Link { target, at } => vec![(target, false), (at, false)],
         Command::Symlink { at, .. } => vec![(at, false)],
+        Command::ReleaseLocks { at, .. } => vec![(at, false)],
         // Listed one by one, so that a new command must say what it names.
         Command::OpenSession { .. }
         | Command::CloseSession { .. }
@@ -249,6 +250,13 @@ impl Caller {
             (Role::Peer(me), Action::Members(MemberOp::Add { id, .. })) if id == me => Ok(()),
             (_, Action::Members(_)) => Err(refuse("change the cluster's membership (needs admin)")),
             (Role::Peer(_), _) => Err(refuse("use the tree (a peer certificate is for nodes)")),
+            (
+                _,
+                Action::Write {
+                    command: Command::ReleaseLocks { .. },
+                    ..
+                },
+            ) => Err(refuse("release the locks of others (needs admin)")),
             (Role::Host, _) => Ok(()),
             (
                 Role::Reader,
@@ -355,6 +363,17 @@ mod tests {
         }
         assert!(host.authorize(&mkdir()).is_ok());
         assert!(host.authorize(&open(true)).is_ok());
+        // Only an administrator frees the locks of others.
+        let release = write(Command::ReleaseLocks {
+            at: Target::Path("/l".into()),
+            holder: None,
+        });
+        for c in [&admin, &Caller::Insecure] {
+            assert!(c.authorize(&release).is_ok());
+        }
+        for c in [&host, &reader, &peer] {
+            assert_eq!(c.authorize(&release).unwrap_err().code(), EPERM);
+        }
         let refused = reader.authorize(&mkdir()).unwrap_err();
         assert_eq!(refused.code(), EACCES);
         assert!(reader.authorize(&open(true)).is_err());

@@ -314,6 +314,15 @@ pub fn action(req: &proto::Request) -> Result<Action, ServerError> {
             session()?;
             Action::Unwatch { id: m.id }
         }
+        // Outside any session, as `close_session` of another: only an administrator may send
+        // it (authz).
+        Op::release_locks(m) => Action::Write {
+            command: Command::ReleaseLocks {
+                at: target(m.at.as_ref())?,
+                holder: (m.holder != 0).then_some(m.holder),
+            },
+            request: None,
+        },
     })
 }
 

@@ -81,6 +81,7 @@ pub fn request_kind(req: &crate::proto::Request) -> &'static str {
             Op::watch(_) => "watch",
             Op::unwatch(_) => "unwatch",
             Op::cache_ack(_) => "cache_ack",
+            Op::release_locks(_) => "release_locks",
         },
     }
 }

@@ -207,6 +207,14 @@ pub enum Command {
         uid: u32,
         gid: u32,
     },
+    /// An administrator frees the locks held on `at`: every holder's, or only those of session
+    /// `holder`. As after the holders' expiry, nothing new is granted there before the
+    /// lock-delay ends (the holders may still be running); their sessions and handles stay.
+    /// InvalidArgument if no such lock is held.
+    ReleaseLocks {
+        at: Target,
+        holder: Option<u64>,
+    },
 }
 
 /// How a rename treats what is at its destination.

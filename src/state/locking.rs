@@ -29,7 +29,7 @@ use super::session::GrantedWait;
 use super::tree::{page_size, StateMachine};
 use super::{
     Command, Event, LockInfo, LockKind, LockResult, LockStyle, NodeChange, Outcome, StateError,
-    ROOT,
+    Target, ROOT,
 };
 
 /// Holders or waiters per node beyond which a lock request is refused with ENOLCK.
@@ -242,6 +242,41 @@ impl StateMachine {
         let mut table = table.clone();
         table.unlock(session, owner, style, start, end);
         self.forget_grants(session, owner, style, ino);
+        self.settle(ino, table, now);
+        Ok(Outcome::Done)
+    }
+
+    /// Frees the locks held on the node at `at`: every holder's, or only session `holder`'s
+    /// (see `Command::ReleaseLocks`). Their owners' later unlocks find nothing and succeed.
+    pub(super) fn release_locks(
+        &mut self,
+        at: &Target,
+        holder: Option<u64>,
+        lock_delay_ns: u64,
+        now: u64,
+    ) -> Result<Outcome, StateError> {
+        let ino = self.lookup(at)?;
+        let chosen = |h: &Held| holder.is_none_or(|s| h.session == s);
+        let mut table = self.locks.get(&ino).cloned().unwrap_or_default();
+        let released: Vec<Held> = table
+            .holders
+            .iter()
+            .filter(|h| chosen(h))
+            .cloned()
+            .collect();
+        if released.is_empty() {
+            return Err(StateError::InvalidArgument(match holder {
+                Some(s) => format!("session {s} holds no lock there"),
+                None => "no lock is held there".into(),
+            }));
+        }
+        table.holders.retain(|h| !chosen(h));
+        for h in &released {
+            self.forget_grants(h.session, h.owner, h.style, ino);
+        }
+        if lock_delay_ns > 0 {
+            table.delay_until_ns = table.delay_until_ns.max(now.saturating_add(lock_delay_ns));
+        }
         self.settle(ino, table, now);
         Ok(Outcome::Done)
     }

@@ -249,6 +249,9 @@ impl StateMachine {
             } => self.unlock(*session, *handle, *owner, *style, *start, *end, now),
             Command::CancelWait { session, wait } => self.cancel_wait(*session, *wait, now),
             Command::Wake => Ok(Outcome::Done),
+            Command::ReleaseLocks { at, holder } => {
+                self.release_locks(at, *holder, ctx.lock_delay_ns, now)
+            }
         }?;
         self.end_delays(now);
         self.end_orphans(now);

@@ -542,6 +542,64 @@ fn expiry_leaves_a_lock_delay_that_wake_ends() {
 }
 
 #[test]
+fn an_administrator_releases_a_lock_as_its_expiry_would() {
+    let (mut sm, h1, h2) = two_sessions();
+    let c = session(&mut sm, "c");
+    let hc = open(&mut sm, c, "/g");
+    granted(&mut sm, lock_cmd(1, h1, 1, FL, SH, 0, 0, false));
+    granted(&mut sm, lock_cmd(2, h2, 2, FL, SH, 0, 0, false));
+    let wait = queued(&mut sm, lock_cmd(c, hc, 3, FL, EX, 0, 0, true));
+    let release = |holder| Command::ReleaseLocks {
+        at: p("/g"),
+        holder,
+    };
+    // Nothing held there, or not by that session: refused, nothing changes.
+    refused(
+        &mut sm,
+        Command::ReleaseLocks {
+            at: p("/d"),
+            holder: None,
+        },
+        StateError::InvalidArgument("no lock is held there".into()),
+    );
+    refused(
+        &mut sm,
+        release(Some(c)),
+        StateError::InvalidArgument(format!("session {c} holds no lock there")),
+    );
+    refused(
+        &mut sm,
+        Command::ReleaseLocks {
+            at: p("/nope"),
+            holder: None,
+        },
+        StateError::NotFound,
+    );
+    // One holder's: the other still keeps the waiter out.
+    sm.take_events();
+    ok(&mut sm, release(Some(1)));
+    let info = locks_of(&sm, "/g").unwrap();
+    assert_eq!(info.holders.len(), 1);
+    assert_eq!(info.holders[0].session, 2);
+    assert_eq!(info.delay_until_ns, NOW + LOCK_DELAY);
+    // Every holder's; the waiter gets the lock only after the lock-delay.
+    ok(&mut sm, release(None));
+    assert!(locks_of(&sm, "/g").unwrap().holders.is_empty());
+    assert_eq!(sm.take_events(), []);
+    let until = NOW + LOCK_DELAY;
+    ok_at(&mut sm, until, Command::Wake);
+    assert!(
+        matches!(sm.take_events()[..], [Event::Granted { session, wait: w, .. }]
+        if session == c && w == wait)
+    );
+    // The former holders' sessions and handles stay; their unlocks find nothing and succeed.
+    ok_at(&mut sm, until, unlock_cmd(1, h1, 1, FL, 0, 0));
+    ok_at(&mut sm, until, unlock_cmd(2, h2, 2, FL, 0, 0));
+    assert_eq!(held(&sm, "/g").len(), 1);
+    sm.validate().unwrap();
+}
+
+#[test]
 fn a_lock_delay_ends_with_any_command_that_passes_it() {
     let (mut sm, h1, h2) = two_sessions();
     granted(&mut sm, lock_cmd(1, h1, 1, PX, EX, 0, 10, false));
