@@ -84,6 +84,117 @@ fn leader_election_one_leader_and_followers_learn_the_next() {
     assert!(h.running(follower));
 }
 
+/// A semaphore of 3 with 8 contenders on two hosts: never more than 3 inside at once, 3 inside
+/// together at some point, and every contender gets its turn.
+#[test]
+fn at_most_n_runs_at_once_and_everyone_gets_a_turn() {
+    let mut h = Hosts::start();
+    // Each job notes its begin and end in one log (appends are atomic); the first three wait
+    // inside until all three are in (bounded), which only a semaphore of 3 allows.
+    std::fs::write(
+        h.out("job.sh"),
+        "echo \"begin $1\" >> \"$OUT/log\"
+for _ in $(seq 600); do
+    [ \"$(grep -c begin \"$OUT/log\")\" -ge 3 ] && break
+    sleep 0.05
+done
+sleep 0.1
+echo \"end $1\" >> \"$OUT/log\"
+",
+    )
+    .unwrap();
+    let contenders: Vec<u32> = (0..8)
+        .map(|i| {
+            let mount = if i % 2 == 0 { "$A" } else { "$B" };
+            h.spawn(
+                "bash",
+                &[
+                    "-c",
+                    &format!(
+                        "exec \"$EXAMPLES/at-most-n.sh\" \"{mount}\" backup 3 -- \
+                         bash \"$OUT/job.sh\" {i}"
+                    ),
+                ],
+            )
+        })
+        .collect();
+    for pid in contenders {
+        assert!(h.wait_child(pid).success(), "{}", h.read_out("log"));
+    }
+    let log = h.read_out("log");
+    let (mut inside, mut most) = (std::collections::BTreeSet::new(), 0);
+    for line in log.lines() {
+        match line.split_once(' ') {
+            Some(("begin", id)) => assert!(inside.insert(id), "{id} twice:\n{log}"),
+            Some(("end", id)) => assert!(inside.remove(id), "{id} ended unbegun:\n{log}"),
+            _ => panic!("bad line {line:?}"),
+        }
+        most = most.max(inside.len());
+        assert!(inside.len() <= 3, "more than 3 at once:\n{log}");
+    }
+    assert!(inside.is_empty());
+    assert_eq!(log.lines().count(), 16, "someone never got a turn:\n{log}");
+    assert_eq!(most, 3, "never 3 at once:\n{log}");
+    // The setting is the file's, seen from either host; the lock listing shows it.
+    let file = "\"$B/semaphores/backup\"";
+    assert_eq!(
+        h.ok(&format!(
+            "getfattr --only-values -n user.lockfs.max_holders {file}"
+        )),
+        "3"
+    );
+    assert!(h.ok("\"$LOCKFS\" locks").contains(
+        "/semaphores/backup  generation 8  0 holder(s) (a semaphore: at most 3 exclusive)"
+    ));
+    // flock -n with every slot taken gives up at once; 0 and 1001 are refused.
+    let holders: Vec<u32> = (0..3)
+        .map(|i| {
+            h.spawn_ready(
+                &format!(
+                    "exec \"$EXAMPLES/at-most-n.sh\" \"$A\" backup 3 -- \
+                     bash -c 'touch \"$OUT/in{i}\"; exec sleep 1000'"
+                ),
+                &format!("in{i}"),
+            )
+        })
+        .collect();
+    let out = h.sh("\"$EXAMPLES/at-most-n.sh\" \"$B\" backup 3 0 -- true");
+    assert_eq!(out.status.code(), Some(1), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("3 already run backup"),
+        "{}",
+        out.stderr
+    );
+    for bad in ["0", "1001", "x"] {
+        let out = h.sh(&format!(
+            "setfattr -n user.lockfs.max_holders -v {bad} {file}"
+        ));
+        assert!(
+            !out.status.success() && out.stderr.contains("Invalid argument"),
+            "{bad}: {}",
+            out.stderr
+        );
+    }
+    // Fewer slots than holders: refused while they hold it.
+    let out = h.sh(&format!("setfattr -n user.lockfs.max_holders -v 2 {file}"));
+    assert!(out.stderr.contains("busy"), "{}", out.stderr);
+    for pid in holders {
+        h.kill9(pid);
+    }
+    wait_until("the holders to let go", || {
+        h.ok("\"$LOCKFS\" locks").contains("0 holder(s)")
+    });
+    // Removing the setting makes it an ordinary lock again (no longer listed while free).
+    h.ok(&format!("setfattr -x user.lockfs.max_holders {file}"));
+    assert_eq!(
+        h.ok(&format!(
+            "getfattr --only-values -n user.lockfs.max_holders {file}"
+        )),
+        "1"
+    );
+    assert!(!h.ok("\"$LOCKFS\" locks").contains("/semaphores/backup"));
+}
+
 #[test]
 fn one_job_at_a_time_across_hosts() {
     let mut h = Hosts::start();

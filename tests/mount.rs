@@ -1207,6 +1207,62 @@ fn an_administrator_releases_a_lock_and_the_next_waiter_gets_it() {
     assert_eq!(lock(&h), serde_json::Value::Null);
 }
 
+/// `-o on_lock_loss=signal`: host B holds a lock the way leader-election.sh does (the shell's
+/// descriptor, locked by its flock(1) child) and is cut off from the cluster. B's mount signals
+/// the shell when its lease runs out, and kills it when it ignores the signal, all before the
+/// cluster's lock-delay lets host A have the lock.
+#[test]
+fn on_lock_loss_stops_a_cut_off_holder_before_another_host_gets_the_lock() {
+    let mut h = Hosts::start_proxied(
+        4000,
+        "allow_other",
+        "allow_other,ttl=3,on_lock_loss=signal,lock_loss_grace=1",
+    );
+    let holder = h.spawn_ready(
+        "exec 9>>\"$B/lk\"; flock 9
+         trap 'date +%s%N > \"$OUT/b-term\"' TERM
+         touch \"$OUT/b-held\"
+         while :; do sleep 0.05; done",
+        "b-held",
+    );
+    // What A sees of the holder once A holds the lock: `Z` (dead, not yet reaped) or gone.
+    std::fs::write(
+        h.out("a-got.sh"),
+        format!(
+            "state=$(cut -d' ' -f3 /proc/{holder}/stat 2>/dev/null) || state=gone
+             echo \"$state\" > \"$OUT/a-got\""
+        ),
+    )
+    .unwrap();
+    let waiter = h.spawn(
+        "bash",
+        &["-c", "exec flock -w 100 \"$A/lk\" bash \"$OUT/a-got.sh\""],
+    );
+    let b_mount = h.b.pid().expect("mount B runs");
+    h.cluster.isolate_client(&format!("[{b_mount}]"));
+    let status = h.wait_child(waiter);
+    h.cluster.heal();
+    assert!(status.success(), "{status}\n{}", h.logs());
+    let seen = h.read_out("a-got");
+    assert!(
+        seen == "Z\n" || seen == "gone\n",
+        "the holder still ran when A got the lock: {seen}\n{}",
+        h.logs()
+    );
+    assert!(h.out("b-term").exists(), "no TERM first");
+    let status = h.wait_child(holder);
+    assert_eq!(
+        std::os::unix::process::ExitStatusExt::signal(&status),
+        Some(libc::SIGKILL)
+    );
+    let log = h.b.log_text();
+    assert!(
+        log.contains("on_lock_loss: the session is in jeopardy"),
+        "{log}"
+    );
+    assert!(log.contains("SIGKILL"), "{log}");
+}
+
 /// A flock that waits a long time, across a leader's kill -9 in the middle, still gets the lock
 /// when the holder lets go, and a wait a signal interrupts answers EINTR and leaves the queue.
 /// Two minutes in CI; `LOCKFS_LONG=1` waits 30 minutes, as the issue's soak asks.

@@ -249,6 +249,7 @@ pub async fn list(opts: &ClientOpts, as_json: bool) -> Result<(), CliError> {
                     "holders": l.holders.iter().map(holder_json).collect::<Vec<_>>(),
                     "waiters": l.waiters.iter().map(holder_json).collect::<Vec<_>>(),
                     "delay_until_ns": l.delay_until_ns,
+                    "max_holders": l.max_holders.max(1),
                 })
             })
             .collect();
@@ -256,8 +257,13 @@ pub async fn list(opts: &ClientOpts, as_json: bool) -> Result<(), CliError> {
         return Ok(());
     }
     for l in &locks {
+        let semaphore = if l.max_holders > 1 {
+            format!(" (a semaphore: at most {} exclusive)", l.max_holders)
+        } else {
+            String::new()
+        };
         println!(
-            "{}  generation {}  {} holder(s), {} waiter(s)",
+            "{}  generation {}  {} holder(s){semaphore}, {} waiter(s)",
             l.path,
             l.lock_generation,
             l.holders.len(),

@@ -27,8 +27,10 @@ pub struct MountArgs {
     /// no_default_permissions), ro, rw, ttl=SECONDS (session TTL, default 10), tls_dir=DIR
     /// (as --tls-dir), insecure (as --insecure), root_squash (uid and gid 0 act as nobody in
     /// the cluster's permission checks), cache=on|off (keep a consistent cache of the tree;
-    /// on by default), inotify (report other hosts' creations and deletions to inotify);
-    /// _netdev,
+    /// on by default), inotify (report other hosts' creations and deletions to inotify),
+    /// on_lock_loss=signal[:SIG] (when the session is lost, or in jeopardy for
+    /// lock_loss_after=SECONDS, default 0, every process holding a lock here gets SIG, TERM by
+    /// default, and KILL lock_loss_grace=SECONDS later, default 2); _netdev,
     /// defaults, auto, noauto, nofail, user, nouser, dev, suid, exec are accepted and ignored
     /// (they concern mount(8) and fstab).
     #[arg(short = 'o')]
@@ -60,7 +62,17 @@ pub struct Options {
     pub metrics: Option<String>,
 }
 
+fn seconds(name: &str, v: &str) -> Result<Duration, CliError> {
+    v.parse::<f64>()
+        .ok()
+        .and_then(|s| Duration::try_from_secs_f64(s).ok())
+        .ok_or_else(|| CliError::Usage(format!("{name}={v}: not a number of seconds")))
+}
+
 pub fn parse_options(s: Option<&str>) -> Result<Options, CliError> {
+    let mut lock_loss_signal = None;
+    let mut lock_loss_after = Duration::ZERO;
+    let mut lock_loss_grace = Duration::from_secs(2);
     let mut o = Options {
         config: MountConfig::default(),
         ttl: Duration::from_secs(10),
@@ -86,6 +98,11 @@ pub fn parse_options(s: Option<&str>) -> Result<Options, CliError> {
             }
             Some(("tls_dir", v)) if !v.is_empty() => o.tls_dir = Some(PathBuf::from(v)),
             Some(("metrics", v)) if !v.is_empty() => o.metrics = Some(v.to_string()),
+            Some(("on_lock_loss", v)) => {
+                lock_loss_signal = Some(crate::fs::parse_lock_loss(v).map_err(CliError::Usage)?)
+            }
+            Some(("lock_loss_after", v)) => lock_loss_after = seconds("lock_loss_after", v)?,
+            Some(("lock_loss_grace", v)) => lock_loss_grace = seconds("lock_loss_grace", v)?,
             Some(("cache", "on")) => o.cache = true,
             Some(("inotify", "on")) => o.inotify = true,
             Some(("inotify", "off")) => o.inotify = false,
@@ -106,6 +123,12 @@ pub fn parse_options(s: Option<&str>) -> Result<Options, CliError> {
             },
         }
     }
+    o.config.on_lock_loss = lock_loss_signal.map(|signal| crate::fs::LockLossPolicy {
+        signal,
+        after: lock_loss_after,
+        grace: lock_loss_grace,
+        mountpoint: PathBuf::new(),
+    });
     Ok(o)
 }
 

@@ -102,7 +102,7 @@ pub enum LockKind {
 /// flock(2) locks belong to an open file description and cover the whole file; POSIX (fcntl)
 /// locks belong to a process (or, for OFD locks, an open file description) and cover byte
 /// ranges. The two never conflict with each other, as on Linux.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum LockStyle {
     Flock,
     Posix,
@@ -320,4 +320,8 @@ pub trait Backend: Send + Sync + 'static {
     fn set_ephemeral(&self, ino: u64, ephemeral: bool) -> BoxFut<'_, FileAttr>;
     /// Every granted lock on the node.
     fn holders(&self, ino: u64) -> BoxFut<'_, Vec<Holder>>;
+    /// How many exclusive flock holders the node admits at once (a semaphore; 1 unless set).
+    fn max_holders(&self, ino: u64) -> BoxFut<'_, u32>;
+    /// Sets it (1 to 1000); EBUSY below the exclusive flock holders it has now.
+    fn set_max_holders(&self, ino: u64, max_holders: u32) -> BoxFut<'_, ()>;
 }

@@ -274,6 +274,19 @@ impl ClusterBackend {
         s.call(op).await.map_err(errno)
     }
 
+    /// The lock listing of node `ino`; `None` if it has no holders, no waiters and no
+    /// semaphore setting.
+    async fn lock_info(&self, ino: u64) -> Result<Option<proto::LockInfo>, Errno> {
+        // The page that starts at this node: locks are listed by instance number.
+        match self
+            .call(crate::client::ops::list_locks(ino.saturating_sub(1)))
+            .await?
+        {
+            Res::locks(mut l) => Ok(l.take_locks().into_iter().find(|i| i.instance == ino)),
+            _ => Err(unexpected()),
+        }
+    }
+
     /// Session `sid` if it is the live one; EIO-bound error if it has ended. Never opens a
     /// session: one that is gone stays gone for what was opened in it.
     async fn live(&self, sid: u64) -> Result<Arc<Session>, Errno> {
@@ -1050,19 +1063,24 @@ impl Backend for ClusterBackend {
 
     fn holders(&self, ino: u64) -> BoxFut<'_, Vec<Holder>> {
         Box::pin(async move {
-            // The page that starts at this node: locks are listed by instance number.
-            match self
-                .call(crate::client::ops::list_locks(ino.saturating_sub(1)))
+            Ok(self
+                .lock_info(ino)
                 .await?
-            {
-                Res::locks(l) => Ok(l
-                    .locks
-                    .iter()
-                    .filter(|i| i.instance == ino)
-                    .flat_map(|i| i.holders.iter().map(holder))
-                    .collect()),
-                _ => Err(unexpected()),
-            }
+                .map(|i| i.holders.iter().map(holder).collect())
+                .unwrap_or_default())
+        })
+    }
+
+    fn max_holders(&self, ino: u64) -> BoxFut<'_, u32> {
+        Box::pin(async move { Ok(self.lock_info(ino).await?.map_or(1, |i| i.max_holders)) })
+    }
+
+    fn set_max_holders(&self, ino: u64, max_holders: u32) -> BoxFut<'_, ()> {
+        Box::pin(async move {
+            let mut m = proto::SetMaxHolders::new();
+            m.set_target(target_ino(ino));
+            m.max_holders = max_holders;
+            self.call(Op::set_max_holders(m)).await.map(drop)
         })
     }
 }

@@ -32,7 +32,7 @@ use std::ffi::OsStr;
 use std::future::Future;
 use std::io;
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use fuser::{
     FileHandle, FopenFlags, Generation, INodeNo, InitFlags, KernelConfig, LockOwner, OpenFlags,
@@ -45,6 +45,7 @@ use super::backend::{Backend, Errno, FileAttr, LockStyle, NodeKind, RenameHow};
 use super::echo::{self, Echoes, Replay};
 use super::errors::to_kernel;
 use super::kernel;
+use super::lock_loss::{self, Policy as LockLossPolicy};
 use super::locks::{self, KernelLock};
 use super::metrics::{MountMetrics, Timing};
 use super::open_files::{self, Ephemeral, OpenFile, OpenFiles};
@@ -69,6 +70,9 @@ pub struct Inner {
     /// Creations replayed to the kernel (`echo.rs`).
     pub echoes: Arc<Echoes>,
     pub metrics: Arc<MountMetrics>,
+    /// `on_lock_loss` (`lock_loss.rs`): the policy, and the locks held here and by whom.
+    pub lock_loss: std::sync::OnceLock<LockLossPolicy>,
+    pub holders: lock_loss::Holders,
 }
 
 /// How many writes this mount made to each file (a number that only grows), for
@@ -101,6 +105,48 @@ impl WriteEpochs {
     }
 }
 
+/// How often the session is looked at for `on_lock_loss`.
+const LOCK_LOSS_POLL: Duration = Duration::from_millis(100);
+
+/// Watches the mount's session until the mount goes; signals the holders of the locks of a
+/// session that is lost, or in jeopardy for longer than the policy allows (`lock_loss.rs`).
+async fn watch_for_lock_loss(inner: std::sync::Weak<Inner>) {
+    let mut jeopardy_since: Option<std::time::Instant> = None;
+    loop {
+        tokio::time::sleep(LOCK_LOSS_POLL).await;
+        let Some(inner) = inner.upgrade() else { return };
+        let Some(policy) = inner.lock_loss.get() else {
+            return;
+        };
+        if inner.holders.is_empty() {
+            jeopardy_since = None;
+            continue;
+        }
+        let (lost, why) = match inner.backend.session_state() {
+            "jeopardy" => {
+                let since = *jeopardy_since.get_or_insert_with(std::time::Instant::now);
+                if since.elapsed() < policy.after {
+                    continue;
+                }
+                (inner.holders.take_lost(None), "the session is in jeopardy")
+            }
+            "expired" => (inner.holders.take_lost(None), "the session ended"),
+            _ => {
+                jeopardy_since = None;
+                // Locks of an earlier session went with it.
+                match inner.backend.live_session() {
+                    Some(live) => (inner.holders.take_lost(Some(live)), "the session ended"),
+                    None => continue,
+                }
+            }
+        };
+        if !lost.is_empty() {
+            let policy = policy.clone();
+            tokio::spawn(async move { lock_loss::enforce(lost, &policy, why).await });
+        }
+    }
+}
+
 /// The fuser filesystem of a lockfs mount.
 pub struct LockFs {
     inner: Arc<Inner>,
@@ -129,6 +175,8 @@ impl LockFs {
                 ephemeral: Ephemeral::default(),
                 shutdown: tokio::sync::watch::channel(false).0,
                 metrics,
+                lock_loss: std::sync::OnceLock::new(),
+                holders: lock_loss::Holders::default(),
             }),
             runtime,
             cluster: Vec::new(),
@@ -143,6 +191,23 @@ impl LockFs {
     /// Says on the root's `user.lockfs.cluster` how to reach the cluster (see `xattr.rs`).
     pub fn with_cluster(mut self, cluster: &str) -> Self {
         self.cluster = cluster.as_bytes().to_vec();
+        self
+    }
+
+    /// With a policy, the processes holding locks here are signalled when the session is lost
+    /// (`lock_loss.rs`): a task watches the session for as long as the mount lives.
+    pub fn with_lock_loss(self, policy: Option<LockLossPolicy>) -> Self {
+        if let Some(policy) = policy {
+            log::info!(
+                "on_lock_loss: signal {} after {:?} in jeopardy, SIGKILL {:?} later",
+                policy.signal,
+                policy.after,
+                policy.grace
+            );
+            let _ = self.inner.lock_loss.set(policy);
+            self.runtime
+                .spawn(watch_for_lock_loss(Arc::downgrade(&self.inner)));
+        }
         self
     }
 
@@ -267,6 +332,9 @@ impl Inner {
                 .await;
             result = result.and(unlocked);
         }
+        if result.is_ok() {
+            self.holders.released(fh, file.ino, owner, LockStyle::Posix);
+        }
         result
     }
 
@@ -277,6 +345,7 @@ impl Inner {
     ///
     /// The request handler has taken `file` out of the table already.
     async fn release(&self, fh: u64, file: Arc<OpenFile>) -> Result<(), Errno> {
+        self.holders.closed(fh);
         let truncated = self.apply_pending_truncate(&file).await;
         let released = self.owners.take_released(file.ino, fh);
         let Some(handle) = file.take_handle().await else {
@@ -557,6 +626,14 @@ impl Inner {
     async fn getxattr(&self, ino: u64, name: xattr::Name) -> Result<Vec<u8>, Errno> {
         if name == xattr::Name::Holders {
             return Ok(xattr::holders_value(&self.backend.holders(ino).await?));
+        }
+        if name == xattr::Name::MaxHolders {
+            return Ok(self
+                .backend
+                .max_holders(ino)
+                .await?
+                .to_string()
+                .into_bytes());
         }
         Ok(xattr::value(name, &self.backend.getattr_fresh(ino).await?))
     }
@@ -1079,15 +1156,24 @@ impl fuser::Filesystem for LockFs {
         reply: ReplyEmpty,
     ) {
         let timing = self.inner.metrics.timing("setxattr");
-        let flag = match xattr::Name::parse(name) {
-            Some(xattr::Name::Ephemeral) => xattr::parse_flag(value),
+        let name = xattr::Name::parse(name);
+        let set = match name {
+            Some(xattr::Name::Ephemeral) => xattr::parse_flag(value).map(u32::from),
+            Some(xattr::Name::MaxHolders) => xattr::parse_count(value),
             Some(_) => Err(Errno::EPERM),
             None => Err(Errno::ENOTSUP),
         };
         self.spawn(timing, req, |inner| async move {
-            let result = match flag {
-                Ok(flag) => inner.backend.set_ephemeral(ino.0, flag).await.map(drop),
-                Err(e) => Err(e),
+            let result = match (name, set) {
+                (_, Err(e)) => Err(e),
+                (Some(xattr::Name::MaxHolders), Ok(n)) => {
+                    inner.backend.set_max_holders(ino.0, n).await
+                }
+                (_, Ok(flag)) => inner
+                    .backend
+                    .set_ephemeral(ino.0, flag == 1)
+                    .await
+                    .map(drop),
             };
             reply_empty(reply, result);
         });
@@ -1122,15 +1208,15 @@ impl fuser::Filesystem for LockFs {
 
     fn removexattr(&self, req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         let timing = self.inner.metrics.timing("removexattr");
-        let clear = match xattr::Name::parse(name) {
-            Some(xattr::Name::Ephemeral) => Ok(()),
-            Some(_) => Err(Errno::EPERM),
-            None => Err(Errno::ENODATA),
-        };
+        let name = xattr::Name::parse(name);
         self.spawn(timing, req, |inner| async move {
-            let result = match clear {
-                Ok(()) => inner.backend.set_ephemeral(ino.0, false).await.map(drop),
-                Err(e) => Err(e),
+            let result = match name {
+                Some(xattr::Name::Ephemeral) => {
+                    inner.backend.set_ephemeral(ino.0, false).await.map(drop)
+                }
+                Some(xattr::Name::MaxHolders) => inner.backend.set_max_holders(ino.0, 1).await,
+                Some(_) => Err(Errno::EPERM),
+                None => Err(Errno::ENODATA),
             };
             reply_empty(reply, result);
         });

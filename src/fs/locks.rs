@@ -29,6 +29,7 @@
 
 use super::backend::{Errno, LockKind, LockReply, LockSpec, LockStyle};
 use super::filesystem::Inner;
+use super::open_files::OpenFile;
 use super::{lock_style, signal};
 
 /// The kernel's "to the end of the file" (`OFFSET_MAX`).
@@ -91,7 +92,14 @@ pub async fn setlk(inner: &Inner, req: KernelLock, sleep: bool) -> Result<(), Er
         LockStyle::Posix => req.owner,
     };
     if unlock {
-        return inner.backend.unlock(handle, owner, style, start, end).await;
+        inner
+            .backend
+            .unlock(handle, owner, style, start, end)
+            .await?;
+        if style == LockStyle::Flock || (start, end) == (0, u64::MAX) {
+            inner.holders.released(req.fh, req.ino, owner, style);
+        }
+        return Ok(());
     }
     let spec = LockSpec {
         handle,
@@ -105,19 +113,45 @@ pub async fn setlk(inner: &Inner, req: KernelLock, sleep: bool) -> Result<(), Er
     if style == LockStyle::Posix {
         inner.owners.note(req.ino, req.owner, req.fh);
     }
+    let granted = || note_holder(inner, &file, &req, owner, style);
     match inner.backend.lock(spec, sleep).await? {
-        LockReply::Granted { .. } => Ok(()),
+        LockReply::Granted { .. } => {
+            granted();
+            Ok(())
+        }
         LockReply::WouldBlock { .. } => Err(Errno::EAGAIN),
         LockReply::Queued { wait } if sleep => {
             log::debug!("wait {wait} of thread {} queued (handle {handle})", req.tid);
             let _waiting = inner.metrics.waiting();
-            wait_for_grant(inner, wait, req.tid).await
+            wait_for_grant(inner, wait, req.tid).await?;
+            granted();
+            Ok(())
         }
         LockReply::Queued { wait } => {
             inner.backend.cancel_wait(wait).await?;
             Err(Errno::EAGAIN)
         }
     }
+}
+
+/// With `on_lock_loss`, notes who holds the lock just granted (`lock_loss.rs`); the requester
+/// still waits for the answer, so it is there to be seen.
+fn note_holder(inner: &Inner, file: &OpenFile, req: &KernelLock, owner: u64, style: LockStyle) {
+    let Some(policy) = inner.lock_loss.get() else {
+        return;
+    };
+    let Some(session) = file.opened_in().or_else(|| inner.backend.live_session()) else {
+        return;
+    };
+    inner.holders.granted(
+        &policy.mountpoint,
+        session,
+        req.fh,
+        req.ino,
+        owner,
+        style,
+        req.pid,
+    );
 }
 
 /// Waits for a queued request until it is granted, its caller gets a signal or goes away, or

@@ -44,6 +44,7 @@ pub mod echo;
 mod errors;
 mod filesystem;
 mod kernel;
+mod lock_loss;
 mod lock_style;
 mod locks;
 pub mod metrics;
@@ -61,4 +62,5 @@ pub use backend::{
     Backend, BoxFut, DirEntry, Errno, FileAttr, Holder, LockKind, LockReply, LockSpec, LockStyle,
     NodeKind,
 };
+pub use lock_loss::{parse as parse_lock_loss, Policy as LockLossPolicy};
 pub use mount::{mount, mount_counting, MountConfig, MountHandle};

@@ -38,6 +38,9 @@ pub struct MountConfig {
     /// What `user.lockfs.cluster` on the mount's root says: how tools on this host reach the
     /// cluster (see `xattr.rs`).
     pub cluster: String,
+    /// `on_lock_loss`: signal the processes holding locks here when the session is lost
+    /// (`lock_loss.rs`); the mountpoint in it is filled in at mount time.
+    pub on_lock_loss: Option<super::LockLossPolicy>,
 }
 
 impl Default for MountConfig {
@@ -49,6 +52,7 @@ impl Default for MountConfig {
             root_squash: false,
             subtype: Some("lockfs".into()),
             cluster: String::new(),
+            on_lock_loss: None,
         }
     }
 }
@@ -111,8 +115,15 @@ pub fn mount_counting(
 ) -> io::Result<MountHandle> {
     let backend_kernel = backend.clone();
     let backend_kernel = backend_kernel.kernel();
+    let lock_loss = options.on_lock_loss.clone().map(|mut p| {
+        p.mountpoint = mountpoint
+            .canonicalize()
+            .unwrap_or_else(|_| mountpoint.to_path_buf());
+        p
+    });
     let fs = LockFs::new(backend.clone(), runtime, options.root_squash, metrics)
-        .with_cluster(&options.cluster);
+        .with_cluster(&options.cluster)
+        .with_lock_loss(lock_loss);
     let echoes = fs.echoes();
     let session = Session::new(fs, mountpoint, &options.to_fuser())?;
     if let Some(kernel) = backend_kernel {

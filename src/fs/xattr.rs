@@ -1,11 +1,13 @@
 //! The `user.lockfs.*` extended attributes: Chubby's numbers and the lock holders, readable
-//! with `getfattr`, and the ephemeral flag of a directory, settable with `setfattr`.
+//! with `getfattr`, and the ephemeral flag of a directory and the semaphore size of a file,
+//! settable with `setfattr`.
 //!
 //! | name | value |
 //! | --- | --- |
 //! | `user.lockfs.lock_generation` | decimal; bumped by each exclusive grant: the fencing token |
 //! | `user.lockfs.holders` | one line per granted lock: `host pid mode style since_ns` |
 //! | `user.lockfs.ephemeral` | `1` or `0`; settable on directories |
+//! | `user.lockfs.max_holders` | decimal, 1 to 1000: how many exclusive flock holders the file admits at once (a semaphore); settable by its owner, removing it sets 1 |
 //! | `user.lockfs.instance` | decimal; the inode number, never reused |
 //! | `user.lockfs.content_generation` | decimal; bumped by each write |
 //! | `user.lockfs.cluster` | on the mount's root only: `servers=A,B` and `tls_dir=DIR` or `insecure=1`, one per line: how tools on this host (`lockfs wait PATH`) reach the cluster behind the mount |
@@ -26,15 +28,17 @@ pub enum Name {
     Instance,
     ContentGeneration,
     Cluster,
+    MaxHolders,
 }
 
-const ALL: [(Name, &str); 6] = [
+const ALL: [(Name, &str); 7] = [
     (Name::LockGeneration, "user.lockfs.lock_generation"),
     (Name::Holders, "user.lockfs.holders"),
     (Name::Ephemeral, "user.lockfs.ephemeral"),
     (Name::Instance, "user.lockfs.instance"),
     (Name::ContentGeneration, "user.lockfs.content_generation"),
     (Name::Cluster, "user.lockfs.cluster"),
+    (Name::MaxHolders, "user.lockfs.max_holders"),
 ];
 
 impl Name {
@@ -52,7 +56,7 @@ pub fn value(name: Name, attr: &FileAttr) -> Vec<u8> {
         Name::Ephemeral => u8::from(attr.ephemeral).to_string(),
         Name::Instance => attr.ino.to_string(),
         Name::ContentGeneration => attr.content_generation.to_string(),
-        Name::Holders => unreachable!("holders are formatted by holders_value"),
+        Name::Holders | Name::MaxHolders => unreachable!("asked of the lock listing"),
         Name::Cluster => unreachable!("the mount answers the cluster attribute itself"),
     };
     text.into_bytes()
@@ -96,6 +100,14 @@ pub fn parse_flag(value: &[u8]) -> Result<bool, Errno> {
     }
 }
 
+/// A decimal count, as `setfattr -v 3` sends it (a trailing newline is forgiven).
+pub fn parse_count(value: &[u8]) -> Result<u32, Errno> {
+    std::str::from_utf8(value.strip_suffix(b"\n").unwrap_or(value))
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .ok_or(Errno::EINVAL)
+}
+
 /// Answers the two-step protocol of getxattr/listxattr: size 0 asks for the length; a buffer
 /// too small is ERANGE.
 pub fn reply(reply: fuser::ReplyXattr, size: u32, data: &[u8]) {
@@ -119,7 +131,7 @@ mod tests {
         }
         assert_eq!(Name::parse(OsStr::new("user.other")), None);
         let list = list();
-        assert_eq!(list.iter().filter(|&&b| b == 0).count(), 5);
+        assert_eq!(list.iter().filter(|&&b| b == 0).count(), 6);
         assert!(list.starts_with(b"user.lockfs.lock_generation\0"));
     }
 

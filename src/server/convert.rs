@@ -198,6 +198,10 @@ pub fn action(req: &proto::Request) -> Result<Action, ServerError> {
             target: target(m.target.as_ref())?,
             ephemeral: m.ephemeral,
         }),
+        Op::set_max_holders(m) => write(Command::SetMaxHolders {
+            target: target(m.target.as_ref())?,
+            max_holders: m.max_holders,
+        }),
         Op::stat(m) => Action::Read(Query::Stat(target(m.target.as_ref())?)),
         Op::read(m) => Action::Read(Query::Read {
             target: target(m.target.as_ref())?,
@@ -444,6 +448,7 @@ fn lock_info(l: &LockInfo) -> proto::LockInfo {
     p.holders = l.holders.iter().map(holder).collect();
     p.waiters = l.waiters.iter().map(waiter).collect();
     p.delay_until_ns = l.delay_until_ns;
+    p.max_holders = l.max_holders;
     p
 }
 

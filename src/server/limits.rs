@@ -8,7 +8,9 @@
 //! depend on the state, are checked on arrival too, by the state's own read-only check
 //! (`StateMachine::check_quotas`, called from the node's `admit`).
 
-use crate::state::{split_path, validate_name, Command, StateError, Target, MAX_SYMLINK};
+use crate::state::{
+    split_path, validate_name, Command, StateError, Target, MAX_HOLDERS, MAX_SYMLINK,
+};
 
 use super::authz::targets;
 use super::ServerError;
@@ -58,6 +60,15 @@ pub fn check(command: &Command, max_file_size: u64) -> Result<(), ServerError> {
             true
         }
         Command::Truncate { size, .. } => !too_large(*size),
+        Command::SetMaxHolders { max_holders, .. } => {
+            if !(1..=MAX_HOLDERS).contains(max_holders) {
+                return Err(StateError::InvalidArgument(format!(
+                    "max_holders is 1 to {MAX_HOLDERS}"
+                ))
+                .into());
+            }
+            true
+        }
         Command::OpenSession { host, name, .. } => {
             if host.len() > MAX_LABEL || name.len() > MAX_LABEL {
                 return Err(StateError::InvalidArgument(format!(

@@ -215,6 +215,12 @@ pub enum Command {
         at: Target,
         holder: Option<u64>,
     },
+    /// How many exclusive flock holders the node admits at once (a semaphore; 1 is an
+    /// ordinary lock); see `semaphore.rs`. Only the node's owner may set it.
+    SetMaxHolders {
+        target: Target,
+        max_holders: u32,
+    },
 }
 
 /// How a rename treats what is at its destination.
@@ -320,6 +326,8 @@ pub struct LockInfo {
     pub waiters: Vec<LockWaiter>,
     /// Nothing is granted before this time; 0 when no lock-delay is pending.
     pub delay_until_ns: u64,
+    /// How many exclusive flock holders the node admits at once (`semaphore.rs`).
+    pub max_holders: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -19,6 +19,10 @@
 //!   locks already cover (a repeat or a downgrade) go through.
 //! - Holders are kept sorted by (style, session, owner, start), so the "first" conflicting
 //!   holder is well defined and the same on every replica.
+//! - A semaphore: a node that admits `slots` > 1 exclusive flock holders at once (its
+//!   `user.lockfs.max_holders`, `semaphore.rs`) lets an exclusive flock request through
+//!   while fewer than `slots` other owners hold it exclusively and none holds it shared. The
+//!   queue stays FIFO: a queued exclusive request still blocks a later one.
 
 use serde::{Deserialize, Serialize};
 
@@ -117,6 +121,27 @@ impl Waiter {
     }
 }
 
+/// The first of `holders` that `req` conflicts with, on a node that admits `slots` exclusive
+/// flock holders at once: there, the other owners' exclusive flock locks conflict with an
+/// exclusive flock request only once they fill every slot (the first of them is named), and a
+/// shared one always does.
+pub(super) fn conflict_among<'a>(holders: &'a [Held], req: &Held, slots: u32) -> Option<&'a Held> {
+    let mut conflicts = holders.iter().filter(|h| h.conflicts(req));
+    if slots <= 1 || req.style != LockStyle::Flock || req.kind != LockKind::Exclusive {
+        return conflicts.next();
+    }
+    let mut first = None;
+    let mut taken: u32 = 0;
+    for h in conflicts {
+        if h.kind == LockKind::Shared {
+            return Some(h);
+        }
+        first.get_or_insert(h);
+        taken += 1;
+    }
+    first.filter(|_| taken >= slots)
+}
+
 impl LockTable {
     /// Nothing held, nobody waiting, no delay pending: the table need not be stored.
     pub fn is_empty(&self) -> bool {
@@ -127,9 +152,10 @@ impl LockTable {
         self.delay_until_ns > now
     }
 
-    /// The first holder `req` conflicts with.
-    pub fn first_conflict(&self, req: &Held) -> Option<&Held> {
-        self.holders.iter().find(|h| h.conflicts(req))
+    /// The first holder `req` conflicts with, on a node that admits `slots` exclusive flock
+    /// holders at once.
+    pub fn first_conflict(&self, req: &Held, slots: u32) -> Option<&Held> {
+        conflict_among(&self.holders, req, slots)
     }
 
     /// `waiter` conflicts with a lock held by `req`'s owner: it waits on that owner already.
@@ -262,7 +288,7 @@ impl LockTable {
     /// The waiter scan: in queue order, grants every waiter that conflicts with no holder and
     /// with no earlier waiter that stays queued. Nothing is granted during a lock-delay.
     /// `generation` is the node's lock generation, bumped by each exclusive grant.
-    pub fn scan(&mut self, now: u64, generation: &mut u64) -> Vec<Grant> {
+    pub fn scan(&mut self, now: u64, slots: u32, generation: &mut u64) -> Vec<Grant> {
         if self.delay_pending(now) || self.waiters.is_empty() {
             return Vec::new();
         }
@@ -273,7 +299,7 @@ impl LockTable {
             let before = grants.len();
             let mut queued: Vec<Waiter> = Vec::new();
             for waiter in std::mem::take(&mut self.waiters) {
-                let free = self.first_conflict(&waiter.lock).is_none()
+                let free = self.first_conflict(&waiter.lock, slots).is_none()
                     && !self.blocked_by_queue(&queued, &waiter.lock);
                 if !free {
                     queued.push(waiter);

@@ -22,6 +22,7 @@
 //! POSIX wait that also drops what the owner held there before the wait (the process saw
 //! EINTR; fcntl would have kept the old lock, we do not reconstruct it).
 
+use std::collections::BTreeSet;
 use std::ops::Bound;
 
 use super::lock::{Held, LockTable};
@@ -145,7 +146,7 @@ impl StateMachine {
             table.unlock(lock.session, lock.owner, LockStyle::Flock, 0, u64::MAX);
         }
         // `Some(first conflicting holder)` when blocked.
-        let blocked = match table.first_conflict(&lock) {
+        let blocked = match table.first_conflict(&lock, self.slots(ino)) {
             Some(holder) => Some(Some(holder.clone())),
             None if delayed || table.blocked_by_queue(&table.waiters, &lock) => Some(None),
             None => None,
@@ -326,7 +327,7 @@ impl StateMachine {
         let conflict = self
             .locks
             .get(&ino)
-            .and_then(|t| t.first_conflict(&lock))
+            .and_then(|t| t.first_conflict(&lock, self.slots(ino)))
             .map(|h| h.to_holder(&self.sessions[&h.session].host));
         Ok(Outcome::LockProbe(conflict))
     }
@@ -344,10 +345,19 @@ impl StateMachine {
         let host = |s: u64| self.sessions[&s].host.as_str();
         let budget = page_size(limit) as usize;
         let mut used = 0;
-        let mut rest = self
+        let range = (Bound::Excluded(after), Bound::Unbounded);
+        let empty = LockTable::default();
+        // Nodes with holders or waiters, and semaphores (listed even while free).
+        let listed: BTreeSet<u64> = self
             .locks
-            .range((Bound::Excluded(after), Bound::Unbounded))
+            .range(range)
             .filter(|(_, t)| !t.holders.is_empty() || !t.waiters.is_empty())
+            .map(|(&ino, _)| ino)
+            .chain(self.semaphores.range(range).map(|(&ino, _)| ino))
+            .collect();
+        let mut rest = listed
+            .into_iter()
+            .map(|ino| (ino, self.locks.get(&ino).unwrap_or(&empty)))
             .peekable();
         let mut infos = Vec::new();
         while let Some((_, t)) = rest.peek() {
@@ -356,7 +366,7 @@ impl StateMachine {
                 break;
             }
             used += weight;
-            let (&ino, t) = rest.next().expect("peeked");
+            let (ino, t) = rest.next().expect("peeked");
             infos.push(LockInfo {
                 instance: ino,
                 path: self.path_of(ino),
@@ -372,6 +382,7 @@ impl StateMachine {
                     .map(|w| w.to_waiter(host(w.lock.session)))
                     .collect(),
                 delay_until_ns: t.delay_until_ns,
+                max_holders: self.slots(ino),
             });
         }
         let next = match (rest.next(), infos.last()) {
@@ -425,7 +436,7 @@ impl StateMachine {
             table.delay_until_ns = 0;
         }
         let mut generation = self.nodes[&ino].lock_generation;
-        let grants = table.scan(now, &mut generation);
+        let grants = table.scan(now, self.slots(ino), &mut generation);
         if generation != self.nodes[&ino].lock_generation {
             self.node_mut(ino).lock_generation = generation;
         }
@@ -526,6 +537,7 @@ impl StateMachine {
 
     /// Node `ino` is being deleted: its locks go and its waiters fail with NotFound.
     pub(super) fn drop_locks(&mut self, ino: u64) {
+        self.drop_semaphore(ino);
         let Some(table) = self.locks.get(&ino) else {
             return;
         };

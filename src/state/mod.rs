@@ -56,6 +56,7 @@ mod perm;
 mod persist;
 mod quota;
 mod record;
+mod semaphore;
 mod session;
 mod tree;
 
@@ -74,4 +75,5 @@ pub use locking::{MAX_GRANTED_MEMORY, MAX_LOCKS_PER_NODE};
 pub use path::{normalize, parent_of, split_path, validate_name, MAX_NAME_LEN};
 pub use perm::{UserIds, MAX_GROUPS};
 pub use quota::{Quotas, Stats};
+pub use semaphore::MAX_HOLDERS;
 pub use tree::{Change, SessionAccess, StateMachine, MAX_SYMLINK, ROOT};

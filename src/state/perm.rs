@@ -208,7 +208,7 @@ impl StateMachine {
                 }
                 Ok(())
             }
-            Command::SetEphemeral { target, .. } => {
+            Command::SetEphemeral { target, .. } | Command::SetMaxHolders { target, .. } => {
                 self.search(caller, target)?;
                 if caller.owns(self.node(self.lookup(target)?)?) {
                     Ok(())

@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use super::dedup::MAX_CACHED_RESULTS;
 use super::links::MAX_LINKS;
-use super::lock::{Held, LockTable};
+use super::lock::{conflict_among, Held, LockTable};
 use super::locking::MAX_GRANTED_MEMORY;
 use super::node::{Node, PERMISSION_BITS};
 use super::orphan::Orphan;
@@ -13,8 +13,9 @@ use super::path::validate_name;
 use super::quota::Usage;
 use super::record::{
     self, Meta, HANDLE_PREFIX, LOCK_PREFIX, META_KEY, NAMES_PREFIX, NODE_PREFIX, ORPHAN_PREFIX,
-    RESPONSE_PREFIX, SESSION_PREFIX,
+    RESPONSE_PREFIX, SEMAPHORE_PREFIX, SESSION_PREFIX,
 };
+use super::semaphore::{Semaphore, MAX_HOLDERS};
 use super::session::{Handle, Session};
 use super::tree::{Change, StateMachine, ROOT};
 use super::{LockStyle, Outcome, StateError};
@@ -66,6 +67,10 @@ impl StateMachine {
             let value = self.extra_names.get(&ino).map(record::encode);
             changes.push((record::key(NAMES_PREFIX, &[ino]), value));
         }
+        for ino in std::mem::take(&mut self.dirty_semaphores) {
+            let value = self.semaphores.get(&ino).map(record::encode);
+            changes.push((record::key(SEMAPHORE_PREFIX, &[ino]), value));
+        }
         changes.sort_by(|a, b| a.0.cmp(&b.0));
         changes
     }
@@ -105,6 +110,12 @@ impl StateMachine {
         for (&ino, names) in &self.extra_names {
             f(record::key(NAMES_PREFIX, &[ino]), record::encode(names));
         }
+        for (&ino, semaphore) in &self.semaphores {
+            f(
+                record::key(SEMAPHORE_PREFIX, &[ino]),
+                record::encode(semaphore),
+            );
+        }
     }
 
     /// Rebuilds the state from stored records, in any order. No records of the state at all
@@ -120,6 +131,7 @@ impl StateMachine {
         let mut locks: BTreeMap<u64, LockTable> = BTreeMap::new();
         let mut orphans: BTreeMap<u64, Orphan> = BTreeMap::new();
         let mut extra_names: BTreeMap<u64, Vec<(u64, String)>> = BTreeMap::new();
+        let mut semaphores: BTreeMap<u64, Semaphore> = BTreeMap::new();
         let mut meta = None;
         fn once<K: Ord + std::fmt::Debug, V>(
             map: &mut BTreeMap<K, V>,
@@ -167,6 +179,10 @@ impl StateMachine {
                     ino,
                     record::decode("names record", &value)?,
                 )?;
+            } else if let Some(ids) = record::parse_key::<1>(SEMAPHORE_PREFIX, &key) {
+                let [ino] = ids?;
+                let semaphore = record::decode("semaphore record", &value)?;
+                once(&mut semaphores, ino, semaphore)?;
             }
         }
         let meta = match meta {
@@ -176,7 +192,8 @@ impl StateMachine {
                 && responses.is_empty()
                 && locks.is_empty()
                 && orphans.is_empty()
-                && extra_names.is_empty() =>
+                && extra_names.is_empty()
+                && semaphores.is_empty() =>
             {
                 return Ok(Self::new())
             }
@@ -243,6 +260,7 @@ impl StateMachine {
             orphans,
             orphan_times,
             extra_names,
+            semaphores,
             nodes,
             meta,
             sessions,
@@ -262,6 +280,7 @@ impl StateMachine {
             dirty_locks: BTreeSet::new(),
             dirty_orphans: BTreeSet::new(),
             dirty_extra_names: BTreeSet::new(),
+            dirty_semaphores: BTreeSet::new(),
             dirty_responses: BTreeSet::new(),
             meta_dirty: false,
         };
@@ -489,10 +508,17 @@ impl StateMachine {
     /// Lock tables are of live nodes and not empty; a lock-delay is 0 or still ahead of the
     /// clock (an ended one was handled by the command that moved the clock); holders and
     /// waiters belong to live sessions and have sane ranges (flock: the whole node); holders
-    /// are sorted, an owner's ranges are disjoint, no two holders conflict; wait ids are below
-    /// the counter and unique; no waiter could be granted (every scan ran to its end).
+    /// are sorted, an owner's ranges are disjoint, no holder conflicts with an earlier one
+    /// (so a semaphore's holders fit its slots); wait ids are below the counter and unique; no
+    /// waiter could be granted (every scan ran to its end). Semaphores are of live nodes and
+    /// admit 2 to `MAX_HOLDERS` holders.
     fn validate_locks(&self) -> Result<(), StateError> {
         let corrupt = |what: String| Err(StateError::Corrupt(what));
+        for (&ino, s) in &self.semaphores {
+            if !self.nodes.contains_key(&ino) || !(2..=MAX_HOLDERS).contains(&s.max_holders) {
+                return corrupt(format!("node {ino}: bad semaphore {s:?}"));
+            }
+        }
         let sane = |l: &Held| {
             self.sessions.contains_key(&l.session)
                 && l.start < l.end
@@ -524,7 +550,7 @@ impl StateMachine {
                         return corrupt(format!("node {ino}: holders overlap or are unsorted"));
                     }
                 }
-                if t.holders[..i].iter().any(|other| other.conflicts(h)) {
+                if conflict_among(&t.holders[..i], h, self.slots(ino)).is_some() {
                     return corrupt(format!("node {ino}: conflicting holders"));
                 }
             }
@@ -538,7 +564,10 @@ impl StateMachine {
             }
             let mut scanned = t.clone();
             let mut generation = node.lock_generation;
-            if !scanned.scan(self.meta.clock_ns, &mut generation).is_empty() {
+            if !scanned
+                .scan(self.meta.clock_ns, self.slots(ino), &mut generation)
+                .is_empty()
+            {
                 return corrupt(format!("node {ino}: a waiter could be granted"));
             }
         }

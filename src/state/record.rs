@@ -12,6 +12,8 @@
 //! - `o/<instance>`: a file that lost its last name but may still be open (`orphan.rs`); its
 //!   node record has parent 0 and no name.
 //! - `k/<instance>`: the names of a file beyond the first in its node record (`links.rs`).
+//! - `c/<instance>`: a node that admits more than one exclusive flock holder
+//!   (`semaphore.rs`).
 //!
 //! Other prefixes are left to future record kinds and ignored when loading.
 
@@ -27,6 +29,7 @@ pub(super) const RESPONSE_PREFIX: &[u8] = b"r/";
 pub(super) const LOCK_PREFIX: &[u8] = b"l/";
 pub(super) const ORPHAN_PREFIX: &[u8] = b"o/";
 pub(super) const NAMES_PREFIX: &[u8] = b"k/";
+pub(super) const SEMAPHORE_PREFIX: &[u8] = b"c/";
 pub(super) const META_KEY: &[u8] = b"m/meta";
 
 /// Counters that outlive any one node.

@@ -17,6 +17,7 @@ use super::orphan::Orphan;
 use super::path::{normalize, split_path, validate_name};
 use super::quota::Usage;
 use super::record::Meta;
+use super::semaphore::Semaphore;
 use super::session::{Handle, Session};
 use super::{
     ApplyCtx, Attr, Command, DirEntry, Event, Kind, NodeChange, NodeEvent, Outcome, Query,
@@ -56,6 +57,8 @@ pub struct StateMachine {
     pub(super) orphan_times: BTreeSet<(u64, u64)>,
     /// The names of files beyond their first (`links.rs`), by instance.
     pub(super) extra_names: BTreeMap<u64, Vec<(u64, String)>>,
+    /// Nodes that admit more than one exclusive flock holder (`semaphore.rs`), by instance.
+    pub(super) semaphores: BTreeMap<u64, Semaphore>,
     /// Events since the last `take_events`. Not stored.
     pub(super) events: Vec<Event>,
     /// Node changes since the last `take_node_events`. Not stored.
@@ -74,6 +77,7 @@ pub struct StateMachine {
     pub(super) dirty_locks: BTreeSet<u64>,
     pub(super) dirty_orphans: BTreeSet<u64>,
     pub(super) dirty_extra_names: BTreeSet<u64>,
+    pub(super) dirty_semaphores: BTreeSet<u64>,
     /// (session, request sequence number) of cached results.
     pub(super) dirty_responses: BTreeSet<(u64, u64)>,
     pub(super) meta_dirty: bool,
@@ -128,6 +132,7 @@ impl StateMachine {
             orphans: BTreeMap::new(),
             orphan_times: BTreeSet::new(),
             extra_names: BTreeMap::new(),
+            semaphores: BTreeMap::new(),
             events: Vec::new(),
             node_events: Vec::new(),
             applying: 0,
@@ -139,6 +144,7 @@ impl StateMachine {
             dirty_locks: BTreeSet::new(),
             dirty_orphans: BTreeSet::new(),
             dirty_extra_names: BTreeSet::new(),
+            dirty_semaphores: BTreeSet::new(),
             dirty_responses: BTreeSet::new(),
             meta_dirty: true,
         }
@@ -252,6 +258,10 @@ impl StateMachine {
             Command::ReleaseLocks { at, holder } => {
                 self.release_locks(at, *holder, ctx.lock_delay_ns, now)
             }
+            Command::SetMaxHolders {
+                target,
+                max_holders,
+            } => self.set_max_holders(target, *max_holders, now),
         }?;
         self.end_delays(now);
         self.end_orphans(now);

@@ -45,13 +45,26 @@ impl Hosts {
         // A short lock-delay keeps tests that expire sessions quick; the mounts use the default
         // TTL so that a leader failover never expires them.
         let cluster = Cluster::start(3, &["--lock-delay-ms", "1000"]);
+        Self::on(cluster, options, options)
+    }
+
+    /// Hosts on a cluster behind proxies (`proxy.rs`), so that a host can be cut off from it
+    /// (`Cluster::isolate_client`), with a lock-delay of `lock_delay_ms` and each mount's
+    /// `-o options`.
+    pub fn start_proxied(lock_delay_ms: u64, a_options: &str, b_options: &str) -> Hosts {
+        let delay = lock_delay_ms.to_string();
+        let cluster = Cluster::start_proxied(3, &["--lock-delay-ms", &delay]);
+        Self::on(cluster, a_options, b_options)
+    }
+
+    fn on(cluster: Cluster, a_options: &str, b_options: &str) -> Hosts {
         let dir = super::testdir::tempdir().expect("tempdir");
         let servers = cluster.servers();
         let a = Mount::start_as(
             "host-a",
             &servers,
             &dir.path().join("a"),
-            options,
+            a_options,
             &dir.path().join("mount-a.log"),
             "info",
         );
@@ -59,7 +72,7 @@ impl Hosts {
             "host-b",
             &servers,
             &dir.path().join("b"),
-            options,
+            b_options,
             &dir.path().join("mount-b.log"),
             "info",
         );

@@ -597,6 +597,28 @@ impl Backend for MemBackend {
         }))
     }
 
+    fn max_holders(&self, ino: u64) -> BoxFut<'_, u32> {
+        done(self.with(|i| {
+            match i.query(Query::Locks { after: 0, limit: 0 })? {
+                Outcome::Locks { locks: infos, .. } => Ok(infos
+                    .into_iter()
+                    .find(|info| info.instance == ino)
+                    .map_or(1, |info| info.max_holders)),
+                other => panic!("locks answered {other:?}"),
+            }
+        }))
+    }
+
+    fn set_max_holders(&self, ino: u64, max_holders: u32) -> BoxFut<'_, ()> {
+        done(self.with(|i| {
+            i.apply(Command::SetMaxHolders {
+                target: Target::Ino(ino),
+                max_holders,
+            })
+            .map(drop)
+        }))
+    }
+
     fn holders(&self, ino: u64) -> BoxFut<'_, Vec<Holder>> {
         done(self.with(|i| {
             match i.query(Query::Locks { after: 0, limit: 0 })? {

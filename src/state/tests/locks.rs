@@ -7,6 +7,7 @@ const PX: LockStyle = LockStyle::Posix;
 const SH: LockKind = LockKind::Shared;
 const EX: LockKind = LockKind::Exclusive;
 const MAX: u64 = u64::MAX;
+use crate::state::MAX_HOLDERS;
 
 /// A sample tree with sessions 1 (host "a") and 2 (host "b"), each with a handle on /g:
 /// returns (sm, handle of 1, handle of 2).
@@ -538,6 +539,89 @@ fn expiry_leaves_a_lock_delay_that_wake_ends() {
     );
     assert_eq!(sm.next_wake_ns(), None);
     assert_eq!(locks_of(&sm, "/g").unwrap().delay_until_ns, 0);
+    sm.validate().unwrap();
+}
+
+#[test]
+fn a_semaphore_admits_n_exclusive_holders_and_queues_the_rest_in_order() {
+    let (mut sm, h1, h2) = two_sessions();
+    let c = session(&mut sm, "c");
+    let hc = open(&mut sm, c, "/g");
+    let d = session(&mut sm, "d");
+    let hd = open(&mut sm, d, "/g");
+    let set = |n| Command::SetMaxHolders {
+        target: p("/g"),
+        max_holders: n,
+    };
+    for n in [0, MAX_HOLDERS + 1] {
+        refused(
+            &mut sm,
+            set(n),
+            StateError::InvalidArgument("max_holders is 1 to 1000".into()),
+        );
+    }
+    ok(&mut sm, set(2));
+    // Listed while nobody holds it, so that its size can be read.
+    assert_eq!(locks_of(&sm, "/g").unwrap().max_holders, 2);
+    // Two exclusive holders at once, each granted a generation of its own.
+    assert_eq!(granted(&mut sm, lock_cmd(1, h1, 1, FL, EX, 0, 0, false)), 1);
+    assert_eq!(granted(&mut sm, lock_cmd(2, h2, 2, FL, EX, 0, 0, false)), 2);
+    // A third would block (on the first holder); POSIX locks are not counted.
+    assert_eq!(
+        would_block(&mut sm, lock_cmd(c, hc, 3, FL, EX, 0, 0, false)).map(|h| h.session),
+        Some(1)
+    );
+    // (Its grant bumps the generation all the same.)
+    assert_eq!(
+        granted(&mut sm, lock_cmd(c, hc, 3, PX, EX, 0, 10, false)),
+        3
+    );
+    let wc = queued(&mut sm, lock_cmd(c, hc, 3, FL, EX, 0, 0, true));
+    let wd = queued(&mut sm, lock_cmd(d, hd, 4, FL, EX, 0, 0, true));
+    // A setting below the exclusive holders there now is refused.
+    refused(&mut sm, set(1), StateError::Busy);
+    // A release lets in the first waiter only.
+    sm.take_events();
+    ok(&mut sm, unlock_cmd(1, h1, 1, FL, 0, 0));
+    assert!(matches!(sm.take_events()[..],
+        [Event::Granted { session, wait, generation: 4, .. }] if session == c && wait == wc));
+    // More room lets in the next at once.
+    ok(&mut sm, set(3));
+    assert!(matches!(sm.take_events()[..],
+        [Event::Granted { session, wait, generation: 5, .. }] if session == d && wait == wd));
+    assert_eq!(locks_of(&sm, "/g").unwrap().holders.len(), 4);
+    sm.validate().unwrap();
+    // A shared lock keeps exclusive ones out, as ever.
+    ok(&mut sm, unlock_cmd(2, h2, 2, FL, 0, 0));
+    ok(&mut sm, unlock_cmd(d, hd, 4, FL, 0, 0));
+    ok(&mut sm, unlock_cmd(c, hc, 3, FL, 0, 0));
+    granted(&mut sm, lock_cmd(1, h1, 1, FL, SH, 0, 0, false));
+    assert_eq!(
+        would_block(&mut sm, lock_cmd(2, h2, 2, FL, EX, 0, 0, false)).map(|h| h.session),
+        Some(1)
+    );
+    // The setting is stored, and goes with its node.
+    let reloaded = StateMachine::from_records(sm.records()).unwrap();
+    assert_eq!(reloaded.slots(g(&sm)), 3);
+    assert_eq!(reloaded.snapshot(), sm.snapshot());
+    ok(&mut sm, put(p("/s"), b""));
+    ok(
+        &mut sm,
+        Command::SetMaxHolders {
+            target: p("/s"),
+            max_holders: 5,
+        },
+    );
+    assert!(
+        sm.records()
+            .iter()
+            .filter(|(k, _)| k.starts_with(b"c/"))
+            .count()
+            == 2
+    );
+    ok(&mut sm, Command::Unlink { at: p("/s") });
+    ok(&mut sm, set(1));
+    assert!(sm.records().iter().all(|(k, _)| !k.starts_with(b"c/")));
     sm.validate().unwrap();
 }
 

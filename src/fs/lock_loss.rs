@@ -1,0 +1,318 @@
+//! Lock-loss enforcement, the mount option `on_lock_loss=signal[:SIG]`: a process that holds a
+//! lock through this mount does not outlive the lock. When the session that holds this host's
+//! locks is lost, or may be about to be (its lease ran out: jeopardy, for longer than
+//! `lock_loss_after`), every process holding a lock through the mount gets SIG (TERM by
+//! default), and KILL if it still runs `lock_loss_grace` later. Each is logged.
+//!
+//! Why at jeopardy: the mount's lease runs out no later than the cluster's view of the session,
+//! so from then on the cluster may expire the session and, once the lock-delay is over, grant
+//! the lock to another host. Signalled at jeopardy, a holder has the lock-delay (5 s by default)
+//! to die before anyone else can hold its lock. A session that comes back from jeopardy keeps
+//! its locks, but its holders have been told to stop already: safety first, as `lockfs run`
+//! does for its command.
+//!
+//! Who holds a lock: the kernel's locks are the open file's (flock) or the process's (POSIX),
+//! and a descriptor is shared with the processes that inherit it. So when a lock is granted, the
+//! mount notes the requesting process and those of its ancestors that have the file open
+//! through this mount (the shell of `exec 9>f; flock 9`, whose `flock(1)` child asked); when
+//! the lock is lost, it signals those that still run, and their descendants that have the file
+//! open (the command of `flock f -c CMD`). Each process is known by its pid and start time, so
+//! a recycled pid is never signalled. A lock is forgotten when it is released: an unlock of its
+//! whole range, a POSIX owner's close, or the release of the file it was taken through.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use super::backend::LockStyle;
+
+/// What `on_lock_loss` asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Policy {
+    /// Sent first.
+    pub signal: i32,
+    /// How long the session may be in jeopardy before its holders are signalled.
+    pub after: Duration,
+    /// From the signal to SIGKILL.
+    pub grace: Duration,
+    /// Where the mount is: a holder's descriptors point below it.
+    pub mountpoint: PathBuf,
+}
+
+/// The signal of `signal` or `signal:NAME` (TERM, KILL, INT, HUP, QUIT, USR1, USR2).
+pub fn parse(value: &str) -> Result<i32, String> {
+    let name = match value.split_once(':') {
+        None if value == "signal" => "TERM",
+        Some(("signal", name)) => name.trim_start_matches("SIG"),
+        _ => return Err(format!("on_lock_loss={value}: signal or signal:SIG")),
+    };
+    Ok(match name {
+        "TERM" => libc::SIGTERM,
+        "KILL" => libc::SIGKILL,
+        "INT" => libc::SIGINT,
+        "HUP" => libc::SIGHUP,
+        "QUIT" => libc::SIGQUIT,
+        "USR1" => libc::SIGUSR1,
+        "USR2" => libc::SIGUSR2,
+        _ => return Err(format!("on_lock_loss={value}: unknown signal {name}")),
+    })
+}
+
+/// A process, known by its pid and its start time (clock ticks after boot).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Proc {
+    pub pid: u32,
+    started: u64,
+}
+
+impl Proc {
+    pub fn of(pid: u32) -> Option<Proc> {
+        let (_, started) = stat(pid)?;
+        Some(Proc { pid, started })
+    }
+
+    /// Still the same process (not exited, its pid not reused).
+    pub fn alive(&self) -> bool {
+        stat(self.pid).is_some_and(|(_, started)| started == self.started)
+    }
+}
+
+/// (parent pid, start time) of `pid`, from `/proc/PID/stat`.
+fn stat(pid: u32) -> Option<(u32, u64)> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name may hold spaces and parentheses: the fields follow its last ')'.
+    let rest = &text[text.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split(' ').collect();
+    // After the name: state (3), ppid (4), ... starttime (22).
+    Some((fields.get(1)?.parse().ok()?, fields.get(19)?.parse().ok()?))
+}
+
+/// Whether `pid` has a descriptor on inode `ino` below `mountpoint`. Reads `/proc` only: no
+/// request reaches the mount (it may be waiting for the cluster).
+fn has_open(pid: u32, ino: u64, mountpoint: &Path) -> bool {
+    let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return false;
+    };
+    fds.flatten().any(|fd| {
+        let below = std::fs::read_link(fd.path()).is_ok_and(|p| p.starts_with(mountpoint));
+        below
+            && std::fs::read_to_string(format!(
+                "/proc/{pid}/fdinfo/{}",
+                fd.file_name().to_string_lossy()
+            ))
+            .is_ok_and(|info| info.lines().any(|l| l == format!("ino:\t{ino}")))
+    })
+}
+
+/// A lock granted here.
+struct Held {
+    session: u64,
+    ino: u64,
+    procs: Vec<Proc>,
+}
+
+/// The locks held through this mount and who holds them.
+#[derive(Default)]
+pub struct Holders {
+    /// (open file, inode, owner, style) -> the lock.
+    held: Mutex<HashMap<(u64, u64, u64, LockStyle), Held>>,
+}
+
+impl Holders {
+    /// A lock was granted to `requester` through open file `fh`.
+    #[allow(clippy::too_many_arguments)] // the lock's key and what identifies its holders
+    pub fn granted(
+        &self,
+        mountpoint: &Path,
+        session: u64,
+        fh: u64,
+        ino: u64,
+        owner: u64,
+        style: LockStyle,
+        requester: u32,
+    ) {
+        let mut procs: Vec<Proc> = Proc::of(requester).into_iter().collect();
+        // Ancestors that share the file: a shell whose child took the lock on its descriptor.
+        let mut pid = requester;
+        for _ in 0..64 {
+            let Some((parent, _)) = stat(pid) else { break };
+            if parent <= 1 {
+                break;
+            }
+            if has_open(parent, ino, mountpoint) {
+                procs.extend(Proc::of(parent));
+            }
+            pid = parent;
+        }
+        if procs.is_empty() {
+            return;
+        }
+        self.held.lock().expect("poisoned").insert(
+            (fh, ino, owner, style),
+            Held {
+                session,
+                ino,
+                procs,
+            },
+        );
+    }
+
+    /// The flock lock of (fh, owner) on `ino` was released, or a POSIX owner's whole range on
+    /// `ino` was (then through whichever file).
+    pub fn released(&self, fh: u64, ino: u64, owner: u64, style: LockStyle) {
+        let mut held = self.held.lock().expect("poisoned");
+        match style {
+            LockStyle::Flock => {
+                held.remove(&(fh, ino, owner, style));
+            }
+            LockStyle::Posix => held.retain(|k, _| (k.1, k.2, k.3) != (ino, owner, style)),
+        }
+    }
+
+    /// Open file `fh` was released: the locks taken through it went with it.
+    pub fn closed(&self, fh: u64) {
+        self.held.lock().expect("poisoned").retain(|k, _| k.0 != fh);
+    }
+
+    /// Takes the locks of every session but `keep`: (inode, holders) of each.
+    pub fn take_lost(&self, keep: Option<u64>) -> Vec<(u64, Vec<Proc>)> {
+        let mut held = self.held.lock().expect("poisoned");
+        let lost: Vec<_> = held
+            .iter()
+            .filter(|(_, h)| Some(h.session) != keep)
+            .map(|(k, _)| *k)
+            .collect();
+        lost.into_iter()
+            .filter_map(|k| held.remove(&k))
+            .map(|h| (h.ino, h.procs))
+            .collect()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.held.lock().expect("poisoned").is_empty()
+    }
+}
+
+/// The processes to signal for locks on `inodes` held by `procs`: those still running, and
+/// their descendants that have one of those files open below `mountpoint`.
+fn victims(lost: &[(u64, Vec<Proc>)], mountpoint: &Path) -> BTreeMap<Proc, u64> {
+    let mut out = BTreeMap::new();
+    let roots: Vec<(u64, Proc)> = lost
+        .iter()
+        .flat_map(|(ino, procs)| procs.iter().map(move |p| (*ino, *p)))
+        .filter(|(_, p)| p.alive())
+        .collect();
+    if roots.is_empty() {
+        return out;
+    }
+    // Every process's parent, once.
+    let mut children: HashMap<u32, Vec<u32>> = HashMap::new();
+    if let Ok(dir) = std::fs::read_dir("/proc") {
+        for entry in dir.flatten() {
+            let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse().ok()) else {
+                continue;
+            };
+            if let Some((parent, _)) = stat(pid) {
+                children.entry(parent).or_default().push(pid);
+            }
+        }
+    }
+    for (ino, root) in roots {
+        out.insert(root, ino);
+        let mut todo = vec![root.pid];
+        let mut seen = BTreeSet::new();
+        while let Some(pid) = todo.pop() {
+            if !seen.insert(pid) || seen.len() > 10_000 {
+                continue;
+            }
+            for &child in children.get(&pid).into_iter().flatten() {
+                if has_open(child, ino, mountpoint) {
+                    if let Some(p) = Proc::of(child) {
+                        out.insert(p, ino);
+                    }
+                }
+                todo.push(child);
+            }
+        }
+    }
+    out
+}
+
+/// Signals the holders of the `lost` locks as `policy` says, then kills those still running
+/// after its grace. `why` is for the log.
+pub async fn enforce(lost: Vec<(u64, Vec<Proc>)>, policy: &Policy, why: &str) {
+    let victims = victims(&lost, &policy.mountpoint);
+    if victims.is_empty() {
+        return;
+    }
+    for (p, ino) in &victims {
+        log::warn!(
+            "on_lock_loss: {why}: signal {} to pid {} (it holds a lock on inode {ino})",
+            policy.signal,
+            p.pid
+        );
+        // SAFETY: kill(2); the pid is the process identified by its start time just now.
+        unsafe { libc::kill(p.pid as i32, policy.signal) };
+    }
+    if policy.signal == libc::SIGKILL {
+        return;
+    }
+    tokio::time::sleep(policy.grace).await;
+    for p in victims.keys().filter(|p| p.alive()) {
+        log::warn!(
+            "on_lock_loss: pid {} still runs {:?} after the signal: SIGKILL",
+            p.pid,
+            policy.grace
+        );
+        // SAFETY: as above; `alive` checked the start time again.
+        unsafe { libc::kill(p.pid as i32, libc::SIGKILL) };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn options_name_a_signal() {
+        assert_eq!(parse("signal"), Ok(libc::SIGTERM));
+        assert_eq!(parse("signal:KILL"), Ok(libc::SIGKILL));
+        assert_eq!(parse("signal:SIGUSR1"), Ok(libc::SIGUSR1));
+        assert!(parse("signal:NOPE").is_err());
+        assert!(parse("kill").is_err());
+    }
+
+    #[test]
+    fn a_process_is_known_by_its_start_time() {
+        let me = Proc::of(std::process::id()).expect("this process");
+        assert!(me.alive());
+        let impostor = Proc {
+            pid: me.pid,
+            started: me.started + 1,
+        };
+        assert!(!impostor.alive());
+    }
+
+    #[test]
+    fn released_and_closed_locks_are_forgotten_and_lost_ones_taken_once() {
+        let h = Holders::default();
+        let me = std::process::id();
+        let mnt = Path::new("/nonexistent");
+        h.granted(mnt, 1, 10, 5, 10, LockStyle::Flock, me);
+        h.granted(mnt, 1, 11, 5, 77, LockStyle::Posix, me);
+        h.granted(mnt, 1, 12, 6, 77, LockStyle::Posix, me);
+        h.granted(mnt, 2, 13, 7, 13, LockStyle::Flock, me);
+        h.released(10, 5, 10, LockStyle::Flock);
+        // A POSIX owner's whole unlock of a file, through any open file.
+        h.released(99, 5, 77, LockStyle::Posix);
+        h.released(99, 6, 77, LockStyle::Posix);
+        assert_eq!(h.take_lost(Some(2)), vec![]);
+        h.granted(mnt, 1, 14, 8, 14, LockStyle::Flock, me);
+        h.closed(13);
+        let lost = h.take_lost(Some(2));
+        assert_eq!(lost.len(), 1);
+        assert_eq!(lost[0].0, 8);
+        assert!(h.is_empty());
+    }
+}
