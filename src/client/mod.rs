@@ -38,8 +38,10 @@ use crate::proto::{self, Request_oneof_op as Op, Response_oneof_result as Res};
 use conn::{CallError, Conn, OpenError};
 pub use error::ClientError;
 
+/// Between tries while no leader answers: a try is cheap (a refused connection, or a server's
+/// "no leader yet"), and the longest pause bounds how late a client finds a new leader.
 const BACKOFF_MIN: Duration = Duration::from_millis(20);
-const BACKOFF_MAX: Duration = Duration::from_millis(200);
+const BACKOFF_MAX: Duration = Duration::from_millis(50);
 /// How long a server that failed is tried only when every other one failed too.
 const AVOID_FAILED: Duration = Duration::from_secs(3);
 /// How long one try of a request that is safe to retry waits for its answer before trying
