@@ -195,6 +195,62 @@ echo \"end $1\" >> \"$OUT/log\"
     assert!(!h.ok("\"$LOCKFS\" locks").contains("/semaphores/backup"));
 }
 
+/// leader-election.sh on a mount with `-o on_lock_loss=signal`: the leader's host is cut off
+/// from the cluster; when the other host is elected, the old leader is already dead.
+#[test]
+fn a_cut_off_leader_is_stopped_before_the_next_is_elected() {
+    let mut h = Hosts::start_proxied(
+        4000,
+        "allow_other,ttl=3",
+        "allow_other,ttl=3,on_lock_loss=signal,lock_loss_grace=1",
+    );
+    let b = h.spawn(
+        "bash",
+        &[
+            "-c",
+            "exec \"$EXAMPLES/leader-election.sh\" candidate \"$B\" hostB:5432 > \"$OUT/b.log\" 2>&1",
+        ],
+    );
+    wait_until("B elected", || {
+        h.read_out("b.log").contains("leader: hostB:5432")
+    });
+    // A's leader notes what it sees of B's when it starts: `Z` (dead, not reaped) or gone.
+    std::fs::write(
+        h.out("lead.sh"),
+        format!(
+            "state=$(cut -d' ' -f3 /proc/{b}/stat 2>/dev/null) || state=gone
+             echo \"$state\" > \"$OUT/b-seen\"
+             exec sleep infinity"
+        ),
+    )
+    .unwrap();
+    let _a = h.spawn(
+        "bash",
+        &[
+            "-c",
+            "exec \"$EXAMPLES/leader-election.sh\" candidate \"$A\" hostA:5432 \
+             bash \"$OUT/lead.sh\" > \"$OUT/a.log\" 2>&1",
+        ],
+    );
+    let b_mount = h.b.pid().expect("mount B runs");
+    h.cluster.isolate_client(&format!("[{b_mount}]"));
+    let elected = waited(|| h.out("b-seen").exists());
+    h.cluster.heal();
+    assert!(
+        elected,
+        "A not elected:\n{}\n{}",
+        h.read_out("a.log"),
+        h.logs()
+    );
+    let seen = h.read_out("b-seen");
+    assert!(
+        seen == "Z\n" || seen == "gone\n",
+        "the old leader still ran when A was elected: {seen}"
+    );
+    assert!(h.read_out("a.log").contains("leader: hostA:5432"));
+    assert_eq!(h.ok("cat \"$A/svc/db/leader\""), "hostA:5432\n");
+}
+
 #[test]
 fn one_job_at_a_time_across_hosts() {
     let mut h = Hosts::start();

@@ -13,6 +13,9 @@
 #       (without polling: `lockfs watch` reports each change as it commits).
 #
 # MOUNT is a lockfs mount (for `lockfs dev`: /mnt/lockfs); `lockfs` is on PATH (or in $LOCKFS).
+# Mounted with `-o on_lock_loss=signal`, a leader whose host is cut off from the cluster is
+# stopped (TERM, then KILL) as soon as its session's lease runs out: it is gone before the
+# lock-delay lets another host take over, so two leaders never run at once.
 set -euo pipefail
 
 role=${1:?usage: leader-election.sh candidate|follow MOUNT ...}
