@@ -19,6 +19,9 @@
 //!    starts after another ended has a higher one; two critical sections never overlap, except
 //!    when the older holder's host was cut off past its TTL (the lock is then lost, as designed)
 //!    and then every write of the older holder after the newer one's first is refused.
+//!    A semaphore: four more clients (two per host) take turns on a file that admits two
+//!    holders at once (`user.lockfs.max_holders`). Checked: never more than two turns at once
+//!    but when the excess includes a turn on the cut-off host, and every client had turns.
 //! 2. A set of acknowledged writes: every write the cluster acknowledged is on every node at the
 //!    end.
 //! 3. A linearizable register: four clients use `/reg`, two through the files of mounts A and B
@@ -281,6 +284,76 @@ const STALE_CLIENT: &str = r#"
 INV=$(date +%s%N) flock -w 60 "$M/lock" bash -c "$CS" >> "$OUT/client-$ID.log" 2>> "$OUT/client-$ID.err"
 echo "attempt $ID $? $(date +%s%N)" >> "$OUT/client-$ID.log"
 "#;
+
+/// How many holders the semaphore `$M/sem` admits at once.
+const SEM_SLOTS: usize = 2;
+
+/// A semaphore client: loops like [`LOCK_CLIENT`] on `$M/sem`, logging when each turn began
+/// and ended (inside the lock, so the true holding contains the logged one).
+const SEM_CLIENT: &str = r#"
+while [ ! -e "$OUT/stop" ] && [ "$(date +%s)" -lt "$END" ]; do
+    flock -w 10 "$M/sem" bash -c 'echo "sem $ID $(date +%s%N) begin"; sleep 0.$((RANDOM % 4)); echo "sem $ID $(date +%s%N) end"' \
+        >> "$OUT/sem-$ID.log" 2>> "$OUT/sem-$ID.err"
+done
+"#;
+
+/// The semaphore checker: never more than [`SEM_SLOTS`] turns at once, but while a holder on
+/// a cut-off host may have lost its place (the excess must include that host's turn), and every
+/// client had turns. Returns the anomalies.
+fn check_semaphore(
+    dir: &Path,
+    clients: &[(String, String)],
+    cut_off: &[(String, u64, u64)],
+) -> Vec<String> {
+    let mut anomalies = Vec::new();
+    // (time, +1 begin / -1 end, client, host)
+    let mut events: Vec<(u64, i32, String, String)> = Vec::new();
+    for (id, host) in clients {
+        let text = std::fs::read_to_string(dir.join(format!("sem-{id}.log"))).unwrap_or_default();
+        let mut turns = 0;
+        for line in text.lines() {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            let Some(t) = f.get(2).and_then(|v| v.parse::<u64>().ok()) else {
+                continue;
+            };
+            match f.get(3) {
+                Some(&"begin") => {
+                    turns += 1;
+                    events.push((t, 1, id.clone(), host.clone()));
+                }
+                Some(&"end") => events.push((t, -1, id.clone(), host.clone())),
+                _ => {}
+            }
+        }
+        if turns == 0 {
+            anomalies.push(format!("semaphore client {id} never had a turn"));
+        }
+    }
+    // Ends first at equal times: a turn that ended as another began did not overlap it.
+    events.sort_by_key(|e| (e.0, e.1));
+    let mut inside: Vec<(String, String, u64)> = Vec::new();
+    for (t, step, id, host) in events {
+        if step < 0 {
+            inside.retain(|(c, _, _)| *c != id);
+            continue;
+        }
+        inside.push((id, host, t));
+        if inside.len() > SEM_SLOTS {
+            let excused = inside.iter().any(|(_, h, since)| {
+                cut_off
+                    .iter()
+                    .any(|(cut, p0, p1)| cut == h && *p0 < t && *p1 > *since)
+            });
+            if !excused {
+                anomalies.push(format!(
+                    "{} semaphore turns at once (at most {SEM_SLOTS}) with no cut-off host among them: {inside:?}",
+                    inside.len()
+                ));
+            }
+        }
+    }
+    anomalies
+}
 
 #[derive(Debug, Clone)]
 struct Section {
@@ -724,6 +797,39 @@ fn locks_writes_and_ephemeral_files_survive_the_nemesis() {
             .env("END", end.to_string());
         procs.spawn(cmd);
     }
+    // A semaphore of SEM_SLOTS, two clients per host.
+    let sem = a.path.join("sem");
+    std::fs::write(&sem, b"").unwrap();
+    let set = Command::new("setfattr")
+        .args([
+            "-n",
+            "user.lockfs.max_holders",
+            "-v",
+            &SEM_SLOTS.to_string(),
+        ])
+        .arg(&sem)
+        .status()
+        .expect("setfattr");
+    assert!(set.success(), "setting the semaphore: {set}");
+    let sem_clients: Vec<(String, String)> = (1..=4)
+        .map(|i| {
+            (
+                format!("s{i}"),
+                if i % 2 == 1 { "A" } else { "B" }.to_string(),
+            )
+        })
+        .collect();
+    for (id, host) in &sem_clients {
+        let mount = if host == "A" { &a.path } else { &b.path };
+        let mut cmd = Command::new("bash");
+        cmd.arg("-c")
+            .arg(SEM_CLIENT)
+            .env("ID", id)
+            .env("M", mount)
+            .env("OUT", &out)
+            .env("END", end.to_string());
+        procs.spawn(cmd);
+    }
     let stop = Arc::new(AtomicBool::new(false));
     let writer = set_writer(servers.clone(), stop.clone());
     common::ok(&servers, &["put", "/reg"], Some(b"init"));
@@ -960,6 +1066,7 @@ fn locks_writes_and_ephemeral_files_survive_the_nemesis() {
     let history = parse_lock_logs(&out, &logged);
     let cut_off = vec![("B".to_string(), cut_start, cut_end)];
     anomalies.extend(check_locks(&history, &cut_off));
+    anomalies.extend(check_semaphore(&out, &sem_clients, &cut_off));
     // The stranded holder's lock must pass to another host within TTL + lock-delay (+ grace),
     // and from then on the store must refuse the stranded holder.
     match history.sections.iter().find(|s| s.client == "stale") {
@@ -1392,6 +1499,54 @@ fn a_request_stuck_on_a_paused_leader_goes_to_the_new_one() {
         "read during the pause\n{log}"
     );
     assert_ne!(new_leader, leader, "the paused leader was replaced");
+}
+
+#[test]
+fn the_semaphore_checker_counts_turns_and_excuses_only_a_cut_off_host() {
+    let dir = common::testdir::tempdir().expect("tempdir");
+    let clients: Vec<(String, String)> = [("s1", "A"), ("s2", "B"), ("s3", "A")]
+        .iter()
+        .map(|(c, h)| (c.to_string(), h.to_string()))
+        .collect();
+    let write = |logs: [&str; 3]| {
+        for ((id, _), log) in clients.iter().zip(logs) {
+            std::fs::write(dir.path().join(format!("sem-{id}.log")), log).unwrap();
+        }
+    };
+    // Two at a time, a third once one ended (at the very time it ended).
+    write([
+        "sem s1 10 begin\nsem s1 20 end\n",
+        "sem s2 12 begin\nsem s2 30 end\n",
+        "sem s3 20 begin\nsem s3 25 end\n",
+    ]);
+    assert_eq!(
+        check_semaphore(dir.path(), &clients, &[]),
+        Vec::<String>::new()
+    );
+    // Three at once: an anomaly, unless B (holding one of them) was cut off meanwhile.
+    write([
+        "sem s1 10 begin\nsem s1 20 end\n",
+        "sem s2 12 begin\nsem s2 30 end\n",
+        "sem s3 15 begin\nsem s3 25 end\n",
+    ]);
+    assert_eq!(check_semaphore(dir.path(), &clients, &[]).len(), 1);
+    let b_cut = [("B".to_string(), 13, 40)];
+    assert_eq!(
+        check_semaphore(dir.path(), &clients, &b_cut),
+        Vec::<String>::new()
+    );
+    let a_cut = [("A".to_string(), 1, 9)];
+    assert_eq!(check_semaphore(dir.path(), &clients, &a_cut).len(), 1);
+    // A client without a turn.
+    write([
+        "sem s1 10 begin\nsem s1 20 end\n",
+        "",
+        "sem s3 20 begin\nsem s3 25 end\n",
+    ]);
+    assert_eq!(
+        check_semaphore(dir.path(), &clients, &[]),
+        ["semaphore client s2 never had a turn"]
+    );
 }
 
 #[test]
