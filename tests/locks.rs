@@ -147,6 +147,66 @@ fn two_runs_never_overlap_and_waiters_take_turns() {
     assert_eq!(holders(&s, "/jobs/x"), 0);
 }
 
+/// `lockfs run --max-holders 2`: a semaphore without a mount. Never more than two sections at
+/// once, two together at some point, each with a fencing generation of its own.
+#[test]
+fn runs_on_a_semaphore_admit_two_at_once_each_with_its_own_generation() {
+    let c = Cluster::start(3, &[]);
+    let s = c.servers();
+    let dir = common::testdir::tempdir().unwrap();
+    let log = dir.path().join("sections");
+    // The first two wait inside (bounded) until both are in, which only a semaphore allows.
+    let script = format!(
+        "echo start $1 $LOCKFS_LOCK_GENERATION >> {0}
+         for _ in $(seq 200); do [ $(grep -c start {0}) -ge 2 ] && break; sleep 0.05; done
+         sleep 0.1; echo end $1 >> {0}",
+        log.display()
+    );
+    let runs: Vec<_> = (0..4)
+        .map(|i| {
+            let (script, s) = (script.clone(), s.clone());
+            std::thread::spawn(move || {
+                let mut r = Run::start(
+                    &s,
+                    &["--lock", "/sem", "--max-holders", "2", "--wait", "60"],
+                    &["sh", "-c", &script, "section", &i.to_string()],
+                    "",
+                );
+                let (code, err) = r.wait(Duration::from_secs(90));
+                assert_eq!(code, 0, "run {i}: {err}");
+            })
+        })
+        .collect();
+    for r in runs {
+        r.join().expect("runner thread");
+    }
+    let text = std::fs::read_to_string(&log).unwrap();
+    let (mut inside, mut most, mut generations) = (0, 0, std::collections::BTreeSet::new());
+    for line in text.lines() {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        match f[0] {
+            "start" => {
+                inside += 1;
+                assert!(
+                    generations.insert(f[2].to_string()),
+                    "a generation twice:\n{text}"
+                );
+            }
+            _ => inside -= 1,
+        }
+        most = most.max(inside);
+        assert!(inside <= 2, "three at once:\n{text}");
+    }
+    assert_eq!((most, generations.len()), (2, 4), "{text}");
+    let all: serde_json::Value = locks_json(&s);
+    let sem = all
+        .as_array()
+        .and_then(|a| a.iter().find(|l| l["path"] == "/sem"))
+        .expect("a semaphore is listed while free");
+    assert_eq!(sem["max_holders"], 2);
+    assert_eq!(holders(&s, "/sem"), 0);
+}
+
 #[test]
 fn try_lock_and_timed_waits_give_up_with_a_clear_error() {
     let c = Cluster::start(1, &[]);

@@ -24,6 +24,10 @@ pub struct RunArgs {
     /// Take a shared lock (many holders) instead of an exclusive one.
     #[arg(long)]
     shared: bool,
+    /// Make the lock a semaphore first: up to N exclusive holders at once (the file's
+    /// `user.lockfs.max_holders`; refused while more than N hold it).
+    #[arg(long, value_name = "N")]
+    max_holders: Option<u32>,
     /// Seconds to wait for the lock; 0 tries once. Without it, waits as long as it takes.
     #[arg(long)]
     wait: Option<f64>,
@@ -74,6 +78,12 @@ async fn run_in_session(
         .open_file(&a.lock, true, 0o644, false)
         .await
         .map_err(CliError::client(a.lock.as_str()))?;
+    if let Some(n) = a.max_holders {
+        session
+            .call(crate::client::ops::set_max_holders(&a.lock, n))
+            .await
+            .map_err(CliError::client(format!("{}: max_holders {n}", a.lock)))?;
+    }
     let req = LockRequest {
         handle,
         owner: handle,

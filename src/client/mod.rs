@@ -638,6 +638,14 @@ pub mod ops {
         Op::set_ephemeral(m)
     }
 
+    /// How many exclusive flock holders `p` admits at once (a semaphore; 1 is a plain lock).
+    pub fn set_max_holders(p: &str, max_holders: u32) -> Op {
+        let mut m = proto::SetMaxHolders::new();
+        m.set_target(path(p));
+        m.max_holders = max_holders;
+        Op::set_max_holders(m)
+    }
+
     /// One page of the locks: nodes above instance `after`, as many as the server sends.
     pub fn list_locks(after: u64) -> Op {
         let mut m = proto::ListLocks::new();

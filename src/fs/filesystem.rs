@@ -345,7 +345,6 @@ impl Inner {
     ///
     /// The request handler has taken `file` out of the table already.
     async fn release(&self, fh: u64, file: Arc<OpenFile>) -> Result<(), Errno> {
-        self.holders.closed(fh);
         let truncated = self.apply_pending_truncate(&file).await;
         let released = self.owners.take_released(file.ino, fh);
         let Some(handle) = file.take_handle().await else {
@@ -1057,6 +1056,8 @@ impl fuser::Filesystem for LockFs {
         if let Some(session) = file.pinned_in() {
             self.inner.backend.unpin(session, file.ino);
         }
+        // Locks taken through the file go with it (`lock_loss.rs`).
+        self.inner.holders.closed(fh.0);
         // A file read without a lock leaves nothing behind in the cluster.
         if file.nothing_to_release() && !self.inner.owners.holds_through(file.ino, fh.0) {
             return reply.ok();
