@@ -8,6 +8,12 @@ pub enum StorageError {
     Io(String, std::io::Error),
     #[error("corrupt record: {0}")]
     Corrupt(String),
+    /// The data directory was written by a newer lockfs, in a format this one cannot read.
+    #[error(
+        "the data directory is in format {found}, newer than this lockfs reads ({known}): run \
+         the lockfs that wrote it, or a newer one"
+    )]
+    NewerFormat { found: u32, known: u32 },
 }
 
 impl From<rocksdb::Error> for StorageError {

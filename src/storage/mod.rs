@@ -15,6 +15,12 @@
 //! record (a crash during a write) is dropped but damage anywhere before it refuses to open
 //! instead of silently losing what followed.
 //!
+//! The format: every record and log entry is bincode, and stays readable by later versions:
+//! enums only ever gain variants at their end, structs never change (a new field is a new
+//! record kind, under a key prefix older code ignores), and a change that breaks this rule
+//! bumps [`FORMAT`]. Each data directory records the format it was written in; a node refuses
+//! a directory in a format newer than it knows (an older one, it reads).
+//!
 //! Every change goes through a [`WriteBatch`] that the caller commits with [`Store::write`]; the
 //! node commits log appends with `sync` (acknowledged data must be on disk) and applied state
 //! without it (it can always be replayed from the synced log, and RocksDB's single write-ahead log
@@ -40,6 +46,10 @@ pub type Result<T> = std::result::Result<T, StorageError>;
 pub(crate) const CF_RAFT: &str = "raft";
 pub(crate) const CF_STATE: &str = "state";
 const KEY_IDENTITY: &[u8] = b"identity";
+const KEY_FORMAT: &[u8] = b"format";
+/// The format this lockfs writes (see the module's comment). A directory without the mark was
+/// written before there was one, in format 1.
+pub const FORMAT: u32 = 1;
 const KEY_DIVERGED: &[u8] = b"diverged";
 /// Bytes of checksum after every stored value.
 const SEAL: usize = 4;
@@ -71,7 +81,22 @@ impl Store {
         opts.set_wal_recovery_mode(DBRecoveryMode::TolerateCorruptedTailRecords);
         opts.set_paranoid_checks(true);
         let db = DB::open_cf(&opts, dir.join("db"), [CF_RAFT, CF_STATE])?;
-        Ok(Store { db: Arc::new(db) })
+        let store = Store { db: Arc::new(db) };
+        store.check_format()?;
+        Ok(store)
+    }
+
+    /// Refuses a directory in a newer format; marks one without a mark (or in an older
+    /// format, which this version reads) as in [`FORMAT`].
+    fn check_format(&self) -> Result<()> {
+        match self.get_value::<u32>(KEY_FORMAT, "format")? {
+            Some(found) if found > FORMAT => Err(StorageError::NewerFormat {
+                found,
+                known: FORMAT,
+            }),
+            Some(found) if found == FORMAT => Ok(()),
+            _ => self.set_value(KEY_FORMAT, &FORMAT),
+        }
     }
 
     pub fn identity(&self) -> Result<Option<Identity>> {
@@ -239,6 +264,40 @@ mod tests {
         }
         assert!(unseal(b"k", &sealed[..3], "t").is_err());
         assert_eq!(unseal(b"k", &seal(b"k", b""), "t").unwrap(), b"");
+    }
+
+    #[test]
+    fn a_directory_records_its_format_and_a_newer_one_is_refused() {
+        let dir = crate::testdir::tempdir().expect("temp dir");
+        let store = Store::open(dir.path()).unwrap();
+        assert_eq!(
+            store.get_value::<u32>(KEY_FORMAT, "f").unwrap(),
+            Some(FORMAT)
+        );
+        store.set_value(KEY_FORMAT, &(FORMAT + 1)).unwrap();
+        drop(store);
+        let refused = Store::open(dir.path()).err().expect("refused");
+        assert!(
+            matches!(refused, StorageError::NewerFormat { found, known }
+                if found == FORMAT + 1 && known == FORMAT),
+            "{refused}"
+        );
+        assert!(refused.to_string().contains("newer than this lockfs reads"));
+        // A directory from before the mark (format 1) opens, and gets it.
+        let db = DB::open_cf(
+            &Options::default(),
+            dir.path().join("db"),
+            [CF_RAFT, CF_STATE],
+        )
+        .unwrap();
+        db.delete_cf(db.cf_handle(CF_RAFT).unwrap(), KEY_FORMAT)
+            .unwrap();
+        drop(db);
+        let store = Store::open(dir.path()).unwrap();
+        assert_eq!(
+            store.get_value::<u32>(KEY_FORMAT, "f").unwrap(),
+            Some(FORMAT)
+        );
     }
 
     #[test]
