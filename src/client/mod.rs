@@ -34,6 +34,8 @@ use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch, Mutex};
 
 use crate::auth::Tls;
+// EAGAIN: no leader here, retry; ENOBUFS: the server took too many requests, retry later.
+use crate::errno::{EAGAIN, ENOBUFS};
 use crate::proto::{self, Request_oneof_op as Op, Response_oneof_result as Res};
 use conn::{CallError, Conn, OpenError};
 pub use error::ClientError;
@@ -54,10 +56,6 @@ const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(4);
 const RELEARN_AFTER: Duration = Duration::from_secs(5);
 /// How long a new connection waits for the member list before going on without it.
 const MEMBERS_TIMEOUT: Duration = Duration::from_secs(1);
-/// errno for "retry later" on the wire (see `server::errno`).
-const EAGAIN: u32 = 11;
-/// errno for "busy, retry after a pause" on the wire: the server took too many requests.
-const ENOBUFS: u32 = 105;
 
 pub struct Client {
     servers: Vec<String>,

@@ -26,7 +26,7 @@ use super::{Client, ClientError, InSession};
 use crate::proto::{self, Request_oneof_op as Op, Response_oneof_result as Res};
 
 /// errno-like code of an expired session on the wire (EKEYEXPIRED).
-pub const SESSION_EXPIRED: u32 = 127;
+pub const SESSION_EXPIRED: u32 = crate::errno::EKEYEXPIRED;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SessionState {

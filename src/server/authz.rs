@@ -28,9 +28,7 @@ use super::convert::Action;
 use super::membership::MemberOp;
 use super::ServerError;
 
-/// errno numbers of refusals.
-const EPERM: u32 = 1;
-const EACCES: u32 = 13;
+use crate::errno::{EACCES, EPERM};
 
 /// Who sent a request.
 #[derive(Debug, Clone)]

@@ -37,16 +37,7 @@ pub enum ServerError {
 }
 
 /// Linux errno numbers the wire carries (see `proto/lockfs.proto`, message `Error`).
-pub mod errno {
-    pub const EIO: u32 = 5;
-    pub const EAGAIN: u32 = 11;
-    pub const ENOBUFS: u32 = 105;
-    pub const EINVAL: u32 = 22;
-    pub const EMSGSIZE: u32 = 90;
-    /// A cluster-wide quota is reached (what `StateError::QuotaExceeded` becomes).
-    pub const EDQUOT: u32 = 122;
-    pub const EPROTO: u32 = 71;
-}
+pub use crate::errno;
 
 /// Exit status of a node that found its data directory corrupt (EX_DATAERR). Restarting it
 /// cannot help, so the systemd unit does not (`RestartPreventExitStatus`).

@@ -24,10 +24,8 @@ use super::limits::MAX_ADDR;
 use super::{errno, ServerError};
 use crate::storage::{MemberInfo, Members};
 
-/// errno codes of refusals, as the wire carries them.
-const ENOENT: u32 = 2;
-const EBUSY: u32 = 16;
-const EEXIST: u32 = 17;
+// The errno codes of refusals, as the wire carries them.
+use crate::errno::{EBUSY, EEXIST, ENOENT};
 
 /// A membership change a client (or the leader itself) asks for.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -164,10 +162,13 @@ pub fn plan(
     match op {
         MemberOp::Add { id, addr, promote } => {
             if *id == 0 {
-                return Err(refused(EEXIST, "node ids start at 1".into()));
+                return Err(refused(errno::EINVAL, "node ids start at 1".into()));
             }
             if addr.is_empty() {
-                return Err(refused(EEXIST, format!("node {id}: no address given")));
+                return Err(refused(
+                    errno::EINVAL,
+                    format!("node {id}: no address given"),
+                ));
             }
             if addr.len() > MAX_ADDR {
                 return Err(refused(
@@ -345,7 +346,8 @@ mod tests {
         ));
         assert_eq!(code(plan(&add(2, "h:9"), &c, &m, &live)), EEXIST);
         assert_eq!(code(plan(&add(5, "h:3"), &c, &m, &live)), EEXIST);
-        assert_eq!(code(plan(&add(5, ""), &c, &m, &live)), EEXIST);
+        assert_eq!(code(plan(&add(5, ""), &c, &m, &live)), errno::EINVAL);
+        assert_eq!(code(plan(&add(0, "h:0"), &c, &m, &live)), errno::EINVAL);
     }
 
     #[test]

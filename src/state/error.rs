@@ -61,31 +61,15 @@ pub enum StateError {
     TooManyLinks,
 }
 
-// Linux errno numbers, spelled out so the state layer needs no libc.
-const EPERM: i32 = 1;
-const EACCES: i32 = 13;
-const ENOENT: i32 = 2;
-const EIO: i32 = 5;
-const EBADF: i32 = 9;
-const EBUSY: i32 = 16;
-const EEXIST: i32 = 17;
-const EXDEV: i32 = 18;
-const ENOTDIR: i32 = 20;
-const EISDIR: i32 = 21;
-const EINVAL: i32 = 22;
-const EFBIG: i32 = 27;
-const ENAMETOOLONG: i32 = 36;
-const ENOLCK: i32 = 37;
-const ENOTEMPTY: i32 = 39;
-const EMLINK: i32 = 31;
-const ESTALE: i32 = 116;
-const EDQUOT: i32 = 122;
-const EKEYEXPIRED: i32 = 127;
+use crate::errno::{
+    EACCES, EBADF, EBUSY, EDQUOT, EEXIST, EFBIG, EINVAL, EIO, EISDIR, EKEYEXPIRED, EMLINK,
+    ENAMETOOLONG, ENOENT, ENOLCK, ENOTDIR, ENOTEMPTY, EPERM, ESTALE, EXDEV,
+};
 
 impl StateError {
     /// The Linux errno a filesystem call reports for this error.
     pub fn errno(&self) -> i32 {
-        match self {
+        let code = match self {
             StateError::NotFound => ENOENT,
             StateError::AlreadyExists => EEXIST,
             StateError::NotEmpty => ENOTEMPTY,
@@ -106,6 +90,7 @@ impl StateError {
             StateError::GenerationMismatch { .. } => ESTALE,
             StateError::QuotaExceeded(_) => EDQUOT,
             StateError::TooManyLinks => EMLINK,
-        }
+        };
+        code as i32
     }
 }
