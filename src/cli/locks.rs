@@ -13,7 +13,7 @@ use clap::{Args, Subcommand};
 use serde_json::json;
 
 use super::{CliError, ClientOpts};
-use crate::client::session::{LockOutcome, LockRequest, Session, SessionState};
+use crate::client::session::{LockOutcome, LockRequest, Session, SessionState, Wait};
 use crate::proto;
 
 #[derive(Args)]
@@ -53,9 +53,9 @@ pub async fn run(a: RunArgs) -> Result<(), CliError> {
     let ttl = seconds(a.ttl, "--ttl")?;
     let kill_grace = seconds(a.kill_grace, "--kill-grace")?;
     let wait = match a.wait {
-        None => Some(None),
-        Some(s) if s <= 0.0 => None,
-        Some(s) => Some(Some(seconds(s, "--wait")?)),
+        None => Wait::Forever,
+        Some(s) if s <= 0.0 => Wait::No,
+        Some(s) => Wait::For(seconds(s, "--wait")?),
     };
     let client = Arc::new(a.client.client()?);
     let host = super::hostname();
@@ -71,7 +71,7 @@ pub async fn run(a: RunArgs) -> Result<(), CliError> {
 async fn run_in_session(
     session: &Arc<Session>,
     a: &RunArgs,
-    wait: Option<Option<Duration>>,
+    wait: Wait,
     kill_grace: Duration,
 ) -> Result<(), CliError> {
     let (handle, _) = session

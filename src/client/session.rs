@@ -39,6 +39,17 @@ pub enum SessionState {
     },
 }
 
+/// How long [`Session::lock`] waits for a lock that is not free.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Wait {
+    /// Not at all: `WouldBlock` at once.
+    No,
+    /// In the queue, for at most this long.
+    For(Duration),
+    /// In the queue, until granted (or cancelled).
+    Forever,
+}
+
 /// A lock to take through an open handle.
 #[derive(Debug, Clone)]
 pub struct LockRequest {
@@ -74,7 +85,7 @@ enum WaitResult {
     Failed(ClientError),
 }
 
-struct Wait {
+struct PendingWait {
     owner: u64,
     result: Option<oneshot::Sender<WaitResult>>,
 }
@@ -90,7 +101,7 @@ pub struct Session {
     /// Sequence numbers sent and not yet answered: the lowest is `first_unacked`.
     in_flight: Mutex<BTreeSet<u64>>,
     state: watch::Sender<SessionState>,
-    waits: Mutex<HashMap<u64, Wait>>,
+    waits: Mutex<HashMap<u64, PendingWait>>,
     /// Results of waits that arrived before we knew their wait id.
     early: Mutex<HashMap<u64, WaitResult>>,
     tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
@@ -289,24 +300,24 @@ impl Session {
         }
     }
 
-    /// Takes a lock. Without `wait`, fails at once with `WouldBlock` when it is not available.
-    /// With `wait`, queues on the servers until granted, until the wait's deadline (`None`:
-    /// forever) or until `cancel` completes; a wait given up is withdrawn from the queue, and a
-    /// grant that raced with giving up is released again, so no lock stays granted to nobody.
+    /// Takes a lock. With [`Wait::No`], fails at once with `WouldBlock` when it is not
+    /// available. Otherwise queues on the servers until granted, until the wait's deadline or
+    /// until `cancel` completes; a wait given up is withdrawn from the queue, and a grant that
+    /// raced with giving up is released again, so no lock stays granted to nobody.
     pub async fn lock(
         &self,
         req: &LockRequest,
-        wait: Option<Option<Duration>>,
+        wait: Wait,
         cancel: impl Future<Output = ()>,
     ) -> Result<LockOutcome, ClientError> {
-        let wait_id = match self.request_lock(req, wait.is_some()).await? {
+        let wait_id = match self.request_lock(req, wait != Wait::No).await? {
             Requested::Done(outcome) => return Ok(outcome),
             Requested::Queued(id) => id,
         };
         let timeout = async {
-            match wait.flatten() {
-                Some(d) => tokio::time::sleep(d).await,
-                None => std::future::pending().await,
+            match wait {
+                Wait::For(d) => tokio::time::sleep(d).await,
+                _ => std::future::pending().await,
             }
         };
         tokio::select! {
@@ -346,7 +357,7 @@ impl Session {
             }));
         }
         let mut waits = self.waits.lock().expect("poisoned");
-        waits.entry(reply.wait).or_insert(Wait {
+        waits.entry(reply.wait).or_insert(PendingWait {
             owner: req.owner,
             result: None,
         });
@@ -364,7 +375,7 @@ impl Session {
             }
             None => {
                 let mut waits = self.waits.lock().expect("poisoned");
-                let entry = waits.entry(wait).or_insert(Wait {
+                let entry = waits.entry(wait).or_insert(PendingWait {
                     owner: 0,
                     result: None,
                 });

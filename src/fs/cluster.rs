@@ -97,7 +97,19 @@ fn errno(e: ClientError) -> Errno {
     }
 }
 
-fn unexpected() -> Errno {
+/// An answer of another kind than the request asks for: a bug on one side, logged with what
+/// arrived (cut short), and EIO for the caller.
+fn unexpected(got: &impl std::fmt::Debug) -> Errno {
+    let mut text = format!("{got:?}");
+    if text.len() > 300 {
+        let end = (0..=300)
+            .rev()
+            .find(|&i| text.is_char_boundary(i))
+            .unwrap_or(0);
+        text.truncate(end);
+        text.push_str("...");
+    }
+    log::error!("the cluster answered a request with an answer of another kind: {text}");
     Errno(libc::EIO)
 }
 
@@ -283,7 +295,7 @@ impl ClusterBackend {
             .await?
         {
             Res::locks(mut l) => Ok(l.take_locks().into_iter().find(|i| i.instance == ino)),
-            _ => Err(unexpected()),
+            other => Err(unexpected(&other)),
         }
     }
 
@@ -547,7 +559,7 @@ impl ClusterBackend {
     async fn expect_attr(&self, op: Op) -> Result<FileAttr, Errno> {
         match self.call(op).await? {
             Res::attr(a) => Ok(attr(&a)),
-            _ => Err(unexpected()),
+            other => Err(unexpected(&other)),
         }
     }
 }
@@ -740,7 +752,7 @@ impl Backend for ClusterBackend {
                         },
                     })
                     .collect(),
-                _ => return Err(unexpected()),
+                other => return Err(unexpected(&other)),
             };
             if let (Some(c), Some(t)) = (cache, ticket) {
                 c.keep_listing(t, ino, Arc::new(entries.clone()));
@@ -774,7 +786,7 @@ impl Backend for ClusterBackend {
             m.set_target(target_ino(ino));
             match self.call(Op::read(m)).await? {
                 Res::data(d) => Ok(d.data),
-                _ => Err(unexpected()),
+                other => Err(unexpected(&other)),
             }
         })
     }
@@ -856,7 +868,7 @@ impl Backend for ClusterBackend {
             m.set_at(target_ino(ino));
             match s.call(Op::open(m)).await.map_err(errno)? {
                 Res::opened(o) => Ok(self.remember(s.id, o.handle)),
-                _ => Err(unexpected()),
+                other => Err(unexpected(&other)),
             }
         })
     }
@@ -883,7 +895,7 @@ impl Backend for ClusterBackend {
             m.exclusive = exclusive;
             match s.call(Op::open(m)).await.map_err(errno)? {
                 Res::opened(o) => Ok((self.remember(s.id, o.handle), attr(o.get_attr()))),
-                _ => Err(unexpected()),
+                other => Err(unexpected(&other)),
             }
         })
     }
@@ -912,7 +924,7 @@ impl Backend for ClusterBackend {
                     }
                     Ok(d.data)
                 }
-                _ => Err(unexpected()),
+                other => Err(unexpected(&other)),
             }
         })
     }
@@ -936,7 +948,7 @@ impl Backend for ClusterBackend {
             m.append = append;
             match s.call(Op::write(m)).await.map_err(errno)? {
                 Res::attr(a) => Ok(attr(&a)),
-                _ => Err(unexpected()),
+                other => Err(unexpected(&other)),
             }
         })
     }
@@ -1047,7 +1059,7 @@ impl Backend for ClusterBackend {
             m.end = spec.end;
             match s.call(Op::get_lock(m)).await.map_err(errno)? {
                 Res::probe(p) => Ok(p.conflict.as_ref().map(holder)),
-                _ => Err(unexpected()),
+                other => Err(unexpected(&other)),
             }
         })
     }
