@@ -55,6 +55,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use common::checkers::{check_locks, check_semaphore, parse_lock_logs, SEM_SLOTS};
 use common::linearizable::{self, Kind as RegKind, Op as RegOp};
 use common::{Cluster, Mount, Rng};
 use lockfs::client::{ops, Client};
@@ -285,9 +286,6 @@ INV=$(date +%s%N) flock -w 60 "$M/lock" bash -c "$CS" >> "$OUT/client-$ID.log" 2
 echo "attempt $ID $? $(date +%s%N)" >> "$OUT/client-$ID.log"
 "#;
 
-/// How many holders the semaphore `$M/sem` admits at once.
-const SEM_SLOTS: usize = 2;
-
 /// A semaphore client: loops like [`LOCK_CLIENT`] on `$M/sem`, logging when each turn began
 /// and ended (inside the lock, so the true holding contains the logged one).
 const SEM_CLIENT: &str = r#"
@@ -296,189 +294,6 @@ while [ ! -e "$OUT/stop" ] && [ "$(date +%s)" -lt "$END" ]; do
         >> "$OUT/sem-$ID.log" 2>> "$OUT/sem-$ID.err"
 done
 "#;
-
-/// The semaphore checker: never more than [`SEM_SLOTS`] turns at once, but while a holder on
-/// a cut-off host may have lost its place (the excess must include that host's turn), and every
-/// client had turns. Returns the anomalies.
-fn check_semaphore(
-    dir: &Path,
-    clients: &[(String, String)],
-    cut_off: &[(String, u64, u64)],
-) -> Vec<String> {
-    let mut anomalies = Vec::new();
-    // (time, +1 begin / -1 end, client, host)
-    let mut events: Vec<(u64, i32, String, String)> = Vec::new();
-    for (id, host) in clients {
-        let text = std::fs::read_to_string(dir.join(format!("sem-{id}.log"))).unwrap_or_default();
-        let mut turns = 0;
-        for line in text.lines() {
-            let f: Vec<&str> = line.split_whitespace().collect();
-            let Some(t) = f.get(2).and_then(|v| v.parse::<u64>().ok()) else {
-                continue;
-            };
-            match f.get(3) {
-                Some(&"begin") => {
-                    turns += 1;
-                    events.push((t, 1, id.clone(), host.clone()));
-                }
-                Some(&"end") => events.push((t, -1, id.clone(), host.clone())),
-                _ => {}
-            }
-        }
-        if turns == 0 {
-            anomalies.push(format!("semaphore client {id} never had a turn"));
-        }
-    }
-    // Ends first at equal times: a turn that ended as another began did not overlap it.
-    events.sort_by_key(|e| (e.0, e.1));
-    let mut inside: Vec<(String, String, u64)> = Vec::new();
-    for (t, step, id, host) in events {
-        if step < 0 {
-            inside.retain(|(c, _, _)| *c != id);
-            continue;
-        }
-        inside.push((id, host, t));
-        if inside.len() > SEM_SLOTS {
-            let excused = inside.iter().any(|(_, h, since)| {
-                cut_off
-                    .iter()
-                    .any(|(cut, p0, p1)| cut == h && *p0 < t && *p1 > *since)
-            });
-            if !excused {
-                anomalies.push(format!(
-                    "{} semaphore turns at once (at most {SEM_SLOTS}) with no cut-off host among them: {inside:?}",
-                    inside.len()
-                ));
-            }
-        }
-    }
-    anomalies
-}
-
-#[derive(Debug, Clone)]
-struct Section {
-    client: String,
-    host: String,
-    gen: u64,
-    /// When `flock` was invoked, was granted (the section began), and the section ended.
-    invoked: u64,
-    t0: u64,
-    t1: u64,
-}
-
-#[derive(Debug, Clone)]
-struct StoreWrite {
-    client: String,
-    gen: u64,
-    accepted: bool,
-    t: u64,
-}
-
-#[derive(Default)]
-struct LockHistory {
-    sections: Vec<Section>,
-    writes: Vec<StoreWrite>,
-    /// flock(1) exit status -> count.
-    attempts: BTreeMap<i32, usize>,
-}
-
-fn parse_lock_logs(dir: &Path, clients: &[String]) -> LockHistory {
-    let mut h = LockHistory::default();
-    for id in clients {
-        let text =
-            std::fs::read_to_string(dir.join(format!("client-{id}.log"))).unwrap_or_default();
-        for line in text.lines() {
-            let f: Vec<&str> = line.split_whitespace().collect();
-            let num = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok());
-            match f.first() {
-                Some(&"cs") if f.len() == 7 => h.sections.push(Section {
-                    client: f[1].into(),
-                    gen: num(2).unwrap_or(0),
-                    invoked: num(3).unwrap_or(0),
-                    t0: num(4).unwrap_or(0),
-                    t1: num(5).unwrap_or(0),
-                    host: f[6].into(),
-                }),
-                Some(&"w") if f.len() == 5 => h.writes.push(StoreWrite {
-                    client: f[1].into(),
-                    gen: num(2).unwrap_or(0),
-                    accepted: f[3] == "ok",
-                    t: num(4).unwrap_or(0),
-                }),
-                Some(&"attempt") if f.len() == 4 => {
-                    *h.attempts.entry(f[2].parse().unwrap_or(-1)).or_default() += 1
-                }
-                _ => {}
-            }
-        }
-    }
-    h.sections.sort_by_key(|s| s.t0);
-    h
-}
-
-/// The lock checker; returns the anomalies, each with the history that shows it.
-fn check_locks(h: &LockHistory, cut_off: &[(String, u64, u64)]) -> Vec<String> {
-    let mut anomalies = Vec::new();
-    let mut by_gen: BTreeMap<u64, &Section> = BTreeMap::new();
-    for s in &h.sections {
-        if !(s.invoked <= s.t0 && s.t0 <= s.t1) {
-            anomalies.push(format!("a section's times are out of order: {s:?}"));
-        }
-        if s.gen == 0 {
-            anomalies.push(format!("no fencing token after a grant: {s:?}"));
-        }
-        if let Some(other) = by_gen.insert(s.gen, s) {
-            anomalies.push(format!(
-                "generation {} granted twice:\n  {other:?}\n  {s:?}",
-                s.gen
-            ));
-        }
-    }
-    for (i, x) in h.sections.iter().enumerate() {
-        for y in &h.sections[i + 1..] {
-            // y started after x (sorted by t0).
-            if x.t1 < y.t0 && x.gen >= y.gen {
-                anomalies.push(format!(
-                    "a later grant has a lower or equal generation:\n  {x:?}\n  {y:?}"
-                ));
-            }
-            let overlap = x.t0 < y.t1 && y.t0 < x.t1;
-            if !overlap || x.gen == y.gen {
-                continue;
-            }
-            let (older, newer) = if x.gen < y.gen { (x, y) } else { (y, x) };
-            // Allowed only if the older holder's host was cut off past its TTL meanwhile.
-            let excused = cut_off
-                .iter()
-                .any(|(host, p0, p1)| *host == older.host && *p0 < newer.t0 && *p1 > older.t0);
-            if !excused {
-                anomalies.push(format!(
-                    "two critical sections overlap and the older holder was never cut off:\n  \
-                     {older:?}\n  {newer:?}"
-                ));
-                continue;
-            }
-            // Fencing: once the newer holder's write was accepted, none of the older's is.
-            let first_newer = h
-                .writes
-                .iter()
-                .filter(|w| w.client == newer.client && w.gen == newer.gen && w.accepted)
-                .map(|w| w.t)
-                .min();
-            if let Some(t) = first_newer {
-                for w in h.writes.iter().filter(|w| {
-                    w.client == older.client && w.gen == older.gen && w.accepted && w.t > t
-                }) {
-                    anomalies.push(format!(
-                        "a stale holder's write was accepted after a newer holder's:\n  \
-                         older {older:?}\n  newer {newer:?}\n  accepted {w:?}"
-                    ));
-                }
-            }
-        }
-    }
-    anomalies
-}
 
 /// Writes `/set/<i>` through the client library until stopped; the acknowledged ones.
 fn set_writer(servers: String, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<(Vec<u64>, u64)> {
@@ -1499,6 +1314,63 @@ fn a_request_stuck_on_a_paused_leader_goes_to_the_new_one() {
         "read during the pause\n{log}"
     );
     assert_ne!(new_leader, leader, "the paused leader was replaced");
+}
+
+#[test]
+fn the_lock_checker_finds_overlaps_reused_tokens_and_late_stale_writes() {
+    use common::checkers::{LockHistory, Section, StoreWrite};
+    let section = |client: &str, host: &str, gen, t0, t1| Section {
+        client: client.into(),
+        host: host.into(),
+        gen,
+        invoked: t0,
+        t0,
+        t1,
+    };
+    let write = |client: &str, gen, accepted, t| StoreWrite {
+        client: client.into(),
+        gen,
+        accepted,
+        t,
+    };
+    let history = |sections: Vec<Section>, writes: Vec<StoreWrite>| LockHistory {
+        sections,
+        writes,
+        attempts: Default::default(),
+    };
+    // One after the other, each with a higher token: fine.
+    let ok = history(
+        vec![section("a", "A", 1, 10, 20), section("b", "B", 2, 21, 30)],
+        vec![write("a", 1, true, 15), write("b", 2, true, 25)],
+    );
+    assert_eq!(check_locks(&ok, &[]), Vec::<String>::new());
+    // A token granted twice, and a later grant with a lower token.
+    let reused = history(
+        vec![section("a", "A", 2, 10, 20), section("b", "B", 2, 21, 30)],
+        vec![],
+    );
+    assert!(check_locks(&reused, &[])[0].contains("granted twice"));
+    let lower = history(
+        vec![section("a", "A", 3, 10, 20), section("b", "B", 2, 21, 30)],
+        vec![],
+    );
+    assert!(check_locks(&lower, &[])[0].contains("lower or equal generation"));
+    // Overlapping holders: an anomaly, unless the older one's host was cut off meanwhile; and
+    // then its write after the newer holder's first accepted one must have been refused.
+    let overlap = |late_accepted| {
+        history(
+            vec![section("b", "B", 1, 10, 40), section("a", "A", 2, 20, 30)],
+            vec![
+                write("b", 1, true, 12),
+                write("a", 2, true, 22),
+                write("b", 1, late_accepted, 25),
+            ],
+        )
+    };
+    assert!(check_locks(&overlap(false), &[])[0].contains("never cut off"));
+    let b_cut = [("B".to_string(), 11, 35)];
+    assert_eq!(check_locks(&overlap(false), &b_cut), Vec::<String>::new());
+    assert!(check_locks(&overlap(true), &b_cut)[0].contains("stale holder's write was accepted"));
 }
 
 #[test]

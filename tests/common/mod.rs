@@ -8,6 +8,7 @@
 
 #![allow(dead_code)]
 
+pub mod checkers;
 pub mod hosts;
 pub mod linearizable;
 pub mod proxy;

@@ -1,0 +1,194 @@
+//! The fault suite's lock checkers, over the histories its clients log (`tests/faults.rs`): a
+//! lock with fencing (no two critical sections overlap but when the older holder's host was cut
+//! off, then every late write of it is refused) and a semaphore (never more holders than it
+//! admits, with the same excuse). Pure functions of the logs, so each is tested on histories
+//! made up to pass and to fail.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+/// How many holders the semaphore `$M/sem` admits at once.
+pub const SEM_SLOTS: usize = 2;
+
+/// The semaphore checker: never more than [`SEM_SLOTS`] turns at once, but while a holder on
+/// a cut-off host may have lost its place (the excess must include that host's turn), and every
+/// client had turns. Returns the anomalies.
+pub fn check_semaphore(
+    dir: &Path,
+    clients: &[(String, String)],
+    cut_off: &[(String, u64, u64)],
+) -> Vec<String> {
+    let mut anomalies = Vec::new();
+    // (time, +1 begin / -1 end, client, host)
+    let mut events: Vec<(u64, i32, String, String)> = Vec::new();
+    for (id, host) in clients {
+        let text = std::fs::read_to_string(dir.join(format!("sem-{id}.log"))).unwrap_or_default();
+        let mut turns = 0;
+        for line in text.lines() {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            let Some(t) = f.get(2).and_then(|v| v.parse::<u64>().ok()) else {
+                continue;
+            };
+            match f.get(3) {
+                Some(&"begin") => {
+                    turns += 1;
+                    events.push((t, 1, id.clone(), host.clone()));
+                }
+                Some(&"end") => events.push((t, -1, id.clone(), host.clone())),
+                _ => {}
+            }
+        }
+        if turns == 0 {
+            anomalies.push(format!("semaphore client {id} never had a turn"));
+        }
+    }
+    // Ends first at equal times: a turn that ended as another began did not overlap it.
+    events.sort_by_key(|e| (e.0, e.1));
+    let mut inside: Vec<(String, String, u64)> = Vec::new();
+    for (t, step, id, host) in events {
+        if step < 0 {
+            inside.retain(|(c, _, _)| *c != id);
+            continue;
+        }
+        inside.push((id, host, t));
+        if inside.len() > SEM_SLOTS {
+            let excused = inside.iter().any(|(_, h, since)| {
+                cut_off
+                    .iter()
+                    .any(|(cut, p0, p1)| cut == h && *p0 < t && *p1 > *since)
+            });
+            if !excused {
+                anomalies.push(format!(
+                    "{} semaphore turns at once (at most {SEM_SLOTS}) with no cut-off host among them: {inside:?}",
+                    inside.len()
+                ));
+            }
+        }
+    }
+    anomalies
+}
+
+#[derive(Debug, Clone)]
+pub struct Section {
+    pub client: String,
+    pub host: String,
+    pub gen: u64,
+    /// When `flock` was invoked, was granted (the section began), and the section ended.
+    pub invoked: u64,
+    pub t0: u64,
+    pub t1: u64,
+}
+
+#[derive(Debug, Clone)]
+pub struct StoreWrite {
+    pub client: String,
+    pub gen: u64,
+    pub accepted: bool,
+    pub t: u64,
+}
+
+#[derive(Default)]
+pub struct LockHistory {
+    pub sections: Vec<Section>,
+    pub writes: Vec<StoreWrite>,
+    /// flock(1) exit status -> count.
+    pub attempts: BTreeMap<i32, usize>,
+}
+
+pub fn parse_lock_logs(dir: &Path, clients: &[String]) -> LockHistory {
+    let mut h = LockHistory::default();
+    for id in clients {
+        let text =
+            std::fs::read_to_string(dir.join(format!("client-{id}.log"))).unwrap_or_default();
+        for line in text.lines() {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            let num = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok());
+            match f.first() {
+                Some(&"cs") if f.len() == 7 => h.sections.push(Section {
+                    client: f[1].into(),
+                    gen: num(2).unwrap_or(0),
+                    invoked: num(3).unwrap_or(0),
+                    t0: num(4).unwrap_or(0),
+                    t1: num(5).unwrap_or(0),
+                    host: f[6].into(),
+                }),
+                Some(&"w") if f.len() == 5 => h.writes.push(StoreWrite {
+                    client: f[1].into(),
+                    gen: num(2).unwrap_or(0),
+                    accepted: f[3] == "ok",
+                    t: num(4).unwrap_or(0),
+                }),
+                Some(&"attempt") if f.len() == 4 => {
+                    *h.attempts.entry(f[2].parse().unwrap_or(-1)).or_default() += 1
+                }
+                _ => {}
+            }
+        }
+    }
+    h.sections.sort_by_key(|s| s.t0);
+    h
+}
+
+/// The lock checker; returns the anomalies, each with the history that shows it.
+pub fn check_locks(h: &LockHistory, cut_off: &[(String, u64, u64)]) -> Vec<String> {
+    let mut anomalies = Vec::new();
+    let mut by_gen: BTreeMap<u64, &Section> = BTreeMap::new();
+    for s in &h.sections {
+        if !(s.invoked <= s.t0 && s.t0 <= s.t1) {
+            anomalies.push(format!("a section's times are out of order: {s:?}"));
+        }
+        if s.gen == 0 {
+            anomalies.push(format!("no fencing token after a grant: {s:?}"));
+        }
+        if let Some(other) = by_gen.insert(s.gen, s) {
+            anomalies.push(format!(
+                "generation {} granted twice:\n  {other:?}\n  {s:?}",
+                s.gen
+            ));
+        }
+    }
+    for (i, x) in h.sections.iter().enumerate() {
+        for y in &h.sections[i + 1..] {
+            // y started after x (sorted by t0).
+            if x.t1 < y.t0 && x.gen >= y.gen {
+                anomalies.push(format!(
+                    "a later grant has a lower or equal generation:\n  {x:?}\n  {y:?}"
+                ));
+            }
+            let overlap = x.t0 < y.t1 && y.t0 < x.t1;
+            if !overlap || x.gen == y.gen {
+                continue;
+            }
+            let (older, newer) = if x.gen < y.gen { (x, y) } else { (y, x) };
+            // Allowed only if the older holder's host was cut off past its TTL meanwhile.
+            let excused = cut_off
+                .iter()
+                .any(|(host, p0, p1)| *host == older.host && *p0 < newer.t0 && *p1 > older.t0);
+            if !excused {
+                anomalies.push(format!(
+                    "two critical sections overlap and the older holder was never cut off:\n  \
+                     {older:?}\n  {newer:?}"
+                ));
+                continue;
+            }
+            // Fencing: once the newer holder's write was accepted, none of the older's is.
+            let first_newer = h
+                .writes
+                .iter()
+                .filter(|w| w.client == newer.client && w.gen == newer.gen && w.accepted)
+                .map(|w| w.t)
+                .min();
+            if let Some(t) = first_newer {
+                for w in h.writes.iter().filter(|w| {
+                    w.client == older.client && w.gen == older.gen && w.accepted && w.t > t
+                }) {
+                    anomalies.push(format!(
+                        "a stale holder's write was accepted after a newer holder's:\n  \
+                         older {older:?}\n  newer {newer:?}\n  accepted {w:?}"
+                    ));
+                }
+            }
+        }
+    }
+    anomalies
+}
