@@ -16,7 +16,6 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::future::Future;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
@@ -37,6 +36,40 @@ pub enum SessionState {
     Ended {
         expired: bool,
     },
+}
+
+/// A session's request numbers: the next one, and those sent and not yet answered.
+#[derive(Debug)]
+struct InFlight {
+    next: u64,
+    unanswered: BTreeSet<u64>,
+}
+
+impl Default for InFlight {
+    fn default() -> Self {
+        InFlight {
+            next: 1,
+            unanswered: BTreeSet::new(),
+        }
+    }
+}
+
+impl InFlight {
+    /// A new request's number, and the lowest number still unanswered (every one below it was
+    /// answered: the cluster may forget their results). The number is drawn and entered in
+    /// one step, so no request ever claims as answered a lower number another call drew but
+    /// had not entered yet (the cluster would then refuse that one as acknowledged already).
+    fn begin(&mut self) -> (u64, u64) {
+        let seq = self.next;
+        self.next += 1;
+        self.unanswered.insert(seq);
+        (seq, *self.unanswered.first().expect("just inserted"))
+    }
+
+    /// Request `seq` was answered.
+    fn end(&mut self, seq: u64) {
+        self.unanswered.remove(&seq);
+    }
 }
 
 /// How long [`Session::lock`] waits for a lock that is not free.
@@ -97,9 +130,8 @@ pub struct Session {
     secret: u128,
     pub ttl: Duration,
     grace: Duration,
-    next_seq: AtomicU64,
-    /// Sequence numbers sent and not yet answered: the lowest is `first_unacked`.
-    in_flight: Mutex<BTreeSet<u64>>,
+    /// Request numbers: the next, and those sent and not yet answered.
+    in_flight: Mutex<InFlight>,
     state: watch::Sender<SessionState>,
     waits: Mutex<HashMap<u64, PendingWait>>,
     /// Results of waits that arrived before we knew their wait id.
@@ -165,8 +197,7 @@ impl Session {
             secret,
             ttl,
             grace,
-            next_seq: AtomicU64::new(1),
-            in_flight: Mutex::new(BTreeSet::new()),
+            in_flight: Mutex::new(InFlight::default()),
             state: watch::channel(SessionState::Live).0,
             waits: Mutex::new(HashMap::new()),
             early: Mutex::new(HashMap::new()),
@@ -246,12 +277,7 @@ impl Session {
         if self.has_ended() {
             return Err(expired());
         }
-        let seq = self.next_seq.fetch_add(1, Ordering::Relaxed);
-        let first_unacked = {
-            let mut in_flight = self.in_flight.lock().expect("poisoned");
-            in_flight.insert(seq);
-            *in_flight.first().expect("just inserted")
-        };
+        let (seq, first_unacked) = self.in_flight.lock().expect("poisoned").begin();
         let tag = InSession {
             session: self.id,
             seq,
@@ -262,7 +288,7 @@ impl Session {
             .client
             .call_with(op, Some(tag), self.ttl + self.grace)
             .await;
-        self.in_flight.lock().expect("poisoned").remove(&seq);
+        self.in_flight.lock().expect("poisoned").end(seq);
         if let Err(ClientError::Remote {
             code: SESSION_EXPIRED,
             ..
@@ -636,5 +662,29 @@ async fn keep_alive(
             _ = epoch.changed() => {}
             _ = closed => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::InFlight;
+
+    #[test]
+    fn a_request_claims_answered_only_numbers_below_every_unanswered_one() {
+        let mut f = InFlight::default();
+        let (a, first) = f.begin();
+        assert_eq!((a, first), (1, 1));
+        let (b, first) = f.begin();
+        assert_eq!((b, first), (2, 1));
+        // The older one is still out: a later request does not claim it answered.
+        f.end(b);
+        let (c, first) = f.begin();
+        assert_eq!((c, first), (3, 1));
+        f.end(a);
+        let (d, first) = f.begin();
+        assert_eq!((d, first), (4, 3));
+        f.end(c);
+        f.end(d);
+        assert_eq!(f.begin(), (5, 5));
     }
 }
