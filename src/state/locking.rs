@@ -22,7 +22,6 @@
 //! POSIX wait that also drops what the owner held there before the wait (the process saw
 //! EINTR; fcntl would have kept the old lock, we do not reconstruct it).
 
-use std::collections::BTreeSet;
 use std::ops::Bound;
 
 use super::lock::{Held, LockTable};
@@ -347,16 +346,25 @@ impl StateMachine {
         let mut used = 0;
         let range = (Bound::Excluded(after), Bound::Unbounded);
         let empty = LockTable::default();
-        // Nodes with holders or waiters, and semaphores (listed even while free).
-        let listed: BTreeSet<u64> = self
+        // Nodes with holders or waiters, and semaphores (listed even while free), merged in
+        // instance order as the page goes: a page reads only as far as it lists.
+        let mut held = self
             .locks
             .range(range)
             .filter(|(_, t)| !t.holders.is_empty() || !t.waiters.is_empty())
             .map(|(&ino, _)| ino)
-            .chain(self.semaphores.range(range).map(|(&ino, _)| ino))
-            .collect();
+            .peekable();
+        let mut semaphores = self.semaphores.range(range).map(|(&ino, _)| ino).peekable();
+        let listed = std::iter::from_fn(|| match (held.peek(), semaphores.peek()) {
+            (Some(&a), Some(&b)) if a == b => {
+                semaphores.next();
+                held.next()
+            }
+            (Some(&a), Some(&b)) if b < a => semaphores.next(),
+            (Some(_), _) => held.next(),
+            (None, _) => semaphores.next(),
+        });
         let mut rest = listed
-            .into_iter()
             .map(|ino| (ino, self.locks.get(&ino).unwrap_or(&empty)))
             .peekable();
         let mut infos = Vec::new();

@@ -890,3 +890,42 @@ fn the_listing_is_by_instance_one_page_at_a_time() {
     ok(&mut sm, rename(p("/d/f"), p("/a")));
     assert!(locks_of(&sm, "/a").is_some());
 }
+
+#[test]
+fn free_semaphores_are_listed_among_the_locks_in_instance_order() {
+    let (mut sm, h1, _) = two_sessions();
+    granted(&mut sm, lock_cmd(1, h1, 1, FL, SH, 0, 0, false));
+    let set = |path: &str| Command::SetMaxHolders {
+        target: p(path),
+        max_holders: 2,
+    };
+    // Free semaphores before and after the held /g, and /g a semaphore too.
+    ok(&mut sm, set("/d"));
+    ok(&mut sm, set("/g"));
+    ok(&mut sm, put(p("/z"), b""));
+    ok(&mut sm, set("/z"));
+    let mut seen = Vec::new();
+    let mut after = 0;
+    for _ in 0..10 {
+        let Ok(Outcome::Locks { locks, next }) = sm.query(&Query::Locks { after, limit: 1 }) else {
+            panic!("locks");
+        };
+        seen.extend(locks.into_iter().map(|i| (i.path, i.max_holders)));
+        match next {
+            Some(n) => after = n,
+            None => break,
+        }
+    }
+    let instance = |path| stat(&sm, p(path)).unwrap().instance;
+    let mut expected = vec![
+        ("/d", instance("/d")),
+        ("/g", instance("/g")),
+        ("/z", instance("/z")),
+    ];
+    expected.sort_by_key(|(_, ino)| *ino);
+    let expected: Vec<(String, u32)> = expected
+        .iter()
+        .map(|(path, _)| (path.to_string(), 2))
+        .collect();
+    assert_eq!(seen, expected);
+}
