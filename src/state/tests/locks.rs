@@ -917,7 +917,7 @@ fn free_semaphores_are_listed_among_the_locks_in_instance_order() {
         }
     }
     let instance = |path| stat(&sm, p(path)).unwrap().instance;
-    let mut expected = vec![
+    let mut expected = [
         ("/d", instance("/d")),
         ("/g", instance("/g")),
         ("/z", instance("/z")),
