@@ -25,17 +25,7 @@ const LOCKFS_ONLY: [&str; 2] = ["write_cli", "writes_64_cli"];
 
 #[test]
 fn every_system_starts_and_runs_every_workload() {
-    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let out = tempfile_dir();
-    let status = Command::new("/usr/bin/python3")
-        .arg(repo.join("bench/compare.py"))
-        .args(["--short", "--lockfs", env!("CARGO_BIN_EXE_lockfs"), "--out"])
-        .arg(&out)
-        .stdin(Stdio::null())
-        .status()
-        .expect("running bench/compare.py");
-    let results = std::fs::read_to_string(out.join("short.jsonl")).unwrap_or_default();
-    let _ = std::fs::remove_dir_all(&out);
+    let (status, results) = run_short("compare.py", "short.jsonl");
     assert!(
         status.success(),
         "bench/compare.py --short failed ({status}); results so far:\n{results}"
@@ -78,6 +68,23 @@ fn every_system_starts_and_runs_every_workload() {
     }
 }
 
+/// Runs `bench/SCRIPT --short` with this build's lockfs in a scratch directory; its exit status
+/// and the JSON lines it wrote to `results` there.
+fn run_short(script: &str, results: &str) -> (std::process::ExitStatus, String) {
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let out = tempfile_dir();
+    let status = Command::new("/usr/bin/python3")
+        .arg(repo.join("bench").join(script))
+        .args(["--short", "--lockfs", env!("CARGO_BIN_EXE_lockfs"), "--out"])
+        .arg(&out)
+        .stdin(Stdio::null())
+        .status()
+        .unwrap_or_else(|e| panic!("running bench/{script}: {e}"));
+    let text = std::fs::read_to_string(out.join(results)).unwrap_or_default();
+    let _ = std::fs::remove_dir_all(&out);
+    (status, text)
+}
+
 fn tempfile_dir() -> std::path::PathBuf {
     static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
     let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -91,18 +98,7 @@ fn tempfile_dir() -> std::path::PathBuf {
 /// records measurements, not an error.
 #[test]
 fn the_cost_curves_run_every_level() {
-    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let out = tempfile_dir().join("curves");
-    std::fs::create_dir_all(&out).expect("a directory for the curves");
-    let status = Command::new("/usr/bin/python3")
-        .arg(repo.join("bench/curves.py"))
-        .args(["--short", "--lockfs", env!("CARGO_BIN_EXE_lockfs"), "--out"])
-        .arg(&out)
-        .stdin(Stdio::null())
-        .status()
-        .expect("running bench/curves.py");
-    let results = std::fs::read_to_string(out.join("curves-short.jsonl")).unwrap_or_default();
-    let _ = std::fs::remove_dir_all(&out);
+    let (status, results) = run_short("curves.py", "curves-short.jsonl");
     assert!(
         status.success(),
         "bench/curves.py --short failed ({status}):\n{results}"

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::hosts::{run, wait_until, waited, Hosts, COMMAND_LIMIT};
+use common::hosts::{note_state_of, noted_dead, run, wait_until, waited, Hosts, COMMAND_LIMIT};
 
 /// Asserts that nothing reads or writes the cluster for a few seconds once what runs has
 /// caught up with the last change: it follows changes without polling. (A script that
@@ -214,14 +214,10 @@ fn a_cut_off_leader_is_stopped_before_the_next_is_elected() {
     wait_until("B elected", || {
         h.read_out("b.log").contains("leader: hostB:5432")
     });
-    // A's leader notes what it sees of B's when it starts: `Z` (dead, not reaped) or gone.
+    // A's leader notes what it sees of B's when it starts.
     std::fs::write(
         h.out("lead.sh"),
-        format!(
-            "state=$(cut -d' ' -f3 /proc/{b}/stat 2>/dev/null) || state=gone
-             echo \"$state\" > \"$OUT/b-seen\"
-             exec sleep infinity"
-        ),
+        format!("{}\nexec sleep infinity", note_state_of(b, "b-seen")),
     )
     .unwrap();
     let _a = h.spawn(
@@ -232,8 +228,7 @@ fn a_cut_off_leader_is_stopped_before_the_next_is_elected() {
              bash \"$OUT/lead.sh\" > \"$OUT/a.log\" 2>&1",
         ],
     );
-    let b_mount = h.b.pid().expect("mount B runs");
-    h.cluster.isolate_client(&format!("[{b_mount}]"));
+    h.cut_off_b();
     let elected = waited(|| h.out("b-seen").exists());
     h.cluster.heal();
     assert!(
@@ -244,7 +239,7 @@ fn a_cut_off_leader_is_stopped_before_the_next_is_elected() {
     );
     let seen = h.read_out("b-seen");
     assert!(
-        seen == "Z\n" || seen == "gone\n",
+        noted_dead(&seen),
         "the old leader still ran when A was elected: {seen}"
     );
     assert!(h.read_out("a.log").contains("leader: hostA:5432"));

@@ -15,7 +15,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::hosts::{kill_group, run, wait_until, Hosts, Out, COMMAND_LIMIT, WAIT_LIMIT};
+use common::hosts::{
+    kill_group, note_state_of, noted_dead, run, wait_until, Hosts, Out, COMMAND_LIMIT, WAIT_LIMIT,
+};
 use common::Rng;
 
 /// A script that takes `flock` on `file` through fd 9, runs `then`, creates `$OUT/marker` and
@@ -1225,27 +1227,19 @@ fn on_lock_loss_stops_a_cut_off_holder_before_another_host_gets_the_lock() {
          while :; do sleep 0.05; done",
         "b-held",
     );
-    // What A sees of the holder once A holds the lock: `Z` (dead, not yet reaped) or gone.
-    std::fs::write(
-        h.out("a-got.sh"),
-        format!(
-            "state=$(cut -d' ' -f3 /proc/{holder}/stat 2>/dev/null) || state=gone
-             echo \"$state\" > \"$OUT/a-got\""
-        ),
-    )
-    .unwrap();
+    // What A sees of the holder once A holds the lock.
+    std::fs::write(h.out("a-got.sh"), note_state_of(holder, "a-got")).unwrap();
     let waiter = h.spawn(
         "bash",
         &["-c", "exec flock -w 100 \"$A/lk\" bash \"$OUT/a-got.sh\""],
     );
-    let b_mount = h.b.pid().expect("mount B runs");
-    h.cluster.isolate_client(&format!("[{b_mount}]"));
+    h.cut_off_b();
     let status = h.wait_child(waiter);
     h.cluster.heal();
     assert!(status.success(), "{status}\n{}", h.logs());
     let seen = h.read_out("a-got");
     assert!(
-        seen == "Z\n" || seen == "gone\n",
+        noted_dead(&seen),
         "the holder still ran when A got the lock: {seen}\n{}",
         h.logs()
     );

@@ -211,6 +211,13 @@ impl Hosts {
         }
     }
 
+    /// Cuts host B's mount off from the cluster; on hosts from [`Hosts::start_proxied`] only.
+    /// `Cluster::heal` restores it.
+    pub fn cut_off_b(&self) {
+        let mount = self.b.pid().expect("mount B runs");
+        self.cluster.isolate_client(&format!("[{mount}]"));
+    }
+
     /// kill -9 of a background child's whole process group, and reaps the child.
     pub fn kill9(&mut self, pid: u32) {
         kill_group(pid, libc::SIGKILL);
@@ -288,6 +295,20 @@ pub fn run(mut cmd: Command, limit: Duration) -> Out {
         stderr: err_reader.join().unwrap(),
         elapsed,
     }
+}
+
+/// A shell line that writes to `$OUT/marker` what it sees of process `pid` (a child of the
+/// test, so never reaped meanwhile): its state, `Z` once it died, or `gone`.
+pub fn note_state_of(pid: u32, marker: &str) -> String {
+    format!(
+        "state=$(cut -d' ' -f3 /proc/{pid}/stat 2>/dev/null) || state=gone
+         echo \"$state\" > \"$OUT/{marker}\""
+    )
+}
+
+/// Whether what [`note_state_of`] wrote says the process was dead.
+pub fn noted_dead(noted: &str) -> bool {
+    noted == "Z\n" || noted == "gone\n"
 }
 
 /// Whether `cond` came true within [`WAIT_LIMIT`] (for a caller that explains a timeout).
