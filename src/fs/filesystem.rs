@@ -333,7 +333,12 @@ impl Inner {
             result = result.and(unlocked);
         }
         if result.is_ok() {
-            self.holders.released(fh, file.ino, owner, LockStyle::Posix);
+            self.holders.released(lock_loss::LockKey {
+                fh,
+                ino: file.ino,
+                owner,
+                style: LockStyle::Posix,
+            });
         }
         result
     }

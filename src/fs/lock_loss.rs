@@ -105,6 +105,15 @@ fn has_open(pid: u32, ino: u64, mountpoint: &Path) -> bool {
     })
 }
 
+/// Which lock: the open file it was taken through, its node, its owner and its style.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct LockKey {
+    pub fh: u64,
+    pub ino: u64,
+    pub owner: u64,
+    pub style: LockStyle,
+}
+
 /// A lock granted here.
 struct Held {
     session: u64,
@@ -115,23 +124,13 @@ struct Held {
 /// The locks held through this mount and who holds them.
 #[derive(Default)]
 pub struct Holders {
-    /// (open file, inode, owner, style) -> the lock.
-    held: Mutex<HashMap<(u64, u64, u64, LockStyle), Held>>,
+    held: Mutex<HashMap<LockKey, Held>>,
 }
 
 impl Holders {
-    /// A lock was granted to `requester` through open file `fh`.
-    #[allow(clippy::too_many_arguments)] // the lock's key and what identifies its holders
-    pub fn granted(
-        &self,
-        mountpoint: &Path,
-        session: u64,
-        fh: u64,
-        ino: u64,
-        owner: u64,
-        style: LockStyle,
-        requester: u32,
-    ) {
+    /// Lock `key` was granted to `requester` in `session`.
+    pub fn granted(&self, mountpoint: &Path, session: u64, key: LockKey, requester: u32) {
+        let ino = key.ino;
         let mut procs: Vec<Proc> = Proc::of(requester).into_iter().collect();
         // Ancestors that share the file: a shell whose child took the lock on its descriptor.
         let mut pid = requester;
@@ -149,7 +148,7 @@ impl Holders {
             return;
         }
         self.held.lock().expect("poisoned").insert(
-            (fh, ino, owner, style),
+            key,
             Held {
                 session,
                 ino,
@@ -158,21 +157,26 @@ impl Holders {
         );
     }
 
-    /// The flock lock of (fh, owner) on `ino` was released, or a POSIX owner's whole range on
-    /// `ino` was (then through whichever file).
-    pub fn released(&self, fh: u64, ino: u64, owner: u64, style: LockStyle) {
+    /// The flock lock `key` was released, or its POSIX owner's whole range on its node was
+    /// (then through whichever open file).
+    pub fn released(&self, key: LockKey) {
         let mut held = self.held.lock().expect("poisoned");
-        match style {
+        match key.style {
             LockStyle::Flock => {
-                held.remove(&(fh, ino, owner, style));
+                held.remove(&key);
             }
-            LockStyle::Posix => held.retain(|k, _| (k.1, k.2, k.3) != (ino, owner, style)),
+            LockStyle::Posix => {
+                held.retain(|k, _| (k.ino, k.owner, k.style) != (key.ino, key.owner, key.style))
+            }
         }
     }
 
     /// Open file `fh` was released: the locks taken through it went with it.
     pub fn closed(&self, fh: u64) {
-        self.held.lock().expect("poisoned").retain(|k, _| k.0 != fh);
+        self.held
+            .lock()
+            .expect("poisoned")
+            .retain(|k, _| k.fh != fh);
     }
 
     /// Takes the locks of every session but `keep`: (inode, holders) of each.
@@ -299,16 +303,22 @@ mod tests {
         let h = Holders::default();
         let me = std::process::id();
         let mnt = Path::new("/nonexistent");
-        h.granted(mnt, 1, 10, 5, 10, LockStyle::Flock, me);
-        h.granted(mnt, 1, 11, 5, 77, LockStyle::Posix, me);
-        h.granted(mnt, 1, 12, 6, 77, LockStyle::Posix, me);
-        h.granted(mnt, 2, 13, 7, 13, LockStyle::Flock, me);
-        h.released(10, 5, 10, LockStyle::Flock);
+        let key = |fh, ino, owner, style| LockKey {
+            fh,
+            ino,
+            owner,
+            style,
+        };
+        h.granted(mnt, 1, key(10, 5, 10, LockStyle::Flock), me);
+        h.granted(mnt, 1, key(11, 5, 77, LockStyle::Posix), me);
+        h.granted(mnt, 1, key(12, 6, 77, LockStyle::Posix), me);
+        h.granted(mnt, 2, key(13, 7, 13, LockStyle::Flock), me);
+        h.released(key(10, 5, 10, LockStyle::Flock));
         // A POSIX owner's whole unlock of a file, through any open file.
-        h.released(99, 5, 77, LockStyle::Posix);
-        h.released(99, 6, 77, LockStyle::Posix);
+        h.released(key(99, 5, 77, LockStyle::Posix));
+        h.released(key(99, 6, 77, LockStyle::Posix));
         assert_eq!(h.take_lost(Some(2)), vec![]);
-        h.granted(mnt, 1, 14, 8, 14, LockStyle::Flock, me);
+        h.granted(mnt, 1, key(14, 8, 14, LockStyle::Flock), me);
         h.closed(13);
         let lost = h.take_lost(Some(2));
         assert_eq!(lost.len(), 1);

@@ -29,6 +29,7 @@
 
 use super::backend::{Errno, LockKind, LockReply, LockSpec, LockStyle};
 use super::filesystem::Inner;
+use super::lock_loss::LockKey;
 use super::open_files::OpenFile;
 use super::{lock_style, signal};
 
@@ -97,7 +98,12 @@ pub async fn setlk(inner: &Inner, req: KernelLock, sleep: bool) -> Result<(), Er
             .unlock(handle, owner, style, start, end)
             .await?;
         if style == LockStyle::Flock || (start, end) == (0, u64::MAX) {
-            inner.holders.released(req.fh, req.ino, owner, style);
+            inner.holders.released(LockKey {
+                fh: req.fh,
+                ino: req.ino,
+                owner,
+                style,
+            });
         }
         return Ok(());
     }
@@ -143,15 +149,15 @@ fn note_holder(inner: &Inner, file: &OpenFile, req: &KernelLock, owner: u64, sty
     let Some(session) = file.opened_in().or_else(|| inner.backend.live_session()) else {
         return;
     };
-    inner.holders.granted(
-        &policy.mountpoint,
-        session,
-        req.fh,
-        req.ino,
+    let key = LockKey {
+        fh: req.fh,
+        ino: req.ino,
         owner,
         style,
-        req.pid,
-    );
+    };
+    inner
+        .holders
+        .granted(&policy.mountpoint, session, key, req.pid);
 }
 
 /// Waits for a queued request until it is granted, its caller gets a signal or goes away, or
