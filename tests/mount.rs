@@ -1220,6 +1220,62 @@ fn on_lock_loss_stops_a_cut_off_holder_before_another_host_gets_the_lock() {
         "allow_other",
         "allow_other,ttl=3,on_lock_loss=signal,lock_loss_grace=1",
     );
+    let holder = cut_off_holder_while_a_waits(&mut h);
+    assert!(h.out("b-term").exists(), "no TERM first");
+    let status = h.wait_child(holder);
+    assert_eq!(
+        std::os::unix::process::ExitStatusExt::signal(&status),
+        Some(libc::SIGKILL)
+    );
+    let log = h.b.log_text();
+    assert!(
+        log.contains("on_lock_loss: the session is in jeopardy"),
+        "{log}"
+    );
+    assert!(log.contains("SIGKILL"), "{log}");
+}
+
+/// `user.lockfs.on_loss=kill` on the lock file: the same cut-off holder is killed at once by a
+/// mount without `on_lock_loss`, because the file demands it. The setting's refusals and its
+/// removal, through the mount.
+#[test]
+fn a_lock_file_with_on_loss_kill_has_a_cut_off_holder_killed_by_any_mount() {
+    let mut h = Hosts::start_proxied(4000, "allow_other", "allow_other,ttl=3");
+    h.ok("touch \"$A/lk\"");
+    let set =
+        |h: &Hosts, v: &str| h.sh(&format!("setfattr -n user.lockfs.on_loss -v {v} \"$A/lk\""));
+    let get = "getfattr --only-values -n user.lockfs.on_loss \"$A/lk\"";
+    // Unset: absent.
+    assert!(!h.sh(get).status.success());
+    assert!(!set(&h, "TERM").status.success());
+    assert!(set(&h, "term").status.success());
+    assert!(h.ok("\"$LOCKFS\" locks").contains("(on loss: term)"));
+    h.ok("setfattr -x user.lockfs.on_loss \"$A/lk\"");
+    assert!(!h.sh(get).status.success());
+    assert!(set(&h, "kill").status.success());
+    assert_eq!(h.ok(get), "kill");
+    let holder = cut_off_holder_while_a_waits(&mut h);
+    // KILL at once: the TERM trap never ran.
+    assert!(!h.out("b-term").exists(), "TERM was sent");
+    let status = h.wait_child(holder);
+    assert_eq!(
+        std::os::unix::process::ExitStatusExt::signal(&status),
+        Some(libc::SIGKILL)
+    );
+    let log = h.b.log_text();
+    assert!(
+        log.contains(&format!(
+            "on_lock_loss: the session is in jeopardy: signal {}",
+            libc::SIGKILL
+        )),
+        "{log}"
+    );
+}
+
+/// Host B's shell holds `lk` on its descriptor (taken by its flock(1) child) and ignores TERM
+/// (noting it); B is cut off; A waits for the lock. Checks that the shell was dead when A got
+/// the lock, and returns it for the caller to reap.
+fn cut_off_holder_while_a_waits(h: &mut Hosts) -> u32 {
     let holder = h.spawn_ready(
         "exec 9>>\"$B/lk\"; flock 9
          trap 'date +%s%N > \"$OUT/b-term\"' TERM
@@ -1243,18 +1299,7 @@ fn on_lock_loss_stops_a_cut_off_holder_before_another_host_gets_the_lock() {
         "the holder still ran when A got the lock: {seen}\n{}",
         h.logs()
     );
-    assert!(h.out("b-term").exists(), "no TERM first");
-    let status = h.wait_child(holder);
-    assert_eq!(
-        std::os::unix::process::ExitStatusExt::signal(&status),
-        Some(libc::SIGKILL)
-    );
-    let log = h.b.log_text();
-    assert!(
-        log.contains("on_lock_loss: the session is in jeopardy"),
-        "{log}"
-    );
-    assert!(log.contains("SIGKILL"), "{log}");
+    holder
 }
 
 /// A flock that waits a long time, across a leader's kill -9 in the middle, still gets the lock

@@ -102,7 +102,7 @@ async fn run_in_session(
         .await
         .map_err(CliError::client(a.lock.as_str()))?
     {
-        LockOutcome::Granted { generation } => generation,
+        LockOutcome::Granted(grant) => grant.generation,
         LockOutcome::WouldBlock { conflict } => {
             let by = conflict
                 .map(|h| format!(" (held by pid {} on {})", h.pid, h.host))
@@ -260,6 +260,7 @@ pub async fn list(opts: &ClientOpts, as_json: bool) -> Result<(), CliError> {
                     "waiters": l.waiters.iter().map(holder_json).collect::<Vec<_>>(),
                     "delay_until_ns": l.delay_until_ns,
                     "max_holders": l.max_holders.max(1),
+                    "on_loss": on_loss_name(l.on_loss),
                 })
             })
             .collect();
@@ -267,11 +268,14 @@ pub async fn list(opts: &ClientOpts, as_json: bool) -> Result<(), CliError> {
         return Ok(());
     }
     for l in &locks {
-        let semaphore = if l.max_holders > 1 {
+        let mut semaphore = if l.max_holders > 1 {
             format!(" (a semaphore: at most {} exclusive)", l.max_holders)
         } else {
             String::new()
         };
+        if let Some(name) = on_loss_name(l.on_loss) {
+            semaphore.push_str(&format!(" (on loss: {name})"));
+        }
         println!(
             "{}  generation {}  {} holder(s){semaphore}, {} waiter(s)",
             l.path,
@@ -301,4 +305,13 @@ pub async fn list(opts: &ClientOpts, as_json: bool) -> Result<(), CliError> {
         }
     }
     Ok(())
+}
+
+/// A file's `on_loss` setting as `user.lockfs.on_loss` shows it.
+fn on_loss_name(v: proto::OnLoss) -> Option<&'static str> {
+    match v {
+        proto::OnLoss::NONE => None,
+        proto::OnLoss::TERM => Some("term"),
+        proto::OnLoss::KILL => Some("kill"),
+    }
 }

@@ -70,9 +70,6 @@ fn seconds(name: &str, v: &str) -> Result<Duration, CliError> {
 }
 
 pub fn parse_options(s: Option<&str>) -> Result<Options, CliError> {
-    let mut lock_loss_signal = None;
-    let mut lock_loss_after = Duration::ZERO;
-    let mut lock_loss_grace = Duration::from_secs(2);
     let mut o = Options {
         config: MountConfig::default(),
         ttl: Duration::from_secs(10),
@@ -99,10 +96,15 @@ pub fn parse_options(s: Option<&str>) -> Result<Options, CliError> {
             Some(("tls_dir", v)) if !v.is_empty() => o.tls_dir = Some(PathBuf::from(v)),
             Some(("metrics", v)) if !v.is_empty() => o.metrics = Some(v.to_string()),
             Some(("on_lock_loss", v)) => {
-                lock_loss_signal = Some(crate::fs::parse_lock_loss(v).map_err(CliError::Usage)?)
+                let signal = crate::fs::parse_lock_loss(v).map_err(CliError::Usage)?;
+                o.config.lock_loss.signal = Some(signal);
             }
-            Some(("lock_loss_after", v)) => lock_loss_after = seconds("lock_loss_after", v)?,
-            Some(("lock_loss_grace", v)) => lock_loss_grace = seconds("lock_loss_grace", v)?,
+            Some(("lock_loss_after", v)) => {
+                o.config.lock_loss.after = seconds("lock_loss_after", v)?
+            }
+            Some(("lock_loss_grace", v)) => {
+                o.config.lock_loss.grace = seconds("lock_loss_grace", v)?
+            }
             Some(("cache", "on")) => o.cache = true,
             Some(("inotify", "on")) => o.inotify = true,
             Some(("inotify", "off")) => o.inotify = false,
@@ -123,12 +125,6 @@ pub fn parse_options(s: Option<&str>) -> Result<Options, CliError> {
             },
         }
     }
-    o.config.on_lock_loss = lock_loss_signal.map(|signal| crate::fs::LockLossPolicy {
-        signal,
-        after: lock_loss_after,
-        grace: lock_loss_grace,
-        mountpoint: PathBuf::new(),
-    });
     Ok(o)
 }
 

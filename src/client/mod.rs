@@ -644,6 +644,15 @@ pub mod ops {
         Op::set_max_holders(m)
     }
 
+    /// What a mount does to the holders of a lock on `p` when it loses the lock (NONE removes
+    /// the setting).
+    pub fn set_on_loss(p: &str, on_loss: proto::OnLoss) -> Op {
+        let mut m = proto::SetOnLoss::new();
+        m.set_target(path(p));
+        m.on_loss = on_loss;
+        Op::set_on_loss(m)
+    }
+
     /// One page of the locks: nodes above instance `after`, as many as the server sends.
     pub fn list_locks(after: u64) -> Op {
         let mut m = proto::ListLocks::new();

@@ -95,10 +95,20 @@ pub struct LockRequest {
     pub pid: u32,
 }
 
+/// A lock granted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Grant {
+    /// The file's lock generation after the grant (the fencing token).
+    pub generation: u64,
+    /// The file's `on_loss` setting: what the holder's mount does to the processes holding
+    /// the lock if it loses it.
+    pub on_loss: proto::OnLoss,
+}
+
 #[derive(Debug, Clone)]
 pub enum LockOutcome {
-    /// Held; `generation` is the file's lock generation after the grant (the fencing token).
-    Granted { generation: u64 },
+    /// Held.
+    Granted(Grant),
     /// Not available now (try-lock); the first conflicting holder when there is one.
     WouldBlock { conflict: Option<proto::LockHolder> },
     /// The wait was given up (timeout or cancellation) and withdrawn from the queue.
@@ -114,7 +124,7 @@ pub enum Requested {
 }
 
 enum WaitResult {
-    Granted { generation: u64 },
+    Granted(Grant),
     Failed(ClientError),
 }
 
@@ -347,7 +357,7 @@ impl Session {
             }
         };
         tokio::select! {
-            r = self.wait_granted(wait_id) => r.map(|generation| LockOutcome::Granted { generation }),
+            r = self.wait_granted(wait_id) => r.map(LockOutcome::Granted),
             _ = timeout => self.cancel_wait(wait_id).await.map(|_| LockOutcome::GaveUp),
             _ = cancel => self.cancel_wait(wait_id).await.map(|_| LockOutcome::GaveUp),
         }
@@ -373,9 +383,10 @@ impl Session {
             _ => return Err(ClientError::Protocol("unexpected answer to lock".into())),
         };
         if reply.granted {
-            return Ok(Requested::Done(LockOutcome::Granted {
+            return Ok(Requested::Done(LockOutcome::Granted(Grant {
                 generation: reply.generation,
-            }));
+                on_loss: reply.on_loss,
+            })));
         }
         if reply.would_block || reply.wait == 0 {
             return Ok(Requested::Done(LockOutcome::WouldBlock {
@@ -390,8 +401,8 @@ impl Session {
         Ok(Requested::Queued(reply.wait))
     }
 
-    /// Waits for a queued lock to be granted; returns its generation.
-    pub async fn wait_granted(&self, wait: u64) -> Result<u64, ClientError> {
+    /// Waits for a queued lock to be granted.
+    pub async fn wait_granted(&self, wait: u64) -> Result<Grant, ClientError> {
         let (tx, rx) = oneshot::channel();
         let early = self.early.lock().expect("poisoned").remove(&wait);
         match early {
@@ -415,7 +426,7 @@ impl Session {
             return Err(expired());
         }
         match rx.await {
-            Ok(WaitResult::Granted { generation }) => Ok(generation),
+            Ok(WaitResult::Granted(grant)) => Ok(grant),
             Ok(WaitResult::Failed(e)) => Err(e),
             Err(_) => Err(expired()),
         }
@@ -513,9 +524,10 @@ impl Session {
                     log::debug!("wait {wait}: granted while the connection was down");
                     self.finish_wait(
                         *wait,
-                        WaitResult::Granted {
+                        WaitResult::Granted(Grant {
                             generation: info.lock_generation,
-                        },
+                            on_loss: info.on_loss,
+                        }),
                     );
                 }
             }
@@ -544,9 +556,10 @@ async fn dispatch_events(
         match e.kind {
             K::GRANTED => s.finish_wait(
                 e.wait,
-                WaitResult::Granted {
+                WaitResult::Granted(Grant {
                     generation: e.generation,
-                },
+                    on_loss: e.on_loss,
+                }),
             ),
             K::WAIT_FAILED => {
                 let err = e.get_error();

@@ -138,15 +138,45 @@ pub struct Holder {
     pub since_ns: u64,
 }
 
+/// What the mount does to the processes holding a lock on a node when it loses the lock, by
+/// the node's own setting (`user.lockfs.on_loss`, see `lock_loss.rs`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnLoss {
+    /// SIGTERM, then SIGKILL after the mount's grace period.
+    Term,
+    /// SIGKILL at once.
+    Kill,
+}
+
+/// A lock granted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Grant {
+    /// The node's lock generation after the grant (the fencing token).
+    pub generation: u64,
+    /// The node's `on_loss` setting at the grant.
+    pub on_loss: Option<OnLoss>,
+}
+
+/// A node's lock settings, as its `user.lockfs.*` attributes show them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LockSettings {
+    /// How many exclusive flock holders it admits at once (a semaphore; 1 unless set).
+    pub max_holders: u32,
+    pub on_loss: Option<OnLoss>,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LockReply {
-    /// `generation` is the node's lock generation after the grant (the fencing token).
-    Granted { generation: u64 },
+    Granted(Grant),
     /// `conflict` is the first conflicting holder, `None` when only queued waiters or a
     /// lock-delay stand in the way.
-    WouldBlock { conflict: Option<Holder> },
+    WouldBlock {
+        conflict: Option<Holder>,
+    },
     /// The request waits in the cluster's FIFO queue: await [`Backend::wait_granted`].
-    Queued { wait: u64 },
+    Queued {
+        wait: u64,
+    },
 }
 
 /// What a rename does with its destination (renameat2's flags).
@@ -299,9 +329,9 @@ pub trait Backend: Send + Sync + 'static {
     /// the mount unlocks them as the kernel tells it (see `owners.rs`).
     fn close(&self, handle: u64) -> BoxFut<'_, ()>;
     fn lock(&self, spec: LockSpec, wait: bool) -> BoxFut<'_, LockReply>;
-    /// Completes when the queued wait is granted (the generation after the grant), or fails
-    /// when it never can be (node deleted, handle closed, session expired).
-    fn wait_granted(&self, wait: u64) -> BoxFut<'_, u64>;
+    /// Completes when the queued wait is granted, or fails when it never can be (node deleted,
+    /// handle closed, session expired).
+    fn wait_granted(&self, wait: u64) -> BoxFut<'_, Grant>;
     /// Withdraws a queued wait. `true` when the grant won the race: the backend released
     /// what the wait obtained, so nothing stays granted to a process that saw EINTR.
     fn cancel_wait(&self, wait: u64) -> BoxFut<'_, bool>;
@@ -320,8 +350,11 @@ pub trait Backend: Send + Sync + 'static {
     fn set_ephemeral(&self, ino: u64, ephemeral: bool) -> BoxFut<'_, FileAttr>;
     /// Every granted lock on the node.
     fn holders(&self, ino: u64) -> BoxFut<'_, Vec<Holder>>;
-    /// How many exclusive flock holders the node admits at once (a semaphore; 1 unless set).
-    fn max_holders(&self, ino: u64) -> BoxFut<'_, u32>;
-    /// Sets it (1 to 1000); EBUSY below the exclusive flock holders it has now.
+    fn lock_settings(&self, ino: u64) -> BoxFut<'_, LockSettings>;
+    /// How many exclusive flock holders the node admits at once (1 to 1000); EBUSY below the
+    /// exclusive flock holders it has now.
     fn set_max_holders(&self, ino: u64, max_holders: u32) -> BoxFut<'_, ()>;
+    /// What the holders' mounts do when they lose a lock on the node (`None`: their own
+    /// `on_lock_loss` option decides).
+    fn set_on_loss(&self, ino: u64, on_loss: Option<OnLoss>) -> BoxFut<'_, ()>;
 }

@@ -26,8 +26,8 @@ use super::pins::Pins;
 use crate::client::watches::{WatchItem, Watcher};
 
 use super::backend::{
-    Backend, BoxFut, DirEntry, Errno, FileAttr, Holder, LockKind, LockReply, LockSpec, LockStyle,
-    NodeKind, RenameHow,
+    Backend, BoxFut, DirEntry, Errno, FileAttr, Grant, Holder, LockKind, LockReply, LockSettings,
+    LockSpec, LockStyle, NodeKind, OnLoss, RenameHow,
 };
 use crate::client::session::{LockOutcome, LockRequest, Requested, Session, SessionState};
 use crate::client::{Client, ClientError};
@@ -982,9 +982,7 @@ impl Backend for ClusterBackend {
                 pid: spec.pid,
             };
             match s.request_lock(&req, wait).await.map_err(errno)? {
-                Requested::Done(LockOutcome::Granted { generation }) => {
-                    Ok(LockReply::Granted { generation })
-                }
+                Requested::Done(LockOutcome::Granted(g)) => Ok(LockReply::Granted(grant(g))),
                 Requested::Done(LockOutcome::WouldBlock { conflict }) => {
                     Ok(LockReply::WouldBlock {
                         conflict: conflict.as_ref().map(holder),
@@ -1001,10 +999,10 @@ impl Backend for ClusterBackend {
         })
     }
 
-    fn wait_granted(&self, wait: u64) -> BoxFut<'_, u64> {
+    fn wait_granted(&self, wait: u64) -> BoxFut<'_, Grant> {
         Box::pin(async move {
             let s = self.wait_session(wait)?;
-            let result = s.wait_granted(wait).await.map_err(errno);
+            let result = s.wait_granted(wait).await.map(grant).map_err(errno);
             self.waits.lock().expect("poisoned").remove(&wait);
             result
         })
@@ -1083,8 +1081,14 @@ impl Backend for ClusterBackend {
         })
     }
 
-    fn max_holders(&self, ino: u64) -> BoxFut<'_, u32> {
-        Box::pin(async move { Ok(self.lock_info(ino).await?.map_or(1, |i| i.max_holders)) })
+    fn lock_settings(&self, ino: u64) -> BoxFut<'_, LockSettings> {
+        Box::pin(async move {
+            let info = self.lock_info(ino).await?;
+            Ok(LockSettings {
+                max_holders: info.as_ref().map_or(1, |i| i.max_holders.max(1)),
+                on_loss: info.and_then(|i| on_loss(i.on_loss)),
+            })
+        })
     }
 
     fn set_max_holders(&self, ino: u64, max_holders: u32) -> BoxFut<'_, ()> {
@@ -1094,5 +1098,33 @@ impl Backend for ClusterBackend {
             m.max_holders = max_holders;
             self.call(Op::set_max_holders(m)).await.map(drop)
         })
+    }
+
+    fn set_on_loss(&self, ino: u64, on_loss: Option<OnLoss>) -> BoxFut<'_, ()> {
+        Box::pin(async move {
+            let mut m = proto::SetOnLoss::new();
+            m.set_target(target_ino(ino));
+            m.on_loss = match on_loss {
+                None => proto::OnLoss::NONE,
+                Some(OnLoss::Term) => proto::OnLoss::TERM,
+                Some(OnLoss::Kill) => proto::OnLoss::KILL,
+            };
+            self.call(Op::set_on_loss(m)).await.map(drop)
+        })
+    }
+}
+
+fn on_loss(v: proto::OnLoss) -> Option<OnLoss> {
+    match v {
+        proto::OnLoss::NONE => None,
+        proto::OnLoss::TERM => Some(OnLoss::Term),
+        proto::OnLoss::KILL => Some(OnLoss::Kill),
+    }
+}
+
+fn grant(g: crate::client::session::Grant) -> Grant {
+    Grant {
+        generation: g.generation,
+        on_loss: on_loss(g.on_loss),
     }
 }

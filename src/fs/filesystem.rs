@@ -41,7 +41,7 @@ use fuser::{
 };
 
 use super::attr::{self, TTL};
-use super::backend::{Backend, Errno, FileAttr, LockStyle, NodeKind, RenameHow};
+use super::backend::{Backend, Errno, FileAttr, LockStyle, NodeKind, OnLoss, RenameHow};
 use super::echo::{self, Echoes, Replay};
 use super::errors::to_kernel;
 use super::kernel;
@@ -194,20 +194,20 @@ impl LockFs {
         self
     }
 
-    /// With a policy, the processes holding locks here are signalled when the session is lost
-    /// (`lock_loss.rs`): a task watches the session for as long as the mount lives.
-    pub fn with_lock_loss(self, policy: Option<LockLossPolicy>) -> Self {
-        if let Some(policy) = policy {
+    /// The processes holding locks here are signalled when the session is lost, as the
+    /// policy and each file's `on_loss` say (`lock_loss.rs`): a task watches the session for as
+    /// long as the mount lives.
+    pub fn with_lock_loss(self, policy: LockLossPolicy) -> Self {
+        if let Some(signal) = policy.signal {
             log::info!(
-                "on_lock_loss: signal {} after {:?} in jeopardy, SIGKILL {:?} later",
-                policy.signal,
+                "on_lock_loss: signal {signal} after {:?} in jeopardy, SIGKILL {:?} later",
                 policy.after,
                 policy.grace
             );
-            let _ = self.inner.lock_loss.set(policy);
-            self.runtime
-                .spawn(watch_for_lock_loss(Arc::downgrade(&self.inner)));
         }
+        let _ = self.inner.lock_loss.set(policy);
+        self.runtime
+            .spawn(watch_for_lock_loss(Arc::downgrade(&self.inner)));
         self
     }
 
@@ -632,12 +632,15 @@ impl Inner {
             return Ok(xattr::holders_value(&self.backend.holders(ino).await?));
         }
         if name == xattr::Name::MaxHolders {
-            return Ok(self
-                .backend
-                .max_holders(ino)
-                .await?
-                .to_string()
-                .into_bytes());
+            let settings = self.backend.lock_settings(ino).await?;
+            return Ok(settings.max_holders.to_string().into_bytes());
+        }
+        if name == xattr::Name::OnLoss {
+            let settings = self.backend.lock_settings(ino).await?;
+            return settings
+                .on_loss
+                .map(xattr::on_loss_value)
+                .ok_or(Errno::ENODATA);
         }
         Ok(xattr::value(name, &self.backend.getattr_fresh(ino).await?))
     }
@@ -1163,23 +1166,25 @@ impl fuser::Filesystem for LockFs {
     ) {
         let timing = self.inner.metrics.timing("setxattr");
         let name = xattr::Name::parse(name);
+        enum Set {
+            Ephemeral(bool),
+            MaxHolders(u32),
+            OnLoss(OnLoss),
+        }
         let set = match name {
-            Some(xattr::Name::Ephemeral) => xattr::parse_flag(value).map(u32::from),
-            Some(xattr::Name::MaxHolders) => xattr::parse_count(value),
+            Some(xattr::Name::Ephemeral) => xattr::parse_flag(value).map(Set::Ephemeral),
+            Some(xattr::Name::MaxHolders) => xattr::parse_count(value).map(Set::MaxHolders),
+            Some(xattr::Name::OnLoss) => xattr::parse_on_loss(value).map(Set::OnLoss),
             Some(_) => Err(Errno::EPERM),
             None => Err(Errno::ENOTSUP),
         };
         self.spawn(timing, req, |inner| async move {
-            let result = match (name, set) {
-                (_, Err(e)) => Err(e),
-                (Some(xattr::Name::MaxHolders), Ok(n)) => {
-                    inner.backend.set_max_holders(ino.0, n).await
-                }
-                (_, Ok(flag)) => inner
-                    .backend
-                    .set_ephemeral(ino.0, flag == 1)
-                    .await
-                    .map(drop),
+            let b = &inner.backend;
+            let result = match set {
+                Err(e) => Err(e),
+                Ok(Set::Ephemeral(flag)) => b.set_ephemeral(ino.0, flag).await.map(drop),
+                Ok(Set::MaxHolders(n)) => b.set_max_holders(ino.0, n).await,
+                Ok(Set::OnLoss(v)) => b.set_on_loss(ino.0, Some(v)).await,
             };
             reply_empty(reply, result);
         });
@@ -1221,6 +1226,7 @@ impl fuser::Filesystem for LockFs {
                     inner.backend.set_ephemeral(ino.0, false).await.map(drop)
                 }
                 Some(xattr::Name::MaxHolders) => inner.backend.set_max_holders(ino.0, 1).await,
+                Some(xattr::Name::OnLoss) => inner.backend.set_on_loss(ino.0, None).await,
                 Some(_) => Err(Errno::EPERM),
                 None => Err(Errno::ENODATA),
             };

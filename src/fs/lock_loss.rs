@@ -1,8 +1,12 @@
-//! Lock-loss enforcement, the mount option `on_lock_loss=signal[:SIG]`: a process that holds a
-//! lock through this mount does not outlive the lock. When the session that holds this host's
-//! locks is lost, or may be about to be (its lease ran out: jeopardy, for longer than
-//! `lock_loss_after`), every process holding a lock through the mount gets SIG (TERM by
-//! default), and KILL if it still runs `lock_loss_grace` later. Each is logged.
+//! Lock-loss enforcement: a process that holds a lock through this mount does not outlive the
+//! lock. When the session that holds this host's locks is lost, or may be about to be (its
+//! lease ran out: jeopardy, for longer than `lock_loss_after`), every process holding a lock
+//! through the mount gets a signal, and KILL if it still runs `lock_loss_grace` later. Each is
+//! logged. Which signal, lock by lock:
+//! - the file's own `user.lockfs.on_loss` (`term` or `kill`), which every grant carries, so a
+//!   leader's lock file can demand it of every host;
+//! - otherwise the mount option `on_lock_loss=signal[:SIG]` (TERM by default);
+//! - otherwise none: the lock is not even noted.
 //!
 //! Why at jeopardy: the mount's lease runs out no later than the cluster's view of the session,
 //! so from then on the cluster may expire the session and, once the lock-delay is over, grant
@@ -25,19 +29,43 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::Duration;
 
-use super::backend::LockStyle;
+use super::backend::{LockStyle, OnLoss};
 
-/// What `on_lock_loss` asks for.
+/// The mount's lock-loss options.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Policy {
-    /// Sent first.
-    pub signal: i32,
+    /// `on_lock_loss`: sent first to the holders of locks whose files set no `on_loss`; with
+    /// `None` only those files' holders are signalled.
+    pub signal: Option<i32>,
     /// How long the session may be in jeopardy before its holders are signalled.
     pub after: Duration,
     /// From the signal to SIGKILL.
     pub grace: Duration,
     /// Where the mount is: a holder's descriptors point below it.
     pub mountpoint: PathBuf,
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Policy {
+            signal: None,
+            after: Duration::ZERO,
+            grace: Duration::from_secs(2),
+            mountpoint: PathBuf::new(),
+        }
+    }
+}
+
+impl Policy {
+    /// The signal for the holders of a lock granted with the file's `on_loss` setting, if
+    /// any is due.
+    pub fn signal_for(&self, on_loss: Option<OnLoss>) -> Option<i32> {
+        match on_loss {
+            Some(OnLoss::Term) => Some(libc::SIGTERM),
+            Some(OnLoss::Kill) => Some(libc::SIGKILL),
+            None => self.signal,
+        }
+    }
 }
 
 /// The signal of `signal` or `signal:NAME` (TERM, KILL, INT, HUP, QUIT, USR1, USR2).
@@ -119,6 +147,15 @@ struct Held {
     session: u64,
     ino: u64,
     procs: Vec<Proc>,
+    signal: i32,
+}
+
+/// A lock lost: its node, who held it and the signal they get.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lost {
+    pub ino: u64,
+    pub procs: Vec<Proc>,
+    pub signal: i32,
 }
 
 /// The locks held through this mount and who holds them.
@@ -128,8 +165,16 @@ pub struct Holders {
 }
 
 impl Holders {
-    /// Lock `key` was granted to `requester` in `session`.
-    pub fn granted(&self, mountpoint: &Path, session: u64, key: LockKey, requester: u32) {
+    /// Lock `key` was granted to `requester` in `session`; its holders get `signal` if it is
+    /// lost.
+    pub fn granted(
+        &self,
+        mountpoint: &Path,
+        session: u64,
+        key: LockKey,
+        requester: u32,
+        signal: i32,
+    ) {
         let ino = key.ino;
         let mut procs: Vec<Proc> = Proc::of(requester).into_iter().collect();
         // Ancestors that share the file: a shell whose child took the lock on its descriptor.
@@ -153,6 +198,7 @@ impl Holders {
                 session,
                 ino,
                 procs,
+                signal,
             },
         );
     }
@@ -179,8 +225,8 @@ impl Holders {
             .retain(|k, _| k.fh != fh);
     }
 
-    /// Takes the locks of every session but `keep`: (inode, holders) of each.
-    pub fn take_lost(&self, keep: Option<u64>) -> Vec<(u64, Vec<Proc>)> {
+    /// Takes the locks of every session but `keep`.
+    pub fn take_lost(&self, keep: Option<u64>) -> Vec<Lost> {
         let mut held = self.held.lock().expect("poisoned");
         let lost: Vec<_> = held
             .iter()
@@ -189,7 +235,11 @@ impl Holders {
             .collect();
         lost.into_iter()
             .filter_map(|k| held.remove(&k))
-            .map(|h| (h.ino, h.procs))
+            .map(|h| Lost {
+                ino: h.ino,
+                procs: h.procs,
+                signal: h.signal,
+            })
             .collect()
     }
 
@@ -198,14 +248,21 @@ impl Holders {
     }
 }
 
-/// The processes to signal for locks on `inodes` held by `procs`: those still running, and
-/// their descendants that have one of those files open below `mountpoint`.
-fn victims(lost: &[(u64, Vec<Proc>)], mountpoint: &Path) -> BTreeMap<Proc, u64> {
-    let mut out = BTreeMap::new();
-    let roots: Vec<(u64, Proc)> = lost
+/// The processes to signal for the `lost` locks: their holders still running, and their
+/// descendants that have the lock's file open below `mountpoint`; each with the node of a lock
+/// it holds and its signal, KILL where its locks ask for different ones.
+fn victims(lost: &[Lost], mountpoint: &Path) -> BTreeMap<Proc, (u64, i32)> {
+    let mut out: BTreeMap<Proc, (u64, i32)> = BTreeMap::new();
+    let mut note = |p: Proc, ino: u64, signal: i32| {
+        let e = out.entry(p).or_insert((ino, signal));
+        if e.1 != signal {
+            *e = (ino, libc::SIGKILL);
+        }
+    };
+    let roots: Vec<(u64, i32, Proc)> = lost
         .iter()
-        .flat_map(|(ino, procs)| procs.iter().map(move |p| (*ino, *p)))
-        .filter(|(_, p)| p.alive())
+        .flat_map(|l| l.procs.iter().map(move |p| (l.ino, l.signal, *p)))
+        .filter(|(_, _, p)| p.alive())
         .collect();
     if roots.is_empty() {
         return out;
@@ -222,8 +279,8 @@ fn victims(lost: &[(u64, Vec<Proc>)], mountpoint: &Path) -> BTreeMap<Proc, u64> 
             }
         }
     }
-    for (ino, root) in roots {
-        out.insert(root, ino);
+    for (ino, signal, root) in roots {
+        note(root, ino, signal);
         let mut todo = vec![root.pid];
         let mut seen = BTreeSet::new();
         while let Some(pid) = todo.pop() {
@@ -233,7 +290,7 @@ fn victims(lost: &[(u64, Vec<Proc>)], mountpoint: &Path) -> BTreeMap<Proc, u64> 
             for &child in children.get(&pid).into_iter().flatten() {
                 if has_open(child, ino, mountpoint) {
                     if let Some(p) = Proc::of(child) {
-                        out.insert(p, ino);
+                        note(p, ino, signal);
                     }
                 }
                 todo.push(child);
@@ -243,27 +300,31 @@ fn victims(lost: &[(u64, Vec<Proc>)], mountpoint: &Path) -> BTreeMap<Proc, u64> 
     out
 }
 
-/// Signals the holders of the `lost` locks as `policy` says, then kills those still running
-/// after its grace. `why` is for the log.
-pub async fn enforce(lost: Vec<(u64, Vec<Proc>)>, policy: &Policy, why: &str) {
+/// Signals the holders of the `lost` locks, then kills those still running after the
+/// policy's grace. `why` is for the log.
+pub async fn enforce(lost: Vec<Lost>, policy: &Policy, why: &str) {
     let victims = victims(&lost, &policy.mountpoint);
     if victims.is_empty() {
         return;
     }
-    for (p, ino) in &victims {
+    for (p, (ino, signal)) in &victims {
         log::warn!(
-            "on_lock_loss: {why}: signal {} to pid {} (it holds a lock on inode {ino})",
-            policy.signal,
+            "on_lock_loss: {why}: signal {signal} to pid {} (it holds a lock on inode {ino})",
             p.pid
         );
         // SAFETY: kill(2); the pid is the process identified by its start time just now.
-        unsafe { libc::kill(p.pid as i32, policy.signal) };
+        unsafe { libc::kill(p.pid as i32, *signal) };
     }
-    if policy.signal == libc::SIGKILL {
+    let survivors: Vec<&Proc> = victims
+        .iter()
+        .filter(|(_, (_, signal))| *signal != libc::SIGKILL)
+        .map(|(p, _)| p)
+        .collect();
+    if survivors.is_empty() {
         return;
     }
     tokio::time::sleep(policy.grace).await;
-    for p in victims.keys().filter(|p| p.alive()) {
+    for p in survivors.into_iter().filter(|p| p.alive()) {
         log::warn!(
             "on_lock_loss: pid {} still runs {:?} after the signal: SIGKILL",
             p.pid,
@@ -309,20 +370,49 @@ mod tests {
             owner,
             style,
         };
-        h.granted(mnt, 1, key(10, 5, 10, LockStyle::Flock), me);
-        h.granted(mnt, 1, key(11, 5, 77, LockStyle::Posix), me);
-        h.granted(mnt, 1, key(12, 6, 77, LockStyle::Posix), me);
-        h.granted(mnt, 2, key(13, 7, 13, LockStyle::Flock), me);
+        let term = libc::SIGTERM;
+        h.granted(mnt, 1, key(10, 5, 10, LockStyle::Flock), me, term);
+        h.granted(mnt, 1, key(11, 5, 77, LockStyle::Posix), me, term);
+        h.granted(mnt, 1, key(12, 6, 77, LockStyle::Posix), me, term);
+        h.granted(mnt, 2, key(13, 7, 13, LockStyle::Flock), me, term);
         h.released(key(10, 5, 10, LockStyle::Flock));
         // A POSIX owner's whole unlock of a file, through any open file.
         h.released(key(99, 5, 77, LockStyle::Posix));
         h.released(key(99, 6, 77, LockStyle::Posix));
         assert_eq!(h.take_lost(Some(2)), vec![]);
-        h.granted(mnt, 1, key(14, 8, 14, LockStyle::Flock), me);
+        h.granted(mnt, 1, key(14, 8, 14, LockStyle::Flock), me, libc::SIGKILL);
         h.closed(13);
         let lost = h.take_lost(Some(2));
         assert_eq!(lost.len(), 1);
-        assert_eq!(lost[0].0, 8);
+        assert_eq!((lost[0].ino, lost[0].signal), (8, libc::SIGKILL));
         assert!(h.is_empty());
+    }
+
+    #[test]
+    fn a_files_setting_decides_before_the_mount_option() {
+        let off = Policy::default();
+        assert_eq!(off.signal_for(None), None);
+        assert_eq!(off.signal_for(Some(OnLoss::Term)), Some(libc::SIGTERM));
+        let usr1 = Policy {
+            signal: Some(libc::SIGUSR1),
+            ..Policy::default()
+        };
+        assert_eq!(usr1.signal_for(None), Some(libc::SIGUSR1));
+        assert_eq!(usr1.signal_for(Some(OnLoss::Kill)), Some(libc::SIGKILL));
+    }
+
+    #[test]
+    fn a_process_holding_locks_that_ask_for_different_signals_gets_kill() {
+        let me = Proc::of(std::process::id()).expect("this process");
+        let lost = |ino, signal| Lost {
+            ino,
+            procs: vec![me],
+            signal,
+        };
+        let mnt = Path::new("/nonexistent");
+        let one = victims(&[lost(5, libc::SIGTERM)], mnt);
+        assert_eq!(one.get(&me), Some(&(5, libc::SIGTERM)));
+        let two = victims(&[lost(5, libc::SIGTERM), lost(6, libc::SIGUSR1)], mnt);
+        assert_eq!(two.get(&me).map(|v| v.1), Some(libc::SIGKILL));
     }
 }

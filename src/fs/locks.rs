@@ -27,7 +27,7 @@
 //! the cluster releases it, so a lock is never left granted to a process that saw EINTR. The
 //! mount going away ends every wait the same way.
 
-use super::backend::{Errno, LockKind, LockReply, LockSpec, LockStyle};
+use super::backend::{Errno, Grant, LockKind, LockReply, LockSpec, LockStyle};
 use super::filesystem::Inner;
 use super::lock_loss::LockKey;
 use super::open_files::OpenFile;
@@ -119,18 +119,17 @@ pub async fn setlk(inner: &Inner, req: KernelLock, sleep: bool) -> Result<(), Er
     if style == LockStyle::Posix {
         inner.owners.note(req.ino, req.owner, req.fh);
     }
-    let granted = || note_holder(inner, &file, &req, owner, style);
+    let granted = |grant| note_holder(inner, &file, &req, (owner, style), grant);
     match inner.backend.lock(spec, sleep).await? {
-        LockReply::Granted { .. } => {
-            granted();
+        LockReply::Granted(grant) => {
+            granted(grant);
             Ok(())
         }
         LockReply::WouldBlock { .. } => Err(Errno::EAGAIN),
         LockReply::Queued { wait } if sleep => {
             log::debug!("wait {wait} of thread {} queued (handle {handle})", req.tid);
             let _waiting = inner.metrics.waiting();
-            wait_for_grant(inner, wait, req.tid).await?;
-            granted();
+            granted(wait_for_grant(inner, wait, req.tid).await?);
             Ok(())
         }
         LockReply::Queued { wait } => {
@@ -140,10 +139,20 @@ pub async fn setlk(inner: &Inner, req: KernelLock, sleep: bool) -> Result<(), Er
     }
 }
 
-/// With `on_lock_loss`, notes who holds the lock just granted (`lock_loss.rs`); the requester
-/// still waits for the answer, so it is there to be seen.
-fn note_holder(inner: &Inner, file: &OpenFile, req: &KernelLock, owner: u64, style: LockStyle) {
+/// Notes who holds the lock just granted, when the file's `on_loss` or the mount's
+/// `on_lock_loss` asks for it to be signalled on loss (`lock_loss.rs`); the requester still
+/// waits for the answer, so it is there to be seen.
+fn note_holder(
+    inner: &Inner,
+    file: &OpenFile,
+    req: &KernelLock,
+    (owner, style): (u64, LockStyle),
+    grant: Grant,
+) {
     let Some(policy) = inner.lock_loss.get() else {
+        return;
+    };
+    let Some(signal) = policy.signal_for(grant.on_loss) else {
         return;
     };
     let Some(session) = file.opened_in().or_else(|| inner.backend.live_session()) else {
@@ -157,12 +166,12 @@ fn note_holder(inner: &Inner, file: &OpenFile, req: &KernelLock, owner: u64, sty
     };
     inner
         .holders
-        .granted(&policy.mountpoint, session, key, req.pid);
+        .granted(&policy.mountpoint, session, key, req.pid, signal);
 }
 
 /// Waits for a queued request until it is granted, its caller gets a signal or goes away, or
 /// the mount ends.
-async fn wait_for_grant(inner: &Inner, wait: u64, tid: u32) -> Result<(), Errno> {
+async fn wait_for_grant(inner: &Inner, wait: u64, tid: u32) -> Result<Grant, Errno> {
     let mut shutdown = inner.shutdown.subscribe();
     let granted = inner.backend.wait_granted(wait);
     tokio::pin!(granted);
@@ -176,7 +185,7 @@ async fn wait_for_grant(inner: &Inner, wait: u64, tid: u32) -> Result<(), Errno>
             biased;
             result = &mut granted => {
                 log::debug!("wait {wait} of thread {tid} ended: {result:?}");
-                return result.map(|_generation| ());
+                return result;
             }
             _ = shutdown.changed() => continue,
             _ = tick.tick() => match signal::caller(tid) {

@@ -38,9 +38,9 @@ pub struct MountConfig {
     /// What `user.lockfs.cluster` on the mount's root says: how tools on this host reach the
     /// cluster (see `xattr.rs`).
     pub cluster: String,
-    /// `on_lock_loss`: signal the processes holding locks here when the session is lost
+    /// How the processes holding locks here are signalled when the session is lost
     /// (`lock_loss.rs`); the mountpoint in it is filled in at mount time.
-    pub on_lock_loss: Option<super::LockLossPolicy>,
+    pub lock_loss: super::LockLossPolicy,
 }
 
 impl Default for MountConfig {
@@ -52,7 +52,7 @@ impl Default for MountConfig {
             root_squash: false,
             subtype: Some("lockfs".into()),
             cluster: String::new(),
-            on_lock_loss: None,
+            lock_loss: super::LockLossPolicy::default(),
         }
     }
 }
@@ -115,12 +115,10 @@ pub fn mount_counting(
 ) -> io::Result<MountHandle> {
     let backend_kernel = backend.clone();
     let backend_kernel = backend_kernel.kernel();
-    let lock_loss = options.on_lock_loss.clone().map(|mut p| {
-        p.mountpoint = mountpoint
-            .canonicalize()
-            .unwrap_or_else(|_| mountpoint.to_path_buf());
-        p
-    });
+    let mut lock_loss = options.lock_loss.clone();
+    lock_loss.mountpoint = mountpoint
+        .canonicalize()
+        .unwrap_or_else(|_| mountpoint.to_path_buf());
     let fs = LockFs::new(backend.clone(), runtime, options.root_squash, metrics)
         .with_cluster(&options.cluster)
         .with_lock_loss(lock_loss);

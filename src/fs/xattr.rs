@@ -8,17 +8,19 @@
 //! | `user.lockfs.holders` | one line per granted lock: `host pid mode style since_ns` |
 //! | `user.lockfs.ephemeral` | `1` or `0`; settable on directories |
 //! | `user.lockfs.max_holders` | decimal, 1 to 1000: how many exclusive flock holders the file admits at once (a semaphore); settable by its owner, removing it sets 1 |
+//! | `user.lockfs.on_loss` | `term` or `kill`, set by the file's owner: what a mount does to the processes holding a lock on the file when it loses the lock, whatever its own `on_lock_loss` says (see `lock_loss.rs`); absent (ENODATA) unless set, and not listed |
 //! | `user.lockfs.instance` | decimal; the inode number, never reused |
 //! | `user.lockfs.content_generation` | decimal; bumped by each write |
 //! | `user.lockfs.cluster` | on the mount's root only: `servers=A,B` and `tls_dir=DIR` or `insecure=1`, one per line: how tools on this host (`lockfs wait PATH`) reach the cluster behind the mount |
 //!
-//! Other names do not exist (ENODATA) and cannot be set (ENOTSUP, which `cp -a` and `rsync -X`
+//! `user.lockfs.cluster` and `user.lockfs.on_loss` are not listed by listxattr(2), which names
+//! what every node has. Other names do not exist (ENODATA) and cannot be set (ENOTSUP, which `cp -a` and `rsync -X`
 //! take as "this filesystem has no xattrs" rather than as a failure); the read-only lockfs
 //! names refuse with EPERM.
 
 use std::ffi::OsStr;
 
-use super::backend::{Errno, FileAttr, Holder, LockKind, LockStyle};
+use super::backend::{Errno, FileAttr, Holder, LockKind, LockStyle, OnLoss};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Name {
@@ -29,9 +31,10 @@ pub enum Name {
     ContentGeneration,
     Cluster,
     MaxHolders,
+    OnLoss,
 }
 
-const ALL: [(Name, &str); 7] = [
+const ALL: [(Name, &str); 8] = [
     (Name::LockGeneration, "user.lockfs.lock_generation"),
     (Name::Holders, "user.lockfs.holders"),
     (Name::Ephemeral, "user.lockfs.ephemeral"),
@@ -39,6 +42,7 @@ const ALL: [(Name, &str); 7] = [
     (Name::ContentGeneration, "user.lockfs.content_generation"),
     (Name::Cluster, "user.lockfs.cluster"),
     (Name::MaxHolders, "user.lockfs.max_holders"),
+    (Name::OnLoss, "user.lockfs.on_loss"),
 ];
 
 impl Name {
@@ -56,7 +60,9 @@ pub fn value(name: Name, attr: &FileAttr) -> Vec<u8> {
         Name::Ephemeral => u8::from(attr.ephemeral).to_string(),
         Name::Instance => attr.ino.to_string(),
         Name::ContentGeneration => attr.content_generation.to_string(),
-        Name::Holders | Name::MaxHolders => unreachable!("asked of the lock listing"),
+        Name::Holders | Name::MaxHolders | Name::OnLoss => {
+            unreachable!("asked of the lock listing")
+        }
         Name::Cluster => unreachable!("the mount answers the cluster attribute itself"),
     };
     text.into_bytes()
@@ -84,7 +90,10 @@ pub fn holders_value(holders: &[Holder]) -> Vec<u8> {
 /// The NUL-terminated names every node has, as listxattr(2) returns them.
 pub fn list() -> Vec<u8> {
     let mut out = Vec::new();
-    for (_, name) in ALL.iter().filter(|(n, _)| *n != Name::Cluster) {
+    for (_, name) in ALL
+        .iter()
+        .filter(|(n, _)| !matches!(n, Name::Cluster | Name::OnLoss))
+    {
         out.extend_from_slice(name.as_bytes());
         out.push(0);
     }
@@ -106,6 +115,22 @@ pub fn parse_count(value: &[u8]) -> Result<u32, Errno> {
         .ok()
         .and_then(|s| s.parse().ok())
         .ok_or(Errno::EINVAL)
+}
+
+/// `term` or `kill` (a trailing newline is forgiven).
+pub fn parse_on_loss(value: &[u8]) -> Result<OnLoss, Errno> {
+    match value.strip_suffix(b"\n").unwrap_or(value) {
+        b"term" => Ok(OnLoss::Term),
+        b"kill" => Ok(OnLoss::Kill),
+        _ => Err(Errno::EINVAL),
+    }
+}
+
+pub fn on_loss_value(v: OnLoss) -> Vec<u8> {
+    match v {
+        OnLoss::Term => b"term".to_vec(),
+        OnLoss::Kill => b"kill".to_vec(),
+    }
 }
 
 /// Answers the two-step protocol of getxattr/listxattr: size 0 asks for the length; a buffer
@@ -156,5 +181,8 @@ mod tests {
         assert_eq!(parse_flag(b"1"), Ok(true));
         assert_eq!(parse_flag(b"0\n"), Ok(false));
         assert_eq!(parse_flag(b"yes"), Err(Errno::EINVAL));
+        assert_eq!(parse_on_loss(b"term\n"), Ok(OnLoss::Term));
+        assert_eq!(on_loss_value(parse_on_loss(b"kill").unwrap()), b"kill");
+        assert_eq!(parse_on_loss(b"TERM"), Err(Errno::EINVAL));
     }
 }

@@ -121,7 +121,8 @@ pub fn targets(command: &Command) -> Vec<(&Target, bool)> {
         | Command::Truncate { target, .. }
         | Command::SetAttr { target, .. }
         | Command::SetEphemeral { target, .. }
-        | Command::SetMaxHolders { target, .. } => vec![(target, false)],
+        | Command::SetMaxHolders { target, .. }
+        | Command::SetOnLoss { target, .. } => vec![(target, false)],
         Command::Rename { from, to }
         | Command::RenameNoReplace { from, to }
         | Command::Exchange { a: from, b: to } => vec![(from, false), (to, false)],

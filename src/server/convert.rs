@@ -4,7 +4,7 @@
 use crate::proto::{self, Request_oneof_op as Op, Response_oneof_result as Res};
 use crate::state::{
     Attr, Command, CreateSpec, DirEntry, Event, Kind, LockHolder, LockInfo, LockKind, LockResult,
-    LockStyle, LockWaiter, NodeChange, NodeEvent, Outcome, Query, RequestId, SessionInfo,
+    LockStyle, LockWaiter, NodeChange, NodeEvent, OnLoss, Outcome, Query, RequestId, SessionInfo,
     StateError, Target, UserIds, MAX_GROUPS,
 };
 
@@ -201,6 +201,10 @@ pub fn action(req: &proto::Request) -> Result<Action, ServerError> {
         Op::set_max_holders(m) => write(Command::SetMaxHolders {
             target: target(m.target.as_ref())?,
             max_holders: m.max_holders,
+        }),
+        Op::set_on_loss(m) => write(Command::SetOnLoss {
+            target: target(m.target.as_ref())?,
+            on_loss: from_on_loss(m.on_loss),
         }),
         Op::stat(m) => Action::Read(Query::Stat(target(m.target.as_ref())?)),
         Op::read(m) => Action::Read(Query::Read {
@@ -449,7 +453,24 @@ fn lock_info(l: &LockInfo) -> proto::LockInfo {
     p.waiters = l.waiters.iter().map(waiter).collect();
     p.delay_until_ns = l.delay_until_ns;
     p.max_holders = l.max_holders;
+    p.on_loss = on_loss(l.on_loss);
     p
+}
+
+fn on_loss(v: Option<OnLoss>) -> proto::OnLoss {
+    match v {
+        None => proto::OnLoss::NONE,
+        Some(OnLoss::Term) => proto::OnLoss::TERM,
+        Some(OnLoss::Kill) => proto::OnLoss::KILL,
+    }
+}
+
+fn from_on_loss(v: proto::OnLoss) -> Option<OnLoss> {
+    match v {
+        proto::OnLoss::NONE => None,
+        proto::OnLoss::TERM => Some(OnLoss::Term),
+        proto::OnLoss::KILL => Some(OnLoss::Kill),
+    }
 }
 
 fn session_info(s: &SessionInfo) -> proto::SessionInfo {
@@ -476,12 +497,14 @@ pub fn event(e: &Event) -> proto::Event {
             wait,
             instance,
             generation,
+            on_loss: setting,
         } => {
             p.kind = K::GRANTED;
             p.session = *session;
             p.wait = *wait;
             p.instance = *instance;
             p.generation = *generation;
+            p.on_loss = on_loss(*setting);
         }
         Event::WaitFailed {
             session,
@@ -581,6 +604,14 @@ pub fn outcome(o: Outcome) -> Res {
                 LockResult::Granted { generation } => {
                     p.granted = true;
                     p.generation = generation;
+                }
+                LockResult::GrantedOnLoss {
+                    generation,
+                    on_loss: setting,
+                } => {
+                    p.granted = true;
+                    p.generation = generation;
+                    p.on_loss = on_loss(Some(setting));
                 }
                 LockResult::WouldBlock { conflict } => {
                     p.would_block = true;

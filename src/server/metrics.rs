@@ -61,6 +61,7 @@ pub fn request_kind(req: &crate::proto::Request) -> &'static str {
             Op::set_attr(_) => "set_attr",
             Op::set_ephemeral(_) => "set_ephemeral",
             Op::set_max_holders(_) => "set_max_holders",
+            Op::set_on_loss(_) => "set_on_loss",
             Op::link(_) => "link",
             Op::symlink(_) => "symlink",
             Op::stat(_) => "stat",

@@ -1586,7 +1586,7 @@ impl Node {
             (Command::ExpireSession { .. }, Ok(_)) => {
                 expiries.insert(index);
             }
-            (Command::Lock { .. }, Ok(Outcome::Lock(LockResult::Granted { .. }))) => {
+            (Command::Lock { .. }, Ok(Outcome::Lock(r))) if r.granted().is_some() => {
                 m.lock_wait_seconds.observe(0.0);
             }
             (Command::Lock { session, .. }, Ok(Outcome::Lock(LockResult::Queued { wait }))) => {

@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 use super::perm::UserIds;
 use super::quota::Quotas;
 
+use super::on_loss::OnLoss;
 use super::StateError;
 
 /// Names a node. Creation commands read a target as (parent directory, last name).
@@ -221,6 +222,12 @@ pub enum Command {
         target: Target,
         max_holders: u32,
     },
+    /// What a mount does to the holders of a lock on the node when it loses the lock (`None`
+    /// removes the setting); see `on_loss.rs`. Only the node's owner may set it.
+    SetOnLoss {
+        target: Target,
+        on_loss: Option<OnLoss>,
+    },
 }
 
 /// How a rename treats what is at its destination.
@@ -328,6 +335,8 @@ pub struct LockInfo {
     pub delay_until_ns: u64,
     /// How many exclusive flock holders the node admits at once (`semaphore.rs`).
     pub max_holders: u32,
+    /// What a mount does to the holders when it loses the lock (`on_loss.rs`).
+    pub on_loss: Option<OnLoss>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -339,6 +348,23 @@ pub enum LockResult {
     WouldBlock { conflict: Option<LockHolder> },
     /// The request waits; an [`Event::Granted`] or [`Event::WaitFailed`] with this id follows.
     Queued { wait: u64 },
+    /// Granted on a node with an `on_loss` setting (`on_loss.rs`), which the holder's mount
+    /// enforces.
+    GrantedOnLoss { generation: u64, on_loss: OnLoss },
+}
+
+impl LockResult {
+    /// The generation and `on_loss` setting of a grant.
+    pub fn granted(&self) -> Option<(u64, Option<OnLoss>)> {
+        match *self {
+            LockResult::Granted { generation } => Some((generation, None)),
+            LockResult::GrantedOnLoss {
+                generation,
+                on_loss,
+            } => Some((generation, Some(on_loss))),
+            _ => None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -376,6 +402,8 @@ pub enum Event {
         wait: u64,
         instance: u64,
         generation: u64,
+        /// The node's `on_loss` setting (`on_loss.rs`).
+        on_loss: Option<OnLoss>,
     },
     /// A queued wait can never be granted (its node was deleted, its handle closed).
     WaitFailed {

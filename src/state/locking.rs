@@ -133,7 +133,7 @@ impl StateMachine {
             return Ok(LockPlan {
                 ino,
                 table: None,
-                result: LockResult::Granted { generation },
+                result: self.granted(ino, generation),
                 bump: false,
                 lock,
             });
@@ -154,9 +154,7 @@ impl StateMachine {
         let result = match blocked {
             None => {
                 bump = table.grant(lock.clone());
-                LockResult::Granted {
-                    generation: generation + u64::from(bump),
-                }
+                self.granted(ino, generation + u64::from(bump))
             }
             Some(_) if wait => {
                 let id = self.meta.next_wait;
@@ -346,24 +344,17 @@ impl StateMachine {
         let mut used = 0;
         let range = (Bound::Excluded(after), Bound::Unbounded);
         let empty = LockTable::default();
-        // Nodes with holders or waiters, and semaphores (listed even while free), merged in
-        // instance order as the page goes: a page reads only as far as it lists.
-        let mut held = self
+        // Nodes with holders or waiters, and nodes with lock settings (listed even while
+        // free), merged in instance order as the page goes: a page reads only as far as it
+        // lists.
+        let held = self
             .locks
             .range(range)
             .filter(|(_, t)| !t.holders.is_empty() || !t.waiters.is_empty())
-            .map(|(&ino, _)| ino)
-            .peekable();
-        let mut semaphores = self.semaphores.range(range).map(|(&ino, _)| ino).peekable();
-        let listed = std::iter::from_fn(|| match (held.peek(), semaphores.peek()) {
-            (Some(&a), Some(&b)) if a == b => {
-                semaphores.next();
-                held.next()
-            }
-            (Some(&a), Some(&b)) if b < a => semaphores.next(),
-            (Some(_), _) => held.next(),
-            (None, _) => semaphores.next(),
-        });
+            .map(|(&ino, _)| ino);
+        let semaphores = self.semaphores.range(range).map(|(&ino, _)| ino);
+        let on_loss = self.on_loss.range(range).map(|(&ino, _)| ino);
+        let listed = merged(merged(held, semaphores), on_loss);
         let mut rest = listed
             .map(|ino| (ino, self.locks.get(&ino).unwrap_or(&empty)))
             .peekable();
@@ -391,6 +382,7 @@ impl StateMachine {
                     .collect(),
                 delay_until_ns: t.delay_until_ns,
                 max_holders: self.slots(ino),
+                on_loss: self.on_loss_of(ino),
             });
         }
         let next = match (rest.next(), infos.last()) {
@@ -470,6 +462,7 @@ impl StateMachine {
                 wait: grant.wait,
                 instance: ino,
                 generation: grant.generation,
+                on_loss: self.on_loss_of(ino),
             });
         }
         self.store_table(ino, table);
@@ -546,6 +539,7 @@ impl StateMachine {
     /// Node `ino` is being deleted: its locks go and its waiters fail with NotFound.
     pub(super) fn drop_locks(&mut self, ino: u64) {
         self.drop_semaphore(ino);
+        self.drop_on_loss(ino);
         let Some(table) = self.locks.get(&ino) else {
             return;
         };
@@ -569,4 +563,18 @@ impl StateMachine {
             self.settle(ino, table, now);
         }
     }
+}
+
+/// The union of two ascending sequences, ascending and without repeats.
+fn merged(a: impl Iterator<Item = u64>, b: impl Iterator<Item = u64>) -> impl Iterator<Item = u64> {
+    let (mut a, mut b) = (a.peekable(), b.peekable());
+    std::iter::from_fn(move || match (a.peek(), b.peek()) {
+        (Some(&x), Some(&y)) if x == y => {
+            b.next();
+            a.next()
+        }
+        (Some(&x), Some(&y)) if y < x => b.next(),
+        (Some(_), _) => a.next(),
+        (None, _) => b.next(),
+    })
 }

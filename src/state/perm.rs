@@ -208,7 +208,9 @@ impl StateMachine {
                 }
                 Ok(())
             }
-            Command::SetEphemeral { target, .. } | Command::SetMaxHolders { target, .. } => {
+            Command::SetEphemeral { target, .. }
+            | Command::SetMaxHolders { target, .. }
+            | Command::SetOnLoss { target, .. } => {
                 self.search(caller, target)?;
                 if caller.owns(self.node(self.lookup(target)?)?) {
                     Ok(())

@@ -8,12 +8,13 @@ use super::links::MAX_LINKS;
 use super::lock::{conflict_among, Held, LockTable};
 use super::locking::MAX_GRANTED_MEMORY;
 use super::node::{Node, PERMISSION_BITS};
+use super::on_loss::OnLoss;
 use super::orphan::Orphan;
 use super::path::validate_name;
 use super::quota::Usage;
 use super::record::{
-    self, Meta, HANDLE_PREFIX, LOCK_PREFIX, META_KEY, NAMES_PREFIX, NODE_PREFIX, ORPHAN_PREFIX,
-    RESPONSE_PREFIX, SEMAPHORE_PREFIX, SESSION_PREFIX,
+    self, Meta, HANDLE_PREFIX, LOCK_PREFIX, META_KEY, NAMES_PREFIX, NODE_PREFIX, ON_LOSS_PREFIX,
+    ORPHAN_PREFIX, RESPONSE_PREFIX, SEMAPHORE_PREFIX, SESSION_PREFIX,
 };
 use super::semaphore::{Semaphore, MAX_HOLDERS};
 use super::session::{Handle, Session};
@@ -71,6 +72,10 @@ impl StateMachine {
             let value = self.semaphores.get(&ino).map(record::encode);
             changes.push((record::key(SEMAPHORE_PREFIX, &[ino]), value));
         }
+        for ino in std::mem::take(&mut self.dirty_on_loss) {
+            let value = self.on_loss.get(&ino).map(record::encode);
+            changes.push((record::key(ON_LOSS_PREFIX, &[ino]), value));
+        }
         changes.sort_by(|a, b| a.0.cmp(&b.0));
         changes
     }
@@ -116,6 +121,9 @@ impl StateMachine {
                 record::encode(semaphore),
             );
         }
+        for (&ino, on_loss) in &self.on_loss {
+            f(record::key(ON_LOSS_PREFIX, &[ino]), record::encode(on_loss));
+        }
     }
 
     /// Rebuilds the state from stored records, in any order. No records of the state at all
@@ -132,6 +140,7 @@ impl StateMachine {
         let mut orphans: BTreeMap<u64, Orphan> = BTreeMap::new();
         let mut extra_names: BTreeMap<u64, Vec<(u64, String)>> = BTreeMap::new();
         let mut semaphores: BTreeMap<u64, Semaphore> = BTreeMap::new();
+        let mut on_loss: BTreeMap<u64, OnLoss> = BTreeMap::new();
         let mut meta = None;
         fn once<K: Ord + std::fmt::Debug, V>(
             map: &mut BTreeMap<K, V>,
@@ -183,6 +192,10 @@ impl StateMachine {
                 let [ino] = ids?;
                 let semaphore = record::decode("semaphore record", &value)?;
                 once(&mut semaphores, ino, semaphore)?;
+            } else if let Some(ids) = record::parse_key::<1>(ON_LOSS_PREFIX, &key) {
+                let [ino] = ids?;
+                let setting = record::decode("on_loss record", &value)?;
+                once(&mut on_loss, ino, setting)?;
             }
         }
         let meta = match meta {
@@ -193,7 +206,8 @@ impl StateMachine {
                 && locks.is_empty()
                 && orphans.is_empty()
                 && extra_names.is_empty()
-                && semaphores.is_empty() =>
+                && semaphores.is_empty()
+                && on_loss.is_empty() =>
             {
                 return Ok(Self::new())
             }
@@ -261,6 +275,7 @@ impl StateMachine {
             orphan_times,
             extra_names,
             semaphores,
+            on_loss,
             nodes,
             meta,
             sessions,
@@ -281,6 +296,7 @@ impl StateMachine {
             dirty_orphans: BTreeSet::new(),
             dirty_extra_names: BTreeSet::new(),
             dirty_semaphores: BTreeSet::new(),
+            dirty_on_loss: BTreeSet::new(),
             dirty_responses: BTreeSet::new(),
             meta_dirty: false,
         };
@@ -511,13 +527,16 @@ impl StateMachine {
     /// are sorted, an owner's ranges are disjoint, no holder conflicts with an earlier one
     /// (so a semaphore's holders fit its slots); wait ids are below the counter and unique; no
     /// waiter could be granted (every scan ran to its end). Semaphores are of live nodes and
-    /// admit 2 to `MAX_HOLDERS` holders.
+    /// admit 2 to `MAX_HOLDERS` holders; `on_loss` settings are of live nodes.
     fn validate_locks(&self) -> Result<(), StateError> {
         let corrupt = |what: String| Err(StateError::Corrupt(what));
         for (&ino, s) in &self.semaphores {
             if !self.nodes.contains_key(&ino) || !(2..=MAX_HOLDERS).contains(&s.max_holders) {
                 return corrupt(format!("node {ino}: bad semaphore {s:?}"));
             }
+        }
+        if let Some(ino) = self.on_loss.keys().find(|i| !self.nodes.contains_key(i)) {
+            return corrupt(format!("on_loss setting of missing node {ino}"));
         }
         let sane = |l: &Held| {
             self.sessions.contains_key(&l.session)

@@ -14,6 +14,8 @@
 //! - `k/<instance>`: the names of a file beyond the first in its node record (`links.rs`).
 //! - `c/<instance>`: a node that admits more than one exclusive flock holder
 //!   (`semaphore.rs`).
+//! - `p/<instance>`: what a mount does to the holders of a lock on the node when it loses it
+//!   (`on_loss.rs`).
 //!
 //! Other prefixes are left to future record kinds and ignored when loading.
 
@@ -30,6 +32,7 @@ pub(super) const LOCK_PREFIX: &[u8] = b"l/";
 pub(super) const ORPHAN_PREFIX: &[u8] = b"o/";
 pub(super) const NAMES_PREFIX: &[u8] = b"k/";
 pub(super) const SEMAPHORE_PREFIX: &[u8] = b"c/";
+pub(super) const ON_LOSS_PREFIX: &[u8] = b"p/";
 pub(super) const META_KEY: &[u8] = b"m/meta";
 
 /// Counters that outlive any one node.

@@ -13,6 +13,7 @@ use super::command::RenameHow;
 use super::lock::LockTable;
 use super::locking::LockRequest;
 use super::node::{Node, GROUP_EXEC, PERMISSION_BITS, SET_GID, SET_UID};
+use super::on_loss::OnLoss;
 use super::orphan::Orphan;
 use super::path::{normalize, split_path, validate_name};
 use super::quota::Usage;
@@ -59,6 +60,8 @@ pub struct StateMachine {
     pub(super) extra_names: BTreeMap<u64, Vec<(u64, String)>>,
     /// Nodes that admit more than one exclusive flock holder (`semaphore.rs`), by instance.
     pub(super) semaphores: BTreeMap<u64, Semaphore>,
+    /// Nodes whose locks demand a signal to their holders on loss (`on_loss.rs`), by instance.
+    pub(super) on_loss: BTreeMap<u64, OnLoss>,
     /// Events since the last `take_events`. Not stored.
     pub(super) events: Vec<Event>,
     /// Node changes since the last `take_node_events`. Not stored.
@@ -78,6 +81,7 @@ pub struct StateMachine {
     pub(super) dirty_orphans: BTreeSet<u64>,
     pub(super) dirty_extra_names: BTreeSet<u64>,
     pub(super) dirty_semaphores: BTreeSet<u64>,
+    pub(super) dirty_on_loss: BTreeSet<u64>,
     /// (session, request sequence number) of cached results.
     pub(super) dirty_responses: BTreeSet<(u64, u64)>,
     pub(super) meta_dirty: bool,
@@ -133,6 +137,7 @@ impl StateMachine {
             orphan_times: BTreeSet::new(),
             extra_names: BTreeMap::new(),
             semaphores: BTreeMap::new(),
+            on_loss: BTreeMap::new(),
             events: Vec::new(),
             node_events: Vec::new(),
             applying: 0,
@@ -145,6 +150,7 @@ impl StateMachine {
             dirty_orphans: BTreeSet::new(),
             dirty_extra_names: BTreeSet::new(),
             dirty_semaphores: BTreeSet::new(),
+            dirty_on_loss: BTreeSet::new(),
             dirty_responses: BTreeSet::new(),
             meta_dirty: true,
         }
@@ -262,6 +268,7 @@ impl StateMachine {
                 target,
                 max_holders,
             } => self.set_max_holders(target, *max_holders, now),
+            Command::SetOnLoss { target, on_loss } => self.set_on_loss(target, *on_loss),
         }?;
         self.end_delays(now);
         self.end_orphans(now);

@@ -10,8 +10,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use tokio::sync::oneshot;
 
 use crate::fs::backend::{
-    Backend, BoxFut, DirEntry, Errno, FileAttr, Holder, LockKind, LockReply, LockSpec, LockStyle,
-    NodeKind, RenameHow,
+    Backend, BoxFut, DirEntry, Errno, FileAttr, Grant, Holder, LockKind, LockReply, LockSettings,
+    LockSpec, LockStyle, NodeKind, OnLoss, RenameHow,
 };
 use crate::fs::pins::Pins;
 use crate::state::{
@@ -22,15 +22,15 @@ use crate::state::{
 /// The file size limit of the test cluster (DESIGN.md's default).
 pub const MAX_FILE_SIZE: u64 = 256 * 1024;
 
-type Grant = Result<u64, Errno>;
+type Granted = Result<Grant, Errno>;
 
 struct Inner {
     sm: StateMachine,
     index: u64,
     session: u64,
     /// Queued waits of our session: where their grant goes, and who awaits it.
-    senders: HashMap<u64, oneshot::Sender<Grant>>,
-    receivers: HashMap<u64, oneshot::Receiver<Grant>>,
+    senders: HashMap<u64, oneshot::Sender<Granted>>,
+    receivers: HashMap<u64, oneshot::Receiver<Granted>>,
     /// Files open without a handle, and their keepers, as a caching mount keeps them.
     pins: Pins<u64>,
 }
@@ -137,8 +137,17 @@ impl Inner {
         for event in self.sm.take_events() {
             let (wait, grant) = match event {
                 Event::Granted {
-                    wait, generation, ..
-                } => (wait, Ok(generation)),
+                    wait,
+                    generation,
+                    on_loss,
+                    ..
+                } => (
+                    wait,
+                    Ok(Grant {
+                        generation,
+                        on_loss: on_loss.map(from_state_on_loss),
+                    }),
+                ),
                 Event::WaitFailed { wait, error, .. } => (wait, Err(errno(error))),
                 Event::SessionEnded { .. } => continue,
             };
@@ -509,8 +518,14 @@ impl Backend for MemBackend {
                 pid: spec.pid,
             })?;
             Ok(match outcome {
-                Outcome::Lock(LockResult::Granted { generation }) => {
-                    LockReply::Granted { generation }
+                Outcome::Lock(
+                    r @ (LockResult::Granted { .. } | LockResult::GrantedOnLoss { .. }),
+                ) => {
+                    let (generation, on_loss) = r.granted().expect("a grant");
+                    LockReply::Granted(Grant {
+                        generation,
+                        on_loss: on_loss.map(from_state_on_loss),
+                    })
                 }
                 Outcome::Lock(LockResult::WouldBlock { conflict }) => LockReply::WouldBlock {
                     conflict: conflict.map(holder),
@@ -526,7 +541,7 @@ impl Backend for MemBackend {
         }))
     }
 
-    fn wait_granted(&self, wait: u64) -> BoxFut<'_, u64> {
+    fn wait_granted(&self, wait: u64) -> BoxFut<'_, Grant> {
         let rx = self.inner.lock().unwrap().receivers.remove(&wait);
         Box::pin(async move {
             match rx {
@@ -597,15 +612,31 @@ impl Backend for MemBackend {
         }))
     }
 
-    fn max_holders(&self, ino: u64) -> BoxFut<'_, u32> {
-        done(self.with(|i| {
-            match i.query(Query::Locks { after: 0, limit: 0 })? {
-                Outcome::Locks { locks: infos, .. } => Ok(infos
-                    .into_iter()
-                    .find(|info| info.instance == ino)
-                    .map_or(1, |info| info.max_holders)),
+    fn lock_settings(&self, ino: u64) -> BoxFut<'_, LockSettings> {
+        done(
+            self.with(|i| match i.query(Query::Locks { after: 0, limit: 0 })? {
+                Outcome::Locks { locks: infos, .. } => {
+                    let info = infos.into_iter().find(|info| info.instance == ino);
+                    Ok(LockSettings {
+                        max_holders: info.as_ref().map_or(1, |info| info.max_holders),
+                        on_loss: info.and_then(|info| info.on_loss.map(from_state_on_loss)),
+                    })
+                }
                 other => panic!("locks answered {other:?}"),
-            }
+            }),
+        )
+    }
+
+    fn set_on_loss(&self, ino: u64, on_loss: Option<OnLoss>) -> BoxFut<'_, ()> {
+        done(self.with(|i| {
+            i.apply(Command::SetOnLoss {
+                target: Target::Ino(ino),
+                on_loss: on_loss.map(|v| match v {
+                    OnLoss::Term => crate::state::OnLoss::Term,
+                    OnLoss::Kill => crate::state::OnLoss::Kill,
+                }),
+            })
+            .map(drop)
         }))
     }
 
@@ -631,5 +662,12 @@ impl Backend for MemBackend {
                 other => panic!("locks answered {other:?}"),
             }
         }))
+    }
+}
+
+fn from_state_on_loss(v: crate::state::OnLoss) -> OnLoss {
+    match v {
+        crate::state::OnLoss::Term => OnLoss::Term,
+        crate::state::OnLoss::Kill => OnLoss::Kill,
     }
 }

@@ -7,7 +7,7 @@ const PX: LockStyle = LockStyle::Posix;
 const SH: LockKind = LockKind::Shared;
 const EX: LockKind = LockKind::Exclusive;
 const MAX: u64 = u64::MAX;
-use crate::state::MAX_HOLDERS;
+use crate::state::{OnLoss, MAX_HOLDERS};
 
 /// A sample tree with sessions 1 (host "a") and 2 (host "b"), each with a handle on /g:
 /// returns (sm, handle of 1, handle of 2).
@@ -129,7 +129,8 @@ fn directories_can_be_locked() {
             session: b,
             wait,
             instance: d,
-            generation: 2
+            generation: 2,
+            on_loss: None
         }]
     );
     // Removing the directory drops its locks.
@@ -175,7 +176,8 @@ fn waiters_are_granted_in_fifo_order() {
             session: 2,
             wait: w_ex,
             instance: gi,
-            generation: 1
+            generation: 1,
+            on_loss: None
         }]
     );
     assert_eq!(held(&sm, "/g"), [(2, EX, 0, MAX)]);
@@ -187,7 +189,8 @@ fn waiters_are_granted_in_fifo_order() {
             session: 1,
             wait: w_sh,
             instance: gi,
-            generation: 1
+            generation: 1,
+            on_loss: None
         }]
     );
 }
@@ -534,7 +537,8 @@ fn expiry_leaves_a_lock_delay_that_wake_ends() {
             session: 2,
             wait,
             instance: gi,
-            generation: 2
+            generation: 2,
+            on_loss: None
         }]
     );
     assert_eq!(sm.next_wake_ns(), None);
@@ -928,4 +932,64 @@ fn free_semaphores_are_listed_among_the_locks_in_instance_order() {
         .map(|(path, _)| (path.to_string(), 2))
         .collect();
     assert_eq!(seen, expected);
+}
+
+#[test]
+fn a_files_on_loss_setting_rides_on_every_grant_and_goes_with_the_file() {
+    let (mut sm, h1, h2) = two_sessions();
+    let set = |v| Command::SetOnLoss {
+        target: p("/g"),
+        on_loss: v,
+    };
+    // Unset: a plain grant, and nothing listed for a free node.
+    assert_eq!(granted(&mut sm, lock_cmd(1, h1, 1, FL, EX, 0, 0, false)), 1);
+    ok(&mut sm, unlock_cmd(1, h1, 1, FL, 0, 0));
+    assert!(locks_of(&sm, "/g").is_none());
+    ok(&mut sm, set(Some(OnLoss::Kill)));
+    // Listed while free, so that it can be read.
+    assert_eq!(locks_of(&sm, "/g").unwrap().on_loss, Some(OnLoss::Kill));
+    // An immediate grant carries it, and so does a repeat.
+    let grant = lock_cmd(1, h1, 1, FL, EX, 0, 0, false);
+    for _ in 0..2 {
+        assert_eq!(
+            lock_result(&mut sm, grant.clone()).granted(),
+            Some((2, Some(OnLoss::Kill)))
+        );
+    }
+    // A queued wait's grant carries the setting of the moment it is granted.
+    let wait = queued(&mut sm, lock_cmd(2, h2, 2, FL, EX, 0, 0, true));
+    ok(&mut sm, set(Some(OnLoss::Term)));
+    sm.take_events();
+    ok(&mut sm, unlock_cmd(1, h1, 1, FL, 0, 0));
+    assert!(matches!(sm.take_events()[..],
+        [Event::Granted { wait: w, on_loss: Some(OnLoss::Term), .. }] if w == wait));
+    // Stored, and reloaded.
+    let reloaded = StateMachine::from_records(sm.records()).unwrap();
+    assert_eq!(reloaded.on_loss_of(g(&sm)), Some(OnLoss::Term));
+    assert_eq!(reloaded.snapshot(), sm.snapshot());
+    sm.validate().unwrap();
+    // Removed, the grants are plain again.
+    ok(&mut sm, set(None));
+    assert!(sm.records().iter().all(|(k, _)| !k.starts_with(b"p/")));
+    ok(&mut sm, unlock_cmd(2, h2, 2, FL, 0, 0));
+    assert_eq!(granted(&mut sm, lock_cmd(1, h1, 1, FL, EX, 0, 0, false)), 4);
+    // The setting goes with its node.
+    ok(&mut sm, put(p("/s"), b""));
+    ok(
+        &mut sm,
+        Command::SetOnLoss {
+            target: p("/s"),
+            on_loss: Some(OnLoss::Term),
+        },
+    );
+    assert_eq!(
+        sm.records()
+            .iter()
+            .filter(|(k, _)| k.starts_with(b"p/"))
+            .count(),
+        1
+    );
+    ok(&mut sm, Command::Unlink { at: p("/s") });
+    assert!(sm.records().iter().all(|(k, _)| !k.starts_with(b"p/")));
+    sm.validate().unwrap();
 }

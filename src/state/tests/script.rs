@@ -360,6 +360,10 @@ fn show(result: Result<Outcome, StateError>) -> String {
         Ok(Outcome::Lock(LockResult::Granted { generation })) => {
             format!("granted gen={generation}")
         }
+        Ok(Outcome::Lock(LockResult::GrantedOnLoss {
+            generation,
+            on_loss,
+        })) => format!("granted gen={generation} on_loss={on_loss:?}"),
         Ok(Outcome::Lock(LockResult::Queued { wait })) => format!("queued wait={wait}"),
         Ok(Outcome::Lock(LockResult::WouldBlock { conflict: None })) => "would block".into(),
         Ok(Outcome::Lock(LockResult::WouldBlock {
@@ -438,7 +442,13 @@ fn show_event(event: &Event) -> String {
             wait,
             instance,
             generation,
-        } => format!("granted s={session} wait={wait} #{instance} gen={generation}"),
+            on_loss,
+        } => format!(
+            "granted s={session} wait={wait} #{instance} gen={generation}{}",
+            on_loss
+                .map(|v| format!(" on_loss={v:?}"))
+                .unwrap_or_default()
+        ),
         Event::WaitFailed {
             session,
             wait,

@@ -348,7 +348,8 @@ fn closing_a_session_frees_its_locks_without_delay() {
                 session: b,
                 wait,
                 instance: g,
-                generation: 2
+                generation: 2,
+                on_loss: None
             }
         ]
     );
