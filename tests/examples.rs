@@ -195,15 +195,12 @@ echo \"end $1\" >> \"$OUT/log\"
     assert!(!h.ok("\"$LOCKFS\" locks").contains("/semaphores/backup"));
 }
 
-/// leader-election.sh on a mount with `-o on_lock_loss=signal`: the leader's host is cut off
-/// from the cluster; when the other host is elected, the old leader is already dead.
+/// leader-election.sh, on mounts without `on_lock_loss`: the leader file's own
+/// `user.lockfs.on_loss=term` is enough. The leader's host is cut off from the cluster; when the
+/// other host is elected, the old leader is already dead.
 #[test]
 fn a_cut_off_leader_is_stopped_before_the_next_is_elected() {
-    let mut h = Hosts::start_proxied(
-        4000,
-        "allow_other,ttl=3",
-        "allow_other,ttl=3,on_lock_loss=signal,lock_loss_grace=1",
-    );
+    let mut h = Hosts::start_proxied(4000, "allow_other,ttl=3", "allow_other,ttl=3");
     let b = h.spawn(
         "bash",
         &[
@@ -244,6 +241,13 @@ fn a_cut_off_leader_is_stopped_before_the_next_is_elected() {
     );
     assert!(h.read_out("a.log").contains("leader: hostA:5432"));
     assert_eq!(h.ok("cat \"$A/svc/db/leader\""), "hostA:5432\n");
+    assert_eq!(
+        h.ok("getfattr --only-values -n user.lockfs.on_loss \"$A/svc/db/leader\""),
+        "term"
+    );
+    let log = h.b.log_text();
+    let term = format!("the session is in jeopardy: signal {}", libc::SIGTERM);
+    assert!(log.contains(&term), "{log}");
 }
 
 #[test]

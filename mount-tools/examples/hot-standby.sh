@@ -13,8 +13,9 @@
 #
 # STORE stands for a disk or a database that both nodes reach; here it is a directory.
 # Fencing keeps a cut-off active node's late writes out of the store; mounting with
-# `-o on_lock_loss=signal` also stops that node (TERM, then KILL) once its session's lease runs
-# out, before the standby can take over.
+# `-o on_lock_loss=signal`, or `setfattr -n user.lockfs.on_loss -v term` on the lock file, also
+# stops that node (TERM, then KILL) once its session's lease runs out, before the standby can
+# take over.
 set -euo pipefail
 
 role=${1:?usage: hot-standby.sh node|write ...}

@@ -13,9 +13,10 @@
 #       (without polling: `lockfs watch` reports each change as it commits).
 #
 # MOUNT is a lockfs mount (for `lockfs dev`: /mnt/lockfs); `lockfs` is on PATH (or in $LOCKFS).
-# Mounted with `-o on_lock_loss=signal`, a leader whose host is cut off from the cluster is
-# stopped (TERM, then KILL) as soon as its session's lease runs out: it is gone before the
-# lock-delay lets another host take over, so two leaders never run at once.
+# The leader file demands (`user.lockfs.on_loss=term`) that a leader whose host is cut off from
+# the cluster be stopped (TERM, then KILL) as soon as its session's lease runs out, by whichever
+# mount it runs on: it is gone before the lock-delay lets another host take over, so two
+# leaders never run at once. (A mount's `-o on_lock_loss=signal` does the same for every lock.)
 set -euo pipefail
 
 role=${1:?usage: leader-election.sh candidate|follow MOUNT ...}
@@ -29,6 +30,10 @@ candidate)
     address=${3:?usage: leader-election.sh candidate MOUNT ADDRESS [CMD...]}
     shift 3
     exec 9>>"$file"       # open (create if missing); fd 9 carries the lock from here on
+    # Only the file's owner may set it; another user's candidate relies on the owner's.
+    setfattr -n user.lockfs.on_loss -v term "$file" 2>/dev/null ||
+        [ "$(getfattr --only-values -n user.lockfs.on_loss "$file" 2>/dev/null)" = term ] ||
+        echo "warning: $file: cannot set user.lockfs.on_loss" >&2
     flock 9               # blocks until no other process on any host holds it
     echo "$address" > "$file"    # replaces the contents atomically: readers see all or nothing
     echo "leader: $address (generation $(getfattr --only-values -n user.lockfs.lock_generation "$file"))"
