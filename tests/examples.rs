@@ -246,7 +246,7 @@ fn a_cut_off_leader_is_stopped_before_the_next_is_elected() {
         "term"
     );
     let log = h.b.log_text();
-    let term = format!("the session is in jeopardy: signal {}", libc::SIGTERM);
+    let term = format!("the session's lease ran out: signal {}", libc::SIGTERM);
     assert!(log.contains(&term), "{log}");
 }
 

@@ -1220,7 +1220,7 @@ fn on_lock_loss_stops_a_cut_off_holder_before_another_host_gets_the_lock() {
         "allow_other",
         "allow_other,ttl=3,on_lock_loss=signal,lock_loss_grace=1",
     );
-    let holder = cut_off_holder_while_a_waits(&mut h);
+    let holder = holder_lost_while_a_waits(&mut h, Isolation::CutOff);
     assert!(h.out("b-term").exists(), "no TERM first");
     let status = h.wait_child(holder);
     assert_eq!(
@@ -1229,7 +1229,7 @@ fn on_lock_loss_stops_a_cut_off_holder_before_another_host_gets_the_lock() {
     );
     let log = h.b.log_text();
     assert!(
-        log.contains("on_lock_loss: the session is in jeopardy"),
+        log.contains("on_lock_loss: the session's lease ran out"),
         "{log}"
     );
     assert!(log.contains("SIGKILL"), "{log}");
@@ -1254,7 +1254,7 @@ fn a_lock_file_with_on_loss_kill_has_a_cut_off_holder_killed_by_any_mount() {
     assert!(!h.sh(get).status.success());
     assert!(set(&h, "kill").status.success());
     assert_eq!(h.ok(get), "kill");
-    let holder = cut_off_holder_while_a_waits(&mut h);
+    let holder = holder_lost_while_a_waits(&mut h, Isolation::CutOff);
     // KILL at once: the TERM trap never ran.
     assert!(!h.out("b-term").exists(), "TERM was sent");
     let status = h.wait_child(holder);
@@ -1264,18 +1264,51 @@ fn a_lock_file_with_on_loss_kill_has_a_cut_off_holder_killed_by_any_mount() {
     );
     let log = h.b.log_text();
     assert!(
-        log.contains(&format!(
-            "on_lock_loss: the session is in jeopardy: signal {}",
-            libc::SIGKILL
-        )),
+        log.contains(&format!("signal {} to pid", libc::SIGKILL)),
         "{log}"
     );
 }
 
+/// A frozen mount (SIGSTOP: hung, or paused) signals no one itself. Its lock guardian, a
+/// process of its own, signals the holder once the lease the mount last renewed has run out,
+/// and kills it after the grace, before the cluster's expiry and lock-delay let host A have
+/// the lock.
+#[test]
+fn a_frozen_mounts_lock_guardian_stops_its_holder_before_another_host_gets_the_lock() {
+    let mut h = Hosts::start_proxied(
+        4000,
+        "allow_other",
+        "allow_other,ttl=3,on_lock_loss=signal,lock_loss_grace=1",
+    );
+    let holder = holder_lost_while_a_waits(&mut h, Isolation::Frozen);
+    let status = h.wait_child(holder);
+    assert_eq!(
+        std::os::unix::process::ExitStatusExt::signal(&status),
+        Some(libc::SIGKILL)
+    );
+    // TERM first. (The shell's trap may never run: a child's close of the lock file waits
+    // for the frozen mount, and the shell for the child.)
+    let log = h.b.log_text();
+    let term = format!(
+        "on_lock_loss: the session's lease ran out: signal {} to pid {holder}",
+        libc::SIGTERM
+    );
+    assert!(log.contains(&term), "{log}");
+    assert!(log.contains("SIGKILL"), "{log}");
+}
+
+/// How host B loses the cluster.
+enum Isolation {
+    /// Its mount's network to every node is cut.
+    CutOff,
+    /// Its mount process is stopped (SIGSTOP).
+    Frozen,
+}
+
 /// Host B's shell holds `lk` on its descriptor (taken by its flock(1) child) and ignores TERM
-/// (noting it); B is cut off; A waits for the lock. Checks that the shell was dead when A got
-/// the lock, and returns it for the caller to reap.
-fn cut_off_holder_while_a_waits(h: &mut Hosts) -> u32 {
+/// (noting it); B loses the cluster; A waits for the lock. Checks that the shell was dead when
+/// A got the lock, and returns it for the caller to reap.
+fn holder_lost_while_a_waits(h: &mut Hosts, how: Isolation) -> u32 {
     let holder = h.spawn_ready(
         "exec 9>>\"$B/lk\"; flock 9
          trap 'date +%s%N > \"$OUT/b-term\"' TERM
@@ -1289,9 +1322,16 @@ fn cut_off_holder_while_a_waits(h: &mut Hosts) -> u32 {
         "bash",
         &["-c", "exec flock -w 100 \"$A/lk\" bash \"$OUT/a-got.sh\""],
     );
-    h.cut_off_b();
+    let frozen = match how {
+        Isolation::CutOff => {
+            h.cut_off_b();
+            None
+        }
+        Isolation::Frozen => Some(h.freeze_b()),
+    };
     let status = h.wait_child(waiter);
     h.cluster.heal();
+    drop(frozen);
     assert!(status.success(), "{status}\n{}", h.logs());
     let seen = h.read_out("a-got");
     assert!(

@@ -232,6 +232,10 @@ enum Cmd {
         #[command(subcommand)]
         cmd: cert::CertCmd,
     },
+    /// The lock guardian a mount starts for lock-loss enforcement; reads the mount's lines on
+    /// stdin (see `fs/guardian.rs`).
+    #[command(hide = true)]
+    LockGuard,
 }
 
 #[derive(Subcommand)]
@@ -372,7 +376,7 @@ impl CliError {
 pub fn main() -> i32 {
     let cli = Cli::parse();
     let default_level = match cli.cmd {
-        Cmd::Serve(_) | Cmd::Dev(_) | Cmd::Bench { .. } | Cmd::Mount(_) => "info",
+        Cmd::Serve(_) | Cmd::Dev(_) | Cmd::Bench { .. } | Cmd::Mount(_) | Cmd::LockGuard => "info",
         _ => "warn",
     };
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(default_level))
@@ -459,6 +463,10 @@ fn run(cmd: Cmd) -> Result<(), CliError> {
         },
         Cmd::Bench { cmd } => bench::run(cmd),
         Cmd::Cert { cmd } => cert::run(cmd),
+        Cmd::LockGuard => {
+            crate::fs::run_lock_guardian();
+            Ok(())
+        }
     }
 }
 

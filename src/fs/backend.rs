@@ -235,6 +235,11 @@ pub trait Backend: Send + Sync + 'static {
     fn live_session(&self) -> Option<u64> {
         None
     }
+    /// The live session and how long its lease certainly still runs (zero once it may have
+    /// run out), if known at once.
+    fn lease_left(&self) -> Option<(u64, Duration)> {
+        None
+    }
     /// Notes a file opened in `session` without a cluster handle, so that it stays usable
     /// should it lose its name (`pins.rs`). `false`: this backend cannot keep such a file;
     /// open it with a handle instead.

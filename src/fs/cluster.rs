@@ -661,6 +661,13 @@ impl Backend for ClusterBackend {
         slot.as_ref().filter(|s| !s.has_ended()).map(|s| s.id)
     }
 
+    fn lease_left(&self) -> Option<(u64, Duration)> {
+        let slot = self.session.try_lock().ok()?;
+        slot.as_ref()
+            .filter(|s| !s.has_ended())
+            .map(|s| (s.id, s.lease_left()))
+    }
+
     fn pin(&self, session: u64, ino: u64) -> bool {
         if self.cache.is_none() {
             // No events would say the file lost its name.

@@ -108,8 +108,10 @@ impl WriteEpochs {
 /// How often the session is looked at for `on_lock_loss`.
 const LOCK_LOSS_POLL: Duration = Duration::from_millis(100);
 
-/// Watches the mount's session until the mount goes; signals the holders of the locks of a
-/// session that is lost, or in jeopardy for longer than the policy allows (`lock_loss.rs`).
+/// Watches the mount's session until the mount goes; the holders of the locks of a session
+/// that is lost, or in jeopardy for longer than the policy allows, are signalled
+/// (`lock_loss.rs`): by the lock guardian, told the leases and the sessions that ended, or,
+/// if it could not be started, from here.
 async fn watch_for_lock_loss(inner: std::sync::Weak<Inner>) {
     let mut jeopardy_since: Option<std::time::Instant> = None;
     loop {
@@ -120,6 +122,20 @@ async fn watch_for_lock_loss(inner: std::sync::Weak<Inner>) {
         };
         if inner.holders.is_empty() {
             jeopardy_since = None;
+            continue;
+        }
+        if inner.holders.guarded() {
+            tell_lease(&inner);
+            match inner.backend.session_state() {
+                // The deadline told last stands: the guardian acts at it (plus `after`).
+                "jeopardy" => {}
+                "expired" => inner.holders.hand_over(None),
+                _ => {
+                    if let Some(live) = inner.backend.live_session() {
+                        inner.holders.hand_over(Some(live));
+                    }
+                }
+            }
             continue;
         }
         let (lost, why) = match inner.backend.session_state() {
@@ -144,6 +160,15 @@ async fn watch_for_lock_loss(inner: std::sync::Weak<Inner>) {
             let policy = policy.clone();
             tokio::spawn(async move { lock_loss::enforce(lost, &policy, why).await });
         }
+    }
+}
+
+/// Tells the lock guardian how long the live session's lease certainly holds, while it does:
+/// once it ran out, the deadline told last stands.
+pub(super) fn tell_lease(inner: &Inner) {
+    if let Some((session, left)) = inner.backend.lease_left().filter(|(_, l)| !l.is_zero()) {
+        let deadline = super::guardian::monotonic_ns() + left.as_nanos() as u64;
+        inner.holders.lease(session, deadline);
     }
 }
 
@@ -204,6 +229,14 @@ impl LockFs {
                 policy.after,
                 policy.grace
             );
+        }
+        // The guardian acts when this process cannot (`guardian.rs`).
+        match std::env::current_exe() {
+            Ok(program) => self
+                .inner
+                .holders
+                .set_guardian(super::guardian::Guardian::new(program, &policy)),
+            Err(e) => log::error!("on_lock_loss: no lock guardian: {e}"),
         }
         let _ = self.inner.lock_loss.set(policy);
         self.runtime

@@ -30,6 +30,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use super::backend::{LockStyle, OnLoss};
+use super::guardian::Guardian;
 
 /// The mount's lock-loss options.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -104,6 +105,25 @@ impl Proc {
     pub fn alive(&self) -> bool {
         stat(self.pid).is_some_and(|(_, started)| started == self.started)
     }
+
+    /// Sends `signal`; the caller has just seen it [`Proc::alive`].
+    pub fn kill(&self, signal: i32) {
+        // SAFETY: kill(2) of the process identified by its start time just now.
+        unsafe { libc::kill(self.pid as i32, signal) };
+    }
+
+    /// `PID:START`, as the lock guardian reads it (`guardian.rs`).
+    pub fn encode(&self) -> String {
+        format!("{}:{}", self.pid, self.started)
+    }
+
+    pub fn decode(word: &str) -> Option<Proc> {
+        let (pid, started) = word.split_once(':')?;
+        Some(Proc {
+            pid: pid.parse().ok()?,
+            started: started.parse().ok()?,
+        })
+    }
 }
 
 /// (parent pid, start time) of `pid`, from `/proc/PID/stat`.
@@ -144,10 +164,10 @@ pub struct LockKey {
 
 /// A lock granted here.
 struct Held {
+    /// Its name to the lock guardian.
+    id: u64,
     session: u64,
-    ino: u64,
-    procs: Vec<Proc>,
-    signal: i32,
+    lost: Lost,
 }
 
 /// A lock lost: its node, who held it and the signal they get.
@@ -158,13 +178,78 @@ pub struct Lost {
     pub signal: i32,
 }
 
-/// The locks held through this mount and who holds them.
+/// The locks held through this mount and who holds them; each change is told to the lock
+/// guardian, if there is one (`guardian.rs`).
 #[derive(Default)]
 pub struct Holders {
     held: Mutex<HashMap<LockKey, Held>>,
+    next_id: std::sync::atomic::AtomicU64,
+    guardian: std::sync::OnceLock<Guardian>,
+    /// The last lease told to the guardian, by session.
+    lease_told: Mutex<HashMap<u64, u64>>,
 }
 
 impl Holders {
+    /// From now on, locks noted here are told to `guardian` too.
+    pub fn set_guardian(&self, guardian: Guardian) {
+        let _ = self.guardian.set(guardian);
+    }
+
+    /// Tells the guardian how long `session`'s lease certainly holds (`deadline_ns`, of
+    /// CLOCK_MONOTONIC), when that changed by more than a millisecond.
+    pub fn lease(&self, session: u64, deadline_ns: u64) {
+        let Some(guardian) = self.guardian.get() else {
+            return;
+        };
+        let mut told = self.lease_told.lock().expect("poisoned");
+        if told
+            .get(&session)
+            .is_some_and(|t| t.abs_diff(deadline_ns) < 1_000_000)
+        {
+            return;
+        }
+        if told.len() > 64 {
+            told.clear();
+        }
+        told.insert(session, deadline_ns);
+        guardian.lease(session, deadline_ns);
+    }
+
+    /// Whether a running lock guardian signals the holders of lost locks.
+    pub fn guarded(&self) -> bool {
+        self.guardian.get().is_some_and(Guardian::running)
+    }
+
+    /// The locks of every session but `keep` are lost: forgets them here and tells the
+    /// guardian that their sessions ended, so that it signals their holders.
+    pub fn hand_over(&self, keep: Option<u64>) {
+        let Some(guardian) = self.guardian.get() else {
+            return;
+        };
+        let mut held = self.held.lock().expect("poisoned");
+        let mut ended = BTreeSet::new();
+        held.retain(|_, h| {
+            let lost = Some(h.session) != keep;
+            if lost {
+                ended.insert(h.session);
+            }
+            !lost
+        });
+        for session in ended {
+            guardian.lease(session, 0);
+        }
+    }
+
+    fn forget(&self, gone: impl IntoIterator<Item = Held>) -> Vec<Held> {
+        let gone: Vec<Held> = gone.into_iter().collect();
+        if let Some(guardian) = self.guardian.get() {
+            for h in &gone {
+                guardian.drop_lock(h.id);
+            }
+        }
+        gone
+    }
+
     /// Lock `key` was granted to `requester` in `session`; its holders get `signal` if it is
     /// lost.
     pub fn granted(
@@ -192,37 +277,40 @@ impl Holders {
         if procs.is_empty() {
             return;
         }
-        self.held.lock().expect("poisoned").insert(
-            key,
-            Held {
-                session,
-                ino,
-                procs,
-                signal,
-            },
-        );
+        let id = 1 + self
+            .next_id
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let held = Held {
+            id,
+            session,
+            lost: Lost { ino, procs, signal },
+        };
+        let mut map = self.held.lock().expect("poisoned");
+        if let Some(guardian) = self.guardian.get() {
+            guardian.hold(id, session, &held.lost);
+        }
+        if let Some(old) = map.insert(key, held) {
+            self.forget([old]);
+        }
     }
 
     /// The flock lock `key` was released, or its POSIX owner's whole range on its node was
     /// (then through whichever open file).
     pub fn released(&self, key: LockKey) {
         let mut held = self.held.lock().expect("poisoned");
-        match key.style {
-            LockStyle::Flock => {
-                held.remove(&key);
-            }
-            LockStyle::Posix => {
-                held.retain(|k, _| (k.ino, k.owner, k.style) != (key.ino, key.owner, key.style))
-            }
-        }
+        let same = |k: &LockKey| match key.style {
+            LockStyle::Flock => *k == key,
+            LockStyle::Posix => (k.ino, k.owner, k.style) == (key.ino, key.owner, key.style),
+        };
+        let gone: Vec<LockKey> = held.keys().filter(|k| same(k)).copied().collect();
+        self.forget(gone.iter().filter_map(|k| held.remove(k)));
     }
 
     /// Open file `fh` was released: the locks taken through it went with it.
     pub fn closed(&self, fh: u64) {
-        self.held
-            .lock()
-            .expect("poisoned")
-            .retain(|k, _| k.fh != fh);
+        let mut held = self.held.lock().expect("poisoned");
+        let gone: Vec<LockKey> = held.keys().filter(|k| k.fh == fh).copied().collect();
+        self.forget(gone.iter().filter_map(|k| held.remove(k)));
     }
 
     /// Takes the locks of every session but `keep`.
@@ -233,18 +321,21 @@ impl Holders {
             .filter(|(_, h)| Some(h.session) != keep)
             .map(|(k, _)| *k)
             .collect();
-        lost.into_iter()
-            .filter_map(|k| held.remove(&k))
-            .map(|h| Lost {
-                ino: h.ino,
-                procs: h.procs,
-                signal: h.signal,
-            })
-            .collect()
+        let gone = lost.iter().filter_map(|k| held.remove(k));
+        self.forget(gone).into_iter().map(|h| h.lost).collect()
     }
 
     pub fn is_empty(&self) -> bool {
         self.held.lock().expect("poisoned").is_empty()
+    }
+}
+
+impl Drop for Holders {
+    /// The mount ends: its guardian, if any, exits without acting.
+    fn drop(&mut self) {
+        if let Some(guardian) = self.guardian.get() {
+            guardian.exit();
+        }
     }
 }
 
@@ -300,26 +391,28 @@ fn victims(lost: &[Lost], mountpoint: &Path) -> BTreeMap<Proc, (u64, i32)> {
     out
 }
 
-/// Signals the holders of the `lost` locks, then kills those still running after the
-/// policy's grace. `why` is for the log.
-pub async fn enforce(lost: Vec<Lost>, policy: &Policy, why: &str) {
-    let victims = victims(&lost, &policy.mountpoint);
-    if victims.is_empty() {
-        return;
-    }
+/// Signals the holders of the `lost` locks (logging each); returns those sent a signal other
+/// than SIGKILL, to be killed if they outlive the grace. `why` is for the log.
+pub fn signal_victims(lost: &[Lost], mountpoint: &Path, why: &str) -> Vec<Proc> {
+    let victims = victims(lost, mountpoint);
     for (p, (ino, signal)) in &victims {
         log::warn!(
             "on_lock_loss: {why}: signal {signal} to pid {} (it holds a lock on inode {ino})",
             p.pid
         );
-        // SAFETY: kill(2); the pid is the process identified by its start time just now.
-        unsafe { libc::kill(p.pid as i32, *signal) };
+        p.kill(*signal);
     }
-    let survivors: Vec<&Proc> = victims
-        .iter()
+    victims
+        .into_iter()
         .filter(|(_, (_, signal))| *signal != libc::SIGKILL)
         .map(|(p, _)| p)
-        .collect();
+        .collect()
+}
+
+/// Signals the holders of the `lost` locks, then kills those still running after the
+/// policy's grace. `why` is for the log.
+pub async fn enforce(lost: Vec<Lost>, policy: &Policy, why: &str) {
+    let survivors = signal_victims(&lost, &policy.mountpoint, why);
     if survivors.is_empty() {
         return;
     }
@@ -330,8 +423,7 @@ pub async fn enforce(lost: Vec<Lost>, policy: &Policy, why: &str) {
             p.pid,
             policy.grace
         );
-        // SAFETY: as above; `alive` checked the start time again.
-        unsafe { libc::kill(p.pid as i32, libc::SIGKILL) };
+        p.kill(libc::SIGKILL);
     }
 }
 

@@ -167,6 +167,7 @@ fn note_holder(
     inner
         .holders
         .granted(&policy.mountpoint, session, key, req.pid, signal);
+    super::filesystem::tell_lease(inner);
 }
 
 /// Waits for a queued request until it is granted, its caller gets a signal or goes away, or

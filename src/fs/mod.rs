@@ -19,6 +19,8 @@
 //! - `pins.rs`: files open without a cluster handle, and the handles that keep them alive
 //!   once they lose their name elsewhere.
 //! - `xattr.rs`: the `user.lockfs.*` attributes.
+//! - `lock_loss.rs`, `guardian.rs`: who holds each lock, and signalling them when the lock is
+//!   lost, from a process of its own that a frozen mount cannot hold up.
 //! - `echo.rs`: other hosts' creations and deletions replayed to this host's kernel, for
 //!   inotify.
 //! - `cache.rs`: the mount's cache of names, attributes, listings and contents, which the
@@ -43,6 +45,7 @@ pub mod cluster;
 pub mod echo;
 mod errors;
 mod filesystem;
+mod guardian;
 mod kernel;
 mod lock_loss;
 mod lock_style;
@@ -62,5 +65,6 @@ pub use backend::{
     Backend, BoxFut, DirEntry, Errno, FileAttr, Holder, LockKind, LockReply, LockSpec, LockStyle,
     NodeKind,
 };
+pub use guardian::run as run_lock_guardian;
 pub use lock_loss::{parse as parse_lock_loss, Policy as LockLossPolicy};
 pub use mount::{mount, mount_counting, MountConfig, MountHandle};

@@ -218,6 +218,15 @@ impl Hosts {
         self.cluster.isolate_client(&format!("[{mount}]"));
     }
 
+    /// SIGSTOP of host B's mount process alone (a hung or paused mount; the host's other
+    /// processes run on). It resumes when the guard drops, also when the test fails.
+    pub fn freeze_b(&self) -> Frozen {
+        let mount = self.b.pid().expect("mount B runs");
+        // SAFETY: kill(2) of the mount process this test started.
+        unsafe { libc::kill(mount as i32, libc::SIGSTOP) };
+        Frozen(mount)
+    }
+
     /// kill -9 of a background child's whole process group, and reaps the child.
     pub fn kill9(&mut self, pid: u32) {
         kill_group(pid, libc::SIGKILL);
@@ -250,6 +259,16 @@ impl Drop for Hosts {
 pub fn tail(text: &str) -> String {
     let lines: Vec<&str> = text.lines().rev().take(30).collect();
     lines.into_iter().rev().collect::<Vec<_>>().join("\n")
+}
+
+/// A process stopped with SIGSTOP, resumed when this drops.
+pub struct Frozen(u32);
+
+impl Drop for Frozen {
+    fn drop(&mut self) {
+        // SAFETY: kill(2) of the process that was stopped.
+        unsafe { libc::kill(self.0 as i32, libc::SIGCONT) };
+    }
 }
 
 pub fn kill_group(pid: u32, signal: i32) {
@@ -298,17 +317,24 @@ pub fn run(mut cmd: Command, limit: Duration) -> Out {
 }
 
 /// A shell line that writes to `$OUT/marker` what it sees of process `pid` (a child of the
-/// test, so never reaped meanwhile): its state, `Z` once it died, or `gone`.
+/// test, so never reaped meanwhile): its state and flags (`/proc/PID/stat` fields 3 and 9),
+/// `Z ...` once it died, or `gone`.
 pub fn note_state_of(pid: u32, marker: &str) -> String {
     format!(
-        "state=$(cut -d' ' -f3 /proc/{pid}/stat 2>/dev/null) || state=gone
+        "state=$(cut -d' ' -f3,9 /proc/{pid}/stat 2>/dev/null) || state=gone
          echo \"$state\" > \"$OUT/{marker}\""
     )
 }
 
-/// Whether what [`note_state_of`] wrote says the process was dead.
+/// Whether what [`note_state_of`] wrote says the process was dead: gone, a zombie, or
+/// exiting (PF_EXITING: it runs no code of its own any more; closing its files on a frozen
+/// mount can keep it from becoming a zombie until the mount answers).
 pub fn noted_dead(noted: &str) -> bool {
-    noted == "Z\n" || noted == "gone\n"
+    const PF_EXITING: u64 = 0x4;
+    let mut words = noted.split_whitespace();
+    let state = words.next();
+    let flags: u64 = words.next().and_then(|f| f.parse().ok()).unwrap_or(0);
+    matches!(state, Some("Z") | Some("gone")) || flags & PF_EXITING != 0
 }
 
 /// Whether `cond` came true within [`WAIT_LIMIT`] (for a caller that explains a timeout).
