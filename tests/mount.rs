@@ -1297,6 +1297,42 @@ fn a_frozen_mounts_lock_guardian_stops_its_holder_before_another_host_gets_the_l
     assert!(log.contains("SIGKILL"), "{log}");
 }
 
+/// After its session expired, a mount opens a new one through the same client; the grant of a
+/// lock its new session waits for must reach it as a push, not only when the wait gives up.
+#[test]
+fn a_mount_hears_its_grants_after_its_session_expired_and_it_opened_another() {
+    let mut h = Hosts::start_proxied(1000, "allow_other", "allow_other,ttl=3");
+    h.ok("touch \"$A/lk\"");
+    h.cut_off_b();
+    wait_until("B's session lost", || {
+        h.b.log_text().contains("opening a new one")
+            || h.b.log_text().contains("lost: no keep-alive")
+    });
+    h.cluster.heal();
+    // B's next request opens a new session.
+    wait_until("B works again", || {
+        h.sh("touch \"$B/again\"").status.success()
+    });
+    let holder = h.spawn_ready(
+        "exec flock \"$A/lk\" -c 'touch \"$OUT/a-held\"; while [ ! -e \"$OUT/release\" ]; do sleep 0.05; done'",
+        "a-held",
+    );
+    // Without the push, this wait would end only at its timeout, with the lock granted to it
+    // and nobody knowing.
+    let waiter = h.spawn(
+        "bash",
+        &["-c", "exec flock -w 30 \"$B/lk\" -c 'touch \"$OUT/b-got\"'"],
+    );
+    wait_until("B waits", || {
+        h.ok("\"$LOCKFS\" locks --json").contains("\"waiters\":[{")
+    });
+    std::fs::write(h.out("release"), b"").unwrap();
+    assert!(h.wait_child(holder).success());
+    let status = h.wait_child(waiter);
+    assert!(status.success(), "{status}\n{}", h.logs());
+    assert!(h.out("b-got").exists());
+}
+
 /// How host B loses the cluster.
 enum Isolation {
     /// Its mount's network to every node is cut.

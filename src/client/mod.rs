@@ -70,8 +70,10 @@ pub struct Client {
     next_id: AtomicU64,
     state: Mutex<State>,
     events_tx: mpsc::UnboundedSender<proto::Event>,
-    /// Pushed events, for the one session that takes them.
+    /// Pushed events, for the dispatcher the first session starts (`session.rs`).
     events: std::sync::Mutex<Option<mpsc::UnboundedReceiver<proto::Event>>>,
+    /// The sessions open through this client, which the dispatcher hands events to.
+    pub(crate) sessions: session::SessionRoutes,
     /// Bumped on every new connection: subscriptions (and pushed events) do not survive a
     /// reconnection, so sessions renew them when this changes.
     epoch: watch::Sender<u64>,
@@ -181,6 +183,7 @@ impl Client {
             learned: Arc::default(),
             events_tx,
             events: std::sync::Mutex::new(Some(events)),
+            sessions: Arc::default(),
             epoch: watch::channel(0).0,
             watch_routes: Arc::default(),
             closed: Arc::default(),

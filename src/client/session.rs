@@ -215,11 +215,15 @@ impl Session {
             lease: Mutex::new((sent + ttl, 0)),
         });
         let mut tasks = Vec::new();
+        client
+            .sessions
+            .lock()
+            .expect("poisoned")
+            .insert(session.id, Arc::downgrade(&session));
         if let Some(events) = client.take_events() {
-            tasks.push(tokio::spawn(dispatch_events(
-                Arc::downgrade(&session),
-                events,
-            )));
+            // One dispatcher for every session opened through this client (a mount opens a
+            // new one after an expiry); it ends with the client's connections.
+            tokio::spawn(dispatch_events(client.sessions.clone(), events));
         }
         tasks.push(tokio::spawn(keep_alive(
             Arc::downgrade(&session),
@@ -540,19 +544,28 @@ impl Drop for Session {
         for t in self.tasks.lock().expect("poisoned").drain(..) {
             t.abort();
         }
+        self.client
+            .sessions
+            .lock()
+            .expect("poisoned")
+            .remove(&self.id);
     }
 }
 
+/// The sessions open through one client, by id, for the events pushed to them.
+pub type SessionRoutes = Arc<Mutex<HashMap<u64, Weak<Session>>>>;
+
+/// Hands each pushed event to the session it is for.
 async fn dispatch_events(
-    session: Weak<Session>,
+    sessions: SessionRoutes,
     mut events: tokio::sync::mpsc::UnboundedReceiver<proto::Event>,
 ) {
     use proto::Event_Kind as K;
     while let Some(e) = events.recv().await {
-        let Some(s) = session.upgrade() else { return };
-        if e.session != s.id {
+        let session = sessions.lock().expect("poisoned").get(&e.session).cloned();
+        let Some(s) = session.and_then(|w| w.upgrade()) else {
             continue;
-        }
+        };
         match e.kind {
             K::GRANTED => s.finish_wait(
                 e.wait,
@@ -578,7 +591,6 @@ async fn dispatch_events(
                     log::debug!("session {} closed", s.id);
                 }
                 s.end(e.expired);
-                return;
             }
         }
     }
