@@ -1333,6 +1333,53 @@ fn a_mount_hears_its_grants_after_its_session_expired_and_it_opened_another() {
     assert!(h.out("b-got").exists());
 }
 
+/// A grant that reaches a mount after its lease ran out is not handed to the process: host B's
+/// mount is frozen while its flock waits; the lock is granted to B's session, which then
+/// expires, and A gets the lock. When B's mount runs again, its flock fails instead of
+/// running its command next to A's.
+#[test]
+fn a_grant_heard_after_the_lease_ran_out_is_not_handed_to_the_process() {
+    let mut h = Hosts::start_proxied(1000, "allow_other", "allow_other,ttl=3");
+    let holder = h.spawn_ready(
+        "exec flock \"$A/lk\" -c 'touch \"$OUT/a-held\"; while [ ! -e \"$OUT/release\" ]; do sleep 0.05; done'",
+        "a-held",
+    );
+    // Python's flock, not flock(1), which reopens the file and tries again after an EIO.
+    let waiter = h.spawn(
+        "python3",
+        &[
+            "-c",
+            "import fcntl, os
+fd = os.open(os.environ['B'] + '/lk', os.O_RDONLY)
+fcntl.flock(fd, fcntl.LOCK_EX)
+open(os.environ['OUT'] + '/b-ran', 'w').close()",
+        ],
+    );
+    wait_until("B waits", || {
+        h.ok("\"$LOCKFS\" locks --json").contains("\"waiters\":[{")
+    });
+    let frozen = h.freeze_b();
+    std::fs::write(h.out("release"), b"").unwrap();
+    assert!(h.wait_child(holder).success());
+    // B's session expires (TTL 3 s) and, after the lock-delay, A has the lock again.
+    let again = h.sh("flock -w 60 \"$A/lk\" -c 'touch \"$OUT/a-again\"'");
+    assert!(again.status.success(), "{}\n{}", again.stderr, h.logs());
+    drop(frozen);
+    let status = h.wait_child(waiter);
+    assert!(
+        !status.success(),
+        "B's flock succeeded after its lease ran out\n{}",
+        h.logs()
+    );
+    assert!(!h.out("b-ran").exists(), "B's command ran without the lock");
+    assert!(
+        h.b.log_text()
+            .contains("granted after the session's lease ran out"),
+        "{}",
+        h.b.log_text()
+    );
+}
+
 /// How host B loses the cluster.
 enum Isolation {
     /// Its mount's network to every node is cut.

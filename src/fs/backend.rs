@@ -240,6 +240,11 @@ pub trait Backend: Send + Sync + 'static {
     fn lease_left(&self) -> Option<(u64, Duration)> {
         None
     }
+    /// Whether the lease of `session` (the live session if `None`) certainly still holds: a
+    /// lock granted in it may be handed to a process (a backend without leases: always).
+    fn lease_holds(&self, _session: Option<u64>) -> BoxFut<'_, bool> {
+        Box::pin(std::future::ready(Ok(true)))
+    }
     /// Notes a file opened in `session` without a cluster handle, so that it stays usable
     /// should it lose its name (`pins.rs`). `false`: this backend cannot keep such a file;
     /// open it with a handle instead.

@@ -661,6 +661,15 @@ impl Backend for ClusterBackend {
         slot.as_ref().filter(|s| !s.has_ended()).map(|s| s.id)
     }
 
+    fn lease_holds(&self, session: Option<u64>) -> BoxFut<'_, bool> {
+        Box::pin(async move {
+            let slot = self.session.lock().await;
+            Ok(slot.as_ref().is_some_and(|s| {
+                session.is_none_or(|id| id == s.id) && !s.has_ended() && !s.lease_left().is_zero()
+            }))
+        })
+    }
+
     fn lease_left(&self) -> Option<(u64, Duration)> {
         let slot = self.session.try_lock().ok()?;
         slot.as_ref()

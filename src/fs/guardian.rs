@@ -173,6 +173,7 @@ struct State {
 impl State {
     /// Applies one line; false at `exit`.
     fn apply(&mut self, line: &str) -> bool {
+        log::debug!("lock guardian: {line}");
         let mut words = line.split_whitespace();
         let num = |w: Option<&str>| w.and_then(|w| w.parse::<u64>().ok());
         match words.next() {
@@ -258,7 +259,6 @@ pub fn run() {
                     if !state.apply(&line) {
                         return;
                     }
-                    continue;
                 }
                 Ok(None) | Err(RecvTimeoutError::Disconnected) => {
                     log::info!("lock guardian: the mount is gone; acting on its leases");

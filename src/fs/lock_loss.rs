@@ -393,14 +393,27 @@ fn victims(lost: &[Lost], mountpoint: &Path) -> BTreeMap<Proc, (u64, i32)> {
 
 /// Signals the holders of the `lost` locks (logging each); returns those sent a signal other
 /// than SIGKILL, to be killed if they outlive the grace. `why` is for the log.
+///
+/// The holders are stopped (SIGSTOP) before their descendants are looked for, so that none
+/// forks a child the search would miss (`flock f CMD` forking CMD just as its lock is lost),
+/// and continued after the signal, so that a TERM is handled.
 pub fn signal_victims(lost: &[Lost], mountpoint: &Path, why: &str) -> Vec<Proc> {
+    for p in lost.iter().flat_map(|l| &l.procs).filter(|p| p.alive()) {
+        p.kill(libc::SIGSTOP);
+    }
     let victims = victims(lost, mountpoint);
+    for p in victims.keys() {
+        p.kill(libc::SIGSTOP);
+    }
     for (p, (ino, signal)) in &victims {
         log::warn!(
             "on_lock_loss: {why}: signal {signal} to pid {} (it holds a lock on inode {ino})",
             p.pid
         );
         p.kill(*signal);
+    }
+    for p in victims.keys() {
+        p.kill(libc::SIGCONT);
     }
     victims
         .into_iter()

@@ -122,6 +122,7 @@ pub async fn setlk(inner: &Inner, req: KernelLock, sleep: bool) -> Result<(), Er
     let granted = |grant| note_holder(inner, &file, &req, (owner, style), grant);
     match inner.backend.lock(spec, sleep).await? {
         LockReply::Granted(grant) => {
+            usable(inner, &file).await?;
             granted(grant);
             Ok(())
         }
@@ -129,13 +130,32 @@ pub async fn setlk(inner: &Inner, req: KernelLock, sleep: bool) -> Result<(), Er
         LockReply::Queued { wait } if sleep => {
             log::debug!("wait {wait} of thread {} queued (handle {handle})", req.tid);
             let _waiting = inner.metrics.waiting();
-            granted(wait_for_grant(inner, wait, req.tid).await?);
+            let grant = wait_for_grant(inner, wait, req.tid).await?;
+            usable(inner, &file).await?;
+            granted(grant);
             Ok(())
         }
         LockReply::Queued { wait } => {
             inner.backend.cancel_wait(wait).await?;
             Err(Errno::EAGAIN)
         }
+    }
+}
+
+/// A grant reaches the process only while the lease of the session that holds it certainly
+/// holds: a mount that was frozen or cut off may hear of a grant after its lease ran out, when
+/// the cluster may have ended the session and given the lock to another host. Otherwise the
+/// process gets EIO, as for everything of a lost session; the lock goes with the session, or
+/// with the file's close.
+async fn usable(inner: &Inner, file: &OpenFile) -> Result<(), Errno> {
+    if inner.backend.lease_holds(file.opened_in()).await? {
+        Ok(())
+    } else {
+        log::warn!(
+            "a lock on inode {} was granted after the session's lease ran out: EIO",
+            file.ino
+        );
+        Err(Errno::EIO)
     }
 }
 
