@@ -15,13 +15,16 @@
 //!    was invoked is recorded, and the wait is reported), read its lock
 //!    generation (the fencing token), write records stamped with it to a fenced store outside
 //!    the cluster (`mount-tools/examples/hot-standby.sh write`: refuses a token older than one
-//!    it has accepted), release. Checked: every grant has its own generation; a grant that
-//!    starts after another ended has a higher one; two critical sections never overlap, except
-//!    when the older holder's host was cut off past its TTL (the lock is then lost, as designed)
-//!    and then every write of the older holder after the newer one's first is refused.
+//!    it has accepted), release. The lock file has `user.lockfs.on_loss=kill`: a holder whose
+//!    host loses the lock is killed (by the mount's lock guardian, also when the mount is
+//!    frozen). Checked: every grant has its own generation; a grant that starts after another
+//!    ended has a higher one; two critical sections never overlap, the cut-off host's
+//!    included (a killed section lasts from its first write to its last); the holder that
+//!    host B's cut-off strands is killed, never has a write refused, and its lock passes on.
 //!    A semaphore: four more clients (two per host) take turns on a file that admits two
-//!    holders at once (`user.lockfs.max_holders`). Checked: never more than two turns at once
-//!    but when the excess includes a turn on the cut-off host, and every client had turns.
+//!    holders at once (`user.lockfs.max_holders`), also with `on_loss=kill`. Checked: never
+//!    more than two turns at once (a killed turn lasts until its last tick), and every client
+//!    had turns.
 //! 2. A set of acknowledged writes: every write the cluster acknowledged is on every node at the
 //!    end.
 //! 3. A linearizable register: four clients use `/reg`, two through the files of mounts A and B
@@ -39,7 +42,8 @@
 //! Each run prints a report (operations by kind and outcome, the faults, any anomalies with the
 //! history that shows them) and the seed; `LOCKFS_FAULT_SEED` replays a run's fault schedule,
 //! `LOCKFS_FAULT_SECONDS` sets how long faults are injected (default 45: the CI run; longer for
-//! soak runs). The seed fixes the faults, their order and lengths, not the interleaving of real
+//! soak runs), `LOCKFS_FAULT_CUT=frozen` or `network` how host B is cut off at the end. The
+//! seed fixes the faults, their order and lengths, not the interleaving of real
 //! processes: a replay re-runs the same schedule, which is how a failure is chased here.
 //!
 //! A second test pauses and kills the leader round after round while a host with a 5 s TTL
@@ -168,6 +172,19 @@ impl Drop for Paused {
     }
 }
 
+fn setfattr(path: &Path, name: &str, value: &str) {
+    let set = Command::new("setfattr")
+        .args(["-n", name, "-v", value])
+        .arg(path)
+        .status()
+        .expect("setfattr");
+    assert!(
+        set.success(),
+        "setfattr {name}={value} {}: {set}",
+        path.display()
+    );
+}
+
 /// Stops node `id` with SIGSTOP for `ms`, then lets it go on.
 fn pause_node(cluster: &Cluster, paused: &Paused, id: u64, ms: u64) {
     let node = cluster
@@ -253,16 +270,18 @@ impl Drop for Procs {
 }
 
 /// One critical section, run by `flock` while it holds the lock: read the fencing token, make
-/// `$N` writes stamped with it to the fenced store (outside the cluster), log each and the
-/// section with the time `flock` was invoked (`$INV`). With `$MARKER`, it says it holds the
+/// `$N` writes stamped with it to the fenced store (outside the cluster), log each (before, `i`,
+/// and after, `w`: a section killed in the middle may have made a write it could not log) and
+/// the section with the time `flock` was invoked (`$INV`). With `$MARKER`, it says it holds the
 /// lock by creating that file.
 const CRITICAL_SECTION: &str = r#"
 t0=$(date +%s%N)
 g=$(getfattr --only-values -n user.lockfs.lock_generation "$M/lock") || exit 3
 if [ -n "${MARKER:-}" ]; then touch "$MARKER"; fi
 for k in $(seq "$N"); do
+    echo "i $ID $g $(date +%s%N) $HOST"
     if "$STORE" write "$OUT/store" "$g" "$ID-$k" 2>/dev/null; then r=ok; else r=refused; fi
-    echo "w $ID $g $r $(date +%s%N)"
+    echo "w $ID $g $r $(date +%s%N) $HOST"
     sleep 0.2
 done
 echo "cs $ID $g $INV $t0 $(date +%s%N) $HOST"
@@ -286,11 +305,14 @@ INV=$(date +%s%N) flock -w 60 "$M/lock" bash -c "$CS" >> "$OUT/client-$ID.log" 2
 echo "attempt $ID $? $(date +%s%N)" >> "$OUT/client-$ID.log"
 "#;
 
-/// A semaphore client: loops like [`LOCK_CLIENT`] on `$M/sem`, logging when each turn began
-/// and ended (inside the lock, so the true holding contains the logged one).
+/// A semaphore client: loops like [`LOCK_CLIENT`] on `$M/sem`, logging when each turn began,
+/// ticked (its work, every 0.1 s) and ended, all inside the lock, so the true holding contains
+/// the logged one; a turn killed on lock loss ends at its last tick.
 const SEM_CLIENT: &str = r#"
 while [ ! -e "$OUT/stop" ] && [ "$(date +%s)" -lt "$END" ]; do
-    flock -w 10 "$M/sem" bash -c 'echo "sem $ID $(date +%s%N) begin"; sleep 0.$((RANDOM % 4)); echo "sem $ID $(date +%s%N) end"' \
+    flock -w 10 "$M/sem" bash -c 'echo "sem $ID $(date +%s%N) begin"
+        for i in $(seq $((RANDOM % 4))); do sleep 0.1; echo "sem $ID $(date +%s%N) tick"; done
+        echo "sem $ID $(date +%s%N) end"' \
         >> "$OUT/sem-$ID.log" 2>> "$OUT/sem-$ID.err"
 done
 "#;
@@ -566,6 +588,9 @@ fn locks_writes_and_ephemeral_files_survive_the_nemesis() {
 
     // Set-up: the lock file, the set directory, an ephemeral file held open on B.
     std::fs::write(a.path.join("lock"), b"").unwrap();
+    // Lock-loss enforcement: a holder of the lock (or the semaphore) whose host loses it is
+    // killed, so no host is excused an overlap any more.
+    setfattr(&a.path.join("lock"), "user.lockfs.on_loss", "kill");
     std::fs::create_dir(a.path.join("set")).unwrap();
     ephemeral_dir(&a.path.join("eph"));
     let mut holder = Command::new("bash");
@@ -615,17 +640,8 @@ fn locks_writes_and_ephemeral_files_survive_the_nemesis() {
     // A semaphore of SEM_SLOTS, two clients per host.
     let sem = a.path.join("sem");
     std::fs::write(&sem, b"").unwrap();
-    let set = Command::new("setfattr")
-        .args([
-            "-n",
-            "user.lockfs.max_holders",
-            "-v",
-            &SEM_SLOTS.to_string(),
-        ])
-        .arg(&sem)
-        .status()
-        .expect("setfattr");
-    assert!(set.success(), "setting the semaphore: {set}");
+    setfattr(&sem, "user.lockfs.max_holders", &SEM_SLOTS.to_string());
+    setfattr(&sem, "user.lockfs.on_loss", "kill");
     let sem_clients: Vec<(String, String)> = (1..=4)
         .map(|i| {
             (
@@ -811,8 +827,13 @@ fn locks_writes_and_ephemeral_files_survive_the_nemesis() {
     let cut_ms = TTL_S * 1000 + 3000;
     let cut_start = now_ns();
     // Cut off in one of two ways: its mount process frozen, or the network between its mount
-    // and every node cut while the host runs on.
-    let how = if rng.below(2) == 0 {
+    // and every node cut while the host runs on. `LOCKFS_FAULT_CUT=frozen|network` picks one.
+    let frozen = match std::env::var("LOCKFS_FAULT_CUT").as_deref() {
+        Ok("frozen") => true,
+        Ok("network") => false,
+        _ => rng.below(2) == 0,
+    };
+    let how = if frozen {
         paused.pause(b_pid);
         std::thread::sleep(Duration::from_millis(cut_ms));
         paused.resume(b_pid);
@@ -879,37 +900,48 @@ fn locks_writes_and_ephemeral_files_survive_the_nemesis() {
         ));
     }
     let history = parse_lock_logs(&out, &logged);
-    let cut_off = vec![("B".to_string(), cut_start, cut_end)];
-    anomalies.extend(check_locks(&history, &cut_off));
-    anomalies.extend(check_semaphore(&out, &sem_clients, &cut_off));
-    // The stranded holder's lock must pass to another host within TTL + lock-delay (+ grace),
-    // and from then on the store must refuse the stranded holder.
-    match history.sections.iter().find(|s| s.client == "stale") {
-        None => anomalies.push("the stranded holder's critical section is missing".into()),
-        Some(st) => {
-            let taken = history
-                .sections
-                .iter()
-                .find(|s| s.gen > st.gen && s.t0 > cut_start)
-                .map(|s| s.t0);
-            match taken {
-                Some(t) if t <= passed_on_by => {}
-                Some(t) => anomalies.push(format!(
-                    "the lock of the cut-off host passed on only {:.1} s after the cut-off",
-                    (t - cut_start) as f64 / 1e9
-                )),
-                None => anomalies.push("the lock of the cut-off host never passed on".into()),
-            }
-            if !history
-                .writes
-                .iter()
-                .any(|w| w.client == "stale" && !w.accepted)
-            {
-                anomalies.push(
-                    "no write of the stranded holder was refused: fencing was not exercised".into(),
-                );
-            }
-        }
+    // No excuse for a cut-off host: its holders were killed when the lease ran out, before the
+    // cluster could expire the session and, after the lock-delay, pass the lock on.
+    anomalies.extend(check_locks(&history, &[]));
+    anomalies.extend(check_semaphore(&out, &sem_clients, &[]));
+    // The stranded holder must have been killed, before it wrote anything the store refused,
+    // and its lock passed to another host within TTL + lock-delay (+ grace).
+    // (A holder stuck on a frozen mount may have written nothing at all: every child it
+    // forks hangs closing the lock file until the mount answers.)
+    let stale = history.sections.iter().find(|s| s.client == "stale");
+    if stale.is_some_and(|st| st.completed) {
+        anomalies.push(format!(
+            "the stranded holder was not killed when its host lost the lock: {stale:?}"
+        ));
+    }
+    let stale_log = std::fs::read_to_string(out.join("client-stale.log")).unwrap_or_default();
+    if !stale_log.contains("attempt stale 137 ") {
+        anomalies.push(format!(
+            "the stranded holder's flock did not die of SIGKILL: {:?}",
+            stale_log.lines().last()
+        ));
+    }
+    let taken = history
+        .sections
+        .iter()
+        .find(|s| s.client != "stale" && s.t0 > cut_start && stale.is_none_or(|st| s.gen > st.gen))
+        .map(|s| s.t0);
+    match taken {
+        Some(t) if t <= passed_on_by => {}
+        Some(t) => anomalies.push(format!(
+            "the lock of the cut-off host passed on only {:.1} s after the cut-off",
+            (t - cut_start) as f64 / 1e9
+        )),
+        None => anomalies.push("the lock of the cut-off host never passed on".into()),
+    }
+    for w in history
+        .writes
+        .iter()
+        .filter(|w| w.client == "stale" && !w.accepted)
+    {
+        anomalies.push(format!(
+            "the stranded holder still wrote after a newer holder did (refused): {w:?}"
+        ));
     }
     if history.sections.len() < 5 {
         anomalies.push(format!(
@@ -1326,9 +1358,11 @@ fn the_lock_checker_finds_overlaps_reused_tokens_and_late_stale_writes() {
         invoked: t0,
         t0,
         t1,
+        completed: true,
     };
     let write = |client: &str, gen, accepted, t| StoreWrite {
         client: client.into(),
+        host: String::new(),
         gen,
         accepted,
         t,
@@ -1336,6 +1370,7 @@ fn the_lock_checker_finds_overlaps_reused_tokens_and_late_stale_writes() {
     let history = |sections: Vec<Section>, writes: Vec<StoreWrite>| LockHistory {
         sections,
         writes,
+        intents: Vec::new(),
         attempts: Default::default(),
     };
     // One after the other, each with a higher token: fine.
@@ -1371,6 +1406,28 @@ fn the_lock_checker_finds_overlaps_reused_tokens_and_late_stale_writes() {
     let b_cut = [("B".to_string(), 11, 35)];
     assert_eq!(check_locks(&overlap(false), &b_cut), Vec::<String>::new());
     assert!(check_locks(&overlap(true), &b_cut)[0].contains("stale holder's write was accepted"));
+    // A killed section (writes, no end logged) spans its first to its last write; with
+    // lock-loss enforcement no host is excused, so it must end before the next one begins.
+    let dir = common::testdir::tempdir().expect("tempdir");
+    let logs = |killed_last: u64| {
+        std::fs::write(
+            dir.path().join("client-k.log"),
+            format!("i k 1 11 B\nw k 1 ok 12 B\ni k 1 {killed_last} B\nattempt k 137 50\n"),
+        )
+        .unwrap();
+        std::fs::write(
+            dir.path().join("client-a.log"),
+            "w a 2 ok 22 A\ncs a 2 20 21 30 A\nattempt a 0 31\n",
+        )
+        .unwrap();
+        parse_lock_logs(dir.path(), &["k".into(), "a".into()])
+    };
+    let before = logs(18);
+    let killed = before.sections.iter().find(|s| s.client == "k").unwrap();
+    assert_eq!((killed.t0, killed.t1, killed.completed), (11, 18, false));
+    assert_eq!(killed.host, "B");
+    assert_eq!(check_locks(&before, &[]), Vec::<String>::new());
+    assert!(check_locks(&logs(25), &[])[0].contains("never cut off"));
 }
 
 #[test]
@@ -1409,6 +1466,17 @@ fn the_semaphore_checker_counts_turns_and_excuses_only_a_cut_off_host() {
     );
     let a_cut = [("A".to_string(), 1, 9)];
     assert_eq!(check_semaphore(dir.path(), &clients, &a_cut).len(), 1);
+    // A turn killed before its end lasted until the last thing it logged.
+    let killed = |tick| {
+        write([
+            "sem s1 10 begin\nsem s1 20 end\n",
+            &format!("sem s2 12 begin\nsem s2 {tick} tick\nsem s2 40 begin\nsem s2 45 end\n"),
+            "sem s3 15 begin\nsem s3 25 end\n",
+        ]);
+        check_semaphore(dir.path(), &clients, &[]).len()
+    };
+    assert_eq!(killed(14), 0);
+    assert_eq!(killed(16), 1);
     // A client without a turn.
     write([
         "sem s1 10 begin\nsem s1 20 end\n",

@@ -1,8 +1,10 @@
 //! The fault suite's lock checkers, over the histories its clients log (`tests/faults.rs`): a
 //! lock with fencing (no two critical sections overlap but when the older holder's host was cut
 //! off, then every late write of it is refused) and a semaphore (never more holders than it
-//! admits, with the same excuse). Pure functions of the logs, so each is tested on histories
-//! made up to pass and to fail.
+//! admits, with the same excuse). With lock-loss enforcement the caller grants no excuse: a
+//! holder killed when its lock was lost must have stopped before anyone else got it. A section
+//! or turn that was killed ends at the last thing it logged. Pure functions of the logs, so each
+//! is tested on histories made up to pass and to fail.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -24,6 +26,12 @@ pub fn check_semaphore(
     for (id, host) in clients {
         let text = std::fs::read_to_string(dir.join(format!("sem-{id}.log"))).unwrap_or_default();
         let mut turns = 0;
+        // The turn begun and not ended yet: (begin, last logged).
+        let mut open: Option<(u64, u64)> = None;
+        let mut turn = |begin: u64, end: u64| {
+            events.push((begin, 1, id.clone(), host.clone()));
+            events.push((end, -1, id.clone(), host.clone()));
+        };
         for line in text.lines() {
             let f: Vec<&str> = line.split_whitespace().collect();
             let Some(t) = f.get(2).and_then(|v| v.parse::<u64>().ok()) else {
@@ -32,11 +40,26 @@ pub fn check_semaphore(
             match f.get(3) {
                 Some(&"begin") => {
                     turns += 1;
-                    events.push((t, 1, id.clone(), host.clone()));
+                    // A turn still open was killed: it ended after the last thing it logged.
+                    if let Some((begin, last)) = open.replace((t, t)) {
+                        turn(begin, last + 1);
+                    }
                 }
-                Some(&"end") => events.push((t, -1, id.clone(), host.clone())),
+                Some(&"tick") => {
+                    if let Some((_, last)) = open.as_mut() {
+                        *last = t;
+                    }
+                }
+                Some(&"end") => {
+                    if let Some((begin, _)) = open.take() {
+                        turn(begin, t);
+                    }
+                }
                 _ => {}
             }
+        }
+        if let Some((begin, last)) = open {
+            turn(begin, last + 1);
         }
         if turns == 0 {
             anomalies.push(format!("semaphore client {id} never had a turn"));
@@ -77,11 +100,14 @@ pub struct Section {
     pub invoked: u64,
     pub t0: u64,
     pub t1: u64,
+    /// Logged its end; otherwise it was killed, and spans its first to its last write.
+    pub completed: bool,
 }
 
 #[derive(Debug, Clone)]
 pub struct StoreWrite {
     pub client: String,
+    pub host: String,
     pub gen: u64,
     pub accepted: bool,
     pub t: u64,
@@ -91,6 +117,8 @@ pub struct StoreWrite {
 pub struct LockHistory {
     pub sections: Vec<Section>,
     pub writes: Vec<StoreWrite>,
+    /// Writes about to be made (`accepted` means nothing here).
+    pub intents: Vec<StoreWrite>,
     /// flock(1) exit status -> count.
     pub attempts: BTreeMap<i32, usize>,
 }
@@ -111,12 +139,21 @@ pub fn parse_lock_logs(dir: &Path, clients: &[String]) -> LockHistory {
                     t0: num(4).unwrap_or(0),
                     t1: num(5).unwrap_or(0),
                     host: f[6].into(),
+                    completed: true,
                 }),
-                Some(&"w") if f.len() == 5 => h.writes.push(StoreWrite {
+                Some(&"w") if f.len() == 5 || f.len() == 6 => h.writes.push(StoreWrite {
                     client: f[1].into(),
+                    host: f.get(5).unwrap_or(&"").to_string(),
                     gen: num(2).unwrap_or(0),
                     accepted: f[3] == "ok",
                     t: num(4).unwrap_or(0),
+                }),
+                Some(&"i") if f.len() == 5 => h.intents.push(StoreWrite {
+                    client: f[1].into(),
+                    host: f[4].into(),
+                    gen: num(2).unwrap_or(0),
+                    accepted: false,
+                    t: num(3).unwrap_or(0),
                 }),
                 Some(&"attempt") if f.len() == 4 => {
                     *h.attempts.entry(f[2].parse().unwrap_or(-1)).or_default() += 1
@@ -125,8 +162,42 @@ pub fn parse_lock_logs(dir: &Path, clients: &[String]) -> LockHistory {
             }
         }
     }
+    h.sections.extend(killed_sections(&h));
     h.sections.sort_by_key(|s| s.t0);
     h
+}
+
+/// The sections that wrote (or were about to) and never logged their end (killed): each from
+/// its first write to its last, what it did while it held the lock as far as anyone can tell.
+/// A write is made within moments of its intent: a holder is killed or stuck only after it.
+fn killed_sections(h: &LockHistory) -> Vec<Section> {
+    let mut spans: BTreeMap<(String, u64), (String, u64, u64)> = BTreeMap::new();
+    for w in h.writes.iter().chain(&h.intents) {
+        let completed = h
+            .sections
+            .iter()
+            .any(|s| s.client == w.client && s.gen == w.gen);
+        if completed {
+            continue;
+        }
+        let span = spans
+            .entry((w.client.clone(), w.gen))
+            .or_insert((w.host.clone(), w.t, w.t));
+        span.1 = span.1.min(w.t);
+        span.2 = span.2.max(w.t);
+    }
+    spans
+        .into_iter()
+        .map(|((client, gen), (host, t0, t1))| Section {
+            client,
+            host,
+            gen,
+            invoked: t0,
+            t0,
+            t1,
+            completed: false,
+        })
+        .collect()
 }
 
 /// The lock checker; returns the anomalies, each with the history that shows it.
