@@ -387,3 +387,28 @@ fn sessions_and_held_locks_survive_kill9_of_the_leader() {
     assert_eq!(r.wait(Duration::from_secs(60)).0, 0);
     let _ = Path::new(&done);
 }
+
+/// An administrator's `lockfs locks release` of the lock a `lockfs run` holds stops its
+/// command, as a lost session would.
+#[test]
+fn an_administrators_release_stops_the_command_of_lockfs_run() {
+    let c = Cluster::start(3, &[]);
+    let s = c.servers();
+    let mut r = Run::start(
+        &s,
+        &["--lock", "/job", "--kill-grace", "1"],
+        // A command whose own child must stop too.
+        &["sh", "-c", "sleep 1000; true", "release-run-marker"],
+        "release-run-marker",
+    );
+    wait_until("the run holds the lock", Duration::from_secs(60), || {
+        holders(&s, "/job") == 1
+    });
+    ok(&s, &["locks", "release", "/job"], None);
+    let (code, err) = r.wait(Duration::from_secs(60));
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("lock lost (released by an administrator)"),
+        "{err}"
+    );
+}

@@ -1151,9 +1151,10 @@ open(os.environ['OUT'] + '/after', 'w').write(said)";
 fn an_administrator_releases_a_lock_and_the_next_waiter_gets_it() {
     let mut h = Hosts::start();
     let holder = h.spawn_ready(
-        "exec flock \"$B/lk\" -c 'touch \"$OUT/b-held\"
-            while [ ! -e \"$OUT/done\" ]; do sleep 0.1; done
-            echo still > \"$B/after\"'",
+        "exec 9>>\"$B/lk\"; flock 9; touch \"$OUT/b-held\"
+         while [ ! -e \"$OUT/done\" ]; do sleep 0.1; done
+         if echo x >&9; then echo works; else echo fails; fi > \"$OUT/io\" 2>/dev/null
+         echo still > \"$B/after\"",
         "b-held",
     );
     let waiter = h.spawn(
@@ -1202,11 +1203,39 @@ fn an_administrator_releases_a_lock_and_the_next_waiter_gets_it() {
     // The waiter gets it once the lock-delay (1 s here) is over.
     assert!(h.wait_child(waiter).success());
     assert!(h.out("a-got").exists());
-    // The former holder's session lives on: its unlock finds nothing, its writes work.
+    // The file the lock was held through fails, as after an expiry; the former holder's
+    // session lives on, and its other files work.
+    wait_until("B hears of the release", || {
+        h.b.log_text().contains("fails from now on")
+    });
     std::fs::write(h.out("done"), b"").unwrap();
     assert!(h.wait_child(holder).success());
+    assert_eq!(h.read_out("io"), "fails\n");
     assert_eq!(h.ok("cat \"$A/after\""), "still\n");
     assert_eq!(lock(&h), serde_json::Value::Null);
+}
+
+/// A lock file with `user.lockfs.on_loss`: an administrator's release signals its holder on
+/// its host, as any lost lock.
+#[test]
+fn an_administrators_release_signals_the_holder_of_a_file_with_on_loss() {
+    let mut h = Hosts::start();
+    h.ok("touch \"$A/lk\"; setfattr -n user.lockfs.on_loss -v term \"$A/lk\"");
+    let holder = h.spawn_ready(
+        "trap 'touch \"$OUT/b-term\"; exit 0' TERM
+         exec 9>>\"$B/lk\"; flock 9; touch \"$OUT/b-held\"
+         while :; do sleep 0.05; done",
+        "b-held",
+    );
+    h.ok("\"$LOCKFS\" locks release /lk");
+    assert!(h.wait_child(holder).success());
+    assert!(h.out("b-term").exists());
+    assert!(
+        h.b.log_text()
+            .contains("an administrator released the lock: signal 15"),
+        "{}",
+        h.b.log_text()
+    );
 }
 
 /// `-o on_lock_loss=signal`: host B holds a lock the way leader-election.sh does (the shell's

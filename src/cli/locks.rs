@@ -125,26 +125,40 @@ async fn run_in_session(
         .spawn()
         .map_err(|e| CliError::Other(format!("{}: {e}", a.cmd[0])))?;
     let mut state = session.state();
-    let lost = async {
+    let ended = async {
         loop {
             if matches!(*state.borrow_and_update(), SessionState::Ended { .. }) {
-                return;
+                return "session ended";
             }
             if state.changed().await.is_err() {
-                return;
+                return "session ended";
             }
+        }
+    };
+    // An administrator's release (`lockfs locks release`) loses the lock too; the session
+    // hears of it as a push, looked at here a few times a second.
+    let revoked = async {
+        loop {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            if !session.take_revoked().is_empty() {
+                return "released by an administrator";
+            }
+        }
+    };
+    let lost = async {
+        tokio::select! {
+            why = ended => why,
+            why = revoked => why,
         }
     };
     let status = tokio::select! {
         status = child.wait() => status.map_err(|e| CliError::Other(format!("waiting for {}: {e}", a.cmd[0])))?,
-        _ = lost => {
-            eprintln!("lockfs: {}: lock lost (session ended); stopping {}", a.lock, a.cmd[0]);
+        why = lost => {
+            eprintln!("lockfs: {}: lock lost ({why}); stopping {}", a.lock, a.cmd[0]);
             signal(&child, libc::SIGTERM);
-            match tokio::time::timeout(kill_grace, child.wait()).await {
-                Ok(_) => {}
-                Err(_) => {
-                    let _ = child.kill().await;
-                }
+            if tokio::time::timeout(kill_grace, child.wait()).await.is_err() {
+                signal(&child, libc::SIGKILL);
+                let _ = child.wait().await;
             }
             return Err(CliError::Exit(1));
         }
@@ -160,11 +174,56 @@ async fn run_in_session(
     }
 }
 
+/// Signals the child and every process descended from it (a shell's commands), so that none
+/// runs on without the lock.
 fn signal(child: &tokio::process::Child, sig: i32) {
-    if let Some(pid) = child.id() {
-        // SAFETY: kill(2) on our own child, which has not been reaped (we have not waited it).
-        unsafe { libc::kill(pid as i32, sig) };
+    let Some(pid) = child.id() else { return };
+    let mut pids = descendants(pid);
+    pids.push(pid);
+    for p in pids {
+        // SAFETY: kill(2) of our own child, which has not been reaped (we have not waited
+        // it), and of processes whose parent chain reached it just now.
+        unsafe { libc::kill(p as i32, sig) };
     }
+}
+
+/// The processes descended from `pid`, from `/proc`.
+fn descendants(pid: u32) -> Vec<u32> {
+    let mut children: std::collections::HashMap<u32, Vec<u32>> = Default::default();
+    if let Ok(dir) = std::fs::read_dir("/proc") {
+        for entry in dir.flatten() {
+            let Some(p) = entry
+                .file_name()
+                .to_str()
+                .and_then(|s| s.parse::<u32>().ok())
+            else {
+                continue;
+            };
+            let Ok(stat) = std::fs::read_to_string(format!("/proc/{p}/stat")) else {
+                continue;
+            };
+            // The fields after the command name (which may hold spaces): state, ppid, ...
+            let ppid = stat
+                .rfind(')')
+                .and_then(|i| stat[i + 1..].split_whitespace().nth(1))
+                .and_then(|s| s.parse::<u32>().ok());
+            if let Some(ppid) = ppid {
+                children.entry(ppid).or_default().push(p);
+            }
+        }
+    }
+    let mut out = Vec::new();
+    let mut todo = vec![pid];
+    while let Some(p) = todo.pop() {
+        if out.len() > 10_000 {
+            break;
+        }
+        for &c in children.get(&p).into_iter().flatten() {
+            out.push(c);
+            todo.push(c);
+        }
+    }
+    out
 }
 
 /// The shell's convention: the exit code, or 128 + the signal that killed it.
@@ -205,8 +264,9 @@ fn holder_json(h: &proto::LockHolder) -> serde_json::Value {
 pub enum LocksCmd {
     /// Free the lock on PATH (a path in the cluster's tree), as its holder's expiry would: the
     /// next waiter gets it after the lock-delay, because the holder may still be running. The
-    /// holder's session and handles stay; its later unlock finds nothing. Needs an `admin`
-    /// certificate.
+    /// holder's session stays; its host hears of it: the file the lock was held through fails
+    /// (EIO), and its holders are signalled if the file's `on_loss` or the mount's
+    /// `on_lock_loss` says so (`lockfs run` stops its command). Needs an `admin` certificate.
     Release {
         path: String,
         /// Only the locks of this session (an ID from `lockfs sessions` or `lockfs locks`);

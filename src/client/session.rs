@@ -151,7 +151,23 @@ pub struct Session {
     /// keep-alive was sent: the leader renewed it no earlier), and how many times it was
     /// renewed only after it had run out.
     lease: Mutex<(Instant, u64)>,
+    /// Locks an administrator released, not yet taken (`take_revoked`).
+    revoked: Mutex<Vec<Revoked>>,
 }
+
+/// A lock of the session an administrator released (`lockfs locks release`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Revoked {
+    pub instance: u64,
+    /// The handle it was taken through.
+    pub handle: u64,
+    pub owner: u64,
+    pub style: proto::LockStyle,
+}
+
+/// Revocations kept for the taker at most; beyond that the oldest go (the taker looks
+/// every fraction of a second).
+const MAX_REVOKED: usize = 4096;
 
 fn expired() -> ClientError {
     ClientError::Remote {
@@ -213,6 +229,7 @@ impl Session {
             early: Mutex::new(HashMap::new()),
             tasks: Mutex::new(Vec::new()),
             lease: Mutex::new((sent + ttl, 0)),
+            revoked: Mutex::new(Vec::new()),
         });
         let mut tasks = Vec::new();
         client
@@ -232,6 +249,11 @@ impl Session {
         )));
         *session.tasks.lock().expect("poisoned") = tasks;
         Ok(session)
+    }
+
+    /// The locks an administrator released since the last call.
+    pub fn take_revoked(&self) -> Vec<Revoked> {
+        std::mem::take(&mut *self.revoked.lock().expect("poisoned"))
     }
 
     /// The client the session talks through.
@@ -591,6 +613,23 @@ async fn dispatch_events(
                     log::debug!("session {} closed", s.id);
                 }
                 s.end(e.expired);
+            }
+            K::LOCK_REVOKED => {
+                log::warn!(
+                    "session {}: an administrator released its lock on inode {}",
+                    s.id,
+                    e.instance
+                );
+                let mut revoked = s.revoked.lock().expect("poisoned");
+                if revoked.len() >= MAX_REVOKED {
+                    revoked.remove(0);
+                }
+                revoked.push(Revoked {
+                    instance: e.instance,
+                    handle: e.handle,
+                    owner: e.owner,
+                    style: e.style,
+                });
             }
         }
     }

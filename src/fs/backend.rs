@@ -148,6 +148,16 @@ pub enum OnLoss {
     Kill,
 }
 
+/// A lock of this mount's session that an administrator released.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RevokedLock {
+    pub ino: u64,
+    /// The mount's handle it was taken through, if it is still open.
+    pub handle: Option<u64>,
+    pub owner: u64,
+    pub style: LockStyle,
+}
+
 /// A lock granted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Grant {
@@ -239,6 +249,10 @@ pub trait Backend: Send + Sync + 'static {
     /// run out), if known at once.
     fn lease_left(&self) -> Option<(u64, Duration)> {
         None
+    }
+    /// The locks an administrator released since the last call (`lockfs locks release`).
+    fn take_revoked(&self) -> Vec<RevokedLock> {
+        Vec::new()
     }
     /// Whether the lease of `session` (the live session if `None`) certainly still holds: a
     /// lock granted in it may be handed to a process (a backend without leases: always).

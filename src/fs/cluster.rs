@@ -27,7 +27,7 @@ use crate::client::watches::{WatchItem, Watcher};
 
 use super::backend::{
     Backend, BoxFut, DirEntry, Errno, FileAttr, Grant, Holder, LockKind, LockReply, LockSettings,
-    LockSpec, LockStyle, NodeKind, OnLoss, RenameHow,
+    LockSpec, LockStyle, NodeKind, OnLoss, RenameHow, RevokedLock,
 };
 use crate::client::session::{LockOutcome, LockRequest, Requested, Session, SessionState};
 use crate::client::{Client, ClientError};
@@ -659,6 +659,32 @@ impl Backend for ClusterBackend {
     fn live_session(&self) -> Option<u64> {
         let slot = self.session.try_lock().ok()?;
         slot.as_ref().filter(|s| !s.has_ended()).map(|s| s.id)
+    }
+
+    fn take_revoked(&self) -> Vec<RevokedLock> {
+        let Ok(slot) = self.session.try_lock() else {
+            return Vec::new();
+        };
+        let Some(s) = slot.as_ref() else {
+            return Vec::new();
+        };
+        let revoked = s.take_revoked();
+        let handles = self.handles.lock().expect("poisoned");
+        revoked
+            .into_iter()
+            .map(|r| RevokedLock {
+                ino: r.instance,
+                handle: handles
+                    .iter()
+                    .find(|(_, &(sid, h))| sid == s.id && h == r.handle)
+                    .map(|(&mount, _)| mount),
+                owner: r.owner,
+                style: match r.style {
+                    proto::LockStyle::FLOCK => LockStyle::Flock,
+                    proto::LockStyle::POSIX => LockStyle::Posix,
+                },
+            })
+            .collect()
     }
 
     fn lease_holds(&self, session: Option<u64>) -> BoxFut<'_, bool> {

@@ -120,6 +120,7 @@ async fn watch_for_lock_loss(inner: std::sync::Weak<Inner>) {
         let Some(policy) = inner.lock_loss.get() else {
             return;
         };
+        revoke(&inner, policy);
         if inner.holders.is_empty() {
             jeopardy_since = None;
             continue;
@@ -160,6 +161,30 @@ async fn watch_for_lock_loss(inner: std::sync::Weak<Inner>) {
             let policy = policy.clone();
             tokio::spawn(async move { lock_loss::enforce(lost, &policy, why).await });
         }
+    }
+}
+
+/// Locks an administrator released (`lockfs locks release`) are lost like those of an ended
+/// session: the files they were held through fail from now on (EIO), and their holders are
+/// signalled as the file's `on_loss` or the mount's `on_lock_loss` says.
+fn revoke(inner: &Inner, policy: &LockLossPolicy) {
+    let mut lost = Vec::new();
+    for r in inner.backend.take_revoked() {
+        if let Some(handle) = r.handle {
+            for fh in inner.files.revoke(handle) {
+                log::warn!(
+                    "an administrator released a lock on inode {} held through file {fh}: it fails from now on",
+                    r.ino
+                );
+            }
+        }
+        lost.extend(inner.holders.take_lock(r.ino, r.owner, r.style));
+    }
+    if !lost.is_empty() {
+        let policy = policy.clone();
+        tokio::spawn(async move {
+            lock_loss::enforce(lost, &policy, "an administrator released the lock").await
+        });
     }
 }
 
@@ -447,7 +472,7 @@ impl Inner {
     /// What [`Inner::read`] would answer, when it needs no round trip: a read that continues
     /// the pass under way, or one of a file the mount's cache holds (which starts a pass).
     fn read_at_once(&self, fh: u64, offset: u64, size: u32, pages: bool) -> Option<Vec<u8>> {
-        let file = self.files.get(fh).ok()?;
+        let file = self.files.get(fh).ok().filter(|f| !f.revoked())?;
         let version = self.writes.of(file.ino);
         if let Some(read) = file.continue_pass(version, offset, size).filter(|_| !pages) {
             return Some(read);

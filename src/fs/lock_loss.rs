@@ -313,6 +313,18 @@ impl Holders {
         self.forget(gone.iter().filter_map(|k| held.remove(k)));
     }
 
+    /// Takes the locks of `owner` in `style` on node `ino` (released by an administrator).
+    pub fn take_lock(&self, ino: u64, owner: u64, style: LockStyle) -> Vec<Lost> {
+        let mut held = self.held.lock().expect("poisoned");
+        let gone: Vec<LockKey> = held
+            .keys()
+            .filter(|k| (k.ino, k.owner, k.style) == (ino, owner, style))
+            .copied()
+            .collect();
+        let gone = gone.iter().filter_map(|k| held.remove(k));
+        self.forget(gone).into_iter().map(|h| h.lost).collect()
+    }
+
     /// Takes the locks of every session but `keep`.
     pub fn take_lost(&self, keep: Option<u64>) -> Vec<Lost> {
         let mut held = self.held.lock().expect("poisoned");

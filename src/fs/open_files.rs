@@ -64,6 +64,9 @@ pub struct OpenFile {
     pass: Mutex<Option<Pass>>,
     /// Opened without a handle and pinned in the backend (`Backend::pin`): unpin at release.
     pinned: bool,
+    /// An administrator released a lock held through this file: from then on it fails (EIO)
+    /// as a file of an ended session does.
+    revoked: std::sync::atomic::AtomicBool,
 }
 
 /// A read pass: reads of one open file, each starting where the last ended within
@@ -142,6 +145,7 @@ impl OpenFile {
             listing: Mutex::new(None),
             pass: Mutex::new(None),
             pinned: false,
+            revoked: Default::default(),
         }
     }
 
@@ -168,11 +172,16 @@ impl OpenFile {
             listing: Mutex::new(None),
             pass: Mutex::new(None),
             pinned: false,
+            revoked: Default::default(),
         }
     }
 
     /// The session the file belongs to: the one it was opened in (a directory: the live one).
+    /// EIO once a lock held through it was revoked.
     pub async fn session(&self, backend: &dyn Backend) -> Result<u64, Errno> {
+        if self.revoked() {
+            return Err(Errno::EIO);
+        }
         match self.session {
             Some(s) => Ok(s),
             None => backend.session().await,
@@ -183,6 +192,9 @@ impl OpenFile {
     /// happens in the file's own session: EIO-bound EKEYEXPIRED if that session has ended,
     /// ENOENT if the file was deleted since it was opened.
     pub async fn handle(&self, backend: &dyn Backend) -> Result<u64, Errno> {
+        if self.revoked() {
+            return Err(Errno::EIO);
+        }
         let mut handle = self.handle.lock().await;
         if let Some(h) = *handle {
             return Ok(h);
@@ -191,6 +203,11 @@ impl OpenFile {
         let h = backend.open(session, self.ino).await?;
         *handle = Some(h);
         Ok(h)
+    }
+
+    /// Whether a lock held through the file was revoked (see [`OpenFiles::revoke`]).
+    pub fn revoked(&self) -> bool {
+        self.revoked.load(Ordering::SeqCst)
     }
 
     /// The session the file was opened in (`None` for a directory).
@@ -262,6 +279,20 @@ impl OpenFiles {
         let fh = self.next.fetch_add(1, Ordering::Relaxed) + 1;
         self.files.lock().unwrap().insert(fh, Arc::new(file));
         fh
+    }
+
+    /// A lock held through backend handle `handle` was revoked: the files that hold it fail
+    /// from now on. Returns their `fh`s.
+    pub fn revoke(&self, handle: u64) -> Vec<u64> {
+        let files = self.files.lock().unwrap();
+        let mut revoked = Vec::new();
+        for (fh, f) in files.iter() {
+            if f.handle.try_lock().is_ok_and(|h| *h == Some(handle)) {
+                f.revoked.store(true, Ordering::SeqCst);
+                revoked.push(*fh);
+            }
+        }
+        revoked
     }
 
     pub fn get(&self, fh: u64) -> Result<Arc<OpenFile>, Errno> {

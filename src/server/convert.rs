@@ -521,6 +521,20 @@ pub fn event(e: &Event) -> proto::Event {
             p.session = *session;
             p.expired = *expired;
         }
+        Event::LockRevoked {
+            session,
+            instance,
+            handle,
+            owner,
+            style,
+        } => {
+            p.kind = K::LOCK_REVOKED;
+            p.session = *session;
+            p.instance = *instance;
+            p.handle = *handle;
+            p.owner = *owner;
+            p.style = proto_style(style);
+        }
     }
     p
 }
@@ -530,7 +544,8 @@ pub fn event_session(e: &Event) -> u64 {
     match e {
         Event::Granted { session, .. }
         | Event::WaitFailed { session, .. }
-        | Event::SessionEnded { session, .. } => *session,
+        | Event::SessionEnded { session, .. }
+        | Event::LockRevoked { session, .. } => *session,
     }
 }
 

@@ -1629,6 +1629,7 @@ impl Node {
                 Event::WaitFailed { session, wait, .. } => {
                     self.queued_at.remove(&(*session, *wait));
                 }
+                Event::LockRevoked { .. } => {}
             }
         }
         for e in node_events {

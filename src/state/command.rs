@@ -413,6 +413,16 @@ pub enum Event {
     },
     /// A session ended (closed or expired): the server tells that client.
     SessionEnded { session: u64, expired: bool },
+    /// An administrator released a lock the session held (`Command::ReleaseLocks`): its
+    /// host treats it as lost (the file it was held through fails, its holders may be
+    /// signalled).
+    LockRevoked {
+        session: u64,
+        instance: u64,
+        handle: u64,
+        owner: u64,
+        style: LockStyle,
+    },
 }
 
 /// What happened to a node, as watches report it (see [`NodeEvent`]).

@@ -271,6 +271,13 @@ impl StateMachine {
         table.holders.retain(|h| !chosen(h));
         for h in &released {
             self.forget_grants(h.session, h.owner, h.style, ino);
+            self.events.push(Event::LockRevoked {
+                session: h.session,
+                instance: ino,
+                handle: h.handle,
+                owner: h.owner,
+                style: h.style,
+            });
         }
         if lock_delay_ns > 0 {
             table.delay_until_ns = table.delay_until_ns.max(now.saturating_add(lock_delay_ns));

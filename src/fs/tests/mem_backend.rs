@@ -149,7 +149,7 @@ impl Inner {
                     }),
                 ),
                 Event::WaitFailed { wait, error, .. } => (wait, Err(errno(error))),
-                Event::SessionEnded { .. } => continue,
+                Event::SessionEnded { .. } | Event::LockRevoked { .. } => continue,
             };
             if let Some(tx) = self.senders.remove(&wait) {
                 let _ = tx.send(grant);

@@ -663,9 +663,19 @@ fn an_administrator_releases_a_lock_as_its_expiry_would() {
         },
         StateError::NotFound,
     );
-    // One holder's: the other still keeps the waiter out.
+    // One holder's: the other still keeps the waiter out. The holder's session hears of it.
     sm.take_events();
     ok(&mut sm, release(Some(1)));
+    assert_eq!(
+        sm.take_events(),
+        [Event::LockRevoked {
+            session: 1,
+            instance: g(&sm),
+            handle: h1,
+            owner: 1,
+            style: FL
+        }]
+    );
     let info = locks_of(&sm, "/g").unwrap();
     assert_eq!(info.holders.len(), 1);
     assert_eq!(info.holders[0].session, 2);
@@ -673,7 +683,10 @@ fn an_administrator_releases_a_lock_as_its_expiry_would() {
     // Every holder's; the waiter gets the lock only after the lock-delay.
     ok(&mut sm, release(None));
     assert!(locks_of(&sm, "/g").unwrap().holders.is_empty());
-    assert_eq!(sm.take_events(), []);
+    assert!(matches!(
+        sm.take_events()[..],
+        [Event::LockRevoked { session: 2, .. }]
+    ));
     let until = NOW + LOCK_DELAY;
     ok_at(&mut sm, until, Command::Wake);
     assert!(

@@ -457,6 +457,12 @@ fn show_event(event: &Event) -> String {
         Event::SessionEnded { session, expired } => {
             format!("session {session} ended expired={expired}")
         }
+        Event::LockRevoked {
+            session,
+            instance,
+            owner,
+            ..
+        } => format!("revoked s={session} #{instance} owner={owner}"),
     }
 }
 
