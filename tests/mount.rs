@@ -1251,12 +1251,7 @@ fn on_lock_loss_stops_a_cut_off_holder_before_another_host_gets_the_lock() {
     );
     let holder = holder_lost_while_a_waits(&mut h, Isolation::CutOff);
     assert!(h.out("b-term").exists(), "no TERM first");
-    let status = h.wait_child(holder);
-    assert_eq!(
-        std::os::unix::process::ExitStatusExt::signal(&status),
-        Some(libc::SIGKILL)
-    );
-    let log = h.b.log_text();
+    let log = reap_killed(&mut h, holder);
     assert!(
         log.contains("on_lock_loss: the session's lease ran out"),
         "{log}"
@@ -1286,12 +1281,7 @@ fn a_lock_file_with_on_loss_kill_has_a_cut_off_holder_killed_by_any_mount() {
     let holder = holder_lost_while_a_waits(&mut h, Isolation::CutOff);
     // KILL at once: the TERM trap never ran.
     assert!(!h.out("b-term").exists(), "TERM was sent");
-    let status = h.wait_child(holder);
-    assert_eq!(
-        std::os::unix::process::ExitStatusExt::signal(&status),
-        Some(libc::SIGKILL)
-    );
-    let log = h.b.log_text();
+    let log = reap_killed(&mut h, holder);
     assert!(
         log.contains(&format!("signal {} to pid", libc::SIGKILL)),
         "{log}"
@@ -1310,14 +1300,9 @@ fn a_frozen_mounts_lock_guardian_stops_its_holder_before_another_host_gets_the_l
         "allow_other,ttl=3,on_lock_loss=signal,lock_loss_grace=1",
     );
     let holder = holder_lost_while_a_waits(&mut h, Isolation::Frozen);
-    let status = h.wait_child(holder);
-    assert_eq!(
-        std::os::unix::process::ExitStatusExt::signal(&status),
-        Some(libc::SIGKILL)
-    );
+    let log = reap_killed(&mut h, holder);
     // TERM first. (The shell's trap may never run: a child's close of the lock file waits
     // for the frozen mount, and the shell for the child.)
-    let log = h.b.log_text();
     let term = format!(
         "on_lock_loss: the session's lease ran out: signal {} to pid {holder}",
         libc::SIGTERM
@@ -1407,6 +1392,16 @@ open(os.environ['OUT'] + '/b-ran', 'w').close()",
         "{}",
         h.b.log_text()
     );
+}
+
+/// Waits for host B's `holder` and checks that SIGKILL ended it; returns B's mount log.
+fn reap_killed(h: &mut Hosts, holder: u32) -> String {
+    let status = h.wait_child(holder);
+    assert_eq!(
+        std::os::unix::process::ExitStatusExt::signal(&status),
+        Some(libc::SIGKILL)
+    );
+    h.b.log_text()
 }
 
 /// How host B loses the cluster.
