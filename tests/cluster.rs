@@ -390,3 +390,60 @@ fn data_directory_and_config_file_are_checked() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("bogus"));
 }
+
+/// A node started in-process (`Server::start`, as `lockfs serve` starts one) serves clients,
+/// stops with `shutdown` without ending the process, and starts again from its data directory
+/// with what it had acknowledged.
+#[test]
+fn a_node_runs_in_process_stops_cleanly_and_recovers_its_data() {
+    use lockfs::client::{ops, Client};
+    use lockfs::proto::Response_oneof_result as Res;
+    use lockfs::server::{config::ConfigFile, Server};
+    let dir = common::testdir::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let listen = format!("127.0.0.1:{port}");
+    let config = || {
+        ConfigFile {
+            id: Some(1),
+            data: Some(dir.path().join("node1")),
+            listen: Some(listen.clone()),
+            peers: Some(format!("1={listen}")),
+            tls_dir: Some(tls::peer_dir(1)),
+            ..Default::default()
+        }
+        .finish()
+        .expect("config")
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let client = || {
+        let creds = lockfs::auth::Tls::load(Some(&tls::admin_dir()), false).unwrap();
+        Client::new(
+            vec![listen.clone()],
+            Duration::from_secs(30),
+            "in-process".into(),
+            creds,
+        )
+    };
+    let server = Server::start(config(), &runtime).expect("start");
+    assert_eq!(server.local_addr().port(), port);
+    runtime
+        .block_on(client().call(ops::put("/kept", b"hello".to_vec(), 0o644, 0, 0)))
+        .expect("put");
+    server.shutdown().expect("a clean stop");
+    // The port is free again and the data is there.
+    let server = Server::start(config(), &runtime).expect("restart");
+    match runtime.block_on(client().call(ops::read("/kept"))) {
+        Ok(Res::data(d)) => assert_eq!(d.data, b"hello"),
+        other => panic!("read /kept: {other:?}"),
+    }
+    server.shutdown().expect("a clean stop");
+    runtime.shutdown_timeout(Duration::from_secs(1));
+}

@@ -507,10 +507,7 @@ fn serve(a: ServeArgs) -> Result<(), CliError> {
     let data = cfg.data.clone();
     match server::serve(cfg) {
         Err(e) if e.is_corrupt() => {
-            log::error!(
-                "not starting: {e}; {}",
-                server::ServerError::corrupt_advice(&data)
-            );
+            log::error!("{e}; {}", server::ServerError::corrupt_advice(&data));
             Err(CliError::Exit(server::EXIT_CORRUPT))
         }
         result => Ok(result?),

@@ -5,10 +5,15 @@
 //! the state machine (`crate::state`) and the store (`crate::storage`). The tokio runtime does the
 //! network; the Raft loop is plain synchronous code, so its behaviour is a function of its inputs.
 //!
-//! A node starts in one of three ways, decided by its data directory alone: with data, it
-//! recovers as itself (whatever the flags say about peers); empty with `--join`, it asks the
-//! cluster to add it as a learner and catches up from a snapshot; empty without, it bootstraps
-//! the initial cluster from `--peers`, as every other initial member does.
+//! A node starts in one of three ways, decided by its data directory alone (`prepare`): with
+//! data, it recovers as itself (whatever the flags say about peers); empty with `--join`, it
+//! asks the cluster to add it as a learner and catches up from a snapshot; empty without, it
+//! bootstraps the initial cluster from `--peers`, as every other initial member does.
+//!
+//! [`Server::start`] prepares the data directory and starts the node on a runtime the caller
+//! owns; [`Server::shutdown`] stops it, and the Raft loop's failure is returned, never turned
+//! into an exit from inside. [`serve`] (`lockfs serve`) adds the signals; tests start nodes
+//! in-process the same way.
 
 mod admission;
 mod authz;
@@ -47,17 +52,204 @@ const PROBE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 /// How long a joining node waits for the cluster to add it.
 const JOIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 
-/// Runs a node until SIGINT or SIGTERM.
+/// Runs a node until SIGINT or SIGTERM, or until its Raft loop halts (a storage or
+/// consistency failure: the error is returned).
 pub fn serve(cfg: ServeConfig) -> Result<(), ServerError> {
     exit_on_panic();
-    let tls = node_tls(&cfg)?;
-    let store = Store::open(&cfg.data)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .thread_name("lockfs-net")
         .build()
         .map_err(|e| ServerError::Io("starting the runtime".into(), e))?;
+    let mut server = Server::start(cfg, &runtime)?;
+    let outcome = runtime.block_on(async {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .map_err(|e| ServerError::Io("installing a SIGTERM handler".into(), e))?;
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => log::info!("interrupted; stopping"),
+            _ = term.recv() => log::info!("terminated; stopping"),
+            _ = server.halted() => {}
+        }
+        Ok::<(), ServerError>(())
+    });
+    let result = server.shutdown();
+    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+    outcome.and(result)
+}
+
+/// A running node: its service (peers and clients on one port) and metrics on a tokio runtime,
+/// its Raft loop on a thread of its own. Started by [`serve`], or in-process by a test;
+/// stopped with [`Server::shutdown`], never by ending the process.
+pub struct Server {
+    addr: std::net::SocketAddr,
+    inbox: std::sync::mpsc::Sender<Input>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    raft_thread: std::thread::JoinHandle<Result<(), ServerError>>,
+    /// Fires when the Raft loop ended by itself.
+    halted: tokio::sync::watch::Receiver<bool>,
+}
+
+impl Server {
+    /// Prepares the data directory (see [`prepare`]), binds the listener and starts the node
+    /// on `runtime`.
+    pub fn start(
+        cfg: ServeConfig,
+        runtime: &tokio::runtime::Runtime,
+    ) -> Result<Server, ServerError> {
+        let tls = node_tls(&cfg)?;
+        let store = Store::open(&cfg.data)?;
+        let (cluster_id, mut raft_log) = prepare(&cfg, &store, &tls, runtime)?;
+        let (applied, records) = store.state_store().load()?;
+        let digest = integrity::RecordDigest::of_records(&records);
+        let machine = StateMachine::from_records(records)?;
+        if applied > raft_log.hard_state().commit {
+            // Entries are applied before the hard state of the same turn is written; a crash in
+            // between leaves the applied index ahead of the stored commit index. Applied entries
+            // were committed, so the commit index can safely catch up.
+            let mut batch = WriteBatch::default();
+            raft_log.stage_commit(&mut batch, applied);
+            store.write(batch, true)?;
+        }
+
+        let listener = runtime
+            .block_on(tokio::net::TcpListener::bind(&cfg.listen))
+            .map_err(|e| ServerError::Io(format!("listening on {}", cfg.listen), e))?;
+        let addr = listener
+            .local_addr()
+            .map_err(|e| ServerError::Io(format!("listening on {}", cfg.listen), e))?;
+        log::info!(
+            "node {} listening on {} (applied index {applied})",
+            cfg.id,
+            cfg.listen
+        );
+
+        let (inbox_tx, inbox_rx) = std::sync::mpsc::channel();
+        let peers = raft_log
+            .members()
+            .iter()
+            .map(|(id, m)| (*id, m.addr.clone()))
+            .collect();
+        let transport = transport::Transport::start(
+            cluster_id,
+            cfg.id,
+            &peers,
+            inbox_tx.clone(),
+            runtime.handle().clone(),
+            tls.clone(),
+        );
+        let (metrics, registry) = metrics::NodeMetrics::new();
+        let metrics = Arc::new(metrics);
+        let events = Arc::new(events::EventRouter::counting(metrics.events_pushed.clone()));
+        let service = Arc::new(service::Service {
+            cluster_id,
+            node_id: cfg.id,
+            peers: transport.book(),
+            inbox: inbox_tx.clone(),
+            events: events.clone(),
+            next_conn: std::sync::atomic::AtomicU64::new(1),
+            tls,
+            admission: Arc::default(),
+            client_max_frame: crate::proto::client_request_limit(cfg.max_file_size),
+            idle_timeout: cfg.idle_timeout,
+            max_requests: cfg.max_requests,
+            requests: Arc::new(tokio::sync::Semaphore::new(cfg.max_requests)),
+            counts: Arc::default(),
+            metrics: metrics.clone(),
+        });
+        let data = cfg.data.clone();
+        // Bound before the Raft loop starts, so a bad address fails the start, not a live node.
+        let metrics_server = match &cfg.metrics_listen {
+            Some(addr) => {
+                let pages = Arc::new(metrics_pages(registry, metrics.clone(), inbox_tx.clone()));
+                let server = runtime
+                    .block_on(crate::metrics::bind(addr, pages))
+                    .map_err(|e| ServerError::Io(format!("serving metrics on {addr}"), e))?;
+                Some(server)
+            }
+            None => None,
+        };
+        let node = Node::new(
+            cfg,
+            cluster_id,
+            store,
+            raft_log,
+            machine,
+            digest,
+            applied,
+            transport,
+            inbox_rx,
+            events,
+            metrics.clone(),
+        )?;
+        let (halt, halted) = tokio::sync::watch::channel(false);
+        let raft_thread = std::thread::Builder::new()
+            .name("lockfs-raft".into())
+            .spawn(move || {
+                let result = node.run();
+                match &result {
+                    // Halting is the safe answer to a storage or consistency failure: the other
+                    // replicas carry on, and this one must not serve or acknowledge anything more.
+                    Err(e) if e.is_corrupt() => {
+                        log::error!("halting: {e}; {}", ServerError::corrupt_advice(&data))
+                    }
+                    Err(e) => log::error!("halting: {e}"),
+                    Ok(()) => {}
+                }
+                let _ = halt.send(true);
+                result
+            })
+            .map_err(|e| ServerError::Io("starting the raft thread".into(), e))?;
+        let mut tasks = Vec::new();
+        {
+            let _guard = runtime.enter();
+            tasks.push(tokio::spawn(service.serve(listener)));
+        }
+        if let Some(server) = metrics_server {
+            tasks.push(runtime.spawn(server));
+        }
+        Ok(Server {
+            addr,
+            inbox: inbox_tx,
+            tasks,
+            raft_thread,
+            halted,
+        })
+    }
+
+    /// The address the node listens on (its port, when `listen` asked for port 0).
+    pub fn local_addr(&self) -> std::net::SocketAddr {
+        self.addr
+    }
+
+    /// Completes when the Raft loop has ended by itself (a storage or consistency failure;
+    /// [`Server::shutdown`] then returns its error).
+    pub async fn halted(&mut self) {
+        let _ = self.halted.wait_for(|h| *h).await;
+    }
+
+    /// Stops the node: the service and metrics stop, and the Raft loop ends after its turn.
+    /// Returns how the Raft loop ended.
+    pub fn shutdown(self) -> Result<(), ServerError> {
+        for task in &self.tasks {
+            task.abort();
+        }
+        let _ = self.inbox.send(Input::Shutdown);
+        self.raft_thread
+            .join()
+            .unwrap_or_else(|_| Err(ServerError::Config("the raft thread panicked".into())))
+    }
+}
+
+/// Makes the data directory ready to start from, in one of three ways decided by its contents
+/// alone (see the module's comment): recovering, joining, or bootstrapping the initial
+/// cluster. Returns the cluster's id and the Raft log.
+fn prepare(
+    cfg: &ServeConfig,
+    store: &Store,
+    tls: &Tls,
+    runtime: &tokio::runtime::Runtime,
+) -> Result<(u64, crate::storage::RaftLog), ServerError> {
     let mut raft_log = store.raft_log()?;
     let book = |peers: &std::collections::BTreeMap<u64, String>| -> Members {
         peers
@@ -81,9 +273,9 @@ pub fn serve(cfg: ServeConfig) -> Result<(), ServerError> {
             .cloned()
             .collect();
         if !others.is_empty() {
-            match runtime.block_on(cluster_id_at(&others, &tls, PROBE_TIMEOUT)) {
+            match runtime.block_on(cluster_id_at(&others, tls, PROBE_TIMEOUT)) {
                 Ok(theirs) => {
-                    check_identity(&store, &cfg, theirs, true)?;
+                    check_identity(store, cfg, theirs, true)?;
                 }
                 Err(e) => log::warn!("not checking the cluster to join: {e}"),
             }
@@ -95,7 +287,7 @@ pub fn serve(cfg: ServeConfig) -> Result<(), ServerError> {
                 cfg.id
             );
         }
-        let cluster_id = check_identity(&store, &cfg, config::cluster_id_for(&cfg.peers), false)?;
+        let cluster_id = check_identity(store, cfg, config::cluster_id_for(&cfg.peers), false)?;
         if raft_log.members().is_empty() {
             // Written before the member book existed: the initial peers are the book.
             let mut batch = WriteBatch::default();
@@ -104,8 +296,8 @@ pub fn serve(cfg: ServeConfig) -> Result<(), ServerError> {
         }
         cluster_id
     } else if !cfg.join.is_empty() {
-        let (cluster_id, members) = runtime.block_on(join(&cfg, &tls))?;
-        check_identity(&store, &cfg, cluster_id, true)?;
+        let (cluster_id, members) = runtime.block_on(join(cfg, tls))?;
+        check_identity(store, cfg, cluster_id, true)?;
         // Only the addresses, to talk to the leader until its snapshot arrives: the snapshot
         // brings the configuration, the member book and the state, all at one index.
         let mut batch = WriteBatch::default();
@@ -117,7 +309,7 @@ pub fn serve(cfg: ServeConfig) -> Result<(), ServerError> {
         );
         cluster_id
     } else {
-        let cluster_id = check_identity(&store, &cfg, config::cluster_id_for(&cfg.peers), false)?;
+        let cluster_id = check_identity(store, cfg, config::cluster_id_for(&cfg.peers), false)?;
         // A fresh data directory: every node of the initial cluster starts from the same
         // configuration, so they agree on the voters without any exchange.
         let cs = ConfState {
@@ -136,129 +328,7 @@ pub fn serve(cfg: ServeConfig) -> Result<(), ServerError> {
         );
         cluster_id
     };
-    let (applied, records) = store.state_store().load()?;
-    let digest = integrity::RecordDigest::of_records(&records);
-    let machine = StateMachine::from_records(records)?;
-    if applied > raft_log.hard_state().commit {
-        // Entries are applied before the hard state of the same turn is written; a crash in
-        // between leaves the applied index ahead of the stored commit index. Applied entries
-        // were committed, so the commit index can safely catch up.
-        let mut batch = WriteBatch::default();
-        raft_log.stage_commit(&mut batch, applied);
-        store.write(batch, true)?;
-    }
-
-    let listener = runtime
-        .block_on(tokio::net::TcpListener::bind(&cfg.listen))
-        .map_err(|e| ServerError::Io(format!("listening on {}", cfg.listen), e))?;
-    log::info!(
-        "node {} listening on {} (applied index {applied})",
-        cfg.id,
-        cfg.listen
-    );
-
-    let (inbox_tx, inbox_rx) = std::sync::mpsc::channel();
-    let peers = raft_log
-        .members()
-        .iter()
-        .map(|(id, m)| (*id, m.addr.clone()))
-        .collect();
-    let transport = transport::Transport::start(
-        cluster_id,
-        cfg.id,
-        &peers,
-        inbox_tx.clone(),
-        runtime.handle().clone(),
-        tls.clone(),
-    );
-    let (metrics, registry) = metrics::NodeMetrics::new();
-    let metrics = Arc::new(metrics);
-    let events = Arc::new(events::EventRouter::counting(metrics.events_pushed.clone()));
-    let service = Arc::new(service::Service {
-        cluster_id,
-        node_id: cfg.id,
-        peers: transport.book(),
-        inbox: inbox_tx.clone(),
-        events: events.clone(),
-        next_conn: std::sync::atomic::AtomicU64::new(1),
-        tls,
-        admission: Arc::default(),
-        client_max_frame: crate::proto::client_request_limit(cfg.max_file_size),
-        idle_timeout: cfg.idle_timeout,
-        max_requests: cfg.max_requests,
-        requests: Arc::new(tokio::sync::Semaphore::new(cfg.max_requests)),
-        counts: Arc::default(),
-        metrics: metrics.clone(),
-    });
-    let data = cfg.data.clone();
-    // Bound before the Raft loop starts, so a bad address fails the start, not a live node.
-    let metrics_server = match &cfg.metrics_listen {
-        Some(addr) => {
-            let pages = Arc::new(metrics_pages(registry, metrics.clone(), inbox_tx.clone()));
-            let server = runtime
-                .block_on(crate::metrics::bind(addr, pages))
-                .map_err(|e| ServerError::Io(format!("serving metrics on {addr}"), e))?;
-            Some(server)
-        }
-        None => None,
-    };
-    let node = Node::new(
-        cfg,
-        cluster_id,
-        store,
-        raft_log,
-        machine,
-        digest,
-        applied,
-        transport,
-        inbox_rx,
-        events,
-        metrics.clone(),
-    )?;
-    let raft_thread = std::thread::Builder::new()
-        .name("lockfs-raft".into())
-        .spawn(move || {
-            let result = node.run();
-            match &result {
-                // Halting is the safe answer to a storage or consistency failure: the other
-                // replicas carry on, and this one must not serve or acknowledge anything more.
-                Err(e) if e.is_corrupt() => {
-                    log::error!("halting: {e}; {}", ServerError::corrupt_advice(&data));
-                    std::process::exit(EXIT_CORRUPT);
-                }
-                Err(e) => {
-                    log::error!("halting: {e}");
-                    std::process::exit(1);
-                }
-                Ok(()) => {}
-            }
-            result
-        })
-        .map_err(|e| ServerError::Io("starting the raft thread".into(), e))?;
-
-    let stop_watch = {
-        let _guard = runtime.enter();
-        tokio::spawn(service.serve(listener))
-    };
-    if let Some(server) = metrics_server {
-        runtime.spawn(server);
-    }
-    let outcome = runtime.block_on(async {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .map_err(|e| ServerError::Io("installing a SIGTERM handler".into(), e))?;
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => log::info!("interrupted; stopping"),
-            _ = term.recv() => log::info!("terminated; stopping"),
-        }
-        Ok::<(), ServerError>(())
-    });
-    stop_watch.abort();
-    let _ = inbox_tx.send(Input::Shutdown);
-    let node_result = raft_thread
-        .join()
-        .unwrap_or_else(|_| Err(ServerError::Config("the raft thread panicked".into())));
-    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
-    outcome.and(node_result)
+    Ok((cluster_id, raft_log))
 }
 
 /// What `--metrics-listen` serves: the node's metrics, with its gauges and verdicts read from
