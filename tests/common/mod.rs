@@ -11,10 +11,12 @@
 pub mod checkers;
 pub mod hosts;
 pub mod linearizable;
+pub mod nemesis;
 pub mod proxy;
 #[path = "../../src/testdir.rs"]
 pub mod testdir;
 pub mod tls;
+pub mod workloads;
 
 use std::collections::BTreeMap;
 use std::net::TcpListener;
