@@ -48,9 +48,9 @@ const BACKOFF_MAX: Duration = Duration::from_millis(50);
 const AVOID_FAILED: Duration = Duration::from_secs(3);
 /// How long one try of a request that is safe to retry waits for its answer before trying
 /// another server. A paused server (SIGSTOP, a stalled VM) keeps its connections open and says
-/// nothing; waiting on it for the whole deadline once turned a leader's 12 s pause into an EIO
-/// on a mount although the other nodes had elected a new leader long before (found by the
-/// fault suite).
+/// nothing: a request stuck on it moves to another server after this, so a paused leader
+/// costs a request at most this much beyond the election of the next one, never its whole
+/// deadline.
 const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(4);
 /// How often a client refreshes the member list over a connection that lasts.
 const RELEARN_AFTER: Duration = Duration::from_secs(5);

@@ -10,8 +10,8 @@
 //! the RELEASE of the previous one is still on its way to us (FUSE sends it in the
 //! background). The cluster would then take the new open for the old holder, grant it without
 //! a new fencing generation, and let the late release take the new holder's lock. A handle is
-//! one open file description and its id is never reused. (Found by `tests/faults.rs`: one
-//! client's two critical sections under the same generation.)
+//! one open file description and its id is never reused, so a late release never takes a
+//! later holder's lock, and every grant bumps the generation.
 //! Which of flock or fcntl the request is, fuser does not say: see `lock_style.rs`.
 //!
 //! A lock needs a backend handle: a file opened lazily (read-only, not ephemeral: see

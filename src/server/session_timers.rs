@@ -183,10 +183,10 @@ mod tests {
         assert!(t.overdue(1, &live(&[]), late).is_empty());
     }
 
-    /// The bug the fault suite found: a leader paused past the TTL proposes expiries, is
-    /// deposed (the proposals are dropped), and is elected again later. In its new term the
-    /// sessions are healthy and must get a full TTL, whatever the old tables said, and even
-    /// if a keep-alive comes before anything else of the new term.
+    /// A leader paused past the TTL proposes expiries, is deposed (the proposals are dropped),
+    /// and is elected again later. In its new term the sessions are healthy and get a full
+    /// TTL, whatever the old tables said, and even if a keep-alive comes before anything else
+    /// of the new term.
     #[test]
     fn a_new_leadership_forgets_the_timers_and_expiries_of_an_old_one() {
         let t0 = Instant::now();
