@@ -72,9 +72,7 @@ use common::workloads::{
 };
 use common::{Cluster, Mount, Rng};
 
-/// The mounts' session TTL: the default. The nemesis pauses leaders for longer than 5 s, which
-/// a shorter TTL does not always survive; the second test covers a 5 s TTL under leader faults
-/// on its own.
+/// The mounts' session TTL: the default. A 5 s TTL under leader faults is the second test's.
 const TTL_S: u64 = 10;
 const LOCK_DELAY_MS: u64 = 1000;
 /// How long after a host is cut off its ephemeral file must be gone: TTL, the leader's tick,
