@@ -266,3 +266,25 @@ fn a_write_by_anyone_but_root_clears_set_id_bits() {
     assert!(as_user(&mut sm, 1, 1, &[], truncate).is_ok());
     assert_eq!(mode(&sm, "/tmp/s"), 0o755);
 }
+
+#[test]
+fn only_a_files_owner_sets_its_lock_settings() {
+    let mut sm = tree();
+    let on_loss = |path: &str| Command::SetOnLoss {
+        target: p(path),
+        on_loss: Some(crate::state::OnLoss::Kill),
+    };
+    let max_holders = |path: &str| Command::SetMaxHolders {
+        target: p(path),
+        max_holders: 3,
+    };
+    // /tmp/mine belongs to uid 1: another user reaches it but may not set its settings.
+    for cmd in [on_loss("/tmp/mine"), max_holders("/tmp/mine")] {
+        assert_eq!(
+            as_user(&mut sm, 2, 2, &[], cmd.clone()),
+            Err(StateError::NotPermitted)
+        );
+        assert!(as_user(&mut sm, 1, 1, &[], cmd).is_ok());
+    }
+    sm.validate().unwrap();
+}
