@@ -23,6 +23,11 @@ pub enum ServerError {
     /// leader change, a read that found no quorum in time, or a node shutting down.
     #[error("unavailable: {0}")]
     Unavailable(String),
+    /// The Raft loop stopped (halted, or shut down) with the request in hand: a write may
+    /// have reached other members and be applied by them, so its outcome is unknown. Never
+    /// answered: the client sees its connection close, which it takes as exactly that.
+    #[error("the node stopped with the request in hand")]
+    Dropped,
     /// The node has as many requests in hand as it takes; nothing was done, retry after a
     /// pause (ENOBUFS on the wire, which clients retry with backoff on the same connection).
     #[error("busy: {0}")]
@@ -67,7 +72,10 @@ impl ServerError {
             ServerError::NotLeader { .. } | ServerError::Unavailable(_) => errno::EAGAIN,
             ServerError::Busy(_) => errno::ENOBUFS,
             ServerError::Config(_) => errno::EINVAL,
-            ServerError::Storage(_) | ServerError::Raft(_) | ServerError::Io(..) => errno::EIO,
+            ServerError::Storage(_)
+            | ServerError::Raft(_)
+            | ServerError::Io(..)
+            | ServerError::Dropped => errno::EIO,
             ServerError::Refused { code, .. } | ServerError::Denied { code, .. } => *code,
         }
     }

@@ -346,6 +346,12 @@ impl Service {
                 m.request_seconds
                     .get_or_create(&KindLabel { kind })
                     .observe(started.elapsed().as_secs_f64());
+                if matches!(result, Err(ServerError::Dropped)) {
+                    // No answer: the connection closes with the node, and the client takes
+                    // the write's outcome as unknown, as it is.
+                    log::warn!("the node stopped with request {} in hand", req.id);
+                    return;
+                }
                 match result {
                     Ok(res) => {
                         // A connection that keeps a session alive (or opened it) gets its events.
@@ -455,7 +461,9 @@ async fn handle(
 ) -> Result<proto::Response_oneof_result, ServerError> {
     let (inbox, caller, addr, events) = (&ctx.inbox, &ctx.caller, ctx.addr, &ctx.events);
     let (conn, tx) = (ctx.conn, &ctx.tx);
+    // Not taken: nothing was done, retry elsewhere. Taken and its answer dropped: unknown.
     let stopped = || ServerError::Unavailable("node shutting down".into());
+    let dropped = |_| ServerError::Dropped;
     let mut action = convert::action(req)?;
     let counter = match &action {
         Action::Read(_) => Some(&ctx.counts.reads),
@@ -492,7 +500,7 @@ async fn handle(
             inbox
                 .send(Input::ChangeMembers { op, reply })
                 .map_err(|_| stopped())?;
-            rx.await.map_err(|_| stopped())??;
+            rx.await.map_err(dropped)??;
             let (reply, rx) = oneshot::channel();
             inbox.send(Input::Status { reply }).map_err(|_| stopped())?;
             Ok(convert::status(rx.await.map_err(|_| stopped())?))
@@ -507,7 +515,7 @@ async fn handle(
                     reply,
                 })
                 .map_err(|_| stopped())?;
-            Ok(convert::outcome(rx.await.map_err(|_| stopped())??))
+            Ok(convert::outcome(rx.await.map_err(dropped)??))
         }
         Action::KeepAlive { session } => {
             let (reply, rx) = oneshot::channel();
