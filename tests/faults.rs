@@ -112,7 +112,8 @@ fn locks_writes_and_ephemeral_files_survive_the_nemesis() {
     let servers = cluster.servers();
     let opts = format!("allow_other,ttl={TTL_S}");
     // Lock waits are logged, for the autopsy of a lock anomaly.
-    let filter = "info,lockfs::fs::locks=debug,lockfs::client::session=debug";
+    let filter =
+        "info,lockfs::fs::locks=debug,lockfs::client::session=debug,lockfs::fs::guardian=debug";
     let mut a = Mount::start_as(
         "host-a",
         &servers,

@@ -23,10 +23,10 @@
 use std::collections::HashMap;
 use std::io::{BufRead, Write};
 use std::path::PathBuf;
-use std::process::{ChildStdin, Command, Stdio};
+use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError};
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::Duration;
 
 use super::lock_loss::{self, Lost, Proc};
@@ -45,17 +45,20 @@ pub fn monotonic_ns() -> u64 {
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
-/// The mount's side: the guardian process, started with the first lock, and a thread that
-/// writes to its stdin, so that a guardian slow to read never blocks a lock request.
+/// The mount's side: the guardian process, started with the first lock, and the pipe to it.
+///
+/// Each line is written by the thread that has it, before that thread goes on: a lock is told
+/// to the guardian before the process that asked for it hears it was granted, so a mount
+/// frozen right after a grant has not kept the guardian in the dark. The pipe does not block:
+/// a guardian so far behind that its pipe is full counts as gone, and the mount's own watcher
+/// acts instead.
 pub struct Guardian {
     program: PathBuf,
     policy_line: String,
-    /// Lines for the writer thread; `None` until started, or once the guardian is gone.
-    lines: Mutex<Option<mpsc::Sender<String>>>,
+    /// The guardian and its stdin; `None` until started, or once it is gone.
+    child: Mutex<Option<(Child, ChildStdin)>>,
     started: AtomicBool,
-    /// Cleared by the writer thread when the guardian can no longer be reached.
-    alive: Arc<AtomicBool>,
-    writer: Mutex<Option<std::thread::JoinHandle<()>>>,
+    alive: AtomicBool,
 }
 
 impl Guardian {
@@ -68,10 +71,9 @@ impl Guardian {
                 policy.grace.as_millis(),
                 policy.mountpoint.display()
             ),
-            lines: Mutex::new(None),
+            child: Mutex::new(None),
             started: AtomicBool::new(false),
-            alive: Arc::new(AtomicBool::new(false)),
-            writer: Mutex::new(None),
+            alive: AtomicBool::new(false),
         }
     }
 
@@ -97,24 +99,19 @@ impl Guardian {
             }
         };
         log::info!("on_lock_loss: lock guardian started (pid {})", child.id());
-        let mut stdin: ChildStdin = child.stdin.take().expect("piped");
-        let (tx, rx) = mpsc::channel::<String>();
-        let _ = tx.send(self.policy_line.clone());
-        self.alive.store(true, Ordering::SeqCst);
-        let alive = self.alive.clone();
-        let writer = std::thread::spawn(move || {
-            for line in rx {
-                if let Err(e) = stdin.write_all(line.as_bytes()) {
-                    log::error!("on_lock_loss: the lock guardian is gone: {e}");
-                    break;
-                }
+        let stdin: ChildStdin = child.stdin.take().expect("piped");
+        {
+            use std::os::fd::AsRawFd;
+            let fd = stdin.as_raw_fd();
+            // SAFETY: fcntl(2) on the pipe this process just created and owns.
+            unsafe {
+                let flags = libc::fcntl(fd, libc::F_GETFL);
+                libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK);
             }
-            alive.store(false, Ordering::SeqCst);
-            drop(stdin);
-            let _ = child.wait();
-        });
-        *self.lines.lock().expect("poisoned") = Some(tx);
-        *self.writer.lock().expect("poisoned") = Some(writer);
+        }
+        *self.child.lock().expect("poisoned") = Some((child, stdin));
+        self.alive.store(true, Ordering::SeqCst);
+        self.send(self.policy_line.clone());
     }
 
     /// Started, and not known to be gone.
@@ -123,8 +120,18 @@ impl Guardian {
     }
 
     fn send(&self, line: String) {
-        if let Some(tx) = self.lines.lock().expect("poisoned").as_ref() {
-            let _ = tx.send(line);
+        let mut slot = self.child.lock().expect("poisoned");
+        let Some((_, stdin)) = slot.as_mut() else {
+            return;
+        };
+        if let Err(e) = stdin.write_all(line.as_bytes()) {
+            log::error!("on_lock_loss: the lock guardian is gone or stuck: {e}");
+            self.alive.store(false, Ordering::SeqCst);
+            if let Some((mut child, stdin)) = slot.take() {
+                drop(stdin);
+                let _ = child.kill();
+                let _ = child.wait();
+            }
         }
     }
 
@@ -151,9 +158,9 @@ impl Guardian {
     /// The mount ends cleanly: the guardian exits without acting.
     pub fn exit(&self) {
         self.send("exit\n".into());
-        self.lines.lock().expect("poisoned").take();
-        if let Some(writer) = self.writer.lock().expect("poisoned").take() {
-            let _ = writer.join();
+        if let Some((mut child, stdin)) = self.child.lock().expect("poisoned").take() {
+            drop(stdin);
+            let _ = child.wait();
         }
     }
 }
@@ -281,6 +288,7 @@ pub fn run() {
         ] {
             let due = state.take_due(now, ended);
             if !due.is_empty() {
+                log::debug!("lock guardian: {} locks due ({why})", due.len());
                 let signalled = lock_loss::signal_victims(&due, &state.mountpoint, why);
                 let kill_at = now + state.grace.as_nanos() as u64;
                 pending.extend(signalled.into_iter().map(|p| (kill_at, p)));
