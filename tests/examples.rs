@@ -30,6 +30,18 @@ fn quiet(h: &Hosts, what: &str) {
     );
 }
 
+/// Starts `leader-election.sh candidate` on host `host` ("A" or "B") with the address
+/// `host<HOST>:5432` and `cmd` as the leader's command ("": the default), its output in
+/// `$OUT/<host>.log`.
+fn candidate(h: &mut Hosts, host: &str, cmd: &str) -> u32 {
+    let lower = host.to_lowercase();
+    let script = format!(
+        "exec \"$EXAMPLES/leader-election.sh\" candidate \"${host}\" host{host}:5432 {cmd} \
+         > \"$OUT/{lower}.log\" 2>&1"
+    );
+    h.spawn("bash", &["-c", &script])
+}
+
 #[test]
 fn leader_election_one_leader_and_followers_learn_the_next() {
     let mut h = Hosts::start();
@@ -40,13 +52,7 @@ fn leader_election_one_leader_and_followers_learn_the_next() {
             "exec \"$EXAMPLES/leader-election.sh\" follow \"$B\" > \"$OUT/follow.log\"",
         ],
     );
-    let a = h.spawn(
-        "bash",
-        &[
-            "-c",
-            "exec \"$EXAMPLES/leader-election.sh\" candidate \"$A\" hostA:5432 > \"$OUT/a.log\" 2>&1",
-        ],
-    );
+    let a = candidate(&mut h, "A", "");
     if !waited(|| h.read_out("a.log").contains("leader: hostA:5432")) {
         panic!(
             "A not elected; its output:\n{}\n{}",
@@ -54,13 +60,7 @@ fn leader_election_one_leader_and_followers_learn_the_next() {
             h.logs()
         );
     }
-    let b = h.spawn(
-        "bash",
-        &[
-            "-c",
-            "exec \"$EXAMPLES/leader-election.sh\" candidate \"$B\" hostB:5432 > \"$OUT/b.log\"",
-        ],
-    );
+    let b = candidate(&mut h, "B", "");
     wait_until("the follower to learn of A", || {
         h.read_out("follow.log").contains("leader: hostA:5432")
     });
@@ -201,13 +201,7 @@ echo \"end $1\" >> \"$OUT/log\"
 #[test]
 fn a_cut_off_leader_is_stopped_before_the_next_is_elected() {
     let mut h = Hosts::start_proxied(4000, "allow_other,ttl=3", "allow_other,ttl=3");
-    let b = h.spawn(
-        "bash",
-        &[
-            "-c",
-            "exec \"$EXAMPLES/leader-election.sh\" candidate \"$B\" hostB:5432 > \"$OUT/b.log\" 2>&1",
-        ],
-    );
+    let b = candidate(&mut h, "B", "");
     wait_until("B elected", || {
         h.read_out("b.log").contains("leader: hostB:5432")
     });
@@ -217,14 +211,7 @@ fn a_cut_off_leader_is_stopped_before_the_next_is_elected() {
         format!("{}\nexec sleep infinity", note_state_of(b, "b-seen")),
     )
     .unwrap();
-    let _a = h.spawn(
-        "bash",
-        &[
-            "-c",
-            "exec \"$EXAMPLES/leader-election.sh\" candidate \"$A\" hostA:5432 \
-             bash \"$OUT/lead.sh\" > \"$OUT/a.log\" 2>&1",
-        ],
-    );
+    let _a = candidate(&mut h, "A", "bash \"$OUT/lead.sh\"");
     h.cut_off_b();
     let elected = waited(|| h.out("b-seen").exists());
     h.cluster.heal();
