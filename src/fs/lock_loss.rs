@@ -351,6 +351,22 @@ impl Drop for Holders {
     }
 }
 
+/// Every process's children, from `/proc`: parent pid → child pids.
+pub fn children() -> HashMap<u32, Vec<u32>> {
+    let mut children: HashMap<u32, Vec<u32>> = HashMap::new();
+    if let Ok(dir) = std::fs::read_dir("/proc") {
+        for entry in dir.flatten() {
+            let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse().ok()) else {
+                continue;
+            };
+            if let Some((parent, _)) = stat(pid) {
+                children.entry(parent).or_default().push(pid);
+            }
+        }
+    }
+    children
+}
+
 /// The processes to signal for the `lost` locks: their holders still running, and their
 /// descendants that have the lock's file open below `mountpoint`; each with the node of a lock
 /// it holds and its signal, KILL where its locks ask for different ones.
@@ -370,18 +386,7 @@ fn victims(lost: &[Lost], mountpoint: &Path) -> BTreeMap<Proc, (u64, i32)> {
     if roots.is_empty() {
         return out;
     }
-    // Every process's parent, once.
-    let mut children: HashMap<u32, Vec<u32>> = HashMap::new();
-    if let Ok(dir) = std::fs::read_dir("/proc") {
-        for entry in dir.flatten() {
-            let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse().ok()) else {
-                continue;
-            };
-            if let Some((parent, _)) = stat(pid) {
-                children.entry(parent).or_default().push(pid);
-            }
-        }
-    }
+    let children = children();
     for (ino, signal, root) in roots {
         note(root, ino, signal);
         let mut todo = vec![root.pid];

@@ -66,5 +66,7 @@ pub use backend::{
     NodeKind,
 };
 pub use guardian::run as run_lock_guardian;
-pub use lock_loss::{parse as parse_lock_loss, Policy as LockLossPolicy};
+pub use lock_loss::{
+    children as process_children, parse as parse_lock_loss, Policy as LockLossPolicy,
+};
 pub use mount::{mount, mount_counting, MountConfig, MountHandle};
