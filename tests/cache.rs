@@ -215,3 +215,103 @@ fn directories_deleted_and_made_again_elsewhere_are_seen_at_once() {
         out.stderr
     );
 }
+
+/// Reads of `/f` on every node, back to back from `readers` clients per node, until `stop`:
+/// for each, when it returned (since `t0`) and what it read.
+async fn read_until(
+    servers: Vec<String>,
+    readers: usize,
+    t0: std::time::Instant,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> Vec<(Duration, String)> {
+    use lockfs::client::{ops, Client};
+    use lockfs::proto::Response_oneof_result as Res;
+    use std::sync::atomic::Ordering;
+    let mut tasks = Vec::new();
+    for addr in servers.iter().cycle().take(servers.len() * readers) {
+        let client = Client::pinned(
+            addr.clone(),
+            Duration::from_secs(20),
+            "reader".into(),
+            common::tls::admin(),
+        );
+        let stop = stop.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut seen = Vec::new();
+            for _ in 0..100_000 {
+                if stop.load(Ordering::SeqCst) {
+                    break;
+                }
+                if let Ok(Res::data(d)) = client.call(ops::read("/f")).await {
+                    let value = String::from_utf8_lossy(&d.data).into_owned();
+                    seen.push((t0.elapsed(), value));
+                }
+            }
+            seen
+        }));
+    }
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await.expect("a reader"));
+    }
+    all
+}
+
+#[test]
+fn no_read_shows_a_write_while_a_cache_may_still_serve_what_it_replaced() {
+    use lockfs::client::{ops, Client};
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    let h = Hosts::start();
+    let c = h.extra_mount("c", "host-a", "allow_other,ttl=2");
+    let cpath = c.path.display().to_string();
+    let servers: Vec<String> = h.cluster.servers().split(',').map(String::from).collect();
+    let writer = Client::new(
+        servers.clone(),
+        Duration::from_secs(20),
+        "writer".into(),
+        common::tls::admin(),
+    );
+    let pid = c.pid().expect("mount C runs");
+    let mut early = Vec::new();
+    for round in 0..3 {
+        let old = format!("old{round}");
+        h.ok(&format!("echo -n {old} > \"$A/f\""));
+        assert_eq!(h.ok(&format!("cat \"{cpath}/f\"")), old);
+        signal(pid, libc::SIGSTOP);
+        let frozen = std::time::Instant::now();
+        // C caches f and is frozen: its lease (2 s, renewed every 0.67 s) runs until at least
+        // 1.3 s from now, and until then the write below must not show anywhere, since C
+        // could still serve what it replaced. Reads race with it on every node: those whose
+        // ReadIndex was taken before it committed are answered once it applied.
+        let stop = Arc::new(AtomicBool::new(false));
+        let (reads, wrote) = common::block_on(async {
+            let readers = tokio::spawn(read_until(servers.clone(), 3, frozen, stop.clone()));
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            let wrote = writer
+                .call(ops::put("/f", b"new".to_vec(), 0o644, 0, 0))
+                .await;
+            stop.store(true, Ordering::SeqCst);
+            (readers.await.expect("the readers"), wrote)
+        });
+        signal(pid, libc::SIGCONT);
+        wrote.expect("the write");
+        let bound = Duration::from_millis(1300);
+        assert!(
+            reads.iter().any(|(_, v)| *v == old),
+            "round {round}: no read ran before the write"
+        );
+        early.extend(
+            reads
+                .into_iter()
+                .filter(|(at, v)| *at < bound && *v != old)
+                .map(|(at, v)| format!("round {round}: {v:?} read {at:?} after C froze")),
+        );
+    }
+    drop(c);
+    assert!(
+        early.is_empty(),
+        "reads showed a write while a frozen cache still held the file:\n{}",
+        early.join("\n")
+    );
+}

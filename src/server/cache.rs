@@ -160,6 +160,68 @@ impl<R> CacheWaits<R> {
     pub fn holds_through(&self, index: u64) -> bool {
         self.held.iter().any(|h| h.index <= index)
     }
+
+    /// Whether a write at or below `index` that changed something [`related`] to `path` is
+    /// still held: a read of `path` answered from the state at `index` must wait.
+    pub fn holds(&self, index: u64, path: &str) -> bool {
+        self.held
+            .iter()
+            .any(|h| h.index <= index && h.paths.iter().any(|p| related(p, path)))
+    }
+}
+
+/// Whether a change at `changed` can alter what a read of `read` answers: one is the other
+/// or inside it (a listing shows its entries; a path resolves through its directories).
+pub fn related(changed: &str, read: &str) -> bool {
+    within(changed, read) || within(read, changed)
+}
+
+/// What a follower remembers of the latest changes caches may hold: (index, paths), the
+/// newest [`RecentChanges::MAX`] of them. The leader holds such a change until the caches
+/// dropped it, but a follower applies it at once; a read there whose ReadIndex came before
+/// the change must not be answered from a state that shows it (it asks again instead).
+#[derive(Default)]
+pub struct RecentChanges {
+    changes: VecDeque<(u64, Vec<String>)>,
+    /// Changes at or below this index may have been forgotten.
+    forgotten_through: u64,
+}
+
+impl RecentChanges {
+    pub const MAX: usize = 4096;
+
+    /// Nothing at or below `index` is known: a replica that starts, or installs a snapshot.
+    pub fn forget_through(&mut self, index: u64) {
+        self.changes.retain(|(i, _)| *i > index);
+        self.forgotten_through = self.forgotten_through.max(index);
+    }
+
+    /// The change applied at `index` changed `paths`.
+    pub fn record(&mut self, index: u64, paths: Vec<String>) {
+        if self.changes.len() == Self::MAX {
+            if let Some((i, _)) = self.changes.pop_front() {
+                self.forgotten_through = i;
+            }
+        }
+        self.changes.push_back((index, paths));
+    }
+
+    /// Whether something related to `path` may have changed after `after`, through
+    /// `through`: certainly if such a change is remembered, and also if what came after
+    /// `after` is partly forgotten.
+    pub fn changed(&self, after: u64, through: u64, path: &str) -> bool {
+        if after >= through {
+            return false;
+        }
+        if after < self.forgotten_through {
+            return true;
+        }
+        self.changes
+            .iter()
+            .rev()
+            .take_while(|(i, _)| *i > after)
+            .any(|(i, ps)| *i <= through && ps.iter().any(|p| related(p, path)))
+    }
 }
 
 #[cfg(test)]
@@ -266,6 +328,50 @@ mod tests {
         w.register(1, "/", 7);
         assert!(w.with(t0, |v| waits.release(v)).is_empty());
         assert!(!waits.holds_through(u64::MAX));
+    }
+
+    #[test]
+    fn a_read_waits_for_held_writes_related_to_its_path_at_the_state_it_shows() {
+        let t0 = Instant::now();
+        let w = World::new(&[1]);
+        w.register(1, "/", 2);
+        let mut waits: CacheWaits<u32> = CacheWaits::new(MARGIN);
+        w.with(t0, |v| waits.hold(5, paths(&["/d/f"]), v, vec![5]));
+        // A read shows the state at its index: below the write, nothing to wait for.
+        assert!(!waits.holds(4, "/d/f"));
+        // The file, its directory (a listing) and a path through it wait; others do not.
+        assert!(waits.holds(5, "/d/f") && waits.holds(9, "/d") && waits.holds(9, "/"));
+        assert!(waits.holds(9, "/d/f/x"));
+        assert!(!waits.holds(9, "/d/g") && !waits.holds(9, "/d/ff") && !waits.holds(9, "/e"));
+        // A barrier ("/") holds every read.
+        w.with(t0, |v| waits.hold(7, paths(&["/"]), v, Vec::new()));
+        assert!(waits.holds(7, "/e") && !waits.holds(6, "/e"));
+    }
+
+    #[test]
+    fn a_follower_knows_which_reads_a_later_change_may_have_altered() {
+        let mut recent = RecentChanges::default();
+        recent.forget_through(10);
+        recent.record(12, paths(&["/a"]));
+        recent.record(15, paths(&["/b/f", "/c"]));
+        assert!(!recent.changed(12, 14, "/a"), "nothing after 12 through 14");
+        assert!(recent.changed(11, 14, "/a"));
+        assert!(recent.changed(12, 15, "/b") && recent.changed(12, 15, "/c/x"));
+        assert!(!recent.changed(12, 15, "/a") && !recent.changed(15, 20, "/b/f"));
+        // What came after 9 is partly forgotten: maybe changed.
+        assert!(recent.changed(9, 11, "/zzz"));
+        assert!(!recent.changed(20, 20, "/"));
+        // Past its bound it forgets the oldest.
+        for i in 0..RecentChanges::MAX as u64 {
+            recent.record(100 + i, paths(&["/x"]));
+        }
+        assert!(recent.changed(14, 16, "/y"), "15 was forgotten");
+        assert!(!recent.changed(15, 16, "/y"));
+        assert!(!recent.changed(100, 101 + 4000, "/y"));
+        // A snapshot installed: nothing before it is known.
+        recent.forget_through(5000);
+        assert!(recent.changed(4999, 5000, "/y"));
+        assert!(!recent.changed(5000, 6000, "/"));
     }
 
     #[test]

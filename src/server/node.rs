@@ -34,7 +34,7 @@ use slog::Drain as _;
 use tokio::sync::oneshot;
 
 use super::authz::{query_target, targets, within, Access, SEQ_WINDOW};
-use super::cache::{CacheWaits, View, ACK_GRACE, MAX_CACHE_TTL};
+use super::cache::{CacheWaits, RecentChanges, View, ACK_GRACE, MAX_CACHE_TTL};
 use super::config::ServeConfig;
 use super::convert;
 use super::entry::Envelope;
@@ -100,6 +100,13 @@ pub struct Watching {
     pub attr: Option<Attr>,
     /// Locks the node has.
     pub holders: u32,
+}
+
+/// See [`Node::read_gate`].
+enum ReadGate {
+    Answer,
+    Wait,
+    AskAgain,
 }
 
 /// A read waiting for its ReadIndex: a query, or a watch to register (a watch begins at a
@@ -291,6 +298,9 @@ pub struct Node {
     timers_synced: Option<(u64, u64)>,
     /// Answers to writes held until the caches that may hold what they changed dropped it.
     cache_waits: CacheWaits<(Reply, Result<Outcome, ServerError>)>,
+    /// The latest changes caches may hold, for the reads a follower answers (see
+    /// [`Node::read_gate`]).
+    recent: RecentChanges,
     /// How long past its TTL (as this node knows it) a lease may still run: renewed by a
     /// former leader, or while its holder's acknowledgements were overdue (`cache.rs`).
     lease_margin: Duration,
@@ -394,6 +404,11 @@ impl Node {
             incoming: None,
             timers_synced: None,
             cache_waits: CacheWaits::new(lease_margin),
+            recent: {
+                let mut recent = RecentChanges::default();
+                recent.forget_through(applied);
+                recent
+            },
             lease_margin,
             metrics,
             queued_at: HashMap::new(),
@@ -406,7 +421,12 @@ impl Node {
         let tick = self.cfg.tick;
         let mut next_tick = Instant::now() + tick;
         loop {
-            let wait = next_tick.saturating_duration_since(Instant::now());
+            // Reads asked again (see `read_gate`) go out without waiting for a tick.
+            let wait = if self.new_reads.is_empty() {
+                next_tick.saturating_duration_since(Instant::now())
+            } else {
+                Duration::ZERO
+            };
             match self.inbox.recv_timeout(wait) {
                 Ok(input) => {
                     if !self.handle(input)? {
@@ -433,7 +453,7 @@ impl Node {
                 self.expire_reads(now);
                 self.retry_reads(now);
                 self.events.flush();
-                let ready = self.settle_caches(Vec::new());
+                let ready = self.settle_caches(Vec::new(), BTreeMap::new());
                 send_answers(ready);
                 self.report_divergence(now);
                 if self.leading() {
@@ -549,7 +569,7 @@ impl Node {
                 self.new_reads.push(PendingRead::Query(query, auth, reply));
             }
             Input::CacheAcked => {
-                let ready = self.settle_caches(Vec::new());
+                let ready = self.settle_caches(Vec::new(), BTreeMap::new());
                 send_answers(ready);
             }
             Input::Watch { reply, .. } if self.integrity.diverged.is_some() => {
@@ -1215,13 +1235,45 @@ impl Node {
         }
     }
 
-    /// Whether a read at `index` must wait: a write at or below it is held until every cache
-    /// that may hold what it changed has dropped it (`cache.rs`). A read that showed the write
-    /// before then could be followed, on another host, by a read its cache answers with what
-    /// the write replaced: the writes would not be linearizable. A cache's own registration
-    /// never waits (the held writes may be waiting for it).
+    /// Whether the ReadIndex answer `index` to a follower must wait: a write at or below it is
+    /// held until every cache that may hold what it changed has dropped it (`cache.rs`). A
+    /// read that showed the write before then could be followed, on another host, by a read
+    /// its cache answers with what the write replaced: the writes would not be linearizable.
+    /// (The follower itself checks what it applied past `index`: [`Node::read_gate`].)
     fn gated(&self, index: u64) -> bool {
         self.pending_barrier.is_some_and(|b| b <= index) || self.cache_waits.holds_through(index)
+    }
+
+    /// What to do with a read whose ReadIndex `index` is applied. It is answered from the
+    /// state at `self.applied`, which may show writes after `index`; it must show none that a
+    /// cache may still serve the former state of (see [`Node::gated`]):
+    /// - a write held here (the leader's, or a former leader's answers still held) that
+    ///   changed something related to the read's path: the read waits for it;
+    /// - on a follower, a change after `index` related to the path: the leader may still
+    ///   hold it, and nothing here says when it no longer does. The read asks for a new
+    ///   ReadIndex, which the leader gives once the change is released.
+    fn read_gate(&self, index: u64, read: &PendingRead) -> ReadGate {
+        if read.registers_cache() {
+            return ReadGate::Answer;
+        }
+        let path = match read {
+            PendingRead::Query(query, ..) => query_target(query)
+                .and_then(|(target, _)| self.machine.path_of_target(target).ok())
+                .unwrap_or_else(|| "/".into()),
+            PendingRead::Watch(spec, ..) => spec.path.clone(),
+        };
+        let applied = self.applied;
+        if self.pending_barrier.is_some_and(|b| b <= applied)
+            || self.cache_waits.holds(applied, &path)
+        {
+            ReadGate::Wait
+        } else if self.raw.raft.state != StateRole::Leader
+            && self.recent.changed(index, applied, &path)
+        {
+            ReadGate::AskAgain
+        } else {
+            ReadGate::Answer
+        }
     }
 
     fn send_read_answers(&mut self) {
@@ -1270,10 +1322,15 @@ impl Node {
             .partition(|(index, _)| *index <= applied);
         self.ready_reads = later;
         for (index, batch) in now {
-            let (waiting, reads): (Vec<_>, Vec<_>) = batch
-                .reads
-                .into_iter()
-                .partition(|read| !read.registers_cache() && self.gated(index));
+            let mut waiting = Vec::new();
+            let mut reads = Vec::new();
+            for read in batch.reads {
+                match self.read_gate(index, &read) {
+                    ReadGate::Answer => reads.push(read),
+                    ReadGate::Wait => waiting.push(read),
+                    ReadGate::AskAgain => self.new_reads.push(read),
+                }
+            }
             if !waiting.is_empty() {
                 self.ready_reads.push((
                     index,
@@ -1292,7 +1349,7 @@ impl Node {
                         let registered = self.register_watch(spec, &access);
                         let _ = reply.send(registered);
                         // A cache that registers anew may free held answers.
-                        let ready = self.settle_caches(Vec::new());
+                        let ready = self.settle_caches(Vec::new(), BTreeMap::new());
                         send_answers(ready);
                     }
                 }
@@ -1558,14 +1615,19 @@ impl Node {
                 changed.entry(e.index).or_default().push(e.path);
             }
         }
-        let answers = replies
+        for (index, paths) in &changed {
+            self.recent.record(*index, paths.clone());
+        }
+        let answers: Vec<Outgoing> = replies
             .into_iter()
             .map(|(index, reply, result)| {
-                let paths = changed.get(&index).cloned().unwrap_or_default();
+                let paths = changed.remove(&index).unwrap_or_default();
                 (index, paths, reply, result)
             })
             .collect();
-        let ready = self.settle_caches(answers);
+        // Changes nobody here waits for (an expiry, a wake-up, a former leader's entries) are
+        // held all the same, without answers: reads wait for them too.
+        let ready = self.settle_caches(answers, changed);
         send_answers(ready);
         Ok(())
     }
@@ -1688,6 +1750,7 @@ impl Node {
     fn settle_caches(
         &mut self,
         answers: Vec<Outgoing>,
+        unanswered: BTreeMap<u64, Vec<String>>,
     ) -> Vec<(Reply, Result<Outcome, ServerError>)> {
         let caching: Vec<(u64, Duration)> = self
             .machine
@@ -1725,6 +1788,13 @@ impl Node {
                 self.cache_waits
                     .hold(index, vec!["/".into()], &view, Vec::new()),
             );
+        }
+        if leading {
+            // A follower's holds would wait for caches registered elsewhere until their
+            // deadline: it leaves its reads to `RecentChanges` instead.
+            for (index, paths) in unanswered {
+                ready.extend(self.cache_waits.hold(index, paths, &view, Vec::new()));
+            }
         }
         for (index, paths, reply, result) in answers {
             if paths.is_empty() || result.is_err() {
@@ -1816,6 +1886,7 @@ impl Node {
         self.machine = machine;
         self.applied = index;
         self.raw.mut_store().set_applied(index);
+        self.recent.forget_through(index);
         self.integrity.restored(index);
         // The records and the write batch of a large snapshot are freed now; glibc keeps freed
         // memory for reuse unless asked, which left a node that installed 1 GiB at 3 GiB.
