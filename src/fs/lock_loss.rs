@@ -367,61 +367,114 @@ pub fn children() -> HashMap<u32, Vec<u32>> {
     children
 }
 
-/// The processes to signal for the `lost` locks: their holders still running, and their
-/// descendants that have the lock's file open below `mountpoint`; each with the node of a lock
-/// it holds and its signal, KILL where its locks ask for different ones.
-fn victims(lost: &[Lost], mountpoint: &Path) -> BTreeMap<Proc, (u64, i32)> {
-    let mut out: BTreeMap<Proc, (u64, i32)> = BTreeMap::new();
+/// The children of `pid`: from `/proc/PID/task/*/children`, which only the process's own
+/// entries serve; where the kernel has no such files, from `all` (every process's parent,
+/// scanned once).
+fn children_of(pid: u32, all: &mut Option<HashMap<u32, Vec<u32>>>) -> Vec<u32> {
+    if all.is_none() {
+        let mut found: Option<Vec<u32>> = None;
+        if let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) {
+            for task in tasks.flatten() {
+                let Ok(text) = std::fs::read_to_string(task.path().join("children")) else {
+                    continue;
+                };
+                let kids = found.get_or_insert_with(Vec::new);
+                kids.extend(
+                    text.split_whitespace()
+                        .filter_map(|w| w.parse::<u32>().ok()),
+                );
+            }
+        }
+        let own = format!("/proc/self/task/{}/children", std::process::id());
+        if found.is_some() || Path::new(&own).exists() {
+            return found.unwrap_or_default();
+        }
+        *all = Some(children());
+    }
+    all.as_ref()
+        .and_then(|m| m.get(&pid).cloned())
+        .unwrap_or_default()
+}
+
+/// The holders of the `lost` locks still running, each with its lock's node and signal.
+fn holders(lost: &[Lost]) -> Vec<(u64, i32, Proc)> {
+    lost.iter()
+        .flat_map(|l| l.procs.iter().map(move |p| (l.ino, l.signal, *p)))
+        .filter(|(_, _, p)| p.alive())
+        .collect()
+}
+
+/// Whom to signal, with the node of a lock it holds and its signal: every holder, and each of
+/// their descendants that has the lock's file open below `mountpoint`; KILL for one whose
+/// locks ask for different signals.
+fn victims(
+    holders: Vec<(u64, i32, Proc)>,
+    descendants: Vec<(u64, i32, Proc)>,
+    mountpoint: &Path,
+) -> BTreeMap<Proc, (u64, i32)> {
+    let mut victims: BTreeMap<Proc, (u64, i32)> = BTreeMap::new();
     let mut note = |p: Proc, ino: u64, signal: i32| {
-        let e = out.entry(p).or_insert((ino, signal));
+        let e = victims.entry(p).or_insert((ino, signal));
         if e.1 != signal {
             *e = (ino, libc::SIGKILL);
         }
     };
-    let roots: Vec<(u64, i32, Proc)> = lost
-        .iter()
-        .flat_map(|l| l.procs.iter().map(move |p| (l.ino, l.signal, *p)))
-        .filter(|(_, _, p)| p.alive())
-        .collect();
-    if roots.is_empty() {
-        return out;
+    for (ino, signal, p) in holders {
+        note(p, ino, signal);
     }
-    let children = children();
-    for (ino, signal, root) in roots {
-        note(root, ino, signal);
+    for (ino, signal, p) in descendants {
+        if has_open(p.pid, ino, mountpoint) {
+            note(p, ino, signal);
+        }
+    }
+    victims
+}
+
+/// Signals the holders of the `lost` locks (logging each) and their descendants that have
+/// the lock's file open below `mountpoint`, each with its lock's signal (KILL where its locks
+/// ask for different ones); returns those sent a signal other than SIGKILL, to be killed if
+/// they outlive the grace. `why` is for the log.
+///
+/// Everyone is stopped (SIGSTOP) before anything else is looked at: the holders, then each
+/// descendant as it is found, before its own children are looked for. So none forks a child
+/// the search would miss (`flock f CMD` forking CMD just as its lock is lost), and none runs
+/// on while descriptors are read: reading another process's descriptors may wait behind the
+/// mount (a frozen mount keeps a process that closes a file on it waiting), and a stopped
+/// holder does no harm meanwhile. They are continued after the signal, so that a TERM is
+/// handled, and those that are no victims go on.
+pub fn signal_victims(lost: &[Lost], mountpoint: &Path, why: &str) -> Vec<Proc> {
+    let roots = holders(lost);
+    let mut stopped: BTreeSet<Proc> = BTreeSet::new();
+    for (_, _, p) in &roots {
+        p.kill(libc::SIGSTOP);
+        stopped.insert(*p);
+    }
+    let mut all = None;
+    let mut descendants: Vec<(u64, i32, Proc)> = Vec::new();
+    for (ino, signal, root) in &roots {
         let mut todo = vec![root.pid];
         let mut seen = BTreeSet::new();
         while let Some(pid) = todo.pop() {
             if !seen.insert(pid) || seen.len() > 10_000 {
                 continue;
             }
-            for &child in children.get(&pid).into_iter().flatten() {
-                if has_open(child, ino, mountpoint) {
-                    if let Some(p) = Proc::of(child) {
-                        note(p, ino, signal);
-                    }
+            for child in children_of(pid, &mut all) {
+                if let Some(p) = Proc::of(child) {
+                    p.kill(libc::SIGSTOP);
+                    stopped.insert(p);
+                    descendants.push((*ino, *signal, p));
+                    todo.push(child);
                 }
-                todo.push(child);
             }
         }
     }
-    out
-}
-
-/// Signals the holders of the `lost` locks (logging each); returns those sent a signal other
-/// than SIGKILL, to be killed if they outlive the grace. `why` is for the log.
-///
-/// The holders are stopped (SIGSTOP) before their descendants are looked for, so that none
-/// forks a child the search would miss (`flock f CMD` forking CMD just as its lock is lost),
-/// and continued after the signal, so that a TERM is handled.
-pub fn signal_victims(lost: &[Lost], mountpoint: &Path, why: &str) -> Vec<Proc> {
-    for p in lost.iter().flat_map(|l| &l.procs).filter(|p| p.alive()) {
-        p.kill(libc::SIGSTOP);
+    if !stopped.is_empty() {
+        log::debug!(
+            "on_lock_loss: {why}: {} holders and descendants stopped",
+            stopped.len()
+        );
     }
-    let victims = victims(lost, mountpoint);
-    for p in victims.keys() {
-        p.kill(libc::SIGSTOP);
-    }
+    let victims = victims(roots, descendants, mountpoint);
     for (p, (ino, signal)) in &victims {
         log::warn!(
             "on_lock_loss: {why}: signal {signal} to pid {} (it holds a lock on inode {ino})",
@@ -429,7 +482,7 @@ pub fn signal_victims(lost: &[Lost], mountpoint: &Path, why: &str) -> Vec<Proc> 
         );
         p.kill(*signal);
     }
-    for p in victims.keys() {
+    for p in &stopped {
         p.kill(libc::SIGCONT);
     }
     victims
@@ -532,9 +585,24 @@ mod tests {
             signal,
         };
         let mnt = Path::new("/nonexistent");
-        let one = victims(&[lost(5, libc::SIGTERM)], mnt);
+        let one = victims(holders(&[lost(5, libc::SIGTERM)]), Vec::new(), mnt);
         assert_eq!(one.get(&me), Some(&(5, libc::SIGTERM)));
-        let two = victims(&[lost(5, libc::SIGTERM), lost(6, libc::SIGUSR1)], mnt);
+        let both = holders(&[lost(5, libc::SIGTERM), lost(6, libc::SIGUSR1)]);
+        let two = victims(both, Vec::new(), mnt);
         assert_eq!(two.get(&me).map(|v| v.1), Some(libc::SIGKILL));
+    }
+
+    #[test]
+    fn children_come_from_the_process_own_task_entries() {
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        let mut all = None;
+        let kids = children_of(std::process::id(), &mut all);
+        let _ = child.kill();
+        let _ = child.wait();
+        assert!(kids.contains(&child.id()), "{kids:?}");
+        assert!(all.is_none(), "/proc/PID/task/*/children were not used");
     }
 }
