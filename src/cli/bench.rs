@@ -25,7 +25,6 @@ use serde_json::json;
 use super::dev::LocalCluster;
 use super::{CliError, ClientOpts};
 use crate::client::{ops, Client};
-use crate::proto::Response_oneof_result as Res;
 
 #[derive(Subcommand)]
 pub enum BenchCmd {
@@ -281,11 +280,11 @@ async fn leader_of(client: &Client) -> Result<u64, CliError> {
         .await
         .map_err(CliError::client("stat /"))?;
     match client
-        .call(ops::cluster_status())
+        .status()
         .await
         .map_err(CliError::client("cluster status"))?
     {
-        Res::status(s) if s.leader_id != 0 => Ok(s.leader_id),
+        s if s.leader_id != 0 => Ok(s.leader_id),
         _ => Err(CliError::Other("no leader".into())),
     }
 }

@@ -28,7 +28,7 @@ use super::bench::{ms, percentile, record};
 use super::dev::{LocalCluster, MountChild};
 use super::CliError;
 use crate::client::{ops, Client};
-use crate::proto::{Response_oneof_result as Res, StatusReply};
+use crate::proto::StatusReply;
 
 #[derive(Args)]
 pub struct CacheArgs {
@@ -131,15 +131,10 @@ impl Bench {
 
     fn status(&self) -> Result<StatusReply, CliError> {
         super::block_on(async {
-            match self
-                .client
-                .call(ops::cluster_status())
+            self.client
+                .status()
                 .await
-                .map_err(CliError::client("cluster status"))?
-            {
-                Res::status(s) => Ok(s),
-                _ => Err(CliError::Other("unexpected status answer".into())),
-            }
+                .map_err(CliError::client("cluster status"))
         })
     }
 
@@ -150,14 +145,10 @@ impl Bench {
             let opts = self.cluster.client_opts(10);
             let client = opts.pinned(addr, Duration::from_secs(10))?;
             let s = super::block_on(async {
-                match client
-                    .call(ops::cluster_status())
+                client
+                    .status()
                     .await
-                    .map_err(CliError::client("cluster status"))?
-                {
-                    Res::status(s) => Ok(s),
-                    _ => Err(CliError::Other("unexpected status answer".into())),
-                }
+                    .map_err(CliError::client("cluster status"))
             })?;
             total += s.client_reads + s.client_writes;
         }

@@ -16,23 +16,17 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::{CliError, ClientOpts};
-use crate::client::{ops, Client};
-use crate::proto::{Member, Request_oneof_op as Op, Response_oneof_result as Res, StatusReply};
+use crate::client::{answer, ops, Client};
+use crate::proto::{Member, Request_oneof_op as Op, StatusReply};
 
 /// How long the CLI waits for one member's own status.
 const MEMBER_TIMEOUT: Duration = Duration::from_secs(2);
 
 async fn ask(client: &Client) -> Result<StatusReply, CliError> {
-    match client
-        .call(ops::cluster_status())
+    client
+        .status()
         .await
-        .map_err(CliError::client("cluster status"))?
-    {
-        Res::status(s) => Ok(s),
-        _ => Err(CliError::Other(
-            "unexpected answer to cluster status".into(),
-        )),
-    }
+        .map_err(CliError::client("cluster status"))
 }
 
 /// The leader's status (or, with no leader, that of the first node that answers).
@@ -195,17 +189,12 @@ pub async fn change(opts: &ClientOpts, op: Op) -> Result<(), CliError> {
 }
 
 async fn send_change(opts: &ClientOpts, op: Op) -> Result<StatusReply, CliError> {
-    match opts
+    let res = opts
         .client()?
         .call(op)
         .await
-        .map_err(CliError::client("membership change"))?
-    {
-        Res::status(s) => Ok(s),
-        _ => Err(CliError::Other(
-            "unexpected answer to a membership change".into(),
-        )),
-    }
+        .map_err(CliError::client("membership change"))?;
+    answer::status("a membership change", res).map_err(CliError::client("membership change"))
 }
 
 #[derive(Args)]

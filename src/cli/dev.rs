@@ -232,9 +232,8 @@ pub fn run(args: DevArgs) -> Result<(), CliError> {
             .call(ops::stat("/"))
             .await
             .map_err(|e| CliError::Other(format!("the cluster did not come up: {e}")))?;
-        match client.call(ops::cluster_status()).await {
-            Ok(crate::proto::Response_oneof_result::status(s)) => Ok(s.leader_id),
-            Ok(_) => Err(CliError::Other("unexpected status answer".into())),
+        match client.status().await {
+            Ok(s) => Ok(s.leader_id),
             Err(e) => Err(CliError::Other(format!("the cluster did not come up: {e}"))),
         }
     })?;

@@ -6,14 +6,10 @@ use serde_json::json;
 
 use super::CliError;
 use crate::client::{ops, Client, ClientError};
-use crate::proto::{self, Response_oneof_result as Res};
+use crate::proto;
 
 const EEXIST: u32 = libc::EEXIST as u32;
 const EISDIR: u32 = libc::EISDIR as u32;
-
-fn unexpected(what: &str) -> CliError {
-    CliError::Other(format!("unexpected answer to {what}"))
-}
 
 fn ids() -> (u32, u32) {
     // SAFETY: geteuid and getegid cannot fail and touch no memory.
@@ -45,19 +41,11 @@ pub async fn put(
 }
 
 pub async fn cat(client: &Client, path: &str) -> Result<(), CliError> {
-    match client
-        .call(ops::read(path))
-        .await
-        .map_err(CliError::client(path))?
-    {
-        Res::data(d) => {
-            let mut out = std::io::stdout().lock();
-            out.write_all(&d.data)
-                .and_then(|_| out.flush())
-                .map_err(|e| CliError::Other(format!("writing stdout: {e}")))
-        }
-        _ => Err(unexpected("read")),
-    }
+    let data = client.read(path).await.map_err(CliError::client(path))?;
+    let mut out = std::io::stdout().lock();
+    out.write_all(&data)
+        .and_then(|_| out.flush())
+        .map_err(|e| CliError::Other(format!("writing stdout: {e}")))
 }
 
 fn kind_name(k: proto::Kind) -> &'static str {
@@ -69,22 +57,15 @@ fn kind_name(k: proto::Kind) -> &'static str {
 }
 
 pub async fn ls(client: &Client, path: &str, json: bool) -> Result<(), CliError> {
-    let Res::entries(e) = client
-        .call(ops::readdir(path))
-        .await
-        .map_err(CliError::client(path))?
-    else {
-        return Err(unexpected("readdir"));
-    };
+    let entries = client.readdir(path).await.map_err(CliError::client(path))?;
     if json {
-        let list: Vec<_> = e
-            .entries
+        let list: Vec<_> = entries
             .iter()
             .map(|d| json!({"name": d.name, "instance": d.instance, "kind": kind_name(d.kind)}))
             .collect();
         println!("{}", serde_json::Value::Array(list));
     } else {
-        for d in &e.entries {
+        for d in &entries {
             let slash = if d.kind == proto::Kind::DIR { "/" } else { "" };
             println!("{}{slash}", d.name);
         }
@@ -93,13 +74,7 @@ pub async fn ls(client: &Client, path: &str, json: bool) -> Result<(), CliError>
 }
 
 pub async fn stat(client: &Client, path: &str, json: bool) -> Result<(), CliError> {
-    let Res::attr(a) = client
-        .call(ops::stat(path))
-        .await
-        .map_err(CliError::client(path))?
-    else {
-        return Err(unexpected("stat"));
-    };
+    let a = client.stat(path).await.map_err(CliError::client(path))?;
     let v = json!({
         "path": path,
         "kind": kind_name(a.kind),
@@ -166,13 +141,10 @@ async fn mkdir_parents(client: &Client, path: &str, mode: u32) -> Result<(), Cli
             Ok(_) => {}
             Err(ClientError::Remote { code: EEXIST, .. }) => {
                 // Fine if it is a directory; stat tells, with the right error otherwise.
-                let Res::attr(a) = client
-                    .call(ops::stat(&prefix))
+                let a = client
+                    .stat(&prefix)
                     .await
-                    .map_err(CliError::client(prefix.as_str()))?
-                else {
-                    return Err(unexpected("stat"));
-                };
+                    .map_err(CliError::client(prefix.as_str()))?;
                 if a.kind != proto::Kind::DIR {
                     return Err(CliError::Other(format!("{prefix}: not a directory")));
                 }

@@ -21,6 +21,7 @@
 //! In a session (see [`session`]) the state machine deduplicates requests by (session,
 //! sequence number), so such a write is simply sent again.
 
+pub mod answer;
 mod conn;
 mod error;
 pub mod session;
@@ -202,18 +203,16 @@ impl Client {
     /// Every node with locks or waiters in the cluster, by instance number, fetched one page
     /// after another.
     pub async fn all_locks(&self) -> Result<Vec<proto::LockInfo>, ClientError> {
-        self.all_pages("lock", ops::list_locks, |res| match res {
-            Res::locks(page) => Some((page.locks.into(), page.next)),
-            _ => None,
+        self.all_pages("a lock listing", ops::list_locks, |what, res| {
+            answer::locks(what, res).map(|page| (page.locks.into(), page.next))
         })
         .await
     }
 
     /// Every live session, by id, fetched one page after another.
     pub async fn all_sessions(&self) -> Result<Vec<proto::SessionInfo>, ClientError> {
-        self.all_pages("session", ops::list_sessions, |res| match res {
-            Res::sessions(page) => Some((page.sessions.into(), page.next)),
-            _ => None,
+        self.all_pages("a session listing", ops::list_sessions, |what, res| {
+            answer::sessions(what, res).map(|page| (page.sessions.into(), page.next))
         })
         .await
     }
@@ -239,22 +238,39 @@ impl Client {
         self.call(Op::release_locks(m)).await.map(|_| ())
     }
 
+    /// A file's contents, read outside any session.
+    pub async fn read(&self, path: &str) -> Result<Vec<u8>, ClientError> {
+        answer::data("read", self.call(ops::read(path)).await?).map(|d| d.data)
+    }
+
+    /// A directory's entries.
+    pub async fn readdir(&self, path: &str) -> Result<Vec<proto::DirEntry>, ClientError> {
+        let entries = answer::entries("readdir", self.call(ops::readdir(path)).await?)?;
+        Ok(entries.entries.into_vec())
+    }
+
+    /// A node's attributes.
+    pub async fn stat(&self, path: &str) -> Result<proto::Attr, ClientError> {
+        answer::attr("stat", self.call(ops::stat(path)).await?)
+    }
+
+    /// The status of the node answering: the cluster, its members and this node's counters.
+    pub async fn status(&self) -> Result<proto::StatusReply, ClientError> {
+        answer::status("cluster status", self.call(ops::cluster_status()).await?)
+    }
+
     /// Every item of a paged listing: `op(after)` asks for the page after `after`, `page`
     /// takes its items and where the next one starts.
     async fn all_pages<T>(
         &self,
         what: &str,
         op: impl Fn(u64) -> Op,
-        page: impl Fn(Res) -> Option<(Vec<T>, u64)>,
+        page: impl Fn(&str, Res) -> Result<(Vec<T>, u64), ClientError>,
     ) -> Result<Vec<T>, ClientError> {
         let mut all = Vec::new();
         let mut after = 0;
         loop {
-            let Some((items, next)) = page(self.call(op(after)).await?) else {
-                return Err(ClientError::Protocol(format!(
-                    "unexpected answer to a {what} listing"
-                )));
-            };
+            let (items, next) = page(what, self.call(op(after)).await?)?;
             all.extend(items);
             // Pages move forward, so this ends even if a server misbehaves.
             if next <= after {

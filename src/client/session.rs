@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{oneshot, watch};
 
-use super::{Client, ClientError, InSession};
+use super::{answer, Client, ClientError, InSession};
 use crate::proto::{self, Request_oneof_op as Op, Response_oneof_result as Res};
 
 /// errno-like code of an expired session on the wire (EKEYEXPIRED).
@@ -206,16 +206,14 @@ impl Session {
         m.pid = std::process::id();
         m.name = name.to_string();
         let sent = Instant::now();
-        let (id, secret) = match client.call(Op::open_session(m)).await? {
-            Res::session(s) => match <[u8; 16]>::try_from(s.secret.as_slice()) {
-                Ok(secret) => (s.session, u128::from_be_bytes(secret)),
-                Err(_) => {
-                    return Err(ClientError::Protocol(
-                        "the cluster sent no session secret".into(),
-                    ))
-                }
-            },
-            _ => return Err(ClientError::Protocol("unexpected answer to open".into())),
+        let s = answer::session("open", client.call(Op::open_session(m)).await?)?;
+        let (id, secret) = match <[u8; 16]>::try_from(s.secret.as_slice()) {
+            Ok(secret) => (s.session, u128::from_be_bytes(secret)),
+            Err(_) => {
+                return Err(ClientError::Protocol(
+                    "the cluster sent no session secret".into(),
+                ))
+            }
         };
         let session = Arc::new(Session {
             client: client.clone(),
@@ -356,10 +354,8 @@ impl Session {
         m.exclusive = exclusive;
         // SAFETY: geteuid and getegid cannot fail and touch no memory.
         (m.uid, m.gid) = unsafe { (libc::geteuid(), libc::getegid()) };
-        match self.call(Op::open(m)).await? {
-            Res::opened(mut o) => Ok((o.handle, o.take_attr())),
-            _ => Err(ClientError::Protocol("unexpected answer to open".into())),
-        }
+        let mut o = answer::opened("open", self.call(Op::open(m)).await?)?;
+        Ok((o.handle, o.take_attr()))
     }
 
     /// Takes a lock. With [`Wait::No`], fails at once with `WouldBlock` when it is not
@@ -404,10 +400,7 @@ impl Session {
         m.end = req.end;
         m.pid = req.pid;
         m.wait = wait;
-        let reply = match self.call(Op::lock(m)).await? {
-            Res::lock(r) => r,
-            _ => return Err(ClientError::Protocol("unexpected answer to lock".into())),
-        };
+        let reply = answer::lock("lock", self.call(Op::lock(m)).await?)?;
         if reply.granted {
             return Ok(Requested::Done(LockOutcome::Granted(Grant {
                 generation: reply.generation,
@@ -465,10 +458,8 @@ impl Session {
         self.early.lock().expect("poisoned").remove(&wait);
         let mut c = proto::CancelWait::new();
         c.wait = wait;
-        match self.call(Op::cancel_wait(c)).await? {
-            Res::cancelled(c) => Ok(c.was_granted),
-            _ => Err(ClientError::Protocol("unexpected answer to cancel".into())),
-        }
+        let c = answer::cancelled("cancel", self.call(Op::cancel_wait(c)).await?)?;
+        Ok(c.was_granted)
     }
 
     /// Ends the session: the cluster releases its locks and closes its handles at once.

@@ -16,8 +16,8 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::{mpsc, watch};
 
 use super::session::{Session, SessionState};
-use super::ClientError;
-use crate::proto::{self, Request_oneof_op as Op, Response_oneof_result as Res};
+use super::{answer, ClientError};
+use crate::proto::{self, Request_oneof_op as Op};
 
 /// An event as it left one connection: (that connection's epoch, the event).
 type Routed = (u64, proto::WatchEvent);
@@ -170,10 +170,7 @@ impl Watcher {
             m.path = self.path.clone();
             m.recursive = self.recursive;
             m.cache = self.cache;
-            let reply = match self.session.call(Op::watch(m)).await? {
-                Res::watching(w) => w,
-                _ => return Err(ClientError::Protocol("unexpected answer to watch".into())),
-            };
+            let reply = answer::watching("watch", self.session.call(Op::watch(m)).await?)?;
             // Registered on the connection of `before` only if none replaced it meanwhile.
             if *self.epochs.borrow_and_update() == before {
                 self.current = Some((before, reply.index));

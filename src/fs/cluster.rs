@@ -30,7 +30,7 @@ use super::backend::{
     LockSpec, LockStyle, NodeKind, OnLoss, RenameHow, RevokedLock,
 };
 use crate::client::session::{LockOutcome, LockRequest, Requested, Session, SessionState};
-use crate::client::{Client, ClientError};
+use crate::client::{answer, Client, ClientError};
 use crate::proto::WatchEvent_Change as Change;
 use crate::proto::{self, Request_oneof_op as Op, Response_oneof_result as Res};
 
@@ -95,22 +95,6 @@ fn errno(e: ClientError) -> Errno {
             Errno(libc::EIO)
         }
     }
-}
-
-/// An answer of another kind than the request asks for: a bug on one side, logged with what
-/// arrived (cut short), and EIO for the caller.
-fn unexpected(got: &impl std::fmt::Debug) -> Errno {
-    let mut text = format!("{got:?}");
-    if text.len() > 300 {
-        let end = (0..=300)
-            .rev()
-            .find(|&i| text.is_char_boundary(i))
-            .unwrap_or(0);
-        text.truncate(end);
-        text.push_str("...");
-    }
-    log::error!("the cluster answered a request with an answer of another kind: {text}");
-    Errno(libc::EIO)
 }
 
 fn target_ino(ino: u64) -> proto::Target {
@@ -290,13 +274,11 @@ impl ClusterBackend {
     /// semaphore setting.
     async fn lock_info(&self, ino: u64) -> Result<Option<proto::LockInfo>, Errno> {
         // The page that starts at this node: locks are listed by instance number.
-        match self
+        let res = self
             .call(crate::client::ops::list_locks(ino.saturating_sub(1)))
-            .await?
-        {
-            Res::locks(mut l) => Ok(l.take_locks().into_iter().find(|i| i.instance == ino)),
-            other => Err(unexpected(&other)),
-        }
+            .await?;
+        let mut page = answer::locks("a lock listing", res).map_err(errno)?;
+        Ok(page.take_locks().into_iter().find(|i| i.instance == ino))
     }
 
     /// Session `sid` if it is the live one; EIO-bound error if it has ended. Never opens a
@@ -526,9 +508,9 @@ impl ClusterBackend {
         for ino in inos {
             let mut m = proto::Open::new();
             m.set_at(target_ino(ino));
-            let handle = match session.call(Op::open(m)).await {
-                Ok(Res::opened(o)) => o.handle,
-                Ok(_) => continue,
+            let opened = session.call(Op::open(m)).await;
+            let handle = match opened.and_then(|res| answer::opened("open", res)) {
+                Ok(o) => o.handle,
                 Err(e) => {
                     log::warn!("inode {ino} is open here and lost its name; keeping it: {e}");
                     continue;
@@ -557,10 +539,8 @@ impl ClusterBackend {
     }
 
     async fn expect_attr(&self, op: Op) -> Result<FileAttr, Errno> {
-        match self.call(op).await? {
-            Res::attr(a) => Ok(attr(&a)),
-            other => Err(unexpected(&other)),
-        }
+        let a = answer::attr("a change", self.call(op).await?).map_err(errno)?;
+        Ok(attr(&a))
     }
 }
 
@@ -780,22 +760,21 @@ impl Backend for ClusterBackend {
             let ticket = cache.and_then(|c| c.ticket(valid));
             let mut m = proto::Readdir::new();
             m.set_target(target_ino(ino));
-            let entries: Vec<DirEntry> = match self.call(Op::readdir(m)).await? {
-                Res::entries(e) => e
-                    .entries
-                    .iter()
-                    .map(|d| DirEntry {
-                        name: d.name.clone(),
-                        ino: d.instance,
-                        kind: match d.kind {
-                            proto::Kind::DIR => NodeKind::Dir,
-                            proto::Kind::FILE => NodeKind::File,
-                            proto::Kind::SYMLINK => NodeKind::Symlink,
-                        },
-                    })
-                    .collect(),
-                other => return Err(unexpected(&other)),
-            };
+            let listed = answer::entries("readdir", self.call(Op::readdir(m)).await?);
+            let entries: Vec<DirEntry> = listed
+                .map_err(errno)?
+                .entries
+                .iter()
+                .map(|d| DirEntry {
+                    name: d.name.clone(),
+                    ino: d.instance,
+                    kind: match d.kind {
+                        proto::Kind::DIR => NodeKind::Dir,
+                        proto::Kind::FILE => NodeKind::File,
+                        proto::Kind::SYMLINK => NodeKind::Symlink,
+                    },
+                })
+                .collect();
             if let (Some(c), Some(t)) = (cache, ticket) {
                 c.keep_listing(t, ino, Arc::new(entries.clone()));
             }
@@ -826,10 +805,8 @@ impl Backend for ClusterBackend {
         Box::pin(async move {
             let mut m = proto::Read::new();
             m.set_target(target_ino(ino));
-            match self.call(Op::read(m)).await? {
-                Res::data(d) => Ok(d.data),
-                other => Err(unexpected(&other)),
-            }
+            let d = answer::data("readlink", self.call(Op::read(m)).await?).map_err(errno)?;
+            Ok(d.data)
         })
     }
 
@@ -908,10 +885,8 @@ impl Backend for ClusterBackend {
             let s = self.live(session).await?;
             let mut m = proto::Open::new();
             m.set_at(target_ino(ino));
-            match s.call(Op::open(m)).await.map_err(errno)? {
-                Res::opened(o) => Ok(self.remember(s.id, o.handle)),
-                other => Err(unexpected(&other)),
-            }
+            let o = answer::opened("open", s.call(Op::open(m)).await.map_err(errno)?);
+            Ok(self.remember(s.id, o.map_err(errno)?.handle))
         })
     }
 
@@ -935,10 +910,9 @@ impl Backend for ClusterBackend {
             m.uid = uid;
             m.gid = gid;
             m.exclusive = exclusive;
-            match s.call(Op::open(m)).await.map_err(errno)? {
-                Res::opened(o) => Ok((self.remember(s.id, o.handle), attr(o.get_attr()))),
-                other => Err(unexpected(&other)),
-            }
+            let o = answer::opened("create", s.call(Op::open(m)).await.map_err(errno)?);
+            let o = o.map_err(errno)?;
+            Ok((self.remember(s.id, o.handle), attr(o.get_attr())))
         })
     }
 
@@ -959,15 +933,12 @@ impl Backend for ClusterBackend {
             m.offset = offset;
             m.has_len = true;
             m.len = len;
-            match s.call(Op::read(m)).await.map_err(errno)? {
-                Res::data(d) => {
-                    if let (Some(c), Some(t)) = (cache, ticket) {
-                        c.keep_contents(t, &attr(d.get_attr()), Arc::new(d.data.clone()));
-                    }
-                    Ok(d.data)
-                }
-                other => Err(unexpected(&other)),
+            let d = answer::data("read", s.call(Op::read(m)).await.map_err(errno)?);
+            let d = d.map_err(errno)?;
+            if let (Some(c), Some(t)) = (cache, ticket) {
+                c.keep_contents(t, &attr(d.get_attr()), Arc::new(d.data.clone()));
             }
+            Ok(d.data)
         })
     }
 
@@ -988,10 +959,8 @@ impl Backend for ClusterBackend {
             m.data = data;
             m.truncate = truncate;
             m.append = append;
-            match s.call(Op::write(m)).await.map_err(errno)? {
-                Res::attr(a) => Ok(attr(&a)),
-                other => Err(unexpected(&other)),
-            }
+            let a = answer::attr("write", s.call(Op::write(m)).await.map_err(errno)?);
+            Ok(attr(&a.map_err(errno)?))
         })
     }
 
@@ -1097,10 +1066,8 @@ impl Backend for ClusterBackend {
             m.kind = kind(spec.kind);
             m.start = spec.start;
             m.end = spec.end;
-            match s.call(Op::get_lock(m)).await.map_err(errno)? {
-                Res::probe(p) => Ok(p.conflict.as_ref().map(holder)),
-                other => Err(unexpected(&other)),
-            }
+            let p = answer::probe("F_GETLK", s.call(Op::get_lock(m)).await.map_err(errno)?);
+            Ok(p.map_err(errno)?.conflict.as_ref().map(holder))
         })
     }
 

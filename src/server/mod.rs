@@ -41,8 +41,7 @@ pub use config::ServeConfig;
 pub use error::{errno, ServerError, EXIT_CORRUPT};
 
 use crate::auth::{Role, Tls};
-use crate::client::{ops, Client};
-use crate::proto::Response_oneof_result as Res;
+use crate::client::{answer, ops, Client};
 use crate::state::StateMachine;
 use crate::storage::{Identity, MemberInfo, Members, Store, WriteBatch};
 use node::{Input, Node};
@@ -471,14 +470,8 @@ async fn cluster_id_at(
     tls: &Tls,
     timeout: std::time::Duration,
 ) -> Result<u64, ServerError> {
-    match client_for(addrs, 0, tls, timeout)
-        .call(ops::cluster_status())
-        .await
-    {
-        Ok(Res::status(s)) => Ok(s.cluster_id),
-        Ok(_) => Err(ServerError::Config(
-            "unexpected answer to a status request".into(),
-        )),
+    match client_for(addrs, 0, tls, timeout).status().await {
+        Ok(s) => Ok(s.cluster_id),
         Err(e) => Err(ServerError::Config(format!(
             "asking {} for its cluster id: {e}",
             addrs.join(",")
@@ -497,11 +490,15 @@ async fn join(cfg: &ServeConfig, tls: &Tls) -> Result<(u64, Members), ServerErro
         cfg.listen
     );
     let op = ops::add_member(cfg.id, &cfg.listen, cfg.learner);
-    match client_for(&cfg.join, cfg.id, tls, JOIN_TIMEOUT)
+    let answer = match client_for(&cfg.join, cfg.id, tls, JOIN_TIMEOUT)
         .call(op)
         .await
     {
-        Ok(Res::status(s)) => {
+        Ok(res) => answer::status("a join request", res),
+        Err(e) => Err(e),
+    };
+    match answer {
+        Ok(s) => {
             let members = s
                 .members
                 .iter()
@@ -515,9 +512,6 @@ async fn join(cfg: &ServeConfig, tls: &Tls) -> Result<(u64, Members), ServerErro
                 .collect();
             Ok((s.cluster_id, members))
         }
-        Ok(_) => Err(ServerError::Config(
-            "unexpected answer to a join request".into(),
-        )),
         Err(e) => Err(ServerError::Config(format!(
             "joining the cluster at {}: {e}",
             cfg.join.join(",")
