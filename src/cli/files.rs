@@ -26,12 +26,7 @@ pub async fn put(
     std::io::stdin()
         .read_to_end(&mut data)
         .map_err(|e| CliError::Other(format!("reading stdin: {e}")))?;
-    let (uid, gid) = ids();
-    let op = match if_generation {
-        Some(g) => ops::put_if(path, data, mode, uid, gid, g),
-        None => ops::put(path, data, mode, uid, gid),
-    };
-    match client.call(op).await {
+    match client.put(path, data, mode, if_generation).await {
         Ok(_) => Ok(()),
         Err(ClientError::Remote { code, message }) if code == libc::ESTALE as u32 => {
             Err(CliError::Precondition(format!("{path}: {message}")))

@@ -249,6 +249,25 @@ impl Client {
         Ok(entries.entries.into_vec())
     }
 
+    /// Replaces a file's contents (creating it with `mode` if missing), outside any session;
+    /// with `if_generation`, only if the file is at that content generation (ESTALE
+    /// otherwise). The file's attributes after the write.
+    pub async fn put(
+        &self,
+        path: &str,
+        data: Vec<u8>,
+        mode: u32,
+        if_generation: Option<u64>,
+    ) -> Result<proto::Attr, ClientError> {
+        // SAFETY: geteuid and getegid cannot fail and touch no memory.
+        let (uid, gid) = unsafe { (libc::geteuid(), libc::getegid()) };
+        let op = match if_generation {
+            Some(g) => ops::put_if(path, data, mode, uid, gid, g),
+            None => ops::put(path, data, mode, uid, gid),
+        };
+        answer::attr("put", self.call(op).await?)
+    }
+
     /// A node's attributes.
     pub async fn stat(&self, path: &str) -> Result<proto::Attr, ClientError> {
         answer::attr("stat", self.call(ops::stat(path)).await?)

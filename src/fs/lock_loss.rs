@@ -438,8 +438,9 @@ fn victims(
 /// Everyone is stopped (SIGSTOP) before anything else is looked at: the holders, then each
 /// descendant as it is found, before its own children are looked for. So none forks a child
 /// the search would miss (`flock f CMD` forking CMD just as its lock is lost), and none runs
-/// on while descriptors are read: reading another process's descriptors may wait behind the
-/// mount (a frozen mount keeps a process that closes a file on it waiting), and a stopped
+/// on if the reading of `/proc` that follows is slow to return. It can be: on a frozen mount,
+/// processes that close a file on it wait for the mount (in `exit`, or in `execve` holding
+/// their exec locks), and a scan of `/proc` was seen to wait until the mount thawed. A stopped
 /// holder does no harm meanwhile. They are continued after the signal, so that a TERM is
 /// handled, and those that are no victims go on.
 pub fn signal_victims(lost: &[Lost], mountpoint: &Path, why: &str) -> Vec<Proc> {
