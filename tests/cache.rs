@@ -224,8 +224,7 @@ async fn read_until(
     t0: std::time::Instant,
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
 ) -> Vec<(Duration, String)> {
-    use lockfs::client::{ops, Client};
-    use lockfs::proto::Response_oneof_result as Res;
+    use lockfs::client::Client;
     use std::sync::atomic::Ordering;
     let mut tasks = Vec::new();
     for addr in servers.iter().cycle().take(servers.len() * readers) {
@@ -242,8 +241,8 @@ async fn read_until(
                 if stop.load(Ordering::SeqCst) {
                     break;
                 }
-                if let Ok(Res::data(d)) = client.call(ops::read("/f")).await {
-                    let value = String::from_utf8_lossy(&d.data).into_owned();
+                if let Ok(data) = client.read("/f").await {
+                    let value = String::from_utf8_lossy(&data).into_owned();
                     seen.push((t0.elapsed(), value));
                 }
             }

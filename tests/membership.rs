@@ -13,7 +13,6 @@ use std::time::{Duration, Instant};
 
 use common::{cli, fails_with, ok, Cluster};
 use lockfs::client::{ops, Client};
-use lockfs::proto::Response_oneof_result as Res;
 
 const WAIT: Duration = Duration::from_secs(90);
 
@@ -165,16 +164,11 @@ fn contents(addr: &str) -> BTreeMap<String, Vec<u8>> {
             "check".into(),
             common::tls::admin(),
         );
-        let Res::entries(list) = client.call(ops::readdir("/w")).await.unwrap() else {
-            panic!("readdir");
-        };
         let mut out = BTreeMap::new();
-        for e in list.entries {
+        for e in client.readdir("/w").await.expect("readdir") {
             let path = format!("/w/{}", e.name);
-            let Res::data(d) = client.call(ops::read(&path)).await.unwrap() else {
-                panic!("read");
-            };
-            out.insert(path, d.data);
+            let data = client.read(&path).await.expect("read");
+            out.insert(path, data);
         }
         out
     })

@@ -12,7 +12,6 @@ use super::linearizable::{Kind as RegKind, Op as RegOp};
 use super::nemesis::{now_ns, signal};
 use super::Rng;
 use lockfs::client::{ops, Client};
-use lockfs::proto::Response_oneof_result as Res;
 
 /// One critical section, run by `flock` while it holds the lock: read the fencing token, make
 /// `$N` writes stamped with it to the fenced store (outside the cluster), log each (before, `i`,
@@ -317,13 +316,9 @@ pub fn set_on(addr: &str) -> Result<Vec<u64>, String> {
             "check".into(),
             super::tls::admin(),
         );
-        match client.call(ops::readdir("/set")).await {
-            Ok(Res::entries(list)) => Ok(list
-                .entries
-                .iter()
-                .filter_map(|e| e.name.parse().ok())
-                .collect()),
-            other => Err(format!("{other:?}")),
+        match client.readdir("/set").await {
+            Ok(entries) => Ok(entries.iter().filter_map(|e| e.name.parse().ok()).collect()),
+            Err(e) => Err(e.to_string()),
         }
     })
 }
