@@ -189,6 +189,46 @@ pub enum LockReply {
     },
 }
 
+/// What a setattr(2) changes: each field given changes, `size` truncates or extends with
+/// zeros. Times are wall-clock nanoseconds since the Unix epoch.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SetAttrs {
+    pub mode: Option<u32>,
+    pub uid: Option<u32>,
+    pub gid: Option<u32>,
+    pub size: Option<u64>,
+    pub atime_ns: Option<u64>,
+    pub mtime_ns: Option<u64>,
+}
+
+impl SetAttrs {
+    /// A truncation (or extension with zeros) to `size`, and nothing else.
+    pub fn size(size: u64) -> Self {
+        SetAttrs {
+            size: Some(size),
+            ..SetAttrs::default()
+        }
+    }
+
+    /// Whether anything but the size is given.
+    pub fn others(&self) -> bool {
+        self.mode.is_some()
+            || self.uid.is_some()
+            || self.gid.is_some()
+            || self.atime_ns.is_some()
+            || self.mtime_ns.is_some()
+    }
+}
+
+/// The file creat(2) makes when none is there: its mode and owner; `exclusive` is O_EXCL.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NewFile {
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub exclusive: bool,
+}
+
 /// What a rename does with its destination (renameat2's flags).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RenameHow {
@@ -267,19 +307,9 @@ pub trait Backend: Send + Sync + 'static {
     }
     /// The release of a file [`Backend::pin`] accepted.
     fn unpin(&self, _session: u64, _ino: u64) {}
-    /// Any field given changes; `size` truncates or extends with zeros. Times are wall-clock
-    /// nanoseconds since the Unix epoch. With nothing given, only the change time moves.
-    #[allow(clippy::too_many_arguments)] // one per settable attribute, as setattr(2) has them
-    fn setattr(
-        &self,
-        ino: u64,
-        mode: Option<u32>,
-        uid: Option<u32>,
-        gid: Option<u32>,
-        size: Option<u64>,
-        atime_ns: Option<u64>,
-        mtime_ns: Option<u64>,
-    ) -> BoxFut<'_, FileAttr>;
+    /// Changes what `set` gives (see [`SetAttrs`]); with nothing given, only the change time
+    /// moves.
+    fn setattr(&self, ino: u64, set: SetAttrs) -> BoxFut<'_, FileAttr>;
     /// Sorted by name; without "." and "..".
     fn readdir(&self, ino: u64) -> BoxFut<'_, Vec<DirEntry>>;
     fn mkdir(&self, parent: u64, name: &str, mode: u32, uid: u32, gid: u32)
@@ -320,16 +350,12 @@ pub trait Backend: Send + Sync + 'static {
     /// Creates the file if missing and opens it in `session`, in one step (an ephemeral file
     /// is never without a handle). `exclusive` is O_EXCL: EEXIST if the name exists,
     /// cluster-wide.
-    #[allow(clippy::too_many_arguments)] // the arguments of creat(2), plus O_EXCL
     fn create(
         &self,
         session: u64,
         parent: u64,
         name: &str,
-        mode: u32,
-        uid: u32,
-        gid: u32,
-        exclusive: bool,
+        new: NewFile,
     ) -> BoxFut<'_, (u64, FileAttr)>;
     /// Reads a file opened in `session`, by inode: a linearizable read, no commit and no
     /// handle needed. EKEYEXPIRED if `session` has ended, as for every other use of a file
@@ -339,7 +365,6 @@ pub trait Backend: Send + Sync + 'static {
     /// when it returns. `truncate` empties the file first in the same commit (an O_TRUNC
     /// folded into the first write); `append` writes at the end of the file as it is when the
     /// write commits, ignoring `offset`.
-    #[allow(clippy::too_many_arguments)] // pwrite(2) plus the two modifiers above
     fn write(
         &self,
         session: u64,

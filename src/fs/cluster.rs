@@ -27,7 +27,7 @@ use crate::client::watches::{WatchItem, Watcher};
 
 use super::backend::{
     Backend, BoxFut, DirEntry, Errno, FileAttr, Grant, Holder, LockKind, LockReply, LockSettings,
-    LockSpec, LockStyle, NodeKind, OnLoss, RenameHow, RevokedLock,
+    LockSpec, LockStyle, NewFile, NodeKind, OnLoss, RenameHow, RevokedLock, SetAttrs,
 };
 use crate::client::session::{LockOutcome, LockRequest, Requested, Session, SessionState};
 use crate::client::{answer, Client, ClientError};
@@ -707,33 +707,25 @@ impl Backend for ClusterBackend {
         })
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn setattr(
-        &self,
-        ino: u64,
-        mode: Option<u32>,
-        uid: Option<u32>,
-        gid: Option<u32>,
-        size: Option<u64>,
-        atime_ns: Option<u64>,
-        mtime_ns: Option<u64>,
-    ) -> BoxFut<'_, FileAttr> {
+    fn setattr(&self, ino: u64, set: SetAttrs) -> BoxFut<'_, FileAttr> {
         Box::pin(async move {
             let mut last = None;
-            if let Some(size) = size {
+            if let Some(size) = set.size {
                 let mut m = proto::Truncate::new();
                 m.set_target(target_ino(ino));
                 m.size = size;
                 last = Some(self.expect_attr(Op::truncate(m)).await?);
             }
             // Nothing at all given: only the change time moves (chown(f, -1, -1)).
-            if mode.is_some()
-                || uid.is_some()
-                || gid.is_some()
-                || atime_ns.is_some()
-                || mtime_ns.is_some()
-                || size.is_none()
-            {
+            if set.others() || set.size.is_none() {
+                let SetAttrs {
+                    mode,
+                    uid,
+                    gid,
+                    atime_ns,
+                    mtime_ns,
+                    ..
+                } = set;
                 let mut m = proto::SetAttr::new();
                 m.set_target(target_ino(ino));
                 (m.has_mode, m.mode) = (mode.is_some(), mode.unwrap_or(0));
@@ -895,10 +887,7 @@ impl Backend for ClusterBackend {
         session: u64,
         parent: u64,
         name: &str,
-        mode: u32,
-        uid: u32,
-        gid: u32,
-        exclusive: bool,
+        new: NewFile,
     ) -> BoxFut<'_, (u64, FileAttr)> {
         let name = name.to_string();
         Box::pin(async move {
@@ -906,10 +895,10 @@ impl Backend for ClusterBackend {
             let mut m = proto::Open::new();
             m.set_at(target_child(parent, &name));
             m.create = true;
-            m.mode = mode;
-            m.uid = uid;
-            m.gid = gid;
-            m.exclusive = exclusive;
+            m.mode = new.mode;
+            m.uid = new.uid;
+            m.gid = new.gid;
+            m.exclusive = new.exclusive;
             let o = answer::opened("create", s.call(Op::open(m)).await.map_err(errno)?);
             let o = o.map_err(errno)?;
             Ok((self.remember(s.id, o.handle), attr(o.get_attr())))

@@ -41,7 +41,9 @@ use fuser::{
 };
 
 use super::attr::{self, TTL};
-use super::backend::{Backend, Errno, FileAttr, LockStyle, NodeKind, OnLoss, RenameHow};
+use super::backend::{
+    Backend, Errno, FileAttr, LockStyle, NewFile, NodeKind, OnLoss, RenameHow, SetAttrs,
+};
 use super::echo::{self, Echoes, Replay};
 use super::errors::to_kernel;
 use super::kernel;
@@ -353,9 +355,7 @@ impl Inner {
     async fn apply_pending_truncate(&self, file: &OpenFile) -> Result<(), Errno> {
         let mut pending = file.pending_truncate.lock().await;
         if *pending {
-            self.backend
-                .setattr(file.ino, None, None, None, Some(0), None, None)
-                .await?;
+            self.backend.setattr(file.ino, SetAttrs::size(0)).await?;
             *pending = false;
         }
         Ok(())
@@ -495,7 +495,17 @@ impl Inner {
         let session = self.backend.session().await?;
         let (handle, attr) = self
             .backend
-            .create(session, parent, name, mode, uid, gid, true)
+            .create(
+                session,
+                parent,
+                name,
+                NewFile {
+                    mode,
+                    uid,
+                    gid,
+                    exclusive: true,
+                },
+            )
             .await?;
         self.backend.close(handle).await?;
         if attr.ephemeral {
@@ -523,7 +533,7 @@ impl Inner {
         let size = self.backend.getattr_fresh(file.ino).await?.size;
         if mode == 0 {
             if end > size {
-                self.setattr(file.ino, Some(fh), None, None, None, Some(end), None, None)
+                self.setattr(file.ino, Some(fh), SetAttrs::size(end))
                     .await?;
             }
             return Ok(());
@@ -575,18 +585,8 @@ impl Inner {
         Ok(len)
     }
 
-    #[allow(clippy::too_many_arguments)] // setattr(2)'s fields
-    async fn setattr(
-        &self,
-        ino: u64,
-        fh: Option<u64>,
-        mode: Option<u32>,
-        uid: Option<u32>,
-        gid: Option<u32>,
-        size: Option<u64>,
-        atime_ns: Option<u64>,
-        mtime_ns: Option<u64>,
-    ) -> Result<FileAttr, Errno> {
+    async fn setattr(&self, ino: u64, fh: Option<u64>, set: SetAttrs) -> Result<FileAttr, Errno> {
+        let size = set.size;
         if size.is_some() {
             self.writes.bump(ino);
         }
@@ -602,15 +602,11 @@ impl Inner {
         };
         if let (Some(pending), Some(size)) = (pending.as_deref_mut(), size) {
             if *pending && size > 0 {
-                self.backend
-                    .setattr(ino, None, None, None, Some(0), None, None)
-                    .await?;
+                self.backend.setattr(ino, SetAttrs::size(0)).await?;
             }
             *pending = false;
         }
-        self.backend
-            .setattr(ino, mode, uid, gid, size, atime_ns, mtime_ns)
-            .await
+        self.backend.setattr(ino, set).await
     }
 
     async fn readdir(
@@ -823,9 +819,15 @@ impl fuser::Filesystem for LockFs {
         // time: the backend does that when given nothing.
         self.spawn(timing, req, |inner| async move {
             let fh = fh.map(|f| f.0);
-            let result = inner
-                .setattr(ino.0, fh, mode, uid, gid, size, atime, mtime)
-                .await;
+            let set = SetAttrs {
+                mode,
+                uid,
+                gid,
+                size,
+                atime_ns: atime,
+                mtime_ns: mtime,
+            };
+            let result = inner.setattr(ino.0, fh, set).await;
             reply_attr(reply, inner.seen(result));
         });
     }
@@ -1316,6 +1318,12 @@ impl fuser::Filesystem for LockFs {
         let exclusive = flags & libc::O_EXCL != 0;
         let truncate = flags & libc::O_TRUNC != 0;
         let mode = mode & !umask & 0o7777;
+        let new = NewFile {
+            mode,
+            uid,
+            gid,
+            exclusive,
+        };
         if let Ok(n) = &name {
             if self.inner.echoes.replay(parent.0, n, req.pid()) == Some(Replay::Create) {
                 // Another host made it: the kernel is told, the cluster is not asked, and no
@@ -1345,7 +1353,7 @@ impl fuser::Filesystem for LockFs {
                 Ok(name) => match inner.backend.session().await {
                     Ok(session) => inner
                         .backend
-                        .create(session, parent.0, &name, mode, uid, gid, exclusive)
+                        .create(session, parent.0, &name, new)
                         .await
                         .map(|(handle, attr)| (session, handle, attr)),
                     Err(e) => Err(e),

@@ -19,7 +19,7 @@ use super::run;
 use crate::server::entry::Envelope;
 use crate::server::integrity::{Check, Integrity, Report, Verdict};
 use crate::server::membership::{plan, ChangeContext, MemberOp, SnapshotData};
-use crate::state::{Command, Quotas, StateMachine, Target, UserIds};
+use crate::state::{cmd, Command, Quotas, StateMachine, Target, UserIds};
 use crate::storage::{MemberInfo, Members};
 
 /// Largest file size a node may be configured with; the fuzzed entries stay far below it,
@@ -275,14 +275,14 @@ fn snapshot_data() {
 #[test]
 fn every_length_set_huge() {
     let mut rng = StdRng::seed_from_u64(0);
-    let put = Command::Put {
+    let put = Command::Put(cmd::Put {
         at: Target::Path("/a/b".into()),
         data: vec![7; 40],
         mode: 0o644,
         uid: 0,
         gid: 0,
         if_generation: None,
-    };
+    });
     let members: Members = (1..3).map(|id| (id, member_info(&mut rng))).collect();
     type Decoder = fn(&[u8]) -> bool;
     let fixed: [(&str, Vec<u8>, Decoder); 3] = [

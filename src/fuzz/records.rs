@@ -18,7 +18,7 @@ use super::mutate::{arbitrary, mutate};
 use super::run;
 use crate::server::entry::Envelope;
 use crate::state::{
-    ApplyCtx, Command, CreateSpec, LockKind, LockStyle, Outcome, RequestId, StateError,
+    cmd, ApplyCtx, Command, CreateSpec, LockKind, LockStyle, Outcome, RequestId, StateError,
     StateMachine, Target,
 };
 use crate::storage::{
@@ -98,7 +98,7 @@ impl Names {
     pub fn learn(&mut self, cmd: &Command, outcome: &Result<Outcome, StateError>) {
         match (cmd, outcome) {
             (_, Ok(Outcome::Session { id, .. })) => self.sessions.push(*id),
-            (Command::Open { session, .. }, Ok(Outcome::Opened { handle, .. })) => {
+            (Command::Open(cmd::Open { session, .. }), Ok(Outcome::Opened { handle, .. })) => {
                 self.handles.push((*session, *handle))
             }
             _ => {}
@@ -138,28 +138,28 @@ pub fn command(rng: &mut StdRng, names: &Names) -> Command {
         }
     };
     match rng.gen_range(0..20) {
-        0 => Command::Mkdir {
+        0 => Command::Mkdir(cmd::Mkdir {
             at: target(rng),
             mode: 0o755,
             uid: 0,
             gid: 0,
-        },
-        1 | 2 => Command::Put {
+        }),
+        1 | 2 => Command::Put(cmd::Put {
             at: target(rng),
             data: data(rng),
             mode: 0o644,
             uid: rng.gen_range(0..3),
             gid: 0,
             if_generation: rng.gen_ratio(1, 4).then(|| rng.gen_range(0..3)),
-        },
-        3 => Command::Write {
+        }),
+        3 => Command::Write(cmd::Write {
             target: target(rng),
             offset: rng.gen_range(0..64),
             data: data(rng),
             truncate: rng.gen(),
             append: rng.gen(),
-        },
-        4 => Command::OpenSession {
+        }),
+        4 => Command::OpenSession(cmd::OpenSession {
             ttl_ms: rng.gen_range(10..1000),
             host: ["h1", "h2", "h3"][rng.gen_range(0..3)].into(),
             pid: rng.gen(),
@@ -167,8 +167,8 @@ pub fn command(rng: &mut StdRng, names: &Names) -> Command {
             owner: ["", "client:a"][rng.gen_range(0..2)].into(),
             secret: rng.gen(),
             cache: rng.gen(),
-        },
-        5..=7 => Command::Open {
+        }),
+        5..=7 => Command::Open(cmd::Open {
             session: names.session(rng),
             at: target(rng),
             create: rng.gen_ratio(2, 3).then(|| CreateSpec {
@@ -177,15 +177,15 @@ pub fn command(rng: &mut StdRng, names: &Names) -> Command {
                 gid: 0,
                 exclusive: rng.gen_ratio(1, 4),
             }),
-        },
+        }),
         8 => {
             let (session, handle) = names.handle(rng);
-            Command::Close { session, handle }
+            Command::Close(cmd::Close { session, handle })
         }
         9..=12 => {
             let (session, handle) = names.handle(rng);
             let (start, end) = range(rng);
-            Command::Lock {
+            Command::Lock(cmd::Lock {
                 session,
                 handle,
                 owner: rng.gen_range(0..3),
@@ -199,64 +199,64 @@ pub fn command(rng: &mut StdRng, names: &Names) -> Command {
                 end,
                 wait: rng.gen(),
                 pid: rng.gen(),
-            }
+            })
         }
         13 => {
             let (session, handle) = names.handle(rng);
             let (start, end) = range(rng);
-            Command::Unlock {
+            Command::Unlock(cmd::Unlock {
                 session,
                 handle,
                 owner: rng.gen_range(0..3),
                 style: style(rng),
                 start,
                 end,
-            }
+            })
         }
-        14 => Command::CancelWait {
+        14 => Command::CancelWait(cmd::CancelWait {
             session: names.session(rng),
             wait: rng.gen_range(0..20),
-        },
-        15 => Command::SetEphemeral {
+        }),
+        15 => Command::SetEphemeral(cmd::SetEphemeral {
             target: Target::Path("/e".into()),
             ephemeral: rng.gen(),
-        },
+        }),
         16 => match rng.gen_range(0..5) {
-            3 => Command::Link {
+            3 => Command::Link(cmd::Link {
                 target: target(rng),
                 at: target(rng),
-            },
-            4 => Command::Symlink {
+            }),
+            4 => Command::Symlink(cmd::Symlink {
                 at: target(rng),
                 target: "f".into(),
                 uid: 0,
                 gid: 0,
-            },
-            0 => Command::Rename {
+            }),
+            0 => Command::Rename(cmd::Rename {
                 from: target(rng),
                 to: target(rng),
-            },
-            1 => Command::RenameNoReplace {
+            }),
+            1 => Command::RenameNoReplace(cmd::RenameNoReplace {
                 from: target(rng),
                 to: target(rng),
-            },
-            _ => Command::Exchange {
+            }),
+            _ => Command::Exchange(cmd::Exchange {
                 a: target(rng),
                 b: target(rng),
-            },
+            }),
         },
         17 if rng.gen_ratio(1, 4) => {
             if rng.gen() {
-                Command::ExpireSession {
+                Command::ExpireSession(cmd::ExpireSession {
                     session: names.session(rng),
-                }
+                })
             } else {
-                Command::CloseSession {
+                Command::CloseSession(cmd::CloseSession {
                     session: names.session(rng),
-                }
+                })
             }
         }
-        18 => Command::Unlink { at: target(rng) },
+        18 => Command::Unlink(cmd::Unlink { at: target(rng) }),
         _ => Command::Wake,
     }
 }

@@ -19,7 +19,7 @@
 //! may end someone else's session, and needs no secret to do so.
 
 use crate::auth::{Identity, Role};
-use crate::state::{Command, Query, SessionAccess, Target, UserIds};
+use crate::state::{cmd, Command, Query, SessionAccess, Target, UserIds};
 
 /// The user of requests that name none.
 const NOBODY: u32 = 65534;
@@ -112,33 +112,33 @@ impl Access {
 /// Commands that name only a handle act where the handle was opened, which was checked then.
 pub fn targets(command: &Command) -> Vec<(&Target, bool)> {
     match command {
-        Command::Mkdir { at, .. }
-        | Command::Create { at, .. }
-        | Command::Put { at, .. }
-        | Command::Unlink { at }
-        | Command::Rmdir { at } => vec![(at, false)],
-        Command::Write { target, .. }
-        | Command::Truncate { target, .. }
-        | Command::SetAttr { target, .. }
-        | Command::SetEphemeral { target, .. }
-        | Command::SetMaxHolders { target, .. }
-        | Command::SetOnLoss { target, .. } => vec![(target, false)],
-        Command::Rename { from, to }
-        | Command::RenameNoReplace { from, to }
-        | Command::Exchange { a: from, b: to } => vec![(from, false), (to, false)],
-        Command::Open { at, create, .. } => vec![(at, create.is_none())],
+        Command::Mkdir(cmd::Mkdir { at, .. })
+        | Command::Create(cmd::Create { at, .. })
+        | Command::Put(cmd::Put { at, .. })
+        | Command::Unlink(cmd::Unlink { at })
+        | Command::Rmdir(cmd::Rmdir { at }) => vec![(at, false)],
+        Command::Write(cmd::Write { target, .. })
+        | Command::Truncate(cmd::Truncate { target, .. })
+        | Command::SetAttr(cmd::SetAttr { target, .. })
+        | Command::SetEphemeral(cmd::SetEphemeral { target, .. })
+        | Command::SetMaxHolders(cmd::SetMaxHolders { target, .. })
+        | Command::SetOnLoss(cmd::SetOnLoss { target, .. }) => vec![(target, false)],
+        Command::Rename(cmd::Rename { from, to })
+        | Command::RenameNoReplace(cmd::RenameNoReplace { from, to })
+        | Command::Exchange(cmd::Exchange { a: from, b: to }) => vec![(from, false), (to, false)],
+        Command::Open(cmd::Open { at, create, .. }) => vec![(at, create.is_none())],
         // A new name makes the file reachable there: both places must be within reach.
-        Command::Link { target, at } => vec![(target, false), (at, false)],
-        Command::Symlink { at, .. } => vec![(at, false)],
-        Command::ReleaseLocks { at, .. } => vec![(at, false)],
+        Command::Link(cmd::Link { target, at }) => vec![(target, false), (at, false)],
+        Command::Symlink(cmd::Symlink { at, .. }) => vec![(at, false)],
+        Command::ReleaseLocks(cmd::ReleaseLocks { at, .. }) => vec![(at, false)],
         // Listed one by one, so that a new command must say what it names.
-        Command::OpenSession { .. }
-        | Command::CloseSession { .. }
-        | Command::ExpireSession { .. }
-        | Command::Close { .. }
-        | Command::Lock { .. }
-        | Command::Unlock { .. }
-        | Command::CancelWait { .. }
+        Command::OpenSession(_)
+        | Command::CloseSession(_)
+        | Command::ExpireSession(_)
+        | Command::Close(_)
+        | Command::Lock(_)
+        | Command::Unlock(_)
+        | Command::CancelWait(_)
         | Command::Wake => vec![],
     }
 }
@@ -197,9 +197,10 @@ impl Caller {
     /// which host name it is listed (the certified name, not the one the client sent).
     pub fn stamp(&self, action: &mut Action) {
         let Action::Write {
-            command: Command::OpenSession {
-                host, owner, cache, ..
-            },
+            command:
+                Command::OpenSession(cmd::OpenSession {
+                    host, owner, cache, ..
+                }),
             ..
         } = action
         else {
@@ -253,7 +254,7 @@ impl Caller {
             (
                 _,
                 Action::Write {
-                    command: Command::ReleaseLocks { .. },
+                    command: Command::ReleaseLocks(_),
                     ..
                 },
             ) => Err(refuse("release the locks of others (needs admin)")),
@@ -267,10 +268,10 @@ impl Caller {
                 | Action::CacheAck { .. },
             ) => Ok(()),
             (Role::Reader, Action::Write { command, .. }) => match command {
-                Command::OpenSession { .. }
-                | Command::CloseSession { .. }
-                | Command::Open { create: None, .. }
-                | Command::Close { .. } => Ok(()),
+                Command::OpenSession(_)
+                | Command::CloseSession(_)
+                | Command::Open(cmd::Open { create: None, .. })
+                | Command::Close(_) => Ok(()),
                 _ => Err(denied(
                     EACCES,
                     format!("permission denied: {who} may only read"),
@@ -301,16 +302,16 @@ mod tests {
     }
 
     fn mkdir() -> Action {
-        write(Command::Mkdir {
+        write(Command::Mkdir(cmd::Mkdir {
             at: Target::Path("/d".into()),
             mode: 0o755,
             uid: 0,
             gid: 0,
-        })
+        }))
     }
 
     fn open(create: bool) -> Action {
-        write(Command::Open {
+        write(Command::Open(cmd::Open {
             session: 1,
             at: Target::Path("/f".into()),
             create: create.then_some(CreateSpec {
@@ -319,7 +320,7 @@ mod tests {
                 gid: 0,
                 exclusive: false,
             }),
-        })
+        }))
     }
 
     fn add(id: u64) -> Action {
@@ -364,10 +365,10 @@ mod tests {
         assert!(host.authorize(&mkdir()).is_ok());
         assert!(host.authorize(&open(true)).is_ok());
         // Only an administrator frees the locks of others.
-        let release = write(Command::ReleaseLocks {
+        let release = write(Command::ReleaseLocks(cmd::ReleaseLocks {
             at: Target::Path("/l".into()),
             holder: None,
-        });
+        }));
         for c in [&admin, &Caller::Insecure] {
             assert!(c.authorize(&release).is_ok());
         }
@@ -426,7 +427,7 @@ mod tests {
 
     #[test]
     fn a_session_is_listed_under_its_certified_name() {
-        let mut action = write(Command::OpenSession {
+        let mut action = write(Command::OpenSession(cmd::OpenSession {
             ttl_ms: 1,
             host: "forged\nhost".into(),
             pid: 1,
@@ -434,17 +435,17 @@ mod tests {
             owner: "admin:root".into(),
             secret: 0,
             cache: false,
-        });
+        }));
         caller(Role::Host).stamp(&mut action);
         let Action::Write {
-            command: Command::OpenSession { host, owner, .. },
+            command: Command::OpenSession(cmd::OpenSession { host, owner, .. }),
             ..
         } = &action
         else {
             unreachable!()
         };
         assert_eq!((host.as_str(), owner.as_str()), ("x", "host:x"));
-        let mut action = write(Command::OpenSession {
+        let mut action = write(Command::OpenSession(cmd::OpenSession {
             ttl_ms: 1,
             host: "a\nb".into(),
             pid: 1,
@@ -452,10 +453,10 @@ mod tests {
             owner: String::new(),
             secret: 0,
             cache: false,
-        });
+        }));
         Caller::Insecure.stamp(&mut action);
         let Action::Write {
-            command: Command::OpenSession { host, .. },
+            command: Command::OpenSession(cmd::OpenSession { host, .. }),
             ..
         } = &action
         else {
@@ -467,7 +468,7 @@ mod tests {
     #[test]
     fn a_host_limited_to_a_subtree_opens_no_caching_session() {
         let open = || {
-            write(Command::OpenSession {
+            write(Command::OpenSession(cmd::OpenSession {
                 ttl_ms: 1,
                 host: "h".into(),
                 pid: 1,
@@ -475,13 +476,13 @@ mod tests {
                 owner: String::new(),
                 secret: 0,
                 cache: true,
-            })
+            }))
         };
         let caches = |action: &Action| {
             matches!(
                 action,
                 Action::Write {
-                    command: Command::OpenSession { cache: true, .. },
+                    command: Command::OpenSession(cmd::OpenSession { cache: true, .. }),
                     ..
                 }
             )

@@ -2,10 +2,11 @@
 //! queries, outcomes and errors become responses. No policy lives here.
 
 use crate::proto::{self, Request_oneof_op as Op, Response_oneof_result as Res};
+use crate::state::cmd::{self, lock_kind, lock_style, target, Wire};
 use crate::state::{
-    Attr, Command, CreateSpec, DirEntry, Event, Kind, LockHolder, LockInfo, LockKind, LockResult,
-    LockStyle, LockWaiter, NodeChange, NodeEvent, OnLoss, Outcome, Query, RequestId, SessionInfo,
-    StateError, Target, UserIds, MAX_GROUPS,
+    Attr, Command, DirEntry, Event, Kind, LockHolder, LockInfo, LockKind, LockResult, LockStyle,
+    LockWaiter, NodeChange, NodeEvent, OnLoss, Outcome, Query, RequestId, SessionInfo, StateError,
+    UserIds, MAX_GROUPS,
 };
 
 use super::membership::MemberOp;
@@ -45,35 +46,8 @@ pub enum Action {
     },
 }
 
-fn target(t: Option<&proto::Target>) -> Result<Target, ServerError> {
-    use proto::Target_oneof_kind as K;
-    match t.and_then(|t| t.kind.as_ref()) {
-        Some(K::path(p)) => Ok(Target::Path(p.clone())),
-        Some(K::ino(i)) => Ok(Target::Ino(*i)),
-        Some(K::child(c)) => Ok(Target::Child {
-            parent: c.parent,
-            name: c.name.clone(),
-        }),
-        None => Err(invalid("request names no target")),
-    }
-}
-
 fn invalid(what: &str) -> ServerError {
     ServerError::State(StateError::InvalidArgument(what.to_string()))
-}
-
-fn lock_kind(k: proto::LockKind) -> LockKind {
-    match k {
-        proto::LockKind::SHARED => LockKind::Shared,
-        proto::LockKind::EXCLUSIVE => LockKind::Exclusive,
-    }
-}
-
-fn lock_style(s: proto::LockStyle) -> LockStyle {
-    match s {
-        proto::LockStyle::FLOCK => LockStyle::Flock,
-        proto::LockStyle::POSIX => LockStyle::Posix,
-    }
 }
 
 /// The local user a request is made for, if it names one; a request may name at most
@@ -123,89 +97,23 @@ pub fn action(req: &proto::Request) -> Result<Action, ServerError> {
         command,
         request: request.clone(),
     };
+    // Each operation with the session it is sent in, as its command reads it.
+    let s = req.session;
     Ok(match op {
-        Op::mkdir(m) => write(Command::Mkdir {
-            at: target(m.at.as_ref())?,
-            mode: m.mode,
-            uid: m.uid,
-            gid: m.gid,
-        }),
-        Op::create(m) => write(Command::Create {
-            at: target(m.at.as_ref())?,
-            mode: m.mode,
-            uid: m.uid,
-            gid: m.gid,
-            exclusive: m.exclusive,
-        }),
-        Op::write(m) => write(Command::Write {
-            target: target(m.target.as_ref())?,
-            offset: m.offset,
-            data: m.data.clone(),
-            truncate: m.truncate,
-            append: m.append,
-        }),
-        Op::put(m) => write(Command::Put {
-            at: target(m.at.as_ref())?,
-            data: m.data.clone(),
-            mode: m.mode,
-            uid: m.uid,
-            gid: m.gid,
-            if_generation: m.has_if_generation.then_some(m.if_generation),
-        }),
-        Op::truncate(m) => write(Command::Truncate {
-            target: target(m.target.as_ref())?,
-            size: m.size,
-        }),
-        Op::unlink(m) => write(Command::Unlink {
-            at: target(m.at.as_ref())?,
-        }),
-        Op::rmdir(m) => write(Command::Rmdir {
-            at: target(m.at.as_ref())?,
-        }),
-        Op::rename(m) => {
-            let (from, to) = (target(m.from.as_ref())?, target(m.to.as_ref())?);
-            write(match (m.noreplace, m.exchange) {
-                (false, false) => Command::Rename { from, to },
-                (true, false) => Command::RenameNoReplace { from, to },
-                (false, true) => Command::Exchange { a: from, b: to },
-                (true, true) => {
-                    return Err(StateError::InvalidArgument(
-                        "a rename cannot both exchange and refuse to replace".into(),
-                    )
-                    .into())
-                }
-            })
-        }
-        Op::set_attr(m) => write(Command::SetAttr {
-            target: target(m.target.as_ref())?,
-            mode: m.has_mode.then_some(m.mode),
-            uid: m.has_uid.then_some(m.uid),
-            gid: m.has_gid.then_some(m.gid),
-            atime_ns: m.has_atime.then_some(m.atime_ns),
-            mtime_ns: m.has_mtime.then_some(m.mtime_ns),
-        }),
-        Op::symlink(m) => write(Command::Symlink {
-            at: target(m.at.as_ref())?,
-            target: m.target.clone(),
-            uid: m.uid,
-            gid: m.gid,
-        }),
-        Op::link(m) => write(Command::Link {
-            target: target(m.target.as_ref())?,
-            at: target(m.at.as_ref())?,
-        }),
-        Op::set_ephemeral(m) => write(Command::SetEphemeral {
-            target: target(m.target.as_ref())?,
-            ephemeral: m.ephemeral,
-        }),
-        Op::set_max_holders(m) => write(Command::SetMaxHolders {
-            target: target(m.target.as_ref())?,
-            max_holders: m.max_holders,
-        }),
-        Op::set_on_loss(m) => write(Command::SetOnLoss {
-            target: target(m.target.as_ref())?,
-            on_loss: from_on_loss(m.on_loss),
-        }),
+        Op::mkdir(m) => write(cmd::Mkdir::try_from(Wire::new(m, s))?.into()),
+        Op::create(m) => write(cmd::Create::try_from(Wire::new(m, s))?.into()),
+        Op::write(m) => write(cmd::Write::try_from(Wire::new(m, s))?.into()),
+        Op::put(m) => write(cmd::Put::try_from(Wire::new(m, s))?.into()),
+        Op::truncate(m) => write(cmd::Truncate::try_from(Wire::new(m, s))?.into()),
+        Op::unlink(m) => write(cmd::Unlink::try_from(Wire::new(m, s))?.into()),
+        Op::rmdir(m) => write(cmd::Rmdir::try_from(Wire::new(m, s))?.into()),
+        Op::rename(m) => write(Command::try_from(Wire::new(m, s))?),
+        Op::set_attr(m) => write(cmd::SetAttr::try_from(Wire::new(m, s))?.into()),
+        Op::symlink(m) => write(cmd::Symlink::try_from(Wire::new(m, s))?.into()),
+        Op::link(m) => write(cmd::Link::try_from(Wire::new(m, s))?.into()),
+        Op::set_ephemeral(m) => write(cmd::SetEphemeral::try_from(Wire::new(m, s))?.into()),
+        Op::set_max_holders(m) => write(cmd::SetMaxHolders::try_from(Wire::new(m, s))?.into()),
+        Op::set_on_loss(m) => write(cmd::SetOnLoss::try_from(Wire::new(m, s))?.into()),
         Op::stat(m) => Action::Read(Query::Stat(target(m.target.as_ref())?)),
         Op::read(m) => Action::Read(Query::Read {
             target: target(m.target.as_ref())?,
@@ -226,69 +134,27 @@ pub fn action(req: &proto::Request) -> Result<Action, ServerError> {
                 K::PROMOTE => MemberOp::Promote { id: m.id },
             })
         }
+        // Outside any session: the session does not exist yet.
         Op::open_session(m) => Action::Write {
-            command: Command::OpenSession {
-                ttl_ms: m.ttl_ms,
-                host: m.host.clone(),
-                pid: m.pid,
-                name: m.name.clone(),
-                // Stamped by the node (authz) and the leader.
-                owner: String::new(),
-                secret: 0,
-                cache: m.cache,
-            },
+            command: cmd::OpenSession::try_from(Wire::new(m, s))?.into(),
             request: None,
         },
         Op::keep_alive(_) => Action::KeepAlive {
             session: session()?,
         },
-        // An administrator ends a session from outside it (no request of that session), as
-        // its expiry would: its locks pass on only after the lock-delay, because its holders
-        // may still be running.
-        Op::close_session(m) if m.session != 0 => Action::Write {
-            command: Command::ExpireSession { session: m.session },
-            request: None,
+        // An administrator's end of another session is outside that session.
+        Op::close_session(m) => match Command::try_from(Wire::new(m, s))? {
+            command @ Command::ExpireSession(_) => Action::Write {
+                command,
+                request: None,
+            },
+            command => write(command),
         },
-        Op::close_session(_) => write(Command::CloseSession {
-            session: session()?,
-        }),
-        Op::open(m) => write(Command::Open {
-            session: session()?,
-            at: target(m.at.as_ref())?,
-            create: m.create.then_some(CreateSpec {
-                mode: m.mode,
-                uid: m.uid,
-                gid: m.gid,
-                exclusive: m.exclusive,
-            }),
-        }),
-        Op::close(m) => write(Command::Close {
-            session: session()?,
-            handle: m.handle,
-        }),
-        Op::lock(m) => write(Command::Lock {
-            session: session()?,
-            handle: m.handle,
-            owner: m.owner,
-            style: lock_style(m.style),
-            kind: lock_kind(m.kind),
-            start: m.start,
-            end: m.end,
-            wait: m.wait,
-            pid: m.pid,
-        }),
-        Op::unlock(m) => write(Command::Unlock {
-            session: session()?,
-            handle: m.handle,
-            owner: m.owner,
-            style: lock_style(m.style),
-            start: m.start,
-            end: m.end,
-        }),
-        Op::cancel_wait(m) => write(Command::CancelWait {
-            session: session()?,
-            wait: m.wait,
-        }),
+        Op::open(m) => write(cmd::Open::try_from(Wire::new(m, s))?.into()),
+        Op::close(m) => write(cmd::Close::try_from(Wire::new(m, s))?.into()),
+        Op::lock(m) => write(cmd::Lock::try_from(Wire::new(m, s))?.into()),
+        Op::unlock(m) => write(cmd::Unlock::try_from(Wire::new(m, s))?.into()),
+        Op::cancel_wait(m) => write(cmd::CancelWait::try_from(Wire::new(m, s))?.into()),
         Op::get_lock(m) => Action::Read(Query::GetLock {
             session: session()?,
             handle: m.handle,
@@ -325,10 +191,7 @@ pub fn action(req: &proto::Request) -> Result<Action, ServerError> {
         // Outside any session, as `close_session` of another: only an administrator may send
         // it (authz).
         Op::release_locks(m) => Action::Write {
-            command: Command::ReleaseLocks {
-                at: target(m.at.as_ref())?,
-                holder: (m.holder != 0).then_some(m.holder),
-            },
+            command: cmd::ReleaseLocks::try_from(Wire::new(m, s))?.into(),
             request: None,
         },
     })
@@ -462,14 +325,6 @@ fn on_loss(v: Option<OnLoss>) -> proto::OnLoss {
         None => proto::OnLoss::NONE,
         Some(OnLoss::Term) => proto::OnLoss::TERM,
         Some(OnLoss::Kill) => proto::OnLoss::KILL,
-    }
-}
-
-fn from_on_loss(v: proto::OnLoss) -> Option<OnLoss> {
-    match v {
-        proto::OnLoss::NONE => None,
-        proto::OnLoss::TERM => Some(OnLoss::Term),
-        proto::OnLoss::KILL => Some(OnLoss::Kill),
     }
 }
 
@@ -743,14 +598,20 @@ mod tests {
         let Ok(Action::Write { command, request }) = action(&close(4, 0)) else {
             panic!("a write");
         };
-        assert_eq!(command, Command::CloseSession { session: 4 });
+        assert_eq!(
+            command,
+            Command::CloseSession(cmd::CloseSession { session: 4 })
+        );
         assert_eq!(request.map(|r| (r.session, r.seq)), Some((4, 3)));
         // Named from outside any session: as an expiry (its locks keep the lock-delay), and
         // not one of that session's numbered requests.
         let Ok(Action::Write { command, request }) = action(&close(0, 9)) else {
             panic!("a write");
         };
-        assert_eq!(command, Command::ExpireSession { session: 9 });
+        assert_eq!(
+            command,
+            Command::ExpireSession(cmd::ExpireSession { session: 9 })
+        );
         assert!(request.is_none());
         assert!(action(&close(0, 0)).is_err());
     }

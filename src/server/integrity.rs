@@ -224,17 +224,17 @@ impl RecordDigest {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::state::{ApplyCtx, Command, Target};
+    use crate::state::{cmd, ApplyCtx, Command, Target};
 
     fn put(path: &str, data: &[u8]) -> Command {
-        Command::Put {
+        Command::Put(cmd::Put {
             at: Target::Path(path.into()),
             data: data.to_vec(),
             mode: 0o644,
             uid: 0,
             gid: 0,
             if_generation: None,
-        }
+        })
     }
 
     #[test]
@@ -248,9 +248,9 @@ mod tests {
             put("/a", b"1"),
             put("/b", b"2"),
             put("/a", b"3"),
-            Command::Unlink {
+            Command::Unlink(cmd::Unlink {
                 at: Target::Path("/b".into()),
-            },
+            }),
         ]
         .iter()
         .enumerate()

@@ -9,7 +9,7 @@
 //! (`StateMachine::check_quotas`, called from the node's `admit`).
 
 use crate::state::{
-    split_path, validate_name, Command, StateError, Target, MAX_HOLDERS, MAX_SYMLINK,
+    cmd, split_path, validate_name, Command, StateError, Target, MAX_HOLDERS, MAX_SYMLINK,
 };
 
 use super::authz::targets;
@@ -39,17 +39,17 @@ pub fn check(command: &Command, max_file_size: u64) -> Result<(), ServerError> {
     }
     let too_large = |end: u64| end > max_file_size;
     let fits = match command {
-        Command::Write {
+        Command::Write(cmd::Write {
             offset,
             data,
             append,
             ..
-        } => {
+        }) => {
             let len = data.len() as u64;
             !too_large(len) && (*append || !too_large(offset.saturating_add(len)))
         }
-        Command::Put { data, .. } => !too_large(data.len() as u64),
-        Command::Symlink { target, .. } => {
+        Command::Put(cmd::Put { data, .. }) => !too_large(data.len() as u64),
+        Command::Symlink(cmd::Symlink { target, .. }) => {
             if target.is_empty() || target.len() >= MAX_SYMLINK || target.contains('\0') {
                 return Err(StateError::InvalidArgument(format!(
                     "a symbolic link's target is 1 to {} bytes without NUL",
@@ -59,8 +59,8 @@ pub fn check(command: &Command, max_file_size: u64) -> Result<(), ServerError> {
             }
             true
         }
-        Command::Truncate { size, .. } => !too_large(*size),
-        Command::SetMaxHolders { max_holders, .. } => {
+        Command::Truncate(cmd::Truncate { size, .. }) => !too_large(*size),
+        Command::SetMaxHolders(cmd::SetMaxHolders { max_holders, .. }) => {
             if !(1..=MAX_HOLDERS).contains(max_holders) {
                 return Err(StateError::InvalidArgument(format!(
                     "max_holders is 1 to {MAX_HOLDERS}"
@@ -69,7 +69,7 @@ pub fn check(command: &Command, max_file_size: u64) -> Result<(), ServerError> {
             }
             true
         }
-        Command::OpenSession { host, name, .. } => {
+        Command::OpenSession(cmd::OpenSession { host, name, .. }) => {
             if host.len() > MAX_LABEL || name.len() > MAX_LABEL {
                 return Err(StateError::InvalidArgument(format!(
                     "a session's host and name are at most {MAX_LABEL} bytes"
@@ -92,14 +92,14 @@ mod tests {
     use super::*;
 
     fn put(path: &str, len: usize) -> Command {
-        Command::Put {
+        Command::Put(cmd::Put {
             at: Target::Path(path.into()),
             data: vec![0; len],
             mode: 0o644,
             uid: 0,
             gid: 0,
             if_generation: None,
-        }
+        })
     }
 
     #[test]
@@ -108,12 +108,14 @@ mod tests {
         assert!(check(&put("/f", 101), 100).is_err());
         assert!(check(&put(&format!("/{}", "n".repeat(256)), 1), 100).is_err());
         assert!(check(&put(&"/d".repeat(MAX_PATH), 1), 100).is_err());
-        let write = |offset, len, append| Command::Write {
-            target: Target::Ino(2),
-            offset,
-            data: vec![0; len],
-            truncate: false,
-            append,
+        let write = |offset, len, append| {
+            Command::Write(cmd::Write {
+                target: Target::Ino(2),
+                offset,
+                data: vec![0; len],
+                truncate: false,
+                append,
+            })
         };
         assert!(check(&write(50, 50, false), 100).is_ok());
         assert!(check(&write(51, 50, false), 100).is_err());
@@ -122,31 +124,37 @@ mod tests {
             check(&write(99, 50, true), 100).is_ok(),
             "the end is the state's to judge"
         );
-        let session = |host: String| Command::OpenSession {
-            ttl_ms: 1,
-            host,
-            pid: 1,
-            name: String::new(),
-            owner: String::new(),
-            secret: 0,
-            cache: false,
+        let session = |host: String| {
+            Command::OpenSession(cmd::OpenSession {
+                ttl_ms: 1,
+                host,
+                pid: 1,
+                name: String::new(),
+                owner: String::new(),
+                secret: 0,
+                cache: false,
+            })
         };
         assert!(check(&session("h".into()), 100).is_ok());
         assert!(check(&session("h".repeat(MAX_LABEL + 1)), 100).is_err());
         // A symbolic link's target and both names of a link are bounded before the log.
-        let symlink = |target: String| Command::Symlink {
-            at: Target::Path("/l".into()),
-            target,
-            uid: 0,
-            gid: 0,
+        let symlink = |target: String| {
+            Command::Symlink(cmd::Symlink {
+                at: Target::Path("/l".into()),
+                target,
+                uid: 0,
+                gid: 0,
+            })
         };
         assert!(check(&symlink("t".repeat(MAX_SYMLINK - 1)), 100).is_ok());
         assert!(check(&symlink("t".repeat(MAX_SYMLINK)), 100).is_err());
         assert!(check(&symlink(String::new()), 100).is_err());
         assert!(check(&symlink("a\0b".into()), 100).is_err());
-        let link = |at: String| Command::Link {
-            target: Target::Path("/f".into()),
-            at: Target::Path(at),
+        let link = |at: String| {
+            Command::Link(cmd::Link {
+                target: Target::Path("/f".into()),
+                at: Target::Path(at),
+            })
         };
         assert!(check(&link("/g".into()), 100).is_ok());
         assert!(check(&link(format!("/{}", "n".repeat(256))), 100).is_err());

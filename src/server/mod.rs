@@ -168,14 +168,17 @@ impl Server {
             }
             None => None,
         };
-        let node = Node::new(
-            cfg,
-            cluster_id,
+        let recovered = node::Recovered {
             store,
             raft_log,
             machine,
             digest,
             applied,
+        };
+        let node = Node::new(
+            cfg,
+            cluster_id,
+            recovered,
             transport,
             inbox_rx,
             events,

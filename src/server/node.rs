@@ -48,7 +48,7 @@ use super::transport::Transport;
 use super::ServerError;
 use crate::proto;
 use crate::state::{
-    parent_of, Attr, Command, Event, Kind, LockResult, NodeChange, Outcome, Query, RequestId,
+    cmd, parent_of, Attr, Command, Event, Kind, LockResult, NodeChange, Outcome, Query, RequestId,
     StateError, StateMachine, Target, UserIds,
 };
 use crate::storage::{Members, RaftLog, Records, StateStore, Store, WriteBatch};
@@ -322,21 +322,33 @@ type Answer = (u64, Reply, Result<Outcome, ServerError>);
 /// and the answer.
 type Outgoing = (u64, Vec<String>, Reply, Result<Outcome, ServerError>);
 
+/// What a node starts from: its data directory's store and Raft log, and the state machine as
+/// last applied (with the digest of its records and the index it was applied to).
+pub struct Recovered {
+    pub store: Store,
+    pub raft_log: RaftLog,
+    pub machine: StateMachine,
+    pub digest: RecordDigest,
+    pub applied: u64,
+}
+
 impl Node {
-    #[allow(clippy::too_many_arguments)]
     pub fn new(
         cfg: ServeConfig,
         cluster_id: u64,
-        store: Store,
-        raft_log: RaftLog,
-        machine: StateMachine,
-        digest: RecordDigest,
-        applied: u64,
+        recovered: Recovered,
         transport: Transport,
         inbox: Receiver<Input>,
         events: Arc<EventRouter>,
         metrics: Arc<NodeMetrics>,
     ) -> Result<Node, ServerError> {
+        let Recovered {
+            store,
+            raft_log,
+            machine,
+            digest,
+            applied,
+        } = recovered;
         let raft_cfg = raft::Config {
             id: cfg.id,
             election_tick: cfg.election_ticks,
@@ -653,7 +665,7 @@ impl Node {
         }
         let ending = matches!(
             command,
-            Command::CloseSession { .. } | Command::ExpireSession { .. }
+            Command::CloseSession(_) | Command::ExpireSession(_)
         );
         for id in command
             .session()
@@ -696,12 +708,12 @@ impl Node {
             refuse(reply, self.not_leader());
             return false;
         }
-        if let Command::OpenSession {
+        if let Command::OpenSession(cmd::OpenSession {
             ttl_ms,
             secret,
             cache,
             ..
-        } = &mut command
+        }) = &mut command
         {
             // The session's bearer secret: chosen here, replicated in the entry.
             *secret = rand::random::<u128>().max(1);
@@ -843,7 +855,12 @@ impl Node {
         for session in self.timers.due(term, now) {
             log::info!("session {session} expired: not heard from within its TTL");
             // A dropped proposal (a leadership transfer under way) is tried again next tick.
-            if self.propose(Command::ExpireSession { session }, None, None, None) {
+            if self.propose(
+                Command::ExpireSession(cmd::ExpireSession { session }),
+                None,
+                None,
+                None,
+            ) {
                 self.timers.expiry_proposed(session);
             }
         }
@@ -1642,16 +1659,19 @@ impl Node {
     ) {
         let m = &self.metrics;
         match (command, result) {
-            (Command::OpenSession { .. }, Ok(_)) => {
+            (Command::OpenSession(_), Ok(_)) => {
                 m.sessions_opened.inc();
             }
-            (Command::ExpireSession { .. }, Ok(_)) => {
+            (Command::ExpireSession(_), Ok(_)) => {
                 expiries.insert(index);
             }
-            (Command::Lock { .. }, Ok(Outcome::Lock(r))) if r.granted().is_some() => {
+            (Command::Lock(_), Ok(Outcome::Lock(r))) if r.granted().is_some() => {
                 m.lock_wait_seconds.observe(0.0);
             }
-            (Command::Lock { session, .. }, Ok(Outcome::Lock(LockResult::Queued { wait }))) => {
+            (
+                Command::Lock(cmd::Lock { session, .. }),
+                Ok(Outcome::Lock(LockResult::Queued { wait })),
+            ) => {
                 if self.queued_at.len() >= MAX_TIMED {
                     self.queued_at.clear();
                 }

@@ -24,12 +24,12 @@
 
 use std::ops::Bound;
 
+use super::cmd::{Lock, Unlock};
 use super::lock::{Held, LockTable};
 use super::session::GrantedWait;
 use super::tree::{page_size, StateMachine};
 use super::{
-    Command, Event, LockInfo, LockKind, LockResult, LockStyle, NodeChange, Outcome, StateError,
-    Target, ROOT,
+    Event, LockInfo, LockKind, LockResult, LockStyle, NodeChange, Outcome, StateError, Target, ROOT,
 };
 
 /// Holders or waiters per node beyond which a lock request is refused with ENOLCK.
@@ -50,33 +50,18 @@ pub(super) struct LockRequest {
 }
 
 impl LockRequest {
-    /// The request a `Lock` command makes, and whether it waits; `None` for other commands.
-    pub fn of(cmd: &Command) -> Option<(LockRequest, bool)> {
-        let Command::Lock {
-            session,
-            handle,
-            owner,
-            style,
-            kind,
-            start,
-            end,
-            wait,
-            pid,
-        } = cmd
-        else {
-            return None;
-        };
-        let request = LockRequest {
-            session: *session,
-            handle: *handle,
-            owner: *owner,
-            style: *style,
-            kind: *kind,
-            start: *start,
-            end: *end,
-            pid: *pid,
-        };
-        Some((request, *wait))
+    /// The request a [`Lock`] command makes.
+    pub fn of(c: &Lock) -> LockRequest {
+        LockRequest {
+            session: c.session,
+            handle: c.handle,
+            owner: c.owner,
+            style: c.style,
+            kind: c.kind,
+            start: c.start,
+            end: c.end,
+            pid: c.pid,
+        }
     }
 }
 
@@ -220,17 +205,9 @@ impl StateMachine {
         Ok(Outcome::Lock(result))
     }
 
-    #[allow(clippy::too_many_arguments)] // one per field of Command::Unlock, plus the time
-    pub(super) fn unlock(
-        &mut self,
-        session: u64,
-        handle: u64,
-        owner: u64,
-        style: LockStyle,
-        start: u64,
-        end: u64,
-        now: u64,
-    ) -> Result<Outcome, StateError> {
+    pub(super) fn unlock(&mut self, c: &Unlock, now: u64) -> Result<Outcome, StateError> {
+        let (session, handle, owner, style, start, end) =
+            (c.session, c.handle, c.owner, c.style, c.start, c.end);
         let ino = self.handle_node(session, handle)?;
         let (start, end) = range(style, start, end)?;
         // On a deleted node nothing is held: the unlock the mount sends at close succeeds.

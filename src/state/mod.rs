@@ -43,6 +43,7 @@
 //! waiters. The leader stamps them into each command that can grow something; a command past a
 //! quota is refused like any other.
 
+pub mod cmd;
 mod command;
 mod dedup;
 mod error;
@@ -64,10 +65,10 @@ mod tree;
 #[cfg(test)]
 mod tests;
 
+pub use cmd::{Command, CreateSpec};
 pub use command::{
-    ApplyCtx, Attr, Command, CreateSpec, DirEntry, Event, Kind, LockHolder, LockInfo, LockKind,
-    LockResult, LockStyle, LockWaiter, NodeChange, NodeEvent, Outcome, Query, RequestId,
-    SessionInfo, Target, MAX_PAGE,
+    ApplyCtx, Attr, DirEntry, Event, Kind, LockHolder, LockInfo, LockKind, LockResult, LockStyle,
+    LockWaiter, NodeChange, NodeEvent, Outcome, Query, RequestId, SessionInfo, Target, MAX_PAGE,
 };
 pub use dedup::MAX_CACHED_RESULTS;
 pub use error::StateError;

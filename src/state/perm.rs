@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 use super::node::Node;
 use super::path::split_path;
 use super::tree::{StateMachine, ROOT};
-use super::{Command, Query, StateError, Target};
+use super::{cmd, Command, Query, StateError, Target};
 
 const R: u32 = 4;
 const W: u32 = 2;
@@ -152,45 +152,49 @@ impl StateMachine {
             Ok(slot.existing)
         };
         match cmd {
-            Command::Mkdir { at, .. } | Command::Create { at, .. } => create_at(at).map(|_| ()),
-            Command::Open {
+            Command::Mkdir(cmd::Mkdir { at, .. }) | Command::Create(cmd::Create { at, .. }) => {
+                create_at(at).map(|_| ())
+            }
+            Command::Open(cmd::Open {
                 at,
                 create: Some(_),
                 ..
-            } => create_at(at).map(|_| ()),
-            Command::Open {
+            }) => create_at(at).map(|_| ()),
+            Command::Open(cmd::Open {
                 at, create: None, ..
-            } => self.search(caller, at),
-            Command::Put { at, .. } => match create_at(at)? {
+            }) => self.search(caller, at),
+            Command::Put(cmd::Put { at, .. }) => match create_at(at)? {
                 Some(ino) => self.require(caller, ino, W),
                 None => Ok(()),
             },
-            Command::Write { target, .. } | Command::Truncate { target, .. } => {
+            Command::Write(cmd::Write { target, .. })
+            | Command::Truncate(cmd::Truncate { target, .. }) => {
                 self.search(caller, target)?;
                 self.require(caller, self.lookup(target)?, W)
             }
-            Command::Unlink { at } | Command::Rmdir { at } => {
+            Command::Unlink(cmd::Unlink { at }) | Command::Rmdir(cmd::Rmdir { at }) => {
                 self.search(caller, at)?;
                 let slot = self.resolve_slot(at)?;
                 self.may_remove(caller, slot.parent, slot.existing)
             }
-            Command::Rename { from, to } | Command::RenameNoReplace { from, to } => {
+            Command::Rename(cmd::Rename { from, to })
+            | Command::RenameNoReplace(cmd::RenameNoReplace { from, to }) => {
                 self.may_rename(caller, from, to, false)
             }
-            Command::Exchange { a, b } => self.may_rename(caller, a, b, true),
-            Command::Symlink { at, .. } => create_at(at).map(|_| ()),
-            Command::Link { target, at } => {
+            Command::Exchange(cmd::Exchange { a, b }) => self.may_rename(caller, a, b, true),
+            Command::Symlink(cmd::Symlink { at, .. }) => create_at(at).map(|_| ()),
+            Command::Link(cmd::Link { target, at }) => {
                 self.search(caller, target)?;
                 create_at(at).map(|_| ())
             }
-            Command::SetAttr {
+            Command::SetAttr(cmd::SetAttr {
                 target,
                 mode,
                 uid,
                 gid,
                 atime_ns,
                 mtime_ns,
-            } => {
+            }) => {
                 self.search(caller, target)?;
                 let node = self.node(self.lookup(target)?)?;
                 if caller.uid == 0 {
@@ -208,9 +212,9 @@ impl StateMachine {
                 }
                 Ok(())
             }
-            Command::SetEphemeral { target, .. }
-            | Command::SetMaxHolders { target, .. }
-            | Command::SetOnLoss { target, .. } => {
+            Command::SetEphemeral(cmd::SetEphemeral { target, .. })
+            | Command::SetMaxHolders(cmd::SetMaxHolders { target, .. })
+            | Command::SetOnLoss(cmd::SetOnLoss { target, .. }) => {
                 self.search(caller, target)?;
                 if caller.owns(self.node(self.lookup(target)?)?) {
                     Ok(())
@@ -219,16 +223,16 @@ impl StateMachine {
                 }
             }
             // Sessions, handles and locks: no node's modes apply (an open checked them).
-            Command::OpenSession { .. }
-            | Command::CloseSession { .. }
-            | Command::ExpireSession { .. }
-            | Command::Close { .. }
-            | Command::Lock { .. }
-            | Command::Unlock { .. }
-            | Command::CancelWait { .. }
+            Command::OpenSession(_)
+            | Command::CloseSession(_)
+            | Command::ExpireSession(_)
+            | Command::Close(_)
+            | Command::Lock(_)
+            | Command::Unlock(_)
+            | Command::CancelWait(_)
             | Command::Wake => Ok(()),
             // Only an administrator may send it (`crate::server::authz`); it changes no node.
-            Command::ReleaseLocks { at, .. } => self.search(caller, at),
+            Command::ReleaseLocks(cmd::ReleaseLocks { at, .. }) => self.search(caller, at),
         }
     }
 

@@ -24,7 +24,7 @@ use serde::{Deserialize, Serialize};
 
 use super::locking::LockRequest;
 use super::tree::StateMachine;
-use super::{Command, StateError};
+use super::{cmd, Command, StateError};
 
 /// The bounds; every one is at least 1.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -158,7 +158,7 @@ impl StateMachine {
     /// that receives a request runs it before proposing.
     pub fn check_quotas(&self, cmd: &Command, q: &Quotas, now: u64) -> Result<(), StateError> {
         match cmd {
-            Command::OpenSession { host, .. } => {
+            Command::OpenSession(cmd::OpenSession { host, .. }) => {
                 let sessions = self.sessions.len() as u64;
                 within("sessions", sessions, sessions + 1, q.sessions)?;
                 let of_host = self.usage.sessions_per_host.get(host).copied().unwrap_or(0);
@@ -169,8 +169,10 @@ impl StateMachine {
                     q.sessions_per_host,
                 )
             }
-            Command::Mkdir { at, .. } | Command::Create { at, .. } => self.check_new_node(at, q),
-            Command::Symlink { at, target, .. } => {
+            Command::Mkdir(cmd::Mkdir { at, .. }) | Command::Create(cmd::Create { at, .. }) => {
+                self.check_new_node(at, q)
+            }
+            Command::Symlink(cmd::Symlink { at, target, .. }) => {
                 self.check_new_node(at, q)?;
                 let bytes = self.usage.bytes;
                 within(
@@ -180,11 +182,11 @@ impl StateMachine {
                     q.bytes,
                 )
             }
-            Command::Open {
+            Command::Open(cmd::Open {
                 session,
                 at,
                 create,
-            } => {
+            }) => {
                 if let Some(s) = self.sessions.get(session) {
                     let handles = s.handles.len() as u64;
                     within(
@@ -199,7 +201,7 @@ impl StateMachine {
                 }
                 Ok(())
             }
-            Command::Put { at, data, .. } => {
+            Command::Put(cmd::Put { at, data, .. }) => {
                 self.check_new_node(at, q)?;
                 let old = match self.resolve_slot(at).map(|slot| slot.existing) {
                     Ok(None) => 0,
@@ -211,13 +213,13 @@ impl StateMachine {
                 };
                 self.check_bytes(old, data.len() as u64, q)
             }
-            Command::Write {
+            Command::Write(cmd::Write {
                 target,
                 offset,
                 data,
                 truncate,
                 append,
-            } => {
+            }) => {
                 let Some(node) = self.lookup(target).ok().and_then(|i| self.file(i).ok()) else {
                     return Ok(());
                 };
@@ -227,14 +229,14 @@ impl StateMachine {
                     Err(_) => Ok(()),
                 }
             }
-            Command::Truncate { target, size } => {
+            Command::Truncate(cmd::Truncate { target, size }) => {
                 let Some(node) = self.lookup(target).ok().and_then(|i| self.file(i).ok()) else {
                     return Ok(());
                 };
                 self.check_bytes(node.data.len() as u64, *size, q)
             }
-            Command::Lock { wait: true, .. } => {
-                let (request, _) = LockRequest::of(cmd).expect("a Lock command");
+            Command::Lock(lock) if lock.wait => {
+                let request = LockRequest::of(lock);
                 let Some(ino) = self.would_queue(&request, now) else {
                     return Ok(());
                 };

@@ -22,6 +22,7 @@ use std::ops::Bound;
 
 use serde::{Deserialize, Serialize};
 
+use super::cmd::OpenSession;
 use super::lock::LockTable;
 use super::node::Node;
 use super::tree::{page_size, StateMachine};
@@ -155,18 +156,20 @@ impl StateMachine {
 
     // ---- Commands.
 
-    #[allow(clippy::too_many_arguments)] // one per field of Command::OpenSession, plus the time
     pub(super) fn open_session(
         &mut self,
-        ttl_ms: u64,
-        host: &str,
-        pid: u32,
-        name: &str,
-        owner: &str,
-        secret: u128,
-        cache: bool,
+        c: &OpenSession,
         now: u64,
     ) -> Result<Outcome, StateError> {
+        let (ttl_ms, host, pid, name, owner, secret, cache) = (
+            c.ttl_ms,
+            c.host.as_str(),
+            c.pid,
+            c.name.as_str(),
+            c.owner.as_str(),
+            c.secret,
+            c.cache,
+        );
         let id = self.meta.next_session;
         self.meta.next_session += 1;
         self.meta_dirty = true;

@@ -16,6 +16,7 @@ mod sessions;
 use std::collections::BTreeMap;
 
 use super::*;
+use crate::state::cmd;
 
 const LIMIT: u64 = 64;
 const NOW: u64 = 1_000;
@@ -44,58 +45,58 @@ fn child(parent: u64, name: &str) -> Target {
 }
 
 fn mkdir(at: Target) -> Command {
-    Command::Mkdir {
+    Command::Mkdir(cmd::Mkdir {
         at,
         mode: 0o755,
         uid: 10,
         gid: 20,
-    }
+    })
 }
 
 fn create(at: Target, exclusive: bool) -> Command {
-    Command::Create {
+    Command::Create(cmd::Create {
         at,
         mode: 0o644,
         uid: 10,
         gid: 20,
         exclusive,
-    }
+    })
 }
 
 fn write(target: Target, offset: u64, data: &[u8], truncate: bool) -> Command {
-    Command::Write {
+    Command::Write(cmd::Write {
         target,
         offset,
         data: data.to_vec(),
         truncate,
         append: false,
-    }
+    })
 }
 
 fn put(at: Target, data: &[u8]) -> Command {
-    Command::Put {
+    Command::Put(cmd::Put {
         at,
         data: data.to_vec(),
         mode: 0o600,
         uid: 7,
         gid: 8,
         if_generation: None,
-    }
+    })
 }
 
 fn rename(from: Target, to: Target) -> Command {
-    Command::Rename { from, to }
+    Command::Rename(cmd::Rename { from, to })
 }
 
 fn chmod(target: Target, mode: u32) -> Command {
-    Command::SetAttr {
+    Command::SetAttr(cmd::SetAttr {
         target,
         mode: Some(mode),
         uid: None,
         gid: None,
         atime_ns: None,
         mtime_ns: None,
-    }
+    })
 }
 
 /// Applies at time `NOW` and expects success.
@@ -156,16 +157,16 @@ fn ephemeral_dir(sm: &mut StateMachine, path: &str) {
     ok(sm, mkdir(p(path)));
     ok(
         sm,
-        Command::SetEphemeral {
+        Command::SetEphemeral(cmd::SetEphemeral {
             target: p(path),
             ephemeral: true,
-        },
+        }),
     );
 }
 
 /// Opens a session on host `host`; returns its id.
 fn session(sm: &mut StateMachine, host: &str) -> u64 {
-    let cmd = Command::OpenSession {
+    let cmd = Command::OpenSession(cmd::OpenSession {
         ttl_ms: 10_000,
         host: host.into(),
         pid: 42,
@@ -173,7 +174,7 @@ fn session(sm: &mut StateMachine, host: &str) -> u64 {
         owner: format!("host:{host}"),
         secret: 7,
         cache: false,
-    };
+    });
     match ok(sm, cmd) {
         Outcome::Session { id, secret: 7 } => id,
         other => panic!("expected a session, got {other:?}"),
@@ -181,11 +182,11 @@ fn session(sm: &mut StateMachine, host: &str) -> u64 {
 }
 
 fn open_cmd(session: u64, path: &str, create: Option<CreateSpec>) -> Command {
-    Command::Open {
+    Command::Open(cmd::Open {
         session,
         at: p(path),
         create,
-    }
+    })
 }
 
 fn spec(exclusive: bool) -> CreateSpec {
@@ -214,18 +215,17 @@ fn open_new(sm: &mut StateMachine, session: u64, path: &str) -> (u64, Attr) {
     into_opened(ok(sm, open_cmd(session, path, Some(spec(false)))))
 }
 
-#[allow(clippy::too_many_arguments)] // one per field of Command::Lock that tests vary
+/// A lock request over `(start, end)`, from process `100 + owner`.
 fn lock_cmd(
     session: u64,
     handle: u64,
     owner: u64,
     style: LockStyle,
     kind: LockKind,
-    start: u64,
-    end: u64,
+    (start, end): (u64, u64),
     wait: bool,
 ) -> Command {
-    Command::Lock {
+    Command::Lock(cmd::Lock {
         session,
         handle,
         owner,
@@ -235,7 +235,7 @@ fn lock_cmd(
         end,
         wait,
         pid: 100 + owner as u32,
-    }
+    })
 }
 
 fn unlock_cmd(
@@ -246,14 +246,14 @@ fn unlock_cmd(
     start: u64,
     end: u64,
 ) -> Command {
-    Command::Unlock {
+    Command::Unlock(cmd::Unlock {
         session,
         handle,
         owner,
         style,
         start,
         end,
-    }
+    })
 }
 
 fn lock_result(sm: &mut StateMachine, cmd: Command) -> LockResult {
@@ -479,12 +479,12 @@ fn mkdir_creates_a_directory_and_touches_the_parent() {
 #[test]
 fn mkdir_keeps_only_permission_bits() {
     let mut sm = StateMachine::new();
-    let cmd = Command::Mkdir {
+    let cmd = Command::Mkdir(cmd::Mkdir {
         at: p("/a"),
         mode: 0o40000 | 0o1777,
         uid: 0,
         gid: 0,
-    };
+    });
     assert_eq!(ok_attr(&mut sm, cmd).mode, 0o1777);
 }
 
@@ -494,14 +494,14 @@ fn a_set_group_id_directory_passes_on_its_group_and_its_bit() {
     ok_attr(&mut sm, mkdir(p("/sg")));
     ok_attr(
         &mut sm,
-        Command::SetAttr {
+        Command::SetAttr(cmd::SetAttr {
             target: p("/sg"),
             mode: Some(0o2777),
             uid: None,
             gid: Some(7),
             atime_ns: None,
             mtime_ns: None,
-        },
+        }),
     );
     let d = ok_attr(&mut sm, mkdir(p("/sg/d")));
     assert_eq!((d.mode, d.uid, d.gid), (0o2755, 10, 7));
@@ -561,7 +561,7 @@ fn create_of_an_existing_file() {
 fn append_writes_at_the_end_whatever_the_offset() {
     let mut sm = sample();
     let mut cmd = write(p("/d/f"), 0, b"++", false);
-    if let Command::Write { append, .. } = &mut cmd {
+    if let Command::Write(cmd::Write { append, .. }) = &mut cmd {
         *append = true;
     }
     let a = ok_attr(&mut sm, cmd.clone());
@@ -646,10 +646,10 @@ fn file_size_limit_is_inclusive() {
     );
     refused(
         &mut sm,
-        Command::Truncate {
+        Command::Truncate(cmd::Truncate {
             target: p("/g"),
             size: LIMIT + 1,
-        },
+        }),
         StateError::FileTooLarge,
     );
     refused(
@@ -707,14 +707,14 @@ fn put_creates_or_replaces() {
     );
     assert_eq!(created.content_generation, 1);
     assert_eq!(stat(&sm, p("/d")).unwrap().children, 2);
-    let cmd = Command::Put {
+    let cmd = Command::Put(cmd::Put {
         at: p("/d/new"),
         data: b"z".to_vec(),
         mode: 0o777,
         uid: 1,
         gid: 1,
         if_generation: None,
-    };
+    });
     let replaced = into_attr(ok_at(&mut sm, NOW + 1, cmd));
     assert_eq!(read(&sm, "/d/new", 0, None), b"z");
     assert_eq!(
@@ -745,42 +745,42 @@ fn truncate_grows_and_shrinks() {
     let mut sm = sample();
     let a = ok_attr(
         &mut sm,
-        Command::Truncate {
+        Command::Truncate(cmd::Truncate {
             target: p("/d/f"),
             size: 2,
-        },
+        }),
     );
     assert_eq!((a.size, a.content_generation), (2, 2));
     assert_eq!(read(&sm, "/d/f", 0, None), b"he");
     ok(
         &mut sm,
-        Command::Truncate {
+        Command::Truncate(cmd::Truncate {
             target: p("/d/f"),
             size: 4,
-        },
+        }),
     );
     assert_eq!(read(&sm, "/d/f", 0, None), b"he\0\0");
     ok(
         &mut sm,
-        Command::Truncate {
+        Command::Truncate(cmd::Truncate {
             target: p("/d/f"),
             size: LIMIT,
-        },
+        }),
     );
     refused(
         &mut sm,
-        Command::Truncate {
+        Command::Truncate(cmd::Truncate {
             target: p("/d"),
             size: 0,
-        },
+        }),
         StateError::IsADirectory,
     );
     refused(
         &mut sm,
-        Command::Truncate {
+        Command::Truncate(cmd::Truncate {
             target: p("/x"),
             size: 0,
-        },
+        }),
         StateError::NotFound,
     );
 }
@@ -792,7 +792,11 @@ fn unlink_removes_a_file() {
     let mut sm = sample();
     let f = sm.lookup(&p("/d/f")).unwrap();
     assert_eq!(
-        ok_at(&mut sm, NOW + 3, Command::Unlink { at: p("/d/f") }),
+        ok_at(
+            &mut sm,
+            NOW + 3,
+            Command::Unlink(cmd::Unlink { at: p("/d/f") })
+        ),
         Outcome::Done
     );
     assert_eq!(sm.lookup(&p("/d/f")), Err(StateError::NotFound));
@@ -807,24 +811,24 @@ fn unlink_errors() {
     let mut sm = sample();
     refused(
         &mut sm,
-        Command::Unlink { at: p("/d") },
+        Command::Unlink(cmd::Unlink { at: p("/d") }),
         StateError::IsADirectory,
     );
     refused(
         &mut sm,
-        Command::Unlink { at: p("/") },
+        Command::Unlink(cmd::Unlink { at: p("/") }),
         StateError::IsADirectory,
     );
     refused(
         &mut sm,
-        Command::Unlink {
+        Command::Unlink(cmd::Unlink {
             at: Target::Ino(ROOT),
-        },
+        }),
         StateError::IsADirectory,
     );
     refused(
         &mut sm,
-        Command::Unlink { at: p("/nope") },
+        Command::Unlink(cmd::Unlink { at: p("/nope") }),
         StateError::NotFound,
     );
 }
@@ -834,7 +838,7 @@ fn rmdir_removes_an_empty_directory() {
     let mut sm = sample();
     ok(&mut sm, mkdir(p("/e")));
     assert_eq!(
-        ok_at(&mut sm, NOW + 2, Command::Rmdir { at: p("/e") }),
+        ok_at(&mut sm, NOW + 2, Command::Rmdir(cmd::Rmdir { at: p("/e") })),
         Outcome::Done
     );
     assert_eq!(sm.lookup(&p("/e")), Err(StateError::NotFound));
@@ -847,25 +851,29 @@ fn rmdir_errors() {
     let mut sm = sample();
     refused(
         &mut sm,
-        Command::Rmdir { at: p("/d") },
+        Command::Rmdir(cmd::Rmdir { at: p("/d") }),
         StateError::NotEmpty,
     );
     refused(
         &mut sm,
-        Command::Rmdir { at: p("/g") },
+        Command::Rmdir(cmd::Rmdir { at: p("/g") }),
         StateError::NotADirectory,
     );
-    refused(&mut sm, Command::Rmdir { at: p("/") }, StateError::Busy);
     refused(
         &mut sm,
-        Command::Rmdir {
-            at: Target::Ino(ROOT),
-        },
+        Command::Rmdir(cmd::Rmdir { at: p("/") }),
         StateError::Busy,
     );
     refused(
         &mut sm,
-        Command::Rmdir { at: p("/nope") },
+        Command::Rmdir(cmd::Rmdir {
+            at: Target::Ino(ROOT),
+        }),
+        StateError::Busy,
+    );
+    refused(
+        &mut sm,
+        Command::Rmdir(cmd::Rmdir { at: p("/nope") }),
         StateError::NotFound,
     );
 }
@@ -958,28 +966,28 @@ fn set_attr_changes_permissions_owner_and_times() {
         (a.mode, a.acl_generation, a.ctime_ns, a.mtime_ns),
         (0o4751, 1, NOW + 1, NOW)
     );
-    let cmd = Command::SetAttr {
+    let cmd = Command::SetAttr(cmd::SetAttr {
         target: p("/g"),
         mode: None,
         uid: Some(5),
         gid: Some(6),
         atime_ns: Some(11),
         mtime_ns: Some(12),
-    };
+    });
     let a = into_attr(ok_at(&mut sm, NOW + 2, cmd));
     assert_eq!((a.mode, a.uid, a.gid, a.acl_generation), (0o4751, 5, 6, 2));
     assert_eq!((a.atime_ns, a.mtime_ns, a.ctime_ns), (11, 12, NOW + 2));
     // Same value again still counts as a change of permissions.
     assert_eq!(ok_attr(&mut sm, chmod(p("/g"), 0o4751)).acl_generation, 3);
     // Times only: no acl change.
-    let times = Command::SetAttr {
+    let times = Command::SetAttr(cmd::SetAttr {
         target: p("/d"),
         mode: None,
         uid: None,
         gid: None,
         atime_ns: Some(1),
         mtime_ns: None,
-    };
+    });
     let d = into_attr(ok_at(&mut sm, NOW + 3, times));
     assert_eq!(
         (d.atime_ns, d.mtime_ns, d.ctime_ns, d.acl_generation),
@@ -995,10 +1003,10 @@ fn set_attr_changes_permissions_owner_and_times() {
 fn files_created_in_an_ephemeral_directory_are_ephemeral() {
     let mut sm = sample();
     ok(&mut sm, mkdir(p("/eph")));
-    let eph = Command::SetEphemeral {
+    let eph = Command::SetEphemeral(cmd::SetEphemeral {
         target: p("/eph"),
         ephemeral: true,
-    };
+    });
     let dir = into_attr(ok_at(&mut sm, NOW + 1, eph));
     assert_eq!((dir.ephemeral, dir.ctime_ns), (true, NOW + 1));
     let s = session(&mut sm, "h1");
@@ -1013,10 +1021,10 @@ fn files_created_in_an_ephemeral_directory_are_ephemeral() {
     assert!(!stat(&sm, p("/eph/g")).unwrap().ephemeral);
     ok(
         &mut sm,
-        Command::SetEphemeral {
+        Command::SetEphemeral(cmd::SetEphemeral {
             target: p("/eph"),
             ephemeral: false,
-        },
+        }),
     );
     assert!(stat(&sm, p("/eph/b")).unwrap().ephemeral);
     assert!(!ok_attr(&mut sm, create(p("/eph/later"), true)).ephemeral);
@@ -1027,10 +1035,10 @@ fn new_files_in_an_ephemeral_directory_come_only_from_open() {
     let mut sm = sample();
     ok(
         &mut sm,
-        Command::SetEphemeral {
+        Command::SetEphemeral(cmd::SetEphemeral {
             target: p("/d"),
             ephemeral: true,
-        },
+        }),
     );
     let refusal = StateError::InvalidArgument(
         "files in an ephemeral directory are created by opening them".into(),
@@ -1047,15 +1055,15 @@ fn new_files_in_an_ephemeral_directory_come_only_from_open() {
 #[test]
 fn only_directories_are_marked_ephemeral() {
     let mut sm = sample();
-    let cmd = Command::SetEphemeral {
+    let cmd = Command::SetEphemeral(cmd::SetEphemeral {
         target: p("/g"),
         ephemeral: true,
-    };
+    });
     refused(&mut sm, cmd, StateError::NotADirectory);
-    let cmd = Command::SetEphemeral {
+    let cmd = Command::SetEphemeral(cmd::SetEphemeral {
         target: p("/x"),
         ephemeral: true,
-    };
+    });
     refused(&mut sm, cmd, StateError::NotFound);
 }
 
@@ -1147,10 +1155,10 @@ fn stat_through_every_kind_of_target() {
 fn instances_are_never_reused() {
     let mut sm = StateMachine::new();
     let a = ok_attr(&mut sm, create(p("/a"), true)).instance;
-    ok(&mut sm, Command::Unlink { at: p("/a") });
+    ok(&mut sm, Command::Unlink(cmd::Unlink { at: p("/a") }));
     let b = ok_attr(&mut sm, create(p("/a"), true)).instance;
     assert!(b > a);
-    ok(&mut sm, Command::Unlink { at: p("/a") });
+    ok(&mut sm, Command::Unlink(cmd::Unlink { at: p("/a") }));
     // Nor across a reload: the counter is in the meta record.
     let mut reloaded = StateMachine::from_records(sm.records()).unwrap();
     let c = ok_attr(&mut reloaded, mkdir(p("/a"))).instance;
@@ -1195,7 +1203,7 @@ fn take_changes_returns_each_changed_record_once_in_key_order() {
     ok(&mut sm, put(p("/a/f"), b"1"));
     ok(&mut sm, put(p("/a/f"), b"2"));
     ok(&mut sm, create(p("/tmp"), true));
-    ok(&mut sm, Command::Unlink { at: p("/tmp") });
+    ok(&mut sm, Command::Unlink(cmd::Unlink { at: p("/tmp") }));
     let changes = sm.take_changes();
     let summary: Vec<_> = changes
         .iter()
@@ -1244,10 +1252,10 @@ fn records_round_trip() {
     let mut sm = sample();
     ok(
         &mut sm,
-        Command::SetEphemeral {
+        Command::SetEphemeral(cmd::SetEphemeral {
             target: p("/d"),
             ephemeral: true,
-        },
+        }),
     );
     let s = session(&mut sm, "h1");
     open_new(&mut sm, s, "/d/e");
@@ -1348,7 +1356,7 @@ fn loading_refuses_corrupt_records() {
 #[test]
 fn snapshot_and_restore() {
     let mut sm = sample();
-    ok(&mut sm, Command::Unlink { at: p("/g") });
+    ok(&mut sm, Command::Unlink(cmd::Unlink { at: p("/g") }));
     let snapshot = sm.snapshot();
     let mut restored = StateMachine::restore(&snapshot).unwrap();
     assert_eq!(restored.snapshot(), snapshot);

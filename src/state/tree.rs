@@ -9,6 +9,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use super::cmd::{Applying, Create, Mkdir, Put, SetAttr, Symlink, Truncate, Write};
 use super::command::RenameHow;
 use super::lock::LockTable;
 use super::locking::LockRequest;
@@ -167,7 +168,7 @@ impl StateMachine {
         // Only a change of contents needs it (see `modified`).
         let changes_contents = matches!(
             cmd,
-            Command::Write { .. } | Command::Put { .. } | Command::Truncate { .. }
+            Command::Write(_) | Command::Put(_) | Command::Truncate(_)
         );
         self.unprivileged = ctx
             .caller
@@ -177,99 +178,12 @@ impl StateMachine {
         if let Some(quotas) = &ctx.quotas {
             self.check_quotas(cmd, quotas, now)?;
         }
-        let max_size = ctx.max_file_size;
-        let outcome = match cmd {
-            Command::Mkdir { at, mode, uid, gid } => self.mkdir(at, *mode, *uid, *gid, now),
-            Command::Create {
-                at,
-                mode,
-                uid,
-                gid,
-                exclusive,
-            } => self.create(at, *mode, *uid, *gid, *exclusive, now),
-            Command::Write {
-                target,
-                offset,
-                data,
-                truncate,
-                append,
-            } => self.write(target, *offset, data, *truncate, *append, max_size, now),
-            Command::Put {
-                at,
-                data,
-                mode,
-                uid,
-                gid,
-                if_generation,
-            } => self.put(at, data, *mode, *uid, *gid, *if_generation, max_size, now),
-            Command::Truncate { target, size } => self.truncate(target, *size, max_size, now),
-            Command::Unlink { at } => self.unlink(at, now),
-            Command::Rmdir { at } => self.rmdir(at, now),
-            Command::Rename { from, to } => self.rename(from, to, RenameHow::Replace, now),
-            Command::RenameNoReplace { from, to } => {
-                self.rename(from, to, RenameHow::NoReplace, now)
-            }
-            Command::Exchange { a, b } => self.rename(a, b, RenameHow::Exchange, now),
-            Command::Link { target, at } => self.link(target, at, now),
-            Command::Symlink {
-                at,
-                target,
-                uid,
-                gid,
-            } => self.symlink(at, target, *uid, *gid, now),
-            Command::SetAttr {
-                target,
-                mode,
-                uid,
-                gid,
-                atime_ns,
-                mtime_ns,
-            } => self.set_attr(target, *mode, *uid, *gid, *atime_ns, *mtime_ns, now),
-            Command::SetEphemeral { target, ephemeral } => {
-                self.set_ephemeral(target, *ephemeral, now)
-            }
-            Command::OpenSession {
-                ttl_ms,
-                host,
-                pid,
-                name,
-                owner,
-                secret,
-                cache,
-            } => self.open_session(*ttl_ms, host, *pid, name, owner, *secret, *cache, now),
-            Command::CloseSession { session } => self.end_session(*session, None, now),
-            Command::ExpireSession { session } => {
-                self.end_session(*session, Some(ctx.lock_delay_ns), now)
-            }
-            Command::Open {
-                session,
-                at,
-                create,
-            } => self.open(*session, at, create.as_ref(), now),
-            Command::Close { session, handle } => self.close(*session, *handle, now),
-            Command::Lock { .. } => {
-                let (request, wait) = LockRequest::of(cmd).expect("a Lock command");
-                self.lock(&request, wait, now)
-            }
-            Command::Unlock {
-                session,
-                handle,
-                owner,
-                style,
-                start,
-                end,
-            } => self.unlock(*session, *handle, *owner, *style, *start, *end, now),
-            Command::CancelWait { session, wait } => self.cancel_wait(*session, *wait, now),
-            Command::Wake => Ok(Outcome::Done),
-            Command::ReleaseLocks { at, holder } => {
-                self.release_locks(at, *holder, ctx.lock_delay_ns, now)
-            }
-            Command::SetMaxHolders {
-                target,
-                max_holders,
-            } => self.set_max_holders(target, *max_holders, now),
-            Command::SetOnLoss { target, on_loss } => self.set_on_loss(target, *on_loss),
-        }?;
+        let applying = Applying {
+            now,
+            max_file_size: ctx.max_file_size,
+            lock_delay_ns: ctx.lock_delay_ns,
+        };
+        let outcome = cmd.apply(self, &applying)?;
         self.end_delays(now);
         self.end_orphans(now);
         if now != self.meta.clock_ns {
@@ -429,14 +343,8 @@ impl StateMachine {
 
     // ---- Commands. Each one checks everything first; the first mutation comes after the last `?`.
 
-    fn mkdir(
-        &mut self,
-        at: &Target,
-        mode: u32,
-        uid: u32,
-        gid: u32,
-        now: u64,
-    ) -> Result<Outcome, StateError> {
+    pub(super) fn mkdir(&mut self, c: &Mkdir, now: u64) -> Result<Outcome, StateError> {
+        let (at, mode, uid, gid) = (&c.at, c.mode, c.uid, c.gid);
         let slot = self.resolve_slot(at)?;
         if slot.existing.is_some() {
             return Err(StateError::AlreadyExists);
@@ -448,14 +356,8 @@ impl StateMachine {
 
     /// symlink(2): a new symbolic link at `at` to `target`, which `limits` bounds before the
     /// log (a non-empty path without NUL bytes, shorter than PATH_MAX).
-    fn symlink(
-        &mut self,
-        at: &Target,
-        target: &str,
-        uid: u32,
-        gid: u32,
-        now: u64,
-    ) -> Result<Outcome, StateError> {
+    pub(super) fn symlink(&mut self, c: &Symlink, now: u64) -> Result<Outcome, StateError> {
+        let (at, target, uid, gid) = (&c.at, c.target.as_str(), c.uid, c.gid);
         if target.is_empty() || target.len() >= MAX_SYMLINK || target.contains('\0') {
             return Err(StateError::InvalidArgument(
                 "a symbolic link's target is 1 to 4095 bytes without NUL".into(),
@@ -472,15 +374,8 @@ impl StateMachine {
         Ok(Outcome::Attr(self.attr_of(ino)))
     }
 
-    fn create(
-        &mut self,
-        at: &Target,
-        mode: u32,
-        uid: u32,
-        gid: u32,
-        exclusive: bool,
-        now: u64,
-    ) -> Result<Outcome, StateError> {
+    pub(super) fn create(&mut self, c: &Create, now: u64) -> Result<Outcome, StateError> {
+        let (at, mode, uid, gid, exclusive) = (&c.at, c.mode, c.uid, c.gid, c.exclusive);
         let slot = self.resolve_slot(at)?;
         if let Some(ino) = slot.existing {
             return if exclusive {
@@ -495,17 +390,14 @@ impl StateMachine {
         Ok(Outcome::Attr(self.attr_of(ino)))
     }
 
-    #[allow(clippy::too_many_arguments)] // one per field of Command::Write, plus the context
-    fn write(
+    pub(super) fn write(
         &mut self,
-        target: &Target,
-        offset: u64,
-        data: &[u8],
-        truncate: bool,
-        append: bool,
+        c: &Write,
         max_size: u64,
         now: u64,
     ) -> Result<Outcome, StateError> {
+        let (target, offset, data, truncate, append) =
+            (&c.target, c.offset, c.data.as_slice(), c.truncate, c.append);
         let ino = self.lookup(target)?;
         let node = self.file(ino)?;
         let old_len = node.data.len();
@@ -531,18 +423,15 @@ impl StateMachine {
         Ok(Outcome::Attr(attr))
     }
 
-    #[allow(clippy::too_many_arguments)] // one per field of Command::Put, plus the context
-    fn put(
-        &mut self,
-        at: &Target,
-        data: &[u8],
-        mode: u32,
-        uid: u32,
-        gid: u32,
-        if_generation: Option<u64>,
-        max_size: u64,
-        now: u64,
-    ) -> Result<Outcome, StateError> {
+    pub(super) fn put(&mut self, c: &Put, max_size: u64, now: u64) -> Result<Outcome, StateError> {
+        let (at, data, mode, uid, gid, if_generation) = (
+            &c.at,
+            c.data.as_slice(),
+            c.mode,
+            c.uid,
+            c.gid,
+            c.if_generation,
+        );
         let slot = self.resolve_slot(at)?;
         match slot.existing {
             Some(ino) => self.file(ino).map(|_| ())?,
@@ -576,13 +465,13 @@ impl StateMachine {
         Ok(Outcome::Attr(attr))
     }
 
-    fn truncate(
+    pub(super) fn truncate(
         &mut self,
-        target: &Target,
-        size: u64,
+        c: &Truncate,
         max_size: u64,
         now: u64,
     ) -> Result<Outcome, StateError> {
+        let (target, size) = (&c.target, c.size);
         let ino = self.lookup(target)?;
         self.file(ino)?;
         let size = checked_size(size, max_size)?;
@@ -596,7 +485,7 @@ impl StateMachine {
         Ok(Outcome::Attr(attr))
     }
 
-    fn unlink(&mut self, at: &Target, now: u64) -> Result<Outcome, StateError> {
+    pub(super) fn unlink(&mut self, at: &Target, now: u64) -> Result<Outcome, StateError> {
         let ino = self.lookup_linked(at)?;
         if self.node(ino)?.is_dir() {
             return Err(StateError::IsADirectory);
@@ -621,7 +510,7 @@ impl StateMachine {
         }
     }
 
-    fn rmdir(&mut self, at: &Target, now: u64) -> Result<Outcome, StateError> {
+    pub(super) fn rmdir(&mut self, at: &Target, now: u64) -> Result<Outcome, StateError> {
         let ino = self.lookup_linked(at)?;
         if ino == ROOT {
             return Err(StateError::Busy);
@@ -637,7 +526,7 @@ impl StateMachine {
     /// directory cannot move below itself (InvalidArgument); a directory replaces only an empty
     /// directory (NotEmpty), a file only a file (IsADirectory, NotADirectory). A node renamed
     /// onto itself is left as it is.
-    fn rename(
+    pub(super) fn rename(
         &mut self,
         from: &Target,
         to: &Target,
@@ -729,17 +618,9 @@ impl StateMachine {
         }
     }
 
-    #[allow(clippy::too_many_arguments)] // one per field of Command::SetAttr, plus the time
-    fn set_attr(
-        &mut self,
-        target: &Target,
-        mode: Option<u32>,
-        uid: Option<u32>,
-        gid: Option<u32>,
-        atime_ns: Option<u64>,
-        mtime_ns: Option<u64>,
-        now: u64,
-    ) -> Result<Outcome, StateError> {
+    pub(super) fn set_attr(&mut self, c: &SetAttr, now: u64) -> Result<Outcome, StateError> {
+        let (target, mode, uid, gid, atime_ns, mtime_ns) =
+            (&c.target, c.mode, c.uid, c.gid, c.atime_ns, c.mtime_ns);
         let ino = self.lookup(target)?;
         let node = self.node_mut(ino);
         if mode.is_some() || uid.is_some() || gid.is_some() {
@@ -758,7 +639,7 @@ impl StateMachine {
         Ok(Outcome::Attr(attr))
     }
 
-    fn set_ephemeral(
+    pub(super) fn set_ephemeral(
         &mut self,
         target: &Target,
         ephemeral: bool,

@@ -11,11 +11,11 @@ use tokio::sync::oneshot;
 
 use crate::fs::backend::{
     Backend, BoxFut, DirEntry, Errno, FileAttr, Grant, Holder, LockKind, LockReply, LockSettings,
-    LockSpec, LockStyle, NodeKind, OnLoss, RenameHow,
+    LockSpec, LockStyle, NewFile, NodeKind, OnLoss, RenameHow, SetAttrs,
 };
 use crate::fs::pins::Pins;
 use crate::state::{
-    self, ApplyCtx, Attr, Command, CreateSpec, Event, LockResult, Outcome, Query, StateError,
+    self, cmd, ApplyCtx, Attr, Command, CreateSpec, Event, LockResult, Outcome, Query, StateError,
     StateMachine, Target,
 };
 
@@ -190,11 +190,11 @@ impl Inner {
 
     fn opened(&mut self, at: Target, create: Option<CreateSpec>) -> Result<(u64, FileAttr), Errno> {
         let session = self.session;
-        match self.apply(Command::Open {
+        match self.apply(Command::Open(cmd::Open {
             session,
             at,
             create,
-        })? {
+        }))? {
             Outcome::Opened { handle, attr } => Ok((handle, file_attr(attr))),
             other => panic!("open answered {other:?}"),
         }
@@ -211,7 +211,7 @@ impl MemBackend {
             receivers: HashMap::new(),
             pins: Pins::default(),
         };
-        let opened = inner.apply(Command::OpenSession {
+        let opened = inner.apply(Command::OpenSession(cmd::OpenSession {
             ttl_ms: 10_000,
             host: "testhost".into(),
             pid: std::process::id(),
@@ -219,7 +219,7 @@ impl MemBackend {
             owner: String::new(),
             secret: 0,
             cache: false,
-        });
+        }));
         inner.session = match opened {
             Ok(Outcome::Session { id, .. }) => id,
             other => panic!("open session: {other:?}"),
@@ -269,38 +269,25 @@ impl Backend for MemBackend {
         done(self.with(|i| i.stat(ino)))
     }
 
-    fn setattr(
-        &self,
-        ino: u64,
-        mode: Option<u32>,
-        uid: Option<u32>,
-        gid: Option<u32>,
-        size: Option<u64>,
-        atime_ns: Option<u64>,
-        mtime_ns: Option<u64>,
-    ) -> BoxFut<'_, FileAttr> {
+    fn setattr(&self, ino: u64, set: SetAttrs) -> BoxFut<'_, FileAttr> {
         done(self.with(|i| {
             let target = Target::Ino(ino);
-            if let Some(size) = size {
-                i.apply(Command::Truncate {
+            if let Some(size) = set.size {
+                i.apply(Command::Truncate(cmd::Truncate {
                     target: target.clone(),
                     size,
-                })?;
+                }))?;
             }
             // Nothing at all given: only the change time moves (chown(f, -1, -1)).
-            let others = [mode, uid, gid].iter().any(Option::is_some)
-                || atime_ns.is_some()
-                || mtime_ns.is_some()
-                || size.is_none();
-            if others {
-                i.apply(Command::SetAttr {
+            if set.others() || set.size.is_none() {
+                i.apply(Command::SetAttr(cmd::SetAttr {
                     target,
-                    mode,
-                    uid,
-                    gid,
-                    atime_ns,
-                    mtime_ns,
-                })?;
+                    mode: set.mode,
+                    uid: set.uid,
+                    gid: set.gid,
+                    atime_ns: set.atime_ns,
+                    mtime_ns: set.mtime_ns,
+                }))?;
             }
             i.stat(ino)
         }))
@@ -331,12 +318,12 @@ impl Backend for MemBackend {
         gid: u32,
     ) -> BoxFut<'_, FileAttr> {
         done(self.with(|i| {
-            i.attr_of(Command::Symlink {
+            i.attr_of(Command::Symlink(cmd::Symlink {
                 at: child(parent, name),
                 target: target.to_owned(),
                 uid,
                 gid,
-            })
+            }))
         }))
     }
 
@@ -355,10 +342,10 @@ impl Backend for MemBackend {
 
     fn link(&self, ino: u64, parent: u64, name: &str) -> BoxFut<'_, FileAttr> {
         done(self.with(|i| {
-            i.attr_of(Command::Link {
+            i.attr_of(Command::Link(cmd::Link {
                 target: Target::Ino(ino),
                 at: child(parent, name),
-            })
+            }))
         }))
     }
 
@@ -371,12 +358,12 @@ impl Backend for MemBackend {
         gid: u32,
     ) -> BoxFut<'_, FileAttr> {
         done(self.with(|i| {
-            i.attr_of(Command::Mkdir {
+            i.attr_of(Command::Mkdir(cmd::Mkdir {
                 at: child(parent, name),
                 mode,
                 uid,
                 gid,
-            })
+            }))
         }))
     }
 
@@ -384,13 +371,13 @@ impl Backend for MemBackend {
         let at = child(parent, name);
         done(self.with(|i| {
             i.keep(&at);
-            i.apply(Command::Unlink { at }).map(drop)
+            i.apply(Command::Unlink(cmd::Unlink { at })).map(drop)
         }))
     }
 
     fn rmdir(&self, parent: u64, name: &str) -> BoxFut<'_, ()> {
         let at = child(parent, name);
-        done(self.with(|i| i.apply(Command::Rmdir { at }).map(drop)))
+        done(self.with(|i| i.apply(Command::Rmdir(cmd::Rmdir { at })).map(drop)))
     }
 
     fn rename(
@@ -406,10 +393,10 @@ impl Backend for MemBackend {
             let cmd = match how {
                 RenameHow::Replace => {
                     i.keep(&to);
-                    Command::Rename { from, to }
+                    Command::Rename(cmd::Rename { from, to })
                 }
-                RenameHow::NoReplace => Command::RenameNoReplace { from, to },
-                RenameHow::Exchange => Command::Exchange { a: from, b: to },
+                RenameHow::NoReplace => Command::RenameNoReplace(cmd::RenameNoReplace { from, to }),
+                RenameHow::Exchange => Command::Exchange(cmd::Exchange { a: from, b: to }),
             };
             i.apply(cmd).map(drop)
         }))
@@ -428,7 +415,7 @@ impl Backend for MemBackend {
         let mut inner = self.inner.lock().unwrap();
         if let Some(handle) = inner.pins.unpin(session, ino) {
             let session = inner.session;
-            let _ = inner.apply(Command::Close { session, handle });
+            let _ = inner.apply(Command::Close(cmd::Close { session, handle }));
         }
     }
 
@@ -444,16 +431,13 @@ impl Backend for MemBackend {
         session: u64,
         parent: u64,
         name: &str,
-        mode: u32,
-        uid: u32,
-        gid: u32,
-        exclusive: bool,
+        new: NewFile,
     ) -> BoxFut<'_, (u64, FileAttr)> {
         let spec = CreateSpec {
-            mode,
-            uid,
-            gid,
-            exclusive,
+            mode: new.mode,
+            uid: new.uid,
+            gid: new.gid,
+            exclusive: new.exclusive,
         };
         let at = child(parent, name);
         done(self.with(|i| {
@@ -486,27 +470,28 @@ impl Backend for MemBackend {
         append: bool,
     ) -> BoxFut<'_, FileAttr> {
         done(self.with(|i| {
-            i.attr_of(Command::Write {
+            i.attr_of(Command::Write(cmd::Write {
                 target: Target::Ino(ino),
                 offset,
                 data,
                 truncate,
                 append,
-            })
+            }))
         }))
     }
 
     fn close(&self, handle: u64) -> BoxFut<'_, ()> {
         done(self.with(|i| {
             let session = i.session;
-            i.apply(Command::Close { session, handle }).map(drop)
+            i.apply(Command::Close(cmd::Close { session, handle }))
+                .map(drop)
         }))
     }
 
     fn lock(&self, spec: LockSpec, wait: bool) -> BoxFut<'_, LockReply> {
         done(self.with(|i| {
             let session = i.session;
-            let outcome = i.apply(Command::Lock {
+            let outcome = i.apply(Command::Lock(cmd::Lock {
                 session,
                 handle: spec.handle,
                 owner: spec.owner,
@@ -516,7 +501,7 @@ impl Backend for MemBackend {
                 end: spec.end,
                 wait,
                 pid: spec.pid,
-            })?;
+            }))?;
             Ok(match outcome {
                 Outcome::Lock(
                     r @ (LockResult::Granted { .. } | LockResult::GrantedOnLoss { .. }),
@@ -556,7 +541,7 @@ impl Backend for MemBackend {
             let session = i.session;
             i.senders.remove(&wait);
             i.receivers.remove(&wait);
-            match i.apply(Command::CancelWait { session, wait })? {
+            match i.apply(Command::CancelWait(cmd::CancelWait { session, wait }))? {
                 Outcome::Cancelled { was_granted } => Ok(was_granted),
                 other => panic!("cancel answered {other:?}"),
             }
@@ -573,14 +558,14 @@ impl Backend for MemBackend {
     ) -> BoxFut<'_, ()> {
         done(self.with(|i| {
             let session = i.session;
-            i.apply(Command::Unlock {
+            i.apply(Command::Unlock(cmd::Unlock {
                 session,
                 handle,
                 owner,
                 style: to_state_style(style),
                 start,
                 end,
-            })
+            }))
             .map(drop)
         }))
     }
@@ -604,10 +589,10 @@ impl Backend for MemBackend {
 
     fn set_ephemeral(&self, ino: u64, ephemeral: bool) -> BoxFut<'_, FileAttr> {
         done(self.with(|i| {
-            i.apply(Command::SetEphemeral {
+            i.apply(Command::SetEphemeral(cmd::SetEphemeral {
                 target: Target::Ino(ino),
                 ephemeral,
-            })?;
+            }))?;
             i.stat(ino)
         }))
     }
@@ -629,23 +614,23 @@ impl Backend for MemBackend {
 
     fn set_on_loss(&self, ino: u64, on_loss: Option<OnLoss>) -> BoxFut<'_, ()> {
         done(self.with(|i| {
-            i.apply(Command::SetOnLoss {
+            i.apply(Command::SetOnLoss(cmd::SetOnLoss {
                 target: Target::Ino(ino),
                 on_loss: on_loss.map(|v| match v {
                     OnLoss::Term => crate::state::OnLoss::Term,
                     OnLoss::Kill => crate::state::OnLoss::Kill,
                 }),
-            })
+            }))
             .map(drop)
         }))
     }
 
     fn set_max_holders(&self, ino: u64, max_holders: u32) -> BoxFut<'_, ()> {
         done(self.with(|i| {
-            i.apply(Command::SetMaxHolders {
+            i.apply(Command::SetMaxHolders(cmd::SetMaxHolders {
                 target: Target::Ino(ino),
                 max_holders,
-            })
+            }))
             .map(drop)
         }))
     }

@@ -1,6 +1,7 @@
 //! At-most-once application of client requests.
 
 use super::*;
+use crate::state::cmd;
 
 fn req(session: u64, seq: u64, first_unacked: u64) -> RequestId {
     RequestId {
@@ -67,9 +68,25 @@ fn a_retried_lock_request_does_not_queue_twice() {
     let hb = open(&mut sm, b, "/g");
     granted(
         &mut sm,
-        lock_cmd(a, ha, 1, LockStyle::Flock, LockKind::Exclusive, 0, 0, false),
+        lock_cmd(
+            a,
+            ha,
+            1,
+            LockStyle::Flock,
+            LockKind::Exclusive,
+            (0, 0),
+            false,
+        ),
     );
-    let cmd = lock_cmd(b, hb, 2, LockStyle::Flock, LockKind::Exclusive, 0, 0, true);
+    let cmd = lock_cmd(
+        b,
+        hb,
+        2,
+        LockStyle::Flock,
+        LockKind::Exclusive,
+        (0, 0),
+        true,
+    );
     let first = sm
         .apply_request(&ctx(NOW), Some(&req(b, 1, 1)), &cmd)
         .unwrap();
@@ -155,13 +172,13 @@ fn requests_of_unknown_sessions_are_refused() {
     );
     // The request's session must be the command's.
     let other = session(&mut sm, "b");
-    let cmd = Command::CloseSession { session: other };
+    let cmd = Command::CloseSession(cmd::CloseSession { session: other });
     assert!(matches!(
         sm.apply_request(&ctx(NOW), Some(&req(s, 1, 1)), &cmd),
         Err(StateError::InvalidArgument(_))
     ));
     // Ending its own session takes the cache with it.
-    let cmd = Command::CloseSession { session: s };
+    let cmd = Command::CloseSession(cmd::CloseSession { session: s });
     assert_eq!(
         sm.apply_request(&ctx(NOW), Some(&req(s, 2, 1)), &cmd),
         Ok(Outcome::Done)

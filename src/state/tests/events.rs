@@ -1,6 +1,7 @@
 //! Node events: what each command reports to watches, in order, with its path.
 
 use super::*;
+use crate::state::cmd;
 
 /// (path, change) of the events since the last call, with the change's details dropped.
 fn seen(sm: &mut StateMachine) -> Vec<(String, &'static str)> {
@@ -35,13 +36,13 @@ fn each_change_of_the_tree_is_reported_at_its_path() {
     ok(&mut sm, rename(p("/d/f"), p("/d/g")));
     ok(
         &mut sm,
-        Command::Truncate {
+        Command::Truncate(cmd::Truncate {
             target: p("/d/g"),
             size: 1,
-        },
+        }),
     );
-    ok(&mut sm, Command::Unlink { at: p("/d/g") });
-    ok(&mut sm, Command::Rmdir { at: p("/d") });
+    ok(&mut sm, Command::Unlink(cmd::Unlink { at: p("/d/g") }));
+    ok(&mut sm, Command::Rmdir(cmd::Rmdir { at: p("/d") }));
     assert_eq!(
         seen(&mut sm),
         ev(&[
@@ -89,7 +90,7 @@ fn events_carry_their_log_index_generation_and_size() {
     );
     // A refused command reports nothing.
     assert!(sm
-        .apply(&at(8), &Command::Unlink { at: p("/nope") })
+        .apply(&at(8), &Command::Unlink(cmd::Unlink { at: p("/nope") }))
         .is_err());
     assert!(sm.take_node_events().is_empty());
 }
@@ -109,8 +110,7 @@ fn locks_granted_and_released_are_reported_with_holder_and_count() {
             o,
             LockStyle::Flock,
             LockKind::Exclusive,
-            0,
-            u64::MAX,
+            (0, u64::MAX),
             wait,
         )
     };
@@ -119,10 +119,10 @@ fn locks_granted_and_released_are_reported_with_holder_and_count() {
     // A's close releases its lock and grants B's wait, in that order, in one command.
     ok(
         &mut sm,
-        Command::Close {
+        Command::Close(cmd::Close {
             session: a,
             handle: ha,
-        },
+        }),
     );
     let events = sm.take_node_events();
     let summary: Vec<_> = events
@@ -150,7 +150,10 @@ fn locks_granted_and_released_are_reported_with_holder_and_count() {
         ]
     );
     // B's session expires: its lock goes, reported as released.
-    ok(&mut sm, Command::ExpireSession { session: b });
+    ok(
+        &mut sm,
+        Command::ExpireSession(cmd::ExpireSession { session: b }),
+    );
     let events = sm.take_node_events();
     assert!(
         matches!(
@@ -171,19 +174,19 @@ fn an_ephemeral_file_is_reported_deleted_when_its_last_handle_closes() {
     ok(&mut sm, mkdir(p("/eph")));
     ok(
         &mut sm,
-        Command::SetEphemeral {
+        Command::SetEphemeral(cmd::SetEphemeral {
             target: p("/eph"),
             ephemeral: true,
-        },
+        }),
     );
     let (h, _) = open_new(&mut sm, s, "/eph/me");
     sm.take_node_events();
     ok(
         &mut sm,
-        Command::Close {
+        Command::Close(cmd::Close {
             session: s,
             handle: h,
-        },
+        }),
     );
     assert_eq!(seen(&mut sm), ev(&[("/eph/me", "deleted")]));
 }

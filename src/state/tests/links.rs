@@ -1,12 +1,13 @@
 //! Hard links (`links.rs`): several names, one file.
 
 use super::*;
+use crate::state::cmd;
 
 fn link(target: &str, at: &str) -> Command {
-    Command::Link {
+    Command::Link(cmd::Link {
         target: p(target),
         at: p(at),
-    }
+    })
 }
 
 fn reload(sm: &StateMachine) {
@@ -23,7 +24,7 @@ fn a_change_is_reported_at_every_name_and_a_name_at_itself() {
     ok(&mut sm, write(p("/g"), 0, b"y", false));
     let paths: Vec<String> = sm.take_node_events().into_iter().map(|e| e.path).collect();
     assert_eq!(paths, ["/g", "/d/g2"]);
-    ok(&mut sm, Command::Unlink { at: p("/g") });
+    ok(&mut sm, Command::Unlink(cmd::Unlink { at: p("/g") }));
     let events: Vec<(String, NodeChange)> = sm
         .take_node_events()
         .into_iter()
@@ -47,25 +48,25 @@ fn a_file_open_through_one_name_outlives_all_of_them() {
     let h = open(&mut sm, a, "/g");
     let g = stat(&sm, p("/g")).unwrap().instance;
     ok(&mut sm, link("/g", "/h"));
-    ok(&mut sm, Command::Unlink { at: p("/g") });
-    ok(&mut sm, Command::Unlink { at: p("/h") });
+    ok(&mut sm, Command::Unlink(cmd::Unlink { at: p("/g") }));
+    ok(&mut sm, Command::Unlink(cmd::Unlink { at: p("/h") }));
     assert_eq!(stat(&sm, Target::Ino(g)).unwrap().links, 0);
     // A nameless file cannot be given a name again.
     refused(
         &mut sm,
-        Command::Link {
+        Command::Link(cmd::Link {
             target: Target::Ino(g),
             at: p("/back"),
-        },
+        }),
         StateError::NotFound,
     );
     reload(&sm);
     ok(
         &mut sm,
-        Command::Close {
+        Command::Close(cmd::Close {
             session: a,
             handle: h,
-        },
+        }),
     );
     assert_eq!(stat(&sm, Target::Ino(g)), Err(StateError::NotFound));
     sm.validate().unwrap();
@@ -81,10 +82,10 @@ fn an_ephemeral_file_goes_with_all_its_names() {
     reload(&sm);
     ok(
         &mut sm,
-        Command::Close {
+        Command::Close(cmd::Close {
             session: a,
             handle: h,
-        },
+        }),
     );
     assert_eq!(stat(&sm, p("/elsewhere")), Err(StateError::NotFound));
     assert_eq!(names(&sm, p("/")), ["eph"]);

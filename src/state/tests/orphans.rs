@@ -2,6 +2,7 @@
 //! a while for caching mounts, then gone.
 
 use super::*;
+use crate::state::cmd;
 
 /// A store kept in step with `take_changes`, to check that what is stored rebuilds the state.
 fn stored(sm: &mut StateMachine, store: &mut BTreeMap<Vec<u8>, Vec<u8>>) {
@@ -17,7 +18,7 @@ fn stored(sm: &mut StateMachine, store: &mut BTreeMap<Vec<u8>, Vec<u8>>) {
 }
 
 fn caching_session(sm: &mut StateMachine, host: &str, ttl_ms: u64) -> u64 {
-    let cmd = Command::OpenSession {
+    let cmd = Command::OpenSession(cmd::OpenSession {
         ttl_ms,
         host: host.into(),
         pid: 42,
@@ -25,7 +26,7 @@ fn caching_session(sm: &mut StateMachine, host: &str, ttl_ms: u64) -> u64 {
         owner: format!("host:{host}"),
         secret: 7,
         cache: true,
-    };
+    });
     match ok(sm, cmd) {
         Outcome::Session { id, .. } => id,
         other => panic!("expected a session, got {other:?}"),
@@ -33,7 +34,7 @@ fn caching_session(sm: &mut StateMachine, host: &str, ttl_ms: u64) -> u64 {
 }
 
 fn close(sm: &mut StateMachine, session: u64, handle: u64) {
-    ok(sm, Command::Close { session, handle });
+    ok(sm, Command::Close(cmd::Close { session, handle }));
 }
 
 fn ino(n: u64) -> Target {
@@ -52,7 +53,11 @@ fn a_file_unlinked_while_open_stays_usable_until_its_last_close() {
     assert_eq!(stat(&sm, p("/d/f")).unwrap().links, 1);
     stored(&mut sm, &mut store);
 
-    ok_at(&mut sm, NOW + 1, Command::Unlink { at: p("/d/f") });
+    ok_at(
+        &mut sm,
+        NOW + 1,
+        Command::Unlink(cmd::Unlink { at: p("/d/f") }),
+    );
     stored(&mut sm, &mut store);
     assert_eq!(stat(&sm, p("/d/f")), Err(StateError::NotFound));
     assert!(names(&sm, p("/d")).is_empty());
@@ -71,11 +76,27 @@ fn a_file_unlinked_while_open_stays_usable_until_its_last_close() {
     ok(&mut sm, chmod(ino(f), 0o600));
     granted(
         &mut sm,
-        lock_cmd(a, ha, 1, LockStyle::Flock, LockKind::Exclusive, 0, 0, false),
+        lock_cmd(
+            a,
+            ha,
+            1,
+            LockStyle::Flock,
+            LockKind::Exclusive,
+            (0, 0),
+            false,
+        ),
     );
     assert!(would_block(
         &mut sm,
-        lock_cmd(b, hb, 2, LockStyle::Flock, LockKind::Exclusive, 0, 0, false)
+        lock_cmd(
+            b,
+            hb,
+            2,
+            LockStyle::Flock,
+            LockKind::Exclusive,
+            (0, 0),
+            false
+        )
     )
     .is_some());
     // `lockfs locks` shows the path it had.
@@ -88,7 +109,7 @@ fn a_file_unlinked_while_open_stays_usable_until_its_last_close() {
     // What has no name cannot lose it again or move; its old name is free.
     refused(
         &mut sm,
-        Command::Unlink { at: ino(f) },
+        Command::Unlink(cmd::Unlink { at: ino(f) }),
         StateError::NotFound,
     );
     refused(&mut sm, rename(ino(f), p("/back")), StateError::NotFound);
@@ -131,7 +152,7 @@ fn without_a_handle_or_a_caching_mount_an_unlinked_file_goes_at_once() {
     let mut sm = sample();
     session(&mut sm, "a");
     let f = stat(&sm, p("/d/f")).unwrap().instance;
-    ok(&mut sm, Command::Unlink { at: p("/d/f") });
+    ok(&mut sm, Command::Unlink(cmd::Unlink { at: p("/d/f") }));
     assert_eq!(stat(&sm, ino(f)), Err(StateError::NotFound));
     assert_eq!(sm.next_wake_ns(), None);
     assert_eq!(sm.len(), 3);
@@ -144,7 +165,7 @@ fn while_a_mount_caches_an_unheld_unlinked_file_is_kept_for_twice_the_longest_tt
     let short = caching_session(&mut sm, "a", 1_000);
     let long = caching_session(&mut sm, "b", 3_000);
     let f = stat(&sm, p("/d/f")).unwrap().instance;
-    ok_at(&mut sm, NOW, Command::Unlink { at: p("/d/f") });
+    ok_at(&mut sm, NOW, Command::Unlink(cmd::Unlink { at: p("/d/f") }));
     let due = NOW + 2 * 3_000_000_000 + 1_000_000_000;
     assert_eq!(sm.next_wake_ns(), Some(due));
     stored(&mut sm, &mut store);
@@ -152,11 +173,11 @@ fn while_a_mount_caches_an_unheld_unlinked_file_is_kept_for_twice_the_longest_tt
     let (h, attr) = into_opened(ok_at(
         &mut sm,
         NOW + 5,
-        Command::Open {
+        Command::Open(cmd::Open {
             session: short,
             at: ino(f),
             create: None,
-        },
+        }),
     ));
     assert_eq!(attr.links, 0);
     // At its time it stays: a handle holds it. The last close after that deletes it.
@@ -167,17 +188,21 @@ fn while_a_mount_caches_an_unheld_unlinked_file_is_kept_for_twice_the_longest_tt
     ok_at(
         &mut sm,
         due + 1,
-        Command::Close {
+        Command::Close(cmd::Close {
             session: short,
             handle: h,
-        },
+        }),
     );
     assert_eq!(stat(&sm, ino(f)), Err(StateError::NotFound));
     stored(&mut sm, &mut store);
 
     // One that nobody opens goes at the Wake the leader proposes at its time.
     let g = stat(&sm, p("/g")).unwrap().instance;
-    ok_at(&mut sm, due + 10, Command::Unlink { at: p("/g") });
+    ok_at(
+        &mut sm,
+        due + 10,
+        Command::Unlink(cmd::Unlink { at: p("/g") }),
+    );
     let due_g = due + 10 + 7_000_000_000;
     assert_eq!(sm.next_wake_ns(), Some(due_g));
     ok_at(&mut sm, due_g - 1, Command::Wake);
@@ -188,7 +213,10 @@ fn while_a_mount_caches_an_unheld_unlinked_file_is_kept_for_twice_the_longest_tt
     assert_eq!(stat(&sm, ino(g)), Err(StateError::NotFound));
     assert_eq!(sm.next_wake_ns(), None);
     stored(&mut sm, &mut store);
-    ok(&mut sm, Command::CloseSession { session: long });
+    ok(
+        &mut sm,
+        Command::CloseSession(cmd::CloseSession { session: long }),
+    );
 }
 
 #[test]
@@ -198,12 +226,23 @@ fn a_held_orphan_goes_with_the_session_that_held_it() {
     let h = open(&mut sm, a, "/d/f");
     granted(
         &mut sm,
-        lock_cmd(a, h, 1, LockStyle::Posix, LockKind::Exclusive, 0, 10, false),
+        lock_cmd(
+            a,
+            h,
+            1,
+            LockStyle::Posix,
+            LockKind::Exclusive,
+            (0, 10),
+            false,
+        ),
     );
     let f = stat(&sm, p("/d/f")).unwrap().instance;
-    ok(&mut sm, Command::Unlink { at: p("/d/f") });
+    ok(&mut sm, Command::Unlink(cmd::Unlink { at: p("/d/f") }));
     assert!(sm.is_orphan(f));
-    ok(&mut sm, Command::ExpireSession { session: a });
+    ok(
+        &mut sm,
+        Command::ExpireSession(cmd::ExpireSession { session: a }),
+    );
     assert_eq!(stat(&sm, ino(f)), Err(StateError::NotFound));
     assert!(sm.records().iter().all(|(k, _)| !k.starts_with(b"l/")));
     sm.validate().unwrap();
@@ -215,7 +254,7 @@ fn an_unlinked_ephemeral_file_lives_while_held() {
     ephemeral_dir(&mut sm, "/eph");
     let a = session(&mut sm, "a");
     let (h, attr) = open_new(&mut sm, a, "/eph/m");
-    ok(&mut sm, Command::Unlink { at: p("/eph/m") });
+    ok(&mut sm, Command::Unlink(cmd::Unlink { at: p("/eph/m") }));
     assert_eq!(stat(&sm, ino(attr.instance)).unwrap().links, 0);
     sm.validate().unwrap();
     close(&mut sm, a, h);

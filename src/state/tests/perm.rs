@@ -1,6 +1,7 @@
 //! Unix permissions as the state machine checks them for a request's user.
 
 use super::*;
+use crate::state::cmd;
 
 /// Applies `cmd` as user `uid` (group `gid`, and supplementary `groups`).
 fn as_user(
@@ -32,25 +33,25 @@ fn query_as(sm: &StateMachine, uid: u32, gid: u32, q: Query) -> Result<Outcome, 
 
 fn owned(at: &str, kind: Kind, mode: u32, uid: u32, gid: u32) -> Command {
     match kind {
-        Kind::Dir => Command::Mkdir {
+        Kind::Dir => Command::Mkdir(cmd::Mkdir {
             at: p(at),
             mode,
             uid,
             gid,
-        },
-        Kind::File => Command::Create {
+        }),
+        Kind::File => Command::Create(cmd::Create {
             at: p(at),
             mode,
             uid,
             gid,
             exclusive: true,
-        },
-        Kind::Symlink => Command::Symlink {
+        }),
+        Kind::Symlink => Command::Symlink(cmd::Symlink {
             at: p(at),
             target: "elsewhere".into(),
             uid,
             gid,
-        },
+        }),
     }
 }
 
@@ -140,7 +141,7 @@ fn reading_and_writing_follow_the_mode_bits() {
 #[test]
 fn a_sticky_directory_keeps_others_from_removing_entries() {
     let mut sm = tree();
-    let unlink = || Command::Unlink { at: p("/tmp/mine") };
+    let unlink = || Command::Unlink(cmd::Unlink { at: p("/tmp/mine") });
     assert_eq!(
         as_user(&mut sm, 2, 2, &[], unlink()),
         Err(StateError::NotPermitted)
@@ -164,9 +165,9 @@ fn a_sticky_directory_keeps_others_from_removing_entries() {
         2,
         2,
         &[],
-        Command::Unlink {
+        Command::Unlink(cmd::Unlink {
             at: p("/tmp/theirs")
-        }
+        })
     )
     .is_ok());
 }
@@ -195,10 +196,10 @@ fn a_directory_that_changes_parent_needs_write_on_itself() {
             2,
             2,
             &[],
-            Command::Exchange {
+            Command::Exchange(cmd::Exchange {
                 a: p("/tmp/to/d2"),
                 b: p("/tmp/ro2"),
-            }
+            })
         ),
         Err(StateError::AccessDenied)
     );
@@ -212,13 +213,15 @@ fn a_directory_that_changes_parent_needs_write_on_itself() {
 #[test]
 fn only_owners_change_modes_and_only_root_gives_files_away() {
     let mut sm = tree();
-    let set = |mode: Option<u32>, uid: Option<u32>, gid: Option<u32>| Command::SetAttr {
-        target: p("/tmp/mine"),
-        mode,
-        uid,
-        gid,
-        atime_ns: None,
-        mtime_ns: None,
+    let set = |mode: Option<u32>, uid: Option<u32>, gid: Option<u32>| {
+        Command::SetAttr(cmd::SetAttr {
+            target: p("/tmp/mine"),
+            mode,
+            uid,
+            gid,
+            atime_ns: None,
+            mtime_ns: None,
+        })
     };
     assert_eq!(
         as_user(&mut sm, 2, 2, &[], set(Some(0o666), None, None)),
@@ -259,10 +262,10 @@ fn a_write_by_anyone_but_root_clears_set_id_bits() {
     assert_eq!(mode(&sm, "/tmp/g"), 0o767);
     // The owner too, and through a truncate.
     ok(&mut sm, chmod(p("/tmp/s"), 0o4755));
-    let truncate = Command::Truncate {
+    let truncate = Command::Truncate(cmd::Truncate {
         target: p("/tmp/s"),
         size: 0,
-    };
+    });
     assert!(as_user(&mut sm, 1, 1, &[], truncate).is_ok());
     assert_eq!(mode(&sm, "/tmp/s"), 0o755);
 }
@@ -270,13 +273,17 @@ fn a_write_by_anyone_but_root_clears_set_id_bits() {
 #[test]
 fn only_a_files_owner_sets_its_lock_settings() {
     let mut sm = tree();
-    let on_loss = |path: &str| Command::SetOnLoss {
-        target: p(path),
-        on_loss: Some(crate::state::OnLoss::Kill),
+    let on_loss = |path: &str| {
+        Command::SetOnLoss(cmd::SetOnLoss {
+            target: p(path),
+            on_loss: Some(crate::state::OnLoss::Kill),
+        })
     };
-    let max_holders = |path: &str| Command::SetMaxHolders {
-        target: p(path),
-        max_holders: 3,
+    let max_holders = |path: &str| {
+        Command::SetMaxHolders(cmd::SetMaxHolders {
+            target: p(path),
+            max_holders: 3,
+        })
     };
     // /tmp/mine belongs to uid 1: another user reaches it but may not set its settings.
     for cmd in [on_loss("/tmp/mine"), max_holders("/tmp/mine")] {

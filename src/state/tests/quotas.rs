@@ -7,6 +7,7 @@ use rand::{Rng, SeedableRng};
 
 use super::super::quota::Usage;
 use super::*;
+use crate::state::cmd;
 
 /// Generous everywhere; each test tightens the quota it is about.
 fn roomy() -> Quotas {
@@ -48,7 +49,7 @@ fn over(sm: &mut StateMachine, q: Quotas, cmd: Command, message: &str) {
 }
 
 fn open_session(host: &str) -> Command {
-    Command::OpenSession {
+    Command::OpenSession(cmd::OpenSession {
         ttl_ms: 10_000,
         host: host.into(),
         pid: 1,
@@ -56,14 +57,14 @@ fn open_session(host: &str) -> Command {
         owner: String::new(),
         secret: 7,
         cache: false,
-    }
+    })
 }
 
 fn truncate(path: &str, size: u64) -> Command {
-    Command::Truncate {
+    Command::Truncate(cmd::Truncate {
         target: p(path),
         size,
-    }
+    })
 }
 
 #[test]
@@ -78,7 +79,10 @@ fn sessions_fit_up_to_the_quota_then_are_refused() {
     }
     over(&mut sm, q, open_session("d"), "quota: at most 3 sessions");
     // Ending one makes room again.
-    ok(&mut sm, Command::CloseSession { session: 1 });
+    ok(
+        &mut sm,
+        Command::CloseSession(cmd::CloseSession { session: 1 }),
+    );
     ok_q(&mut sm, q, open_session("d"));
 }
 
@@ -98,7 +102,10 @@ fn sessions_per_host_are_counted_by_host() {
         "quota: at most 2 sessions for host a",
     );
     ok_q(&mut sm, q, open_session("b"));
-    ok(&mut sm, Command::ExpireSession { session: 1 });
+    ok(
+        &mut sm,
+        Command::ExpireSession(cmd::ExpireSession { session: 1 }),
+    );
     ok_q(&mut sm, q, open_session("a"));
     assert_eq!(sm.usage.sessions_per_host["a"], 2);
 }
@@ -124,10 +131,10 @@ fn handles_per_session_are_bounded() {
     ok_q(&mut sm, q, open_cmd(other, "/g", None));
     ok(
         &mut sm,
-        Command::Close {
+        Command::Close(cmd::Close {
             session: s,
             handle: first,
-        },
+        }),
     );
     ok_q(&mut sm, q, open_cmd(s, "/g", None));
 }
@@ -157,14 +164,14 @@ fn nodes_are_bounded_for_every_way_of_creating_one() {
         Err(StateError::AlreadyExists)
     );
     // An unlinked file still open counts until its last close, as its blocks do on Linux.
-    ok(&mut sm, Command::Unlink { at: p("/g") });
+    ok(&mut sm, Command::Unlink(cmd::Unlink { at: p("/g") }));
     over(&mut sm, q, put(p("/x"), b"1"), message);
     ok(
         &mut sm,
-        Command::Close {
+        Command::Close(cmd::Close {
             session: s,
             handle: h,
-        },
+        }),
     );
     ok_q(&mut sm, q, put(p("/x"), b"1"));
 }
@@ -186,13 +193,13 @@ fn bytes_are_bounded_across_files() {
     over(
         &mut sm,
         q,
-        Command::Write {
+        Command::Write(cmd::Write {
             target: p("/b"),
             offset: 0,
             data: b"x".to_vec(),
             truncate: false,
             append: true,
-        },
+        }),
         message,
     );
     over(&mut sm, q, truncate("/a", 31), message);
@@ -210,7 +217,7 @@ fn bytes_are_bounded_across_files() {
     assert_eq!(sm.usage.bytes, 40);
     ok(&mut sm, rename(p("/c"), p("/a")));
     assert_eq!(sm.usage.bytes, 35);
-    ok(&mut sm, Command::Unlink { at: p("/a") });
+    ok(&mut sm, Command::Unlink(cmd::Unlink { at: p("/a") }));
     assert_eq!(sm.usage.bytes, 10);
     ok_q(&mut sm, q, truncate("/b", 40));
 }
@@ -233,7 +240,7 @@ fn a_lowered_quota_refuses_growth_but_never_shrinking() {
     );
     ok_q(&mut sm, q, truncate("/a", 20));
     ok_q(&mut sm, q, write(p("/a"), 0, b"overwritten", false));
-    ok(&mut sm, Command::Rmdir { at: p("/d") });
+    ok(&mut sm, Command::Rmdir(cmd::Rmdir { at: p("/d") }));
     over(&mut sm, q, mkdir(p("/d")), "quota: at most 1 nodes");
 }
 
@@ -253,8 +260,7 @@ fn waiters_are_bounded_per_lock_and_in_total() {
             owner,
             LockStyle::Flock,
             LockKind::Exclusive,
-            0,
-            0,
+            (0, 0),
             wait,
         )
     };
@@ -297,8 +303,8 @@ fn waiters_are_bounded_per_lock_and_in_total() {
 #[test]
 fn commands_that_grow_nothing_carry_no_quota() {
     for cmd in [
-        Command::Unlink { at: p("/a") },
-        Command::CloseSession { session: 1 },
+        Command::Unlink(cmd::Unlink { at: p("/a") }),
+        Command::CloseSession(cmd::CloseSession { session: 1 }),
         Command::Wake,
         rename(p("/a"), p("/b")),
     ] {
@@ -338,23 +344,22 @@ fn derived_counts_stay_exact_under_random_commands() {
         let handle = rng.gen_range(1..=step.min(60) + 1);
         let cmd = match rng.gen_range(0..12) {
             0 => open_session(["a", "b", "c"][rng.gen_range(0..3)]),
-            1 => Command::CloseSession { session },
+            1 => Command::CloseSession(cmd::CloseSession { session }),
             2 => open_cmd(session, &path, Some(spec(false))),
-            3 => Command::Close { session, handle },
+            3 => Command::Close(cmd::Close { session, handle }),
             4 => put(p(&path), &vec![1; rng.gen_range(0..40)]),
             5 => write(p(&path), rng.gen_range(0..40), &[2; 10], rng.gen()),
             6 => truncate(&path, rng.gen_range(0..60)),
-            7 => Command::Unlink { at: p(&path) },
+            7 => Command::Unlink(cmd::Unlink { at: p(&path) }),
             8 => mkdir(p(&path)),
-            9 => Command::Rmdir { at: p(&path) },
+            9 => Command::Rmdir(cmd::Rmdir { at: p(&path) }),
             _ => lock_cmd(
                 session,
                 handle,
                 rng.gen_range(0..4),
                 LockStyle::Flock,
                 LockKind::Exclusive,
-                0,
-                0,
+                (0, 0),
                 true,
             ),
         };

@@ -10,6 +10,7 @@ use rand::{Rng, SeedableRng};
 use super::super::quota::Usage;
 use super::super::*;
 use super::apply_changes;
+use crate::state::cmd;
 
 const STEPS: usize = 4_000;
 const LIMIT: u64 = 24;
@@ -99,27 +100,27 @@ impl Gen {
         let mode = self.rng.gen_range(0..0o10000);
         let (uid, gid) = (self.rng.gen_range(0..3), self.rng.gen_range(0..3));
         match self.rng.gen_range(0..20) {
-            0 | 1 => Command::Mkdir {
+            0 | 1 => Command::Mkdir(cmd::Mkdir {
                 at: self.target(),
                 mode,
                 uid,
                 gid,
-            },
-            2..=5 => Command::Create {
+            }),
+            2..=5 => Command::Create(cmd::Create {
                 at: self.target(),
                 mode,
                 uid,
                 gid,
                 exclusive: self.rng.gen(),
-            },
-            6..=8 => Command::Write {
+            }),
+            6..=8 => Command::Write(cmd::Write {
                 target: self.target(),
                 offset: self.rng.gen_range(0..=LIMIT),
                 data: self.data(),
                 truncate: self.rng.gen_ratio(1, 4),
                 append: self.rng.gen_ratio(1, 8),
-            },
-            9 | 10 => Command::Put {
+            }),
+            9 | 10 => Command::Put(cmd::Put {
                 at: self.target(),
                 data: self.data(),
                 mode,
@@ -127,59 +128,59 @@ impl Gen {
                 gid,
                 // Now and then a compare-and-set, which may or may not match.
                 if_generation: self.rng.gen_ratio(1, 3).then(|| self.rng.gen_range(0..4)),
-            },
-            11 => Command::Truncate {
+            }),
+            11 => Command::Truncate(cmd::Truncate {
                 target: self.target(),
                 size: self.rng.gen_range(0..=LIMIT + 1),
-            },
-            12 | 13 => Command::Unlink { at: self.target() },
-            14 => Command::Rmdir { at: self.target() },
+            }),
+            12 | 13 => Command::Unlink(cmd::Unlink { at: self.target() }),
+            14 => Command::Rmdir(cmd::Rmdir { at: self.target() }),
             15 => match self.rng.gen_range(0..3) {
-                0 => Command::Rename {
+                0 => Command::Rename(cmd::Rename {
                     from: self.target(),
                     to: self.target(),
-                },
-                1 => Command::Link {
+                }),
+                1 => Command::Link(cmd::Link {
                     target: self.target(),
                     at: self.target(),
-                },
-                _ => Command::Symlink {
+                }),
+                _ => Command::Symlink(cmd::Symlink {
                     at: self.target(),
                     target: "x/y".into(),
                     uid,
                     gid,
-                },
+                }),
             },
             16 => match self.rng.gen_range(0..3) {
-                0 => Command::Rename {
+                0 => Command::Rename(cmd::Rename {
                     from: self.target(),
                     to: self.target(),
-                },
-                1 => Command::RenameNoReplace {
+                }),
+                1 => Command::RenameNoReplace(cmd::RenameNoReplace {
                     from: self.target(),
                     to: self.target(),
-                },
-                _ => Command::Exchange {
+                }),
+                _ => Command::Exchange(cmd::Exchange {
                     a: self.target(),
                     b: self.target(),
-                },
+                }),
             },
             17 | 18 => {
                 let target = self.target();
                 let (atime, mtime) = (self.rng.gen(), self.rng.gen());
-                Command::SetAttr {
+                Command::SetAttr(cmd::SetAttr {
                     target,
                     mode: self.opt(mode),
                     uid: self.opt(uid),
                     gid: self.opt(gid),
                     atime_ns: self.opt(atime),
                     mtime_ns: self.opt(mtime),
-                }
+                })
             }
-            _ => Command::SetEphemeral {
+            _ => Command::SetEphemeral(cmd::SetEphemeral {
                 target: self.target(),
                 ephemeral: self.rng.gen(),
-            },
+            }),
         }
     }
 

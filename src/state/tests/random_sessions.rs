@@ -15,6 +15,7 @@ use super::super::lock::{Held, LockTable};
 use super::super::quota::Usage;
 use super::super::*;
 use super::apply_changes;
+use crate::state::cmd;
 
 const STEPS: usize = 3_000;
 const DIRS: [&str; 2] = ["/eph", "/plain"];
@@ -81,7 +82,7 @@ impl Gen {
             self.rng.gen_range(0..100)
         };
         match roll {
-            0..=3 => Command::OpenSession {
+            0..=3 => Command::OpenSession(cmd::OpenSession {
                 ttl_ms: self.rng.gen_range(1..5) * 1_000,
                 host: format!("host{}", self.rng.gen_range(0..3)),
                 pid: self.rng.gen_range(1..100),
@@ -89,7 +90,7 @@ impl Gen {
                 owner: String::new(),
                 secret: self.rng.gen(),
                 cache: self.rng.gen(),
-            },
+            }),
             4..=17 => {
                 let create = self.rng.gen_ratio(4, 5).then(|| CreateSpec {
                     mode: 0o644,
@@ -102,20 +103,20 @@ impl Gen {
                 } else {
                     Target::Path(self.path())
                 };
-                Command::Open {
+                Command::Open(cmd::Open {
                     session: self.session(),
                     at,
                     create,
-                }
+                })
             }
             18..=27 => {
                 let (session, handle) = self.handle();
-                Command::Close { session, handle }
+                Command::Close(cmd::Close { session, handle })
             }
             28..=57 => {
                 let (session, handle) = self.handle();
                 let (start, end) = self.range();
-                Command::Lock {
+                Command::Lock(cmd::Lock {
                     session,
                     handle,
                     owner: self.rng.gen_range(0..3),
@@ -129,19 +130,19 @@ impl Gen {
                     end,
                     wait: self.rng.gen_ratio(3, 4),
                     pid: self.rng.gen_range(1..5),
-                }
+                })
             }
             58..=72 => {
                 let (session, handle) = self.handle();
                 let (start, end) = self.range();
-                Command::Unlock {
+                Command::Unlock(cmd::Unlock {
                     session,
                     handle,
                     owner: self.rng.gen_range(0..3),
                     style: self.style(),
                     start,
                     end,
-                }
+                })
             }
             73..=80 => {
                 let waits = self.waits.clone();
@@ -149,60 +150,61 @@ impl Gen {
                     Some(w) if !self.rng.gen_ratio(1, 10) => w,
                     _ => (self.session(), self.rng.gen_range(0..50)),
                 };
-                Command::CancelWait { session, wait }
+                Command::CancelWait(cmd::CancelWait { session, wait })
             }
-            81..=83 => Command::CloseSession {
+            81..=83 => Command::CloseSession(cmd::CloseSession {
                 session: self.session(),
-            },
-            84..=87 => Command::ExpireSession {
+            }),
+            84..=87 => Command::ExpireSession(cmd::ExpireSession {
                 session: self.session(),
-            },
+            }),
             88..=91 => Command::Wake,
-            92..=93 => Command::Unlink {
+            92..=93 => Command::Unlink(cmd::Unlink {
                 at: Target::Path(self.path()),
-            },
+            }),
             94 => match self.rng.gen_range(0..4) {
-                3 => Command::Link {
+                3 => Command::Link(cmd::Link {
                     target: Target::Path(self.path()),
                     at: Target::Path(self.path()),
-                },
-                0 => Command::Rename {
+                }),
+                0 => Command::Rename(cmd::Rename {
                     from: Target::Path(self.path()),
                     to: Target::Path(self.path()),
-                },
-                1 => Command::RenameNoReplace {
+                }),
+                1 => Command::RenameNoReplace(cmd::RenameNoReplace {
                     from: Target::Path(self.path()),
                     to: Target::Path(self.path()),
-                },
-                _ => Command::Exchange {
+                }),
+                _ => Command::Exchange(cmd::Exchange {
                     a: Target::Path(self.path()),
                     b: Target::Path(self.path()),
-                },
+                }),
             },
-            _ => Command::Put {
+            _ => Command::Put(cmd::Put {
                 at: Target::Path(format!("/plain/{}", NAMES[self.rng.gen_range(0..3)])),
                 data: b"x".to_vec(),
                 mode: 0o644,
                 uid: 0,
                 gid: 0,
                 if_generation: None,
-            },
+            }),
         }
     }
 
     /// Learns from an outcome which handles, waits and sessions exist.
     fn observe(&mut self, cmd: &Command, out: &Result<Outcome, StateError>, sm: &StateMachine) {
         match (cmd, out) {
-            (Command::Open { session, .. }, Ok(Outcome::Opened { handle, .. })) => {
+            (Command::Open(cmd::Open { session, .. }), Ok(Outcome::Opened { handle, .. })) => {
                 self.handles.push((*session, *handle))
             }
-            (Command::Close { session, handle }, Ok(_)) => {
+            (Command::Close(cmd::Close { session, handle }), Ok(_)) => {
                 self.handles.retain(|h| *h != (*session, *handle))
             }
-            (Command::Lock { session, .. }, Ok(Outcome::Lock(LockResult::Queued { wait }))) => {
-                self.waits.push((*session, *wait))
-            }
-            (Command::OpenSession { .. }, Ok(Outcome::Session { id, .. })) => {
+            (
+                Command::Lock(cmd::Lock { session, .. }),
+                Ok(Outcome::Lock(LockResult::Queued { wait })),
+            ) => self.waits.push((*session, *wait)),
+            (Command::OpenSession(_), Ok(Outcome::Session { id, .. })) => {
                 self.next_session_guess = *id
             }
             _ => {}
@@ -264,7 +266,7 @@ fn queued_lock(cmd: &Command, out: &Result<Outcome, StateError>, wait: u64) -> O
 
 /// The lock a `Lock` command asks for, as the table stores it.
 fn command_lock(cmd: &Command) -> Option<Held> {
-    let Command::Lock {
+    let Command::Lock(cmd::Lock {
         session,
         handle,
         owner,
@@ -274,7 +276,7 @@ fn command_lock(cmd: &Command) -> Option<Held> {
         end,
         pid,
         ..
-    } = cmd
+    }) = cmd
     else {
         return None;
     };
@@ -329,18 +331,18 @@ fn run(seed: u64, check_coverage: bool) {
         quotas: None,
     };
     for dir in DIRS {
-        let mkdir = Command::Mkdir {
+        let mkdir = Command::Mkdir(cmd::Mkdir {
             at: Target::Path(dir.into()),
             mode: 0o755,
             uid: 0,
             gid: 0,
-        };
+        });
         setup.apply(&ctx0, &mkdir).unwrap();
     }
-    let eph = Command::SetEphemeral {
+    let eph = Command::SetEphemeral(cmd::SetEphemeral {
         target: Target::Path("/eph".into()),
         ephemeral: true,
-    };
+    });
     setup.apply(&ctx0, &eph).unwrap();
     let mut a = setup.clone();
     let mut b = setup;
@@ -487,12 +489,12 @@ fn run(seed: u64, check_coverage: bool) {
 
         // An immediate grant during a lock-delay acquires nothing new.
         if let (
-            Command::Lock {
+            Command::Lock(cmd::Lock {
                 session,
                 owner,
                 style,
                 ..
-            },
+            }),
             Ok(Outcome::Lock(LockResult::Granted { .. })),
         ) = (&cmd, &out_a)
         {
@@ -534,7 +536,7 @@ fn run(seed: u64, check_coverage: bool) {
                 assert!(held.contains(ino), "unheld ephemeral file {ino}, {at}");
             }
         }
-        let rmdir = matches!(cmd, Command::Rmdir { .. });
+        let rmdir = matches!(cmd, Command::Rmdir(_));
         for (ino, ephemeral) in &nodes_before {
             if !a.nodes.contains_key(ino) {
                 if *ephemeral {

@@ -24,6 +24,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use super::super::*;
+use crate::state::cmd;
 
 #[test]
 fn scripts() {
@@ -148,7 +149,7 @@ impl Runner {
                     end,
                 })
             }
-            "session" => Command::OpenSession {
+            "session" => Command::OpenSession(cmd::OpenSession {
                 ttl_ms: num("ttl").unwrap_or(10_000),
                 host: text("host"),
                 pid: num("pid").unwrap_or(0) as u32,
@@ -156,10 +157,10 @@ impl Runner {
                 owner: text("owner"),
                 secret: num("secret").unwrap_or(0).into(),
                 cache: false,
-            },
-            "endsession" => Command::CloseSession { session: id("s") },
-            "expire" => Command::ExpireSession { session: id("s") },
-            "open" => Command::Open {
+            }),
+            "endsession" => Command::CloseSession(cmd::CloseSession { session: id("s") }),
+            "expire" => Command::ExpireSession(cmd::ExpireSession { session: id("s") }),
+            "open" => Command::Open(cmd::Open {
                 session: id("s"),
                 at: at(),
                 create: flag("create").then(|| CreateSpec {
@@ -168,12 +169,12 @@ impl Runner {
                     gid: gid.unwrap_or(0),
                     exclusive: flag("excl"),
                 }),
-            },
-            "close" => Command::Close {
+            }),
+            "close" => Command::Close(cmd::Close {
                 session: id("s"),
                 handle: id("h"),
-            },
-            "lock" => Command::Lock {
+            }),
+            "lock" => Command::Lock(cmd::Lock {
                 session: id("s"),
                 handle: id("h"),
                 owner: id("o"),
@@ -183,19 +184,19 @@ impl Runner {
                 end,
                 wait: flag("wait"),
                 pid: num("pid").unwrap_or(0) as u32,
-            },
-            "unlock" => Command::Unlock {
+            }),
+            "unlock" => Command::Unlock(cmd::Unlock {
                 session: id("s"),
                 handle: id("h"),
                 owner: id("o"),
                 style,
                 start,
                 end,
-            },
-            "cancel" => Command::CancelWait {
+            }),
+            "cancel" => Command::CancelWait(cmd::CancelWait {
                 session: id("s"),
                 wait: id("wait"),
-            },
+            }),
             "wake" => Command::Wake,
             "stat" => return self.query(Query::Stat(at())),
             "ls" => return self.query(Query::Readdir(at())),
@@ -207,74 +208,74 @@ impl Runner {
                 };
                 return self.query(q);
             }
-            "mkdir" => Command::Mkdir {
+            "mkdir" => Command::Mkdir(cmd::Mkdir {
                 at: at(),
                 mode: mode.unwrap_or(0o755),
                 uid: uid.unwrap_or(0),
                 gid: gid.unwrap_or(0),
-            },
-            "create" => Command::Create {
+            }),
+            "create" => Command::Create(cmd::Create {
                 at: at(),
                 mode: mode.unwrap_or(0o644),
                 uid: uid.unwrap_or(0),
                 gid: gid.unwrap_or(0),
                 exclusive: flag("excl"),
-            },
-            "put" => Command::Put {
+            }),
+            "put" => Command::Put(cmd::Put {
                 at: at(),
                 data,
                 mode: mode.unwrap_or(0o644),
                 uid: uid.unwrap_or(0),
                 gid: gid.unwrap_or(0),
                 if_generation: num("ifgen"),
-            },
-            "write" => Command::Write {
+            }),
+            "write" => Command::Write(cmd::Write {
                 target: at(),
                 offset: num("off").unwrap_or(0),
                 data,
                 truncate: flag("trunc"),
                 append: flag("append"),
-            },
-            "truncate" => Command::Truncate {
+            }),
+            "truncate" => Command::Truncate(cmd::Truncate {
                 target: at(),
                 size: num("size").expect("size="),
-            },
-            "unlink" => Command::Unlink { at: at() },
-            "rmdir" => Command::Rmdir { at: at() },
-            "rename" => Command::Rename {
+            }),
+            "unlink" => Command::Unlink(cmd::Unlink { at: at() }),
+            "rmdir" => Command::Rmdir(cmd::Rmdir { at: at() }),
+            "rename" => Command::Rename(cmd::Rename {
                 from: at(),
                 to: targets[1].clone(),
-            },
-            "rename-noreplace" => Command::RenameNoReplace {
+            }),
+            "rename-noreplace" => Command::RenameNoReplace(cmd::RenameNoReplace {
                 from: at(),
                 to: targets[1].clone(),
-            },
-            "exchange" => Command::Exchange {
+            }),
+            "exchange" => Command::Exchange(cmd::Exchange {
                 a: at(),
                 b: targets[1].clone(),
-            },
-            "link" => Command::Link {
+            }),
+            "link" => Command::Link(cmd::Link {
                 target: at(),
                 at: targets[1].clone(),
-            },
-            "symlink" => Command::Symlink {
+            }),
+            "symlink" => Command::Symlink(cmd::Symlink {
                 at: at(),
                 target: text("data"),
                 uid: uid.unwrap_or(0),
                 gid: gid.unwrap_or(0),
-            },
-            "setattr" => Command::SetAttr {
+            }),
+            "setattr" => Command::SetAttr(cmd::SetAttr {
                 target: at(),
                 mode,
                 uid,
                 gid,
                 atime_ns: num("atime"),
                 mtime_ns: num("mtime"),
-            },
-            "ephemeral" => Command::SetEphemeral {
+            }),
+            "ephemeral" => Command::SetEphemeral(cmd::SetEphemeral {
                 target: at(),
                 ephemeral: !flag("off"),
-            },
+            }),
             other => panic!("unknown command {other:?}"),
         };
         self.ctx.index += 1;

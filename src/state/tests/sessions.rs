@@ -1,13 +1,17 @@
 //! Sessions, handles and the lifetime of ephemeral files.
 
 use super::*;
+use crate::state::cmd;
 
 #[test]
 fn session_ids_count_from_one_and_are_never_reused() {
     let mut sm = StateMachine::new();
     assert_eq!(session(&mut sm, "a"), 1);
     assert_eq!(session(&mut sm, "b"), 2);
-    ok(&mut sm, Command::CloseSession { session: 2 });
+    ok(
+        &mut sm,
+        Command::CloseSession(cmd::CloseSession { session: 2 }),
+    );
     assert_eq!(session(&mut sm, "c"), 3);
     assert_eq!(sm.session_ids(), [(1, 10_000), (3, 10_000)]);
     let Ok(Outcome::Sessions {
@@ -41,32 +45,34 @@ fn commands_of_a_dead_session_are_refused() {
     let s = session(&mut sm, "a");
     let h = open(&mut sm, s, "/g");
     let gone = session(&mut sm, "b");
-    ok(&mut sm, Command::ExpireSession { session: gone });
+    ok(
+        &mut sm,
+        Command::ExpireSession(cmd::ExpireSession { session: gone }),
+    );
     for dead in [gone, 99, 0] {
         let commands = [
-            Command::CloseSession { session: dead },
-            Command::ExpireSession { session: dead },
+            Command::CloseSession(cmd::CloseSession { session: dead }),
+            Command::ExpireSession(cmd::ExpireSession { session: dead }),
             open_cmd(dead, "/g", None),
             open_cmd(dead, "/new", Some(spec(true))),
-            Command::Close {
+            Command::Close(cmd::Close {
                 session: dead,
                 handle: h,
-            },
+            }),
             lock_cmd(
                 dead,
                 h,
                 1,
                 LockStyle::Flock,
                 LockKind::Exclusive,
-                0,
-                1,
+                (0, 1),
                 false,
             ),
             unlock_cmd(dead, h, 1, LockStyle::Posix, 0, 1),
-            Command::CancelWait {
+            Command::CancelWait(cmd::CancelWait {
                 session: dead,
                 wait: 1,
-            },
+            }),
         ];
         for cmd in commands {
             refused(&mut sm, cmd, StateError::SessionExpired);
@@ -92,11 +98,11 @@ fn open_existing_files_and_directories() {
     assert_eq!(attr, stat(&sm, p("/d/f")).unwrap());
     let (h2, attr) = into_opened(ok(&mut sm, open_cmd(s, "/d", None)));
     assert_eq!(attr.kind, Kind::Dir);
-    let by_ino = Command::Open {
+    let by_ino = Command::Open(cmd::Open {
         session: s,
         at: Target::Ino(attr.instance),
         create: None,
-    };
+    });
     let (h3, _) = into_opened(ok(&mut sm, by_ino));
     assert_eq!((h1, h2, h3), (1, 2, 3));
     refused(&mut sm, open_cmd(s, "/nope", None), StateError::NotFound);
@@ -153,11 +159,11 @@ fn open_with_create() {
         open_cmd(s, "/g/x", Some(spec(false))),
         StateError::NotADirectory,
     );
-    let by_ino = Command::Open {
+    let by_ino = Command::Open(cmd::Open {
         session: s,
         at: Target::Ino(ROOT),
         create: Some(spec(false)),
-    };
+    });
     assert!(matches!(
         sm.apply(&ctx(NOW), &by_ino),
         Err(StateError::InvalidArgument(_))
@@ -170,14 +176,14 @@ fn close_checks_the_handle() {
     let a = session(&mut sm, "a");
     let b = session(&mut sm, "b");
     let h = open(&mut sm, a, "/g");
-    let close = |session, handle| Command::Close { session, handle };
+    let close = |session, handle| Command::Close(cmd::Close { session, handle });
     refused(&mut sm, close(b, h), StateError::BadHandle);
     refused(&mut sm, close(a, 77), StateError::BadHandle);
     ok(&mut sm, close(a, h));
     refused(&mut sm, close(a, h), StateError::BadHandle);
     refused(
         &mut sm,
-        lock_cmd(a, h, 1, LockStyle::Flock, LockKind::Shared, 0, 1, false),
+        lock_cmd(a, h, 1, LockStyle::Flock, LockKind::Shared, (0, 1), false),
         StateError::BadHandle,
     );
 }
@@ -188,10 +194,10 @@ fn with_ephemeral_dir() -> StateMachine {
     ok(&mut sm, mkdir(p("/eph")));
     ok(
         &mut sm,
-        Command::SetEphemeral {
+        Command::SetEphemeral(cmd::SetEphemeral {
             target: p("/eph"),
             ephemeral: true,
-        },
+        }),
     );
     sm
 }
@@ -207,26 +213,26 @@ fn an_ephemeral_file_goes_exactly_at_its_last_close() {
     let h3 = open(&mut sm, b, "/eph/member");
     ok(
         &mut sm,
-        Command::Close {
+        Command::Close(cmd::Close {
             session: a,
             handle: h1,
-        },
+        }),
     );
     ok(
         &mut sm,
-        Command::Close {
+        Command::Close(cmd::Close {
             session: b,
             handle: h3,
-        },
+        }),
     );
     assert!(stat(&sm, p("/eph/member")).is_ok());
     ok_at(
         &mut sm,
         NOW + 9,
-        Command::Close {
+        Command::Close(cmd::Close {
             session: a,
             handle: h2,
-        },
+        }),
     );
     assert_eq!(stat(&sm, p("/eph/member")), Err(StateError::NotFound));
     assert_eq!(stat(&sm, p("/eph")).unwrap().mtime_ns, NOW + 9);
@@ -234,10 +240,10 @@ fn an_ephemeral_file_goes_exactly_at_its_last_close() {
     let h = open(&mut sm, a, "/g");
     ok(
         &mut sm,
-        Command::Close {
+        Command::Close(cmd::Close {
             session: a,
             handle: h,
-        },
+        }),
     );
     assert!(stat(&sm, p("/g")).is_ok());
 }
@@ -252,9 +258,9 @@ fn an_ephemeral_file_goes_with_the_session_that_held_it() {
         open_new(&mut sm, a, "/eph/both");
         open(&mut sm, b, "/eph/both");
         let end = if expire {
-            Command::ExpireSession { session: a }
+            Command::ExpireSession(cmd::ExpireSession { session: a })
         } else {
-            Command::CloseSession { session: a }
+            Command::CloseSession(cmd::CloseSession { session: a })
         };
         sm.take_events();
         ok(&mut sm, end);
@@ -266,7 +272,10 @@ fn an_ephemeral_file_goes_with_the_session_that_held_it() {
             }]
         );
         assert_eq!(names(&sm, p("/eph")), ["both"]);
-        ok(&mut sm, Command::CloseSession { session: b });
+        ok(
+            &mut sm,
+            Command::CloseSession(cmd::CloseSession { session: b }),
+        );
         assert_eq!(names(&sm, p("/eph")), Vec::<String>::new());
         sm.validate().unwrap();
     }
@@ -280,10 +289,10 @@ fn a_renamed_ephemeral_file_lives_as_long_as_its_handles() {
     ok(&mut sm, rename(p("/eph/x"), p("/moved")));
     ok(
         &mut sm,
-        Command::Close {
+        Command::Close(cmd::Close {
             session: a,
             handle: h,
-        },
+        }),
     );
     assert_eq!(stat(&sm, p("/moved")), Err(StateError::NotFound));
 }
@@ -294,20 +303,20 @@ fn handles_on_a_deleted_directory_stay_open() {
     ok(&mut sm, mkdir(p("/e")));
     let a = session(&mut sm, "a");
     let h = open(&mut sm, a, "/e");
-    ok(&mut sm, Command::Rmdir { at: p("/e") });
+    ok(&mut sm, Command::Rmdir(cmd::Rmdir { at: p("/e") }));
     refused(
         &mut sm,
-        lock_cmd(a, h, 1, LockStyle::Flock, LockKind::Shared, 0, 0, false),
+        lock_cmd(a, h, 1, LockStyle::Flock, LockKind::Shared, (0, 0), false),
         StateError::NotFound,
     );
     // The unlock the mount sends at close succeeds: nothing is held on a deleted node.
     ok(&mut sm, unlock_cmd(a, h, 1, LockStyle::Posix, 0, u64::MAX));
     ok(
         &mut sm,
-        Command::Close {
+        Command::Close(cmd::Close {
             session: a,
             handle: h,
-        },
+        }),
     );
     sm.validate().unwrap();
 }
@@ -321,11 +330,27 @@ fn closing_a_session_frees_its_locks_without_delay() {
     let hb = open(&mut sm, b, "/g");
     granted(
         &mut sm,
-        lock_cmd(a, ha, 1, LockStyle::Flock, LockKind::Exclusive, 0, 0, false),
+        lock_cmd(
+            a,
+            ha,
+            1,
+            LockStyle::Flock,
+            LockKind::Exclusive,
+            (0, 0),
+            false,
+        ),
     );
     let wait = queued(
         &mut sm,
-        lock_cmd(b, hb, 2, LockStyle::Flock, LockKind::Exclusive, 0, 0, true),
+        lock_cmd(
+            b,
+            hb,
+            2,
+            LockStyle::Flock,
+            LockKind::Exclusive,
+            (0, 0),
+            true,
+        ),
     );
     sm.take_events();
     // A listing counts the locks each session holds; a waiter holds none.
@@ -335,7 +360,10 @@ fn closing_a_session_frees_its_locks_without_delay() {
     };
     let locks: Vec<(u64, u64)> = sessions.iter().map(|s| (s.id, s.locks)).collect();
     assert_eq!(locks, [(a, 1), (b, 0)]);
-    ok(&mut sm, Command::CloseSession { session: a });
+    ok(
+        &mut sm,
+        Command::CloseSession(cmd::CloseSession { session: a }),
+    );
     let g = stat(&sm, p("/g")).unwrap().instance;
     assert_eq!(
         sm.take_events(),
@@ -366,11 +394,19 @@ fn sessions_round_trip_through_records() {
     let hb = open(&mut sm, b, "/eph/m");
     granted(
         &mut sm,
-        lock_cmd(a, h, 1, LockStyle::Posix, LockKind::Exclusive, 0, 10, false),
+        lock_cmd(
+            a,
+            h,
+            1,
+            LockStyle::Posix,
+            LockKind::Exclusive,
+            (0, 10),
+            false,
+        ),
     );
     queued(
         &mut sm,
-        lock_cmd(b, hb, 2, LockStyle::Posix, LockKind::Shared, 5, 8, true),
+        lock_cmd(b, hb, 2, LockStyle::Posix, LockKind::Shared, (5, 8), true),
     );
     let req = RequestId {
         session: a,
@@ -379,7 +415,10 @@ fn sessions_round_trip_through_records() {
     };
     sm.apply_request(&ctx(NOW), Some(&req), &Command::Wake)
         .unwrap();
-    ok(&mut sm, Command::ExpireSession { session: a });
+    ok(
+        &mut sm,
+        Command::ExpireSession(cmd::ExpireSession { session: a }),
+    );
     let c = session(&mut sm, "c");
     let hc = open(&mut sm, c, "/eph/m");
     sm.apply_request(
@@ -414,7 +453,15 @@ fn loading_refuses_inconsistent_session_records() {
     let h = open(&mut sm, a, "/g");
     granted(
         &mut sm,
-        lock_cmd(a, h, 1, LockStyle::Flock, LockKind::Exclusive, 0, 0, false),
+        lock_cmd(
+            a,
+            h,
+            1,
+            LockStyle::Flock,
+            LockKind::Exclusive,
+            (0, 0),
+            false,
+        ),
     );
     let records = sm.records();
     let corrupt = |records: Vec<(Vec<u8>, Vec<u8>)>| {
