@@ -336,3 +336,45 @@ fn inotify_on_a_mount_sees_other_hosts_create_and_delete() {
     h.kill9(watcher);
     d.stop();
 }
+
+/// A file that lives only a moment on another host is still reported created, then deleted:
+/// the replay of its creation may come when it is gone already.
+#[test]
+fn inotify_reports_files_that_lived_only_a_moment_elsewhere() {
+    let mut h = Hosts::start();
+    // In an ephemeral directory a file goes at its last close: a moment after its creation.
+    h.ok("mkdir \"$A/q\"; setfattr -n user.lockfs.ephemeral -v 1 \"$A/q\"");
+    let mut d = h.extra_mount("d", "host-a", "allow_other,inotify");
+    let watcher = h.spawn(
+        "bash",
+        &[
+            "-c",
+            &format!(
+                "exec inotifywait -m -e create,delete \"{}/q\" > \"$OUT/inotify\" 2> \"$OUT/inotify.err\"",
+                d.path.display()
+            ),
+        ],
+    );
+    wait_until("inotifywait ready", || {
+        h.read_out("inotify.err").contains("Watches established")
+    });
+    h.ok("for i in $(seq 1 10); do : > \"$B/q/f$i\"; done");
+    wait_until("every deletion reported", || {
+        h.read_out("inotify").contains("DELETE f10")
+    });
+    let log = h.read_out("inotify");
+    let lines: Vec<&str> = log
+        .lines()
+        .map(|l| l.split_once(' ').map_or(l, |(_, r)| r))
+        .collect();
+    for i in 1..=10 {
+        let (created, deleted) = (format!("CREATE f{i}"), format!("DELETE f{i}"));
+        let at = |want: &str| lines.iter().position(|l| *l == want);
+        match (at(&created), at(&deleted)) {
+            (Some(c), Some(d)) => assert!(c < d, "f{i} deleted before created: {lines:?}"),
+            _ => panic!("f{i} not reported created and deleted: {lines:?}"),
+        }
+    }
+    h.kill9(watcher);
+    d.stop();
+}

@@ -31,8 +31,11 @@ use crate::proto::{self, WatchEvent_Change as Change};
 /// What a replayed name is being replayed as.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Replay {
-    /// Created elsewhere: a lookup finds it missing, a create or mkdir succeeds.
-    Create,
+    /// Created elsewhere: a lookup finds it missing, a create or mkdir succeeds. It answers
+    /// with the node's attributes, or, if it is gone again already, with a stand-in made from
+    /// the event (its number and kind): the creation is still reported, and the replay of its
+    /// deletion follows.
+    Create { instance: u64, dir: bool },
     /// Deleted elsewhere: a lookup finds this node, an unlink or rmdir succeeds.
     Delete { instance: u64, dir: bool },
 }
@@ -146,7 +149,11 @@ impl Kernel {
                 ("deletion", done)
             }
             Change::CREATED => {
-                self.echoes.begin(e.parent, &e.name, tid, Replay::Create);
+                let how = Replay::Create {
+                    instance: e.instance,
+                    dir,
+                };
+                self.echoes.begin(e.parent, &e.name, tid, how);
                 let done = if dir {
                     std::fs::create_dir(&path)
                 } else {
@@ -175,8 +182,12 @@ mod tests {
     #[test]
     fn only_the_replaying_thread_is_answered_from_the_replay() {
         let echoes = Echoes::default();
-        echoes.begin(1, "f", 42, Replay::Create);
-        assert_eq!(echoes.replay(1, "f", 42), Some(Replay::Create));
+        let how = Replay::Create {
+            instance: 7,
+            dir: false,
+        };
+        echoes.begin(1, "f", 42, how);
+        assert_eq!(echoes.replay(1, "f", 42), Some(how));
         assert_eq!(echoes.replay(1, "f", 43), None);
         assert_eq!(echoes.replay(1, "g", 42), None);
         echoes.end(1, "f");

@@ -329,6 +329,16 @@ fn time_ns(time: TimeOrNow) -> u64 {
         .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
 }
 
+/// What a replayed creation (`echo.rs`) answers: the node's attributes as the cluster has
+/// them, or a stand-in made from the event when the node is gone again already (created and
+/// deleted elsewhere before the replay), so the kernel still reports the creation.
+fn replayed(found: Result<FileAttr, Errno>, instance: u64, dir: bool) -> Result<FileAttr, Errno> {
+    match found {
+        Err(Errno::ENOENT) => Ok(echo::stand_in(instance, dir)),
+        other => other,
+    }
+}
+
 fn reply_entry(reply: ReplyEntry, result: Result<FileAttr, Errno>) {
     match result {
         Ok(attr) => reply.entry(&TTL, &attr::to_kernel(&attr), Generation(0)),
@@ -733,7 +743,7 @@ impl fuser::Filesystem for LockFs {
             .as_ref()
             .map(|n| self.inner.echoes.replay(parent.0, n, req.pid()))
         {
-            Ok(Some(Replay::Create)) => return reply.error(fuser::Errno::ENOENT),
+            Ok(Some(Replay::Create { .. })) => return reply.error(fuser::Errno::ENOENT),
             Ok(Some(Replay::Delete { instance, dir })) => {
                 let attr = echo::stand_in(instance, dir);
                 return reply.entry(&TTL, &attr::to_kernel(&attr), Generation(0));
@@ -872,16 +882,21 @@ impl fuser::Filesystem for LockFs {
         let timing = self.inner.metrics.timing("mkdir");
         let name = name_of(name);
         let (uid, gid) = (req.uid(), req.gid());
-        let replay = matches!(&name, Ok(n) if self.inner.echoes.replay(parent.0, n, req.pid()) == Some(Replay::Create));
+        let replay = match &name {
+            Ok(n) => self.inner.echoes.replay(parent.0, n, req.pid()),
+            Err(_) => None,
+        };
         self.spawn(timing, req, |inner| async move {
-            let result = match name {
-                // Another host made it: the kernel is told, the cluster is not asked.
-                Ok(name) if replay => inner.backend.lookup(parent.0, &name).await,
-                Ok(name) => {
+            let result = match (name, replay) {
+                // Another host made it: the kernel is told, the cluster is not asked to make it.
+                (Ok(name), Some(Replay::Create { instance, dir })) => {
+                    replayed(inner.backend.lookup(parent.0, &name).await, instance, dir)
+                }
+                (Ok(name), _) => {
                     let mode = mode & !umask & 0o7777;
                     inner.backend.mkdir(parent.0, &name, mode, uid, gid).await
                 }
-                Err(e) => Err(e),
+                (Err(e), _) => Err(e),
             };
             reply_entry(reply, result);
         });
@@ -1325,12 +1340,15 @@ impl fuser::Filesystem for LockFs {
             exclusive,
         };
         if let Ok(n) = &name {
-            if self.inner.echoes.replay(parent.0, n, req.pid()) == Some(Replay::Create) {
+            if let Some(Replay::Create { instance, dir }) =
+                self.inner.echoes.replay(parent.0, n, req.pid())
+            {
                 // Another host made it: the kernel is told, the cluster is not asked, and no
                 // handle is taken (`echo.rs`).
                 let n = n.clone();
                 self.spawn(timing, req, |inner| async move {
-                    let found = match inner.backend.lookup(parent.0, &n).await {
+                    let found = inner.backend.lookup(parent.0, &n).await;
+                    let found = match replayed(found, instance, dir) {
                         Ok(attr) => inner.backend.session().await.map(|s| (s, attr)),
                         Err(e) => Err(e),
                     };
