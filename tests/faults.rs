@@ -63,9 +63,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use common::checkers::{check_locks, check_semaphore, parse_lock_logs, SEM_SLOTS};
+use common::checkers::{check_locks, check_semaphore, parse_lock_logs, LockHistory, SEM_SLOTS};
 use common::linearizable::{self, Kind as RegKind, Op as RegOp};
-use common::nemesis::{now_ns, pause_node, Fault, Paused, SmallDisk};
+use common::nemesis::{
+    cut_off_host, fill_until_halted, now_ns, pause_node, random_server_faults, Paused, SmallDisk,
+};
 use common::workloads::{
     ephemeral_dir, json_generation, observe, register_client, set_on, set_writer, setfattr, Procs,
     Via, CRITICAL_SECTION, LOCK_CLIENT, SEM_CLIENT, STALE_CLIENT,
@@ -242,103 +244,10 @@ fn locks_writes_and_ephemeral_files_survive_the_nemesis() {
     .collect();
     let observer = observe(member.clone(), stop.clone());
 
-    // The nemesis: random server faults, then host B cut off past its TTL.
-    let mut faults: Vec<Fault> = Vec::new();
-    let fault_end = Instant::now() + Duration::from_secs(fault_secs);
-    while Instant::now() < fault_end {
-        std::thread::sleep(Duration::from_millis(1500 + rng.below(2500)));
-        let leader = cluster.wait_leader(Duration::from_secs(60));
-        let follower = (1..=3).find(|id| *id != leader).unwrap();
-        let start_ns = now_ns();
-        // Each fault: what it does to which node, for how long; the node recovers after.
-        let pause = |id: u64, ms: u64| pause_node(&cluster, &paused, id, ms);
-        let isolate = |id: u64, ms: u64| {
-            cluster.partition(&[id]);
-            std::thread::sleep(Duration::from_millis(ms));
-            cluster.heal();
-        };
-        let what = match rng.below(7) {
-            kind @ (0 | 1) => {
-                let (id, role) = if kind == 0 {
-                    (leader, "leader")
-                } else {
-                    (follower, "follower")
-                };
-                cluster.kill(id);
-                std::thread::sleep(Duration::from_millis(500 + rng.below(1500)));
-                cluster.spawn(id);
-                format!("kill -9 of {role} {id}, restarted")
-            }
-            2 => {
-                let ms = 1000 + rng.below(2000);
-                pause(leader, ms);
-                format!("SIGSTOP of leader {leader} for {ms} ms")
-            }
-            3 => {
-                // Longer than the sessions' TTL: the new leader must not expire them.
-                let ms = TTL_S * 1000 + 2000;
-                pause(leader, ms);
-                format!("SIGSTOP of leader {leader} for {ms} ms (longer than the TTL)")
-            }
-            4 => {
-                let ms = 1000 + rng.below(3000);
-                pause(follower, ms);
-                format!("SIGSTOP of follower {follower} for {ms} ms")
-            }
-            5 => {
-                // The old leader loses its quorum and steps down; the majority elects anew.
-                let ms = 2000 + rng.below(2000);
-                isolate(leader, ms);
-                format!("network partition: leader {leader} alone for {ms} ms")
-            }
-            _ => {
-                let ms = 2000 + rng.below(2000);
-                isolate(follower, ms);
-                format!("network partition: follower {follower} alone for {ms} ms")
-            }
-        };
-        faults.push(Fault {
-            what,
-            start_ns,
-            end_ns: now_ns(),
-        });
-    }
-    // A full disk on node 3: it halts with an error rather than lose or corrupt anything; the
-    // others go on. Its preallocated log still takes writes, so big files are written until it
-    // has to grow it. With space again, it restarts and catches up.
-    let start_ns = now_ns();
-    disk.fill();
-    let big = vec![b'x'; 250_000];
-    let mut filled = 0;
-    while cluster
-        .nodes
-        .iter_mut()
-        .find(|n| n.id == 3)
-        .unwrap()
-        .is_running()
-        && filled < 600
-    {
-        // A put may fail while node 3, if it led, halts: what matters is that it halts.
-        common::cli(&servers, &["put", &format!("/fill{filled}")], Some(&big));
-        filled += 1;
-    }
-    let halted = !cluster
-        .nodes
-        .iter_mut()
-        .find(|n| n.id == 3)
-        .unwrap()
-        .is_running();
-    for i in 0..filled {
-        common::cli(&servers, &["rm", &format!("/fill{i}")], None);
-    }
-    disk.free();
-    cluster.kill(3); // reaps it
-    cluster.spawn(3);
-    faults.push(Fault {
-        what: format!("full disk on node 3 ({filled} files of 250 kB written until it halted)"),
-        start_ns,
-        end_ns: now_ns(),
-    });
+    // The nemesis: random server faults, a full disk, then host B cut off past its TTL.
+    let mut faults = random_server_faults(&mut cluster, &paused, &mut rng, fault_secs, TTL_S);
+    let (halted, full_disk) = fill_until_halted(&mut cluster, &disk, 3);
+    faults.push(full_disk);
 
     // Host B cut off (its mount paused) for longer than its TTL while one of its processes
     // holds the lock: its session expires, the lock goes to a client on A after the
@@ -373,8 +282,6 @@ fn locks_writes_and_ephemeral_files_survive_the_nemesis() {
     }
     let b_pid = b.pid().unwrap();
     let b_log_before_cut = b.log_text();
-    let cut_ms = TTL_S * 1000 + 3000;
-    let cut_start = now_ns();
     // Cut off in one of two ways: its mount process frozen, or the network between its mount
     // and every node cut while the host runs on. `LOCKFS_FAULT_CUT=frozen|network` picks one.
     let frozen = match std::env::var("LOCKFS_FAULT_CUT").as_deref() {
@@ -382,24 +289,9 @@ fn locks_writes_and_ephemeral_files_survive_the_nemesis() {
         Ok("network") => false,
         _ => rng.below(2) == 0,
     };
-    let how = if frozen {
-        paused.pause(b_pid);
-        std::thread::sleep(Duration::from_millis(cut_ms));
-        paused.resume(b_pid);
-        "mount paused"
-    } else {
-        // The proxies name a client after the process that dials: "lockfs[PID]".
-        cluster.isolate_client(&format!("[{b_pid}]"));
-        std::thread::sleep(Duration::from_millis(cut_ms));
-        cluster.heal();
-        "network partition between its mount and the cluster"
-    };
-    let cut_end = now_ns();
-    faults.push(Fault {
-        what: format!("host B cut off ({how}) for {cut_ms} ms"),
-        start_ns: cut_start,
-        end_ns: cut_end,
-    });
+    let cut = cut_off_host(&cluster, &paused, ("B", b_pid), TTL_S * 1000 + 3000, frozen);
+    let cut_start = cut.start_ns;
+    faults.push(cut);
 
     // The clients on A keep asking for the lock until well after it must have passed on
     // (however long the faults before took: a fixed end once stopped them first), then finish
@@ -453,67 +345,19 @@ fn locks_writes_and_ephemeral_files_survive_the_nemesis() {
     // cluster could expire the session and, after the lock-delay, pass the lock on.
     anomalies.extend(check_locks(&history, &[]));
     anomalies.extend(check_semaphore(&out, &sem_clients, &[]));
-    // The stranded holder must have been killed, before it wrote anything the store refused,
-    // and its lock passed to another host within TTL + lock-delay (+ grace).
-    // (A holder stuck on a frozen mount may have written nothing at all: every child it
-    // forks hangs closing the lock file until the mount answers.)
-    let stale = history.sections.iter().find(|s| s.client == "stale");
-    if stale.is_some_and(|st| st.completed) {
-        anomalies.push(format!(
-            "the stranded holder was not killed when its host lost the lock: {stale:?}"
-        ));
-    }
-    let stale_log = std::fs::read_to_string(out.join("client-stale.log")).unwrap_or_default();
-    if !stale_log.contains("attempt stale 137 ") {
-        anomalies.push(format!(
-            "the stranded holder's flock did not die of SIGKILL: {:?}",
-            stale_log.lines().last()
-        ));
-    }
-    let taken = history
-        .sections
-        .iter()
-        .find(|s| s.client != "stale" && s.t0 > cut_start && stale.is_none_or(|st| s.gen > st.gen))
-        .map(|s| s.t0);
-    match taken {
-        Some(t) if t <= passed_on_by => {}
-        Some(t) => anomalies.push(format!(
-            "the lock of the cut-off host passed on only {:.1} s after the cut-off",
-            (t - cut_start) as f64 / 1e9
-        )),
-        None => anomalies.push("the lock of the cut-off host never passed on".into()),
-    }
-    for w in history
-        .writes
-        .iter()
-        .filter(|w| w.client == "stale" && !w.accepted)
-    {
-        anomalies.push(format!(
-            "the stranded holder still wrote after a newer holder did (refused): {w:?}"
-        ));
-    }
+    anomalies.extend(check_stranded_holder(
+        &history,
+        &out,
+        cut_start,
+        passed_on_by,
+    ));
     if history.sections.len() < 5 {
         anomalies.push(format!(
             "only {} critical sections: the lock workload barely ran",
             history.sections.len()
         ));
     }
-    for node in 1..=3u64 {
-        match set_on(&cluster.addr(node)) {
-            Ok(present) => {
-                let present: std::collections::BTreeSet<u64> = present.into_iter().collect();
-                let lost: Vec<u64> = acked
-                    .iter()
-                    .filter(|i| !present.contains(i))
-                    .copied()
-                    .collect();
-                if !lost.is_empty() {
-                    anomalies.push(format!("node {node} lacks acknowledged writes {lost:?}"));
-                }
-            }
-            Err(e) => anomalies.push(format!("node {node} could not list /set: {e}")),
-        }
-    }
+    anomalies.extend(check_acked_writes(&cluster, &acked));
     if let Err(e) = linearizable::check("init", reg2_gen0, &reg2_history) {
         let small = linearizable::shrink("init", reg2_gen0, &reg2_history, Duration::from_secs(30));
         let shown: String = small
@@ -705,6 +549,78 @@ fn locks_writes_and_ephemeral_files_survive_the_nemesis() {
         anomalies.len(),
         cluster.logs()
     );
+}
+
+/// Every node holds every write of the set workload that was acknowledged (in `/set`).
+fn check_acked_writes(cluster: &Cluster, acked: &[u64]) -> Vec<String> {
+    let mut anomalies = Vec::new();
+    for node in 1..=3u64 {
+        match set_on(&cluster.addr(node)) {
+            Ok(present) => {
+                let present: std::collections::BTreeSet<u64> = present.into_iter().collect();
+                let lost: Vec<u64> = acked
+                    .iter()
+                    .filter(|i| !present.contains(i))
+                    .copied()
+                    .collect();
+                if !lost.is_empty() {
+                    anomalies.push(format!("node {node} lacks acknowledged writes {lost:?}"));
+                }
+            }
+            Err(e) => anomalies.push(format!("node {node} could not list /set: {e}")),
+        }
+    }
+    anomalies
+}
+
+/// The stranded holder on host B (client "stale", holding the lock when B was cut off at
+/// `cut_start`) must have been killed before it wrote anything the store refused, and its
+/// lock passed to a client on another host by `passed_on_by` (TTL + lock-delay + grace). A
+/// holder stuck on a frozen mount may have written nothing at all: every child it forks hangs
+/// closing the lock file until the mount answers.
+fn check_stranded_holder(
+    history: &LockHistory,
+    out: &Path,
+    cut_start: u64,
+    passed_on_by: u64,
+) -> Vec<String> {
+    let mut anomalies = Vec::new();
+    let stale = history.sections.iter().find(|s| s.client == "stale");
+    if stale.is_some_and(|st| st.completed) {
+        anomalies.push(format!(
+            "the stranded holder was not killed when its host lost the lock: {stale:?}"
+        ));
+    }
+    let stale_log = std::fs::read_to_string(out.join("client-stale.log")).unwrap_or_default();
+    if !stale_log.contains("attempt stale 137 ") {
+        anomalies.push(format!(
+            "the stranded holder's flock did not die of SIGKILL: {:?}",
+            stale_log.lines().last()
+        ));
+    }
+    let taken = history
+        .sections
+        .iter()
+        .find(|s| s.client != "stale" && s.t0 > cut_start && stale.is_none_or(|st| s.gen > st.gen))
+        .map(|s| s.t0);
+    match taken {
+        Some(t) if t <= passed_on_by => {}
+        Some(t) => anomalies.push(format!(
+            "the lock of the cut-off host passed on only {:.1} s after the cut-off",
+            (t - cut_start) as f64 / 1e9
+        )),
+        None => anomalies.push("the lock of the cut-off host never passed on".into()),
+    }
+    for w in history
+        .writes
+        .iter()
+        .filter(|w| w.client == "stale" && !w.accepted)
+    {
+        anomalies.push(format!(
+            "the stranded holder still wrote after a newer holder did (refused): {w:?}"
+        ));
+    }
+    anomalies
 }
 
 /// The lines of a mount's log that say its session ended, however it learned of it.
