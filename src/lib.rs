@@ -12,6 +12,7 @@
 pub mod auth;
 pub mod cli;
 pub mod client;
+pub mod encoding;
 pub mod errno;
 pub mod fs;
 #[cfg(test)]

@@ -170,7 +170,7 @@ fn check_and_report_entries() {
                 at: index.saturating_sub(1),
                 digest: rng.gen_ratio(1, 2).then(|| rng.gen_range(0..3)),
             };
-            let data = bincode::serialize(&check).unwrap();
+            let data = crate::encoding::log::encode(&check);
             integrity
                 .apply_check(index * 10, &data, rng.gen_range(0..3))
                 .expect("a valid check entry");
@@ -181,7 +181,7 @@ fn check_and_report_entries() {
                 at: [0, 10, 20, 30, u64::MAX][rng.gen_range(0..5)],
                 digest: rng.gen_ratio(1, 2).then(|| rng.gen()),
             };
-            let input = Input::pick(rng, |_| bincode::serialize(&check).unwrap());
+            let input = Input::pick(rng, |_| crate::encoding::log::encode(&check));
             let bytes = input.bytes();
             let result = bounded("check entry", bytes, || {
                 integrity.apply_check(index, bytes, rng.gen())

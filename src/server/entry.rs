@@ -4,6 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::encoding;
 use crate::state::{ApplyCtx, Command, Quotas, RequestId, UserIds};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -25,11 +26,11 @@ pub struct Envelope {
 
 impl Envelope {
     pub fn encode(&self) -> Vec<u8> {
-        bincode::serialize(self).expect("serializing plain data cannot fail")
+        encoding::log::encode(self)
     }
 
     pub fn decode(bytes: &[u8]) -> Result<Envelope, String> {
-        bincode::deserialize(bytes).map_err(|e| e.to_string())
+        encoding::log::decode(bytes).map_err(|e| e.to_string())
     }
 
     pub fn ctx(&self, index: u64) -> ApplyCtx {

@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
+use crate::encoding;
 use crate::state::Change;
 #[cfg(test)]
 use crate::state::StateMachine;
@@ -71,10 +72,6 @@ pub struct Integrity {
     pub reported: BTreeMap<u64, u64>,
 }
 
-fn encode<T: Serialize>(v: &T) -> Vec<u8> {
-    bincode::serialize(v).expect("serializing plain data cannot fail")
-}
-
 impl Integrity {
     pub fn new(diverged: Option<u64>) -> Self {
         Integrity {
@@ -93,7 +90,7 @@ impl Integrity {
             return None;
         }
         self.proposed = Some(now);
-        Some(encode(&Check {
+        Some(encoding::log::encode(&Check {
             at: self.last_check,
             digest: self.own.get(&self.last_check).copied(),
         }))
@@ -107,7 +104,7 @@ impl Integrity {
         data: &[u8],
         digest: u128,
     ) -> Result<Verdict, String> {
-        let check: Check = bincode::deserialize(data)
+        let check: Check = encoding::log::decode(data)
             .map_err(|e| format!("undecodable check entry at {index}: {e}"))?;
         let verdict = match (check.digest, self.own.get(&check.at)) {
             (Some(theirs), Some(&own)) if theirs != own => Verdict::Diverged {
@@ -131,12 +128,12 @@ impl Integrity {
 
     /// The data of the report entry that tells the others this replica diverged at `at`.
     pub fn report(node: u64, at: u64) -> Vec<u8> {
-        encode(&Report { node, at })
+        encoding::log::encode(&Report { node, at })
     }
 
     /// Applies a report entry; returns it, or why it was skipped.
     pub fn apply_report(&mut self, index: u64, data: &[u8]) -> Result<Report, String> {
-        let report: Report = bincode::deserialize(data)
+        let report: Report = encoding::log::decode(data)
             .map_err(|e| format!("undecodable report entry at {index}: {e}"))?;
         self.reported.entry(report.node).or_insert(report.at);
         Ok(report)
@@ -274,7 +271,7 @@ mod tests {
     }
 
     fn check(at: u64, digest: Option<u128>) -> Vec<u8> {
-        encode(&Check { at, digest })
+        encoding::log::encode(&Check { at, digest })
     }
 
     #[test]

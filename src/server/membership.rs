@@ -22,6 +22,7 @@ use serde::{Deserialize, Serialize};
 
 use super::limits::MAX_ADDR;
 use super::{errno, ServerError};
+use crate::encoding;
 use crate::storage::{MemberInfo, Members};
 
 // The errno codes of refusals, as the wire carries them.
@@ -52,11 +53,11 @@ pub struct ChangeContext {
 
 impl ChangeContext {
     pub fn encode(&self) -> Vec<u8> {
-        bincode::serialize(self).expect("serializing plain data cannot fail")
+        encoding::log::encode(self)
     }
 
     pub fn decode(bytes: &[u8]) -> Result<ChangeContext, String> {
-        bincode::deserialize(bytes).map_err(|e| e.to_string())
+        encoding::log::decode(bytes).map_err(|e| e.to_string())
     }
 
     /// Applies this change to the member book.
@@ -83,11 +84,11 @@ pub struct SnapshotData {
 
 impl SnapshotData {
     pub fn encode(&self) -> Vec<u8> {
-        bincode::serialize(self).expect("serializing plain data cannot fail")
+        encoding::log::encode(self)
     }
 
     pub fn decode(bytes: &[u8]) -> Result<SnapshotData, String> {
-        bincode::deserialize(bytes).map_err(|e| e.to_string())
+        encoding::log::decode(bytes).map_err(|e| e.to_string())
     }
 }
 

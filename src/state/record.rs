@@ -77,22 +77,12 @@ pub(super) fn parse_key<const N: usize>(
     Some(Ok(ids))
 }
 
-fn codec() -> impl bincode::Options {
-    use bincode::Options;
-    bincode::DefaultOptions::new().reject_trailing_bytes()
-}
-
 pub(super) fn encode<T: Serialize>(value: &T) -> Vec<u8> {
-    use bincode::Options;
-    codec()
-        .serialize(value)
-        .expect("encoding plain structs into memory cannot fail")
+    crate::encoding::record::encode(value)
 }
 
 pub(super) fn decode<T: DeserializeOwned>(what: &str, bytes: &[u8]) -> Result<T, StateError> {
-    use bincode::Options;
-    codec()
-        .deserialize(bytes)
+    crate::encoding::record::decode(bytes)
         .map_err(|e| StateError::Corrupt(format!("undecodable {what}: {e}")))
 }
 

@@ -15,11 +15,11 @@
 //! record (a crash during a write) is dropped but damage anywhere before it refuses to open
 //! instead of silently losing what followed.
 //!
-//! The format: every record and log entry is bincode, and stays readable by later versions:
-//! enums only ever gain variants at their end, structs never change (a new field is a new
-//! record kind, under a key prefix older code ignores), and a change that breaks this rule
-//! bumps [`FORMAT`]. Each data directory records the format it was written in; a node refuses
-//! a directory in a format newer than it knows (an older one, it reads).
+//! The format: every record and log entry is bincode in one of the two configurations of
+//! [`crate::encoding`], and stays readable by later versions under the rule written there; a
+//! change that breaks the rule bumps [`FORMAT`]. Each data directory records the format it was
+//! written in; a node refuses a directory in a format newer than it knows (an older one, it
+//! reads).
 //!
 //! Every change goes through a [`WriteBatch`] that the caller commits with [`Store::write`]; the
 //! node commits log appends with `sync` (acknowledged data must be on disk) and applied state
@@ -239,11 +239,11 @@ pub(crate) fn unseal<'a>(key: &[u8], sealed: &'a [u8], what: &str) -> Result<&'a
 }
 
 fn encode<T: Serialize>(v: &T) -> Vec<u8> {
-    bincode::serialize(v).expect("serializing plain data cannot fail")
+    crate::encoding::log::encode(v)
 }
 
 fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8], what: &str) -> Result<T> {
-    bincode::deserialize(bytes).map_err(|e| StorageError::Corrupt(format!("{what}: {e}")))
+    crate::encoding::log::decode(bytes).map_err(|e| StorageError::Corrupt(format!("{what}: {e}")))
 }
 
 #[cfg(test)]

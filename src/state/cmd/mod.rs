@@ -427,10 +427,10 @@ mod tests {
         let samples = samples();
         assert_eq!(samples.len(), LOG_BYTES.len());
         for (c, want) in samples.iter().zip(LOG_BYTES) {
-            let bytes = bincode::serialize(c).expect("plain data");
+            let bytes = crate::encoding::log::encode(c);
             let got: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
             assert_eq!(got, want, "{c:?}");
-            let back: Command = bincode::deserialize(&bytes).expect("reads back");
+            let back: Command = crate::encoding::log::decode(&bytes).expect("reads back");
             assert_eq!(&back, c);
         }
     }
