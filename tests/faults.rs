@@ -69,8 +69,8 @@ use common::nemesis::{
     cut_off_host, fill_until_halted, now_ns, pause_node, random_server_faults, Paused, SmallDisk,
 };
 use common::workloads::{
-    ephemeral_dir, json_generation, observe, register_client, set_on, set_writer, setfattr, Procs,
-    Via, CRITICAL_SECTION, LOCK_CLIENT, SEM_CLIENT, STALE_CLIENT,
+    ephemeral_dir, json_generation, observe, register_client, set_on, set_writer, setfattr,
+    Clients, Procs, Via, CRITICAL_SECTION, STALE_CLIENT,
 };
 use common::{Cluster, Mount, Rng};
 
@@ -168,50 +168,19 @@ fn locks_writes_and_ephemeral_files_survive_the_nemesis() {
         .unwrap()
         .as_secs()
         + run_secs;
-    let clients: Vec<String> = (1..=4).map(|i| format!("c{i}")).collect();
+    let hosts = Clients {
+        hosts: [("A", &a.path), ("B", &b.path)],
+        out: &out,
+        end,
+    };
+    let clients = hosts.start_lock_clients(&mut procs, &store, 4);
     let logged: Vec<String> = clients.iter().cloned().chain(["stale".into()]).collect();
-    for (i, id) in clients.iter().enumerate() {
-        let (host, mount) = if i % 2 == 0 {
-            ("A", &a.path)
-        } else {
-            ("B", &b.path)
-        };
-        let mut cmd = Command::new("bash");
-        cmd.arg("-c")
-            .arg(LOCK_CLIENT)
-            .env("ID", id)
-            .env("HOST", host)
-            .env("M", mount)
-            .env("OUT", &out)
-            .env("STORE", &store)
-            .env("CS", CRITICAL_SECTION)
-            .env("END", end.to_string());
-        procs.spawn(cmd);
-    }
     // A semaphore of SEM_SLOTS, two clients per host.
     let sem = a.path.join("sem");
     std::fs::write(&sem, b"").unwrap();
     setfattr(&sem, "user.lockfs.max_holders", &SEM_SLOTS.to_string());
     setfattr(&sem, "user.lockfs.on_loss", "kill");
-    let sem_clients: Vec<(String, String)> = (1..=4)
-        .map(|i| {
-            (
-                format!("s{i}"),
-                if i % 2 == 1 { "A" } else { "B" }.to_string(),
-            )
-        })
-        .collect();
-    for (id, host) in &sem_clients {
-        let mount = if host == "A" { &a.path } else { &b.path };
-        let mut cmd = Command::new("bash");
-        cmd.arg("-c")
-            .arg(SEM_CLIENT)
-            .env("ID", id)
-            .env("M", mount)
-            .env("OUT", &out)
-            .env("END", end.to_string());
-        procs.spawn(cmd);
-    }
+    let sem_clients = hosts.start_sem_clients(&mut procs, 4);
     let stop = Arc::new(AtomicBool::new(false));
     let writer = set_writer(servers.clone(), stop.clone());
     common::ok(&servers, &["put", "/reg"], Some(b"init"));

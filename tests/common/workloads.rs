@@ -58,6 +58,63 @@ pub fn ephemeral_dir(dir: &Path) {
     assert!(ok.success(), "setfattr on {}", dir.display());
 }
 
+/// Where the fault suite's shell clients run: the two hosts (name and mount), the directory
+/// their logs go to, and when they stop at the latest (seconds since the epoch), should the
+/// test die before it tells them to.
+pub struct Clients<'a> {
+    pub hosts: [(&'a str, &'a Path); 2],
+    pub out: &'a Path,
+    pub end: u64,
+}
+
+impl Clients<'_> {
+    /// The host of the `i`th client (from 1): the first host for odd ones, the second for even.
+    fn host(&self, i: usize) -> (&str, &Path) {
+        self.hosts[(i + 1) % 2]
+    }
+
+    /// Starts `n` lock clients (`LOCK_CLIENT`), "c1" to "cN", on the hosts in turn, each
+    /// writing to the fenced store `store` in its critical sections; returns their ids.
+    pub fn start_lock_clients(&self, procs: &mut Procs, store: &Path, n: usize) -> Vec<String> {
+        let ids: Vec<String> = (1..=n).map(|i| format!("c{i}")).collect();
+        for (i, id) in (1..).zip(&ids) {
+            let (host, mount) = self.host(i);
+            let mut cmd = Command::new("bash");
+            cmd.arg("-c")
+                .arg(LOCK_CLIENT)
+                .env("ID", id)
+                .env("HOST", host)
+                .env("M", mount)
+                .env("OUT", self.out)
+                .env("STORE", store)
+                .env("CS", CRITICAL_SECTION)
+                .env("END", self.end.to_string());
+            procs.spawn(cmd);
+        }
+        ids
+    }
+
+    /// Starts `n` clients (`SEM_CLIENT`) of the semaphore `sem` at the root of the mounts,
+    /// "s1" to "sN", on the hosts in turn; returns their ids and hosts.
+    pub fn start_sem_clients(&self, procs: &mut Procs, n: usize) -> Vec<(String, String)> {
+        let mut started = Vec::new();
+        for i in 1..=n {
+            let (host, mount) = self.host(i);
+            let id = format!("s{i}");
+            let mut cmd = Command::new("bash");
+            cmd.arg("-c")
+                .arg(SEM_CLIENT)
+                .env("ID", &id)
+                .env("M", mount)
+                .env("OUT", self.out)
+                .env("END", self.end.to_string());
+            procs.spawn(cmd);
+            started.push((id, host.to_string()));
+        }
+        started
+    }
+}
+
 /// Background processes in their own process groups, killed (whole group) on drop.
 #[derive(Default)]
 pub struct Procs(Vec<Child>);
