@@ -549,7 +549,7 @@ impl Node {
                 // Only the leader judges a command against the state: a follower may not have
                 // applied what the leader acknowledged (a session closed, room made), and
                 // would refuse what the leader admits. The client goes to the leader.
-                let admitted = if self.raw.raft.state == StateRole::Leader {
+                let admitted = if self.is_leader() {
                     self.admit(&command, request.as_ref(), &auth)
                 } else {
                     Err(self.not_leader())
@@ -704,7 +704,7 @@ impl Node {
                 let _ = reply.send(Err(e));
             }
         };
-        if self.raw.raft.state != StateRole::Leader {
+        if !self.is_leader() {
             refuse(reply, self.not_leader());
             return false;
         }
@@ -773,12 +773,19 @@ impl Node {
         }
     }
 
+    /// Whether raft has this node leading now, with no other effect. Code that uses the
+    /// leader-only tables asks [`Node::leading`] instead, which also begins them for a new
+    /// term of leadership; `role` only tells [`Node::observe_role`] what changed.
+    fn is_leader(&self) -> bool {
+        self.raw.raft.state == StateRole::Leader
+    }
+
     /// Whether this node leads now. The first call in each term of leadership starts the
     /// session timers and the members' liveness afresh. It is asked wherever leader-only
     /// tables are used, not only when a Ready reports the new role: raft makes this node
     /// leader as a vote arrives, and requests and ticks may come first.
     fn leading(&mut self) -> bool {
-        if self.raw.raft.state != StateRole::Leader {
+        if !self.is_leader() {
             return false;
         }
         if self.timers.lead(self.raw.raft.term) {
@@ -976,7 +983,7 @@ impl Node {
 
     /// A membership change asked for by a client (or by a node joining).
     fn change_members(&mut self, op: MemberOp, reply: Reply) {
-        if self.raw.raft.state != StateRole::Leader {
+        if !self.is_leader() {
             let _ = reply.send(Err(self.not_leader()));
             return;
         }
@@ -1284,9 +1291,7 @@ impl Node {
             || self.cache_waits.holds(applied, &path)
         {
             ReadGate::Wait
-        } else if self.raw.raft.state != StateRole::Leader
-            && self.recent.changed(index, applied, &path)
-        {
+        } else if !self.is_leader() && self.recent.changed(index, applied, &path) {
             ReadGate::AskAgain
         } else {
             ReadGate::Answer
@@ -1786,7 +1791,7 @@ impl Node {
         let events = &self.events;
         let registration = |s: u64| events.cache_registration(s);
         // Only a leader's timers follow the leases; elsewhere none is known to have lapsed.
-        let leading = self.raw.raft.state == StateRole::Leader;
+        let leading = self.is_leader();
         let term = self.raw.raft.term;
         let timers = &self.timers;
         let margin = self.lease_margin;
