@@ -6,10 +6,8 @@ use serde_json::json;
 
 use super::CliError;
 use crate::client::{ops, Client, ClientError};
+use crate::errno::{EEXIST, EISDIR, ESTALE};
 use crate::proto;
-
-const EEXIST: u32 = libc::EEXIST as u32;
-const EISDIR: u32 = libc::EISDIR as u32;
 
 fn ids() -> (u32, u32) {
     // SAFETY: geteuid and getegid cannot fail and touch no memory.
@@ -28,7 +26,7 @@ pub async fn put(
         .map_err(|e| CliError::Other(format!("reading stdin: {e}")))?;
     match client.put(path, data, mode, if_generation).await {
         Ok(_) => Ok(()),
-        Err(ClientError::Remote { code, message }) if code == libc::ESTALE as u32 => {
+        Err(ClientError::Remote { code, message }) if code == ESTALE => {
             Err(CliError::Precondition(format!("{path}: {message}")))
         }
         Err(e) => Err(CliError::client(path)(e)),
