@@ -1,6 +1,6 @@
-//! What goes into the state machine and what comes out. Commands travel through the Raft log,
-//! and results are cached for deduplication, so every type here is serializable and compares by
-//! value.
+//! What commands (`cmd/`) and queries carry, and what comes out of them: targets, the leader's
+//! context, outcomes, events, listings. Commands travel through the Raft log, and results are
+//! cached for deduplication, so every type here is serializable and compares by value.
 
 use serde::{Deserialize, Serialize};
 
