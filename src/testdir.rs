@@ -28,6 +28,11 @@ impl Drop for TempDir {
 
 /// A new, empty directory under the system's temporary directory, readable by its owner only.
 pub fn tempdir() -> std::io::Result<TempDir> {
+    tempdir_in(&std::env::temp_dir())
+}
+
+/// A new, empty directory under `parent`, readable by its owner only.
+pub fn tempdir_in(parent: &Path) -> std::io::Result<TempDir> {
     use std::os::unix::fs::DirBuilderExt;
     static NEXT: AtomicU64 = AtomicU64::new(0);
     let nanos = SystemTime::now()
@@ -41,7 +46,7 @@ pub fn tempdir() -> std::io::Result<TempDir> {
             std::process::id(),
             NEXT.fetch_add(1, Ordering::Relaxed)
         );
-        let path = std::env::temp_dir().join(name);
+        let path = parent.join(name);
         match std::fs::DirBuilder::new().mode(0o700).create(&path) {
             Ok(()) => return Ok(TempDir { path }),
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => last = Some(e),

@@ -32,6 +32,9 @@ pub struct ServeConfig {
     pub tick: Duration,
     pub election_ticks: usize,
     pub heartbeat_ticks: usize,
+    /// Whether each election timeout is drawn at random (always, outside tests); when not, it
+    /// is exactly `election_ticks`, so a test sets which node times out first.
+    pub random_election: bool,
     /// Take a snapshot and compact the log once this many entries were applied since the last.
     pub snapshot_entries: u64,
     /// Largest file; the leader stamps it into each command so every replica enforces the same.
@@ -197,6 +200,7 @@ impl ConfigFile {
             tick: Duration::from_millis(self.tick_ms.unwrap_or(100)),
             election_ticks: self.election_ticks.unwrap_or(10),
             heartbeat_ticks: self.heartbeat_ticks.unwrap_or(2),
+            random_election: true,
             snapshot_entries: self.snapshot_entries.unwrap_or(10_000),
             max_file_size: self.max_file_size.unwrap_or(DEFAULT_MAX_FILE_SIZE),
             lock_delay: Duration::from_millis(self.lock_delay_ms.unwrap_or(5_000)),

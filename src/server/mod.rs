@@ -18,11 +18,14 @@
 mod admission;
 mod authz;
 mod cache;
+pub mod clock;
 pub mod config;
 pub(crate) mod convert;
 pub(crate) mod entry;
 mod error;
 pub(crate) mod events;
+#[cfg(test)]
+mod harness;
 pub(crate) mod integrity;
 pub(crate) mod limits;
 pub mod membership;
@@ -43,7 +46,7 @@ pub use error::{errno, ServerError, EXIT_CORRUPT};
 use crate::auth::{Role, Tls};
 use crate::client::{answer, ops, Client};
 use crate::state::StateMachine;
-use crate::storage::{Identity, MemberInfo, Members, Store, WriteBatch};
+use crate::storage::{Identity, MemberInfo, Members, RaftLog, Store, WriteBatch};
 use node::{Input, Node};
 
 /// How long a restarting node given --join tries to learn that cluster's id.
@@ -98,18 +101,9 @@ impl Server {
     ) -> Result<Server, ServerError> {
         let tls = node_tls(&cfg)?;
         let store = Store::open(&cfg.data)?;
-        let (cluster_id, mut raft_log) = prepare(&cfg, &store, &tls, runtime)?;
-        let (applied, records) = store.state_store().load()?;
-        let digest = integrity::RecordDigest::of_records(&records);
-        let machine = StateMachine::from_records(records)?;
-        if applied > raft_log.hard_state().commit {
-            // Entries are applied before the hard state of the same turn is written; a crash in
-            // between leaves the applied index ahead of the stored commit index. Applied entries
-            // were committed, so the commit index can safely catch up.
-            let mut batch = WriteBatch::default();
-            raft_log.stage_commit(&mut batch, applied);
-            store.write(batch, true)?;
-        }
+        let (cluster_id, raft_log) = prepare(&cfg, &store, &tls, runtime)?;
+        let recovered = recover(store, raft_log)?;
+        let applied = recovered.applied;
 
         let listener = runtime
             .block_on(tokio::net::TcpListener::bind(&cfg.listen))
@@ -124,7 +118,8 @@ impl Server {
         );
 
         let (inbox_tx, inbox_rx) = std::sync::mpsc::channel();
-        let peers = raft_log
+        let peers = recovered
+            .raft_log
             .members()
             .iter()
             .map(|(id, m)| (*id, m.addr.clone()))
@@ -168,22 +163,13 @@ impl Server {
             }
             None => None,
         };
-        let recovered = node::Recovered {
-            store,
-            raft_log,
-            machine,
-            digest,
-            applied,
+        let io = node::NodeIo {
+            links: Box::new(transport),
+            inbox: inbox_rx,
+            clock: Arc::new(clock::SystemClock),
+            secrets: Box::new(rand::random::<u128>),
         };
-        let node = Node::new(
-            cfg,
-            cluster_id,
-            recovered,
-            transport,
-            inbox_rx,
-            events,
-            metrics.clone(),
-        )?;
+        let node = Node::new(cfg, cluster_id, recovered, io, events, metrics.clone())?;
         let (halt, halted) = tokio::sync::watch::channel(false);
         let raft_thread = std::thread::Builder::new()
             .name("lockfs-raft".into())
@@ -243,6 +229,28 @@ impl Server {
     }
 }
 
+/// The state a prepared data directory holds, as the node starts from it.
+fn recover(store: Store, mut raft_log: RaftLog) -> Result<node::Recovered, ServerError> {
+    let (applied, records) = store.state_store().load()?;
+    let digest = integrity::RecordDigest::of_records(&records);
+    let machine = StateMachine::from_records(records)?;
+    if applied > raft_log.hard_state().commit {
+        // Entries are applied before the hard state of the same turn is written; a crash in
+        // between leaves the applied index ahead of the stored commit index. Applied entries
+        // were committed, so the commit index can safely catch up.
+        let mut batch = WriteBatch::default();
+        raft_log.stage_commit(&mut batch, applied);
+        store.write(batch, true)?;
+    }
+    Ok(node::Recovered {
+        store,
+        raft_log,
+        machine,
+        digest,
+        applied,
+    })
+}
+
 /// Makes the data directory ready to start from, in one of three ways decided by its contents
 /// alone (see the module's comment): recovering, joining, or bootstrapping the initial
 /// cluster. Returns the cluster's id and the Raft log.
@@ -251,7 +259,7 @@ fn prepare(
     store: &Store,
     tls: &Tls,
     runtime: &tokio::runtime::Runtime,
-) -> Result<(u64, crate::storage::RaftLog), ServerError> {
+) -> Result<(u64, RaftLog), ServerError> {
     let mut raft_log = store.raft_log()?;
     let book = |peers: &std::collections::BTreeMap<u64, String>| -> Members {
         peers

@@ -23,7 +23,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use raft::prelude::{
     ConfChange, ConfChangeType, ConfChangeV2, Entry, EntryType, Message, MessageType, Snapshot,
@@ -35,6 +35,7 @@ use tokio::sync::oneshot;
 
 use super::authz::{query_target, targets, within, Access, SEQ_WINDOW};
 use super::cache::{CacheWaits, RecentChanges, View, ACK_GRACE, MAX_CACHE_TTL};
+use super::clock::Clock;
 use super::config::ServeConfig;
 use super::convert;
 use super::entry::Envelope;
@@ -44,7 +45,7 @@ use super::limits;
 use super::membership::{self, ChangeContext, MemberOp, Plan, SnapshotData};
 use super::metrics::{Gauges, KindLabel, NodeMetrics};
 use super::session_timers::{Renewal, SessionTimers};
-use super::transport::Transport;
+use super::transport::Links;
 use super::ServerError;
 use crate::proto;
 use crate::state::{
@@ -246,8 +247,13 @@ pub struct Node {
     applied: u64,
     cluster_id: u64,
     cfg: ServeConfig,
-    transport: Transport,
+    transport: Box<dyn Links>,
     inbox: Receiver<Input>,
+    clock: Arc<dyn Clock>,
+    /// The leader draws each new session's secret from here.
+    secrets: Box<dyn FnMut() -> u128 + Send>,
+    /// When the next raft tick is due.
+    next_tick: Instant,
     /// Writes proposed here and not yet applied: log index -> (term proposed in, reply, when).
     /// The leader's own proposals (session expiry, wake-ups) have no reply.
     proposals: BTreeMap<u64, (u64, Option<Reply>, Instant)>,
@@ -322,6 +328,16 @@ type Answer = (u64, Reply, Result<Outcome, ServerError>);
 /// and the answer.
 type Outgoing = (u64, Vec<String>, Reply, Result<Outcome, ServerError>);
 
+/// What a node talks through: its links to the peers, its inbox, its clock, and where the
+/// secrets of new sessions come from.
+pub struct NodeIo {
+    pub links: Box<dyn Links>,
+    pub inbox: Receiver<Input>,
+    pub clock: Arc<dyn Clock>,
+    /// Unguessable numbers: the system's random generator, outside tests.
+    pub secrets: Box<dyn FnMut() -> u128 + Send>,
+}
+
 /// What a node starts from: its data directory's store and Raft log, and the state machine as
 /// last applied (with the digest of its records and the index it was applied to).
 pub struct Recovered {
@@ -337,8 +353,7 @@ impl Node {
         cfg: ServeConfig,
         cluster_id: u64,
         recovered: Recovered,
-        transport: Transport,
-        inbox: Receiver<Input>,
+        io: NodeIo,
         events: Arc<EventRouter>,
         metrics: Arc<NodeMetrics>,
     ) -> Result<Node, ServerError> {
@@ -349,10 +364,23 @@ impl Node {
             digest,
             applied,
         } = recovered;
+        let NodeIo {
+            links: transport,
+            inbox,
+            clock,
+            secrets,
+        } = io;
         let raft_cfg = raft::Config {
             id: cfg.id,
             election_tick: cfg.election_ticks,
             heartbeat_tick: cfg.heartbeat_ticks,
+            // raft-rs draws from [min, max).
+            min_election_tick: cfg.election_ticks,
+            max_election_tick: if cfg.random_election {
+                2 * cfg.election_ticks
+            } else {
+                cfg.election_ticks + 1
+            },
             applied,
             max_size_per_msg: 1024 * 1024,
             // Proposals beyond this many bytes not yet committed are dropped (the client is
@@ -369,6 +397,7 @@ impl Node {
         let mut raft_log = raft_log;
         raft_log.set_applied(applied);
         raft_log.set_snapshot_opener(transport.opener());
+        let tick = cfg.tick;
         let election = cfg.tick * u32::try_from(cfg.election_ticks).unwrap_or(u32::MAX);
         let lease_margin = ACK_GRACE + election * 2;
         let logger = slog::Logger::root(slog_stdlog::StdLog.fuse(), slog::o!());
@@ -392,6 +421,10 @@ impl Node {
             cfg,
             transport,
             inbox,
+            next_tick: clock.now() + tick,
+            leader_since: clock.now(),
+            clock,
+            secrets,
             proposals: BTreeMap::new(),
             new_reads: Vec::new(),
             read_batches: HashMap::new(),
@@ -406,7 +439,6 @@ impl Node {
             timers: SessionTimers::default(),
             wake_proposed: None,
             last_active: HashMap::new(),
-            leader_since: Instant::now(),
             snapshot_soon: false,
             promote_proposed: None,
             integrity: Integrity::new(diverged),
@@ -428,79 +460,106 @@ impl Node {
         })
     }
 
+    /// The digest of the state as applied here (`integrity.rs`): replicas at the same applied
+    /// index have the same.
+    pub fn state_digest(&self) -> u128 {
+        self.digest.sum()
+    }
+
+    /// How much time one raft tick stands for.
+    pub fn tick_length(&self) -> Duration {
+        self.cfg.tick
+    }
+
+    /// Starts an election now, whatever the election timeout says (tests choose the leader).
+    #[cfg(test)]
+    pub fn campaign(&mut self) -> Result<(), ServerError> {
+        self.raw.campaign()?;
+        Ok(())
+    }
+
     /// Runs until shut down; an error means the node had to halt.
     pub fn run(mut self) -> Result<(), ServerError> {
-        let tick = self.cfg.tick;
-        let mut next_tick = Instant::now() + tick;
         loop {
             // Reads asked again (see `read_gate`) go out without waiting for a tick.
             let wait = if self.new_reads.is_empty() {
-                next_tick.saturating_duration_since(Instant::now())
+                self.next_tick.saturating_duration_since(self.clock.now())
             } else {
                 Duration::ZERO
             };
-            match self.inbox.recv_timeout(wait) {
-                Ok(input) => {
-                    if !self.handle(input)? {
-                        break;
-                    }
-                    for _ in 0..MAX_INPUTS_PER_TURN {
-                        match self.inbox.try_recv() {
-                            Ok(input) => {
-                                if !self.handle(input)? {
-                                    return self.stop();
-                                }
-                            }
-                            Err(_) => break,
-                        }
-                    }
-                }
-                Err(RecvTimeoutError::Timeout) => {}
+            let first = match self.inbox.recv_timeout(wait) {
+                Ok(input) => Some(input),
+                Err(RecvTimeoutError::Timeout) => None,
                 Err(RecvTimeoutError::Disconnected) => break,
+            };
+            if !self.turn(first)? {
+                break;
             }
-            let now = Instant::now();
-            if now >= next_tick {
-                self.raw.tick();
-                next_tick = now + tick;
-                self.expire_reads(now);
-                self.retry_reads(now);
-                self.events.flush();
-                let ready = self.settle_caches(Vec::new(), BTreeMap::new());
-                send_answers(ready);
-                self.report_divergence(now);
-                if self.leading() {
-                    self.check_sessions(now);
-                    self.check_members(now);
-                    self.check_integrity(now);
-                }
-            }
-            if !self.new_reads.is_empty() && self.leader_down {
-                // A ReadIndex would go to a leader that is gone: the client tries elsewhere.
-                for read in std::mem::take(&mut self.new_reads) {
-                    read.fail(leader_gone());
-                }
-            }
-            if !self.new_reads.is_empty() {
-                let ctx = self.next_read_ctx;
-                self.next_read_ctx += 1;
-                let reads = std::mem::take(&mut self.new_reads);
-                self.read_batches.insert(
-                    ctx,
-                    ReadBatch {
-                        started: now,
-                        asked: now,
-                        reads,
-                    },
-                );
-                self.raw.read_index(read_ctx(self.cfg.id, ctx));
-            }
-            self.on_ready()?;
-            self.answer_reads();
-            self.send_read_answers();
-            self.fail_truncated_proposals();
-            self.maybe_snapshot()?;
         }
         self.stop()
+    }
+
+    /// One turn of the loop (see the module's comment): `first` and the inputs waiting after
+    /// it, the tick if one is due by the clock, then `Ready`. Never waits for an input; false
+    /// means shut down (the rest of the turn is skipped).
+    pub fn turn(&mut self, first: Option<Input>) -> Result<bool, ServerError> {
+        if let Some(input) = first {
+            if !self.handle(input)? {
+                return Ok(false);
+            }
+        }
+        for _ in 0..MAX_INPUTS_PER_TURN {
+            match self.inbox.try_recv() {
+                Ok(input) => {
+                    if !self.handle(input)? {
+                        return Ok(false);
+                    }
+                }
+                Err(_) => break,
+            }
+        }
+        let now = self.clock.now();
+        if now >= self.next_tick {
+            self.raw.tick();
+            self.next_tick = now + self.cfg.tick;
+            self.expire_reads(now);
+            self.retry_reads(now);
+            self.events.flush();
+            let ready = self.settle_caches(Vec::new(), BTreeMap::new());
+            send_answers(ready);
+            self.report_divergence(now);
+            if self.leading() {
+                self.check_sessions(now);
+                self.check_members(now);
+                self.check_integrity(now);
+            }
+        }
+        if !self.new_reads.is_empty() && self.leader_down {
+            // A ReadIndex would go to a leader that is gone: the client tries elsewhere.
+            for read in std::mem::take(&mut self.new_reads) {
+                read.fail(leader_gone());
+            }
+        }
+        if !self.new_reads.is_empty() {
+            let ctx = self.next_read_ctx;
+            self.next_read_ctx += 1;
+            let reads = std::mem::take(&mut self.new_reads);
+            self.read_batches.insert(
+                ctx,
+                ReadBatch {
+                    started: now,
+                    asked: now,
+                    reads,
+                },
+            );
+            self.raw.read_index(read_ctx(self.cfg.id, ctx));
+        }
+        self.on_ready()?;
+        self.answer_reads();
+        self.send_read_answers();
+        self.fail_truncated_proposals();
+        self.maybe_snapshot()?;
+        Ok(true)
     }
 
     fn stop(mut self) -> Result<(), ServerError> {
@@ -655,7 +714,7 @@ impl Node {
         limits::check(command, self.cfg.max_file_size)?;
         // A retry of an applied request gets its cached result, even at a quota it reached.
         if command.can_grow() && !request.is_some_and(|r| self.machine.answered(r)) {
-            let now = self.machine.clock_ns().max(now_ns());
+            let now = self.machine.clock_ns().max(self.clock.wall_ns());
             self.machine.check_quotas(command, &self.cfg.quotas, now)?;
         }
         if auth.subtree.is_some() {
@@ -716,7 +775,7 @@ impl Node {
         }) = &mut command
         {
             // The session's bearer secret: chosen here, replicated in the entry.
-            *secret = rand::random::<u128>().max(1);
+            *secret = (self.secrets)().max(1);
             let ttl = Duration::from_millis(*ttl_ms);
             if ttl < self.cfg.min_session_ttl || ttl > self.cfg.max_session_ttl {
                 let why = format!(
@@ -740,7 +799,7 @@ impl Node {
             self.touch(r.session);
         }
         let envelope = Envelope {
-            time_ns: now_ns(),
+            time_ns: self.clock.wall_ns(),
             max_file_size: self.cfg.max_file_size,
             lock_delay_ns: self.cfg.lock_delay.as_nanos() as u64,
             request,
@@ -752,7 +811,8 @@ impl Node {
             Ok(()) => {
                 let index = self.raw.raft.raft_log.last_index();
                 let term = self.raw.raft.term;
-                self.proposals.insert(index, (term, reply, Instant::now()));
+                self.proposals
+                    .insert(index, (term, reply, self.clock.now()));
                 true
             }
             Err(e) => {
@@ -769,7 +829,7 @@ impl Node {
     fn touch(&mut self, session: u64) {
         if self.leading() {
             let term = self.raw.raft.term;
-            self.timers.touch(term, session, Instant::now());
+            self.timers.touch(term, session, self.clock.now());
         }
     }
 
@@ -790,7 +850,7 @@ impl Node {
         }
         if self.timers.lead(self.raw.raft.term) {
             self.last_active.clear();
-            self.leader_since = Instant::now();
+            self.leader_since = self.clock.now();
         }
         true
     }
@@ -815,7 +875,7 @@ impl Node {
         // node, a former leader say) holds writes and reads only until their deadline, and
         // refusing its keep-alives would end a healthy session.
         if self.events.cache_registration(session).is_some()
-            && self.cache_waits.overdue(session, Instant::now())
+            && self.cache_waits.overdue(session, self.clock.now())
         {
             return Err(ServerError::Unavailable(
                 "the session's cache has not acknowledged changes in time; its lease is renewed \
@@ -826,12 +886,15 @@ impl Node {
         self.metrics.keep_alives.inc();
         if self
             .timers
-            .left(session, Instant::now())
+            .left(session, self.clock.now())
             .is_some_and(|left| left < ttl_d / 3)
         {
             self.metrics.jeopardy.inc();
         }
-        match self.timers.keep_alive(term, session, ttl_d, Instant::now()) {
+        match self
+            .timers
+            .keep_alive(term, session, ttl_d, self.clock.now())
+        {
             Renewal::Renewed => Ok(ttl),
             // Not renewed, but not "expired" either until the expiry commits: this leader may
             // be a deposed one that has not heard of its successor yet (resumed from a pause,
@@ -875,7 +938,7 @@ impl Node {
             let recently = self
                 .wake_proposed
                 .is_some_and(|t| now.duration_since(t) < Duration::from_secs(1));
-            if now_ns() >= wake_at && !recently {
+            if self.clock.wall_ns() >= wake_at && !recently {
                 self.wake_proposed = Some(now);
                 self.propose(Command::Wake, None, None, None);
             }
@@ -993,7 +1056,7 @@ impl Node {
             )));
             return;
         }
-        let now = Instant::now();
+        let now = self.clock.now();
         let conf = self.raw.store().conf_state().clone();
         let live = self.live(now);
         let plan = match membership::plan(&op, &conf, self.members(), &live) {
@@ -1038,7 +1101,8 @@ impl Node {
             Ok(()) => {
                 let index = self.raw.raft.raft_log.last_index();
                 let term = self.raw.raft.term;
-                self.proposals.insert(index, (term, reply, Instant::now()));
+                self.proposals
+                    .insert(index, (term, reply, self.clock.now()));
             }
             Err(e) => {
                 if let Some(reply) = reply {
@@ -1091,7 +1155,7 @@ impl Node {
                     self.snapshot_soon = true;
                     // A newcomer is not "unreachable since the leader started" (nor, after a
                     // replacement, since its predecessor died).
-                    self.last_active.insert(id, Instant::now());
+                    self.last_active.insert(id, self.clock.now());
                 }
                 ConfChangeType::AddNode => log::info!("node {id} is a voter (index {index})"),
                 ConfChangeType::RemoveNode => {
@@ -1586,7 +1650,11 @@ impl Node {
                 let result = match outcome.take() {
                     Some(result) if index == entry.index && term == entry.term => {
                         self.metrics.proposals_committed.inc();
-                        let took = proposed.elapsed().as_secs_f64();
+                        let took = self
+                            .clock
+                            .now()
+                            .saturating_duration_since(proposed)
+                            .as_secs_f64();
                         self.metrics.proposal_seconds.observe(took);
                         result
                     }
@@ -1680,7 +1748,7 @@ impl Node {
                 if self.queued_at.len() >= MAX_TIMED {
                     self.queued_at.clear();
                 }
-                self.queued_at.insert((*session, *wait), Instant::now());
+                self.queued_at.insert((*session, *wait), self.clock.now());
             }
             (_, Err(StateError::GenerationMismatch { .. })) => {
                 m.fencing_refusals.inc();
@@ -1697,7 +1765,7 @@ impl Node {
         expiries: &std::collections::BTreeSet<u64>,
     ) {
         let m = &self.metrics;
-        let now = Instant::now();
+        let now = self.clock.now();
         for event in events {
             match event {
                 Event::SessionEnded { session, expired } => {
@@ -1787,7 +1855,7 @@ impl Node {
             self.pending_barrier = None;
             return answers.into_iter().map(|(.., r, res)| (r, res)).collect();
         }
-        let now = Instant::now();
+        let now = self.clock.now();
         let events = &self.events;
         let registration = |s: u64| events.cache_registration(s);
         // Only a leader's timers follow the leases; elsewhere none is known to have lapsed.
@@ -1962,7 +2030,7 @@ impl Node {
         Ok(())
     }
 
-    fn status(&self) -> NodeStatus {
+    pub fn status(&self) -> NodeStatus {
         let raft = &self.raw.raft;
         let store = self.raw.store();
         let is_leader = raft.state == StateRole::Leader;
@@ -1973,7 +2041,7 @@ impl Node {
             .iter()
             .map(|id| (*id, false))
             .chain(conf.learners.iter().map(|id| (*id, true)));
-        let now = Instant::now();
+        let now = self.clock.now();
         let live = self.live(now);
         for (id, learner) in ids {
             let progress = raft.prs().get(id);
@@ -2046,13 +2114,6 @@ fn v2_of(cc: ConfChange) -> ConfChangeV2 {
     v2.set_changes(vec![single].into());
     v2.context = cc.context;
     v2
-}
-
-fn now_ns() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_nanos() as u64)
-        .unwrap_or(0)
 }
 
 #[cfg(test)]

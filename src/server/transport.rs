@@ -57,10 +57,22 @@ struct StateStream {
 }
 
 /// Snapshot streams opened for each peer, waiting for their message.
-type Outbox = Arc<Mutex<HashMap<u64, StateStream>>>;
+type Streams = Arc<Mutex<HashMap<u64, StateStream>>>;
 
 /// Addresses of the members, this node included: who may connect as a peer, and where to.
 pub type PeerBook = Arc<RwLock<BTreeMap<u64, String>>>;
+
+/// Where the Raft node's messages go: its peers over TCP ([`Transport`]), or the network of a
+/// test (`harness/`). None of these calls blocks; a message may be lost, as on any network.
+pub trait Links: Send {
+    /// Makes the links match `peers` (every member, this node included: id -> address).
+    fn set_peers(&mut self, peers: &BTreeMap<u64, String>);
+    /// Sends `msg` to `msg.to`, or drops it.
+    fn send(&self, msg: Message);
+    /// What the raft log calls when raft-rs wants a snapshot for a peer: where the records of
+    /// the state at the snapshot's index go, to follow its message.
+    fn opener(&self) -> SnapshotOpener;
+}
 
 /// The raft thread's handle for sending to peers.
 pub struct Transport {
@@ -72,7 +84,7 @@ pub struct Transport {
     book: PeerBook,
     /// One link per peer other than `me`: its address and its queue.
     peers: BTreeMap<u64, (String, mpsc::Sender<Outgoing>)>,
-    outbox: Outbox,
+    outbox: Streams,
 }
 
 impl Transport {
@@ -93,7 +105,7 @@ impl Transport {
             tls,
             book: PeerBook::default(),
             peers: BTreeMap::new(),
-            outbox: Outbox::default(),
+            outbox: Streams::default(),
         };
         t.set_peers(peers);
         t
@@ -103,10 +115,12 @@ impl Transport {
     pub fn book(&self) -> PeerBook {
         self.book.clone()
     }
+}
 
+impl Links for Transport {
     /// Makes the links match `peers`: new members get a link, removed ones lose theirs, and a
     /// member whose address changed is dialed at the new one.
-    pub fn set_peers(&mut self, peers: &BTreeMap<u64, String>) {
+    fn set_peers(&mut self, peers: &BTreeMap<u64, String>) {
         *self.book.write().expect("peer book poisoned") = peers.clone();
         // A stream waiting for a removed member would hold its RocksDB snapshot forever.
         self.outbox
@@ -136,7 +150,7 @@ impl Transport {
     /// What the raft log calls when raft-rs wants a snapshot for a peer: the stream of its
     /// records is kept for the peer until the snapshot's message is sent (a newer one replaces
     /// it, which ends the older stream's reader).
-    pub fn opener(&self) -> SnapshotOpener {
+    fn opener(&self) -> SnapshotOpener {
         let outbox = self.outbox.clone();
         Arc::new(move |to: u64, index: u64, members: &Members| {
             let (tx, batches) = mpsc::channel(2);
@@ -154,7 +168,7 @@ impl Transport {
     }
 
     /// Queues `msg` for its recipient; never blocks.
-    pub fn send(&self, msg: Message) {
+    fn send(&self, msg: Message) {
         let Some((_, queue)) = self.peers.get(&msg.to) else {
             log::warn!("dropping a raft message to unknown node {}", msg.to);
             return;
