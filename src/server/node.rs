@@ -239,6 +239,44 @@ struct ReadBatch {
     reads: Vec<PendingRead>,
 }
 
+/// What a node keeps only while it leads: made afresh when a term of leadership begins here,
+/// and gone as soon as raft no longer has this node leading (see [`Node::lead`]).
+struct Leading {
+    term: u64,
+    /// When this term of leadership began here.
+    since: Instant,
+    /// The sessions' leases as this leadership counts them: every live session gets a full
+    /// TTL from `since`.
+    timers: SessionTimers,
+    /// The applied index at which the timers last followed the live sessions.
+    timers_synced: Option<u64>,
+    /// When each peer was last known active.
+    last_active: HashMap<u64, Instant>,
+    /// When this leader last proposed a wake-up for an ended lock-delay.
+    wake_proposed: Option<Instant>,
+    /// When this leader last proposed a promotion.
+    promote_proposed: Option<Instant>,
+    /// When this (diverged) leader last tried to hand leadership away.
+    handed_over: Option<Instant>,
+}
+
+impl Leading {
+    fn new(term: u64, now: Instant) -> Leading {
+        let mut timers = SessionTimers::default();
+        timers.lead(term);
+        Leading {
+            term,
+            since: now,
+            timers,
+            timers_synced: None,
+            last_active: HashMap::new(),
+            wake_proposed: None,
+            promote_proposed: None,
+            handed_over: None,
+        }
+    }
+}
+
 pub struct Node {
     raw: RawNode<RaftLog>,
     store: Store,
@@ -276,32 +314,20 @@ pub struct Node {
     /// message from it arrives or another leader is known.
     leader_down: bool,
     events: Arc<EventRouter>,
-    /// Leader only: the session timers of this leadership; they also say when a new term of
-    /// leadership begins (see [`Node::leading`]).
-    timers: SessionTimers,
-    /// When this leader last proposed a wake-up for an ended lock-delay.
-    wake_proposed: Option<Instant>,
-    /// Leader only: when each peer was last known active, and when this node became leader.
-    last_active: HashMap<u64, Instant>,
-    leader_since: Instant,
+    /// What this node keeps only while it leads (see [`Node::lead`]).
+    lead: Option<Leading>,
     /// A member was added: snapshot (and compact) at the end of this turn, so the newcomer,
     /// whose log is empty, catches up from a snapshot that names it rather than from a log
     /// whose beginning predates the configuration it needs.
     snapshot_soon: bool,
-    /// When this leader last proposed a promotion.
-    promote_proposed: Option<Instant>,
     /// Checks of this replica's state against the leader's (`integrity.rs`).
     integrity: Integrity,
     /// The digest of the state machine's records as last taken with `take_changes`.
     digest: RecordDigest,
-    /// When this (diverged) leader last tried to hand leadership away.
-    handed_over: Option<Instant>,
     /// When this (diverged) replica last proposed its report.
     report_proposed: Option<Instant>,
     /// The records of the snapshot last stepped, by its index, until it is installed.
     incoming: Option<(u64, Records)>,
-    /// (term, applied index) at which the session timers last followed the live sessions.
-    timers_synced: Option<(u64, u64)>,
     /// Answers to writes held until the caches that may hold what they changed dropped it.
     cache_waits: CacheWaits<(Reply, Result<Outcome, ServerError>)>,
     /// The latest changes caches may hold, for the reads a follower answers (see
@@ -422,7 +448,6 @@ impl Node {
             transport,
             inbox,
             next_tick: clock.now() + tick,
-            leader_since: clock.now(),
             clock,
             secrets,
             proposals: BTreeMap::new(),
@@ -436,17 +461,12 @@ impl Node {
             leader_id: 0,
             leader_down: false,
             events,
-            timers: SessionTimers::default(),
-            wake_proposed: None,
-            last_active: HashMap::new(),
+            lead: None,
             snapshot_soon: false,
-            promote_proposed: None,
             integrity: Integrity::new(diverged),
             digest,
-            handed_over: None,
             report_proposed: None,
             incoming: None,
-            timers_synced: None,
             cache_waits: CacheWaits::new(lease_margin),
             recent: {
                 let mut recent = RecentChanges::default();
@@ -827,9 +847,9 @@ impl Node {
     }
 
     fn touch(&mut self, session: u64) {
-        if self.leading() {
-            let term = self.raw.raft.term;
-            self.timers.touch(term, session, self.clock.now());
+        let now = self.clock.now();
+        if let Some(lead) = self.lead() {
+            lead.timers.touch(lead.term, session, now);
         }
     }
 
@@ -840,19 +860,26 @@ impl Node {
         self.raw.raft.state == StateRole::Leader
     }
 
-    /// Whether this node leads now. The first call in each term of leadership starts the
-    /// session timers and the members' liveness afresh. It is asked wherever leader-only
-    /// tables are used, not only when a Ready reports the new role: raft makes this node
-    /// leader as a vote arrives, and requests and ticks may come first.
+    /// Whether this node leads now (see [`Node::lead`]).
     fn leading(&mut self) -> bool {
+        self.lead().is_some()
+    }
+
+    /// The leader-only state, if this node leads now. The first call in each term of
+    /// leadership makes it afresh (session timers, the members' liveness), and the first call
+    /// after raft stopped having this node lead drops it. It is asked wherever leader-only
+    /// state is used, not only when a Ready reports the new role: raft makes this node leader
+    /// as a vote arrives, and requests and ticks may come first.
+    fn lead(&mut self) -> Option<&mut Leading> {
         if !self.is_leader() {
-            return false;
+            self.lead = None;
+            return None;
         }
-        if self.timers.lead(self.raw.raft.term) {
-            self.last_active.clear();
-            self.leader_since = self.clock.now();
+        let term = self.raw.raft.term;
+        if self.lead.as_ref().map(|l| l.term) != Some(term) {
+            self.lead = Some(Leading::new(term, self.clock.now()));
         }
-        true
+        self.lead.as_mut()
     }
 
     /// Renews a session's lease. Only the leader may: it alone expires sessions, and a new
@@ -884,17 +911,19 @@ impl Node {
             ));
         }
         self.metrics.keep_alives.inc();
-        if self
+        let now = self.clock.now();
+        let Some(lead) = self.lead() else {
+            return Err(self.not_leader());
+        };
+        let jeopardy = lead
             .timers
-            .left(session, self.clock.now())
-            .is_some_and(|left| left < ttl_d / 3)
-        {
+            .left(session, now)
+            .is_some_and(|left| left < ttl_d / 3);
+        let renewal = lead.timers.keep_alive(term, session, ttl_d, now);
+        if jeopardy {
             self.metrics.jeopardy.inc();
         }
-        match self
-            .timers
-            .keep_alive(term, session, ttl_d, self.clock.now())
-        {
+        match renewal {
             Renewal::Renewed => Ok(ttl),
             // Not renewed, but not "expired" either until the expiry commits: this leader may
             // be a deposed one that has not heard of its successor yet (resumed from a pause,
@@ -909,20 +938,33 @@ impl Node {
     /// waiters whose lock-delay has ended. Both are ordinary commands, so every replica applies
     /// them at the same point of the log.
     fn check_sessions(&mut self, now: Instant) {
-        let term = self.raw.raft.term;
+        let applied = self.applied;
+        let machine = &self.machine;
+        let Some(lead) = self.lead.as_mut() else {
+            return;
+        };
         // The live sessions change only when entries are applied: an idle leader of many
         // sessions does not list them all on every tick.
-        if self.timers_synced != Some((term, self.applied)) {
-            let live: HashMap<u64, Duration> = self
-                .machine
+        if lead.timers_synced != Some(applied) {
+            let live: HashMap<u64, Duration> = machine
                 .session_ids()
                 .into_iter()
                 .map(|(id, ttl_ms)| (id, Duration::from_millis(ttl_ms)))
                 .collect();
-            self.timers.sync(term, &live, now);
-            self.timers_synced = Some((term, self.applied));
+            lead.timers.sync(lead.term, &live, now);
+            lead.timers_synced = Some(applied);
         }
-        for session in self.timers.due(term, now) {
+        let due = lead.timers.due(lead.term, now);
+        let wake = machine.next_wake_ns().is_some_and(|wake_at| {
+            let recently = lead
+                .wake_proposed
+                .is_some_and(|t| now.duration_since(t) < Duration::from_secs(1));
+            self.clock.wall_ns() >= wake_at && !recently
+        });
+        if wake {
+            lead.wake_proposed = Some(now);
+        }
+        for session in due {
             log::info!("session {session} expired: not heard from within its TTL");
             // A dropped proposal (a leadership transfer under way) is tried again next tick.
             if self.propose(
@@ -931,17 +973,13 @@ impl Node {
                 None,
                 None,
             ) {
-                self.timers.expiry_proposed(session);
+                if let Some(lead) = self.lead.as_mut() {
+                    lead.timers.expiry_proposed(session);
+                }
             }
         }
-        if let Some(wake_at) = self.machine.next_wake_ns() {
-            let recently = self
-                .wake_proposed
-                .is_some_and(|t| now.duration_since(t) < Duration::from_secs(1));
-            if self.clock.wall_ns() >= wake_at && !recently {
-                self.wake_proposed = Some(now);
-                self.propose(Command::Wake, None, None, None);
-            }
+        if wake {
+            self.propose(Command::Wake, None, None, None);
         }
     }
 
@@ -949,11 +987,15 @@ impl Node {
     /// leadership to the most up-to-date live voter instead.
     fn check_integrity(&mut self, now: Instant) {
         if self.integrity.diverged.is_some() {
-            let recently = self
+            let every = self.cfg.tick * 10;
+            let Some(lead) = self.lead.as_mut() else {
+                return;
+            };
+            let recently = lead
                 .handed_over
-                .is_some_and(|t| now.duration_since(t) < self.cfg.tick * 10);
+                .is_some_and(|t| now.duration_since(t) < every);
             if !recently {
-                self.handed_over = Some(now);
+                lead.handed_over = Some(now);
                 if let Some(next) = self.successor(now) {
                     log::error!(
                         "node {} diverged; handing leadership to node {next}",
@@ -997,8 +1039,9 @@ impl Node {
     fn live(&self, now: Instant) -> std::collections::BTreeSet<u64> {
         let window = self.cfg.tick * (2 * self.cfg.election_ticks as u32);
         let mut live: std::collections::BTreeSet<u64> = self
-            .last_active
+            .lead
             .iter()
+            .flat_map(|l| l.last_active.iter())
             .filter(|(_, t)| now.duration_since(**t) <= window)
             .map(|(id, _)| *id)
             .collect();
@@ -1008,13 +1051,16 @@ impl Node {
 
     /// Leader, every tick: note which peers are active, and promote a learner that caught up.
     fn check_members(&mut self, now: Instant) {
+        let Some(lead) = self.lead.as_mut() else {
+            return;
+        };
         for (id, pr) in self.raw.raft.prs().iter() {
             if pr.recent_active && *id != self.cfg.id {
-                self.last_active.insert(*id, now);
+                lead.last_active.insert(*id, now);
             }
         }
         if self.raw.raft.has_pending_conf()
-            || self
+            || lead
                 .promote_proposed
                 .is_some_and(|t| now.duration_since(t) < self.cfg.tick * 10)
         {
@@ -1035,7 +1081,9 @@ impl Node {
             match membership::plan(&MemberOp::Promote { id }, &conf, self.members(), &live) {
                 Ok(Plan::Propose(cc)) => {
                     log::info!("node {id} has caught up; promoting it to voter");
-                    self.promote_proposed = Some(now);
+                    if let Some(lead) = self.lead.as_mut() {
+                        lead.promote_proposed = Some(now);
+                    }
                     self.propose_conf_change(cc, None);
                 }
                 Ok(Plan::Done) => {}
@@ -1155,11 +1203,16 @@ impl Node {
                     self.snapshot_soon = true;
                     // A newcomer is not "unreachable since the leader started" (nor, after a
                     // replacement, since its predecessor died).
-                    self.last_active.insert(id, self.clock.now());
+                    let now = self.clock.now();
+                    if let Some(lead) = self.lead.as_mut() {
+                        lead.last_active.insert(id, now);
+                    }
                 }
                 ConfChangeType::AddNode => log::info!("node {id} is a voter (index {index})"),
                 ConfChangeType::RemoveNode => {
-                    self.last_active.remove(&id);
+                    if let Some(lead) = self.lead.as_mut() {
+                        lead.last_active.remove(&id);
+                    }
                     if id == self.cfg.id {
                         log::warn!("node {id} (this node) was removed from the cluster; it no longer takes part");
                     } else {
@@ -1284,6 +1337,9 @@ impl Node {
         }
         self.leader_down = false;
         let term = self.raw.raft.term;
+        if role != StateRole::Leader {
+            self.lead = None;
+        }
         if role == StateRole::Leader {
             let _ = self.leading();
             // Caches registered with former leaders may still serve what the entries up to
@@ -1685,8 +1741,9 @@ impl Node {
         // Caches hear of the changes first; answers wait for them where they must.
         self.events.publish_changes(&node_events);
         for event in events {
-            if let Event::SessionEnded { session, .. } = &event {
-                self.timers.ended(*session);
+            if let (Event::SessionEnded { session, .. }, Some(lead)) = (&event, self.lead.as_mut())
+            {
+                lead.timers.ended(*session);
             }
             let ended = matches!(event, Event::SessionEnded { .. });
             self.events.publish(
@@ -1861,13 +1918,11 @@ impl Node {
         // Only a leader's timers follow the leases; elsewhere none is known to have lapsed.
         let leading = self.is_leader();
         let term = self.raw.raft.term;
-        let timers = &self.timers;
+        let lead = self.lead.as_ref().filter(|_| leading);
         let margin = self.lease_margin;
         let lapsed = |s: u64| {
-            leading
-                && timers
-                    .lease_end(term, s)
-                    .is_some_and(|end| now > end + margin)
+            lead.and_then(|l| l.timers.lease_end(term, s))
+                .is_some_and(|end| now > end + margin)
         };
         let view = View {
             caching: &caching,
@@ -2049,12 +2104,9 @@ impl Node {
             let unreachable = if !is_leader || live.contains(&id) {
                 Duration::ZERO
             } else {
-                now.duration_since(
-                    self.last_active
-                        .get(&id)
-                        .copied()
-                        .unwrap_or(self.leader_since),
-                )
+                self.lead.as_ref().map_or(Duration::ZERO, |l| {
+                    now.duration_since(l.last_active.get(&id).copied().unwrap_or(l.since))
+                })
             };
             let role = if learner {
                 "learner"
