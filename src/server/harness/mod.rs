@@ -13,6 +13,7 @@
 //! print); `random.rs` draws schedules from a seed and checks the invariants the fault suite
 //! checks on real processes.
 
+mod lock_clients;
 mod random;
 mod script;
 
@@ -191,6 +192,8 @@ pub struct Cluster {
     next_request: u64,
     /// Set when the first node bootstraps.
     cluster_id: u64,
+    /// See [`Cluster::now`].
+    time: Duration,
     /// The secrets of the sessions opened, from their answers.
     secrets: BTreeMap<u64, u128>,
     /// Snapshots delivered since the last [`Cluster::take_log`]: (from, to, index).
@@ -211,6 +214,22 @@ fn base_dir() -> std::io::Result<TempDir> {
         }
     }
     crate::testdir::tempdir()
+}
+
+/// Opens a node's store. A node that crashed may have left a thread reading a snapshot for a
+/// peer, which holds the database open for a moment longer (a killed process takes its
+/// threads along; here they finish on their own): wait for it.
+fn open_store(dir: &std::path::Path) -> Store {
+    let deadline = Instant::now() + SNAPSHOT_READ_TIMEOUT;
+    loop {
+        match Store::open(dir) {
+            Ok(store) => return store,
+            Err(e) if e.to_string().contains("lock") && Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            Err(e) => panic!("the data directory {} does not open: {e}", dir.display()),
+        }
+    }
 }
 
 impl Cluster {
@@ -237,6 +256,7 @@ impl Cluster {
             requests: Vec::new(),
             next_request: 1,
             cluster_id: 0,
+            time: Duration::ZERO,
             secrets: BTreeMap::new(),
             log: Vec::new(),
             runtime: tokio::runtime::Builder::new_current_thread()
@@ -283,7 +303,7 @@ impl Cluster {
     fn boot(&mut self, id: u64, join: Option<Members>) {
         let cfg = self.config(id);
         let tls = node_tls(&cfg).expect("insecure credentials");
-        let store = Store::open(&cfg.data).expect("the data directory opens");
+        let store = open_store(&cfg.data);
         let (cluster_id, raft_log) = match join {
             None => prepare(&cfg, &store, &tls, &self.runtime).expect("prepared"),
             Some(members) => {
@@ -302,6 +322,7 @@ impl Cluster {
         let sent = Arc::new(Mutex::new(Vec::new()));
         let streams = Streams::default();
         let clock = Arc::new(ManualClock::new(WALL_START_NS));
+        clock.advance(self.time);
         let io = NodeIo {
             links: Box::new(MemLinks {
                 sent: sent.clone(),
@@ -357,8 +378,16 @@ impl Cluster {
     /// Moves node `id`'s clock one tick on and runs its turn (which ticks raft).
     pub fn tick(&mut self, id: u64) {
         let tick = self.member(id).node.tick_length();
-        self.member(id).clock.advance(tick);
+        let clock = self.member(id).clock.clone();
+        clock.advance(tick);
+        self.time = self.time.max(clock.elapsed());
         self.turn(id);
+    }
+
+    /// How far the furthest clock has moved since the cluster started; a node that starts
+    /// (again) starts there.
+    pub fn now(&self) -> Duration {
+        self.time
     }
 
     /// Every running node takes a turn, in id order.
@@ -517,6 +546,20 @@ impl Cluster {
         });
     }
 
+    /// A write through node `node` that uses `session` (with its secret).
+    pub fn propose_as(&mut self, node: u64, session: u64, what: String, command: Command) {
+        let auth = Access {
+            secret: self.secrets.get(&session).copied().unwrap_or(0),
+            ..Access::default()
+        };
+        self.request(node, what, |reply| Input::Propose {
+            command,
+            request: None,
+            auth,
+            reply,
+        });
+    }
+
     /// Replaces the contents of `path`.
     pub fn put(&mut self, node: u64, path: &str, data: &str) {
         let command = Command::Put(cmd::Put {
@@ -532,6 +575,11 @@ impl Cluster {
 
     /// Opens a session with a TTL of `ttl_ms`.
     pub fn open_session(&mut self, node: u64, ttl_ms: u64) {
+        self.open_session_as(node, ttl_ms, format!("session ttl={ttl_ms}"));
+    }
+
+    /// Opens a session, the request named `what`.
+    pub fn open_session_as(&mut self, node: u64, ttl_ms: u64, what: String) {
         let command = Command::OpenSession(cmd::OpenSession {
             ttl_ms,
             host: "harness".into(),
@@ -541,7 +589,7 @@ impl Cluster {
             secret: 0,
             cache: false,
         });
-        self.propose(node, format!("session ttl={ttl_ms}"), command);
+        self.propose(node, what, command);
     }
 
     /// A linearizable read of `path` through node `node`.
@@ -570,6 +618,11 @@ impl Cluster {
 
     /// A keep-alive of `session` through node `node`; its answer shows as `ok` or the refusal.
     pub fn keep_alive(&mut self, node: u64, session: u64) {
+        self.keep_alive_as(node, session, format!("keep-alive {session}"));
+    }
+
+    /// A keep-alive, the request named `what`.
+    pub fn keep_alive_as(&mut self, node: u64, session: u64, what: String) {
         let (tx, rx) = oneshot::channel();
         let secret = self.secrets.get(&session).copied().unwrap_or(0);
         let _ = self.member(node).inbox.send(Input::KeepAlive {
@@ -583,7 +636,7 @@ impl Cluster {
         self.requests.push(Request {
             number: self.next_request,
             node,
-            what: format!("keep-alive {session}"),
+            what,
             answer: Waiting::KeepAlive(rx),
         });
         self.next_request += 1;
@@ -599,12 +652,14 @@ impl Cluster {
 
     /// Adds node `id` through node `via`: the change is asked for, and the new node starts
     /// with an empty data directory, knowing only the member book, as `--join` leaves it.
-    pub fn add(&mut self, via: u64, id: u64) {
+    /// With `promote`, the leader makes it a voter once it has caught up; without, it stays a
+    /// learner until promoted.
+    pub fn add(&mut self, via: u64, id: u64, promote: bool) {
         self.book.insert(
             id,
             MemberInfo {
                 addr: addr(id),
-                promote: true,
+                promote,
             },
         );
         self.change_members(
@@ -612,7 +667,7 @@ impl Cluster {
             MemberOp::Add {
                 id,
                 addr: addr(id),
-                promote: true,
+                promote,
             },
         );
         let book = self.book.clone();

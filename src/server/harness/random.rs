@@ -4,7 +4,9 @@
 //! - at most one leader per term;
 //! - replicas at the same applied index have the same state (digest), whenever they are seen;
 //! - no acknowledged write is lost: once the cluster is whole again, every node has applied
-//!   the same state, and a linearizable read of every acknowledged key finds its value.
+//!   the same state, and a linearizable read of every acknowledged key finds its value;
+//! - lock safety: two clients with sessions of their own take turns on one exclusive flock,
+//!   and no client is granted it while another may still act under it (`lock_clients.rs`).
 //!
 //! `LOCKFS_NODE_SEED=S` replays schedule S (its failure prints it); `LOCKFS_NODE_SCHEDULES=N`
 //! runs N schedules (default 12, the CI run), each seeded from the first.
@@ -13,11 +15,12 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use std::collections::{BTreeMap, BTreeSet};
 
+use super::lock_clients::LockClients;
 use super::{Cluster, Settings};
 use crate::state::Outcome;
 
 /// Steps of one schedule.
-const STEPS: usize = 300;
+const STEPS: usize = 600;
 /// Ticks the cluster gets, whole again, to settle at the end.
 const SETTLE_TICKS: usize = 100;
 
@@ -30,6 +33,7 @@ struct Seen {
     states: BTreeMap<u64, (u128, u64)>,
     /// Acknowledged writes: key -> value.
     acked: BTreeMap<String, String>,
+    locks: Option<LockClients>,
 }
 
 impl Seen {
@@ -55,8 +59,16 @@ impl Seen {
         }
     }
 
-    fn take_answers(&mut self, c: &mut Cluster) {
+    fn take_answers(&mut self, c: &mut Cluster, step: &str) {
+        let now = c.now();
         for a in c.answers() {
+            if LockClients::owns(&a.what) {
+                let clients = self.locks.as_mut().expect("lock clients");
+                if let Err(e) = clients.answered(&a, now) {
+                    panic!("lock safety: {e}, after {step}");
+                }
+                continue;
+            }
             if let (Ok(_), Some(kv)) = (&a.result, a.what.strip_prefix("put ")) {
                 let (k, v) = kv.split_once(' ').expect("put KEY VALUE");
                 self.acked.insert(k.to_string(), v.to_string());
@@ -70,6 +82,7 @@ impl Seen {
 struct Tally {
     terms: usize,
     acked: usize,
+    grants: usize,
     crashes: usize,
     snapshots: usize,
 }
@@ -84,7 +97,10 @@ fn schedule(seed: u64) -> Tally {
     };
     let ids = [1, 2, 3];
     let mut c = Cluster::start(&ids, settings);
-    let mut seen = Seen::default();
+    let mut seen = Seen {
+        locks: Some(LockClients::new(2)),
+        ..Seen::default()
+    };
     let mut next_key = 0u64;
     let mut tally = Tally::default();
     for n in 0..STEPS {
@@ -97,46 +113,58 @@ fn schedule(seed: u64) -> Tally {
         let any = |rng: &mut StdRng, of: &[u64]| of[rng.gen_range(0..of.len())];
         let roll = rng.gen_range(0..100);
         let step = match roll {
-            0..=34 if !running.is_empty() => {
-                // Mostly to a node that believes it leads; some to others, to be refused.
-                let leaders: Vec<u64> = running
-                    .iter()
-                    .copied()
-                    .filter(|&id| c.status(id).is_some_and(|s| s.leader_id == id))
-                    .collect();
-                let id = if !leaders.is_empty() && rng.gen_bool(0.8) {
-                    any(&mut rng, &leaders)
-                } else {
-                    any(&mut rng, &running)
-                };
+            0 => {
+                seen.locks
+                    .as_mut()
+                    .expect("lock clients")
+                    .freeze(&mut rng, c.now());
+                "a lock client freezes".into()
+            }
+            1..=19 if !running.is_empty() => {
+                let id = to_leader(&c, &mut rng, &running);
+                seen.locks
+                    .as_mut()
+                    .expect("lock clients")
+                    .step(&mut c, &mut rng, id);
+                format!("a lock client's step through n{id}")
+            }
+            20..=34 if !running.is_empty() => {
+                let id = to_leader(&c, &mut rng, &running);
                 next_key += 1;
                 c.put(id, &format!("/k{next_key}"), &format!("v{next_key}"));
                 format!("put through n{id}")
             }
-            35..=59 => {
-                for id in running {
+            35..=64 => {
+                for &id in &running {
                     c.tick(id);
+                }
+                if !running.is_empty() {
+                    let id = to_leader(&c, &mut rng, &running);
+                    seen.locks
+                        .as_mut()
+                        .expect("lock clients")
+                        .keep_alive(&mut c, id);
                 }
                 "tick".into()
             }
-            92..=93 if running.len() > 1 => {
+            92 if running.len() > 1 => {
                 let id = any(&mut rng, &running);
                 c.crash(id);
                 tally.crashes += 1;
                 format!("crash n{id}")
             }
-            94..=96 if !down.is_empty() => {
+            93..=95 if !down.is_empty() => {
                 let id = any(&mut rng, &down);
                 c.restart(id);
                 format!("restart n{id}")
             }
-            97 => {
+            96 => {
                 let alone = any(&mut rng, &ids);
                 let rest: Vec<u64> = ids.iter().copied().filter(|&i| i != alone).collect();
                 c.partition(&[alone], &rest);
                 format!("isolate n{alone}")
             }
-            98 => {
+            97..=98 => {
                 c.heal();
                 "heal".into()
             }
@@ -151,7 +179,7 @@ fn schedule(seed: u64) -> Tally {
             }
         };
         seen.check(&c, &format!("step {n} ({step})"));
-        seen.take_answers(&mut c);
+        seen.take_answers(&mut c, &format!("step {n} ({step})"));
         tally.snapshots += c.take_log().len();
     }
 
@@ -165,7 +193,7 @@ fn schedule(seed: u64) -> Tally {
     for _ in 0..SETTLE_TICKS {
         c.run(1);
         seen.check(&c, "settling");
-        seen.take_answers(&mut c);
+        seen.take_answers(&mut c, "settling");
         if c.pending() == 0 && settled(&c) {
             break;
         }
@@ -184,7 +212,11 @@ fn schedule(seed: u64) -> Tally {
             break;
         }
     }
-    let answers = c.answers();
+    let answers: Vec<_> = c
+        .answers()
+        .into_iter()
+        .filter(|a| !LockClients::owns(&a.what))
+        .collect();
     assert_eq!(answers.len(), keys.len() * ids.len(), "reads unanswered");
     for a in answers {
         let key = a.what.strip_prefix("read ").expect("a read");
@@ -203,8 +235,24 @@ fn schedule(seed: u64) -> Tally {
         }
     }
     tally.terms = seen.leaders.len();
+    tally.grants = seen.locks.as_ref().map_or(0, |l| l.grants);
     tally.acked = seen.acked.len();
     tally
+}
+
+/// Mostly a node that believes it leads; now and then another, to be refused.
+fn to_leader(c: &Cluster, rng: &mut StdRng, running: &[u64]) -> u64 {
+    let leaders: Vec<u64> = running
+        .iter()
+        .copied()
+        .filter(|&id| c.status(id).is_some_and(|s| s.leader_id == id))
+        .collect();
+    let of = if !leaders.is_empty() && rng.gen_bool(0.8) {
+        &leaders[..]
+    } else {
+        running
+    };
+    of[rng.gen_range(0..of.len())]
 }
 
 /// One leader, known to all, and every node applied as far as the leader committed.
@@ -246,6 +294,7 @@ fn random_schedules_keep_one_leader_per_term_the_same_state_and_every_acknowledg
         if let Ok(t) = &r {
             total.terms += t.terms;
             total.acked += t.acked;
+            total.grants += t.grants;
             total.crashes += t.crashes;
             total.snapshots += t.snapshots;
         }
@@ -261,11 +310,13 @@ fn random_schedules_keep_one_leader_per_term_the_same_state_and_every_acknowledg
     let took = started.elapsed();
     println!(
         "{count} schedules from seed {first} in {:.1} s ({:.1} ms each): {} terms with a \
-         leader, {} acknowledged writes checked, {} crashes, {} snapshots sent",
+         leader, {} acknowledged writes checked, {} lock grants checked, {} crashes, {} \
+         snapshots sent",
         took.as_secs_f64(),
         took.as_secs_f64() * 1000.0 / count.max(1) as f64,
         total.terms,
         total.acked,
+        total.grants,
         total.crashes,
         total.snapshots
     );

@@ -16,7 +16,8 @@
 //!   `sessions ID` (a read of the live sessions' ids)
 //! - `crash ID`, `restart ID`
 //! - `partition ID... | ID...`, `cut FROM TO` (one way), `heal`
-//! - `add VIA ID`, `remove VIA ID`, `promote VIA ID`: membership changes asked of VIA
+//! - `add VIA ID [promote=0]`, `remove VIA ID`, `promote VIA ID`: membership changes asked of
+//!   VIA (`promote=0`: the new member stays a learner)
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -175,7 +176,7 @@ fn command(cluster: &mut Option<Cluster>, line: &str, out: &mut String) {
         }
         "cut" => c.cut_one_way(args.id(1), args.id(2)),
         "heal" => c.heal(),
-        "add" => c.add(args.id(1), args.id(2)),
+        "add" => c.add(args.id(1), args.id(2), args.num("promote", 1) == 1),
         "remove" => c.change_members(args.id(1), MemberOp::Remove { id: args.id(2) }),
         "promote" => c.change_members(args.id(1), MemberOp::Promote { id: args.id(2) }),
         other => panic!("unknown command {other:?}"),
