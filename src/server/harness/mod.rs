@@ -527,11 +527,16 @@ impl Cluster {
     ) {
         let (tx, rx) = oneshot::channel();
         let _ = self.member(node).inbox.send(input(tx));
+        self.await_answer(node, what, Waiting::Outcome(rx));
+    }
+
+    /// Notes a request sent to `node`, whose answer comes on `answer`.
+    fn await_answer(&mut self, node: u64, what: String, answer: Waiting) {
         self.requests.push(Request {
             number: self.next_request,
             node,
             what,
-            answer: Waiting::Outcome(rx),
+            answer,
         });
         self.next_request += 1;
     }
@@ -633,13 +638,7 @@ impl Cluster {
             },
             reply: tx,
         });
-        self.requests.push(Request {
-            number: self.next_request,
-            node,
-            what,
-            answer: Waiting::KeepAlive(rx),
-        });
-        self.next_request += 1;
+        self.await_answer(node, what, Waiting::KeepAlive(rx));
     }
 
     /// A membership change asked of node `node`.
@@ -764,6 +763,14 @@ impl Cluster {
         }
         out
     }
+}
+
+/// What a caught panic said.
+pub fn panic_message(e: &(dyn std::any::Any + Send)) -> String {
+    e.downcast_ref::<String>()
+        .cloned()
+        .or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string()))
+        .unwrap_or_default()
 }
 
 /// An answer as the scripts print it.

@@ -299,11 +299,7 @@ fn random_schedules_keep_one_leader_per_term_the_same_state_and_every_acknowledg
             total.snapshots += t.snapshots;
         }
         if let Err(e) = r {
-            let msg = e
-                .downcast_ref::<String>()
-                .cloned()
-                .or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string()))
-                .unwrap_or_default();
+            let msg = super::panic_message(&*e);
             panic!("schedule {seed} failed: {msg}\nreplay: LOCKFS_NODE_SEED={seed} LOCKFS_NODE_SCHEDULES=1 cargo test --lib random_schedules");
         }
     }

@@ -205,11 +205,7 @@ fn run(path: &Path) -> (String, String) {
                 command(&mut cluster, line, &mut out)
             }));
             if let Err(e) = r {
-                let msg = e
-                    .downcast_ref::<String>()
-                    .cloned()
-                    .or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string()))
-                    .unwrap_or_default();
+                let msg = super::panic_message(&*e);
                 panic!("{}:{n}: {line}: {msg}", path.display());
             }
         }
