@@ -715,7 +715,7 @@ impl Cluster {
         self.running.get(&id).map(|m| m.node.state_digest())
     }
 
-    /// Whether the cluster knows `id` (added, and not forgotten).
+    /// Every node ever started or added, by id (removed ones included).
     pub fn known(&self) -> Vec<u64> {
         self.book.keys().copied().collect()
     }
