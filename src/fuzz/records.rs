@@ -22,7 +22,8 @@ use crate::state::{
     StateMachine, Target,
 };
 use crate::storage::{
-    seal, unseal, Identity, MemberInfo, Members, StorageError, Store, WriteBatch, CF_RAFT, CF_STATE,
+    seal, unseal, Cf, Identity, MemberInfo, Members, StorageError, Store, WriteBatch, CF_RAFT,
+    CF_STATE,
 };
 
 const PATHS: [&str; 8] = ["/a", "/b", "/a/x", "/a/y", "/b/z", "/e", "/e/f", "/e/g"];
@@ -564,7 +565,7 @@ fn stores() {
     let store = Store::open(dir.path()).unwrap();
     filled_store(&store);
     load_all(&store).expect("the filled store loads");
-    let raw: Vec<(&str, Vec<u8>, Vec<u8>)> = [CF_RAFT, CF_STATE]
+    let raw: Vec<(Cf, Vec<u8>, Vec<u8>)> = [CF_RAFT, CF_STATE]
         .into_iter()
         .flat_map(|cf| {
             store
@@ -584,9 +585,9 @@ fn stores() {
                 if damaged == *sealed {
                     return "unchanged";
                 }
-                store.put_raw(cf, key, &damaged);
+                store.put_raw(*cf, key, &damaged);
                 let result = load_all(&store);
-                store.put_raw(cf, key, sealed);
+                store.put_raw(*cf, key, sealed);
                 assert!(result.is_err(), "damaged {cf} record {key:02x?} loaded");
                 "damaged, refused"
             }
@@ -595,7 +596,7 @@ fn stores() {
             2 => {
                 let mut value = value.to_vec();
                 mutate(rng, &mut value);
-                store.put_raw(cf, key, &seal(key, &value));
+                store.put_raw(*cf, key, &seal(key, &value));
                 ends("resealed", load_all(&store))
             }
             // A record under a damaged key.
@@ -605,14 +606,14 @@ fn stores() {
                 if raw.iter().any(|(c, k, _)| c == cf && *k == other) {
                     "unchanged"
                 } else {
-                    store.put_raw(cf, &other, sealed);
+                    store.put_raw(*cf, &other, sealed);
                     let result = load_all(&store);
-                    store.delete_raw(cf, &other);
+                    store.delete_raw(*cf, &other);
                     ends("moved", result)
                 }
             }
         };
-        store.put_raw(cf, key, sealed);
+        store.put_raw(*cf, key, sealed);
         end
     });
     load_all(&store).expect("the repaired store loads");

@@ -1,4 +1,5 @@
-//! Durable storage of one node, in one RocksDB database.
+//! Durable storage of one node, in one RocksDB database (or, for the node harness, in memory:
+//! [`disk`]).
 //!
 //! Two column families:
 //! - `raft`: the Raft log (`e` + index), hard state, conf state, the latest state-machine
@@ -26,6 +27,7 @@
 //! without it (it can always be replayed from the synced log, and RocksDB's single write-ahead log
 //! keeps the order of writes, so a synced log write also makes every earlier write durable).
 
+mod disk;
 mod error;
 mod raft_log;
 mod state_store;
@@ -33,18 +35,19 @@ mod state_store;
 use std::path::Path;
 use std::sync::Arc;
 
-use rocksdb::{DBRecoveryMode, Options, WriteOptions, DB};
 use serde::{Deserialize, Serialize};
 
+pub use disk::{Cf, MemDisk, WriteBatch};
 pub use error::StorageError;
 pub use raft_log::{MemberInfo, Members, RaftLog, SnapshotOpener};
-pub use rocksdb::WriteBatch;
 pub use state_store::{RecordSink, Records, StateStore};
+
+use disk::{Disk, RocksDisk};
 
 pub type Result<T> = std::result::Result<T, StorageError>;
 
-pub(crate) const CF_RAFT: &str = "raft";
-pub(crate) const CF_STATE: &str = "state";
+pub(crate) const CF_RAFT: Cf = Cf::Raft;
+pub(crate) const CF_STATE: Cf = Cf::State;
 const KEY_IDENTITY: &[u8] = b"identity";
 const KEY_FORMAT: &[u8] = b"format";
 /// The format this lockfs writes (see the module's comment). A directory without the mark was
@@ -65,23 +68,22 @@ pub struct Identity {
 /// An open data directory.
 #[derive(Clone)]
 pub struct Store {
-    db: Arc<DB>,
+    disk: Arc<dyn Disk>,
 }
 
 impl Store {
     /// Opens (creating if needed) the database under `dir`.
     pub fn open(dir: &Path) -> Result<Store> {
-        std::fs::create_dir_all(dir).map_err(|e| StorageError::Io(dir.display().to_string(), e))?;
-        let mut opts = Options::default();
-        opts.create_if_missing(true);
-        opts.create_missing_column_families(true);
-        // The log is trimmed by snapshots; keep the write-ahead log from growing without bound
-        // when the memtables are not full yet.
-        opts.set_max_total_wal_size(64 * 1024 * 1024);
-        opts.set_wal_recovery_mode(DBRecoveryMode::TolerateCorruptedTailRecords);
-        opts.set_paranoid_checks(true);
-        let db = DB::open_cf(&opts, dir.join("db"), [CF_RAFT, CF_STATE])?;
-        let store = Store { db: Arc::new(db) };
+        Store::on(Arc::new(RocksDisk::open(dir)?))
+    }
+
+    /// A store in memory (see [`MemDisk`]): the same disk opens again after a crash.
+    pub fn in_memory(disk: &MemDisk) -> Result<Store> {
+        Store::on(Arc::new(disk.clone()))
+    }
+
+    fn on(disk: Arc<dyn Disk>) -> Result<Store> {
+        let store = Store { disk };
         store.check_format()?;
         Ok(store)
     }
@@ -136,13 +138,13 @@ impl Store {
     }
 
     /// Stages `value` under `key`, sealed with its checksum.
-    fn put(&self, batch: &mut WriteBatch, cf: &str, key: &[u8], value: &[u8]) {
-        batch.put_cf(self.cf(cf), key, seal(key, value));
+    fn put(&self, batch: &mut WriteBatch, cf: Cf, key: &[u8], value: &[u8]) {
+        batch.put(cf, key, seal(key, value));
     }
 
     /// The value under `key`, its checksum verified.
-    fn get(&self, cf: &str, key: &[u8], what: &str) -> Result<Option<Vec<u8>>> {
-        match self.db.get_cf(self.cf(cf), key)? {
+    fn get(&self, cf: Cf, key: &[u8], what: &str) -> Result<Option<Vec<u8>>> {
+        match self.disk.get(cf, key)? {
             None => Ok(None),
             Some(mut v) => {
                 let len = unseal(key, &v, what)?.len();
@@ -161,18 +163,10 @@ impl Store {
         StateStore::new(self.clone())
     }
 
-    /// Commits a batch; with `sync` it is on disk when this returns.
+    /// Commits a batch; with `sync` it (and every batch before it) is on disk when this
+    /// returns.
     pub fn write(&self, batch: WriteBatch, sync: bool) -> Result<()> {
-        let mut opts = WriteOptions::default();
-        opts.set_sync(sync);
-        self.db.write_opt(batch, &opts)?;
-        Ok(())
-    }
-
-    fn cf(&self, name: &str) -> &rocksdb::ColumnFamily {
-        self.db
-            .cf_handle(name)
-            .expect("column families are created when the database is opened")
+        self.disk.write(batch, sync)
     }
 }
 
@@ -180,27 +174,28 @@ impl Store {
 #[cfg(test)]
 impl Store {
     /// Every record of the column family `cf` as stored: keys, and values with their seals.
-    pub(crate) fn raw_records(&self, cf: &str) -> Vec<(Vec<u8>, Vec<u8>)> {
-        self.db
-            .iterator_cf(self.cf(cf), rocksdb::IteratorMode::Start)
-            .map(|item| {
-                let (k, v) = item.expect("reading the test store");
-                (k.to_vec(), v.to_vec())
+    pub(crate) fn raw_records(&self, cf: Cf) -> Vec<(Vec<u8>, Vec<u8>)> {
+        let mut out = Vec::new();
+        self.disk
+            .scan(cf, b"", &mut |k, v| {
+                out.push((k.to_vec(), v.to_vec()));
+                Ok(true)
             })
-            .collect()
+            .expect("reading the test store");
+        out
     }
 
     /// Stores `value` under `key` as is, without sealing it.
-    pub(crate) fn put_raw(&self, cf: &str, key: &[u8], value: &[u8]) {
-        self.db
-            .put_cf(self.cf(cf), key, value)
-            .expect("writing the test store");
+    pub(crate) fn put_raw(&self, cf: Cf, key: &[u8], value: &[u8]) {
+        let mut batch = WriteBatch::default();
+        batch.put(cf, key, value.to_vec());
+        self.write(batch, false).expect("writing the test store");
     }
 
-    pub(crate) fn delete_raw(&self, cf: &str, key: &[u8]) {
-        self.db
-            .delete_cf(self.cf(cf), key)
-            .expect("writing the test store");
+    pub(crate) fn delete_raw(&self, cf: Cf, key: &[u8]) {
+        let mut batch = WriteBatch::default();
+        batch.delete(cf, key);
+        self.write(batch, false).expect("writing the test store");
     }
 }
 
@@ -284,15 +279,11 @@ mod tests {
         );
         assert!(refused.to_string().contains("newer than this lockfs reads"));
         // A directory from before the mark (format 1) opens, and gets it.
-        let db = DB::open_cf(
-            &Options::default(),
-            dir.path().join("db"),
-            [CF_RAFT, CF_STATE],
-        )
-        .unwrap();
-        db.delete_cf(db.cf_handle(CF_RAFT).unwrap(), KEY_FORMAT)
-            .unwrap();
-        drop(db);
+        let disk = RocksDisk::open(dir.path()).unwrap();
+        let mut batch = WriteBatch::default();
+        batch.delete(CF_RAFT, KEY_FORMAT);
+        disk.write(batch, true).unwrap();
+        drop(disk);
         let store = Store::open(dir.path()).unwrap();
         assert_eq!(
             store.get_value::<u32>(KEY_FORMAT, "f").unwrap(),
@@ -312,16 +303,9 @@ mod tests {
             .unwrap();
         assert_eq!(store.identity().unwrap().unwrap().cluster_id, 7);
         // Damage the stored bytes behind the store's back: flip one bit of the value.
-        let mut raw = store
-            .db
-            .get_cf(store.cf(CF_RAFT), KEY_IDENTITY)
-            .unwrap()
-            .unwrap();
+        let mut raw = store.disk.get(CF_RAFT, KEY_IDENTITY).unwrap().unwrap();
         raw[0] ^= 1;
-        store
-            .db
-            .put_cf(store.cf(CF_RAFT), KEY_IDENTITY, raw)
-            .unwrap();
+        store.put_raw(CF_RAFT, KEY_IDENTITY, &raw);
         let err = store.identity().unwrap_err();
         assert!(matches!(err, StorageError::Corrupt(_)), "{err}");
     }

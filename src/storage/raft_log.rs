@@ -23,11 +23,10 @@ use bytes::Bytes;
 
 use raft::prelude::{ConfState, Entry, HardState, Snapshot};
 use raft::{GetEntriesContext, RaftState};
-use rocksdb::{Direction, IteratorMode, WriteBatch};
 use serde::{Deserialize, Serialize};
 
 use super::state_store::RecordSink;
-use super::{Result, StorageError, Store, CF_RAFT};
+use super::{Result, StorageError, Store, WriteBatch, CF_RAFT};
 
 /// Records of a snapshot stream are handed over in batches of about this many bytes.
 const SNAPSHOT_BATCH: usize = 1024 * 1024;
@@ -88,7 +87,6 @@ pub struct RaftLog {
 
 impl RaftLog {
     pub(super) fn load(store: Store) -> Result<RaftLog> {
-        let cf = store.cf(CF_RAFT);
         let get = |key: &[u8]| store.get(CF_RAFT, key, "raft record");
         let hard_state = match get(KEY_HARD_STATE)? {
             Some(v) => decode_pb(v.into(), "hard state")?,
@@ -108,17 +106,12 @@ impl RaftLog {
         };
         let mut terms = VecDeque::new();
         let first = snapshot.get_metadata().index + 1;
-        let start = entry_key(first);
-        for (expected, item) in (first..).zip(
-            store
-                .db
-                .iterator_cf(cf, IteratorMode::From(&start, Direction::Forward)),
-        ) {
-            let (k, v) = item?;
+        let mut expected = first;
+        store.disk.scan(CF_RAFT, &entry_key(first), &mut |k, v| {
             if k.first() != Some(&ENTRY_PREFIX) {
-                break;
+                return Ok(false);
             }
-            let value = Bytes::copy_from_slice(super::unseal(&k, &v, "log entry")?);
+            let value = Bytes::copy_from_slice(super::unseal(k, v, "log entry")?);
             let entry: Entry = decode_pb(value, "log entry")?;
             if entry.index != expected {
                 return Err(StorageError::Corrupt(format!(
@@ -127,7 +120,9 @@ impl RaftLog {
                 )));
             }
             terms.push_back(entry.term);
-        }
+            expected += 1;
+            Ok(true)
+        })?;
         let last = first - 1 + terms.len() as u64;
         if hard_state.commit > last {
             // raft-rs would panic on it; the entries it says were committed are not here.
@@ -202,9 +197,9 @@ impl RaftLog {
                 self.last_index()
             )));
         }
-        let cf = self.store.cf(CF_RAFT);
         if first.index <= self.last_index() {
-            batch.delete_range_cf(cf, entry_key(first.index), entry_key(self.last_index() + 1));
+            let end = entry_key(self.last_index() + 1);
+            batch.delete_range(CF_RAFT, &entry_key(first.index), &end);
             self.terms
                 .truncate((first.index - self.first_index()) as usize);
         }
@@ -249,8 +244,7 @@ impl RaftLog {
         self.stage_hard_state(batch, hs);
         self.stage_conf_state(batch, meta.get_conf_state().clone());
         self.terms.clear();
-        let cf = self.store.cf(CF_RAFT);
-        batch.delete_range_cf(cf, entry_key(0), entry_key(u64::MAX));
+        batch.delete_range(CF_RAFT, &entry_key(0), &entry_key(u64::MAX));
         self.store
             .put(batch, CF_RAFT, KEY_SNAPSHOT, &encode_pb(&snapshot));
         self.snapshot = snapshot;
@@ -267,8 +261,7 @@ impl RaftLog {
                 self.last_index()
             )));
         }
-        let cf = self.store.cf(CF_RAFT);
-        batch.delete_range_cf(cf, entry_key(0), entry_key(index + 1));
+        batch.delete_range(CF_RAFT, &entry_key(0), &entry_key(index + 1));
         self.terms.drain(..(index - self.snapshot_index()) as usize);
         self.store
             .put(batch, CF_RAFT, KEY_SNAPSHOT, &encode_pb(&snapshot));
@@ -277,31 +270,27 @@ impl RaftLog {
     }
 
     fn read_entries(&self, low: u64, high: u64, max_size: Option<u64>) -> Result<Vec<Entry>> {
-        let cf = self.store.cf(CF_RAFT);
-        let start = entry_key(low);
         let mut out = Vec::with_capacity((high - low).min(1024) as usize);
         let mut size = 0u64;
-        for item in self
-            .store
-            .db
-            .iterator_cf(cf, IteratorMode::From(&start, Direction::Forward))
-        {
-            let (k, v) = item?;
-            if k.first() != Some(&ENTRY_PREFIX) {
-                break;
-            }
-            let value = Bytes::copy_from_slice(super::unseal(&k, &v, "log entry")?);
-            let entry: Entry = decode_pb(value, "log entry")?;
-            if entry.index >= high {
-                break;
-            }
-            size += v.len() as u64;
-            // raft-rs wants at least one entry even when it alone exceeds the limit.
-            if !out.is_empty() && max_size.is_some_and(|m| size > m) {
-                break;
-            }
-            out.push(entry);
-        }
+        self.store
+            .disk
+            .scan(CF_RAFT, &entry_key(low), &mut |k, v| {
+                if k.first() != Some(&ENTRY_PREFIX) {
+                    return Ok(false);
+                }
+                let value = Bytes::copy_from_slice(super::unseal(k, v, "log entry")?);
+                let entry: Entry = decode_pb(value, "log entry")?;
+                if entry.index >= high {
+                    return Ok(false);
+                }
+                size += v.len() as u64;
+                // raft-rs wants at least one entry even when it alone exceeds the limit.
+                if !out.is_empty() && max_size.is_some_and(|m| size > m) {
+                    return Ok(false);
+                }
+                out.push(entry);
+                Ok(true)
+            })?;
         if out.first().map(|e| e.index) != Some(low) {
             return Err(StorageError::Corrupt(format!(
                 "log entry {low} missing from the store"

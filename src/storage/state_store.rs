@@ -4,9 +4,8 @@
 //! file only guarantees that each batch of changes lands together with the applied index it
 //! belongs to, and (as everywhere in the store) that a record reads back as it was written.
 
-use rocksdb::{IteratorMode, WriteBatch};
-
-use super::{Result, StorageError, Store, CF_STATE};
+use super::disk::Reader;
+use super::{Result, StorageError, Store, WriteBatch, CF_STATE};
 
 /// Records as (key, value) pairs.
 pub type Records = Vec<(Vec<u8>, Vec<u8>)>;
@@ -29,18 +28,17 @@ impl StateStore {
 
     /// The applied index and every state-machine record.
     pub fn load(&self) -> Result<(u64, Records)> {
-        let cf = self.store.cf(CF_STATE);
         let mut applied = 0;
         let mut records = Vec::new();
-        for item in self.store.db.iterator_cf(cf, IteratorMode::Start) {
-            let (k, v) = item?;
-            let value = super::unseal(&k, &v, "state record")?;
-            if &*k == KEY_APPLIED {
+        self.store.disk.scan(CF_STATE, b"", &mut |k, v| {
+            let value = super::unseal(k, v, "state record")?;
+            if k == KEY_APPLIED {
                 applied = super::decode(value, "applied index")?;
             } else {
                 records.push((k.to_vec(), value.to_vec()));
             }
-        }
+            Ok(true)
+        })?;
         Ok((applied, records))
     }
 
@@ -51,55 +49,51 @@ impl StateStore {
     /// holds. A damaged record ends the stream without the `None`, and is logged. Returns the
     /// applied index of the copy.
     pub fn stream(&self, batch_bytes: usize, mut sink: RecordSink) -> Result<u64> {
-        let db = self.store.db.clone();
         let (taken, applied) = std::sync::mpsc::sync_channel::<Result<u64>>(1);
-        std::thread::Builder::new()
-            .name("lockfs-snapshot".into())
-            .spawn(move || {
-                let snapshot = db.snapshot();
-                let cf = db.cf_handle(CF_STATE).expect("column families exist");
-                let applied = match snapshot.get_cf(cf, KEY_APPLIED) {
-                    Ok(Some(v)) => super::unseal(KEY_APPLIED, &v, "applied index")
-                        .and_then(|v| super::decode::<u64>(v, "applied index")),
-                    Ok(None) => Ok(0),
-                    Err(e) => Err(e.into()),
-                };
-                let ok = applied.is_ok();
-                let _ = taken.send(applied);
-                if !ok {
-                    return;
+        let work = move |frozen: &dyn Reader| {
+            let applied = frozen.get(CF_STATE, KEY_APPLIED).and_then(|v| match v {
+                Some(v) => super::unseal(KEY_APPLIED, &v, "applied index")
+                    .and_then(|v| super::decode::<u64>(v, "applied index")),
+                None => Ok(0),
+            });
+            let ok = applied.is_ok();
+            let _ = taken.send(applied);
+            if !ok {
+                return;
+            }
+            let mut batch = Vec::new();
+            let mut size = 0;
+            let mut stopped = false;
+            let read = frozen.scan(CF_STATE, b"", &mut |key, value| {
+                if key == KEY_APPLIED {
+                    return Ok(true);
                 }
-                let mut batch = Vec::new();
-                let mut size = 0;
-                for item in snapshot.iterator_cf(cf, IteratorMode::Start) {
-                    let record = item.map_err(StorageError::from).and_then(|(k, v)| {
-                        let value = super::unseal(&k, &v, "state record")?.to_vec();
-                        Ok((k, value))
-                    });
-                    let (key, value) = match record {
-                        Ok(r) => r,
-                        Err(e) => {
-                            log::error!("streaming the state: {e}");
-                            return;
-                        }
-                    };
-                    if &*key == KEY_APPLIED {
-                        continue;
-                    }
-                    size += key.len() + value.len();
-                    batch.push((key.into_vec(), value));
-                    if size >= batch_bytes {
-                        size = 0;
-                        if !sink(Some(std::mem::take(&mut batch))) {
-                            return;
-                        }
+                let value = super::unseal(key, value, "state record")?.to_vec();
+                size += key.len() + value.len();
+                batch.push((key.to_vec(), value));
+                if size >= batch_bytes {
+                    size = 0;
+                    if !sink(Some(std::mem::take(&mut batch))) {
+                        stopped = true;
+                        return Ok(false);
                     }
                 }
-                if (batch.is_empty() || sink(Some(batch))) && !sink(None) {
-                    log::debug!("the receiver of a state stream left before its end");
-                }
-            })
-            .map_err(|e| StorageError::Io("starting a snapshot thread".into(), e))?;
+                Ok(true)
+            });
+            if let Err(e) = read {
+                log::error!("streaming the state: {e}");
+                return;
+            }
+            if stopped {
+                return;
+            }
+            if (batch.is_empty() || sink(Some(batch))) && !sink(None) {
+                log::debug!("the receiver of a state stream left before its end");
+            }
+        };
+        self.store
+            .disk
+            .read_frozen("lockfs-snapshot", Box::new(work))?;
         applied.recv().map_err(|_| {
             StorageError::Corrupt("the snapshot thread ended before reading the state".into())
         })?
@@ -115,7 +109,7 @@ impl StateStore {
         for (k, v) in changes {
             match v {
                 Some(v) => self.store.put(batch, CF_STATE, &k, &v),
-                None => batch.delete_cf(self.store.cf(CF_STATE), k),
+                None => batch.delete(CF_STATE, &k),
             }
         }
         self.store
@@ -124,9 +118,8 @@ impl StateStore {
 
     /// Adds to `batch` the replacement of every record by `records` (a snapshot being installed).
     pub fn stage_replace_all(&self, batch: &mut WriteBatch, records: &Records, applied: u64) {
-        let cf = self.store.cf(CF_STATE);
         // Every key of the state machine (and the applied index) starts with an ASCII letter.
-        batch.delete_range_cf(cf, &[][..], &[0xffu8][..]);
+        batch.delete_range(CF_STATE, &[], &[0xff]);
         for (k, v) in records {
             self.store.put(batch, CF_STATE, k, v);
         }

@@ -1,8 +1,8 @@
 //! Raft nodes of one cluster in one process, driven step by step, in the manner of raft-rs's
 //! `harness/src/network.rs` and etcd-io/raft's interaction scripts.
 //!
-//! Each node is the real [`Node`] on a real data directory (RocksDB on disk, under `/dev/shm`
-//! when there is one), with a [`ManualClock`] of its own and [`MemLinks`] instead of TCP: time
+//! Each node is the real [`Node`] on a store in memory ([`MemDisk`], kept across the node's
+//! crashes and restarts), with a [`ManualClock`] of its own and [`MemLinks`] instead of TCP: time
 //! moves only when the test ticks a node, and every message a node sends waits here until the
 //! test delivers it, or drops it because a partition cuts the link or its recipient is down.
 //! So one run of a test is one schedule, the same every time, and a failing one is replayed by
@@ -37,8 +37,7 @@ use super::node::{Input, Node, NodeIo, NodeStatus};
 use super::transport::Links;
 use super::{node_tls, prepare, recover, ServeConfig, ServerError};
 use crate::state::{cmd, Command, Outcome, Query, Target};
-use crate::storage::{MemberInfo, Members, Records, SnapshotOpener, Store, WriteBatch};
-use crate::testdir::TempDir;
+use crate::storage::{MemDisk, MemberInfo, Members, Records, SnapshotOpener, Store, WriteBatch};
 
 /// The wall clock every node starts at: any fixed time keeps runs identical.
 const WALL_START_NS: u64 = 1_700_000_000_000_000_000;
@@ -178,9 +177,10 @@ impl Default for Settings {
 
 pub struct Cluster {
     settings: Settings,
-    dir: TempDir,
+    /// Every node's disk, from its first start on.
+    disks: BTreeMap<u64, MemDisk>,
     running: BTreeMap<u64, Member>,
-    /// Nodes that were started and are down now; their data directories stay.
+    /// Nodes that were started and are down now; their disks stay.
     down: BTreeSet<u64>,
     /// Every member ever added, with its address in the book.
     book: Members,
@@ -205,33 +205,6 @@ fn addr(id: u64) -> String {
     format!("127.0.0.1:{}", 17000 + id)
 }
 
-fn base_dir() -> std::io::Result<TempDir> {
-    // RocksDB syncs every turn's writes; on a tmpfs that costs nothing.
-    let shm = std::path::Path::new("/dev/shm");
-    if shm.is_dir() {
-        if let Ok(dir) = crate::testdir::tempdir_in(shm) {
-            return Ok(dir);
-        }
-    }
-    crate::testdir::tempdir()
-}
-
-/// Opens a node's store. A node that crashed may have left a thread reading a snapshot for a
-/// peer, which holds the database open for a moment longer (a killed process takes its
-/// threads along; here they finish on their own): wait for it.
-fn open_store(dir: &std::path::Path) -> Store {
-    let deadline = Instant::now() + SNAPSHOT_READ_TIMEOUT;
-    loop {
-        match Store::open(dir) {
-            Ok(store) => return store,
-            Err(e) if e.to_string().contains("lock") && Instant::now() < deadline => {
-                std::thread::sleep(Duration::from_millis(5));
-            }
-            Err(e) => panic!("the data directory {} does not open: {e}", dir.display()),
-        }
-    }
-}
-
 impl Cluster {
     /// The initial cluster: voters `ids`, every node a follower at term 0.
     pub fn start(ids: &[u64], settings: Settings) -> Cluster {
@@ -247,7 +220,7 @@ impl Cluster {
             .collect();
         let mut c = Cluster {
             settings,
-            dir: base_dir().expect("a temporary directory"),
+            disks: BTreeMap::new(),
             running: BTreeMap::new(),
             down: BTreeSet::new(),
             book,
@@ -269,8 +242,9 @@ impl Cluster {
         c
     }
 
+    /// Named in the configuration and in the node's log lines; nothing is written there.
     fn data_dir(&self, id: u64) -> PathBuf {
-        self.dir.path().join(format!("n{id}"))
+        PathBuf::from(format!("/harness/n{id}"))
     }
 
     fn config(&self, id: u64) -> ServeConfig {
@@ -303,7 +277,8 @@ impl Cluster {
     fn boot(&mut self, id: u64, join: Option<Members>) {
         let cfg = self.config(id);
         let tls = node_tls(&cfg).expect("insecure credentials");
-        let store = open_store(&cfg.data);
+        let disk = self.disks.entry(id).or_default();
+        let store = Store::in_memory(disk).expect("a store in memory");
         let (cluster_id, raft_log) = match join {
             None => prepare(&cfg, &store, &tls, &self.runtime).expect("prepared"),
             Some(members) => {
@@ -485,8 +460,8 @@ impl Cluster {
         }
     }
 
-    /// Node `id` stops as by kill -9: what it had not written is gone, its data directory
-    /// stays, and the requests it held get no answer.
+    /// Node `id` stops as by kill -9: what it had not written is gone, its disk stays, and
+    /// the requests it held get no answer.
     pub fn crash(&mut self, id: u64) {
         self.running
             .remove(&id)
@@ -494,7 +469,14 @@ impl Cluster {
         self.down.insert(id);
     }
 
-    /// Node `id` starts again from its data directory.
+    /// Node `id`'s machine loses power: it stops as in [`Cluster::crash`], and its disk also
+    /// loses what was written since its last synced write.
+    pub fn lose_power(&mut self, id: u64) {
+        self.crash(id);
+        self.disks[&id].lose_power();
+    }
+
+    /// Node `id` starts again from its disk.
     pub fn restart(&mut self, id: u64) {
         assert!(self.down.contains(&id), "node {id} is not down");
         self.boot(id, None);
