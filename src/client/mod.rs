@@ -24,6 +24,7 @@
 pub mod answer;
 mod conn;
 mod error;
+pub mod files;
 pub mod session;
 pub mod watches;
 

@@ -29,10 +29,11 @@ use super::backend::{
     Backend, BoxFut, DirEntry, Errno, FileAttr, Grant, Holder, LockKind, LockReply, LockSettings,
     LockSpec, LockStyle, NewFile, NodeKind, OnLoss, RenameHow, RevokedLock, SetAttrs,
 };
+use crate::client::files::{At, AttrChanges, Owner, Replace, WriteAt};
 use crate::client::session::{LockOutcome, LockRequest, Requested, Session, SessionState};
-use crate::client::{answer, Client, ClientError};
+use crate::client::{Client, ClientError};
+use crate::proto;
 use crate::proto::WatchEvent_Change as Change;
-use crate::proto::{self, Request_oneof_op as Op, Response_oneof_result as Res};
 
 /// How long an unmount waits for the cluster to close the session.
 const SHUTDOWN_LIMIT: Duration = Duration::from_secs(5);
@@ -97,29 +98,22 @@ fn errno(e: ClientError) -> Errno {
     }
 }
 
-fn target_ino(ino: u64) -> proto::Target {
-    let mut t = proto::Target::new();
-    t.set_ino(ino);
-    t
+fn child(parent: u64, name: &str) -> At<'_> {
+    At::Child { parent, name }
 }
 
-fn target_child(parent: u64, name: &str) -> proto::Target {
-    let mut c = proto::Child::new();
-    c.parent = parent;
-    c.name = name.to_string();
-    let mut t = proto::Target::new();
-    t.set_child(c);
-    t
+fn kind_of(k: proto::Kind) -> NodeKind {
+    match k {
+        proto::Kind::DIR => NodeKind::Dir,
+        proto::Kind::FILE => NodeKind::File,
+        proto::Kind::SYMLINK => NodeKind::Symlink,
+    }
 }
 
 fn attr(a: &proto::Attr) -> FileAttr {
     FileAttr {
         ino: a.instance,
-        kind: match a.kind {
-            proto::Kind::DIR => NodeKind::Dir,
-            proto::Kind::FILE => NodeKind::File,
-            proto::Kind::SYMLINK => NodeKind::Symlink,
-        },
+        kind: kind_of(a.kind),
         mode: a.mode,
         uid: a.uid,
         gid: a.gid,
@@ -138,9 +132,7 @@ fn attr(a: &proto::Attr) -> FileAttr {
 
 /// Closes a keeper (`pins.rs`) no open file needs anymore.
 async fn close_keeper((session, handle): Keeper) {
-    let mut m = proto::Close::new();
-    m.handle = handle;
-    if let Err(e) = session.call(Op::close(m)).await {
+    if let Err(e) = session.close_handle(handle).await {
         log::debug!("closing keeper handle {handle}: {e}");
     }
 }
@@ -265,20 +257,15 @@ impl ClusterBackend {
         Ok(s)
     }
 
-    async fn call(&self, op: Op) -> Result<Res, Errno> {
-        let s = self.current().await.map_err(errno)?;
-        s.call(op).await.map_err(errno)
+    /// The live session for a request that is not tied to one (see the module's comment).
+    async fn now(&self) -> Result<Arc<Session>, Errno> {
+        self.current().await.map_err(errno)
     }
 
     /// The lock listing of node `ino`; `None` if it has no holders, no waiters and no
     /// semaphore setting.
     async fn lock_info(&self, ino: u64) -> Result<Option<proto::LockInfo>, Errno> {
-        // The page that starts at this node: locks are listed by instance number.
-        let res = self
-            .call(crate::client::ops::list_locks(ino.saturating_sub(1)))
-            .await?;
-        let mut page = answer::locks("a lock listing", res).map_err(errno)?;
-        Ok(page.take_locks().into_iter().find(|i| i.instance == ino))
+        self.now().await?.lock_info(ino).await.map_err(errno)
     }
 
     /// Session `sid` if it is the live one; EIO-bound error if it has ended. Never opens a
@@ -506,11 +493,8 @@ impl ClusterBackend {
     /// its open files here then fail as before.
     async fn keep(&self, session: &Arc<Session>, inos: Vec<u64>) {
         for ino in inos {
-            let mut m = proto::Open::new();
-            m.set_at(target_ino(ino));
-            let opened = session.call(Op::open(m)).await;
-            let handle = match opened.and_then(|res| answer::opened("open", res)) {
-                Ok(o) => o.handle,
+            let handle = match session.open_handle(At::Ino(ino)).await {
+                Ok(handle) => handle,
                 Err(e) => {
                     log::warn!("inode {ino} is open here and lost its name; keeping it: {e}");
                     continue;
@@ -537,11 +521,6 @@ impl ClusterBackend {
             .all_needing_keepers(session.id);
         self.keep(session, all).await;
     }
-
-    async fn expect_attr(&self, op: Op) -> Result<FileAttr, Errno> {
-        let a = answer::attr("a change", self.call(op).await?).map_err(errno)?;
-        Ok(attr(&a))
-    }
 }
 
 impl Backend for ClusterBackend {
@@ -554,9 +533,9 @@ impl Backend for ClusterBackend {
                 return found.ok_or(Errno(libc::ENOENT));
             }
             let ticket = cache.and_then(|c| c.ticket(valid));
-            let mut m = proto::Stat::new();
-            m.set_target(target_child(parent, &name));
-            let result = self.expect_attr(Op::stat(m)).await;
+            let s = self.now().await?;
+            let result = s.stat(child(parent, &name)).await.map(|a| attr(&a));
+            let result = result.map_err(errno);
             if let (Some(c), Some(t)) = (cache, ticket) {
                 match &result {
                     Ok(a) => c.keep_name(t, parent, &name, Some(a)),
@@ -701,9 +680,8 @@ impl Backend for ClusterBackend {
 
     fn getattr_fresh(&self, ino: u64) -> BoxFut<'_, FileAttr> {
         Box::pin(async move {
-            let mut m = proto::Stat::new();
-            m.set_target(target_ino(ino));
-            self.expect_attr(Op::stat(m)).await
+            let a = self.now().await?.stat(At::Ino(ino)).await;
+            Ok(attr(&a.map_err(errno)?))
         })
     }
 
@@ -711,10 +689,8 @@ impl Backend for ClusterBackend {
         Box::pin(async move {
             let mut last = None;
             if let Some(size) = set.size {
-                let mut m = proto::Truncate::new();
-                m.set_target(target_ino(ino));
-                m.size = size;
-                last = Some(self.expect_attr(Op::truncate(m)).await?);
+                let a = self.now().await?.truncate(ino, size).await;
+                last = Some(a.map_err(errno)?);
             }
             // Nothing at all given: only the change time moves (chown(f, -1, -1)).
             if set.others() || set.size.is_none() {
@@ -726,17 +702,18 @@ impl Backend for ClusterBackend {
                     mtime_ns,
                     ..
                 } = set;
-                let mut m = proto::SetAttr::new();
-                m.set_target(target_ino(ino));
-                (m.has_mode, m.mode) = (mode.is_some(), mode.unwrap_or(0));
-                (m.has_uid, m.uid) = (uid.is_some(), uid.unwrap_or(0));
-                (m.has_gid, m.gid) = (gid.is_some(), gid.unwrap_or(0));
-                (m.has_atime, m.atime_ns) = (atime_ns.is_some(), atime_ns.unwrap_or(0));
-                (m.has_mtime, m.mtime_ns) = (mtime_ns.is_some(), mtime_ns.unwrap_or(0));
-                last = Some(self.expect_attr(Op::set_attr(m)).await?);
+                let changes = AttrChanges {
+                    mode,
+                    uid,
+                    gid,
+                    atime_ns,
+                    mtime_ns,
+                };
+                let a = self.now().await?.set_attr(ino, changes).await;
+                last = Some(a.map_err(errno)?);
             }
             match last {
-                Some(a) => Ok(a),
+                Some(a) => Ok(attr(&a)),
                 None => self.getattr(ino).await,
             }
         })
@@ -750,21 +727,13 @@ impl Backend for ClusterBackend {
                 return Ok(entries.as_ref().clone());
             }
             let ticket = cache.and_then(|c| c.ticket(valid));
-            let mut m = proto::Readdir::new();
-            m.set_target(target_ino(ino));
-            let listed = answer::entries("readdir", self.call(Op::readdir(m)).await?);
+            let listed = self.now().await?.readdir(ino).await.map_err(errno)?;
             let entries: Vec<DirEntry> = listed
-                .map_err(errno)?
-                .entries
-                .iter()
+                .into_iter()
                 .map(|d| DirEntry {
-                    name: d.name.clone(),
+                    kind: kind_of(d.kind),
+                    name: d.name,
                     ino: d.instance,
-                    kind: match d.kind {
-                        proto::Kind::DIR => NodeKind::Dir,
-                        proto::Kind::FILE => NodeKind::File,
-                        proto::Kind::SYMLINK => NodeKind::Symlink,
-                    },
                 })
                 .collect();
             if let (Some(c), Some(t)) = (cache, ticket) {
@@ -784,31 +753,21 @@ impl Backend for ClusterBackend {
     ) -> BoxFut<'_, FileAttr> {
         let (name, target) = (name.to_string(), target.to_string());
         Box::pin(async move {
-            let mut m = proto::Symlink::new();
-            m.set_at(target_child(parent, &name));
-            m.target = target;
-            m.uid = uid;
-            m.gid = gid;
-            self.expect_attr(Op::symlink(m)).await
+            let s = self.now().await?;
+            let a = s.symlink(child(parent, &name), &target, uid, gid).await;
+            Ok(attr(&a.map_err(errno)?))
         })
     }
 
     fn readlink(&self, ino: u64) -> BoxFut<'_, Vec<u8>> {
-        Box::pin(async move {
-            let mut m = proto::Read::new();
-            m.set_target(target_ino(ino));
-            let d = answer::data("readlink", self.call(Op::read(m)).await?).map_err(errno)?;
-            Ok(d.data)
-        })
+        Box::pin(async move { self.now().await?.readlink(ino).await.map_err(errno) })
     }
 
     fn link(&self, ino: u64, parent: u64, name: &str) -> BoxFut<'_, FileAttr> {
         let name = name.to_string();
         Box::pin(async move {
-            let mut m = proto::Link::new();
-            m.set_target(target_ino(ino));
-            m.set_at(target_child(parent, &name));
-            self.expect_attr(Op::link(m)).await
+            let a = self.now().await?.link(ino, child(parent, &name)).await;
+            Ok(attr(&a.map_err(errno)?))
         })
     }
 
@@ -822,30 +781,25 @@ impl Backend for ClusterBackend {
     ) -> BoxFut<'_, FileAttr> {
         let name = name.to_string();
         Box::pin(async move {
-            let mut m = proto::Mkdir::new();
-            m.set_at(target_child(parent, &name));
-            m.mode = mode;
-            m.uid = uid;
-            m.gid = gid;
-            self.expect_attr(Op::mkdir(m)).await
+            let owner = Owner { mode, uid, gid };
+            let a = self.now().await?.mkdir(child(parent, &name), owner).await;
+            Ok(attr(&a.map_err(errno)?))
         })
     }
 
     fn unlink(&self, parent: u64, name: &str) -> BoxFut<'_, ()> {
         let name = name.to_string();
         Box::pin(async move {
-            let mut m = proto::Unlink::new();
-            m.set_at(target_child(parent, &name));
-            self.call(Op::unlink(m)).await.map(|_| ())
+            let s = self.now().await?;
+            s.unlink(child(parent, &name)).await.map_err(errno)
         })
     }
 
     fn rmdir(&self, parent: u64, name: &str) -> BoxFut<'_, ()> {
         let name = name.to_string();
         Box::pin(async move {
-            let mut m = proto::Rmdir::new();
-            m.set_at(target_child(parent, &name));
-            self.call(Op::rmdir(m)).await.map(|_| ())
+            let s = self.now().await?;
+            s.rmdir(child(parent, &name)).await.map_err(errno)
         })
     }
 
@@ -859,12 +813,17 @@ impl Backend for ClusterBackend {
     ) -> BoxFut<'_, ()> {
         let (name, new_name) = (name.to_string(), new_name.to_string());
         Box::pin(async move {
-            let mut m = proto::Rename::new();
-            m.set_from(target_child(parent, &name));
-            m.set_to(target_child(new_parent, &new_name));
-            m.noreplace = how == RenameHow::NoReplace;
-            m.exchange = how == RenameHow::Exchange;
-            self.call(Op::rename(m)).await.map(|_| ())
+            let replace = match how {
+                RenameHow::Replace => Replace::Yes,
+                RenameHow::NoReplace => Replace::No,
+                RenameHow::Exchange => Replace::Exchange,
+            };
+            let (from, to) = (child(parent, &name), child(new_parent, &new_name));
+            self.now()
+                .await?
+                .rename(from, to, replace)
+                .await
+                .map_err(errno)
         })
     }
 
@@ -875,10 +834,8 @@ impl Backend for ClusterBackend {
     fn open(&self, session: u64, ino: u64) -> BoxFut<'_, u64> {
         Box::pin(async move {
             let s = self.live(session).await?;
-            let mut m = proto::Open::new();
-            m.set_at(target_ino(ino));
-            let o = answer::opened("open", s.call(Op::open(m)).await.map_err(errno)?);
-            Ok(self.remember(s.id, o.map_err(errno)?.handle))
+            let handle = s.open_handle(At::Ino(ino)).await.map_err(errno)?;
+            Ok(self.remember(s.id, handle))
         })
     }
 
@@ -892,16 +849,14 @@ impl Backend for ClusterBackend {
         let name = name.to_string();
         Box::pin(async move {
             let s = self.live(session).await?;
-            let mut m = proto::Open::new();
-            m.set_at(target_child(parent, &name));
-            m.create = true;
-            m.mode = new.mode;
-            m.uid = new.uid;
-            m.gid = new.gid;
-            m.exclusive = new.exclusive;
-            let o = answer::opened("create", s.call(Op::open(m)).await.map_err(errno)?);
-            let o = o.map_err(errno)?;
-            Ok((self.remember(s.id, o.handle), attr(o.get_attr())))
+            let owner = Owner {
+                mode: new.mode,
+                uid: new.uid,
+                gid: new.gid,
+            };
+            let created = s.create(child(parent, &name), owner, new.exclusive).await;
+            let (handle, a) = created.map_err(errno)?;
+            Ok((self.remember(s.id, handle), attr(&a)))
         })
     }
 
@@ -917,17 +872,11 @@ impl Backend for ClusterBackend {
                 return Ok(data.as_ref().clone());
             }
             let ticket = cache.and_then(|c| c.ticket(valid));
-            let mut m = proto::Read::new();
-            m.set_target(target_ino(ino));
-            m.offset = offset;
-            m.has_len = true;
-            m.len = len;
-            let d = answer::data("read", s.call(Op::read(m)).await.map_err(errno)?);
-            let d = d.map_err(errno)?;
+            let (data, a) = s.read_at(ino, offset, len).await.map_err(errno)?;
             if let (Some(c), Some(t)) = (cache, ticket) {
-                c.keep_contents(t, &attr(d.get_attr()), Arc::new(d.data.clone()));
+                c.keep_contents(t, &attr(&a), Arc::new(data.clone()));
             }
-            Ok(d.data)
+            Ok(data)
         })
     }
 
@@ -942,14 +891,13 @@ impl Backend for ClusterBackend {
     ) -> BoxFut<'_, FileAttr> {
         Box::pin(async move {
             let s = self.live(session).await?;
-            let mut m = proto::Write::new();
-            m.set_target(target_ino(ino));
-            m.offset = offset;
-            m.data = data;
-            m.truncate = truncate;
-            m.append = append;
-            let a = answer::attr("write", s.call(Op::write(m)).await.map_err(errno)?);
-            Ok(attr(&a.map_err(errno)?))
+            let write = WriteAt {
+                offset,
+                data,
+                truncate,
+                append,
+            };
+            Ok(attr(&s.write(ino, write).await.map_err(errno)?))
         })
     }
 
@@ -963,25 +911,18 @@ impl Backend for ClusterBackend {
                 // The old session took its handles with it.
                 return Ok(());
             };
-            let mut m = proto::Close::new();
-            m.handle = handle;
-            s.call(Op::close(m)).await.map(|_| ()).map_err(errno)
+            s.close_handle(handle).await.map_err(errno)
         })
     }
 
     fn lock(&self, spec: LockSpec, wait: bool) -> BoxFut<'_, LockReply> {
         Box::pin(async move {
             let (s, handle) = self.handle(spec.handle).await?;
-            let req = LockRequest {
-                handle,
-                owner: spec.owner,
-                style: style(spec.style),
-                kind: kind(spec.kind),
-                start: spec.start,
-                end: spec.end,
-                pid: spec.pid,
-            };
-            match s.request_lock(&req, wait).await.map_err(errno)? {
+            match s
+                .request_lock(&request(handle, &spec), wait)
+                .await
+                .map_err(errno)?
+            {
                 Requested::Done(LockOutcome::Granted(g)) => Ok(LockReply::Granted(grant(g))),
                 Requested::Done(LockOutcome::WouldBlock { conflict }) => {
                     Ok(LockReply::WouldBlock {
@@ -1035,37 +976,25 @@ impl Backend for ClusterBackend {
                 Err(Errno(EKEYEXPIRED)) => return Ok(()),
                 Err(e) => return Err(e),
             };
-            let mut m = proto::Unlock::new();
-            m.handle = handle;
-            m.owner = owner;
-            m.style = style(lock_style);
-            m.start = start;
-            m.end = end;
-            s.call(Op::unlock(m)).await.map(|_| ()).map_err(errno)
+            let style = style(lock_style);
+            s.unlock(handle, owner, style, start, end)
+                .await
+                .map_err(errno)
         })
     }
 
     fn getlk(&self, spec: LockSpec) -> BoxFut<'_, Option<Holder>> {
         Box::pin(async move {
             let (s, handle) = self.handle(spec.handle).await?;
-            let mut m = proto::GetLock::new();
-            m.handle = handle;
-            m.owner = spec.owner;
-            m.style = style(spec.style);
-            m.kind = kind(spec.kind);
-            m.start = spec.start;
-            m.end = spec.end;
-            let p = answer::probe("F_GETLK", s.call(Op::get_lock(m)).await.map_err(errno)?);
-            Ok(p.map_err(errno)?.conflict.as_ref().map(holder))
+            let conflict = s.get_lock(&request(handle, &spec)).await.map_err(errno)?;
+            Ok(conflict.as_ref().map(holder))
         })
     }
 
     fn set_ephemeral(&self, ino: u64, ephemeral: bool) -> BoxFut<'_, FileAttr> {
         Box::pin(async move {
-            let mut m = proto::SetEphemeral::new();
-            m.set_target(target_ino(ino));
-            m.ephemeral = ephemeral;
-            self.expect_attr(Op::set_ephemeral(m)).await
+            let a = self.now().await?.set_ephemeral(ino, ephemeral).await;
+            Ok(attr(&a.map_err(errno)?))
         })
     }
 
@@ -1091,23 +1020,20 @@ impl Backend for ClusterBackend {
 
     fn set_max_holders(&self, ino: u64, max_holders: u32) -> BoxFut<'_, ()> {
         Box::pin(async move {
-            let mut m = proto::SetMaxHolders::new();
-            m.set_target(target_ino(ino));
-            m.max_holders = max_holders;
-            self.call(Op::set_max_holders(m)).await.map(drop)
+            let s = self.now().await?;
+            s.set_max_holders(ino, max_holders).await.map_err(errno)
         })
     }
 
     fn set_on_loss(&self, ino: u64, on_loss: Option<OnLoss>) -> BoxFut<'_, ()> {
         Box::pin(async move {
-            let mut m = proto::SetOnLoss::new();
-            m.set_target(target_ino(ino));
-            m.on_loss = match on_loss {
+            let on_loss = match on_loss {
                 None => proto::OnLoss::NONE,
                 Some(OnLoss::Term) => proto::OnLoss::TERM,
                 Some(OnLoss::Kill) => proto::OnLoss::KILL,
             };
-            self.call(Op::set_on_loss(m)).await.map(drop)
+            let s = self.now().await?;
+            s.set_on_loss(ino, on_loss).await.map_err(errno)
         })
     }
 }
@@ -1124,5 +1050,18 @@ fn grant(g: crate::client::session::Grant) -> Grant {
     Grant {
         generation: g.generation,
         on_loss: on_loss(g.on_loss),
+    }
+}
+
+/// The client's lock request for `spec`, through cluster handle `handle`.
+fn request(handle: u64, spec: &LockSpec) -> LockRequest {
+    LockRequest {
+        handle,
+        owner: spec.owner,
+        style: style(spec.style),
+        kind: kind(spec.kind),
+        start: spec.start,
+        end: spec.end,
+        pid: spec.pid,
     }
 }
