@@ -63,7 +63,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use common::checkers::{check_locks, check_semaphore, parse_lock_logs, LockHistory, SEM_SLOTS};
+use common::checkers::{
+    check_ephemeral, check_locks, check_semaphore, elections_ns, parse_lock_logs, LockHistory,
+    SEM_SLOTS,
+};
 use common::linearizable::{self, Kind as RegKind, Op as RegOp};
 use common::nemesis::{
     cut_off_host, fill_until_halted, now_ns, pause_node, random_server_faults, Paused, SmallDisk,
@@ -375,25 +378,18 @@ fn locks_writes_and_ephemeral_files_survive_the_nemesis() {
         ));
     }
     // The ephemeral file: present from the start until B was cut off, gone within TTL plus a
-    // grace afterwards, and not before B's keep-alives could have lapsed.
-    let vanished = seen.iter().find(|(_, present)| !present).map(|(t, _)| *t);
-    match vanished {
-        None => anomalies.push("the ephemeral file of the cut-off host never vanished".into()),
-        Some(t) if t < cut_start + TTL_S * 1_000_000_000 / 2 => anomalies.push(format!(
-            "the ephemeral file vanished while its host was connected ({:.1} s before the cut-off + TTL/2); seen: {seen:?}",
-            (cut_start + TTL_S * 1_000_000_000 / 2 - t) as f64 / 1e9
-        )),
-        Some(t) if t > cut_start + (TTL_S * 1_000_000_000) + EPHEMERAL_GRACE.as_nanos() as u64 => {
-            anomalies.push(format!(
-                "the ephemeral file outlived its cut-off host's TTL: gone {:.1} s after the cut-off",
-                (t - cut_start) as f64 / 1e9
-            ))
-        }
-        Some(_) => {}
-    }
-    if seen.iter().skip_while(|(_, p)| *p).any(|(_, p)| *p) {
-        anomalies.push(format!("the ephemeral file came back: {seen:?}"));
-    }
+    // grace after B's session timer last started, and not before B's keep-alives could have
+    // lapsed.
+    let elections: Vec<u64> = (1..=3)
+        .flat_map(|id| elections_ns(&cluster.log_of(id)))
+        .collect();
+    anomalies.extend(check_ephemeral(
+        &seen,
+        cut_start,
+        &elections,
+        TTL_S * 1_000_000_000,
+        EPHEMERAL_GRACE.as_nanos() as u64,
+    ));
 
     // The report.
     let t0 = faults.first().map_or(cut_start, |f| f.start_ns);
@@ -780,6 +776,35 @@ fn a_request_stuck_on_a_paused_leader_goes_to_the_new_one() {
         "read during the pause\n{log}"
     );
     assert_ne!(new_leader, leader, "the paused leader was replaced");
+}
+
+#[test]
+fn the_ephemeral_checker_counts_the_ttl_from_the_last_election_during_the_cut() {
+    let s = 1_000_000_000u64;
+    let line =
+        "[2026-11-30T22:42:14.028Z INFO  lockfs::server::node] node 1 is now the leader (term 2)";
+    let other = "[2026-11-30T22:42:15.000Z INFO  lockfs::server::node] node 1 is Follower";
+    let elections = elections_ns(&format!("{line}\n{other}\ngarbage\n"));
+    assert_eq!(elections, vec![1_796_078_534_028_000_000], "{line}");
+    let (cut, ttl, grace) = (100 * s, 10 * s, 5 * s);
+    let gone_at = |t: u64| vec![(cut - s, true), (t, false)];
+    assert!(check_ephemeral(&gone_at(cut + 12 * s), cut, &[], ttl, grace).is_empty());
+    let late = check_ephemeral(&gone_at(cut + 16 * s), cut, &[], ttl, grace);
+    assert!(late[0].contains("outlived"), "{late:?}");
+    // An election during the cut restarts the session's timer; one before the cut does not.
+    let after = [cut - 50 * s, cut + 4 * s];
+    assert!(check_ephemeral(&gone_at(cut + 16 * s), cut, &after, ttl, grace).is_empty());
+    let late = check_ephemeral(&gone_at(cut + 20 * s), cut, &after, ttl, grace);
+    assert!(late[0].contains("after the last election"), "{late:?}");
+    let early = check_ephemeral(&gone_at(cut + 2 * s), cut, &[], ttl, grace);
+    assert!(
+        early[0].contains("while its host was connected"),
+        "{early:?}"
+    );
+    let back = vec![(cut, true), (cut + 12 * s, false), (cut + 13 * s, true)];
+    assert!(check_ephemeral(&back, cut, &[], ttl, grace)[0].contains("came back"));
+    let never = vec![(cut, true)];
+    assert!(check_ephemeral(&never, cut, &[], ttl, grace)[0].contains("never vanished"));
 }
 
 #[test]

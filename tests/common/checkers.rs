@@ -263,3 +263,80 @@ pub fn check_locks(h: &LockHistory, cut_off: &[(String, u64, u64)]) -> Vec<Strin
     }
     anomalies
 }
+
+/// The times (ns since the epoch) at which a node's log says it became the leader.
+pub fn elections_ns(log: &str) -> Vec<u64> {
+    log.lines()
+        .filter(|l| l.contains("is now the leader"))
+        .filter_map(log_time_ns)
+        .collect()
+}
+
+/// The time of a log line that starts `[YYYY-MM-DDTHH:MM:SS.mmmZ ...`, in ns since the epoch.
+fn log_time_ns(line: &str) -> Option<u64> {
+    let stamp = line.strip_prefix('[')?.get(..24)?;
+    let num = |range: std::ops::Range<usize>| stamp.get(range)?.parse::<u64>().ok();
+    let (y, mo, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
+    let (h, mi, s, ms) = (num(11..13)?, num(14..16)?, num(17..19)?, num(20..23)?);
+    // Days from 1970-01-01 to the date (the proleptic Gregorian calendar).
+    let y = if mo <= 2 { y - 1 } else { y };
+    let era = y / 400;
+    let yoe = y - era * 400;
+    let doy = (153 * ((mo + 9) % 12) + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = (era * 146_097 + doe).checked_sub(719_468)?;
+    let secs = days * 86_400 + h * 3600 + mi * 60 + s;
+    Some(secs * 1_000_000_000 + ms * 1_000_000)
+}
+
+/// The ephemeral file of a host cut off at `cut_ns`, as another host saw it (`seen`: (time,
+/// present)): present until the host's keep-alives could have lapsed (half a TTL after the
+/// cut), gone within a TTL and `grace_ns` after the host's session timer last started, and
+/// never back. A leader elected during the cut starts every session's timer afresh (so a
+/// failover never expires a healthy session), so the timer starts at the cut or at the last
+/// election (`elections_ns`) before the file went, whichever is later. Returns the anomalies.
+pub fn check_ephemeral(
+    seen: &[(u64, bool)],
+    cut_ns: u64,
+    elections_ns: &[u64],
+    ttl_ns: u64,
+    grace_ns: u64,
+) -> Vec<String> {
+    let mut anomalies = Vec::new();
+    let vanished = seen.iter().find(|(_, present)| !present).map(|(t, _)| *t);
+    match vanished {
+        None => anomalies.push("the ephemeral file of the cut-off host never vanished".into()),
+        Some(t) if t < cut_ns + ttl_ns / 2 => anomalies.push(format!(
+            "the ephemeral file vanished while its host was connected ({:.1} s before the \
+             cut-off + TTL/2); seen: {seen:?}",
+            (cut_ns + ttl_ns / 2 - t) as f64 / 1e9
+        )),
+        Some(t) => {
+            let timer = elections_ns
+                .iter()
+                .copied()
+                .filter(|&e| e > cut_ns && e < t)
+                .max()
+                .unwrap_or(cut_ns);
+            if t > timer + ttl_ns + grace_ns {
+                let since = if timer > cut_ns {
+                    format!(
+                        ", {:.1} s after the last election during the cut",
+                        (t - timer) as f64 / 1e9
+                    )
+                } else {
+                    String::new()
+                };
+                anomalies.push(format!(
+                    "the ephemeral file outlived its cut-off host's TTL: gone {:.1} s after the \
+                     cut-off{since}",
+                    (t - cut_ns) as f64 / 1e9
+                ));
+            }
+        }
+    }
+    if seen.iter().skip_while(|(_, p)| *p).any(|(_, p)| *p) {
+        anomalies.push(format!("the ephemeral file came back: {seen:?}"));
+    }
+    anomalies
+}
