@@ -389,7 +389,7 @@ mod tests {
         let mut seen = Vec::new();
         disk.scan(Cf::Raft, b"b", &mut |k, _| {
             seen.push(k.to_vec());
-            Ok(seen.len() < 1)
+            Ok(seen.is_empty())
         })
         .unwrap();
         assert_eq!(seen, vec![b"d".to_vec()], "from b on, stopped after one");
