@@ -261,9 +261,14 @@ struct Leading {
 }
 
 impl Leading {
-    fn new(term: u64, now: Instant) -> Leading {
+    /// A term of leadership beginning at `now`, with `expiring`: the sessions whose expiry
+    /// is in the log and not applied yet (see [`Node::expiries_in_log`]).
+    fn new(term: u64, now: Instant, expiring: Vec<u64>) -> Leading {
         let mut timers = SessionTimers::default();
         timers.lead(term);
+        for session in expiring {
+            timers.expiry_proposed(session);
+        }
         Leading {
             term,
             since: now,
@@ -484,6 +489,17 @@ impl Node {
     /// index have the same.
     pub fn state_digest(&self) -> u128 {
         self.digest.sum()
+    }
+
+    /// What the state as applied here says of locks and sessions, for tracing a schedule.
+    #[cfg(test)]
+    pub fn locks_and_sessions(&self) -> String {
+        let locks = self.machine.query(&Query::Locks { after: 0, limit: 0 });
+        let sessions = self.machine.query(&Query::Sessions { after: 0, limit: 0 });
+        format!(
+            "applied {} locks {locks:?} sessions {sessions:?}",
+            self.applied
+        )
     }
 
     /// How much time one raft tick stands for.
@@ -877,9 +893,50 @@ impl Node {
         }
         let term = self.raw.raft.term;
         if self.lead.as_ref().map(|l| l.term) != Some(term) {
-            self.lead = Some(Leading::new(term, self.clock.now()));
+            let expiring = self.expiries_in_log();
+            self.lead = Some(Leading::new(term, self.clock.now(), expiring));
         }
         self.lead.as_mut()
+    }
+
+    /// The sessions whose expiry is in this node's log past what it applied: proposed by an
+    /// earlier leadership (this node's, or another's) and not committed then. A leader never
+    /// drops an entry of its own log, so these commit in its term: a keep-alive it renewed
+    /// meanwhile would promise a lease that their commit ends, and with the expiry's
+    /// lock-delay counted from when it was proposed, another client could be granted the
+    /// session's locks at once. So a new leadership starts with them as expiring
+    /// ([`Renewal::Expiring`]: the keep-alive is refused, not told "expired").
+    fn expiries_in_log(&self) -> Vec<u64> {
+        let log = &self.raw.raft.raft_log;
+        if log.last_index() <= self.applied {
+            return Vec::new();
+        }
+        let ctx = raft::GetEntriesContext::empty(false);
+        let entries = match log.entries(self.applied + 1, None, ctx) {
+            Ok(entries) => entries,
+            Err(e) => {
+                // Refusing every keep-alive would end healthy sessions; a log this node
+                // cannot read will halt it at apply anyway.
+                log::error!("node {}: reading the log past applied: {e}", self.cfg.id);
+                return Vec::new();
+            }
+        };
+        entries
+            .iter()
+            .filter(|e| {
+                e.get_entry_type() == EntryType::EntryNormal
+                    && !e.data.is_empty()
+                    && e.context != CHECK_CONTEXT
+                    && e.context != REPORT_CONTEXT
+            })
+            .filter_map(|e| match Envelope::decode(&e.data) {
+                Ok(Envelope {
+                    command: Command::ExpireSession(cmd::ExpireSession { session }),
+                    ..
+                }) => Some(session),
+                _ => None,
+            })
+            .collect()
     }
 
     /// Renews a session's lease. Only the leader may: it alone expires sessions, and a new
@@ -888,6 +945,16 @@ impl Node {
     fn keep_alive(&mut self, session: u64) -> Result<u64, ServerError> {
         if !self.leading() {
             return Err(self.not_leader());
+        }
+        // Until an entry of its term commits, a newly elected leader's log may still lose to
+        // another that holds an expiry of this session from an earlier term (uncommitted
+        // then): a renewal promised now could be ended by that expiry's commit, with the
+        // lock-delay counted from when it was proposed. Once one commits, every later leader
+        // has this leader's log, and the expiries in it are known (`expiries_in_log`).
+        if !self.raw.raft.commit_to_current_term() {
+            return Err(ServerError::Unavailable(
+                "a new leader renews leases once an entry of its term is committed; retry".into(),
+            ));
         }
         let ttl = self
             .machine

@@ -11,7 +11,11 @@
 //! proposal was dropped when it stepped down), ending a healthy session. For the same reason a
 //! keep-alive of a session whose expiry is proposed is refused without the word "expired": a
 //! leader resumed from a pause proposes expiries before it hears of its successor, and those
-//! never commit. Pure: time is passed in, so it is tested without a cluster.
+//! may never commit. They may commit later, too: an expiry left uncommitted in a log commits
+//! if that log's node leads again, so a new leadership starts with the expiries already in
+//! its log as proposed (`Node::expiries_in_log`), and renews nothing before an entry of its
+//! term has committed (`Node::keep_alive`). Pure: time is passed in, so it is tested without
+//! a cluster.
 
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};

@@ -693,6 +693,11 @@ impl Cluster {
     }
 
     /// The digest of node `id`'s applied state.
+    /// Node `id`'s locks and sessions as applied there (see `Node::locks_and_sessions`).
+    pub fn locks_and_sessions(&self, id: u64) -> Option<String> {
+        self.running.get(&id).map(|m| m.node.locks_and_sessions())
+    }
+
     pub fn digest(&self, id: u64) -> Option<u128> {
         self.running.get(&id).map(|m| m.node.state_digest())
     }

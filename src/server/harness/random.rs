@@ -8,7 +8,8 @@
 //! - lock safety: two clients with sessions of their own take turns on one exclusive flock,
 //!   and no client is granted it while another may still act under it (`lock_clients.rs`).
 //!
-//! `LOCKFS_NODE_SEED=S` replays schedule S (its failure prints it); `LOCKFS_NODE_SCHEDULES=N`
+//! `LOCKFS_NODE_SEED=S` replays schedule S (its failure prints it; `LOCKFS_NODE_TRACE=1` prints
+//! its every step and answer); `LOCKFS_NODE_SCHEDULES=N`
 //! runs N schedules (default 100, the CI run, about 10 s in a debug build), each seeded from the first.
 
 use rand::rngs::StdRng;
@@ -62,6 +63,15 @@ impl Seen {
     fn take_answers(&mut self, c: &mut Cluster, step: &str) {
         let now = c.now();
         for a in c.answers() {
+            if trace() {
+                println!(
+                    "{:>8.3}s   n{}: {} -> {}",
+                    now.as_secs_f64(),
+                    a.node,
+                    a.what,
+                    super::show(&a)
+                );
+            }
             if LockClients::owns(&a.what) {
                 let clients = self.locks.as_mut().expect("lock clients");
                 if let Err(e) = clients.answered(&a, now) {
@@ -183,6 +193,15 @@ fn schedule(seed: u64) -> Tally {
                 "deliver".into()
             }
         };
+        if trace() {
+            println!("{:>8.3}s step {n}: {step}", c.now().as_secs_f64());
+            if std::env::var_os("LOCKFS_NODE_TRACE_STATE").is_some() {
+                for id in c.running() {
+                    let state = c.locks_and_sessions(id).unwrap_or_default();
+                    println!("          n{id} {state}");
+                }
+            }
+        }
         seen.check(&c, &format!("step {n} ({step})"));
         seen.take_answers(&mut c, &format!("step {n} ({step})"));
         tally.snapshots += c.take_log().len();
@@ -243,6 +262,11 @@ fn schedule(seed: u64) -> Tally {
     tally.grants = seen.locks.as_ref().map_or(0, |l| l.grants);
     tally.acked = seen.acked.len();
     tally
+}
+
+/// Whether to print every step and answer (`LOCKFS_NODE_TRACE=1`, for replaying one schedule).
+fn trace() -> bool {
+    std::env::var_os("LOCKFS_NODE_TRACE").is_some()
 }
 
 /// Mostly a node that believes it leads; now and then another, to be refused.
