@@ -112,14 +112,21 @@ echo \"end $1\" >> \"$OUT/log\"
                     "-c",
                     &format!(
                         "exec \"$EXAMPLES/at-most-n.sh\" \"{mount}\" backup 3 -- \
-                         bash \"$OUT/job.sh\" {i}"
+                         bash \"$OUT/job.sh\" {i} 2> \"$OUT/contender-{i}.err\""
                     ),
                 ],
             )
         })
         .collect();
-    for pid in contenders {
-        assert!(h.wait_child(pid).success(), "{}", h.read_out("log"));
+    for (i, pid) in contenders.into_iter().enumerate() {
+        let status = h.wait_child(pid);
+        assert!(
+            status.success(),
+            "contender {i}: {status}; its stderr: {}\nthe log:\n{}\n{}",
+            h.read_out(&format!("contender-{i}.err")),
+            h.read_out("log"),
+            h.logs()
+        );
     }
     let log = h.read_out("log");
     let (mut inside, mut most) = (std::collections::BTreeSet::new(), 0);
