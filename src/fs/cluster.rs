@@ -130,6 +130,11 @@ fn attr(a: &proto::Attr) -> FileAttr {
     }
 }
 
+/// A node's attributes as the cluster answered them, or the errno of its refusal.
+fn file_attr(answer: Result<proto::Attr, ClientError>) -> Result<FileAttr, Errno> {
+    answer.map(|a| attr(&a)).map_err(errno)
+}
+
 /// Closes a keeper (`pins.rs`) no open file needs anymore.
 async fn close_keeper((session, handle): Keeper) {
     if let Err(e) = session.close_handle(handle).await {
@@ -534,8 +539,7 @@ impl Backend for ClusterBackend {
             }
             let ticket = cache.and_then(|c| c.ticket(valid));
             let s = self.now().await?;
-            let result = s.stat(child(parent, &name)).await.map(|a| attr(&a));
-            let result = result.map_err(errno);
+            let result = file_attr(s.stat(child(parent, &name)).await);
             if let (Some(c), Some(t)) = (cache, ticket) {
                 match &result {
                     Ok(a) => c.keep_name(t, parent, &name, Some(a)),
@@ -681,7 +685,7 @@ impl Backend for ClusterBackend {
     fn getattr_fresh(&self, ino: u64) -> BoxFut<'_, FileAttr> {
         Box::pin(async move {
             let a = self.now().await?.stat(At::Ino(ino)).await;
-            Ok(attr(&a.map_err(errno)?))
+            file_attr(a)
         })
     }
 
@@ -755,7 +759,7 @@ impl Backend for ClusterBackend {
         Box::pin(async move {
             let s = self.now().await?;
             let a = s.symlink(child(parent, &name), &target, uid, gid).await;
-            Ok(attr(&a.map_err(errno)?))
+            file_attr(a)
         })
     }
 
@@ -767,7 +771,7 @@ impl Backend for ClusterBackend {
         let name = name.to_string();
         Box::pin(async move {
             let a = self.now().await?.link(ino, child(parent, &name)).await;
-            Ok(attr(&a.map_err(errno)?))
+            file_attr(a)
         })
     }
 
@@ -783,7 +787,7 @@ impl Backend for ClusterBackend {
         Box::pin(async move {
             let owner = Owner { mode, uid, gid };
             let a = self.now().await?.mkdir(child(parent, &name), owner).await;
-            Ok(attr(&a.map_err(errno)?))
+            file_attr(a)
         })
     }
 
@@ -897,7 +901,7 @@ impl Backend for ClusterBackend {
                 truncate,
                 append,
             };
-            Ok(attr(&s.write(ino, write).await.map_err(errno)?))
+            file_attr(s.write(ino, write).await)
         })
     }
 
@@ -994,7 +998,7 @@ impl Backend for ClusterBackend {
     fn set_ephemeral(&self, ino: u64, ephemeral: bool) -> BoxFut<'_, FileAttr> {
         Box::pin(async move {
             let a = self.now().await?.set_ephemeral(ino, ephemeral).await;
-            Ok(attr(&a.map_err(errno)?))
+            file_attr(a)
         })
     }
 

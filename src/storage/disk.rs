@@ -99,7 +99,8 @@ pub type Visit<'a> = &'a mut dyn FnMut(&[u8], &[u8]) -> Result<bool>;
 /// Reading: a disk as it is now, or a frozen copy of one.
 pub trait Reader {
     fn get(&self, cf: Cf, key: &[u8]) -> Result<Option<Vec<u8>>>;
-    /// Visits the keys from `from` on, in order, until `visit` says stop.
+    /// Visits the keys from `from` on, in order, until `visit` says stop; `visit` must not use
+    /// the same disk (a disk in memory stays locked while it runs).
     fn scan(&self, cf: Cf, from: &[u8], visit: Visit<'_>) -> Result<()>;
 }
 
@@ -294,18 +295,10 @@ impl Reader for MemDisk {
         Ok(table_get(&self.lock().current, cf, key))
     }
 
+    /// `visit` runs with the disk locked (it must not use this disk), so a scan that stops
+    /// early reads no further than it visited.
     fn scan(&self, cf: Cf, from: &[u8], visit: Visit<'_>) -> Result<()> {
-        // A copy of the range, so `visit` runs without the lock held.
-        let rows: Vec<(Vec<u8>, Vec<u8>)> = self.lock().current[cf.slot()]
-            .range::<[u8], _>((Bound::Included(from), Bound::Unbounded))
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
-        for (k, v) in rows {
-            if !visit(&k, &v)? {
-                break;
-            }
-        }
-        Ok(())
+        table_scan(&self.lock().current, cf, from, visit)
     }
 }
 
