@@ -123,6 +123,7 @@ pub async fn status(opts: &ClientOpts, as_json: bool) -> Result<(), CliError> {
                 "first_index": s.first_index,
                 "last_index": s.last_index,
                 "snapshot_index": s.snapshot_index,
+                "log_format": s.log_format,
                 "members": members,
                 "diverged": diverged.keys().collect::<Vec<_>>(),
             })
@@ -138,8 +139,8 @@ pub async fn status(opts: &ClientOpts, as_json: bool) -> Result<(), CliError> {
         s.cluster_id, s.term, s.commit
     );
     println!(
-        "node {} applied {}, log {}..{}, snapshot at {}",
-        s.node_id, s.applied, s.first_index, s.last_index, s.snapshot_index
+        "node {} applied {}, log {}..{} in format {}, snapshot at {}",
+        s.node_id, s.applied, s.first_index, s.last_index, s.log_format, s.snapshot_index
     );
     println!(
         "{:>4}  {:<22} {:<10} {:<10} {:>10} {:>10} {:>8}  STATE",

@@ -16,6 +16,7 @@ use super::alloc::bounded;
 use super::mutate::{overwrite, Input};
 use super::records::{command, some_state, states, Names};
 use super::run;
+use crate::encoding::LogFormat;
 use crate::server::entry::Envelope;
 use crate::server::integrity::{Check, Integrity, Report, Verdict};
 use crate::server::membership::{plan, ChangeContext, MemberOp, SnapshotData};
@@ -52,6 +53,15 @@ fn caller(rng: &mut StdRng) -> Option<UserIds> {
     })
 }
 
+/// Either log format, at random.
+pub fn log_format(rng: &mut StdRng) -> LogFormat {
+    if rng.gen() {
+        LogFormat::One
+    } else {
+        LogFormat::Two
+    }
+}
+
 pub fn envelope(rng: &mut StdRng, command: Command) -> Envelope {
     let mut names = Names::default();
     Envelope {
@@ -86,13 +96,14 @@ pub fn apply(state: &mut StateMachine, index: u64, envelope: &Envelope) -> &'sta
 fn log_entries() {
     states();
     run("entries::log_entries", 2000, |rng| {
+        let format = log_format(rng);
         let input = Input::pick(rng, |rng| {
             let names = Names::default();
             let cmd = command(rng, &names);
-            envelope(rng, cmd).encode()
+            envelope(rng, cmd).encode(format)
         });
         let bytes = input.bytes();
-        let decoded = bounded("log entry", bytes, || Envelope::decode(bytes));
+        let decoded = bounded("log entry", bytes, || Envelope::decode(format, bytes));
         let envelope = match decoded {
             Ok(e) => e,
             Err(e) => {
@@ -100,13 +111,13 @@ fn log_entries() {
                 return "undecodable";
             }
         };
-        let again = envelope.encode();
+        let again = envelope.encode(format);
         if input.is_valid() {
             assert_eq!(again, bytes, "an entry encodes back to other bytes");
         }
-        let back = Envelope::decode(&again).expect("a re-encoded entry decodes");
+        let back = Envelope::decode(format, &again).expect("a re-encoded entry decodes");
         assert_eq!(back.command, envelope.command);
-        assert_eq!(back.encode(), again);
+        assert_eq!(back.encode(format), again);
         let mut state = some_state(rng);
         apply(&mut state, 100_000, &envelope)
     });
@@ -122,23 +133,25 @@ pub fn member_info(rng: &mut StdRng) -> MemberInfo {
 #[test]
 fn conf_change_contexts() {
     run("entries::conf_change_contexts", 3000, |rng| {
+        let format = log_format(rng);
         let input = Input::pick(rng, |rng| {
             ChangeContext {
                 id: rng.gen_range(0..6),
                 info: rng.gen::<bool>().then(|| member_info(rng)),
             }
-            .encode()
+            .encode(format)
         });
         let bytes = input.bytes();
         match bounded("conf change context", bytes, || {
-            ChangeContext::decode(bytes)
+            ChangeContext::decode(format, bytes)
         }) {
             Ok(cc) => {
-                let again = cc.encode();
+                let again = cc.encode(format);
                 if input.is_valid() {
                     assert_eq!(again, bytes);
                 }
-                assert_eq!(ChangeContext::decode(&again).unwrap().encode(), again);
+                let back = ChangeContext::decode(format, &again).unwrap();
+                assert_eq!(back.encode(format), again);
                 let mut members: Members = (1..4).map(|id| (id, member_info(rng))).collect();
                 cc.apply_to(&mut members);
                 // What the next membership change would make of the book.
@@ -164,15 +177,16 @@ fn conf_change_contexts() {
 fn check_and_report_entries() {
     run("entries::check_and_report_entries", 3000, |rng| {
         let mut integrity = Integrity::new(rng.gen_ratio(1, 4).then(|| rng.gen_range(0..50)));
+        let format = log_format(rng);
         // A few checks first, so that digests are there to compare with.
         for index in 1..rng.gen_range(1u64..5) {
             let check = Check {
                 at: index.saturating_sub(1),
                 digest: rng.gen_ratio(1, 2).then(|| rng.gen_range(0..3)),
             };
-            let data = crate::encoding::log::encode(&check);
+            let data = format.encode(&check);
             integrity
-                .apply_check(index * 10, &data, rng.gen_range(0..3))
+                .apply_check(index * 10, format, &data, rng.gen_range(0..3))
                 .expect("a valid check entry");
         }
         let index = rng.gen_range(0..100);
@@ -181,10 +195,10 @@ fn check_and_report_entries() {
                 at: [0, 10, 20, 30, u64::MAX][rng.gen_range(0..5)],
                 digest: rng.gen_ratio(1, 2).then(|| rng.gen()),
             };
-            let input = Input::pick(rng, |_| crate::encoding::log::encode(&check));
+            let input = Input::pick(rng, |_| format.encode(&check));
             let bytes = input.bytes();
             let result = bounded("check entry", bytes, || {
-                integrity.apply_check(index, bytes, rng.gen())
+                integrity.apply_check(index, format, bytes, rng.gen())
             });
             match result {
                 Ok(Verdict::Agrees) => "agreeing checks",
@@ -199,10 +213,10 @@ fn check_and_report_entries() {
                 node: rng.gen_range(0..5),
                 at: rng.gen(),
             };
-            let input = Input::pick(rng, |_| Integrity::report(report.node, report.at));
+            let input = Input::pick(rng, |_| Integrity::report(report.node, report.at, format));
             let bytes = input.bytes();
             let result = bounded("report entry", bytes, || {
-                integrity.apply_report(index, bytes)
+                integrity.apply_report(index, format, bytes)
             });
             match result {
                 Ok(r) => {
@@ -229,12 +243,13 @@ fn snapshot_data() {
         let members: Members = (1..rng.gen_range(1..5))
             .map(|id| (id, member_info(rng)))
             .collect();
+        let format = log_format(rng);
         let input = Input::pick(rng, |_| {
             SnapshotData {
                 members: members.clone(),
                 state: state.snapshot(),
             }
-            .encode()
+            .encode(format)
         });
         let bytes = input.bytes();
         let data = match bounded("snapshot", bytes, || SnapshotData::decode(bytes)) {
@@ -244,7 +259,7 @@ fn snapshot_data() {
                 return "undecodable";
             }
         };
-        let again = data.encode();
+        let again = data.encode(SnapshotData::format_of(bytes));
         if input.is_valid() {
             assert_eq!(again, bytes);
             assert_eq!(data.members, members);
@@ -269,9 +284,10 @@ fn snapshot_data() {
 }
 
 /// Every position of a valid encoding in turn holds a huge length, as bincode writes lengths:
-/// 8 bytes in log entries, conf change contexts and snapshots, a marker and 8 bytes in state
-/// records. The decoders refuse or accept it, allocating at most what serde preallocates for
-/// a container whose declared size it cannot trust (1 MiB), never the declared size.
+/// 8 bytes in format 1 (log entries, conf change contexts and snapshots), a marker and 8 bytes
+/// in format 2 and in state records. The decoders refuse or accept it, allocating at most what
+/// serde preallocates for a container whose declared size it cannot trust (1 MiB), never the
+/// declared size.
 #[test]
 fn every_length_set_huge() {
     let mut rng = StdRng::seed_from_u64(0);
@@ -284,38 +300,42 @@ fn every_length_set_huge() {
         if_generation: None,
     });
     let members: Members = (1..3).map(|id| (id, member_info(&mut rng))).collect();
-    type Decoder = fn(&[u8]) -> bool;
-    let fixed: [(&str, Vec<u8>, Decoder); 3] = [
-        ("log entry", envelope(&mut rng, put).encode(), |b| {
-            Envelope::decode(b).is_ok()
-        }),
-        (
-            "conf change context",
-            ChangeContext {
-                id: 4,
-                info: Some(member_info(&mut rng)),
-            }
-            .encode(),
-            |b| ChangeContext::decode(b).is_ok(),
-        ),
-        (
-            "snapshot",
-            SnapshotData {
-                members,
-                state: states()[1].snapshot(),
-            }
-            .encode(),
-            |b| SnapshotData::decode(b).is_ok(),
-        ),
-    ];
+    let envelope = envelope(&mut rng, put);
+    let context = ChangeContext {
+        id: 4,
+        info: Some(member_info(&mut rng)),
+    };
+    let snapshot = SnapshotData {
+        members,
+        state: states()[1].snapshot(),
+    };
+    type Decoder<'a> = dyn Fn(&[u8]) -> bool + 'a;
     let huge = [u64::MAX, 1 << 40, u64::from(u32::MAX)];
-    for (what, valid, decode) in fixed {
-        assert!(decode(&valid), "{what}");
-        for at in 0..valid.len() {
-            for length in huge {
-                let mut bytes = valid.clone();
-                overwrite(&mut bytes, at, &length.to_le_bytes());
-                bounded(what, &bytes, || decode(&bytes));
+    for format in [LogFormat::One, LogFormat::Two] {
+        let decoders: [(&str, Vec<u8>, &Decoder); 3] = [
+            ("log entry", envelope.encode(format), &|b| {
+                Envelope::decode(format, b).is_ok()
+            }),
+            ("conf change context", context.encode(format), &|b| {
+                ChangeContext::decode(format, b).is_ok()
+            }),
+            ("snapshot", snapshot.encode(format), &|b| {
+                SnapshotData::decode(b).is_ok()
+            }),
+        ];
+        for (what, valid, decode) in decoders {
+            assert!(decode(&valid), "{what}");
+            for at in 0..valid.len() {
+                for length in huge {
+                    let mut bytes = valid.clone();
+                    let mut declared = match format {
+                        LogFormat::One => vec![],
+                        LogFormat::Two => vec![0xfd],
+                    };
+                    declared.extend_from_slice(&length.to_le_bytes());
+                    overwrite(&mut bytes, at, &declared);
+                    bounded(what, &bytes, || decode(&bytes));
+                }
             }
         }
     }

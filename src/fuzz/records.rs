@@ -16,7 +16,8 @@ use rand::{Rng, SeedableRng};
 use super::alloc::bounded;
 use super::mutate::{arbitrary, mutate};
 use super::run;
-use crate::server::entry::Envelope;
+use crate::encoding::LogFormat;
+use crate::server::entry::{EntryKind, Envelope};
 use crate::state::{
     cmd, ApplyCtx, Command, CreateSpec, LockKind, LockStyle, Outcome, RequestId, StateError,
     StateMachine, Target,
@@ -478,12 +479,13 @@ fn filled_store(store: &Store) {
                 quotas: None,
                 command,
             }
-            .encode();
+            .encode(LogFormat::NEWEST);
             Entry {
                 index,
                 term: 1 + index / 10,
                 entry_type: EntryType::EntryNormal,
                 data: data.into(),
+                context: EntryKind::Command.context(LogFormat::NEWEST).into(),
                 ..Default::default()
             }
         })

@@ -21,11 +21,12 @@ use rand::Rng;
 use tokio_util::codec::Decoder;
 
 use super::alloc::bounded;
-use super::entries::{apply, envelope, member_info};
+use super::entries::{apply, envelope, log_format, member_info};
 use super::mutate::{arbitrary, mutate, varint, Input};
 use super::records::{some_state, states};
 use super::run;
 use super::schema::Schema;
+use crate::encoding::LogFormat;
 use crate::proto::{self, frame::Codec};
 use crate::server::convert::{self, Action};
 use crate::server::entry::Envelope;
@@ -195,10 +196,11 @@ fn take(rng: &mut StdRng, req: &proto::Request) -> &'static str {
             entry.request = request;
             entry.caller = caller;
             entry.max_file_size = max_file_size;
-            let bytes = entry.encode();
-            let back = Envelope::decode(&bytes).expect("an entry decodes");
+            let format = log_format(rng);
+            let bytes = entry.encode(format);
+            let back = Envelope::decode(format, &bytes).expect("an entry decodes");
             assert_eq!(back.command, entry.command);
-            assert_eq!(back.encode(), bytes);
+            assert_eq!(back.encode(format), bytes);
             apply(&mut state, 100_000, &back)
         }
         Action::Read(query) => match state.query_as(&query, caller.as_ref()) {
@@ -333,7 +335,7 @@ fn raft_records() {
                 };
                 let cc = ConfChangeV2 {
                     changes: vec![change].into(),
-                    context: book_entry.encode().into(),
+                    context: book_entry.encode(LogFormat::NEWEST).into(),
                     ..Default::default()
                 };
                 let input = Input::pick(rng, |_| cc.write_to_bytes().unwrap());
@@ -348,7 +350,7 @@ fn raft_records() {
 
 fn context(bytes: &[u8]) -> &'static str {
     match bounded("conf change context", bytes, || {
-        ChangeContext::decode(bytes)
+        ChangeContext::decode(LogFormat::NEWEST, bytes)
     }) {
         Ok(_) => "conf change with a context",
         Err(_) => "conf change without a context",

@@ -139,7 +139,8 @@ pub fn targets(command: &Command) -> Vec<(&Target, bool)> {
         | Command::Lock(_)
         | Command::Unlock(_)
         | Command::CancelWait(_)
-        | Command::Wake => vec![],
+        | Command::Wake
+        | Command::SetLogFormat(_) => vec![],
     }
 }
 

@@ -7,6 +7,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::ServerError;
+use crate::encoding::LogFormat;
 use crate::state::Quotas;
 
 /// Default size limit of a file, per DESIGN.md.
@@ -65,6 +66,10 @@ pub struct ServeConfig {
     /// Where to serve Prometheus metrics, `/health` and `/ready` over HTTP (`metrics.rs`);
     /// `None`: nowhere.
     pub metrics_listen: Option<String>,
+    /// The newest log format this node reads, writes and says it reads (see
+    /// `crate::encoding`): the newest there is, except where a test has a node stand in for
+    /// an older lockfs (`LOCKFS_TEST_LOG_FORMAT`).
+    pub log_format: LogFormat,
 }
 
 /// The same settings as they appear in a `--config` file; every field is optional there.
@@ -213,6 +218,7 @@ impl ConfigFile {
             max_requests: self.max_requests.unwrap_or(16 * 1024),
             check_entries: self.check_entries.unwrap_or(10_000),
             metrics_listen: self.metrics_listen,
+            log_format: test_log_format()?,
         };
         match (&cfg.tls_dir, cfg.insecure) {
             (Some(_), true) => {
@@ -322,6 +328,25 @@ pub fn cluster_id_for(peers: &BTreeMap<u64, String>) -> u64 {
         h = h.wrapping_mul(0x0100_0000_01b3);
     }
     h.max(1)
+}
+
+/// `LOCKFS_TEST_LOG_FORMAT=N`: the node reads and writes log formats up to N only, as a lockfs
+/// from before format N+1 would, so that tests can upgrade a cluster member by member. Unset:
+/// the newest.
+fn test_log_format() -> Result<LogFormat, ServerError> {
+    match std::env::var("LOCKFS_TEST_LOG_FORMAT") {
+        Err(_) => Ok(LogFormat::NEWEST),
+        Ok(v) => v
+            .parse()
+            .ok()
+            .filter(|&n| n > 0)
+            .and_then(LogFormat::from_number)
+            .ok_or_else(|| {
+                ServerError::Config(format!(
+                    "LOCKFS_TEST_LOG_FORMAT={v}: not a log format this lockfs knows"
+                ))
+            }),
+    }
 }
 
 #[cfg(test)]

@@ -531,6 +531,7 @@ pub fn status(s: NodeStatus) -> Res {
     p.first_index = s.first_index;
     p.last_index = s.last_index;
     p.snapshot_index = s.snapshot_index;
+    p.log_format = s.log_format.number();
     if let Some((index, digest)) = s.check {
         p.check_index = index;
         p.check_digest = digest.to_be_bytes().to_vec();

@@ -21,16 +21,12 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-use crate::encoding;
+use crate::encoding::LogFormat;
 use crate::state::Change;
 #[cfg(test)]
 use crate::state::StateMachine;
 use crate::storage::Records;
 
-/// Entry context of a check entry.
-pub const CHECK_CONTEXT: &[u8] = b"lockfs/check";
-/// Entry context of a report entry.
-pub const REPORT_CONTEXT: &[u8] = b"lockfs/diverged";
 /// Own digests kept, by the index of their check entry.
 const KEEP: usize = 8;
 /// A leader proposes a check at most this often, whatever it applies.
@@ -80,9 +76,15 @@ impl Integrity {
         }
     }
 
-    /// Leader: the data of a check entry to propose now, if `every` entries were applied since
-    /// the last check and none was proposed within a second.
-    pub fn due(&mut self, applied: u64, every: u64, now: Instant) -> Option<Vec<u8>> {
+    /// Leader: the data of a check entry to propose now, in `format`, if `every` entries were
+    /// applied since the last check and none was proposed within a second.
+    pub fn due(
+        &mut self,
+        applied: u64,
+        every: u64,
+        now: Instant,
+        format: LogFormat,
+    ) -> Option<Vec<u8>> {
         let recently = self
             .proposed
             .is_some_and(|t| now.duration_since(t) < MIN_INTERVAL);
@@ -90,21 +92,23 @@ impl Integrity {
             return None;
         }
         self.proposed = Some(now);
-        Some(encoding::log::encode(&Check {
+        Some(format.encode(&Check {
             at: self.last_check,
             digest: self.own.get(&self.last_check).copied(),
         }))
     }
 
-    /// Applies the check entry at `index` with `data`; `digest` is this replica's digest now.
-    /// An undecodable entry is skipped (every replica skips it alike).
+    /// Applies the check entry at `index` with `data` in `format`; `digest` is this replica's
+    /// digest now. An undecodable entry is skipped (every replica skips it alike).
     pub fn apply_check(
         &mut self,
         index: u64,
+        format: LogFormat,
         data: &[u8],
         digest: u128,
     ) -> Result<Verdict, String> {
-        let check: Check = encoding::log::decode(data)
+        let check: Check = format
+            .decode(data)
             .map_err(|e| format!("undecodable check entry at {index}: {e}"))?;
         let verdict = match (check.digest, self.own.get(&check.at)) {
             (Some(theirs), Some(&own)) if theirs != own => Verdict::Diverged {
@@ -126,14 +130,21 @@ impl Integrity {
         Ok(verdict)
     }
 
-    /// The data of the report entry that tells the others this replica diverged at `at`.
-    pub fn report(node: u64, at: u64) -> Vec<u8> {
-        encoding::log::encode(&Report { node, at })
+    /// The data of the report entry, in `format`, that tells the others this replica diverged
+    /// at `at`.
+    pub fn report(node: u64, at: u64, format: LogFormat) -> Vec<u8> {
+        format.encode(&Report { node, at })
     }
 
-    /// Applies a report entry; returns it, or why it was skipped.
-    pub fn apply_report(&mut self, index: u64, data: &[u8]) -> Result<Report, String> {
-        let report: Report = encoding::log::decode(data)
+    /// Applies a report entry in `format`; returns it, or why it was skipped.
+    pub fn apply_report(
+        &mut self,
+        index: u64,
+        format: LogFormat,
+        data: &[u8],
+    ) -> Result<Report, String> {
+        let report: Report = format
+            .decode(data)
             .map_err(|e| format!("undecodable report entry at {index}: {e}"))?;
         self.reported.entry(report.node).or_insert(report.at);
         Ok(report)
@@ -271,22 +282,31 @@ mod tests {
     }
 
     fn check(at: u64, digest: Option<u128>) -> Vec<u8> {
-        encoding::log::encode(&Check { at, digest })
+        LogFormat::Two.encode(&Check { at, digest })
     }
 
     #[test]
     fn replicas_that_agree_stay_quiet_and_one_that_differs_is_diverged() {
         let (mut a, mut b) = (Integrity::new(None), Integrity::new(None));
         // The first check compares nothing; both record their digests at index 10.
-        let first = a.due(10, 10, Instant::now()).expect("due");
-        assert_eq!(a.apply_check(11, &first, 7), Ok(Verdict::Agrees));
-        assert_eq!(b.apply_check(11, &first, 8), Ok(Verdict::Agrees));
+        let first = a.due(10, 10, Instant::now(), LogFormat::Two).expect("due");
+        assert_eq!(
+            a.apply_check(11, LogFormat::Two, &first, 7),
+            Ok(Verdict::Agrees)
+        );
+        assert_eq!(
+            b.apply_check(11, LogFormat::Two, &first, 8),
+            Ok(Verdict::Agrees)
+        );
         assert_eq!(a.latest(), Some((11, 7)));
         // The next carries a's digest at 11: b differs.
-        let next = a.due(21, 10, Instant::now()).expect("due");
-        assert_eq!(a.apply_check(22, &next, 9), Ok(Verdict::Agrees));
+        let next = a.due(21, 10, Instant::now(), LogFormat::Two).expect("due");
         assert_eq!(
-            b.apply_check(22, &next, 9),
+            a.apply_check(22, LogFormat::Two, &next, 9),
+            Ok(Verdict::Agrees)
+        );
+        assert_eq!(
+            b.apply_check(22, LogFormat::Two, &next, 9),
             Ok(Verdict::Diverged {
                 at: 11,
                 own: 8,
@@ -301,37 +321,46 @@ mod tests {
     fn checks_are_proposed_only_when_due() {
         let mut i = Integrity::new(None);
         let now = Instant::now();
-        assert!(i.due(5, 10, now).is_none(), "not enough applied");
-        let data = i.due(10, 10, now).expect("due");
-        assert!(i.due(30, 10, now).is_none(), "one proposal at a time");
-        i.apply_check(11, &data, 1).unwrap();
-        assert!(i.due(15, 10, now).is_none());
-        assert!(i.due(21, 10, now).is_some());
+        assert!(
+            i.due(5, 10, now, LogFormat::Two).is_none(),
+            "not enough applied"
+        );
+        let data = i.due(10, 10, now, LogFormat::Two).expect("due");
+        assert!(
+            i.due(30, 10, now, LogFormat::Two).is_none(),
+            "one proposal at a time"
+        );
+        i.apply_check(11, LogFormat::Two, &data, 1).unwrap();
+        assert!(i.due(15, 10, now, LogFormat::Two).is_none());
+        assert!(i.due(21, 10, now, LogFormat::Two).is_some());
     }
 
     #[test]
     fn a_replica_without_its_own_digest_compares_nothing() {
         let mut i = Integrity::new(None);
         assert_eq!(
-            i.apply_check(50, &check(40, Some(3)), 1),
+            i.apply_check(50, LogFormat::Two, &check(40, Some(3)), 1),
             Ok(Verdict::Agrees)
         );
         i.restored(60);
         assert_eq!(
-            i.apply_check(70, &check(50, Some(3)), 1),
+            i.apply_check(70, LogFormat::Two, &check(50, Some(3)), 1),
             Ok(Verdict::Agrees)
         );
-        assert!(i.apply_check(80, b"\xff", 1).is_err());
+        assert!(i.apply_check(80, LogFormat::Two, b"\xff", 1).is_err());
         assert_eq!(i.latest(), Some((70, 1)));
     }
 
     #[test]
     fn reports_are_kept_by_member() {
         let mut i = Integrity::new(Some(4));
-        let r = i.apply_report(9, &Integrity::report(2, 4)).unwrap();
+        let r = i
+            .apply_report(9, LogFormat::Two, &Integrity::report(2, 4, LogFormat::Two))
+            .unwrap();
         assert_eq!(r, Report { node: 2, at: 4 });
-        i.apply_report(12, &Integrity::report(2, 8)).unwrap();
+        i.apply_report(12, LogFormat::Two, &Integrity::report(2, 8, LogFormat::Two))
+            .unwrap();
         assert_eq!(i.reported, BTreeMap::from([(2, 4)]));
-        assert!(i.apply_report(13, b"").is_err());
+        assert!(i.apply_report(13, LogFormat::Two, b"").is_err());
     }
 }

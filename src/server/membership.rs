@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 
 use super::limits::MAX_ADDR;
 use super::{errno, ServerError};
-use crate::encoding;
+use crate::encoding::LogFormat;
 use crate::storage::{MemberInfo, Members};
 
 // The errno codes of refusals, as the wire carries them.
@@ -52,12 +52,13 @@ pub struct ChangeContext {
 }
 
 impl ChangeContext {
-    pub fn encode(&self) -> Vec<u8> {
-        encoding::log::encode(self)
+    /// In `format`, which the conf change entry's own context names (`entry::EntryKind::Change`).
+    pub fn encode(&self, format: LogFormat) -> Vec<u8> {
+        format.encode(self)
     }
 
-    pub fn decode(bytes: &[u8]) -> Result<ChangeContext, String> {
-        encoding::log::decode(bytes).map_err(|e| e.to_string())
+    pub fn decode(format: LogFormat, bytes: &[u8]) -> Result<ChangeContext, String> {
+        format.decode(bytes).map_err(|e| e.to_string())
     }
 
     /// Applies this change to the member book.
@@ -82,13 +83,41 @@ pub struct SnapshotData {
     pub state: Vec<u8>,
 }
 
+/// What format 2 snapshot data starts with. Format 1 data starts with the member count as 8
+/// little-endian bytes, whose fourth byte is 0 for any book under 2^24 members; this one's is
+/// not, so the two are never mistaken for each other.
+const SNAPSHOT_MAGIC: &[u8; 4] = b"LFS2";
+
 impl SnapshotData {
-    pub fn encode(&self) -> Vec<u8> {
-        encoding::log::encode(self)
+    /// In `format`: the cluster's log format at the snapshot's index.
+    pub fn encode(&self, format: LogFormat) -> Vec<u8> {
+        match format {
+            LogFormat::One => format.encode(self),
+            LogFormat::Two => {
+                let mut out = SNAPSHOT_MAGIC.to_vec();
+                out.extend_from_slice(&format.encode(self));
+                out
+            }
+        }
     }
 
+    /// Snapshot data in either format (format 2 says so by its prefix).
     pub fn decode(bytes: &[u8]) -> Result<SnapshotData, String> {
-        encoding::log::decode(bytes).map_err(|e| e.to_string())
+        let format = Self::format_of(bytes);
+        let rest = match format {
+            LogFormat::One => bytes,
+            LogFormat::Two => &bytes[SNAPSHOT_MAGIC.len()..],
+        };
+        format.decode(rest).map_err(|e| e.to_string())
+    }
+
+    /// The format of encoded snapshot data, by its prefix.
+    pub fn format_of(bytes: &[u8]) -> LogFormat {
+        if bytes.starts_with(SNAPSHOT_MAGIC) {
+            LogFormat::Two
+        } else {
+            LogFormat::One
+        }
     }
 }
 
@@ -97,8 +126,9 @@ impl SnapshotData {
 pub enum Plan {
     /// Nothing: the cluster already is as asked (so a retried request succeeds).
     Done,
-    /// Propose this conf change.
-    Propose(ConfChangeV2),
+    /// Propose this conf change, with this context (encoded in the log's format when it is
+    /// proposed).
+    Propose(ConfChangeV2, ChangeContext),
 }
 
 fn is_voter(conf: &ConfState, id: u64) -> bool {
@@ -146,8 +176,7 @@ fn change(kind: ConfChangeType, context: ChangeContext) -> Plan {
     single.node_id = context.id;
     let mut cc = ConfChangeV2::default();
     cc.set_changes(vec![single].into());
-    cc.context = context.encode().into();
-    Plan::Propose(cc)
+    Plan::Propose(cc, context)
 }
 
 /// Decides what `op` becomes, given the configuration, the member book and the voters the
@@ -311,12 +340,9 @@ mod tests {
 
     fn proposed(p: Result<Plan, ServerError>) -> (ConfChangeType, ChangeContext) {
         match p.expect("accepted") {
-            Plan::Propose(cc) => {
+            Plan::Propose(cc, ctx) => {
                 let single = &cc.changes[0];
-                (
-                    single.get_change_type(),
-                    ChangeContext::decode(&cc.context).unwrap(),
-                )
+                (single.get_change_type(), ctx)
             }
             Plan::Done => panic!("nothing proposed"),
         }
@@ -443,8 +469,15 @@ mod tests {
             members: m.clone(),
             state: vec![1, 2, 3],
         };
-        let back = SnapshotData::decode(&data.encode()).unwrap();
-        assert_eq!(back.members, m);
-        assert_eq!(back.state, vec![1, 2, 3]);
+        for format in [LogFormat::One, LogFormat::Two] {
+            let back = SnapshotData::decode(&data.encode(format)).unwrap();
+            assert_eq!(back.members, m);
+            assert_eq!(back.state, vec![1, 2, 3]);
+        }
+        let ctx = ChangeContext { id: 2, info: None };
+        for format in [LogFormat::One, LogFormat::Two] {
+            let back = ChangeContext::decode(format, &ctx.encode(format)).unwrap();
+            assert_eq!((back.id, back.info), (2, None));
+        }
     }
 }

@@ -28,6 +28,7 @@ pub(crate) mod events;
 mod harness;
 pub(crate) mod integrity;
 pub(crate) mod limits;
+pub(crate) mod log_formats;
 pub mod membership;
 pub mod metrics;
 pub mod node;
@@ -124,6 +125,7 @@ impl Server {
             .iter()
             .map(|(id, m)| (*id, m.addr.clone()))
             .collect();
+        let formats = Arc::new(log_formats::LogFormats::default());
         let transport = transport::Transport::start(
             cluster_id,
             cfg.id,
@@ -131,6 +133,7 @@ impl Server {
             inbox_tx.clone(),
             runtime.handle().clone(),
             tls.clone(),
+            (cfg.log_format, formats.clone()),
         );
         let (metrics, registry) = metrics::NodeMetrics::new();
         let metrics = Arc::new(metrics);
@@ -150,6 +153,8 @@ impl Server {
             requests: Arc::new(tokio::sync::Semaphore::new(cfg.max_requests)),
             counts: Arc::default(),
             metrics: metrics.clone(),
+            log_format: cfg.log_format,
+            formats: formats.clone(),
         });
         let data = cfg.data.clone();
         // Bound before the Raft loop starts, so a bad address fails the start, not a live node.
@@ -168,6 +173,7 @@ impl Server {
             inbox: inbox_rx,
             clock: Arc::new(clock::SystemClock),
             secrets: Box::new(rand::random::<u128>),
+            formats,
         };
         let node = Node::new(cfg, cluster_id, recovered, io, events, metrics.clone())?;
         let (halt, halted) = tokio::sync::watch::channel(false);

@@ -38,15 +38,17 @@ use super::cache::{CacheWaits, RecentChanges, View, ACK_GRACE, MAX_CACHE_TTL};
 use super::clock::Clock;
 use super::config::ServeConfig;
 use super::convert;
-use super::entry::Envelope;
+use super::entry::{EntryKind, Envelope};
 use super::events::{EventRouter, WatchSpec};
-use super::integrity::{Integrity, RecordDigest, Verdict, CHECK_CONTEXT, REPORT_CONTEXT};
+use super::integrity::{Integrity, RecordDigest, Verdict};
 use super::limits;
+use super::log_formats::LogFormats;
 use super::membership::{self, ChangeContext, MemberOp, Plan, SnapshotData};
 use super::metrics::{Gauges, KindLabel, NodeMetrics};
 use super::session_timers::{Renewal, SessionTimers};
 use super::transport::Links;
 use super::ServerError;
+use crate::encoding::LogFormat;
 use crate::proto;
 use crate::state::{
     cmd, parent_of, Attr, Command, Event, Kind, LockResult, NodeChange, Outcome, Query, RequestId,
@@ -208,6 +210,8 @@ pub struct NodeStatus {
     pub first_index: u64,
     pub last_index: u64,
     pub snapshot_index: u64,
+    /// The log format the cluster writes, as this node's applied state says.
+    pub log_format: LogFormat,
     pub members: Vec<MemberStatus>,
     /// This replica's latest check: (index of the check entry, digest of its state there).
     pub check: Option<(u64, u128)>,
@@ -258,6 +262,8 @@ struct Leading {
     promote_proposed: Option<Instant>,
     /// When this (diverged) leader last tried to hand leadership away.
     handed_over: Option<Instant>,
+    /// When this leader last proposed a switch of the log format.
+    format_proposed: Option<Instant>,
 }
 
 impl Leading {
@@ -278,6 +284,7 @@ impl Leading {
             wake_proposed: None,
             promote_proposed: None,
             handed_over: None,
+            format_proposed: None,
         }
     }
 }
@@ -295,6 +302,8 @@ pub struct Node {
     clock: Arc<dyn Clock>,
     /// The leader draws each new session's secret from here.
     secrets: Box<dyn FnMut() -> u128 + Send>,
+    /// The log formats the peers read; this node keeps the cluster's current there.
+    formats: Arc<LogFormats>,
     /// When the next raft tick is due.
     next_tick: Instant,
     /// Writes proposed here and not yet applied: log index -> (term proposed in, reply, when).
@@ -367,6 +376,8 @@ pub struct NodeIo {
     pub clock: Arc<dyn Clock>,
     /// Unguessable numbers: the system's random generator, outside tests.
     pub secrets: Box<dyn FnMut() -> u128 + Send>,
+    /// What the peers said of the log formats they read (`log_formats.rs`).
+    pub formats: Arc<LogFormats>,
 }
 
 /// What a node starts from: its data directory's store and Raft log, and the state machine as
@@ -400,7 +411,9 @@ impl Node {
             inbox,
             clock,
             secrets,
+            formats,
         } = io;
+        formats.set_cluster(machine.log_format());
         let raft_cfg = raft::Config {
             id: cfg.id,
             election_tick: cfg.election_ticks,
@@ -455,6 +468,7 @@ impl Node {
             next_tick: clock.now() + tick,
             clock,
             secrets,
+            formats,
             proposals: BTreeMap::new(),
             new_reads: Vec::new(),
             read_batches: HashMap::new(),
@@ -569,6 +583,9 @@ impl Node {
                 self.check_members(now);
                 self.check_integrity(now);
             }
+        }
+        if self.leading() {
+            self.switch_log_format(now);
         }
         if !self.new_reads.is_empty() && self.leader_down {
             // A ReadIndex would go to a leader that is gone: the client tries elsewhere.
@@ -843,7 +860,11 @@ impl Node {
             quotas: command.can_grow().then_some(self.cfg.quotas),
             command,
         };
-        match self.raw.propose(vec![], envelope.encode()) {
+        let format = self.machine.log_format();
+        match self
+            .raw
+            .propose(EntryKind::Command.context(format), envelope.encode(format))
+        {
             Ok(()) => {
                 let index = self.raw.raft.raft_log.last_index();
                 let term = self.raw.raft.term;
@@ -923,17 +944,16 @@ impl Node {
         };
         entries
             .iter()
-            .filter(|e| {
-                e.get_entry_type() == EntryType::EntryNormal
-                    && !e.data.is_empty()
-                    && e.context != CHECK_CONTEXT
-                    && e.context != REPORT_CONTEXT
+            .filter(|e| e.get_entry_type() == EntryType::EntryNormal && !e.data.is_empty())
+            .filter_map(|e| match EntryKind::of(&e.context) {
+                Some((EntryKind::Command, format)) => Envelope::decode(format, &e.data).ok(),
+                _ => None,
             })
-            .filter_map(|e| match Envelope::decode(&e.data) {
-                Ok(Envelope {
+            .filter_map(|envelope| match envelope {
+                Envelope {
                     command: Command::ExpireSession(cmd::ExpireSession { session }),
                     ..
-                }) => Some(session),
+                } => Some(session),
                 _ => None,
             })
             .collect()
@@ -1073,11 +1093,12 @@ impl Node {
             }
             return;
         }
+        let format = self.machine.log_format();
         if let Some(data) = self
             .integrity
-            .due(self.applied, self.cfg.check_entries, now)
+            .due(self.applied, self.cfg.check_entries, now, format)
         {
-            if let Err(e) = self.raw.propose(CHECK_CONTEXT.to_vec(), data) {
+            if let Err(e) = self.raw.propose(EntryKind::Check.context(format), data) {
                 log::debug!("check entry dropped: {e}");
             }
         }
@@ -1116,6 +1137,45 @@ impl Node {
         live
     }
 
+    /// Leader: once every other member has said it reads a newer log format than the
+    /// cluster writes, and this node reads it too, proposes the switch to it (once a second
+    /// until it applies). Entries proposed before the switch applies stay in the format they
+    /// were proposed in: each says its own.
+    fn switch_log_format(&mut self, now: Instant) {
+        let target = self.cfg.log_format;
+        if target <= self.machine.log_format() {
+            return;
+        }
+        let conf = self.raw.store().conf_state();
+        let others = (conf.voters.iter())
+            .chain(&conf.learners)
+            .chain(&conf.voters_outgoing)
+            .chain(&conf.learners_next)
+            .copied()
+            .filter(|&id| id != self.cfg.id);
+        if !self.formats.all_read(others, target) {
+            return;
+        }
+        let Some(lead) = self.lead.as_mut() else {
+            return;
+        };
+        if lead
+            .format_proposed
+            .is_some_and(|t| now.duration_since(t) < Duration::from_secs(1))
+        {
+            return;
+        }
+        lead.format_proposed = Some(now);
+        log::info!(
+            "every member reads log format {}: switching the cluster to it",
+            target.number()
+        );
+        let switch = cmd::SetLogFormat {
+            format: target.number(),
+        };
+        self.propose(Command::SetLogFormat(switch), None, None, None);
+    }
+
     /// Leader, every tick: note which peers are active, and promote a learner that caught up.
     fn check_members(&mut self, now: Instant) {
         let Some(lead) = self.lead.as_mut() else {
@@ -1146,12 +1206,12 @@ impl Node {
         );
         if let Some(id) = candidate {
             match membership::plan(&MemberOp::Promote { id }, &conf, self.members(), &live) {
-                Ok(Plan::Propose(cc)) => {
+                Ok(Plan::Propose(cc, context)) => {
                     log::info!("node {id} has caught up; promoting it to voter");
                     if let Some(lead) = self.lead.as_mut() {
                         lead.promote_proposed = Some(now);
                     }
-                    self.propose_conf_change(cc, None);
+                    self.propose_conf_change(cc, &context, None);
                 }
                 Ok(Plan::Done) => {}
                 Err(e) => log::debug!("not promoting node {id} yet: {e}"),
@@ -1185,7 +1245,7 @@ impl Node {
             Plan::Done => {
                 let _ = reply.send(Ok(Outcome::Done));
             }
-            Plan::Propose(_) if op == (MemberOp::Remove { id: self.cfg.id }) => {
+            Plan::Propose(..) if op == (MemberOp::Remove { id: self.cfg.id }) => {
                 // A leader does not remove itself: it hands leadership to the most up-to-date
                 // live voter, and the client's retry reaches the new leader.
                 let why = match self.successor(now) {
@@ -1204,15 +1264,26 @@ impl Node {
                 };
                 let _ = reply.send(Err(ServerError::Unavailable(why)));
             }
-            Plan::Propose(cc) => {
+            Plan::Propose(cc, context) => {
                 log::info!("membership change requested: {op:?}");
-                self.propose_conf_change(cc, Some(reply));
+                self.propose_conf_change(cc, &context, Some(reply));
             }
         }
     }
 
-    fn propose_conf_change(&mut self, cc: ConfChangeV2, reply: Option<Reply>) {
-        match self.raw.propose_conf_change(vec![], cc) {
+    /// Proposes `cc` with `context`, both in the cluster's log format.
+    fn propose_conf_change(
+        &mut self,
+        mut cc: ConfChangeV2,
+        context: &ChangeContext,
+        reply: Option<Reply>,
+    ) {
+        let format = self.machine.log_format();
+        cc.context = context.encode(format).into();
+        match self
+            .raw
+            .propose_conf_change(EntryKind::Change.context(format), cc)
+        {
             Ok(()) => {
                 let index = self.raw.raft.raft_log.last_index();
                 let term = self.raw.raft.term;
@@ -1234,17 +1305,21 @@ impl Node {
     fn apply_conf_change(
         &mut self,
         index: u64,
+        entry_context: &[u8],
         cc: &ConfChangeV2,
         batch: &mut WriteBatch,
     ) -> Result<Outcome, ServerError> {
+        let corrupt = |e: String| {
+            ServerError::Storage(crate::storage::StorageError::Corrupt(format!(
+                "conf change context at {index}: {e}"
+            )))
+        };
         let context = if cc.context.is_empty() {
             None
         } else {
-            Some(ChangeContext::decode(&cc.context).map_err(|e| {
-                ServerError::Storage(crate::storage::StorageError::Corrupt(format!(
-                    "conf change context at {index}: {e}"
-                )))
-            })?)
+            let format = EntryKind::change_format(entry_context)
+                .ok_or_else(|| corrupt("an entry context no lockfs writes".into()))?;
+            Some(ChangeContext::decode(format, &cc.context).map_err(corrupt)?)
         };
         let cs = match self.raw.apply_conf_change(cc) {
             Ok(cs) => cs,
@@ -1708,59 +1783,61 @@ impl Node {
         for entry in entries {
             let mut outcome = match entry.get_entry_type() {
                 EntryType::EntryNormal if entry.data.is_empty() => None, // a new leader's no-op
-                EntryType::EntryNormal if entry.context == CHECK_CONTEXT => {
-                    // The digest must cover every entry before this one.
-                    let changes = self.machine.take_changes();
-                    self.digest.apply(&changes);
-                    self.state_store
-                        .stage_changes(&mut batch, changes, self.applied);
-                    self.apply_check(entry.index, &entry.data)?;
-                    None
+                EntryType::EntryNormal => {
+                    let kind = EntryKind::of(&entry.context);
+                    if let Some((_, format)) = kind {
+                        self.check_readable(entry.index, format)?;
+                    }
+                    match kind {
+                        Some((EntryKind::Check, format)) => {
+                            // The digest must cover every entry before this one.
+                            let changes = self.machine.take_changes();
+                            self.digest.apply(&changes);
+                            self.state_store
+                                .stage_changes(&mut batch, changes, self.applied);
+                            self.apply_check(entry.index, format, &entry.data)?;
+                            None
+                        }
+                        Some((EntryKind::Report, format)) => {
+                            self.apply_report(entry.index, format, &entry.data);
+                            None
+                        }
+                        Some((EntryKind::Command, format)) => {
+                            Some(self.apply_envelope(&entry, format, &mut expiries))
+                        }
+                        // The entry read back as it was written (the store checks that), so
+                        // every replica holds these same bytes and skips them alike.
+                        Some((EntryKind::Change, _)) | None => {
+                            log::error!(
+                                "log entry {} has a context no lockfs writes; skipped",
+                                entry.index
+                            );
+                            Some(Err(StateError::InvalidArgument(
+                                "the request's log entry has an unknown context".into(),
+                            )
+                            .into()))
+                        }
+                    }
                 }
-                EntryType::EntryNormal if entry.context == REPORT_CONTEXT => {
-                    match self.integrity.apply_report(entry.index, &entry.data) {
-                        Ok(r) => log::error!(
-                            "node {} reports that its state diverged from the leader's at \
-                             index {}; rebuild it (README: Rebuilding a node)",
-                            r.node,
-                            r.at
-                        ),
-                        Err(e) => log::error!("{e}; skipped"),
-                    }
-                    None
-                }
-                EntryType::EntryNormal => match Envelope::decode(&entry.data) {
-                    Ok(envelope) => {
-                        let result = self.machine.apply_request(
-                            &envelope.ctx(entry.index),
-                            envelope.request.as_ref(),
-                            &envelope.command,
-                        );
-                        self.count_applied(entry.index, &envelope.command, &result, &mut expiries);
-                        Some(result.map_err(ServerError::from))
-                    }
-                    // The entry read back as it was written (the store checks that), so every
-                    // replica holds these same bytes and skips them alike.
-                    Err(e) => {
-                        log::error!("log entry {} cannot be decoded: {e}; skipped", entry.index);
-                        Some(Err(StateError::InvalidArgument(format!(
-                            "the request could not be decoded: {e}"
-                        ))
-                        .into()))
-                    }
-                },
                 EntryType::EntryConfChange => {
                     // Only ConfChangeV2 is ever proposed; a v1 entry is read as its v2 form.
                     let cc = proto::parse::<ConfChange>(&entry.data)
                         .map_err(|e| ServerError::Config(format!("conf change: {e}")))?;
                     members_changed = true;
-                    Some(self.apply_conf_change(entry.index, &v2_of(cc), &mut batch))
+                    if let Some(format) = EntryKind::change_format(&entry.context) {
+                        self.check_readable(entry.index, format)?;
+                    }
+                    let cc = v2_of(cc);
+                    Some(self.apply_conf_change(entry.index, &entry.context, &cc, &mut batch))
                 }
                 EntryType::EntryConfChangeV2 => {
                     let cc = proto::parse::<ConfChangeV2>(&entry.data)
                         .map_err(|e| ServerError::Config(format!("conf change: {e}")))?;
                     members_changed = true;
-                    Some(self.apply_conf_change(entry.index, &cc, &mut batch))
+                    if let Some(format) = EntryKind::change_format(&entry.context) {
+                        self.check_readable(entry.index, format)?;
+                    }
+                    Some(self.apply_conf_change(entry.index, &entry.context, &cc, &mut batch))
                 }
             };
             self.applied = entry.index;
@@ -1793,6 +1870,7 @@ impl Node {
                 }
             }
         }
+        self.formats.set_cluster(self.machine.log_format());
         let events = self.machine.take_events();
         let node_events = self.machine.take_node_events();
         self.count_events(&events, &node_events, &expiries);
@@ -1844,6 +1922,62 @@ impl Node {
         let ready = self.settle_caches(answers, changed);
         send_answers(ready);
         Ok(())
+    }
+
+    /// Refuses to go on past an entry in a log format newer than this node reads: that is
+    /// only ever [`ServeConfig::log_format`] capped below the newest, which stands in for an
+    /// older lockfs in tests, and a cluster switches only once every member reads the format.
+    fn check_readable(&self, index: u64, format: LogFormat) -> Result<(), ServerError> {
+        if format > self.cfg.log_format {
+            return Err(ServerError::Config(format!(
+                "log entry {index} is in log format {}, newer than node {} reads ({})",
+                format.number(),
+                self.cfg.id,
+                self.cfg.log_format.number()
+            )));
+        }
+        Ok(())
+    }
+
+    /// Applies a command entry: its result, for the client that proposed it.
+    fn apply_envelope(
+        &mut self,
+        entry: &Entry,
+        format: LogFormat,
+        expiries: &mut std::collections::BTreeSet<u64>,
+    ) -> Result<Outcome, ServerError> {
+        match Envelope::decode(format, &entry.data) {
+            Ok(envelope) => {
+                let result = self.machine.apply_request(
+                    &envelope.ctx(entry.index),
+                    envelope.request.as_ref(),
+                    &envelope.command,
+                );
+                self.count_applied(entry.index, &envelope.command, &result, expiries);
+                result.map_err(ServerError::from)
+            }
+            // The entry read back as it was written (the store checks that), so every replica
+            // holds these same bytes and skips them alike.
+            Err(e) => {
+                log::error!("log entry {} cannot be decoded: {e}; skipped", entry.index);
+                Err(
+                    StateError::InvalidArgument(format!("the request could not be decoded: {e}"))
+                        .into(),
+                )
+            }
+        }
+    }
+
+    fn apply_report(&mut self, index: u64, format: LogFormat, data: &[u8]) {
+        match self.integrity.apply_report(index, format, data) {
+            Ok(r) => log::error!(
+                "node {} reports that its state diverged from the leader's at index {}; \
+                 rebuild it (README: Rebuilding a node)",
+                r.node,
+                r.at
+            ),
+            Err(e) => log::error!("{e}; skipped"),
+        }
     }
 
     /// Counts what applying a command did that no event reports (`metrics.rs`).
@@ -2028,8 +2162,16 @@ impl Node {
     /// Applies the check entry at `index`: compares this replica's digest with the proposer's
     /// and takes its own. A replica that finds itself diverged marks its data directory so
     /// before going on, and reports itself at its next tick (see `integrity.rs`).
-    fn apply_check(&mut self, index: u64, data: &[u8]) -> Result<(), ServerError> {
-        match self.integrity.apply_check(index, data, self.digest.sum()) {
+    fn apply_check(
+        &mut self,
+        index: u64,
+        format: LogFormat,
+        data: &[u8],
+    ) -> Result<(), ServerError> {
+        match self
+            .integrity
+            .apply_check(index, format, data, self.digest.sum())
+        {
             Ok(Verdict::Agrees) => {}
             Ok(Verdict::Diverged { at, own, theirs }) => {
                 log::error!(
@@ -2059,8 +2201,9 @@ impl Node {
             return;
         }
         self.report_proposed = Some(now);
-        let report = Integrity::report(self.cfg.id, at);
-        if let Err(e) = self.raw.propose(REPORT_CONTEXT.to_vec(), report) {
+        let format = self.machine.log_format();
+        let report = Integrity::report(self.cfg.id, at, format);
+        if let Err(e) = self.raw.propose(EntryKind::Report.context(format), report) {
             log::warn!("could not report the divergence to the leader: {e}");
         }
     }
@@ -2099,6 +2242,7 @@ impl Node {
         );
         self.digest = digest;
         self.machine = machine;
+        self.formats.set_cluster(self.machine.log_format());
         self.applied = index;
         self.raw.mut_store().set_applied(index);
         self.recent.forget_through(index);
@@ -2134,7 +2278,7 @@ impl Node {
             members: store.members().clone(),
             state: Vec::new(),
         }
-        .encode()
+        .encode(self.machine.log_format())
         .into();
         let mut batch = WriteBatch::default();
         self.raw.mut_store().stage_compact(&mut batch, snapshot)?;
@@ -2209,6 +2353,7 @@ impl Node {
             first_index: store.first_index(),
             last_index: store.last_index(),
             snapshot_index: store.snapshot_index(),
+            log_format: self.machine.log_format(),
             members,
             check: self.integrity.latest(),
             diverged_at: self.integrity.diverged,

@@ -35,11 +35,13 @@ use super::admission::{Admission, Ticket};
 use super::authz::Caller;
 use super::convert::{self, Action};
 use super::events::{EventRouter, FrameSender, WatchSpec};
+use super::log_formats::LogFormats;
 use super::metrics::{self, KindLabel, NodeMetrics, RequestLabels};
 use super::node::Input;
 use super::transport::PeerBook;
 use super::ServerError;
 use crate::auth::{refuse_handshake, Accepted, Stream, Tls};
+use crate::encoding::LogFormat;
 use crate::proto::{self, frame::FramedConn, Hello_oneof_kind as HelloKind};
 use crate::state::StateError;
 use crate::storage::Records;
@@ -74,6 +76,9 @@ pub struct Service {
     pub requests: Arc<tokio::sync::Semaphore>,
     pub counts: Arc<RequestCounts>,
     pub metrics: Arc<NodeMetrics>,
+    /// The newest log format this node reads, and what its peers and the cluster do.
+    pub log_format: LogFormat,
+    pub formats: Arc<LogFormats>,
 }
 
 impl Service {
@@ -161,6 +166,7 @@ impl Service {
         let mut reply = proto::HelloReply::new();
         reply.cluster_id = self.cluster_id;
         reply.node_id = self.node_id;
+        reply.log_format = self.log_format.number();
         conn.send(&reply).await.map_err(|e| e.to_string())?;
         match hello.kind {
             Some(HelloKind::peer(p)) => self.peer(conn, p.from).await,
@@ -190,7 +196,7 @@ impl Service {
         {
             Some(format!("unknown node id {}", p.from))
         } else {
-            None
+            self.formats.hello(p.from, p.log_format).err()
         }
     }
 

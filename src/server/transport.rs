@@ -30,9 +30,11 @@ use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio::sync::mpsc::error::TryRecvError;
 
+use super::log_formats::{self, LogFormats};
 use super::membership::SnapshotData;
 use super::node::Input;
 use crate::auth::{Expect, Stream, Tls};
+use crate::encoding::LogFormat;
 use crate::proto::{self, frame::FramedConn};
 use crate::storage::{Members, Records, SnapshotOpener};
 
@@ -44,6 +46,8 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
 struct Outgoing {
     frame: Bytes,
+    /// The log format the peer must read to be sent this (`log_formats::needed`).
+    needs: LogFormat,
     /// For snapshots: the raft thread must learn whether it was delivered, and the state
     /// follows the message from this stream (`None` when there was none to send).
     snapshot: Option<Option<StateStream>>,
@@ -82,13 +86,17 @@ pub struct Transport {
     runtime: tokio::runtime::Handle,
     tls: Tls,
     book: PeerBook,
+    /// The newest log format this node reads, and what the peers and the cluster do.
+    log_format: LogFormat,
+    formats: Arc<LogFormats>,
     /// One link per peer other than `me`: its address and its queue.
     peers: BTreeMap<u64, (String, mpsc::Sender<Outgoing>)>,
     outbox: Streams,
 }
 
 impl Transport {
-    /// A transport with links to `peers` (other than `me`), on the runtime of `runtime`.
+    /// A transport with links to `peers` (other than `me`), on the runtime of `runtime`; this
+    /// node reads log formats up to `log_format`.
     pub fn start(
         cluster_id: u64,
         me: u64,
@@ -96,6 +104,7 @@ impl Transport {
         inbox: Sender<Input>,
         runtime: tokio::runtime::Handle,
         tls: Tls,
+        (log_format, formats): (LogFormat, Arc<LogFormats>),
     ) -> Transport {
         let mut t = Transport {
             cluster_id,
@@ -104,6 +113,8 @@ impl Transport {
             runtime,
             tls,
             book: PeerBook::default(),
+            log_format,
+            formats,
             peers: BTreeMap::new(),
             outbox: Streams::default(),
         };
@@ -141,6 +152,8 @@ impl Links for Transport {
                 addr: addr.clone(),
                 inbox: self.inbox.clone(),
                 tls: self.tls.clone(),
+                log_format: self.log_format,
+                formats: self.formats.clone(),
             };
             self.runtime.spawn(link.run(rx));
             self.peers.insert(id, (addr.clone(), tx));
@@ -152,6 +165,7 @@ impl Links for Transport {
     /// it, which ends the older stream's reader).
     fn opener(&self) -> SnapshotOpener {
         let outbox = self.outbox.clone();
+        let formats = self.formats.clone();
         Arc::new(move |to: u64, index: u64, members: &Members| {
             let (tx, batches) = mpsc::channel(2);
             outbox
@@ -163,7 +177,10 @@ impl Links for Transport {
                 members: members.clone(),
                 state: Vec::new(),
             };
-            (sink as crate::storage::RecordSink, data.encode())
+            (
+                sink as crate::storage::RecordSink,
+                data.encode(formats.cluster()),
+            )
         })
     }
 
@@ -187,6 +204,7 @@ impl Links for Transport {
             .expect("encoding a frame into a vector cannot fail");
         let out = Outgoing {
             frame: Bytes::from(bytes),
+            needs: log_formats::needed(&msg),
             snapshot,
         };
         if queue.try_send(out).is_err() {
@@ -219,6 +237,8 @@ struct Link {
     addr: String,
     inbox: Sender<Input>,
     tls: Tls,
+    log_format: LogFormat,
+    formats: Arc<LogFormats>,
 }
 
 impl Link {
@@ -226,7 +246,7 @@ impl Link {
         let mut backoff = BACKOFF_MIN;
         let mut was_connected = true;
         loop {
-            let mut conn = match self.connect().await {
+            let (mut conn, reads) = match self.connect().await {
                 Ok(c) => c,
                 Err(e) => {
                     if was_connected {
@@ -254,6 +274,7 @@ impl Link {
             log::info!("connected to peer {} at {}", self.peer, self.addr);
             was_connected = true;
             backoff = BACKOFF_MIN;
+            let mut held_back = false;
             loop {
                 let out = tokio::select! {
                     out = rx.recv() => out,
@@ -271,6 +292,21 @@ impl Link {
                 let Some(out) = out else {
                     return; // the peer was removed, or the node is shutting down
                 };
+                if out.needs > reads {
+                    if !held_back {
+                        log::error!(
+                            "peer {} reads log formats up to {}: not sending it the log in \
+                             format {}; upgrade lockfs on node {}",
+                            self.peer,
+                            reads.number(),
+                            out.needs.number(),
+                            self.peer
+                        );
+                        held_back = true;
+                    }
+                    self.report_snapshot(&out, false);
+                    continue;
+                }
                 let result = match out.snapshot {
                     Some(stream) => {
                         self.send_snapshot(&mut conn, out.frame, stream, &mut rx)
@@ -373,7 +409,8 @@ impl Link {
         }
     }
 
-    async fn connect(&self) -> Result<FramedConn<Stream>, ConnectError> {
+    /// A connection to the peer, and the newest log format the peer reads.
+    async fn connect(&self) -> Result<(FramedConn<Stream>, LogFormat), ConnectError> {
         let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(&self.addr))
             .await
             .map_err(|_| ConnectError::Failed("connect timed out".to_string()))?
@@ -385,7 +422,10 @@ impl Link {
     }
 
     /// TLS and hello on a new connection to the peer.
-    async fn handshake(&self, stream: TcpStream) -> Result<FramedConn<Stream>, String> {
+    async fn handshake(
+        &self,
+        stream: TcpStream,
+    ) -> Result<(FramedConn<Stream>, LogFormat), String> {
         let _ = stream.set_nodelay(true);
         let stream = tokio::time::timeout(
             CONNECT_TIMEOUT,
@@ -401,6 +441,7 @@ impl Link {
         peer.cluster_id = self.cluster_id;
         peer.from = self.me;
         peer.to = self.peer;
+        peer.log_format = self.log_format.number();
         conn.send(&hello).await.map_err(|e| e.to_string())?;
         let reply: proto::HelloReply = tokio::time::timeout(CONNECT_TIMEOUT, conn.recv())
             .await
@@ -409,7 +450,8 @@ impl Link {
         if let Some(err) = reply.error.as_ref() {
             return Err(format!("refused: {}", err.message));
         }
+        let reads = self.formats.hello(self.peer, reply.log_format)?;
         conn.set_max_frame(proto::PEER_MAX_FRAME);
-        Ok(conn)
+        Ok((conn, reads))
     }
 }

@@ -230,7 +230,8 @@ impl StateMachine {
             | Command::Lock(_)
             | Command::Unlock(_)
             | Command::CancelWait(_)
-            | Command::Wake => Ok(()),
+            | Command::Wake
+            | Command::SetLogFormat(_) => Ok(()),
             // Only an administrator may send it (`crate::server::authz`); it changes no node.
             Command::ReleaseLocks(cmd::ReleaseLocks { at, .. }) => self.search(caller, at),
         }

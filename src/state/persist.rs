@@ -13,8 +13,8 @@ use super::orphan::Orphan;
 use super::path::validate_name;
 use super::quota::Usage;
 use super::record::{
-    self, Meta, HANDLE_PREFIX, LOCK_PREFIX, META_KEY, NAMES_PREFIX, NODE_PREFIX, ON_LOSS_PREFIX,
-    ORPHAN_PREFIX, RESPONSE_PREFIX, SEMAPHORE_PREFIX, SESSION_PREFIX,
+    self, Meta, HANDLE_PREFIX, LOCK_PREFIX, LOG_FORMAT_KEY, META_KEY, NAMES_PREFIX, NODE_PREFIX,
+    ON_LOSS_PREFIX, ORPHAN_PREFIX, RESPONSE_PREFIX, SEMAPHORE_PREFIX, SESSION_PREFIX,
 };
 use super::semaphore::{Semaphore, MAX_HOLDERS};
 use super::session::{Handle, Session};
@@ -35,6 +35,10 @@ impl StateMachine {
         let mut changes = Vec::new();
         if std::mem::take(&mut self.meta_dirty) {
             changes.push((META_KEY.to_vec(), Some(record::encode(&self.meta))));
+        }
+        if std::mem::take(&mut self.log_format_dirty) {
+            let value = record::encode(&self.log_format);
+            changes.push((LOG_FORMAT_KEY.to_vec(), Some(value)));
         }
         for ino in std::mem::take(&mut self.dirty_nodes) {
             let value = self.nodes.get(&ino).map(record::encode);
@@ -91,6 +95,9 @@ impl StateMachine {
     /// Calls `f` with every record of the state, in no particular order.
     pub fn for_each_record(&self, mut f: impl FnMut(Vec<u8>, Vec<u8>)) {
         f(META_KEY.to_vec(), record::encode(&self.meta));
+        if self.log_format > 1 {
+            f(LOG_FORMAT_KEY.to_vec(), record::encode(&self.log_format));
+        }
         for (&ino, node) in &self.nodes {
             f(record::node_key(ino), record::encode(node));
         }
@@ -142,6 +149,7 @@ impl StateMachine {
         let mut semaphores: BTreeMap<u64, Semaphore> = BTreeMap::new();
         let mut on_loss: BTreeMap<u64, OnLoss> = BTreeMap::new();
         let mut meta = None;
+        let mut log_format = None;
         fn once<K: Ord + std::fmt::Debug, V>(
             map: &mut BTreeMap<K, V>,
             key: K,
@@ -160,6 +168,18 @@ impl StateMachine {
                     .is_some()
                 {
                     return Err(StateError::Corrupt("meta record appears twice".into()));
+                }
+            } else if key == LOG_FORMAT_KEY {
+                let format: u32 = record::decode("log format record", &value)?;
+                if crate::encoding::LogFormat::from_number(format).is_none() {
+                    return Err(StateError::Corrupt(format!(
+                        "the cluster writes log format {format}, newer than this lockfs reads"
+                    )));
+                }
+                if log_format.replace(format).is_some() {
+                    return Err(StateError::Corrupt(
+                        "log format record appears twice".into(),
+                    ));
                 }
             } else if let Some(ids) = record::parse_key::<1>(NODE_PREFIX, &key) {
                 let [ino] = ids?;
@@ -207,7 +227,8 @@ impl StateMachine {
                 && orphans.is_empty()
                 && extra_names.is_empty()
                 && semaphores.is_empty()
-                && on_loss.is_empty() =>
+                && on_loss.is_empty()
+                && log_format.is_none() =>
             {
                 return Ok(Self::new())
             }
@@ -299,6 +320,8 @@ impl StateMachine {
             dirty_on_loss: BTreeSet::new(),
             dirty_responses: BTreeSet::new(),
             meta_dirty: false,
+            log_format: log_format.unwrap_or(1),
+            log_format_dirty: false,
         };
         state.usage = Usage::of(&state);
         state.validate()?;

@@ -16,6 +16,8 @@
 //!   (`semaphore.rs`).
 //! - `p/<instance>`: what a mount does to the holders of a lock on the node when it loses it
 //!   (`on_loss.rs`).
+//! - `f/log`: the log format the cluster writes (`crate::encoding::LogFormat`), once past 1
+//!   (`cmd::SetLogFormat`); without it, 1.
 //!
 //! Other prefixes are left to future record kinds and ignored when loading.
 
@@ -34,6 +36,7 @@ pub(super) const NAMES_PREFIX: &[u8] = b"k/";
 pub(super) const SEMAPHORE_PREFIX: &[u8] = b"c/";
 pub(super) const ON_LOSS_PREFIX: &[u8] = b"p/";
 pub(super) const META_KEY: &[u8] = b"m/meta";
+pub(super) const LOG_FORMAT_KEY: &[u8] = b"f/log";
 
 /// Counters that outlive any one node.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -78,11 +81,11 @@ pub(super) fn parse_key<const N: usize>(
 }
 
 pub(super) fn encode<T: Serialize>(value: &T) -> Vec<u8> {
-    crate::encoding::record::encode(value)
+    crate::encoding::encode(value)
 }
 
 pub(super) fn decode<T: DeserializeOwned>(what: &str, bytes: &[u8]) -> Result<T, StateError> {
-    crate::encoding::record::decode(bytes)
+    crate::encoding::decode(bytes)
         .map_err(|e| StateError::Corrupt(format!("undecodable {what}: {e}")))
 }
 

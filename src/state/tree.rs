@@ -9,6 +9,8 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use crate::encoding::LogFormat;
+
 use super::cmd::{Applying, Create, Mkdir, Put, SetAttr, Symlink, Truncate, Write};
 use super::command::RenameHow;
 use super::lock::LockTable;
@@ -86,6 +88,10 @@ pub struct StateMachine {
     /// (session, request sequence number) of cached results.
     pub(super) dirty_responses: BTreeSet<(u64, u64)>,
     pub(super) meta_dirty: bool,
+    /// The number of the log format the cluster writes (`cmd::SetLogFormat`); 1 until it
+    /// switches.
+    pub(super) log_format: u32,
+    pub(super) log_format_dirty: bool,
 }
 
 /// Where a creating command puts its node: the entry `name` of directory `parent`, which may
@@ -154,6 +160,8 @@ impl StateMachine {
             dirty_on_loss: BTreeSet::new(),
             dirty_responses: BTreeSet::new(),
             meta_dirty: true,
+            log_format: 1,
+            log_format_dirty: false,
         }
     }
 
@@ -339,6 +347,12 @@ impl StateMachine {
     /// The instance number the next created node will get.
     pub fn next_instance(&self) -> u64 {
         self.meta.next_instance
+    }
+
+    /// The log format the cluster writes (see `crate::encoding`).
+    pub fn log_format(&self) -> LogFormat {
+        // Loading and `SetLogFormat` admit only formats this lockfs knows.
+        LogFormat::from_number(self.log_format).expect("a known log format")
     }
 
     // ---- Commands. Each one checks everything first; the first mutation comes after the last `?`.

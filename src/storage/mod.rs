@@ -16,11 +16,11 @@
 //! record (a crash during a write) is dropped but damage anywhere before it refuses to open
 //! instead of silently losing what followed.
 //!
-//! The format: every record and log entry is bincode in one of the two configurations of
-//! [`crate::encoding`], and stays readable by later versions under the rule written there; a
-//! change that breaks the rule bumps [`FORMAT`]. Each data directory records the format it was
-//! written in; a node refuses a directory in a format newer than it knows (an older one, it
-//! reads).
+//! The format: every value is bincode in the configuration of [`crate::encoding`] (log entries
+//! say their own format in their context), and stays readable by later versions under the rule
+//! written there; a change that breaks the rule bumps [`FORMAT`]. Each data directory records
+//! the format it was written in; a node refuses a directory in a format newer than it knows,
+//! and converts an older one once, when it opens it.
 //!
 //! Every change goes through a [`WriteBatch`] that the caller commits with [`Store::write`]; the
 //! node commits log appends with `sync` (acknowledged data must be on disk) and applied state
@@ -51,8 +51,11 @@ pub(crate) const CF_STATE: Cf = Cf::State;
 const KEY_IDENTITY: &[u8] = b"identity";
 const KEY_FORMAT: &[u8] = b"format";
 /// The format this lockfs writes (see the module's comment). A directory without the mark was
-/// written before there was one, in format 1.
-pub const FORMAT: u32 = 1;
+/// written before there was one, in format 1. Format 1 kept the storage layer's own values
+/// (identity, divergence mark, member book, applied index) in the legacy configuration of
+/// [`crate::encoding`]; format 2 keeps them in the one configuration. The mark itself is
+/// always a u32 in 4 little-endian bytes, in every format.
+pub const FORMAT: u32 = 2;
 const KEY_DIVERGED: &[u8] = b"diverged";
 /// Bytes of checksum after every stored value.
 const SEAL: usize = 4;
@@ -88,17 +91,69 @@ impl Store {
         Ok(store)
     }
 
-    /// Refuses a directory in a newer format; marks one without a mark (or in an older
-    /// format, which this version reads) as in [`FORMAT`].
+    /// Refuses a directory in a newer format; converts one in an older format (or without a
+    /// mark: a new directory, or one from before the mark) to [`FORMAT`].
     fn check_format(&self) -> Result<()> {
-        match self.get_value::<u32>(KEY_FORMAT, "format")? {
-            Some(found) if found > FORMAT => Err(StorageError::NewerFormat {
+        let found = self.format()?;
+        if found > FORMAT {
+            return Err(StorageError::NewerFormat {
                 found,
                 known: FORMAT,
-            }),
-            Some(found) if found == FORMAT => Ok(()),
-            _ => self.set_value(KEY_FORMAT, &FORMAT),
+            });
         }
+        if found == FORMAT {
+            return Ok(());
+        }
+        self.convert_from_1()
+    }
+
+    /// The format mark, 1 when there is none.
+    fn format(&self) -> Result<u32> {
+        match self.get(CF_RAFT, KEY_FORMAT, "format")? {
+            None => Ok(1),
+            Some(v) => match <[u8; 4]>::try_from(v.as_slice()) {
+                Ok(bytes) => Ok(u32::from_le_bytes(bytes)),
+                Err(_) => Err(StorageError::Corrupt(format!(
+                    "format mark: {} bytes, not 4",
+                    v.len()
+                ))),
+            },
+        }
+    }
+
+    /// Rewrites the values format 1 kept in the legacy configuration in the one
+    /// configuration, and marks the directory as in [`FORMAT`], in one synced write: a crash
+    /// leaves every value in the format the mark says.
+    fn convert_from_1(&self) -> Result<()> {
+        let mut batch = WriteBatch::default();
+        self.reencode::<Identity>(&mut batch, CF_RAFT, KEY_IDENTITY, "identity")?;
+        self.reencode::<u64>(&mut batch, CF_RAFT, KEY_DIVERGED, "divergence mark")?;
+        self.reencode::<Members>(&mut batch, CF_RAFT, raft_log::KEY_MEMBERS, "member book")?;
+        self.reencode::<u64>(
+            &mut batch,
+            CF_STATE,
+            state_store::KEY_APPLIED,
+            "applied index",
+        )?;
+        self.put(&mut batch, CF_RAFT, KEY_FORMAT, &FORMAT.to_le_bytes());
+        self.write(batch, true)
+    }
+
+    /// Stages the value under `key`, read in the legacy configuration, in the one
+    /// configuration.
+    fn reencode<T: Serialize + serde::de::DeserializeOwned>(
+        &self,
+        batch: &mut WriteBatch,
+        cf: Cf,
+        key: &[u8],
+        what: &str,
+    ) -> Result<()> {
+        if let Some(v) = self.get(cf, key, what)? {
+            let value: T = crate::encoding::legacy::decode(&v)
+                .map_err(|e| StorageError::Corrupt(format!("{what} (format 1): {e}")))?;
+            self.put(batch, cf, key, &encode(&value));
+        }
+        Ok(())
     }
 
     pub fn identity(&self) -> Result<Option<Identity>> {
@@ -234,11 +289,11 @@ pub(crate) fn unseal<'a>(key: &[u8], sealed: &'a [u8], what: &str) -> Result<&'a
 }
 
 fn encode<T: Serialize>(v: &T) -> Vec<u8> {
-    crate::encoding::log::encode(v)
+    crate::encoding::encode(v)
 }
 
 fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8], what: &str) -> Result<T> {
-    crate::encoding::log::decode(bytes).map_err(|e| StorageError::Corrupt(format!("{what}: {e}")))
+    crate::encoding::decode(bytes).map_err(|e| StorageError::Corrupt(format!("{what}: {e}")))
 }
 
 #[cfg(test)]
@@ -265,11 +320,10 @@ mod tests {
     fn a_directory_records_its_format_and_a_newer_one_is_refused() {
         let dir = crate::testdir::tempdir().expect("temp dir");
         let store = Store::open(dir.path()).unwrap();
-        assert_eq!(
-            store.get_value::<u32>(KEY_FORMAT, "f").unwrap(),
-            Some(FORMAT)
-        );
-        store.set_value(KEY_FORMAT, &(FORMAT + 1)).unwrap();
+        assert_eq!(store.format().unwrap(), FORMAT);
+        let mut batch = WriteBatch::default();
+        store.put(&mut batch, CF_RAFT, KEY_FORMAT, &(FORMAT + 1).to_le_bytes());
+        store.write(batch, true).unwrap();
         drop(store);
         let refused = Store::open(dir.path()).err().expect("refused");
         assert!(
@@ -278,17 +332,53 @@ mod tests {
             "{refused}"
         );
         assert!(refused.to_string().contains("newer than this lockfs reads"));
-        // A directory from before the mark (format 1) opens, and gets it.
-        let disk = RocksDisk::open(dir.path()).unwrap();
-        let mut batch = WriteBatch::default();
-        batch.delete(CF_RAFT, KEY_FORMAT);
-        disk.write(batch, true).unwrap();
-        drop(disk);
-        let store = Store::open(dir.path()).unwrap();
-        assert_eq!(
-            store.get_value::<u32>(KEY_FORMAT, "f").unwrap(),
-            Some(FORMAT)
-        );
+    }
+
+    /// A directory format 1 wrote (with the mark, or from before it) opens, its values read
+    /// as they were, and is in [`FORMAT`] from then on.
+    #[test]
+    fn a_format_1_directory_is_converted_once_and_reads_the_same() {
+        use crate::encoding::legacy;
+        let identity = Identity {
+            cluster_id: 0x1234_5678_9abc,
+            node_id: 3,
+        };
+        let members: Members = [(
+            3,
+            MemberInfo {
+                addr: "127.0.0.1:7003".into(),
+                promote: true,
+            },
+        )]
+        .into();
+        for marked in [true, false] {
+            let disk = MemDisk::default();
+            let mut batch = WriteBatch::default();
+            let raw = |batch: &mut WriteBatch, cf: Cf, key: &[u8], value: Vec<u8>| {
+                batch.put(cf, key, seal(key, &value));
+            };
+            if marked {
+                raw(&mut batch, CF_RAFT, KEY_FORMAT, legacy::encode(&1u32));
+            }
+            raw(&mut batch, CF_RAFT, KEY_IDENTITY, legacy::encode(&identity));
+            raw(&mut batch, CF_RAFT, KEY_DIVERGED, legacy::encode(&77u64));
+            let members_key = raft_log::KEY_MEMBERS;
+            raw(&mut batch, CF_RAFT, members_key, legacy::encode(&members));
+            let applied_key = state_store::KEY_APPLIED;
+            raw(&mut batch, CF_STATE, applied_key, legacy::encode(&300u64));
+            disk.write(batch, true).unwrap();
+            for _ in 0..2 {
+                let store = Store::in_memory(&disk).unwrap();
+                assert_eq!(store.format().unwrap(), FORMAT);
+                assert_eq!(store.identity().unwrap(), Some(identity));
+                assert_eq!(store.diverged().unwrap(), Some(77));
+                assert_eq!(store.raft_log().unwrap().members(), &members);
+                assert_eq!(store.state_store().load().unwrap().0, 300);
+                // Converted: the values are in the one configuration now.
+                let applied = store.get(CF_STATE, applied_key, "a").unwrap().unwrap();
+                assert_eq!(applied, crate::encoding::encode(&300u64));
+            }
+        }
     }
 
     #[test]

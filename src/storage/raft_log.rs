@@ -52,7 +52,7 @@ pub type Members = BTreeMap<u64, MemberInfo>;
 const KEY_HARD_STATE: &[u8] = b"hs";
 const KEY_CONF_STATE: &[u8] = b"cs";
 const KEY_SNAPSHOT: &[u8] = b"snap";
-const KEY_MEMBERS: &[u8] = b"members";
+pub(super) const KEY_MEMBERS: &[u8] = b"members";
 const ENTRY_PREFIX: u8 = b'e';
 
 fn entry_key(index: u64) -> [u8; 9] {

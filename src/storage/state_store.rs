@@ -15,7 +15,7 @@ pub type Records = Vec<(Vec<u8>, Vec<u8>)>;
 pub type RecordSink = Box<dyn FnMut(Option<Records>) -> bool + Send>;
 
 /// Kept apart from the state machine's own key prefixes (`n/`, `m/`, ...).
-const KEY_APPLIED: &[u8] = b"a/applied";
+pub(super) const KEY_APPLIED: &[u8] = b"a/applied";
 
 pub struct StateStore {
     store: Store,

@@ -31,11 +31,13 @@ use super::authz::Access;
 use super::clock::ManualClock;
 use super::config::ConfigFile;
 use super::events::EventRouter;
+use super::log_formats::{self, LogFormats};
 use super::membership::{MemberOp, SnapshotData};
 use super::metrics::NodeMetrics;
 use super::node::{Input, Node, NodeIo, NodeStatus};
 use super::transport::Links;
 use super::{node_tls, prepare, recover, ServeConfig, ServerError};
+use crate::encoding::LogFormat;
 use crate::state::{cmd, Command, Outcome, Query, Target};
 use crate::storage::{MemDisk, MemberInfo, Members, Records, SnapshotOpener, Store, WriteBatch};
 
@@ -60,6 +62,7 @@ type Streams = Arc<Mutex<HashMap<u64, Arc<Mutex<Streamed>>>>>;
 pub struct MemLinks {
     sent: Arc<Mutex<Vec<Message>>>,
     streams: Streams,
+    formats: Arc<LogFormats>,
 }
 
 impl Links for MemLinks {
@@ -73,6 +76,7 @@ impl Links for MemLinks {
 
     fn opener(&self) -> SnapshotOpener {
         let streams = self.streams.clone();
+        let formats = self.formats.clone();
         Arc::new(move |to: u64, index: u64, members: &Members| {
             let stream = Arc::new(Mutex::new(Streamed {
                 index,
@@ -94,7 +98,10 @@ impl Links for MemLinks {
                 members: members.clone(),
                 state: Vec::new(),
             };
-            (sink as crate::storage::RecordSink, data.encode())
+            (
+                sink as crate::storage::RecordSink,
+                data.encode(formats.cluster()),
+            )
         })
     }
 }
@@ -106,6 +113,8 @@ struct Member {
     clock: Arc<ManualClock>,
     sent: Arc<Mutex<Vec<Message>>>,
     streams: Streams,
+    /// What the node was told of its peers' log formats, and the cluster's it keeps there.
+    formats: Arc<LogFormats>,
 }
 
 /// What a request asked, and where its answer will come.
@@ -179,6 +188,9 @@ pub struct Cluster {
     settings: Settings,
     /// Every node's disk, from its first start on.
     disks: BTreeMap<u64, MemDisk>,
+    /// The newest log format each node reads, as of its latest start: below the newest, it
+    /// stands in for an older lockfs.
+    reads: BTreeMap<u64, LogFormat>,
     running: BTreeMap<u64, Member>,
     /// Nodes that were started and are down now; their disks stay.
     down: BTreeSet<u64>,
@@ -206,8 +218,9 @@ fn addr(id: u64) -> String {
 }
 
 impl Cluster {
-    /// The initial cluster: voters `ids`, every node a follower at term 0.
-    pub fn start(ids: &[u64], settings: Settings) -> Cluster {
+    /// The initial cluster: voters `ids`, every node a follower at term 0, every node reading
+    /// log formats up to `reads` (the newest when `None`).
+    pub fn start(ids: &[u64], settings: Settings, reads: Option<LogFormat>) -> Cluster {
         let book: Members = ids
             .iter()
             .map(|&id| {
@@ -221,6 +234,7 @@ impl Cluster {
         let mut c = Cluster {
             settings,
             disks: BTreeMap::new(),
+            reads: BTreeMap::new(),
             running: BTreeMap::new(),
             down: BTreeSet::new(),
             book,
@@ -236,6 +250,11 @@ impl Cluster {
                 .build()
                 .expect("a runtime"),
         };
+        if let Some(format) = reads {
+            for &id in ids {
+                c.set_reads(id, format);
+            }
+        }
         for &id in ids {
             c.boot(id, None);
         }
@@ -269,6 +288,7 @@ impl Cluster {
         };
         let mut cfg = file.finish().expect("a valid configuration");
         cfg.random_election = false;
+        cfg.log_format = self.reads(id);
         cfg
     }
 
@@ -296,12 +316,14 @@ impl Cluster {
         let (inbox, inbox_rx) = std::sync::mpsc::channel();
         let sent = Arc::new(Mutex::new(Vec::new()));
         let streams = Streams::default();
+        let formats = Arc::new(LogFormats::default());
         let clock = Arc::new(ManualClock::new(WALL_START_NS));
         clock.advance(self.time);
         let io = NodeIo {
             links: Box::new(MemLinks {
                 sent: sent.clone(),
                 streams: streams.clone(),
+                formats: formats.clone(),
             }),
             inbox: inbox_rx,
             clock: clock.clone(),
@@ -313,6 +335,7 @@ impl Cluster {
                     (u128::from(id) << 64) | drawn
                 })
             },
+            formats: formats.clone(),
         };
         let (metrics, _) = NodeMetrics::new();
         let events = Arc::new(EventRouter::counting(Default::default()));
@@ -327,8 +350,52 @@ impl Cluster {
                 clock,
                 sent,
                 streams,
+                formats,
             },
         );
+        self.hellos(id);
+    }
+
+    /// The newest log format node `id` reads.
+    fn reads(&self, id: u64) -> LogFormat {
+        self.reads.get(&id).copied().unwrap_or(LogFormat::NEWEST)
+    }
+
+    /// Node `id` (just started) and every running node exchange hellos, as connections
+    /// between them would begin: each learns the log format the other reads. A refusal is
+    /// only said; what the transport then holds back, [`Cluster::deliver`] drops.
+    fn hellos(&mut self, id: u64) {
+        let others: Vec<u64> = self.running().into_iter().filter(|&o| o != id).collect();
+        for o in others {
+            let _ = self.running[&id].formats.hello(o, self.reads(o).number());
+            let _ = self.running[&o].formats.hello(id, self.reads(id).number());
+        }
+    }
+
+    /// Node `id` reads log formats up to `format` from its next start on (below the newest,
+    /// it stands in for an older lockfs).
+    pub fn set_reads(&mut self, id: u64, format: LogFormat) {
+        self.reads.insert(id, format);
+    }
+
+    /// The log format the cluster writes, as node `id`'s applied state says.
+    pub fn writes(&self, id: u64) -> LogFormat {
+        self.running[&id].formats.cluster()
+    }
+
+    /// Each node: the newest log format it reads, and the one the cluster writes as of its
+    /// applied state.
+    pub fn describe_formats(&self) -> String {
+        let mut out = String::new();
+        for (id, m) in &self.running {
+            let _ = writeln!(
+                out,
+                "n{id}: reads {}, writes {}",
+                self.reads(*id).number(),
+                m.formats.cluster().number()
+            );
+        }
+        out
     }
 
     fn member(&mut self, id: u64) -> &mut Member {
@@ -385,7 +452,10 @@ impl Cluster {
         for msg in std::mem::take(&mut self.in_flight) {
             let (from, to) = (msg.from, msg.to);
             let snapshot = msg.get_msg_type() == MessageType::MsgSnapshot;
-            let reachable = !self.cut.contains(&(from, to)) && self.running.contains_key(&to);
+            // A node's transport sends a peer nothing in a log format the peer does not read.
+            let reachable = !self.cut.contains(&(from, to))
+                && self.running.contains_key(&to)
+                && log_formats::needed(&msg) <= self.reads(to);
             if snapshot {
                 let records = reachable.then(|| self.snapshot_records(&msg)).flatten();
                 let ok = records.is_some();

@@ -1,12 +1,19 @@
 //! Random schedules: from a seed, a run of writes, ticks, deliveries, crashes (a killed process,
-//! or a power loss that also drops unsynced writes), restarts, partitions and elections on a three-node cluster, checked after every step and at the end
-//! against what the fault suite checks on real processes:
+//! or a power loss that also drops unsynced writes), restarts, partitions and elections on a
+//! three-node cluster, checked after every step and at the end against what the fault suite
+//! checks on real processes:
 //! - at most one leader per term;
 //! - replicas at the same applied index have the same state (digest), whenever they are seen;
 //! - no acknowledged write is lost: once the cluster is whole again, every node has applied
 //!   the same state, and a linearizable read of every acknowledged key finds its value;
 //! - lock safety: two clients with sessions of their own take turns on one exclusive flock,
 //!   and no client is granted it while another may still act under it (`lock_clients.rs`).
+//!
+//! Half the schedules are rolling upgrades: every node starts as a lockfs that reads log
+//! format 1 only (`Cluster::set_reads`), and a restart may bring the newest instead. No node
+//! may find the cluster switched to the newest format while a member reads only the older one,
+//! and a node halts on an entry in a format it does not read, so the checks above fail if one
+//! ever reaches it; at the end every node runs the newest, and the cluster must have switched.
 //!
 //! `LOCKFS_NODE_SEED=S` replays schedule S (its failure prints it; `LOCKFS_NODE_TRACE=1` prints
 //! its every step and answer); `LOCKFS_NODE_SCHEDULES=N`
@@ -18,6 +25,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use super::lock_clients::LockClients;
 use super::{Cluster, Settings};
+use crate::encoding::LogFormat;
 use crate::state::Outcome;
 
 /// Steps of one schedule.
@@ -95,6 +103,8 @@ struct Tally {
     grants: usize,
     crashes: usize,
     snapshots: usize,
+    /// Rolling upgrades that ended with the cluster writing the newest log format.
+    upgrades: usize,
 }
 
 /// Runs the schedule of `seed`; panics with what went wrong.
@@ -106,7 +116,8 @@ fn schedule(seed: u64) -> Tally {
         ..Settings::default()
     };
     let ids = [1, 2, 3];
-    let mut c = Cluster::start(&ids, settings);
+    let upgrade = rng.gen_bool(0.5);
+    let mut c = Cluster::start(&ids, settings, upgrade.then_some(LogFormat::One));
     let mut seen = Seen {
         locks: Some(LockClients::new(2)),
         ..Seen::default()
@@ -170,8 +181,12 @@ fn schedule(seed: u64) -> Tally {
             }
             93..=95 if !down.is_empty() => {
                 let id = any(&mut rng, &down);
+                let upgraded = upgrade && rng.gen_bool(0.5);
+                if upgraded {
+                    c.set_reads(id, LogFormat::NEWEST);
+                }
                 c.restart(id);
-                format!("restart n{id}")
+                format!("restart n{id}{}", if upgraded { " (upgraded)" } else { "" })
             }
             96 => {
                 let alone = any(&mut rng, &ids);
@@ -203,13 +218,23 @@ fn schedule(seed: u64) -> Tally {
             }
         }
         seen.check(&c, &format!("step {n} ({step})"));
+        if upgrade {
+            early_switch(&c, &ids, &format!("step {n} ({step})"));
+        }
         seen.take_answers(&mut c, &format!("step {n} ({step})"));
         tally.snapshots += c.take_log().len();
     }
 
-    // The cluster whole again: every node up, every link healed, time for a leader.
+    // The cluster whole again: every node up and running the newest lockfs, every link
+    // healed, time for a leader.
     c.heal();
     for id in ids {
+        if upgrade && c.reads(id) < LogFormat::NEWEST {
+            if c.running().contains(&id) {
+                c.crash(id);
+            }
+            c.set_reads(id, LogFormat::NEWEST);
+        }
         if !c.running().contains(&id) {
             c.restart(id);
         }
@@ -258,10 +283,42 @@ fn schedule(seed: u64) -> Tally {
             ),
         }
     }
+    if upgrade {
+        // Every member reads the newest format now: the leader switches the cluster to it.
+        let switched = |c: &Cluster| ids.iter().all(|&id| c.writes(id) == LogFormat::NEWEST);
+        for _ in 0..SETTLE_TICKS {
+            if switched(&c) {
+                break;
+            }
+            c.run(1);
+            seen.check(&c, "switching");
+        }
+        assert!(
+            switched(&c),
+            "the cluster did not switch:\n{}",
+            c.describe_formats()
+        );
+        tally.upgrades += 1;
+    }
     tally.terms = seen.leaders.len();
     tally.grants = seen.locks.as_ref().map_or(0, |l| l.grants);
     tally.acked = seen.acked.len();
     tally
+}
+
+/// Fails if a node's state says the cluster writes the newest log format while a member still
+/// reads an older one only: a leader may switch only once every member said it reads it.
+fn early_switch(c: &Cluster, ids: &[u64], step: &str) {
+    if ids.iter().all(|&id| c.reads(id) == LogFormat::NEWEST) {
+        return;
+    }
+    for id in c.running() {
+        assert!(
+            c.writes(id) < LogFormat::NEWEST,
+            "{step}: n{id} switched the log format while a member reads an older one:\n{}",
+            c.describe_formats()
+        );
+    }
 }
 
 /// Whether to print every step and answer (`LOCKFS_NODE_TRACE=1`, for replaying one schedule).
@@ -326,6 +383,7 @@ fn random_schedules_keep_one_leader_per_term_the_same_state_and_every_acknowledg
             total.grants += t.grants;
             total.crashes += t.crashes;
             total.snapshots += t.snapshots;
+            total.upgrades += t.upgrades;
         }
         if let Err(e) = r {
             let msg = super::panic_message(&*e);
@@ -336,13 +394,14 @@ fn random_schedules_keep_one_leader_per_term_the_same_state_and_every_acknowledg
     println!(
         "{count} schedules from seed {first} in {:.1} s ({:.1} ms each): {} terms with a \
          leader, {} acknowledged writes checked, {} lock grants checked, {} crashes, {} \
-         snapshots sent",
+         snapshots sent, {} rolling upgrades",
         took.as_secs_f64(),
         took.as_secs_f64() * 1000.0 / count.max(1) as f64,
         total.terms,
         total.acked,
         total.grants,
         total.crashes,
-        total.snapshots
+        total.snapshots,
+        total.upgrades
     );
 }

@@ -5,25 +5,29 @@
 //! anything else fails with both outputs; `LOCKFS_REWRITE=1` writes what was printed instead.
 //!
 //! Commands (IDs are node ids; `k=v` arguments are optional):
-//! - `start ID... [snapshot_entries=N] [lock_delay_ms=N]`: the initial cluster (first, once)
+//! - `start ID... [snapshot_entries=N] [lock_delay_ms=N] [log-format=N]`: the initial cluster
+//!   (first, once); `log-format=N`: its nodes read log formats up to N only, as an older
+//!   lockfs does
 //! - `campaign ID`: ID starts an election now
 //! - `tick [ID...] [times=N]`: the nodes (all when none is named) tick, nothing is delivered
 //! - `deliver [times=N]`: what is in flight is delivered, or dropped where a link is cut
 //! - `stabilize`: deliver until nothing is in flight
 //! - `run ticks=N`: N rounds of every node ticking and the network stabilizing
-//! - `status`
+//! - `status`; `formats`: the log format each node reads, and the one its applied state says
+//!   the cluster writes
 //! - `put ID PATH DATA`, `read ID PATH`, `session ID ttl=MS`, `keepalive ID SESSION`,
 //!   `sessions ID` (a read of the live sessions' ids)
-//! - `crash ID`, `restart ID`
+//! - `crash ID`, `restart ID [log-format=N]` (from now on, node ID reads log formats up to N)
 //! - `partition ID... | ID...`, `cut FROM TO` (one way), `heal`
-//! - `add VIA ID [promote=0]`, `remove VIA ID`, `promote VIA ID`: membership changes asked of
-//!   VIA (`promote=0`: the new member stays a learner)
+//! - `add VIA ID [promote=0] [log-format=N]`, `remove VIA ID`, `promote VIA ID`: membership
+//!   changes asked of VIA (`promote=0`: the new member stays a learner)
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::Path;
 
 use super::{show, Cluster, Settings};
+use crate::encoding::LogFormat;
 use crate::server::membership::MemberOp;
 
 /// One block: its commands (with their line numbers) and the output it must print.
@@ -108,6 +112,16 @@ impl Args {
             .unwrap_or_else(|| panic!("an argument is missing: {:?}", self.words))
     }
 
+    /// `log-format=N`: the newest log format a node reads (see `Cluster::set_reads`).
+    fn log_format(&self) -> Option<LogFormat> {
+        self.named.get("log-format").map(|v| {
+            v.parse()
+                .ok()
+                .and_then(LogFormat::from_number)
+                .unwrap_or_else(|| panic!("log-format={v}: not a log format"))
+        })
+    }
+
     fn num(&self, key: &str, default: u64) -> u64 {
         self.named.get(key).map_or(default, |v| {
             v.parse()
@@ -127,7 +141,9 @@ fn command(cluster: &mut Option<Cluster>, line: &str, out: &mut String) {
             lock_delay: std::time::Duration::from_millis(args.num("lock_delay_ms", 5_000)),
             ..Settings::default()
         };
-        *cluster = Some(Cluster::start(&args.ids(1), settings));
+        let ids = args.ids(1);
+        let reads = args.log_format();
+        *cluster = Some(Cluster::start(&ids, settings, reads));
         return;
     }
     let c = cluster.as_mut().expect("start comes first");
@@ -161,7 +177,13 @@ fn command(cluster: &mut Option<Cluster>, line: &str, out: &mut String) {
         "keepalive" => c.keep_alive(args.id(1), args.id(2)),
         "sessions" => c.sessions(args.id(1)),
         "crash" => c.crash(args.id(1)),
-        "restart" => c.restart(args.id(1)),
+        "restart" => {
+            if let Some(format) = args.log_format() {
+                c.set_reads(args.id(1), format);
+            }
+            c.restart(args.id(1));
+        }
+        "formats" => out.push_str(&c.describe_formats()),
         "partition" => {
             let rest = line.trim_start().trim_start_matches("partition");
             let (a, b) = rest
@@ -176,7 +198,12 @@ fn command(cluster: &mut Option<Cluster>, line: &str, out: &mut String) {
         }
         "cut" => c.cut_one_way(args.id(1), args.id(2)),
         "heal" => c.heal(),
-        "add" => c.add(args.id(1), args.id(2), args.num("promote", 1) == 1),
+        "add" => {
+            if let Some(format) = args.log_format() {
+                c.set_reads(args.id(2), format);
+            }
+            c.add(args.id(1), args.id(2), args.num("promote", 1) == 1);
+        }
         "remove" => c.change_members(args.id(1), MemberOp::Remove { id: args.id(2) }),
         "promote" => c.change_members(args.id(1), MemberOp::Promote { id: args.id(2) }),
         other => panic!("unknown command {other:?}"),

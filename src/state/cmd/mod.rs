@@ -25,6 +25,7 @@ mod rename;
 mod rmdir;
 mod set_attr;
 mod set_ephemeral;
+mod set_log_format;
 mod set_max_holders;
 mod set_on_loss;
 mod symlink;
@@ -51,6 +52,7 @@ pub use rename::{Exchange, Rename, RenameNoReplace};
 pub use rmdir::Rmdir;
 pub use set_attr::SetAttr;
 pub use set_ephemeral::SetEphemeral;
+pub use set_log_format::SetLogFormat;
 pub use set_max_holders::SetMaxHolders;
 pub use set_on_loss::SetOnLoss;
 pub use symlink::Symlink;
@@ -94,6 +96,8 @@ pub enum Command {
     ReleaseLocks(ReleaseLocks),
     SetMaxHolders(SetMaxHolders),
     SetOnLoss(SetOnLoss),
+    /// Proposed by a leader alone (see `set_log_format.rs`).
+    SetLogFormat(SetLogFormat),
 }
 
 /// What applying a command uses besides the command itself; the leader stamps all of it (see
@@ -173,6 +177,7 @@ impl Command {
             Command::ReleaseLocks(c) => c.apply(sm, at),
             Command::SetMaxHolders(c) => c.apply(sm, at),
             Command::SetOnLoss(c) => c.apply(sm, at),
+            Command::SetLogFormat(c) => c.apply(sm, at),
         }
     }
 
@@ -244,6 +249,7 @@ into_command!(
     ReleaseLocks,
     SetMaxHolders,
     SetOnLoss,
+    SetLogFormat,
 );
 
 #[cfg(test)]
@@ -387,11 +393,13 @@ mod tests {
                 target: path("/ol"),
                 on_loss: Some(OnLoss::Kill),
             }),
+            Command::SetLogFormat(SetLogFormat { format: 2 }),
         ]
     }
 
-    /// The bincode of [`samples`], as the log has held it since each variant was added.
-    const LOG_BYTES: [&str; 26] = [
+    /// The bincode of [`samples`] in log format 1, as the log has held it since each variant
+    /// was added.
+    const FORMAT_1: &[&str] = &[
         "000000000000000002000000000000002f64ed0100000100000002000000",
         "01000000010000000900000000000000a4010000030000000400000001",
         "020000000100000007000000000000000300000000000000020000000000000078790100",
@@ -418,20 +426,55 @@ mod tests {
         "170000000000000003000000000000002f726c012000000000000000",
         "180000000000000002000000000000002f6d03000000",
         "190000000000000003000000000000002f6f6c0101000000",
+        "1a00000002000000",
     ];
 
-    /// The log's encoding of commands is a format: a change here makes logs written before it
+    /// The same in log format 2.
+    const FORMAT_2: &[&str] = &[
+        "0000022f64fbed010102",
+        "010109fba401030401",
+        "020107030278790100",
+        "0302010166017afb800105060104",
+        "0400022f740c",
+        "0500022f75",
+        "0600022f72",
+        "0700022f6100022f62",
+        "0800022f7301fbc001000108010900",
+        "0900022f6501",
+        "0afb1027016805016e06706565723a6ffe0700000000000000060000000000000001",
+        "0b0b",
+        "0c0c",
+        "0d0d00022f6f01fba0010e0f00",
+        "0e1011",
+        "0f121314010015fdffffffffffffffff0116",
+        "1017181900001a",
+        "111b1c",
+        "12",
+        "1300022f6300022f64",
+        "1400022f7800022f79",
+        "15011d00022f6c",
+        "1600032f736c02746f1e1f",
+        "1700032f726c0120",
+        "1800022f6d03",
+        "1900032f6f6c0101",
+        "1a02",
+    ];
+
+    /// The encoding of commands is a format: a change here makes logs written before it
     /// unreadable.
     #[test]
-    fn every_command_keeps_its_log_encoding() {
+    fn every_command_keeps_its_encoding() {
+        use crate::encoding::LogFormat;
         let samples = samples();
-        assert_eq!(samples.len(), LOG_BYTES.len());
-        for (c, want) in samples.iter().zip(LOG_BYTES) {
-            let bytes = crate::encoding::log::encode(c);
-            let got: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-            assert_eq!(got, want, "{c:?}");
-            let back: Command = crate::encoding::log::decode(&bytes).expect("reads back");
-            assert_eq!(&back, c);
+        for (format, encoded) in [(LogFormat::One, FORMAT_1), (LogFormat::Two, FORMAT_2)] {
+            assert_eq!(samples.len(), encoded.len(), "{format:?}");
+            for (c, want) in samples.iter().zip(encoded) {
+                let bytes = format.encode(c);
+                let got: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+                assert_eq!(&got, want, "{format:?} {c:?}");
+                let back: Command = format.decode(&bytes).expect("reads back");
+                assert_eq!(&back, c);
+            }
         }
     }
 
