@@ -103,6 +103,7 @@ pub async fn status(opts: &ClientOpts, as_json: bool) -> Result<(), CliError> {
                        "promote": m.promote, "unreachable_ms": m.unreachable_ms,
                        "diverged_at": diverged.get(&m.id), "check_index": check_index,
                        "check_digest": check_digest, "requests": requests,
+                       "log_format": own[&m.id].as_ref().map(|o| o.log_format),
                        "watches": own[&m.id].as_ref().map(|o| o.watches)})
             })
             .collect();

@@ -136,7 +136,8 @@ pub fn admin() -> lockfs::auth::Tls {
         .unwrap_or_else(|e| panic!("loading the credentials in {}: {e}", dir.display()))
 }
 
-/// A peer's hello: node `from` of cluster `cluster_id` dialing node `to`.
+/// A peer's hello: node `from` of cluster `cluster_id` dialing node `to`, reading the newest
+/// log format, as a lockfs of this version says.
 pub fn peer_hello(cluster_id: u64, from: u64, to: u64) -> lockfs::proto::Hello {
     let mut h = lockfs::proto::Hello::new();
     h.version = lockfs::proto::PROTOCOL_VERSION;
@@ -144,6 +145,7 @@ pub fn peer_hello(cluster_id: u64, from: u64, to: u64) -> lockfs::proto::Hello {
     p.cluster_id = cluster_id;
     p.from = from;
     p.to = to;
+    p.log_format = lockfs::encoding::LogFormat::NEWEST.number();
     h
 }
 
