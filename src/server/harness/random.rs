@@ -17,7 +17,8 @@
 //!
 //! `LOCKFS_NODE_SEED=S` replays schedule S (its failure prints it; `LOCKFS_NODE_TRACE=1` prints
 //! its every step and answer); `LOCKFS_NODE_SCHEDULES=N`
-//! runs N schedules (default 100, the CI run, about 5 s in a debug build), each seeded from the first.
+//! runs N schedules (default 100, the CI run, about 10 s in a debug build), each seeded from
+//! the first.
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
