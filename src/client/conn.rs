@@ -73,8 +73,10 @@ impl Drop for Conn {
 
 /// Where a connection hands what the server pushes.
 pub struct Pushes {
-    /// Session events.
-    pub events: mpsc::UnboundedSender<proto::Event>,
+    /// The sessions that session events are for. Each event is handed over before the reader
+    /// reads on, so a reply that follows an event on the wire is seen after it: a grant pushed
+    /// before the answer that says the session expired reaches its wait first.
+    pub sessions: super::session::SessionRoutes,
     /// Watch events, tagged with `epoch`, the connection's number.
     pub watches: Arc<super::watches::WatchRoutes>,
     pub epoch: u64,
@@ -138,7 +140,7 @@ impl Conn {
                 let resp = match frame.kind {
                     Some(proto::ServerFrame_oneof_kind::response(r)) => r,
                     Some(proto::ServerFrame_oneof_kind::event(e)) => {
-                        let _ = pushes.events.send(e);
+                        super::session::dispatch_event(&pushes.sessions, e);
                         continue;
                     }
                     Some(proto::ServerFrame_oneof_kind::watch_event(e)) => {

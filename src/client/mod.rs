@@ -33,7 +33,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::sync::{mpsc, watch, Mutex};
+use tokio::sync::{watch, Mutex};
 
 use crate::auth::Tls;
 // EAGAIN: no leader here, retry; ENOBUFS: the server took too many requests, retry later.
@@ -71,10 +71,8 @@ pub struct Client {
     tls: Tls,
     next_id: AtomicU64,
     state: Mutex<State>,
-    events_tx: mpsc::UnboundedSender<proto::Event>,
-    /// Pushed events, for the dispatcher the first session starts (`session.rs`).
-    events: std::sync::Mutex<Option<mpsc::UnboundedReceiver<proto::Event>>>,
-    /// The sessions open through this client, which the dispatcher hands events to.
+    /// The sessions open through this client, which each connection's reader hands their
+    /// pushed events to.
     pub(crate) sessions: session::SessionRoutes,
     /// Bumped on every new connection: subscriptions (and pushed events) do not survive a
     /// reconnection, so sessions renew them when this changes.
@@ -167,7 +165,6 @@ impl Client {
     /// `timeout` of not finding a leader.
     /// `tls` is how to connect: mutual TLS with this process's credentials, or plain TCP.
     pub fn new(servers: Vec<String>, timeout: Duration, name: String, tls: Tls) -> Client {
-        let (events_tx, events) = mpsc::unbounded_channel();
         Client {
             servers,
             pinned: false,
@@ -183,8 +180,6 @@ impl Client {
                 failed: HashMap::new(),
             }),
             learned: Arc::default(),
-            events_tx,
-            events: std::sync::Mutex::new(Some(events)),
             sessions: Arc::default(),
             epoch: watch::channel(0).0,
             watch_routes: Arc::default(),
@@ -458,7 +453,7 @@ impl Client {
         };
         // The connection's epoch: what `epoch` becomes once it is the client's connection.
         let pushes = conn::Pushes {
-            events: self.events_tx.clone(),
+            sessions: self.sessions.clone(),
             watches: self.watch_routes.clone(),
             epoch: *self.epoch.borrow() + 1,
             closed: self.closed.clone(),
@@ -506,11 +501,6 @@ impl Client {
                 }
             }
         });
-    }
-
-    /// Events pushed by the cluster; only the first caller gets them.
-    pub fn take_events(&self) -> Option<mpsc::UnboundedReceiver<proto::Event>> {
-        self.events.lock().expect("poisoned").take()
     }
 
     /// Changes whenever the client connects anew.

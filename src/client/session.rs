@@ -235,11 +235,6 @@ impl Session {
             .lock()
             .expect("poisoned")
             .insert(session.id, Arc::downgrade(&session));
-        if let Some(events) = client.take_events() {
-            // One dispatcher for every session opened through this client (a mount opens a
-            // new one after an expiry); it ends with the client's connections.
-            tokio::spawn(dispatch_events(client.sessions.clone(), events));
-        }
         tasks.push(tokio::spawn(keep_alive(
             Arc::downgrade(&session),
             sent + ttl,
@@ -568,60 +563,56 @@ impl Drop for Session {
 /// The sessions open through one client, by id, for the events pushed to them.
 pub type SessionRoutes = Arc<Mutex<HashMap<u64, Weak<Session>>>>;
 
-/// Hands each pushed event to the session it is for.
-async fn dispatch_events(
-    sessions: SessionRoutes,
-    mut events: tokio::sync::mpsc::UnboundedReceiver<proto::Event>,
-) {
+/// Hands a pushed event to the session it is for, at once: it only settles waits and marks
+/// state, so the connection's reader calls it before reading on.
+pub(crate) fn dispatch_event(sessions: &SessionRoutes, e: proto::Event) {
     use proto::Event_Kind as K;
-    while let Some(e) = events.recv().await {
-        let session = sessions.lock().expect("poisoned").get(&e.session).cloned();
-        let Some(s) = session.and_then(|w| w.upgrade()) else {
-            continue;
-        };
-        match e.kind {
-            K::GRANTED => s.finish_wait(
+    let session = sessions.lock().expect("poisoned").get(&e.session).cloned();
+    let Some(s) = session.and_then(|w| w.upgrade()) else {
+        return;
+    };
+    match e.kind {
+        K::GRANTED => s.finish_wait(
+            e.wait,
+            WaitResult::Granted(Grant {
+                generation: e.generation,
+                on_loss: e.on_loss,
+            }),
+        ),
+        K::WAIT_FAILED => {
+            let err = e.get_error();
+            s.finish_wait(
                 e.wait,
-                WaitResult::Granted(Grant {
-                    generation: e.generation,
-                    on_loss: e.on_loss,
+                WaitResult::Failed(ClientError::Remote {
+                    code: err.code,
+                    message: err.message.clone(),
                 }),
-            ),
-            K::WAIT_FAILED => {
-                let err = e.get_error();
-                s.finish_wait(
-                    e.wait,
-                    WaitResult::Failed(ClientError::Remote {
-                        code: err.code,
-                        message: err.message.clone(),
-                    }),
-                )
+            )
+        }
+        K::SESSION_ENDED => {
+            if e.expired {
+                log::warn!("session {} expired", s.id);
+            } else {
+                log::debug!("session {} closed", s.id);
             }
-            K::SESSION_ENDED => {
-                if e.expired {
-                    log::warn!("session {} expired", s.id);
-                } else {
-                    log::debug!("session {} closed", s.id);
-                }
-                s.end(e.expired);
+            s.end(e.expired);
+        }
+        K::LOCK_REVOKED => {
+            log::warn!(
+                "session {}: an administrator released its lock on inode {}",
+                s.id,
+                e.instance
+            );
+            let mut revoked = s.revoked.lock().expect("poisoned");
+            if revoked.len() >= MAX_REVOKED {
+                revoked.remove(0);
             }
-            K::LOCK_REVOKED => {
-                log::warn!(
-                    "session {}: an administrator released its lock on inode {}",
-                    s.id,
-                    e.instance
-                );
-                let mut revoked = s.revoked.lock().expect("poisoned");
-                if revoked.len() >= MAX_REVOKED {
-                    revoked.remove(0);
-                }
-                revoked.push(Revoked {
-                    instance: e.instance,
-                    handle: e.handle,
-                    owner: e.owner,
-                    style: e.style,
-                });
-            }
+            revoked.push(Revoked {
+                instance: e.instance,
+                handle: e.handle,
+                owner: e.owner,
+                style: e.style,
+            });
         }
     }
 }
