@@ -961,10 +961,10 @@ fn random_file_operations_match_a_local_directory() {
         let op = random_op(&mut rng);
         // Writes go through either mount; reads too, so every step also checks that the other
         // host sees what one host did.
-        let mount = if rng.index(2) == 0 {
-            &h.a.path
+        let (host, mount) = if rng.index(2) == 0 {
+            ("a", &h.a.path)
         } else {
-            &h.b.path
+            ("b", &h.b.path)
         };
         let want = apply(&local, &op);
         let got = apply(mount, &op);
@@ -975,7 +975,7 @@ fn random_file_operations_match_a_local_directory() {
                 Err(_) => {}
             }
         }
-        history.push(format!("{step}: {op:?} -> {want:?}"));
+        history.push(format!("{step} on {host}: {op:?} -> {want:?}"));
         assert_eq!(
             got,
             want,

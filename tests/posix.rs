@@ -398,6 +398,26 @@ fn a_write_clears_set_id_bits_as_linux_does() {
     assert_eq!(out, "777\n777\n4777\n777\n777\n");
 }
 
+/// What the kernel checks against another file's owner and mode (the sticky rule checks the
+/// owner of the file removed, not of the directory) follows a change made on another host:
+/// a host that looked the file up before another host gave it away lets its new owner remove
+/// it, and one that looked it up before it was given away from a user refuses that user.
+/// (`unlink`, not `rm`: rm looks at the file first, which would refresh what the kernel has.)
+#[test]
+fn a_sticky_directory_checks_owners_changed_on_another_host() {
+    let h = Hosts::start();
+    let out = h.ok(
+        "cd \"$A\" && mkdir -m 1777 t && touch t/given t/taken && chown 65534 t/taken
+         stat -c %u \"$B/t/given\" \"$B/t/taken\" >/dev/null
+         stat -c %u \"$B/t/given\" \"$B/t/taken\"
+         chown 65534 t/given && chown 0 t/taken
+         cd \"$B/t\" && setpriv --reuid 65534 --regid 65534 --clear-groups sh -c \
+           'unlink given && echo removed; unlink taken 2>/dev/null || echo refused'
+         ls \"$A/t\"",
+    );
+    assert_eq!(out, "0\n65534\nremoved\nrefused\ntaken\n");
+}
+
 /// A read sees every write acknowledged before it started, at whatever offset it reads,
 /// except that a read pass (reads from offset 0, each where the last ended, without a pause)
 /// reads one version of the file to its end, as one read would: a descriptor that read the

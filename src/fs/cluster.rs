@@ -147,6 +147,11 @@ async fn close_keeper((session, handle): Keeper) {
 /// The name of a directory that another host moved or removed goes too (`elsewhere`: not
 /// this mount's own change, which its kernel made itself), and so do the mapped pages of
 /// contents changed elsewhere.
+///
+/// An owner or mode changed elsewhere ends every name the kernel keeps: the kernel checks
+/// some rules against the owner of a file it reached by a kept name without asking for its
+/// attributes again (the sticky rule, against the file removed or replaced), so only a new
+/// lookup, which the ended name forces, brings it the new owner.
 fn take_back(kernel: &KernelCache, e: &proto::WatchEvent, elsewhere: bool) {
     if matches!(e.change, Change::LOCKED | Change::UNLOCKED) {
         return;
@@ -160,7 +165,9 @@ fn take_back(kernel: &KernelCache, e: &proto::WatchEvent, elsewhere: bool) {
     if matches!(e.change, Change::CREATED | Change::DELETED | Change::RESYNC) {
         kernel.take_back(e.parent);
     }
-    if matches!(e.change, Change::DELETED | Change::RESYNC) {
+    if matches!(e.change, Change::DELETED | Change::RESYNC)
+        || (e.change == Change::ATTRIB && elsewhere)
+    {
         kernel.take_back_names();
     }
     if e.change == Change::DELETED && e.kind == proto::Kind::DIR && elsewhere {

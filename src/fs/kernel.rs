@@ -15,13 +15,15 @@
 //!   taking back sent meanwhile would miss: its attributes are not kept.
 //! - **Names** of files and directories, in LOOKUP answers, when the kernel takes
 //!   FUSE_NOTIFY_INC_EPOCH (Linux 6.16 and later; fuser 0.18 cannot send it, so it is written
-//!   to the FUSE device here). Whenever a name goes away (a deletion or rename anywhere), a
-//!   new epoch ends every name the kernel keeps, at once and without a lock; a lookup that was
-//!   under way when the epoch changed keeps its name in the old epoch, already ended. Names
-//!   found missing are never kept, so a creation elsewhere needs nothing. A kernel without
-//!   epochs keeps no names: directories move too, and a name could only be taken back one by
-//!   one. A directory's attributes, asked for through a name kept for a directory since
-//!   deleted, answer ESTALE ([`KernelCache::stale`]): the kernel walks the path again.
+//!   to the FUSE device here). Whenever a name goes away (a deletion or rename anywhere), or
+//!   attributes change elsewhere (the kernel checks the sticky rule against the owner of an
+//!   inode it reached by name, without asking again), a new epoch ends every name the kernel
+//!   keeps, at once and without a lock; a lookup that was under way when the epoch changed
+//!   keeps its name in the old epoch, already ended. Names found missing are never kept, so a
+//!   creation elsewhere needs nothing. A kernel without epochs keeps no names: directories
+//!   move too, and a name could only be taken back one by one. A directory's attributes,
+//!   asked for through a name kept for a directory since deleted, answer ESTALE
+//!   ([`KernelCache::stale`]): the kernel walks the path again.
 //!
 //! Contents are kept only for shared mappings. Files keep FOPEN_DIRECT_IO (see
 //! `filesystem.rs`), so `read` and `write` never use the page cache; a caching mount asks for
