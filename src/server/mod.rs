@@ -59,8 +59,13 @@ const JOIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 /// consistency failure: the error is returned).
 pub fn serve(cfg: ServeConfig) -> Result<(), ServerError> {
     exit_on_panic();
+    // One worker: the node's tasks only move bytes between sockets and the raft thread and
+    // never block (the raft thread does the disk work, snapshot streams are read on threads
+    // of their own), and with one worker a wake-up never has to cross to another idle worker.
+    // On 2 cores shared by three members this cut a write's p50 by about a tenth and raised
+    // 16-writer throughput by about a quarter.
     let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+        .worker_threads(1)
         .enable_all()
         .thread_name("lockfs-net")
         .build()
