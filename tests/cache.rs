@@ -51,6 +51,29 @@ fn cached_reads_cost_nothing_and_every_write_is_seen_at_once() {
 }
 
 #[test]
+fn a_write_brings_its_own_attributes_and_still_sees_the_next_host_s_write() {
+    let h = Hosts::start();
+    h.ok("echo one > \"$A/f\"; stat \"$A/f\" > /dev/null");
+    // `echo >` and the stat after it: the write is the only request. The kernel asks for the
+    // file's attributes after every write; the mount answers from what the write returned.
+    let before = h.requests();
+    h.ok("for i in $(seq 20); do echo \"a$i\" > \"$A/f\"; stat \"$A/f\" > /dev/null; done");
+    assert_eq!(
+        h.requests() - before,
+        20,
+        "requests for 20 writes and their stats"
+    );
+    // A write here, then one on host B: this host's next stat and read see B's.
+    let out = h.ok(
+        "for i in $(seq 30); do echo \"a$i\" > \"$A/f\"; printf 'b%03d-longer\\n' $i > \"$B/f\"; \
+           size=$(stat -c %s \"$A/f\"); [ \"$size\" = 12 ] || { echo \"size $size after b$i\"; exit 1; }; \
+           got=$(cat \"$A/f\"); [ \"$got\" = \"$(printf 'b%03d-longer' $i)\" ] || { echo \"read $got\"; exit 1; }; \
+         done; echo ok",
+    );
+    assert_eq!(out.trim(), "ok");
+}
+
+#[test]
 fn a_frozen_caching_mount_holds_writes_only_until_its_lease_runs_out() {
     let h = Hosts::start();
     let c = h.extra_mount("c", "host-a", "allow_other,ttl=2");

@@ -13,6 +13,9 @@
 //!   missed meanwhile.
 //! - An answer read from the cluster is kept only if nothing was dropped since the read was
 //!   sent ([`Ticket`]): a read that raced with a change never puts old data back.
+//! - The attributes a write of this mount answers with are kept only if exactly one change of
+//!   the file was heard while the write was in flight ([`WriteTicket`]): that change is the
+//!   write's own, so nothing changed the file after it.
 //! - It holds at most [`MAX_ITEMS`] entries and [`MAX_BYTES`] bytes of contents; past either it
 //!   starts over empty.
 //! - Lock state (holders, lock generation) is never served from here: it is always asked for.
@@ -40,11 +43,46 @@ pub struct Ticket {
     valid: Validity,
 }
 
+/// Taken before this mount sends a write of a file (see [`Cache::keep_written`]). While it
+/// lives, the cache counts the changes it hears of the file.
+pub struct WriteTicket<'a> {
+    cache: &'a Cache,
+    ino: u64,
+    valid: Validity,
+    clears: u64,
+    changes: u64,
+}
+
+impl Drop for WriteTicket<'_> {
+    fn drop(&mut self) {
+        let mut s = self.cache.lock();
+        if let Some(w) = s.written.get_mut(&self.ino) {
+            w.tickets -= 1;
+            if w.tickets == 0 {
+                s.written.remove(&self.ino);
+            }
+        }
+    }
+}
+
+/// The changes heard of a file that writes of this mount are in flight on.
+#[derive(Default)]
+struct Written {
+    tickets: usize,
+    /// Changes heard: log indexes that named the file (events of one index count once).
+    changes: u64,
+    last_index: u64,
+}
+
 #[derive(Default)]
 struct State {
     valid: Option<Validity>,
     /// Bumped by everything that drops entries.
     generation: u64,
+    /// Bumped each time the cache starts over.
+    clears: u64,
+    /// Files with write tickets out, by instance.
+    written: HashMap<u64, Written>,
     attrs: HashMap<u64, FileAttr>,
     /// (directory, name) -> the instance there, or `None`: nothing is there.
     names: HashMap<(u64, String), Option<u64>>,
@@ -60,6 +98,7 @@ impl State {
 
     fn clear(&mut self) {
         self.generation += 1;
+        self.clears += 1;
         self.attrs.clear();
         self.names.clear();
         self.listings.clear();
@@ -203,12 +242,75 @@ impl Cache {
         }
     }
 
+    /// A ticket for a write of `ino` this mount is about to send; `None` if the cache is not
+    /// valid under `now`.
+    pub fn write_ticket(&self, now: Option<Validity>, ino: u64) -> Option<WriteTicket<'_>> {
+        let mut s = self.lock();
+        let valid = now.filter(|v| s.valid == Some(*v))?;
+        let clears = s.clears;
+        let w = s.written.entry(ino).or_default();
+        w.tickets += 1;
+        Some(WriteTicket {
+            cache: self,
+            ino,
+            valid,
+            clears,
+            changes: w.changes,
+        })
+    }
+
+    /// Keeps the attributes a write answered with, taken under `ticket`, if they are the
+    /// file's latest: the cache is still valid under the ticket's registration and did not
+    /// start over, and it heard exactly one change of the file since the ticket was taken.
+    ///
+    /// Why that suffices: the leader answers a write only once this cache acknowledged it
+    /// (its registration covers the whole tree, see `crate::server::cache`), and every write
+    /// of a named file is heard as a change of it. So the write's own change was heard before
+    /// its answer came; if it is the only one, no later change of the file was.
+    pub fn keep_written(&self, ticket: &WriteTicket<'_>, attr: &FileAttr) {
+        let mut s = self.lock();
+        if nameless(attr) || attr.ino != ticket.ino {
+            return;
+        }
+        let heard = s.written.get(&ticket.ino).map_or(0, |w| w.changes);
+        if s.valid != Some(ticket.valid) || s.clears != ticket.clears {
+            return;
+        }
+        if heard != ticket.changes + 1 {
+            return;
+        }
+        if s.items() >= MAX_ITEMS {
+            s.clear();
+            return;
+        }
+        s.attrs.insert(attr.ino, attr.clone());
+    }
+
+    /// Counts the change `e` for the files with write tickets whose attributes it drops.
+    fn count_written(s: &mut State, e: &proto::WatchEvent) {
+        if s.written.is_empty() {
+            return;
+        }
+        let named = [e.instance, e.parent];
+        let dirs = matches!(e.change, Change::CREATED | Change::DELETED | Change::RESYNC);
+        for (ino, w) in s.written.iter_mut() {
+            if e.change == Change::RESYNC {
+                // Changes may have gone unheard: never one alone.
+                w.changes += 2;
+            } else if (named[0] == *ino || (dirs && named[1] == *ino)) && w.last_index != e.index {
+                w.changes += 1;
+                w.last_index = e.index;
+            }
+        }
+    }
+
     /// Drops what a change in the cluster makes stale. Lock changes change nothing kept here.
     pub fn apply(&self, e: &proto::WatchEvent) {
         if matches!(e.change, Change::LOCKED | Change::UNLOCKED) {
             return;
         }
         let mut s = self.lock();
+        Self::count_written(&mut s, e);
         s.generation += 1;
         s.attrs.remove(&e.instance);
         s.drop_contents(e.instance);
@@ -322,6 +424,85 @@ mod tests {
         assert!(c.name(V, 1, "f").is_some());
         c.apply(&event(Change::DELETED, 7, 1, "f"));
         assert_eq!(c.name(V, 1, "f"), None);
+    }
+
+    fn change_at(index: u64, change: Change, instance: u64, parent: u64) -> proto::WatchEvent {
+        let mut e = event(change, instance, parent, "f");
+        e.index = index;
+        e
+    }
+
+    #[test]
+    fn a_write_answer_is_kept_when_its_own_change_is_the_only_one_heard() {
+        let c = serving();
+        let t = c.write_ticket(V, 5).unwrap();
+        c.apply(&change_at(10, Change::MODIFIED, 5, 1));
+        c.keep_written(&t, &attr(5));
+        assert!(c.attr(V, 5).is_some());
+        drop(t);
+        assert!(
+            c.lock().written.is_empty(),
+            "a ticket stops the counting when it goes"
+        );
+
+        // A file with two names is heard twice at one index: still one change.
+        let t = c.write_ticket(V, 5).unwrap();
+        c.apply(&change_at(11, Change::MODIFIED, 5, 1));
+        c.apply(&change_at(11, Change::MODIFIED, 5, 2));
+        c.keep_written(&t, &attr(5));
+        assert!(c.attr(V, 5).is_some());
+    }
+
+    #[test]
+    fn a_write_answer_is_not_kept_when_the_file_may_have_changed_after_it() {
+        let c = serving();
+        // Nothing heard: the write's change is still to come.
+        let t = c.write_ticket(V, 5).unwrap();
+        c.keep_written(&t, &attr(5));
+        assert!(c.attr(V, 5).is_none());
+        drop(t);
+
+        // Two changes: one of them may be later than the write.
+        let t = c.write_ticket(V, 5).unwrap();
+        c.apply(&change_at(10, Change::MODIFIED, 5, 1));
+        c.apply(&change_at(12, Change::ATTRIB, 5, 1));
+        c.keep_written(&t, &attr(5));
+        assert!(c.attr(V, 5).is_none());
+        drop(t);
+
+        // Changes of other files do not count; a change of the file as a parent does.
+        let t = c.write_ticket(V, 5).unwrap();
+        c.apply(&change_at(13, Change::MODIFIED, 6, 1));
+        c.apply(&change_at(14, Change::MODIFIED, 5, 1));
+        c.apply(&change_at(15, Change::CREATED, 7, 5));
+        c.keep_written(&t, &attr(5));
+        assert!(c.attr(V, 5).is_none());
+        drop(t);
+
+        // Changes may have gone unheard.
+        let t = c.write_ticket(V, 5).unwrap();
+        c.apply(&change_at(16, Change::RESYNC, 0, 0));
+        c.keep_written(&t, &attr(5));
+        assert!(c.attr(V, 5).is_none());
+        drop(t);
+
+        // The cache started over, or serves under another registration.
+        let t = c.write_ticket(V, 5).unwrap();
+        c.flush();
+        c.serve_under((1, 1, 0));
+        c.apply(&change_at(17, Change::MODIFIED, 5, 1));
+        c.keep_written(&t, &attr(5));
+        assert!(c.attr(V, 5).is_none());
+        drop(t);
+        assert!(c.write_ticket(Some((1, 2, 0)), 5).is_none());
+
+        // A file without a name is never kept.
+        let t = c.write_ticket(V, 5).unwrap();
+        c.apply(&change_at(18, Change::MODIFIED, 5, 1));
+        let mut orphan = attr(5);
+        orphan.links = 0;
+        c.keep_written(&t, &orphan);
+        assert!(c.attr(V, 5).is_none());
     }
 
     #[test]

@@ -901,6 +901,12 @@ impl Backend for ClusterBackend {
         append: bool,
     ) -> BoxFut<'_, FileAttr> {
         Box::pin(async move {
+            // The attributes the write answers with are kept if nothing changed the file after
+            // it: the kernel asks for them right after a write (`cache.rs`).
+            let ticket = self
+                .cache
+                .as_ref()
+                .and_then(|c| c.write_ticket(self.validity(), ino));
             let s = self.live(session).await?;
             let write = WriteAt {
                 offset,
@@ -908,7 +914,11 @@ impl Backend for ClusterBackend {
                 truncate,
                 append,
             };
-            file_attr(s.write(ino, write).await)
+            let attr = file_attr(s.write(ino, write).await)?;
+            if let (Some(c), Some(t)) = (self.cache.as_ref(), ticket.as_ref()) {
+                c.keep_written(t, &attr);
+            }
+            Ok(attr)
         })
     }
 
