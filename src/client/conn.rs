@@ -127,7 +127,7 @@ impl Conn {
         let writer_open = open.clone();
         tokio::spawn(async move {
             while let Some(req) = rx.recv().await {
-                if writer.send(&req).await.is_err() {
+                if writer.send_all(&req, || rx.try_recv().ok()).await.is_err() {
                     break;
                 }
             }

@@ -271,7 +271,11 @@ impl Service {
         let (tx, mut rx) = mpsc::channel::<proto::ServerFrame>(CLIENT_QUEUE);
         let write_task = tokio::spawn(async move {
             while let Some(frame) = rx.recv().await {
-                if writer.send(&frame).await.is_err() {
+                if writer
+                    .send_all(&frame, || rx.try_recv().ok())
+                    .await
+                    .is_err()
+                {
                     break;
                 }
             }

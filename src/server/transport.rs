@@ -35,7 +35,8 @@ use super::membership::SnapshotData;
 use super::node::Input;
 use crate::auth::{Expect, Stream, Tls};
 use crate::encoding::LogFormat;
-use crate::proto::{self, frame::FramedConn};
+use crate::proto;
+use crate::proto::frame::{FrameError, FramedConn, MAX_BURST};
 use crate::storage::{Members, Records, SnapshotOpener};
 
 /// Messages waiting for one peer; beyond this, new ones are dropped.
@@ -275,18 +276,26 @@ impl Link {
             was_connected = true;
             backoff = BACKOFF_MIN;
             let mut held_back = false;
+            // A message taken from the queue while writing out a burst, not sent with it.
+            let mut next: Option<Outgoing> = None;
             loop {
-                let out = tokio::select! {
-                    out = rx.recv() => out,
-                    // The peer writes nothing on this connection after its hello reply, so a
-                    // read ends only with the connection: a peer whose process died is
-                    // noticed now, not at the next message sent to it (a follower sends its
-                    // leader nothing until asked).
-                    end = conn.recv::<proto::PeerFrame>() => {
-                        let why = end.err().map_or("unexpected frame".into(), |e| e.to_string());
-                        log::warn!("lost connection to peer {}: {why}", self.peer);
-                        let _ = self.inbox.send(Input::Unreachable(self.peer));
-                        break;
+                let out = if let Some(out) = next.take() {
+                    Some(out)
+                } else {
+                    tokio::select! {
+                        out = rx.recv() => out,
+                        // The peer writes nothing on this connection after its hello reply,
+                        // so a read ends only with the connection: a peer whose process died
+                        // is noticed now, not at the next message sent to it (a follower sends
+                        // its leader nothing until asked).
+                        end = conn.recv::<proto::PeerFrame>() => {
+                            let why = end
+                                .err()
+                                .map_or("unexpected frame".into(), |e| e.to_string());
+                            log::warn!("lost connection to peer {}: {why}", self.peer);
+                            let _ = self.inbox.send(Input::Unreachable(self.peer));
+                            break;
+                        }
                     }
                 };
                 let Some(out) = out else {
@@ -312,15 +321,41 @@ impl Link {
                         self.send_snapshot(&mut conn, out.frame, stream, &mut rx)
                             .await
                     }
-                    None => conn.send_raw(out.frame).await.map_err(|e| e.to_string()),
+                    None => Self::send_burst(&mut conn, out.frame, &mut rx, &mut next, reads).await,
                 };
                 if let Err(e) = result {
                     log::warn!("lost connection to peer {}: {}", self.peer, e);
                     let _ = self.inbox.send(Input::Unreachable(self.peer));
+                    if let Some(out) = next.take() {
+                        self.report_snapshot(&out, false);
+                    }
                     break;
                 }
             }
         }
+    }
+
+    /// Sends `frame` and the plain messages queued behind it (up to [`MAX_BURST`] in all),
+    /// written out together. The first queued message that needs more than a write (a
+    /// snapshot, or a log format the peer does not read) is left in `next`, unsent.
+    async fn send_burst(
+        conn: &mut FramedConn<Stream>,
+        frame: Bytes,
+        rx: &mut mpsc::Receiver<Outgoing>,
+        next: &mut Option<Outgoing>,
+        reads: LogFormat,
+    ) -> Result<(), String> {
+        let fail = |e: FrameError| e.to_string();
+        conn.feed_raw(frame).await.map_err(fail)?;
+        for _ in 1..MAX_BURST {
+            let Ok(out) = rx.try_recv() else { break };
+            if out.snapshot.is_some() || out.needs > reads {
+                *next = Some(out);
+                break;
+            }
+            conn.feed_raw(out.frame).await.map_err(fail)?;
+        }
+        conn.flush().await.map_err(fail)
     }
 
     fn report_snapshot(&self, out: &Outgoing, delivered: bool) {
