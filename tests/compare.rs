@@ -1,6 +1,7 @@
 //! `bench/compare.py --short`: etcd, ZooKeeper and lockfs each start as three members on
 //! loopback, and every workload of the comparison runs against each of them for a moment; and
-//! `bench/curves.py --short`, the cost curves at small levels. The numbers of a short run mean
+//! `bench/curves.py --short`, the cost curves at small levels; and `bench/elections.py --short`,
+//! the count of elections in an idle cluster under CPU load. The numbers of a short run mean
 //! nothing and are not looked at; what is checked is that every system started and every
 //! workload and level ran and recorded a result.
 
@@ -129,4 +130,25 @@ fn the_cost_curves_run_every_level() {
             "no {curve} {level} result:\n{results}"
         );
     }
+}
+
+/// `bench/elections.py --short`: an idle cluster under busy loops is watched for a few seconds,
+/// and the count of elections is recorded with the status samples it comes from. The count is
+/// not checked: it depends on how loaded the machine is.
+#[test]
+fn the_idle_election_count_runs() {
+    let (status, results) = run_short("elections.py", "elections-short.jsonl");
+    assert!(
+        status.success(),
+        "bench/elections.py --short failed ({status}):\n{results}"
+    );
+    let line = results.lines().last().expect("a result line");
+    let v: serde_json::Value = serde_json::from_str(line).expect("a JSON line");
+    for key in ["elections", "leader_changes", "status_unanswered"] {
+        assert!(v[key].as_u64().is_some(), "no {key} in {line}");
+    }
+    assert!(
+        v["status_samples"].as_u64().is_some_and(|n| n > 0),
+        "no status sample in {line}"
+    );
 }
