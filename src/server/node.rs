@@ -2362,7 +2362,6 @@ impl Node {
     }
 }
 
-/// A v1 conf change in its v2 form (raft-rs's own conversion is not exported).
 /// Sends answers that are ready.
 fn send_answers(answers: Vec<(Reply, Result<Outcome, ServerError>)>) {
     for (reply, result) in answers {
@@ -2370,6 +2369,7 @@ fn send_answers(answers: Vec<(Reply, Result<Outcome, ServerError>)>) {
     }
 }
 
+/// A v1 conf change in its v2 form (raft-rs's own conversion is not exported).
 fn v2_of(cc: ConfChange) -> ConfChangeV2 {
     let mut single = raft::prelude::ConfChangeSingle::default();
     single.set_change_type(cc.get_change_type());
