@@ -978,10 +978,7 @@ impl Node {
         }
         let ttl = self
             .machine
-            .session_ids()
-            .into_iter()
-            .find(|(id, _)| *id == session)
-            .map(|(_, ttl_ms)| ttl_ms)
+            .session_ttl_ms(session)
             .ok_or(ServerError::State(StateError::SessionExpired))?;
         let term = self.raw.raft.term;
         let ttl_d = Duration::from_millis(ttl);

@@ -127,6 +127,11 @@ impl StateMachine {
         self.caching.contains(&session)
     }
 
+    /// The TTL of live session `id`, in milliseconds; `None` if it is not live.
+    pub fn session_ttl_ms(&self, id: u64) -> Option<u64> {
+        self.sessions.get(&id).map(|s| s.ttl_ms)
+    }
+
     /// The live sessions whose clients cache the tree, with their TTLs in milliseconds.
     pub fn caching_sessions(&self) -> impl Iterator<Item = (u64, u64)> + '_ {
         self.caching

@@ -14,6 +14,11 @@ fn session_ids_count_from_one_and_are_never_reused() {
     );
     assert_eq!(session(&mut sm, "c"), 3);
     assert_eq!(sm.session_ids(), [(1, 10_000), (3, 10_000)]);
+    assert_eq!(
+        (sm.session_ttl_ms(3), sm.session_ttl_ms(2)),
+        (Some(10_000), None),
+        "a closed session has no TTL"
+    );
     let Ok(Outcome::Sessions {
         sessions: infos, ..
     }) = sm.query(&Query::Sessions { after: 0, limit: 0 })
