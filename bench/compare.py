@@ -346,13 +346,18 @@ class Lockfs(Members):
             self.unmount(i)
         super().stop()
 
-    def leader(self):
-        r = subprocess.run([self.exe, "cluster", "status", "--json", "--insecure",
-                            "--servers", self.servers, "--timeout", "2"],
-                           capture_output=True, text=True, timeout=10)
-        if r.returncode != 0:
+    def status(self):
+        """`lockfs cluster status --json`, parsed; None if the cluster does not answer in time."""
+        try:
+            r = subprocess.run([self.exe, "cluster", "status", "--json", "--insecure",
+                                "--servers", self.servers, "--timeout", "2"],
+                               capture_output=True, text=True, timeout=10)
+        except subprocess.TimeoutExpired:
             return None
-        leader = json.loads(r.stdout).get("leader")
+        return json.loads(r.stdout) if r.returncode == 0 else None
+
+    def leader(self):
+        leader = (self.status() or {}).get("leader")
         return None if not leader else int(leader) - 1
 
     def serving(self, i):

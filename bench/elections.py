@@ -21,7 +21,6 @@ import json
 import multiprocessing
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -40,16 +39,8 @@ def burn():
 
 def status(system):
     """(term, leader id) as the cluster reports them; None if it does not in time."""
-    try:
-        r = subprocess.run([system.exe, "cluster", "status", "--json", "--insecure",
-                            "--servers", system.servers, "--timeout", "2"],
-                           capture_output=True, text=True, timeout=10)
-    except subprocess.TimeoutExpired:
-        return None
-    if r.returncode != 0:
-        return None
-    s = json.loads(r.stdout)
-    return int(s["term"]), s.get("leader")
+    s = system.status()
+    return None if s is None else (int(s["term"]), s.get("leader"))
 
 
 def main():

@@ -14,7 +14,7 @@
 //! - An answer read from the cluster is kept only if nothing was dropped since the read was
 //!   sent ([`Ticket`]): a read that raced with a change never puts old data back.
 //! - The attributes a write of this mount answers with are kept only if exactly one change of
-//!   the file was heard while the write was in flight ([`WriteTicket`]): that change is the
+//!   the file was heard while the write was in flight ([`WriteTicket::keep`]): that change is the
 //!   write's own, so nothing changed the file after it.
 //! - It holds at most [`MAX_ITEMS`] entries and [`MAX_BYTES`] bytes of contents; past either it
 //!   starts over empty.
@@ -43,7 +43,7 @@ pub struct Ticket {
     valid: Validity,
 }
 
-/// Taken before this mount sends a write of a file (see [`Cache::keep_written`]). While it
+/// Taken before this mount sends a write of a file (see [`WriteTicket::keep`]). While it
 /// lives, the cache counts the changes it hears of the file.
 pub struct WriteTicket<'a> {
     cache: &'a Cache,
@@ -51,6 +51,32 @@ pub struct WriteTicket<'a> {
     valid: Validity,
     clears: u64,
     changes: u64,
+}
+
+impl WriteTicket<'_> {
+    /// Keeps the attributes the write answered with if they are the file's latest: the cache
+    /// is still valid under the ticket's registration and did not start over, and it heard
+    /// exactly one change of the file since the ticket was taken.
+    ///
+    /// Why that suffices: the leader answers a write only once this cache acknowledged it
+    /// (its registration covers the whole tree, see `crate::server::cache`), and every write
+    /// of a named file is heard as a change of it. So the write's own change was heard before
+    /// its answer came; if it is the only one, no later change of the file was.
+    pub fn keep(&self, attr: &FileAttr) {
+        let mut s = self.cache.lock();
+        if nameless(attr) || attr.ino != self.ino {
+            return;
+        }
+        let heard = s.written.get(&self.ino).map_or(0, |w| w.changes);
+        if s.valid != Some(self.valid) || s.clears != self.clears || heard != self.changes + 1 {
+            return;
+        }
+        if s.items() >= MAX_ITEMS {
+            s.clear();
+            return;
+        }
+        s.attrs.insert(attr.ino, attr.clone());
+    }
 }
 
 impl Drop for WriteTicket<'_> {
@@ -259,33 +285,6 @@ impl Cache {
         })
     }
 
-    /// Keeps the attributes a write answered with, taken under `ticket`, if they are the
-    /// file's latest: the cache is still valid under the ticket's registration and did not
-    /// start over, and it heard exactly one change of the file since the ticket was taken.
-    ///
-    /// Why that suffices: the leader answers a write only once this cache acknowledged it
-    /// (its registration covers the whole tree, see `crate::server::cache`), and every write
-    /// of a named file is heard as a change of it. So the write's own change was heard before
-    /// its answer came; if it is the only one, no later change of the file was.
-    pub fn keep_written(&self, ticket: &WriteTicket<'_>, attr: &FileAttr) {
-        let mut s = self.lock();
-        if nameless(attr) || attr.ino != ticket.ino {
-            return;
-        }
-        let heard = s.written.get(&ticket.ino).map_or(0, |w| w.changes);
-        if s.valid != Some(ticket.valid) || s.clears != ticket.clears {
-            return;
-        }
-        if heard != ticket.changes + 1 {
-            return;
-        }
-        if s.items() >= MAX_ITEMS {
-            s.clear();
-            return;
-        }
-        s.attrs.insert(attr.ino, attr.clone());
-    }
-
     /// Counts the change `e` for the files with write tickets whose attributes it drops.
     fn count_written(s: &mut State, e: &proto::WatchEvent) {
         if s.written.is_empty() {
@@ -437,7 +436,7 @@ mod tests {
         let c = serving();
         let t = c.write_ticket(V, 5).unwrap();
         c.apply(&change_at(10, Change::MODIFIED, 5, 1));
-        c.keep_written(&t, &attr(5));
+        t.keep(&attr(5));
         assert!(c.attr(V, 5).is_some());
         drop(t);
         assert!(
@@ -449,7 +448,7 @@ mod tests {
         let t = c.write_ticket(V, 5).unwrap();
         c.apply(&change_at(11, Change::MODIFIED, 5, 1));
         c.apply(&change_at(11, Change::MODIFIED, 5, 2));
-        c.keep_written(&t, &attr(5));
+        t.keep(&attr(5));
         assert!(c.attr(V, 5).is_some());
     }
 
@@ -458,7 +457,7 @@ mod tests {
         let c = serving();
         // Nothing heard: the write's change is still to come.
         let t = c.write_ticket(V, 5).unwrap();
-        c.keep_written(&t, &attr(5));
+        t.keep(&attr(5));
         assert!(c.attr(V, 5).is_none());
         drop(t);
 
@@ -466,7 +465,7 @@ mod tests {
         let t = c.write_ticket(V, 5).unwrap();
         c.apply(&change_at(10, Change::MODIFIED, 5, 1));
         c.apply(&change_at(12, Change::ATTRIB, 5, 1));
-        c.keep_written(&t, &attr(5));
+        t.keep(&attr(5));
         assert!(c.attr(V, 5).is_none());
         drop(t);
 
@@ -475,14 +474,14 @@ mod tests {
         c.apply(&change_at(13, Change::MODIFIED, 6, 1));
         c.apply(&change_at(14, Change::MODIFIED, 5, 1));
         c.apply(&change_at(15, Change::CREATED, 7, 5));
-        c.keep_written(&t, &attr(5));
+        t.keep(&attr(5));
         assert!(c.attr(V, 5).is_none());
         drop(t);
 
         // Changes may have gone unheard.
         let t = c.write_ticket(V, 5).unwrap();
         c.apply(&change_at(16, Change::RESYNC, 0, 0));
-        c.keep_written(&t, &attr(5));
+        t.keep(&attr(5));
         assert!(c.attr(V, 5).is_none());
         drop(t);
 
@@ -491,7 +490,7 @@ mod tests {
         c.flush();
         c.serve_under((1, 1, 0));
         c.apply(&change_at(17, Change::MODIFIED, 5, 1));
-        c.keep_written(&t, &attr(5));
+        t.keep(&attr(5));
         assert!(c.attr(V, 5).is_none());
         drop(t);
         assert!(c.write_ticket(Some((1, 2, 0)), 5).is_none());
@@ -501,7 +500,7 @@ mod tests {
         c.apply(&change_at(18, Change::MODIFIED, 5, 1));
         let mut orphan = attr(5);
         orphan.links = 0;
-        c.keep_written(&t, &orphan);
+        t.keep(&orphan);
         assert!(c.attr(V, 5).is_none());
     }
 

@@ -915,8 +915,8 @@ impl Backend for ClusterBackend {
                 append,
             };
             let attr = file_attr(s.write(ino, write).await)?;
-            if let (Some(c), Some(t)) = (self.cache.as_ref(), ticket.as_ref()) {
-                c.keep_written(t, &attr);
+            if let Some(t) = &ticket {
+                t.keep(&attr);
             }
             Ok(attr)
         })
