@@ -2,7 +2,8 @@
 //! caches costs the cluster nothing to read again, and a read that starts after a write
 //! returned on any host sees it, whether the file was cached, missing or listed; a caching
 //! mount that is frozen holds other hosts' writes only until its lease runs out, and serves
-//! nothing stale when it wakes; `-o cache=off` reads the cluster every time.
+//! nothing stale when it wakes; `-o cache=off` reads the cluster every time. A watcher hears
+//! of a change only once no cache can serve what it replaced.
 //!
 //! These need root and `/dev/fuse`; without them they fail loudly. Background processes and
 //! mounts are stopped when a test ends, then the cluster.
@@ -336,4 +337,94 @@ fn no_read_shows_a_write_while_a_cache_may_still_serve_what_it_replaced() {
         "reads showed a write while a frozen cache still held the file:\n{}",
         early.join("\n")
     );
+}
+
+/// The next modification of `/f` to `size` bytes a watcher reports (a truncation before a write
+/// is not it): when (since `t0`) and its index.
+async fn next_modified(
+    watcher: &mut lockfs::client::watches::Watcher,
+    size: u64,
+    t0: std::time::Instant,
+) -> (Duration, u64) {
+    use lockfs::client::watches::WatchItem;
+    use lockfs::proto::WatchEvent_Change as Change;
+    for _ in 0..100 {
+        let item = tokio::time::timeout(Duration::from_secs(60), watcher.next())
+            .await
+            .expect("an event within a minute")
+            .expect("the watch goes on");
+        match item {
+            WatchItem::Event(e) if e.change == Change::MODIFIED && e.size == size => {
+                return (t0.elapsed(), e.index)
+            }
+            WatchItem::Resync(s) => panic!("a resync at {} instead of the change", s.index),
+            _ => {}
+        }
+    }
+    panic!("100 events and none was the change");
+}
+
+#[test]
+fn a_watcher_hears_of_a_write_only_once_no_cache_can_serve_what_it_replaced() {
+    use lockfs::client::session::Session;
+    use lockfs::client::{ops, Client};
+    use std::sync::Arc;
+    let h = Hosts::start();
+    let c = h.extra_mount("c", "host-a", "allow_other,ttl=2");
+    let cpath = c.path.display().to_string();
+    let client = Arc::new(Client::new(
+        h.cluster.servers().split(',').map(String::from).collect(),
+        Duration::from_secs(20),
+        "watcher".into(),
+        common::tls::admin(),
+    ));
+    let b = h.b.path.clone();
+    h.ok("echo -n old > \"$A/f\"");
+    common::block_on(async {
+        let ttl = Duration::from_secs(10);
+        let session = Session::open(client.clone(), ttl, ttl, "w", "watcher")
+            .await
+            .expect("a session");
+        let (mut watcher, _) = session.watch("/f", false).await.expect("a watch");
+        // Each change a watcher hears of, a read through another host's mount shows: the
+        // host's cache dropped what the change replaced before the event left the cluster.
+        for round in 0..30 {
+            let value = format!("v{round}");
+            // B holds the file in its cache (and its kernel's) before the write.
+            let cached = b.join("f");
+            tokio::task::spawn_blocking(move || std::fs::read(cached))
+                .await
+                .unwrap()
+                .expect("a read on B");
+            let writer = {
+                let path = h.a.path.join("f");
+                let value = value.clone();
+                tokio::task::spawn_blocking(move || std::fs::write(path, value))
+            };
+            next_modified(&mut watcher, value.len() as u64, std::time::Instant::now()).await;
+            let seen = std::fs::read_to_string(b.join("f")).unwrap();
+            assert_eq!(
+                seen, value,
+                "round {round}: B read {seen:?} after the event"
+            );
+            writer.await.unwrap().expect("the write on A");
+        }
+        // A caching mount C holds the file and is frozen: its lease (2 s, renewed every
+        // 0.67 s) runs until at least 1.3 s from then, and until then nobody may hear of the
+        // write that replaces the file, since C could still serve what it replaced.
+        assert_eq!(h.ok(&format!("cat \"{cpath}/f\"")), "v29");
+        let pid = c.pid().expect("mount C runs");
+        signal(pid, libc::SIGSTOP);
+        let frozen = std::time::Instant::now();
+        let wrote = client.call(ops::put("/f", b"new".to_vec(), 0o644, 0, 0));
+        let (wrote, (heard, _)) = tokio::join!(wrote, next_modified(&mut watcher, 3, frozen));
+        signal(pid, libc::SIGCONT);
+        wrote.expect("the write");
+        assert!(
+            heard >= Duration::from_millis(1300),
+            "the watcher heard of the write {heard:?} after C froze, while C's lease ran"
+        );
+        session.close().await.unwrap();
+    });
+    drop(c);
 }

@@ -7,6 +7,14 @@
 //! Every node applies the same log, so every node produces the same events in the same order;
 //! each pushes them to the connections it holds, in commit order, from its node thread.
 //!
+//! A node event reaches the caches' registrations (see `cache.rs`) as it is applied, and every
+//! other watch only once it is released ([`EventRouter::release_through`]): once no cache
+//! can still serve what the change replaced. Until then a watcher that saw the event could
+//! read the old state through a mount, as if the change had not happened. The node releases
+//! events at a linearizable read's index (see `Node::release_events`); the events held
+//! meanwhile are bounded ([`MAX_HELD_EVENTS`]); past the bound they are dropped and every such
+//! watch is owed a RESYNC.
+//!
 //! Session events: a connection subscribes to a session with a KeepAlive (or by opening it). A
 //! push that cannot be delivered is dropped: clients re-check what they wait for after
 //! reconnecting, so a lost push delays a grant but never loses it.
@@ -20,7 +28,7 @@
 //! watcher costs the node a flag, never memory. A watch ends with Unwatch, with its
 //! connection, or with its session.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::Mutex;
 
 use tokio::sync::mpsc;
@@ -40,6 +48,9 @@ pub const MAX_WATCHES_PER_CONNECTION: usize = 1024;
 pub const MAX_WATCHES: usize = 65536;
 /// Longest path a watch may name, in bytes (Linux's PATH_MAX).
 pub const MAX_WATCH_PATH: usize = 4096;
+/// Most node events a node holds for its watches other than caches while they wait to be
+/// released.
+pub const MAX_HELD_EVENTS: usize = 65536;
 
 /// A watch to register: (connection, id) names it.
 pub struct WatchSpec {
@@ -58,6 +69,10 @@ struct Watch {
     session: u64,
     path: String,
     recursive: bool,
+    /// A cache registration: events reach it as they are applied, not when released.
+    cache: bool,
+    /// The applied index it was registered at: it sees only events after it.
+    from: u64,
     tx: FrameSender,
     /// Events up to this index were dropped; a RESYNC is owed before any other event.
     missed: Option<u64>,
@@ -81,6 +96,9 @@ struct Watches {
     per_conn: HashMap<u64, usize>,
     /// Keys of watches owed a RESYNC.
     owed: BTreeSet<Key>,
+    /// Events applied but not yet released to the watches that are not caches, in commit
+    /// order; kept only while such a watch exists.
+    held: VecDeque<NodeEvent>,
     /// Events handed to connections (`metrics.rs`).
     pushed: prometheus_client::metrics::counter::Counter,
 }
@@ -159,6 +177,64 @@ impl Watches {
             at = parent;
         }
         keys
+    }
+
+    /// Routes `event` to the watches that are caches (`caches`) or to the others: a RESYNC
+    /// to those below a directory that appeared or left, the event to those covering its
+    /// path. Returns whether a RESYNC is owed.
+    fn route(&mut self, event: &NodeEvent, caches: bool) -> bool {
+        let takes = |w: &Watch| w.cache == caches && event.index > w.from;
+        let mut owing = false;
+        // A directory that appears at a path or leaves it (made, removed, renamed) changes
+        // what every path below it names: watches there are owed a RESYNC.
+        if event.kind == Kind::Dir
+            && matches!(event.change, NodeChange::Created | NodeChange::Deleted)
+        {
+            for key in self.below(&event.path) {
+                if takes(&self.by_key[&key]) {
+                    self.owe(key, event.index);
+                    owing = true;
+                }
+            }
+        }
+        let keys: Vec<Key> = self
+            .covering(&event.path)
+            .into_iter()
+            .filter(|k| takes(&self.by_key[k]))
+            .collect();
+        if keys.is_empty() {
+            return owing;
+        }
+        let wire = convert::watch_event(event);
+        for key in keys {
+            self.send(key, wire.clone());
+        }
+        owing
+    }
+
+    /// Whether a watch other than a cache registration exists.
+    fn has_plain(&self) -> bool {
+        self.by_key.len() > self.caches.len()
+    }
+
+    /// Holds `event` for the watches that are not caches; past [`MAX_HELD_EVENTS`] drops
+    /// what is held and owes each of them a RESYNC. Returns whether one is owed.
+    fn hold(&mut self, event: &NodeEvent) -> bool {
+        if self.held.len() < MAX_HELD_EVENTS {
+            self.held.push_back(event.clone());
+            return false;
+        }
+        self.held.clear();
+        let keys: Vec<Key> = self
+            .by_key
+            .iter()
+            .filter(|(_, w)| !w.cache && event.index > w.from)
+            .map(|(k, _)| *k)
+            .collect();
+        for key in keys {
+            self.owe(key, event.index);
+        }
+        true
     }
 
     /// Sends `event` on watch `key`, or marks the watch owed a RESYNC when its queue is full.
@@ -287,6 +363,8 @@ impl EventRouter {
                 session: spec.session,
                 path: spec.path,
                 recursive: spec.recursive,
+                cache: spec.cache,
+                from: index,
                 tx: spec.tx,
                 missed: None,
             },
@@ -299,32 +377,44 @@ impl EventRouter {
         self.watches.lock().expect("poisoned").remove((conn, id));
     }
 
-    /// Pushes node events to the watches that cover them; never blocks.
+    /// Pushes node events, applied at their indexes, to the cache registrations that cover
+    /// them, and holds them for the other watches until [`EventRouter::release_through`];
+    /// never blocks.
     pub fn publish_changes(&self, events: &[NodeEvent]) {
         let mut watches = self.watches.lock().expect("poisoned");
         if watches.by_key.is_empty() {
             return;
         }
+        let plain = watches.has_plain();
         let mut owing = false;
         for event in events {
-            // A directory that appears at a path or leaves it (made, removed, renamed) changes
-            // what every path below it names: watches there are owed a RESYNC.
-            if event.kind == Kind::Dir
-                && matches!(event.change, NodeChange::Created | NodeChange::Deleted)
-            {
-                for key in watches.below(&event.path) {
-                    watches.owe(key, event.index);
-                    owing = true;
-                }
+            owing |= watches.route(event, true);
+            if plain {
+                owing |= watches.hold(event);
             }
-            let keys = watches.covering(&event.path);
-            if keys.is_empty() {
-                continue;
-            }
-            let wire = convert::watch_event(event);
-            for key in keys {
-                watches.send(key, wire.clone());
-            }
+        }
+        drop(watches);
+        if owing {
+            self.flush();
+        }
+    }
+
+    /// Whether events wait to be released to watches.
+    pub fn holds_events(&self) -> bool {
+        !self.watches.lock().expect("poisoned").held.is_empty()
+    }
+
+    /// Pushes the held events up to `index` to the watches, other than caches, that cover
+    /// them: no cache can serve what they replaced anymore.
+    pub fn release_through(&self, index: u64) {
+        let mut watches = self.watches.lock().expect("poisoned");
+        let mut owing = false;
+        while watches.held.front().is_some_and(|e| e.index <= index) {
+            let event = watches.held.pop_front().expect("looked at above");
+            owing |= watches.route(&event, false);
+        }
+        if !watches.has_plain() {
+            watches.held.clear();
         }
         drop(watches);
         if owing {
@@ -436,6 +526,12 @@ mod tests {
         }
     }
 
+    /// Applies and at once releases `events`.
+    fn publish(router: &EventRouter, events: &[NodeEvent]) {
+        router.publish_changes(events);
+        router.release_through(u64::MAX);
+    }
+
     /// (watch id, index, change) of what arrived.
     fn received(rx: &mut mpsc::Receiver<proto::ServerFrame>) -> Vec<(u64, u64, String)> {
         let mut out = Vec::new();
@@ -460,11 +556,14 @@ mod tests {
             ..event(index, path)
         };
         // /a moves to /x: what /a/b and /x/b/c name changed, /ab's did not.
-        router.publish_changes(&[
-            moved(5, "/a", NodeChange::Deleted),
-            moved(5, "/x", NodeChange::Created),
-            event(6, "/x/b/c"),
-        ]);
+        publish(
+            &router,
+            &[
+                moved(5, "/a", NodeChange::Deleted),
+                moved(5, "/x", NodeChange::Created),
+                event(6, "/x/b/c"),
+            ],
+        );
         let got = received(&mut rx);
         let resyncs: Vec<_> = got
             .iter()
@@ -491,12 +590,15 @@ mod tests {
         router.watch(spec(1, 2, "/a", true, &tx), 0).unwrap();
         router.watch(spec(1, 3, "/a/b/c", false, &tx), 0).unwrap();
         router.watch(spec(1, 4, "/", true, &tx), 0).unwrap();
-        router.publish_changes(&[
-            event(1, "/a"),
-            event(2, "/a/b"),
-            event(3, "/a/b/c"),
-            event(4, "/ab"),
-        ]);
+        publish(
+            &router,
+            &[
+                event(1, "/a"),
+                event(2, "/a/b"),
+                event(3, "/a/b/c"),
+                event(4, "/ab"),
+            ],
+        );
         let got: Vec<(u64, u64)> = received(&mut rx).iter().map(|(w, i, _)| (*w, *i)).collect();
         let mut want = vec![
             (1, 1),
@@ -519,21 +621,87 @@ mod tests {
     }
 
     #[test]
+    fn watches_other_than_caches_see_an_event_only_once_it_is_released() {
+        let router = EventRouter::default();
+        let (tx, mut rx) = mpsc::channel(100);
+        let (cache_tx, mut cache_rx) = mpsc::channel(100);
+        router.watch(spec(1, 1, "/f", false, &tx), 0).unwrap();
+        let cache = WatchSpec {
+            session: 2,
+            cache: true,
+            ..spec(2, 1, "/", true, &cache_tx)
+        };
+        router.watch(cache, 0).unwrap();
+        router.publish_changes(&[event(3, "/f")]);
+        assert_eq!(received(&mut cache_rx), [(1, 3, "CREATED /f".to_string())]);
+        assert!(
+            received(&mut rx).is_empty(),
+            "a plain watch saw a held event"
+        );
+        assert!(router.holds_events());
+        router.release_through(2);
+        assert!(received(&mut rx).is_empty());
+        router.release_through(3);
+        assert_eq!(received(&mut rx), [(1, 3, "CREATED /f".to_string())]);
+        assert!(!router.holds_events());
+        // A watch registered at 5 sees nothing from before it, even if released after it.
+        router.publish_changes(&[event(4, "/f"), event(5, "/f")]);
+        router.watch(spec(1, 2, "/f", false, &tx), 5).unwrap();
+        router.publish_changes(&[event(6, "/f")]);
+        router.release_through(6);
+        let got: Vec<(u64, u64)> = received(&mut rx).iter().map(|(w, i, _)| (*w, *i)).collect();
+        assert_eq!(got, [(1, 4), (1, 5), (1, 6), (2, 6)]);
+        assert_eq!(received(&mut cache_rx).len(), 3);
+        // Held events are bounded: past the bound they go, and each plain watch is owed one
+        // RESYNC, sent at once.
+        let many: Vec<NodeEvent> = (0..=MAX_HELD_EVENTS as u64)
+            .map(|i| event(10 + i, "/f"))
+            .collect();
+        let last = many.last().unwrap().index;
+        for e in &many {
+            router.publish_changes(std::slice::from_ref(e));
+        }
+        let _ = received(&mut cache_rx);
+        let mut got = received(&mut rx);
+        got.sort();
+        assert_eq!(
+            got,
+            [
+                (1, last, "RESYNC /f".to_string()),
+                (2, last, "RESYNC /f".to_string())
+            ]
+        );
+        router.release_through(u64::MAX);
+        assert!(
+            received(&mut rx).is_empty(),
+            "dropped events were sent after all"
+        );
+        // Without plain watches nothing is held.
+        router.unwatch(1, 1);
+        router.unwatch(1, 2);
+        router.publish_changes(&[event(last + 1, "/f")]);
+        assert!(!router.holds_events());
+    }
+
+    #[test]
     fn a_full_queue_drops_events_and_owes_one_resync() {
         let router = EventRouter::default();
         let (tx, mut rx) = mpsc::channel(2);
         router.watch(spec(1, 7, "/f", false, &tx), 0).unwrap();
-        router.publish_changes(&[
-            event(1, "/f"),
-            event(2, "/f"),
-            event(3, "/f"),
-            event(4, "/f"),
-        ]);
+        publish(
+            &router,
+            &[
+                event(1, "/f"),
+                event(2, "/f"),
+                event(3, "/f"),
+                event(4, "/f"),
+            ],
+        );
         router.flush(); // still full: nothing more
         assert_eq!(received(&mut rx).len(), 2);
-        router.publish_changes(&[event(5, "/f")]); // owed a resync: dropped too
+        publish(&router, &[event(5, "/f")]); // owed a resync: dropped too
         router.flush();
-        router.publish_changes(&[event(6, "/f")]);
+        publish(&router, &[event(6, "/f")]);
         assert_eq!(
             received(&mut rx),
             vec![

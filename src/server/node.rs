@@ -21,6 +21,7 @@
 //! rather than letting this replica diverge from the others.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -112,11 +113,22 @@ enum ReadGate {
     AskAgain,
 }
 
-/// A read waiting for its ReadIndex: a query, or a watch to register (a watch begins at a
-/// linearizable point, so that a state it reports is never older than a write that returned).
+/// A read waiting for its ReadIndex: a query, a watch to register (a watch begins at a
+/// linearizable point, so that a state it reports is never older than a write that returned),
+/// or the release of the events held for watches (see [`Node::release_events`]).
 enum PendingRead {
     Query(Query, Access, Reply),
     Watch(WatchSpec, Access, WatchReply),
+    Events(EventsAsked),
+}
+
+/// Marks a release of held events as asked for while it lives: at most one is in flight.
+struct EventsAsked(Arc<AtomicBool>);
+
+impl Drop for EventsAsked {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::Relaxed);
+    }
 }
 
 impl PendingRead {
@@ -133,6 +145,8 @@ impl PendingRead {
             PendingRead::Watch(_, _, reply) => {
                 let _ = reply.send(Err(e));
             }
+            // Dropped: asked for again at the end of a turn.
+            PendingRead::Events(_) => {}
         }
     }
 }
@@ -316,6 +330,8 @@ pub struct Node {
     next_read_ctx: u64,
     /// Reads whose ReadIndex is known, waiting for it to be applied.
     ready_reads: Vec<(u64, ReadBatch)>,
+    /// A release of held events is asked for ([`Node::release_events`]).
+    events_asked: Arc<AtomicBool>,
     /// ReadIndex answers to followers, sent once no cache may still serve an older state than
     /// their index shows (see [`Node::gated`]).
     gated_read_answers: Vec<Message>,
@@ -474,6 +490,7 @@ impl Node {
             read_batches: HashMap::new(),
             next_read_ctx: 1,
             ready_reads: Vec::new(),
+            events_asked: Arc::default(),
             gated_read_answers: Vec::new(),
             pending_barrier: None,
             role: StateRole::Follower,
@@ -609,6 +626,7 @@ impl Node {
         }
         self.on_ready()?;
         self.answer_reads();
+        self.release_events();
         self.send_read_answers();
         self.fail_truncated_proposals();
         self.maybe_snapshot()?;
@@ -1544,6 +1562,11 @@ impl Node {
                 .and_then(|(target, _)| self.machine.path_of_target(target).ok())
                 .unwrap_or_else(|| "/".into()),
             PendingRead::Watch(spec, ..) => spec.path.clone(),
+            // Only events up to `index` are released, and only once no cache may still serve
+            // what a write up to there replaced: here if this node holds such a write, and at
+            // the leader for a follower's ReadIndex (see [`Node::gated`]).
+            PendingRead::Events(_) if self.gated(index) => return ReadGate::Wait,
+            PendingRead::Events(_) => return ReadGate::Answer,
         };
         let applied = self.applied;
         if self.pending_barrier.is_some_and(|b| b <= applied)
@@ -1633,9 +1656,33 @@ impl Node {
                         let ready = self.settle_caches(Vec::new(), BTreeMap::new());
                         send_answers(ready);
                     }
+                    PendingRead::Events(asked) => {
+                        self.events.release_through(index);
+                        // The next release may be asked for from here on.
+                        drop(asked);
+                    }
                 }
             }
         }
+    }
+
+    /// Asks for the release of the events held for watches other than caches (`events.rs`),
+    /// if some are held and none is asked for yet. A watcher learns of a change only once
+    /// every cache that may hold what it replaced has dropped it: the release is a
+    /// linearizable read, answered at its index once no write up to there is held for
+    /// caches, by this node if it leads and by the leader for a follower (see
+    /// [`Node::read_gate`]). It goes out at the next turn, which does not wait; not while the
+    /// leader is known to be down, where it would only fail.
+    fn release_events(&mut self) {
+        if self.leader_down
+            || self.events_asked.load(Ordering::Relaxed)
+            || !self.events.holds_events()
+        {
+            return;
+        }
+        self.events_asked.store(true, Ordering::Relaxed);
+        self.new_reads
+            .push(PendingRead::Events(EventsAsked(self.events_asked.clone())));
     }
 
     /// Registers a watch at the applied index, if its session is live and usable by the
