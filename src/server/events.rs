@@ -49,8 +49,21 @@ pub const MAX_WATCHES: usize = 65536;
 /// Longest path a watch may name, in bytes (Linux's PATH_MAX).
 pub const MAX_WATCH_PATH: usize = 4096;
 /// Most node events a node holds for its watches other than caches while they wait to be
-/// released.
+/// released ...
 pub const MAX_HELD_EVENTS: usize = 65536;
+/// ... and most bytes they may take (paths are up to [`MAX_WATCH_PATH`] long).
+pub const MAX_HELD_BYTES: usize = 16 << 20;
+
+/// What holding `event` costs in memory, near enough.
+fn held_cost(event: &NodeEvent) -> usize {
+    let host = match &event.change {
+        NodeChange::Locked { holder, .. } | NodeChange::Unlocked { holder, .. } => {
+            holder.host.len()
+        }
+        _ => 0,
+    };
+    std::mem::size_of::<NodeEvent>() + event.path.len() + event.name.len() + host
+}
 
 /// A watch to register: (connection, id) names it.
 pub struct WatchSpec {
@@ -99,6 +112,8 @@ struct Watches {
     /// Events applied but not yet released to the watches that are not caches, in commit
     /// order; kept only while such a watch exists.
     held: VecDeque<NodeEvent>,
+    /// What `held` costs ([`held_cost`]).
+    held_bytes: usize,
     /// Events handed to connections (`metrics.rs`).
     pushed: prometheus_client::metrics::counter::Counter,
 }
@@ -217,14 +232,18 @@ impl Watches {
         self.by_key.len() > self.caches.len()
     }
 
-    /// Holds `event` for the watches that are not caches; past [`MAX_HELD_EVENTS`] drops
-    /// what is held and owes each of them a RESYNC. Returns whether one is owed.
+    /// Holds `event` for the watches that are not caches; past [`MAX_HELD_EVENTS`] or
+    /// [`MAX_HELD_BYTES`] drops what is held and owes each of them a RESYNC. Returns whether
+    /// one is owed.
     fn hold(&mut self, event: &NodeEvent) -> bool {
-        if self.held.len() < MAX_HELD_EVENTS {
+        let cost = held_cost(event);
+        if self.held.len() < MAX_HELD_EVENTS && self.held_bytes + cost <= MAX_HELD_BYTES {
             self.held.push_back(event.clone());
+            self.held_bytes += cost;
             return false;
         }
         self.held.clear();
+        self.held_bytes = 0;
         let keys: Vec<Key> = self
             .by_key
             .iter()
@@ -411,10 +430,12 @@ impl EventRouter {
         let mut owing = false;
         while watches.held.front().is_some_and(|e| e.index <= index) {
             let event = watches.held.pop_front().expect("looked at above");
+            watches.held_bytes -= held_cost(&event);
             owing |= watches.route(&event, false);
         }
         if !watches.has_plain() {
             watches.held.clear();
+            watches.held_bytes = 0;
         }
         drop(watches);
         if owing {
@@ -676,6 +697,26 @@ mod tests {
             received(&mut rx).is_empty(),
             "dropped events were sent after all"
         );
+        // Long paths reach the byte bound first.
+        router.watch(spec(1, 3, "/", true, &tx), last).unwrap();
+        let long = format!("/{}", "d".repeat(MAX_WATCH_PATH - 1));
+        let fits = MAX_HELD_BYTES / held_cost(&event(0, &long));
+        assert!(fits < MAX_HELD_EVENTS);
+        for i in 0..=fits as u64 {
+            router.publish_changes(&[event(last + 1 + i, &long)]);
+        }
+        let got = received(&mut rx);
+        assert!(
+            got.contains(&(3, last + 1 + fits as u64, "RESYNC /".to_string())),
+            "{got:?}"
+        );
+        router.release_through(u64::MAX);
+        assert!(
+            received(&mut rx).is_empty(),
+            "dropped events were sent after all"
+        );
+        router.unwatch(1, 3);
+        let last = last + 1 + fits as u64;
         // Without plain watches nothing is held.
         router.unwatch(1, 1);
         router.unwatch(1, 2);
