@@ -91,6 +91,14 @@ struct Watch {
     missed: Option<u64>,
 }
 
+impl Watch {
+    /// Whether an event at `index` is this watch's when routing to caches (`caches`) or to
+    /// the other watches.
+    fn takes(&self, index: u64, caches: bool) -> bool {
+        self.cache == caches && index > self.from
+    }
+}
+
 type Key = (u64, u64);
 
 /// A session's cache registration: its watch, and the highest index it acknowledged.
@@ -194,37 +202,47 @@ impl Watches {
         keys
     }
 
-    /// Routes `event` to the watches that are caches (`caches`) or to the others: a RESYNC
-    /// to those below a directory that appeared or left, the event to those covering its
-    /// path. Returns whether a RESYNC is owed.
-    fn route(&mut self, event: &NodeEvent, caches: bool) -> bool {
-        let takes = |w: &Watch| w.cache == caches && event.index > w.from;
-        let mut owing = false;
+    /// The watches that are caches (`caches`) or the others that `event` reaches: (those
+    /// owed a RESYNC, below a directory that appeared or left; those covering its path).
+    fn reached(&self, event: &NodeEvent, caches: bool) -> (Vec<Key>, Vec<Key>) {
+        let takes = |k: &Key| self.by_key[k].takes(event.index, caches);
         // A directory that appears at a path or leaves it (made, removed, renamed) changes
         // what every path below it names: watches there are owed a RESYNC.
-        if event.kind == Kind::Dir
+        let owed = if event.kind == Kind::Dir
             && matches!(event.change, NodeChange::Created | NodeChange::Deleted)
         {
-            for key in self.below(&event.path) {
-                if takes(&self.by_key[&key]) {
-                    self.owe(key, event.index);
-                    owing = true;
-                }
-            }
-        }
-        let keys: Vec<Key> = self
+            self.below(&event.path).into_iter().filter(takes).collect()
+        } else {
+            Vec::new()
+        };
+        let covering = self
             .covering(&event.path)
             .into_iter()
-            .filter(|k| takes(&self.by_key[k]))
+            .filter(takes)
             .collect();
-        if keys.is_empty() {
-            return owing;
+        (owed, covering)
+    }
+
+    /// Whether `event` reaches any watch that is a cache (`caches`), or any other.
+    fn reaches_any(&self, event: &NodeEvent, caches: bool) -> bool {
+        let (owed, covering) = self.reached(event, caches);
+        !owed.is_empty() || !covering.is_empty()
+    }
+
+    /// Routes `event` to the watches it reaches, caches (`caches`) or the others. Returns
+    /// whether a RESYNC is owed.
+    fn route(&mut self, event: &NodeEvent, caches: bool) -> bool {
+        let (owed, covering) = self.reached(event, caches);
+        for key in &owed {
+            self.owe(*key, event.index);
         }
-        let wire = convert::watch_event(event);
-        for key in keys {
-            self.send(key, wire.clone());
+        if !covering.is_empty() {
+            let wire = convert::watch_event(event);
+            for key in covering {
+                self.send(key, wire.clone());
+            }
         }
-        owing
+        !owed.is_empty()
     }
 
     /// Whether a watch other than a cache registration exists.
@@ -247,7 +265,7 @@ impl Watches {
         let keys: Vec<Key> = self
             .by_key
             .iter()
-            .filter(|(_, w)| !w.cache && event.index > w.from)
+            .filter(|(_, w)| w.takes(event.index, false))
             .map(|(k, _)| *k)
             .collect();
         for key in keys {
@@ -397,7 +415,7 @@ impl EventRouter {
     }
 
     /// Pushes node events, applied at their indexes, to the cache registrations that cover
-    /// them, and holds them for the other watches until [`EventRouter::release_through`];
+    /// them, and holds those that other watches cover until [`EventRouter::release_through`];
     /// never blocks.
     pub fn publish_changes(&self, events: &[NodeEvent]) {
         let mut watches = self.watches.lock().expect("poisoned");
@@ -408,7 +426,8 @@ impl EventRouter {
         let mut owing = false;
         for event in events {
             owing |= watches.route(event, true);
-            if plain {
+            // Only what a watch registered now would see: a later one starts after it.
+            if plain && watches.reaches_any(event, false) {
                 owing |= watches.hold(event);
             }
         }
@@ -717,6 +736,10 @@ mod tests {
         );
         router.unwatch(1, 3);
         let last = last + 1 + fits as u64;
+        // Nor what no plain watch covers.
+        router.publish_changes(&[event(last + 1, "/g")]);
+        assert!(!router.holds_events());
+        let last = last + 1;
         // Without plain watches nothing is held.
         router.unwatch(1, 1);
         router.unwatch(1, 2);
