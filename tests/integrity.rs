@@ -1,5 +1,6 @@
 //! Integrity against a real cluster: a replica whose disk was damaged refuses to start (and is
-//! rebuilt as the README says), and a replica whose state was changed behind its back is found
+//! rebuilt as the README says), one whose disk lost entries it had acknowledged refuses to go
+//! on, and a replica whose state was changed behind its back is found
 //! diverged by the digest checks, serves no reads and shows as such in `cluster status`. The
 //! cluster keeps every acknowledged write throughout.
 
@@ -87,12 +88,76 @@ fn a_follower_with_flipped_bits_refuses_to_start_and_is_rebuilt() {
     }
 }
 
+/// Copies the directory `from` to `to`, recursively.
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).expect("mkdir");
+    for entry in std::fs::read_dir(from).expect("read dir") {
+        let entry = entry.expect("entry");
+        let target = to.join(entry.file_name());
+        if entry.file_type().expect("type").is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).expect("copy");
+        }
+    }
+}
+
+#[test]
+fn a_follower_put_back_to_an_older_copy_of_its_directory_refuses_to_go_on() {
+    let mut c = Cluster::start(3, &[]);
+    let servers = c.servers();
+    ok(&servers, &["put", "/before"], Some(b"b"));
+    let victim = follower_of(&c);
+    let data = c.nodes[victim as usize - 1].data.clone();
+    let copy = data.with_extension("older");
+    assert!(c.terminate(victim), "node {victim} did not stop cleanly");
+    copy_dir(&data, &copy);
+    c.spawn(victim);
+    // The victim takes part in these (a majority needs it while another member is away),
+    // so the leader counts them as held there.
+    let other = (1..=3)
+        .find(|id| *id != victim && *id != status(&servers)["leader"].as_u64().unwrap())
+        .unwrap();
+    assert!(c.terminate(other), "node {other} did not stop cleanly");
+    for i in 0..10 {
+        ok(&servers, &["put", &format!("/after{i}")], Some(b"a"));
+    }
+    c.spawn(other);
+    // The victim's disk goes back in time: the entries it acknowledged since are gone.
+    assert!(c.terminate(victim), "node {victim} did not stop cleanly");
+    std::fs::remove_dir_all(&data).expect("rm");
+    copy_dir(&copy, &data);
+    c.spawn(victim);
+    let code = c.wait_exit(victim, Duration::from_secs(30));
+    let log = c.log_of(victim);
+    assert_eq!(code, Some(EXIT_CORRUPT), "{log}");
+    assert!(
+        log.contains("lost entries it had acknowledged") && log.contains("Rebuilding a node"),
+        "{log}"
+    );
+    // The others serve on.
+    ok(&servers, &["put", "/later"], Some(b"l"));
+}
+
 #[test]
 fn a_replica_whose_state_was_changed_behind_its_back_is_found_diverged() {
     let mut c = Cluster::start(3, &["--check-entries", "5"]);
     let servers = c.servers();
     ok(&servers, &["put", "/victim"], Some(b"original"));
     let victim = follower_of(&c);
+    // A follower learns of a commit with the leader's next message; a read there (ReadIndex)
+    // has it apply the write before the write's record is changed below.
+    let on_victim = lockfs::client::Client::pinned(
+        c.addr(victim),
+        Duration::from_secs(30),
+        "check".into(),
+        tls::admin(),
+    );
+    match common::block_on(on_victim.call(lockfs::client::ops::read("/victim"))) {
+        Ok(lockfs::proto::Response_oneof_result::data(d)) => assert_eq!(d.data, b"original"),
+        other => panic!("node {victim}: {other:?}"),
+    }
+    drop(on_victim);
     assert!(c.terminate(victim), "node {victim} did not stop cleanly");
 
     // Change one file's contents in the stored state, as a bug or a bad disk controller

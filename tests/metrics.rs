@@ -186,6 +186,17 @@ fn metrics_count_writes_lock_hand_offs_an_expiry_and_a_leader_change() {
         value(&scrape(m), "lockfs_sessions_expired_total") >= 1.0
     });
 
+    // Followers learn of a commit with the leader's next message to them (at the latest its
+    // next heartbeat), so they apply the expiry a moment after the leader.
+    let applied = value(&scrape(m), "lockfs_raft_applied_index");
+    eventually(
+        "every node applied what the leader had",
+        Duration::from_secs(30),
+        || {
+            (1..=3)
+                .all(|id| value(&scrape(&c.metrics[&id]), "lockfs_raft_applied_index") >= applied)
+        },
+    );
     for id in 1..=3 {
         let m = scrape(&c.metrics[&id]);
         let at = |name: &str| value(&m, name);

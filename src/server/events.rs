@@ -7,8 +7,9 @@
 //! Every node applies the same log, so every node produces the same events in the same order;
 //! each pushes them to the connections it holds, in commit order, from its node thread.
 //!
-//! A node event reaches the caches' registrations (see `cache.rs`) as it is applied, and every
-//! other watch only once it is released ([`EventRouter::release_through`]): once no cache
+//! A node event reaches the caches' registrations (see `cache.rs`) as it is applied (lock
+//! changes never do: a cache keeps no lock state), and every other watch only once it is
+//! released ([`EventRouter::release_through`]): once no cache
 //! can still serve what the change replaced. Until then a watcher that saw the event could
 //! read the old state through a mount, as if the change had not happened. The node releases
 //! events at a linearizable read's index (see `Node::release_events`); the events held
@@ -205,6 +206,16 @@ impl Watches {
     /// The watches that are caches (`caches`) or the others that `event` reaches: (those
     /// owed a RESYNC, below a directory that appeared or left; those covering its path).
     fn reached(&self, event: &NodeEvent, caches: bool) -> (Vec<Key>, Vec<Key>) {
+        // A cache keeps no lock state, so a lock change is nothing it must drop: sending it
+        // would cost the cache an acknowledgement per lock and unlock, and hold nothing up.
+        if caches
+            && matches!(
+                event.change,
+                NodeChange::Locked { .. } | NodeChange::Unlocked { .. }
+            )
+        {
+            return (Vec::new(), Vec::new());
+        }
         let takes = |k: &Key| self.by_key[k].takes(event.index, caches);
         // A directory that appears at a path or leaves it (made, removed, renamed) changes
         // what every path below it names: watches there are owed a RESYNC.
@@ -745,6 +756,51 @@ mod tests {
         router.unwatch(1, 2);
         router.publish_changes(&[event(last + 1, "/f")]);
         assert!(!router.holds_events());
+    }
+
+    #[test]
+    fn caches_hear_of_no_lock_changes_and_plain_watches_do() {
+        let router = EventRouter::default();
+        let (tx, mut rx) = mpsc::channel(100);
+        let (cache_tx, mut cache_rx) = mpsc::channel(100);
+        router.watch(spec(1, 1, "/", true, &tx), 0).unwrap();
+        let cache = WatchSpec {
+            session: 2,
+            cache: true,
+            ..spec(2, 1, "/", true, &cache_tx)
+        };
+        router.watch(cache, 0).unwrap();
+        let holder = crate::state::LockHolder {
+            session: 2,
+            owner: 1,
+            style: crate::state::LockStyle::Flock,
+            kind: crate::state::LockKind::Exclusive,
+            start: 0,
+            end: u64::MAX,
+            pid: 7,
+            host: "b".into(),
+            since_ns: 0,
+        };
+        let locked = NodeEvent {
+            change: NodeChange::Locked {
+                holder: holder.clone(),
+                generation: 1,
+                holders: 1,
+            },
+            ..event(3, "/f")
+        };
+        let unlocked = NodeEvent {
+            change: NodeChange::Unlocked {
+                holder,
+                generation: 1,
+                holders: 0,
+            },
+            ..event(4, "/f")
+        };
+        publish(&router, &[locked, unlocked, event(5, "/f")]);
+        assert_eq!(received(&mut cache_rx), [(1, 5, "CREATED /f".to_string())]);
+        let got: Vec<u64> = received(&mut rx).iter().map(|(_, i, _)| *i).collect();
+        assert_eq!(got, [3, 4, 5]);
     }
 
     #[test]

@@ -450,6 +450,11 @@ impl Node {
             max_inflight_msgs: 256,
             check_quorum: true,
             pre_vote: true,
+            // A commit reaches followers with the next append or heartbeat, not in a message
+            // of its own: each write then wakes a follower once instead of twice. Nothing
+            // waits on a follower's commit index: a follower's read asks the leader
+            // (ReadIndex), whose answer brings it.
+            skip_bcast_commit: true,
             read_only_option: ReadOnlyOption::Safe,
             ..Default::default()
         };
@@ -659,6 +664,7 @@ impl Node {
                 if msg.from == self.leader_id {
                     self.leader_down = false;
                 }
+                self.check_heartbeat(&msg)?;
                 if let Err(e) = self.raw.step(msg) {
                     log::debug!("raft refused a message: {e}");
                 }
@@ -1451,6 +1457,28 @@ impl Node {
         self.apply(light.take_committed_entries())?;
         self.raw.advance_apply();
         Ok(())
+    }
+
+    /// A leader's heartbeat carries a commit index no higher than what this node told it it
+    /// holds. One past the end of this log means entries this node acknowledged are gone (a
+    /// damaged write-ahead log cut short, or a data directory emptied under a member that
+    /// kept its id): the node must not serve from here, and raft-rs would panic on it. Only
+    /// heartbeats of this term or a later one count; raft-rs ignores older ones.
+    fn check_heartbeat(&self, msg: &Message) -> Result<(), ServerError> {
+        let last = self.raw.raft.raft_log.last_index();
+        if msg.get_msg_type() != MessageType::MsgHeartbeat
+            || msg.term < self.raw.raft.term
+            || msg.commit <= last
+        {
+            return Ok(());
+        }
+        Err(ServerError::Storage(crate::storage::StorageError::Corrupt(
+            format!(
+                "node {} lost entries it had acknowledged: its leader (node {}) counts entries up \
+             to {} as held here, but its log ends at {last}",
+                self.cfg.id, msg.from, msg.commit
+            ),
+        )))
     }
 
     /// A peer's address refuses connections: nothing listens there, so the peer's process is
