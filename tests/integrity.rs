@@ -63,14 +63,7 @@ fn a_follower_with_flipped_bits_refuses_to_start_and_is_rebuilt() {
     let data = c.nodes[victim as usize - 1].data.clone();
     assert!(flip_bits(&data) > 0, "nothing to damage");
 
-    c.spawn(victim);
-    let code = c.wait_exit(victim, Duration::from_secs(30));
-    let log = c.log_of(victim);
-    assert_eq!(code, Some(EXIT_CORRUPT), "{log}");
-    assert!(
-        log.contains("corrupt") && log.contains("Rebuilding a node"),
-        "{log}"
-    );
+    exits_corrupt(&mut c, victim, "corrupt");
 
     // The others serve on, and the README's rebuild works: remove the node, start it afresh.
     ok(&servers, &["put", "/during"], Some(b"d"));
@@ -86,6 +79,19 @@ fn a_follower_with_flipped_bits_refuses_to_start_and_is_rebuilt() {
             other => panic!("{path} on the rebuilt node: {other:?}"),
         }
     }
+}
+
+/// Starts node `id`, which must refuse to serve: it exits as corrupt, saying `why` and how to
+/// rebuild it.
+fn exits_corrupt(c: &mut Cluster, id: u64, why: &str) {
+    c.spawn(id);
+    let code = c.wait_exit(id, Duration::from_secs(30));
+    let log = c.log_of(id);
+    assert_eq!(code, Some(EXIT_CORRUPT), "{log}");
+    assert!(
+        log.contains(why) && log.contains("Rebuilding a node"),
+        "{log}"
+    );
 }
 
 /// Copies the directory `from` to `to`, recursively.
@@ -127,14 +133,7 @@ fn a_follower_put_back_to_an_older_copy_of_its_directory_refuses_to_go_on() {
     assert!(c.terminate(victim), "node {victim} did not stop cleanly");
     std::fs::remove_dir_all(&data).expect("rm");
     copy_dir(&copy, &data);
-    c.spawn(victim);
-    let code = c.wait_exit(victim, Duration::from_secs(30));
-    let log = c.log_of(victim);
-    assert_eq!(code, Some(EXIT_CORRUPT), "{log}");
-    assert!(
-        log.contains("lost entries it had acknowledged") && log.contains("Rebuilding a node"),
-        "{log}"
-    );
+    exits_corrupt(&mut c, victim, "lost entries it had acknowledged");
     // The others serve on.
     ok(&servers, &["put", "/later"], Some(b"l"));
 }

@@ -50,7 +50,7 @@ fn requests_past_a_limit_are_refused_before_the_log() {
 }
 
 #[test]
-fn a_node_that_panics_exits_and_comes_back() {
+fn a_node_told_of_commits_past_its_log_halts_and_comes_back_when_restarted() {
     let mut c = Cluster::start(3, &[]);
     let servers = c.servers();
     ok(&servers, &["put", "/before"], Some(b"1"));
@@ -62,7 +62,8 @@ fn a_node_that_panics_exits_and_comes_back() {
     let claimed = (1..=3).find(|id| *id != victim).unwrap();
 
     // A member (authenticated with its own certificate) sends a heartbeat whose commit index
-    // lies far beyond the victim's log: raft-rs panics on it.
+    // lies far beyond the victim's log, as if the victim had lost entries it acknowledged:
+    // it halts (raft-rs would panic on it) and says so.
     block_on(async {
         let stream = tls::connect(&c.addr(victim), Some(&tls::peer_dir(claimed)))
             .await
@@ -90,12 +91,14 @@ fn a_node_that_panics_exits_and_comes_back() {
         c.log_of(victim)
     );
     assert!(
-        c.log_of(victim).contains("panic, exiting"),
+        c.log_of(victim)
+            .contains("lost entries it had acknowledged"),
         "{}",
         c.log_of(victim)
     );
 
-    // The others go on; restarted, the node catches up and serves everything.
+    // The others go on; restarted (its disk was fine: the heartbeat lied), the node catches
+    // up and serves everything.
     ok(&servers, &["put", "/during"], Some(b"2"));
     c.spawn(victim);
     let node = lockfs::client::Client::pinned(
