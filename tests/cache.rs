@@ -240,6 +240,29 @@ fn directories_deleted_and_made_again_elsewhere_are_seen_at_once() {
     );
 }
 
+/// Two hosts make the same directories at once, as `mkdir -p` in scripts started together on
+/// both does. The one that loses finds the name taken (EEXIST) by a change its cache may not
+/// have heard of yet; its next look at the name must see the directory, not what the cache
+/// kept from before (mkdir -p then fails with "File exists").
+#[test]
+fn a_name_found_taken_is_seen_at_once_by_the_host_that_lost_the_race() {
+    let h = Hosts::start();
+    let out = h.sh("for i in $(seq 40); do
+             stat \"$A/r$i\" 2>/dev/null; stat \"$B/r$i\" 2>/dev/null
+             mkdir -p \"$A/r$i/x\" & a=$!
+             mkdir -p \"$B/r$i/x\" & b=$!
+             wait $a || echo \"A failed at $i\"
+             wait $b || echo \"B failed at $i\"
+         done");
+    assert!(
+        out.status.success() && out.stdout.is_empty() && out.stderr.is_empty(),
+        "{}{}",
+        out.stdout,
+        out.stderr
+    );
+    assert_eq!(h.ok("ls \"$A\" | grep -c '^r'").trim(), "40");
+}
+
 /// Reads of `/f` on every node, back to back from `readers` clients per node, until `stop`:
 /// for each, when it returned (since `t0`) and what it read.
 async fn read_until(

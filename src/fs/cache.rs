@@ -303,6 +303,22 @@ impl Cache {
         }
     }
 
+    /// Drops what is kept of `name` in `dir` (and the directory's listing and attributes),
+    /// for a change of this mount that the cluster refused there. The refusal (EEXIST, ENOENT,
+    /// ENOTEMPTY...) can come from a change of another host that is applied but not yet
+    /// acknowledged by this cache, whose event may still be on its way: after it, this mount
+    /// asks the cluster again rather than contradict the answer it just had.
+    pub fn forget_name(&self, dir: u64, name: &str) {
+        let mut s = self.lock();
+        s.generation += 1;
+        if let Some(Some(ino)) = s.names.remove(&(dir, name.to_string())) {
+            s.attrs.remove(&ino);
+            s.listings.remove(&ino);
+        }
+        s.attrs.remove(&dir);
+        s.listings.remove(&dir);
+    }
+
     /// Drops what a change in the cluster makes stale. Lock changes change nothing kept here.
     pub fn apply(&self, e: &proto::WatchEvent) {
         if matches!(e.change, Change::LOCKED | Change::UNLOCKED) {
@@ -402,6 +418,24 @@ mod tests {
         c.apply(&event(Change::MODIFIED, 5, 1, "f"));
         assert!(c.contents(V, 5).is_none());
         assert!(c.attr(V, 5).is_none());
+    }
+
+    #[test]
+    fn a_refused_change_drops_the_name_and_the_directory() {
+        let c = serving();
+        let t = c.ticket(V).unwrap();
+        c.keep_name(t, 1, "x", None);
+        c.keep_name(t, 1, "y", Some(&attr(5)));
+        c.keep_listing(t, 1, Arc::new(Vec::new()));
+        c.keep_attr(t, &attr(1));
+        let stale = c.ticket(V).unwrap();
+        c.forget_name(1, "x");
+        assert_eq!(c.name(V, 1, "x"), None, "asked of the cluster again");
+        assert!(c.listing(V, 1).is_none() && c.attr(V, 1).is_none());
+        assert!(c.name(V, 1, "y").is_some(), "other names stay");
+        // A read that was in flight may have missed the change: it is not kept.
+        c.keep_name(stale, 1, "x", None);
+        assert_eq!(c.name(V, 1, "x"), None);
     }
 
     #[test]

@@ -346,6 +346,17 @@ impl ClusterBackend {
     /// Under what the cache may serve now, if it may: its registration is on the client's
     /// current connection and the session's lease holds. A lease renewed after it had run out
     /// starts the cache over first.
+    /// Passes on the answer to a change of the names `at` (directory, name); a refusal first
+    /// drops what the cache keeps of them (see `Cache::forget_name`).
+    fn refused<T>(&self, answer: Result<T, Errno>, at: &[(u64, &str)]) -> Result<T, Errno> {
+        if let (Err(_), Some(cache)) = (&answer, &self.cache) {
+            for (dir, name) in at {
+                cache.forget_name(*dir, name);
+            }
+        }
+        answer
+    }
+
     fn validity(&self) -> Option<Validity> {
         let cache = self.cache.as_ref()?;
         let mut registered = self.registered.lock().expect("poisoned");
@@ -766,7 +777,7 @@ impl Backend for ClusterBackend {
         Box::pin(async move {
             let s = self.now().await?;
             let a = s.symlink(child(parent, &name), &target, uid, gid).await;
-            file_attr(a)
+            self.refused(file_attr(a), &[(parent, &name)])
         })
     }
 
@@ -778,7 +789,7 @@ impl Backend for ClusterBackend {
         let name = name.to_string();
         Box::pin(async move {
             let a = self.now().await?.link(ino, child(parent, &name)).await;
-            file_attr(a)
+            self.refused(file_attr(a), &[(parent, &name)])
         })
     }
 
@@ -794,7 +805,7 @@ impl Backend for ClusterBackend {
         Box::pin(async move {
             let owner = Owner { mode, uid, gid };
             let a = self.now().await?.mkdir(child(parent, &name), owner).await;
-            file_attr(a)
+            self.refused(file_attr(a), &[(parent, &name)])
         })
     }
 
@@ -802,7 +813,8 @@ impl Backend for ClusterBackend {
         let name = name.to_string();
         Box::pin(async move {
             let s = self.now().await?;
-            s.unlink(child(parent, &name)).await.map_err(errno)
+            let done = s.unlink(child(parent, &name)).await.map_err(errno);
+            self.refused(done, &[(parent, &name)])
         })
     }
 
@@ -810,7 +822,8 @@ impl Backend for ClusterBackend {
         let name = name.to_string();
         Box::pin(async move {
             let s = self.now().await?;
-            s.rmdir(child(parent, &name)).await.map_err(errno)
+            let done = s.rmdir(child(parent, &name)).await.map_err(errno);
+            self.refused(done, &[(parent, &name)])
         })
     }
 
@@ -830,11 +843,11 @@ impl Backend for ClusterBackend {
                 RenameHow::Exchange => Replace::Exchange,
             };
             let (from, to) = (child(parent, &name), child(new_parent, &new_name));
-            self.now()
-                .await?
-                .rename(from, to, replace)
-                .await
-                .map_err(errno)
+            let done = self.now().await?.rename(from, to, replace).await;
+            self.refused(
+                done.map_err(errno),
+                &[(parent, &name), (new_parent, &new_name)],
+            )
         })
     }
 
@@ -866,7 +879,7 @@ impl Backend for ClusterBackend {
                 gid: new.gid,
             };
             let created = s.create(child(parent, &name), owner, new.exclusive).await;
-            let (handle, a) = created.map_err(errno)?;
+            let (handle, a) = self.refused(created.map_err(errno), &[(parent, &name)])?;
             Ok((self.remember(s.id, handle), attr(&a)))
         })
     }
