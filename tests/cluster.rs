@@ -432,14 +432,14 @@ fn a_node_runs_in_process_stops_cleanly_and_recovers_its_data() {
             creds,
         )
     };
-    let server = Server::start(config(), &runtime).expect("start");
+    let server = Server::start(config()).expect("start");
     assert_eq!(server.local_addr().port(), port);
     runtime
         .block_on(client().call(ops::put("/kept", b"hello".to_vec(), 0o644, 0, 0)))
         .expect("put");
     server.shutdown().expect("a clean stop");
     // The port is free again and the data is there.
-    let server = Server::start(config(), &runtime).expect("restart");
+    let server = Server::start(config()).expect("restart");
     match runtime.block_on(client().call(ops::read("/kept"))) {
         Ok(Res::data(d)) => assert_eq!(d.data, b"hello"),
         other => panic!("read /kept: {other:?}"),

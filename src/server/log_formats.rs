@@ -20,7 +20,7 @@ use super::entry::EntryKind;
 use super::membership::SnapshotData;
 use crate::encoding::LogFormat;
 
-/// Shared by a node's raft thread, its service (hellos of peers that dial it) and its
+/// Shared by a node's Raft loop, its service (hellos of peers that dial it) and its
 /// transport (hello replies of peers it dials).
 #[derive(Debug)]
 pub struct LogFormats {

@@ -1,9 +1,10 @@
 //! `lockfs serve`: one member of a cluster.
 //!
 //! Layers, top to bottom: [`service`] accepts peers and clients on one port; [`transport`] sends
-//! raft messages to peers; [`node`] runs the Raft loop on its own thread and is the only owner of
-//! the state machine (`crate::state`) and the store (`crate::storage`). The tokio runtime does the
-//! network; the Raft loop is plain synchronous code, so its behaviour is a function of its inputs.
+//! raft messages to peers; [`node`] runs the Raft loop and is the only owner of the state machine
+//! (`crate::state`) and the store (`crate::storage`). All three share one thread and its
+//! single-threaded tokio runtime; a Raft turn is plain synchronous code, so its behaviour is a
+//! function of its inputs.
 //!
 //! A node starts in one of three ways, decided by its data directory alone (`prepare`): with
 //! data, it recovers as itself (whatever the flags say about peers); empty with `--join`, it
@@ -59,18 +60,13 @@ const JOIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 /// consistency failure: the error is returned).
 pub fn serve(cfg: ServeConfig) -> Result<(), ServerError> {
     exit_on_panic();
-    // One worker: the node's tasks only move bytes between sockets and the raft thread and
-    // never block (the raft thread does the disk work, snapshot streams are read on threads
-    // of their own), and with one worker a wake-up never has to cross to another idle worker.
-    // On 2 cores shared by three members this cut a write's p50 by about a tenth and raised
-    // 16-writer throughput by about a quarter.
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
+    // The node runs on a thread of its own (see `Server::start`); this runtime only waits for
+    // the signals.
+    let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
-        .thread_name("lockfs-net")
         .build()
         .map_err(|e| ServerError::Io("starting the runtime".into(), e))?;
-    let mut server = Server::start(cfg, &runtime)?;
+    let mut server = Server::start(cfg)?;
     let outcome = runtime.block_on(async {
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
             .map_err(|e| ServerError::Io("installing a SIGTERM handler".into(), e))?;
@@ -82,32 +78,37 @@ pub fn serve(cfg: ServeConfig) -> Result<(), ServerError> {
         Ok::<(), ServerError>(())
     });
     let result = server.shutdown();
-    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
     outcome.and(result)
 }
 
-/// A running node: its service (peers and clients on one port) and metrics on a tokio runtime,
-/// its Raft loop on a thread of its own. Started by [`serve`], or in-process by a test;
-/// stopped with [`Server::shutdown`], never by ending the process.
+/// A running node: its Raft loop, its service (peers and clients on one port), its links to the
+/// peers and its metrics, all on one thread of its own. Started by [`serve`], or in-process by
+/// a test; stopped with [`Server::shutdown`], never by ending the process.
 pub struct Server {
     addr: std::net::SocketAddr,
-    inbox: std::sync::mpsc::Sender<Input>,
-    tasks: Vec<tokio::task::JoinHandle<()>>,
-    raft_thread: std::thread::JoinHandle<Result<(), ServerError>>,
+    inbox: node::InboxSender,
+    node_thread: std::thread::JoinHandle<Result<(), ServerError>>,
     /// Fires when the Raft loop ended by itself.
     halted: tokio::sync::watch::Receiver<bool>,
 }
 
 impl Server {
-    /// Prepares the data directory (see [`prepare`]), binds the listener and starts the node
-    /// on `runtime`.
-    pub fn start(
-        cfg: ServeConfig,
-        runtime: &tokio::runtime::Runtime,
-    ) -> Result<Server, ServerError> {
+    /// Prepares the data directory (see [`prepare`]), binds the listener and starts the node.
+    /// Not from inside an async context: it waits for the preparation.
+    ///
+    /// The node's network tasks and its Raft loop share one single-threaded runtime on the
+    /// node's thread. A Raft turn runs synchronously there, disk writes included; between
+    /// turns the tasks read what arrived and write what the turn queued. So a message or an
+    /// answer never waits for another thread to wake up: on 2 cores shared by three members
+    /// and their clients, those wake-ups cost more than the work they handed over.
+    pub fn start(cfg: ServeConfig) -> Result<Server, ServerError> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| ServerError::Io("starting the runtime".into(), e))?;
         let tls = node_tls(&cfg)?;
         let store = Store::open(&cfg.data)?;
-        let (cluster_id, raft_log) = prepare(&cfg, &store, &tls, runtime)?;
+        let (cluster_id, raft_log) = prepare(&cfg, &store, &tls, &runtime)?;
         let recovered = recover(store, raft_log)?;
         let applied = recovered.applied;
 
@@ -123,7 +124,7 @@ impl Server {
             cfg.listen
         );
 
-        let (inbox_tx, inbox_rx) = std::sync::mpsc::channel();
+        let (inbox_tx, inbox_rx) = node::inbox();
         let peers = recovered
             .raft_log
             .members()
@@ -182,10 +183,18 @@ impl Server {
         };
         let node = Node::new(cfg, cluster_id, recovered, io, events, metrics.clone())?;
         let (halt, halted) = tokio::sync::watch::channel(false);
-        let raft_thread = std::thread::Builder::new()
-            .name("lockfs-raft".into())
+        let node_thread = std::thread::Builder::new()
+            .name("lockfs-node".into())
             .spawn(move || {
-                let result = node.run();
+                let result = runtime.block_on(async move {
+                    tokio::spawn(service.serve(listener));
+                    if let Some(server) = metrics_server {
+                        tokio::spawn(server);
+                    }
+                    node.run().await
+                });
+                // Ends the service, the links and the metrics with the Raft loop.
+                drop(runtime);
                 match &result {
                     // Halting is the safe answer to a storage or consistency failure: the other
                     // replicas carry on, and this one must not serve or acknowledge anything more.
@@ -198,20 +207,11 @@ impl Server {
                 let _ = halt.send(true);
                 result
             })
-            .map_err(|e| ServerError::Io("starting the raft thread".into(), e))?;
-        let mut tasks = Vec::new();
-        {
-            let _guard = runtime.enter();
-            tasks.push(tokio::spawn(service.serve(listener)));
-        }
-        if let Some(server) = metrics_server {
-            tasks.push(runtime.spawn(server));
-        }
+            .map_err(|e| ServerError::Io("starting the node's thread".into(), e))?;
         Ok(Server {
             addr,
             inbox: inbox_tx,
-            tasks,
-            raft_thread,
+            node_thread,
             halted,
         })
     }
@@ -227,16 +227,13 @@ impl Server {
         let _ = self.halted.wait_for(|h| *h).await;
     }
 
-    /// Stops the node: the service and metrics stop, and the Raft loop ends after its turn.
-    /// Returns how the Raft loop ended.
+    /// Stops the node: the Raft loop ends after its turn, and the service, the links and the
+    /// metrics with it. Returns how the Raft loop ended.
     pub fn shutdown(self) -> Result<(), ServerError> {
-        for task in &self.tasks {
-            task.abort();
-        }
         let _ = self.inbox.send(Input::Shutdown);
-        self.raft_thread
+        self.node_thread
             .join()
-            .unwrap_or_else(|_| Err(ServerError::Config("the raft thread panicked".into())))
+            .unwrap_or_else(|_| Err(ServerError::Config("the node's thread panicked".into())))
     }
 }
 
@@ -357,7 +354,7 @@ fn prepare(
 fn metrics_pages(
     registry: prometheus_client::registry::Registry,
     metrics: Arc<metrics::NodeMetrics>,
-    inbox: std::sync::mpsc::Sender<Input>,
+    inbox: node::InboxSender,
 ) -> crate::metrics::Pages {
     let ask = move || {
         let inbox = inbox.clone();

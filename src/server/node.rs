@@ -1,15 +1,18 @@
-//! The Raft node: one thread that owns raft-rs's `RawNode`, the state machine and the store.
+//! The Raft node: one task that owns raft-rs's `RawNode`, the state machine and the store.
 //!
-//! Everything else talks to it through its inbox ([`Input`]); it never waits on the network. One
+//! Everything else talks to it through its inbox ([`Input`]); it never waits on the network. A
+//! turn runs synchronously, except for one yield before its disk write: the node shares its
+//! thread with its network tasks (`Server::start`), which then send what the turn queued. One
 //! turn of its loop, following raft-rs's `five_mem_node` example:
 //!
 //! 1. take every input waiting (up to a bound): raft messages from peers are stepped, client
 //!    writes are proposed, client reads are grouped into one ReadIndex request per turn;
 //! 2. tick when a tick is due (one tick = `--tick-ms`, 100 ms by default);
 //! 3. handle `Ready`: send messages (a leader may send before persisting), install a snapshot,
-//!    apply committed entries, persist new entries and the hard state in one synced RocksDB
-//!    write, send the messages that had to wait for that write, `advance`, and apply what the
-//!    light ready committed;
+//!    apply committed entries (a follower about to acknowledge: after the acknowledgement),
+//!    yield, persist new entries and the hard state in one synced RocksDB write, send the
+//!    messages that had to wait for that write, `advance`, and apply what the light ready
+//!    committed;
 //! 4. answer reads whose ReadIndex is now applied, and take a snapshot when enough was applied.
 //!
 //! Membership changes (`membership.rs`) are conf change entries: applied in log order like
@@ -22,7 +25,6 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -152,6 +154,17 @@ impl PendingRead {
 }
 
 /// What other threads send to the node.
+/// Where the service, the transport and the metrics pages put a node's inputs. Sending never
+/// blocks, from any thread or task; what clients may have in flight is bounded by the service.
+pub type InboxSender = tokio::sync::mpsc::UnboundedSender<Input>;
+/// The node's end of its inbox.
+pub type InboxReceiver = tokio::sync::mpsc::UnboundedReceiver<Input>;
+
+/// A new inbox.
+pub fn inbox() -> (InboxSender, InboxReceiver) {
+    tokio::sync::mpsc::unbounded_channel()
+}
+
 pub enum Input {
     /// A raft message from a peer.
     Raft(Message),
@@ -312,7 +325,7 @@ pub struct Node {
     cluster_id: u64,
     cfg: ServeConfig,
     transport: Box<dyn Links>,
-    inbox: Receiver<Input>,
+    inbox: InboxReceiver,
     clock: Arc<dyn Clock>,
     /// The leader draws each new session's secret from here.
     secrets: Box<dyn FnMut() -> u128 + Send>,
@@ -388,7 +401,7 @@ type Outgoing = (u64, Vec<String>, Reply, Result<Outcome, ServerError>);
 /// secrets of new sessions come from.
 pub struct NodeIo {
     pub links: Box<dyn Links>,
-    pub inbox: Receiver<Input>,
+    pub inbox: InboxReceiver,
     pub clock: Arc<dyn Clock>,
     /// Unguessable numbers: the system's random generator, outside tests.
     pub secrets: Box<dyn FnMut() -> u128 + Send>,
@@ -551,7 +564,11 @@ impl Node {
     }
 
     /// Runs until shut down; an error means the node had to halt.
-    pub fn run(mut self) -> Result<(), ServerError> {
+    /// Runs turns until told to shut down or until a turn fails. Meant to run on the same
+    /// single-threaded runtime as the node's network tasks (see `Server::start`): a turn is
+    /// synchronous and holds that thread, and between turns the network tasks move what the
+    /// turn queued (messages, answers) and what arrived, with no hand-off between threads.
+    pub async fn run(mut self) -> Result<(), ServerError> {
         loop {
             // Reads asked again (see `read_gate`) go out without waiting for a tick.
             let wait = if self.new_reads.is_empty() {
@@ -559,22 +576,27 @@ impl Node {
             } else {
                 Duration::ZERO
             };
-            let first = match self.inbox.recv_timeout(wait) {
-                Ok(input) => Some(input),
-                Err(RecvTimeoutError::Timeout) => None,
-                Err(RecvTimeoutError::Disconnected) => break,
+            let first = match tokio::time::timeout(wait, self.inbox.recv()).await {
+                Ok(Some(input)) => Some(input),
+                Ok(None) => break,
+                Err(_) => None,
             };
-            if !self.turn(first)? {
+            if !self.turn(first).await? {
                 break;
             }
+            // Let the network tasks send what this turn queued and read what came meanwhile
+            // before the next turn, even when more inputs are already waiting.
+            tokio::task::yield_now().await;
         }
         self.stop()
     }
 
     /// One turn of the loop (see the module's comment): `first` and the inputs waiting after
-    /// it, the tick if one is due by the clock, then `Ready`. Never waits for an input; false
-    /// means shut down (the rest of the turn is skipped).
-    pub fn turn(&mut self, first: Option<Input>) -> Result<bool, ServerError> {
+    /// it, the tick if one is due by the clock, then `Ready`. Never waits for an input (it
+    /// yields once before a synced write, see `on_ready`); false means shut down (the rest of
+    /// the turn is skipped). Nothing else touches the node while it yields, so its behaviour
+    /// is a function of its inputs.
+    pub async fn turn(&mut self, first: Option<Input>) -> Result<bool, ServerError> {
         if let Some(input) = first {
             if !self.handle(input)? {
                 return Ok(false);
@@ -629,7 +651,7 @@ impl Node {
             );
             self.raw.read_index(read_ctx(self.cfg.id, ctx));
         }
-        self.on_ready()?;
+        self.on_ready().await?;
         self.answer_reads();
         self.release_events();
         self.send_read_answers();
@@ -1399,7 +1421,7 @@ impl Node {
         self.transport.set_peers(&peers);
     }
 
-    fn on_ready(&mut self) -> Result<(), ServerError> {
+    async fn on_ready(&mut self) -> Result<(), ServerError> {
         if !self.raw.has_ready() {
             return Ok(());
         }
@@ -1420,7 +1442,20 @@ impl Node {
         for rs in ready.take_read_states() {
             self.read_state(rs.index, &rs.request_ctx);
         }
-        self.apply(ready.take_committed_entries())?;
+        // What waits for this node's disk write (a follower's acknowledgement) goes out before
+        // the committed entries are applied; otherwise (a leader) the entries are applied first,
+        // so their answers leave with the appends, before the disk write.
+        let mut committed = ready.take_committed_entries();
+        let acknowledges = !ready.persisted_messages().is_empty();
+        if !acknowledges {
+            self.apply(std::mem::take(&mut committed))?;
+        }
+        if ready.must_sync() {
+            // The links and the client connections run on this thread too: let them send what
+            // this turn queued before the disk write holds the thread. Nothing of this node
+            // changes meanwhile (inputs wait in the inbox for the next turn).
+            tokio::task::yield_now().await;
+        }
 
         let mut batch = WriteBatch::default();
         let mut dirty = false;
@@ -1446,6 +1481,10 @@ impl Node {
             }
         }
         self.send(ready.take_persisted_messages());
+        if acknowledges {
+            tokio::task::yield_now().await;
+            self.apply(committed)?;
+        }
 
         let mut light = self.raw.advance(ready);
         if let Some(commit) = light.commit_index() {

@@ -22,7 +22,6 @@
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::Sender;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -37,7 +36,7 @@ use super::convert::{self, Action};
 use super::events::{EventRouter, FrameSender, WatchSpec};
 use super::log_formats::LogFormats;
 use super::metrics::{self, KindLabel, NodeMetrics, RequestLabels};
-use super::node::Input;
+use super::node::{InboxSender, Input};
 use super::transport::PeerBook;
 use super::ServerError;
 use crate::auth::{refuse_handshake, Accepted, Stream, Tls};
@@ -61,7 +60,7 @@ pub struct Service {
     pub node_id: u64,
     /// Members' addresses, kept current by the transport: who may connect as a peer.
     pub peers: PeerBook,
-    pub inbox: Sender<Input>,
+    pub inbox: InboxSender,
     pub events: Arc<EventRouter>,
     pub next_conn: AtomicU64,
     pub tls: Tls,
@@ -453,7 +452,7 @@ impl Drop for Open {
 
 /// What the requests of one client connection are handled with.
 struct Handler {
-    inbox: Sender<Input>,
+    inbox: InboxSender,
     events: Arc<EventRouter>,
     counts: Arc<RequestCounts>,
     metrics: Arc<NodeMetrics>,

@@ -1,6 +1,6 @@
 //! Raft messages between peers, over TCP.
 //!
-//! Each peer gets its own task with a bounded queue: the raft thread hands messages over without
+//! Each peer gets its own task with a bounded queue: the Raft loop hands messages over without
 //! ever blocking, and one slow or dead peer only fills (and then drops from) its own queue. Raft
 //! tolerates lost messages; heartbeats and retries repair the gap. A peer's task dials, sets up
 //! mutual TLS (accepting only the certificate of the node it dials), says hello (cluster id and
@@ -8,7 +8,7 @@
 //! connection breaks.
 //!
 //! A snapshot message carries no state: the records of the state at its index come from a
-//! stream that the raft thread opened when raft-rs asked for the snapshot ([`Transport::opener`],
+//! stream that the Raft loop opened when raft-rs asked for the snapshot ([`Transport::opener`],
 //! fed by a thread reading a RocksDB snapshot), and follow the message in chunks of about
 //! 1 MiB. The stream is bounded (two batches wait at most), so the reader goes only as fast as
 //! the peer takes the chunks; other messages to the peer (heartbeats) go out between chunks.
@@ -19,7 +19,6 @@
 //! peers may connect.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::mpsc::Sender;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
@@ -32,7 +31,7 @@ use tokio::sync::mpsc::error::TryRecvError;
 
 use super::log_formats::{self, LogFormats};
 use super::membership::SnapshotData;
-use super::node::Input;
+use super::node::{InboxSender, Input};
 use crate::auth::{Expect, Stream, Tls};
 use crate::encoding::LogFormat;
 use crate::proto;
@@ -49,7 +48,7 @@ struct Outgoing {
     frame: Bytes,
     /// The log format the peer must read to be sent this (`log_formats::needed`).
     needs: LogFormat,
-    /// For snapshots: the raft thread must learn whether it was delivered, and the state
+    /// For snapshots: the Raft loop must learn whether it was delivered, and the state
     /// follows the message from this stream (`None` when there was none to send).
     snapshot: Option<Option<StateStream>>,
 }
@@ -79,11 +78,11 @@ pub trait Links: Send {
     fn opener(&self) -> SnapshotOpener;
 }
 
-/// The raft thread's handle for sending to peers.
+/// The Raft loop's handle for sending to peers.
 pub struct Transport {
     cluster_id: u64,
     me: u64,
-    inbox: Sender<Input>,
+    inbox: InboxSender,
     runtime: tokio::runtime::Handle,
     tls: Tls,
     book: PeerBook,
@@ -102,7 +101,7 @@ impl Transport {
         cluster_id: u64,
         me: u64,
         peers: &BTreeMap<u64, String>,
-        inbox: Sender<Input>,
+        inbox: InboxSender,
         runtime: tokio::runtime::Handle,
         tls: Tls,
         (log_format, formats): (LogFormat, Arc<LogFormats>),
@@ -236,7 +235,7 @@ struct Link {
     me: u64,
     peer: u64,
     addr: String,
-    inbox: Sender<Input>,
+    inbox: InboxSender,
     tls: Tls,
     log_format: LogFormat,
     formats: Arc<LogFormats>,
@@ -368,7 +367,7 @@ impl Link {
     }
 
     /// Sends a snapshot's message, then its records in chunks, with the other messages queued
-    /// meanwhile in between; tells the raft thread whether the whole of it went out. An error
+    /// meanwhile in between; tells the Raft loop whether the whole of it went out. An error
     /// is a broken connection; a snapshot that could not be read is only reported undelivered.
     async fn send_snapshot(
         &self,

@@ -20,7 +20,6 @@ mod script;
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::fmt::Write as _;
 use std::path::PathBuf;
-use std::sync::mpsc::Sender;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -34,7 +33,7 @@ use super::events::EventRouter;
 use super::log_formats::{self, LogFormats};
 use super::membership::{MemberOp, SnapshotData};
 use super::metrics::NodeMetrics;
-use super::node::{Input, Node, NodeIo, NodeStatus};
+use super::node::{InboxSender, Input, Node, NodeIo, NodeStatus};
 use super::transport::Links;
 use super::{node_tls, prepare, recover, ServeConfig, ServerError};
 use crate::encoding::LogFormat;
@@ -109,7 +108,7 @@ impl Links for MemLinks {
 /// One running node and what the harness holds of it.
 struct Member {
     node: Node,
-    inbox: Sender<Input>,
+    inbox: InboxSender,
     clock: Arc<ManualClock>,
     sent: Arc<Mutex<Vec<Message>>>,
     streams: Streams,
@@ -313,7 +312,7 @@ impl Cluster {
         };
         self.cluster_id = cluster_id;
         let recovered = recover(store, raft_log).expect("recovered");
-        let (inbox, inbox_rx) = std::sync::mpsc::channel();
+        let (inbox, inbox_rx) = super::node::inbox();
         let sent = Arc::new(Mutex::new(Vec::new()));
         let streams = Streams::default();
         let formats = Arc::new(LogFormats::default());
@@ -411,7 +410,7 @@ impl Cluster {
     /// Runs one turn of node `id` and collects what it sent.
     fn turn(&mut self, id: u64) {
         let m = self.member(id);
-        let going = m.node.turn(None).expect("the node's turn");
+        let going = futures::executor::block_on(m.node.turn(None)).expect("the node's turn");
         assert!(going, "node {id} shut down");
         let sent = std::mem::take(&mut *m.sent.lock().expect("sent poisoned"));
         self.in_flight.extend(sent);
