@@ -89,6 +89,18 @@ def open_trunc(d):
     os.close(fd)
     return [size]
 @case
+def isatty_on_files(d):
+    # isatty(3) asks the terminal ioctl TCGETS, as every Python open() and stdio does.
+    creat("f"); os.mkdir("sub")
+    fd = os.open("f", os.O_RDONLY)
+    try:
+        tty = os.isatty(fd)
+        import fcntl, termios
+        got = res(lambda: fcntl.ioctl(fd, termios.TCGETS, bytes(64)))
+    finally:
+        os.close(fd)
+    return [tty, got]
+@case
 def open_modes_and_umask(d):
     old = os.umask(0o022)
     creat("a", 0o777); os.mkdir("b", 0o777); creat("c", 0o4755)
