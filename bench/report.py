@@ -180,7 +180,8 @@ CURVES_BEGIN, CURVES_END = "<!-- curves:begin -->", "<!-- curves:end -->"
 
 
 def latest_curves(path):
-    """{curve: [line by level]} from the latest full run of bench/curves.py."""
+    """{curve: [line by level]}: each curve from the latest full run of bench/curves.py that
+    measured it (`--curves` measures some)."""
     lines = []
     with open(path) as f:
         for raw in f:
@@ -189,10 +190,12 @@ def latest_curves(path):
                 lines.append(line)
     if not lines:
         return {}
-    run = max(line["run"] for line in lines)
+    run = {}
+    for line in lines:
+        run[line["curve"]] = max(run.get(line["curve"], ""), line["run"])
     out = {}
     for line in lines:
-        if line["run"] == run:
+        if line["run"] == run[line["curve"]]:
             out.setdefault(line["curve"], []).append(line)
     for levels in out.values():
         levels.sort(key=lambda line: line["level"])
@@ -285,8 +288,8 @@ def write_curves(out_dir, markdown):
         return
     svg = os.path.join(out_dir, "curves.svg")
     draw_curves(curves, svg)
-    run = next(iter(curves.values()))[0]["run"]
-    lines = [CURVES_BEGIN, f"Measured {run}, same machine, release build.", "",
+    runs = ", ".join(sorted({levels[0]["run"] for levels in curves.values()}))
+    lines = [CURVES_BEGIN, f"Measured {runs}, same machine, release build.", "",
              f"![lockfs as sessions and the tree grow]({os.path.relpath(svg, os.path.dirname(markdown))})",
              "", curves_tables(curves), CURVES_END]
     fill(markdown, CURVES_BEGIN, CURVES_END, lines)
