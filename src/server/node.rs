@@ -153,7 +153,6 @@ impl PendingRead {
     }
 }
 
-/// What other threads send to the node.
 /// Where the service, the transport and the metrics pages put a node's inputs. Sending never
 /// blocks, from any thread or task; what clients may have in flight is bounded by the service.
 pub type InboxSender = tokio::sync::mpsc::UnboundedSender<Input>;
@@ -165,6 +164,7 @@ pub fn inbox() -> (InboxSender, InboxReceiver) {
     tokio::sync::mpsc::unbounded_channel()
 }
 
+/// What the node's network tasks (and the metrics pages, and tests) send to the node.
 pub enum Input {
     /// A raft message from a peer.
     Raft(Message),
@@ -563,11 +563,11 @@ impl Node {
         Ok(())
     }
 
-    /// Runs until shut down; an error means the node had to halt.
-    /// Runs turns until told to shut down or until a turn fails. Meant to run on the same
-    /// single-threaded runtime as the node's network tasks (see `Server::start`): a turn is
-    /// synchronous and holds that thread, and between turns the network tasks move what the
-    /// turn queued (messages, answers) and what arrived, with no hand-off between threads.
+    /// Runs turns until told to shut down; an error means the node had to halt. Meant to run
+    /// on the same single-threaded runtime as the node's network tasks (see `Server::start`):
+    /// a turn is synchronous and holds that thread, and between turns the network tasks move
+    /// what the turn queued (messages, answers) and what arrived, with no hand-off between
+    /// threads.
     pub async fn run(mut self) -> Result<(), ServerError> {
         loop {
             // Reads asked again (see `read_gate`) go out without waiting for a tick.
