@@ -144,6 +144,13 @@ impl State {
         true
     }
 
+    /// Drops the name `name` in `dir` and what the directory's entries, times and size were.
+    fn drop_name(&mut self, dir: u64, name: &str) -> Option<Option<u64>> {
+        self.attrs.remove(&dir);
+        self.listings.remove(&dir);
+        self.names.remove(&(dir, name.to_string()))
+    }
+
     fn drop_contents(&mut self, ino: u64) {
         if let Some(data) = self.contents.remove(&ino) {
             self.bytes -= data.len();
@@ -311,12 +318,10 @@ impl Cache {
     pub fn forget_name(&self, dir: u64, name: &str) {
         let mut s = self.lock();
         s.generation += 1;
-        if let Some(Some(ino)) = s.names.remove(&(dir, name.to_string())) {
+        if let Some(Some(ino)) = s.drop_name(dir, name) {
             s.attrs.remove(&ino);
             s.listings.remove(&ino);
         }
-        s.attrs.remove(&dir);
-        s.listings.remove(&dir);
     }
 
     /// Drops what a change in the cluster makes stale. Lock changes change nothing kept here.
@@ -331,10 +336,7 @@ impl Cache {
         s.drop_contents(e.instance);
         s.listings.remove(&e.instance);
         if matches!(e.change, Change::CREATED | Change::DELETED | Change::RESYNC) {
-            // The directory's entries, times and size changed with it.
-            s.names.remove(&(e.parent, e.name.clone()));
-            s.attrs.remove(&e.parent);
-            s.listings.remove(&e.parent);
+            s.drop_name(e.parent, &e.name);
             if e.change == Change::DELETED {
                 // A directory that goes takes what was known to be missing in it.
                 let gone = e.instance;

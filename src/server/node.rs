@@ -1429,7 +1429,9 @@ impl Node {
         if let Some(ss) = ready.ss() {
             self.observe_role(ss.raft_state, ss.leader_id);
         }
-        self.send(ready.take_messages());
+        let early = ready.take_messages();
+        let sent_early = !early.is_empty();
+        self.send(early);
         if !ready.snapshot().is_empty() {
             let started = Instant::now();
             self.install_snapshot(ready.snapshot().clone())?;
@@ -1450,9 +1452,9 @@ impl Node {
         if !acknowledges {
             self.apply(std::mem::take(&mut committed))?;
         }
-        if ready.must_sync() {
+        if ready.must_sync() && (sent_early || !acknowledges) {
             // The links and the client connections run on this thread too: let them send what
-            // this turn queued before the disk write holds the thread. Nothing of this node
+            // this turn queued (if it queued anything) before the disk write holds the thread. Nothing of this node
             // changes meanwhile (inputs wait in the inbox for the next turn).
             tokio::task::yield_now().await;
         }
