@@ -94,6 +94,18 @@ fn leader_gone() -> ServerError {
 const PROMOTE_LAG: u64 = 64;
 /// Bytes of proposals not yet committed beyond which new ones are refused (see `raft::Config`).
 const MAX_UNCOMMITTED: u64 = 64 * 1024 * 1024;
+/// How long the leader may hold back a waiting lock request that finds its lock held before it
+/// proposes it alone (see [`Node::holds_back`]).
+const HOLD_BACK: Duration = Duration::from_millis(2);
+
+/// A client's command the leader admitted and holds back a moment ([`Node::holds_back`]).
+struct HeldBack {
+    command: Command,
+    request: Option<RequestId>,
+    user: Option<UserIds>,
+    reply: Reply,
+    since: Instant,
+}
 
 pub type Reply = oneshot::Sender<Result<Outcome, ServerError>>;
 pub type WatchReply = oneshot::Sender<Result<Watching, ServerError>>;
@@ -336,6 +348,8 @@ pub struct Node {
     /// Writes proposed here and not yet applied: log index -> (term proposed in, reply, when).
     /// The leader's own proposals (session expiry, wake-ups) have no reply.
     proposals: BTreeMap<u64, (u64, Option<Reply>, Instant)>,
+    /// Admitted, not yet proposed, in the order they came ([`Node::holds_back`]).
+    held_back: Vec<HeldBack>,
     /// Reads of this turn, not yet sent as a ReadIndex request.
     new_reads: Vec<PendingRead>,
     /// ReadIndex requests in flight, by request context.
@@ -504,6 +518,7 @@ impl Node {
             secrets,
             formats,
             proposals: BTreeMap::new(),
+            held_back: Vec::new(),
             new_reads: Vec::new(),
             read_batches: HashMap::new(),
             next_read_ctx: 1,
@@ -571,8 +586,13 @@ impl Node {
     pub async fn run(mut self) -> Result<(), ServerError> {
         loop {
             // Reads asked again (see `read_gate`) go out without waiting for a tick.
+            let now = self.clock.now();
             let wait = if self.new_reads.is_empty() {
-                self.next_tick.saturating_duration_since(self.clock.now())
+                let until = match self.held_back.first() {
+                    Some(first) => self.next_tick.min(first.since + HOLD_BACK),
+                    None => self.next_tick,
+                };
+                until.saturating_duration_since(now)
             } else {
                 Duration::ZERO
             };
@@ -631,6 +651,12 @@ impl Node {
         if self.leading() {
             self.switch_log_format(now);
         }
+        let held_long = |h: &HeldBack| now >= h.since + HOLD_BACK;
+        if self.held_back.first().is_some_and(held_long)
+            || (!self.held_back.is_empty() && !self.is_leader())
+        {
+            self.propose_held_back();
+        }
         if !self.new_reads.is_empty() && self.leader_down {
             // A ReadIndex would go to a leader that is gone: the client tries elsewhere.
             for read in std::mem::take(&mut self.new_reads) {
@@ -669,6 +695,9 @@ impl Node {
         }
         for (reply, _) in self.cache_waits.drain() {
             let _ = reply.send(Err(shutting_down()));
+        }
+        for held in std::mem::take(&mut self.held_back) {
+            let _ = held.reply.send(Err(shutting_down()));
         }
         log::info!("node {} stopped", self.cfg.id);
         Ok(())
@@ -713,6 +742,13 @@ impl Node {
                     Err(self.not_leader())
                 };
                 match admitted {
+                    Ok(()) if self.holds_back(&command) => self.held_back.push(HeldBack {
+                        command,
+                        request,
+                        user: auth.user,
+                        reply,
+                        since: self.clock.now(),
+                    }),
                     Ok(()) => {
                         self.propose(command, request, auth.user, Some(reply));
                     }
@@ -848,9 +884,44 @@ impl Node {
         Ok(())
     }
 
-    /// Appends `command` to the log if this node leads; says whether it did (`reply` has the
-    /// refusal otherwise). `user` is whose permissions applying it checks (see `state::perm`).
+    /// Whether the leader holds `command` back instead of proposing it now: a waiting lock
+    /// request that finds its lock held. It will wait anyway; proposed at once it would take a
+    /// disk write of its own, which whatever comes next (above all the holder's unlock, which
+    /// hands the lock on) would wait behind. Held back, it shares the write of the next
+    /// proposal, or goes alone after [`HOLD_BACK`]. Held-back commands enter the log in the
+    /// order they came and before whatever ends the hold, so the lock's queue and every
+    /// session's order of requests stay as they were sent; applying the command decides
+    /// what it gets, so a wrong guess costs only time.
+    fn holds_back(&self, command: &Command) -> bool {
+        let Command::Lock(lock) = command else {
+            return false;
+        };
+        let now = self.machine.clock_ns().max(self.clock.wall_ns());
+        self.machine.lock_would_wait(lock, now)
+    }
+
+    /// Proposes what is held back ([`Node::holds_back`]), in the order it came.
+    fn propose_held_back(&mut self) {
+        for held in std::mem::take(&mut self.held_back) {
+            self.propose_now(held.command, held.request, held.user, Some(held.reply));
+        }
+    }
+
+    /// Appends `command` to the log if this node leads, after what is held back; says whether
+    /// it did (`reply` has the refusal otherwise). `user` is whose permissions applying it
+    /// checks (see `state::perm`).
     fn propose(
+        &mut self,
+        command: Command,
+        request: Option<RequestId>,
+        user: Option<UserIds>,
+        reply: Option<Reply>,
+    ) -> bool {
+        self.propose_held_back();
+        self.propose_now(command, request, user, reply)
+    }
+
+    fn propose_now(
         &mut self,
         mut command: Command,
         request: Option<RequestId>,

@@ -176,6 +176,13 @@ impl StateMachine {
         }
     }
 
+    /// Whether `lock`, a waiting request, would queue behind a holder if it were applied to
+    /// the state as it stands (`now` in nanoseconds of the cluster's clock). Only a hint for
+    /// when the leader proposes it: applying it decides.
+    pub fn lock_would_wait(&self, lock: &Lock, now: u64) -> bool {
+        lock.wait && self.would_queue(&LockRequest::of(lock), now).is_some()
+    }
+
     pub(super) fn lock(
         &mut self,
         r: &LockRequest,

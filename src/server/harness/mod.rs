@@ -13,6 +13,8 @@
 //! print); `random.rs` draws schedules from a seed and checks the invariants the fault suite
 //! checks on real processes.
 
+#[cfg(test)]
+mod held_back;
 mod lock_clients;
 mod random;
 mod script;
