@@ -14,6 +14,10 @@
 //!   with an empty cache); a caching client never serves from its cache past its lease; or
 //! - ended.
 //!
+//! A refused write changed nothing, but its answer tells what the tree held at its index, as a
+//! read there would: it waits behind every write held at or below that index
+//! ([`CacheWaits::hold_behind`]).
+//!
 //! A session that neither acknowledges nor loses its lease would hold writes forever: the
 //! leader stops renewing the lease of a session that is [`CacheWaits::overdue`], so its lease
 //! runs out (and its client drops its cache) within its TTL. Every held write also has a
@@ -79,6 +83,9 @@ impl View<'_> {
 /// Answers held for caches, in index order. `R` is whatever gives an answer.
 pub struct CacheWaits<R> {
     held: VecDeque<Held<R>>,
+    /// Answers that show the state at their index without changing anything a cache holds
+    /// (a refused write's: [`CacheWaits::hold_behind`]), in index order.
+    behind: VecDeque<(u64, R)>,
     /// Added to the longest TTL a write waits on (see the module docs).
     margin: Duration,
 }
@@ -87,6 +94,7 @@ impl<R> CacheWaits<R> {
     pub fn new(margin: Duration) -> Self {
         CacheWaits {
             held: VecDeque::new(),
+            behind: VecDeque::new(),
             margin,
         }
     }
@@ -121,6 +129,19 @@ impl<R> CacheWaits<R> {
         Vec::new()
     }
 
+    /// The answer to a write applied at `index` that changed nothing a cache holds but
+    /// shows the state there (a refusal: "File exists" says a name is taken): given back at
+    /// once if no write at or below `index` is held, held until none is otherwise. So a
+    /// client told a name is taken finds it in its cache too, as a read at `index` would.
+    pub fn hold_behind(&mut self, index: u64, reply: R) -> Option<R> {
+        if self.holds_through(index) {
+            self.behind.push_back((index, reply));
+            None
+        } else {
+            Some(reply)
+        }
+    }
+
     /// The answers no cache holds up anymore.
     pub fn release(&mut self, view: &View<'_>) -> Vec<R> {
         let live: BTreeSet<u64> = view.caching.iter().map(|(s, _)| *s).collect();
@@ -135,6 +156,10 @@ impl<R> CacheWaits<R> {
                 true
             }
         });
+        let lowest_held = self.held.iter().map(|h| h.index).min().unwrap_or(u64::MAX);
+        while self.behind.front().is_some_and(|(i, _)| *i < lowest_held) {
+            out.extend(self.behind.pop_front().map(|(_, r)| r));
+        }
         out
     }
 
@@ -148,11 +173,13 @@ impl<R> CacheWaits<R> {
 
     /// Every held answer, for a node that stops.
     pub fn drain(&mut self) -> Vec<R> {
-        self.held.drain(..).flat_map(|h| h.replies).collect()
+        let mut out: Vec<R> = self.held.drain(..).flat_map(|h| h.replies).collect();
+        out.extend(self.behind.drain(..).map(|(_, r)| r));
+        out
     }
 
     pub fn is_empty(&self) -> bool {
-        self.held.is_empty()
+        self.held.is_empty() && self.behind.is_empty()
     }
 
     /// Whether a write at or below `index` is still held: some cache may still serve what it
@@ -346,6 +373,37 @@ mod tests {
         // A barrier ("/") holds every read.
         w.with(t0, |v| waits.hold(7, paths(&["/"]), v, Vec::new()));
         assert!(waits.holds(7, "/e") && !waits.holds(6, "/e"));
+    }
+
+    #[test]
+    fn a_refusal_waits_behind_every_held_write_at_or_below_its_index() {
+        let t0 = Instant::now();
+        let w = World::new(&[1, 2]);
+        w.register(1, "/", 2);
+        w.register(2, "/", 2);
+        let mut waits: CacheWaits<&str> = CacheWaits::new(MARGIN);
+        // Nothing held: a refusal is answered at once.
+        assert_eq!(waits.hold_behind(3, "r3"), Some("r3"));
+        w.with(t0, |v| waits.hold(5, paths(&["/a"]), v, vec!["w5"]));
+        w.with(t0, |v| waits.hold(6, paths(&["/b"]), v, vec!["w6"]));
+        // Below every held write: at once; at or above one: behind it.
+        assert_eq!(waits.hold_behind(4, "r4"), Some("r4"));
+        assert_eq!(waits.hold_behind(6, "r6"), None);
+        assert_eq!(waits.hold_behind(7, "r7"), None);
+        assert!(!waits.is_empty());
+        // Released out of order: the refusals wait for the write at 5 as well.
+        w.register(1, "/", 6);
+        w.with(t0, |v| waits.hold(8, paths(&["/c"]), v, vec!["w8"]));
+        w.register(2, "/", 6);
+        assert_eq!(
+            w.with(t0, |v| waits.release(v)),
+            vec!["w5", "w6", "r6", "r7"]
+        );
+        w.register(1, "/", 8);
+        w.register(2, "/", 8);
+        assert_eq!(w.with(t0, |v| waits.release(v)), vec!["w8"]);
+        assert!(waits.is_empty());
+        assert_eq!(waits.hold_behind(9, "r9"), Some("r9"));
     }
 
     #[test]

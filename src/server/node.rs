@@ -2330,7 +2330,12 @@ impl Node {
             }
         }
         for (index, paths, reply, result) in answers {
-            if paths.is_empty() || result.is_err() {
+            if result.is_err() {
+                // A refusal changed nothing, but it tells what the state was at `index`.
+                ready.extend(self.cache_waits.hold_behind(index, (reply, result)));
+                continue;
+            }
+            if paths.is_empty() {
                 ready.push((reply, result));
                 continue;
             }
