@@ -41,6 +41,24 @@ fn only_answer(c: &mut Cluster) -> Answer {
     answers.pop().unwrap()
 }
 
+/// `session` takes the lock through `handle` (waiting if `wait`) and is granted it at once.
+fn take(c: &mut Cluster, session: u64, handle: u64, wait: bool) {
+    let before = last_index(c);
+    c.propose_as(
+        1,
+        session,
+        format!("s{session} lock"),
+        lock(session, handle, wait),
+    );
+    c.turn_all();
+    assert_eq!(last_index(c), before + 1, "a free lock is never held back");
+    c.stabilize();
+    assert!(matches!(
+        only_answer(c).result,
+        Ok(Outcome::Lock(LockResult::Granted { .. }))
+    ));
+}
+
 /// A three-node cluster led by node 1, with `n` sessions that each opened `/lock`: their
 /// (session, handle) pairs.
 fn cluster_with_holders(n: usize) -> (Cluster, Vec<(u64, u64)>) {
@@ -80,12 +98,7 @@ fn a_waiting_request_for_a_held_lock_enters_the_log_with_the_unlock_that_hands_i
     let [(s0, h0), (s1, h1), (s2, h2)] = owners[..] else {
         unreachable!()
     };
-    c.propose_as(1, s0, "s0 lock".into(), lock(s0, h0, false));
-    c.stabilize();
-    assert!(matches!(
-        only_answer(&mut c).result,
-        Ok(Outcome::Lock(LockResult::Granted { .. }))
-    ));
+    take(&mut c, s0, h0, false);
 
     // Two waiting requests come while s0 holds the lock: neither is in the log yet.
     let before = last_index(&c);
@@ -137,15 +150,7 @@ fn a_held_back_request_goes_alone_once_its_time_is_up_and_a_free_lock_is_never_h
         unreachable!()
     };
     // The lock is free: a waiting request goes at once and is granted.
-    let before = last_index(&c);
-    c.propose_as(1, s0, "s0 lock".into(), lock(s0, h0, true));
-    c.turn_all();
-    assert_eq!(last_index(&c), before + 1, "not held back");
-    c.stabilize();
-    assert!(matches!(
-        only_answer(&mut c).result,
-        Ok(Outcome::Lock(LockResult::Granted { .. }))
-    ));
+    take(&mut c, s0, h0, true);
 
     // Held now: s1's waiting request is held back until node 1's clock moves on.
     let before = last_index(&c);
