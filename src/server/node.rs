@@ -588,8 +588,8 @@ impl Node {
             // Reads asked again (see `read_gate`) go out without waiting for a tick.
             let now = self.clock.now();
             let wait = if self.new_reads.is_empty() {
-                let until = match self.held_back.first() {
-                    Some(first) => self.next_tick.min(first.since + HOLD_BACK),
+                let until = match self.held_back_due() {
+                    Some(due) => self.next_tick.min(due),
                     None => self.next_tick,
                 };
                 until.saturating_duration_since(now)
@@ -651,8 +651,7 @@ impl Node {
         if self.leading() {
             self.switch_log_format(now);
         }
-        let held_long = |h: &HeldBack| now >= h.since + HOLD_BACK;
-        if self.held_back.first().is_some_and(held_long)
+        if self.held_back_due().is_some_and(|due| now >= due)
             || (!self.held_back.is_empty() && !self.is_leader())
         {
             self.propose_held_back();
@@ -898,6 +897,11 @@ impl Node {
         };
         let now = self.machine.clock_ns().max(self.clock.wall_ns());
         self.machine.lock_would_wait(lock, now)
+    }
+
+    /// When the oldest command held back must be proposed, if any is.
+    fn held_back_due(&self) -> Option<Instant> {
+        self.held_back.first().map(|h| h.since + HOLD_BACK)
     }
 
     /// Proposes what is held back ([`Node::holds_back`]), in the order it came.
@@ -1525,8 +1529,9 @@ impl Node {
         }
         if ready.must_sync() && (sent_early || !acknowledges) {
             // The links and the client connections run on this thread too: let them send what
-            // this turn queued (if it queued anything) before the disk write holds the thread. Nothing of this node
-            // changes meanwhile (inputs wait in the inbox for the next turn).
+            // this turn queued (if it queued anything) before the disk write holds the thread.
+            // Nothing of this node changes meanwhile (inputs wait in the inbox for the next
+            // turn).
             tokio::task::yield_now().await;
         }
 
