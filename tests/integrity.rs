@@ -24,8 +24,9 @@ fn follower_of(c: &Cluster) -> u64 {
     (1..=3).find(|id| *id != leader).unwrap()
 }
 
-/// Flips one bit in the middle of every RocksDB table and write-ahead log file under `dir`;
-/// returns how many files it damaged.
+/// Flips one bit in the middle of every RocksDB table and write-ahead log file under `dir`, and
+/// one in the first record of every segment of lockfs's own log; returns how many files it
+/// damaged.
 fn flip_bits(dir: &Path) -> usize {
     let mut damaged = 0;
     for entry in std::fs::read_dir(dir.join("db")).expect("db dir") {
@@ -42,6 +43,19 @@ fn flip_bits(dir: &Path) -> usize {
         bytes[middle] ^= 0x10;
         std::fs::write(&path, bytes).expect("write");
         println!("flipped a bit of {name}");
+        damaged += 1;
+    }
+    // lockfs's own write-ahead log: a bit of the first record of every segment that has one
+    // (32 bytes of header, 16 of the record's head, then its payload).
+    for entry in std::fs::read_dir(dir.join("wal")).expect("wal dir") {
+        let path = entry.expect("entry").path();
+        let mut bytes = std::fs::read(&path).expect("read");
+        if bytes.len() < 64 || bytes[32..40].iter().all(|b| *b == 0) {
+            continue;
+        }
+        bytes[52] ^= 0x10;
+        std::fs::write(&path, bytes).expect("write");
+        println!("flipped a bit of {}", path.display());
         damaged += 1;
     }
     damaged

@@ -4,8 +4,8 @@
 //!
 //! Both give the same guarantees to the layers above:
 //! - a [`WriteBatch`] lands whole or not at all, and a later read sees it;
-//! - a batch written with `sync` is durable, and so is every batch written before it (RocksDB
-//!   has one write-ahead log, kept in write order);
+//! - a batch written with `sync` is durable, and so is every batch written before it (every
+//!   batch goes first into one write-ahead log, [`super::wal`], kept in write order);
 //! - [`Disk::read_frozen`] reads a copy that no later write changes.
 //!
 //! What a crash loses differs by kind: a killed process loses nothing it wrote (the operating
@@ -21,7 +21,9 @@ use std::ops::Bound;
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use rocksdb::{DBRecoveryMode, Direction, IteratorMode, Options, WriteOptions, DB};
+use rocksdb::{DBRecoveryMode, Direction, FlushOptions, IteratorMode, Options, WriteOptions, DB};
+
+use super::wal::{self, Wal, SEGMENT_BYTES};
 
 use super::{Result, StorageError};
 
@@ -115,9 +117,41 @@ pub trait Disk: Reader + Send + Sync {
     fn read_frozen(&self, name: &str, work: FrozenWork) -> Result<()>;
 }
 
-/// RocksDB in a data directory.
+/// RocksDB in a data directory, with its own write-ahead log off and [`Wal`] in its place.
 pub struct RocksDisk {
     db: Arc<DB>,
+    wal: Mutex<Wal>,
+}
+
+/// RocksDB's memtables, as the log sees them.
+struct RocksTables<'a>(&'a DB);
+
+impl wal::Tables for RocksTables<'_> {
+    fn flush(&self, wait: bool) -> Result<()> {
+        let mut opts = FlushOptions::default();
+        opts.set_wait(wait);
+        let cfs: Vec<_> = Cf::ALL.iter().map(|cf| handle(self.0, *cf)).collect();
+        self.0.flush_cfs_opt(&cfs, &opts)?;
+        Ok(())
+    }
+
+    fn flushed(&self) -> Result<bool> {
+        for cf in Cf::ALL {
+            let immutable = self
+                .0
+                .property_int_value_cf(handle(self.0, cf), "rocksdb.num-immutable-mem-table")?;
+            if immutable.unwrap_or(0) > 0 {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+}
+
+fn no_wal() -> WriteOptions {
+    let mut opts = WriteOptions::default();
+    opts.disable_wal(true);
+    opts
 }
 
 impl RocksDisk {
@@ -127,14 +161,31 @@ impl RocksDisk {
         let mut opts = Options::default();
         opts.create_if_missing(true);
         opts.create_missing_column_families(true);
-        // The log is trimmed by snapshots; keep the write-ahead log from growing without bound
-        // when the memtables are not full yet.
+        // Writes skip RocksDB's own write-ahead log. Only a directory written before lockfs
+        // had its own log (storage format 2) has anything there: RocksDB replays it when it
+        // opens, and `Wal::open` flushes it to the tables before anything else is written.
         opts.set_max_total_wal_size(64 * 1024 * 1024);
         opts.set_wal_recovery_mode(DBRecoveryMode::TolerateCorruptedTailRecords);
         opts.set_paranoid_checks(true);
+        // A flush of both column families is one: the log reuses a segment only once both
+        // hold what it had.
+        opts.set_atomic_flush(true);
         let names = Cf::ALL.map(Cf::name);
         let db = DB::open_cf(&opts, dir.join("db"), names)?;
-        Ok(RocksDisk { db: Arc::new(db) })
+        let mut replay = |record: &[u8]| -> Result<()> {
+            db.write_opt(rocksdb::WriteBatch::from_data(record), &no_wal())?;
+            Ok(())
+        };
+        let wal = Wal::open(
+            &dir.join("wal"),
+            SEGMENT_BYTES,
+            &mut replay,
+            &RocksTables(&db),
+        )?;
+        Ok(RocksDisk {
+            db: Arc::new(db),
+            wal: Mutex::new(wal),
+        })
     }
 }
 
@@ -196,9 +247,14 @@ impl Disk for RocksDisk {
                 }
             }
         }
-        let mut opts = WriteOptions::default();
-        opts.set_sync(sync);
-        self.db.write_opt(rocks, &opts)?;
+        let mut wal = self.wal.lock().expect("poisoned");
+        if !rocks.is_empty() {
+            wal.append(rocks.data(), &RocksTables(&self.db))?;
+        }
+        if sync {
+            wal.sync()?;
+        }
+        self.db.write_opt(rocks, &no_wal())?;
         Ok(())
     }
 
@@ -341,6 +397,52 @@ impl Disk for MemDisk {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn writes_left_in_rocksdbs_own_log_by_an_older_lockfs_are_kept() {
+        // An older lockfs wrote through RocksDB's write-ahead log; a kill -9 left the last
+        // writes there only, not yet in any table.
+        let dir = crate::testdir::tempdir().unwrap();
+        {
+            let mut opts = Options::default();
+            opts.create_if_missing(true);
+            opts.create_missing_column_families(true);
+            let db = DB::open_cf(&opts, dir.path().join("db"), Cf::ALL.map(Cf::name)).unwrap();
+            let mut sync = WriteOptions::default();
+            sync.set_sync(true);
+            let raft = handle(&db, Cf::Raft);
+            db.put_cf_opt(raft, b"k", b"old", &sync).unwrap();
+            db.put_cf_opt(handle(&db, Cf::State), b"s", b"1", &sync)
+                .unwrap();
+        }
+        // RocksDB flushes at close only what skipped its log, so the writes are in the log.
+        assert_eq!(
+            filled_logs(dir.path()),
+            1,
+            "the older lockfs's writes are not in its log"
+        );
+        for _ in 0..2 {
+            let disk = RocksDisk::open(dir.path()).unwrap();
+            assert_eq!(all(&disk, Cf::Raft), kv(&[("k", "old")]));
+            assert_eq!(all(&disk, Cf::State), kv(&[("s", "1")]));
+        }
+        // Opening moved them into the tables: they no longer depend on RocksDB's log.
+        assert_eq!(
+            filled_logs(dir.path()),
+            0,
+            "RocksDB's own log still holds writes"
+        );
+    }
+
+    /// How many of RocksDB's own write-ahead log files under `dir` hold anything.
+    fn filled_logs(dir: &Path) -> usize {
+        std::fs::read_dir(dir.join("db"))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|e| e == "log"))
+            .filter(|p| std::fs::metadata(p).unwrap().len() > 0)
+            .count()
+    }
 
     fn all(disk: &dyn Reader, cf: Cf) -> Vec<(Vec<u8>, Vec<u8>)> {
         let mut out = Vec::new();

@@ -1,5 +1,5 @@
-//! Durable storage of one node, in one RocksDB database (or, for the node harness, in memory:
-//! [`disk`]).
+//! Durable storage of one node, in one RocksDB database whose writes go first into lockfs's own
+//! write-ahead log ([`wal`]), or, for the node harness, in memory ([`disk`]).
 //!
 //! Two column families:
 //! - `raft`: the Raft log (`e` + index), hard state, conf state, the latest state-machine
@@ -11,10 +11,11 @@
 //!
 //! Every stored value carries a CRC-32 of its key and itself, checked whenever it is read: a
 //! value changed on the disk, or read back under another key, is reported as
-//! [`StorageError::Corrupt`] and never used. RocksDB checks its own blocks and write-ahead log
-//! too; its write-ahead log is replayed with `TolerateCorruptedTailRecords`, so a torn last
-//! record (a crash during a write) is dropped but damage anywhere before it refuses to open
-//! instead of silently losing what followed.
+//! [`StorageError::Corrupt`] and never used. RocksDB checks its own blocks; the write-ahead log
+//! checks each record, drops the writes a crash cut short (never synced), and refuses to open
+//! on damage to anything it had synced, instead of silently losing what followed. A directory
+//! written by a lockfs that used RocksDB's own write-ahead log (format 2) is still replayed from
+//! it, with `TolerateCorruptedTailRecords`, once, when it is converted.
 //!
 //! The format: every value is bincode in the configuration of [`crate::encoding`] (log entries
 //! say their own format in their context), and stays readable by later versions under the rule
@@ -24,13 +25,14 @@
 //!
 //! Every change goes through a [`WriteBatch`] that the caller commits with [`Store::write`]; the
 //! node commits log appends with `sync` (acknowledged data must be on disk) and applied state
-//! without it (it can always be replayed from the synced log, and RocksDB's single write-ahead log
+//! without it (it can always be replayed from the synced log, and the single write-ahead log
 //! keeps the order of writes, so a synced log write also makes every earlier write durable).
 
 mod disk;
 mod error;
 mod raft_log;
 mod state_store;
+mod wal;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -53,9 +55,11 @@ const KEY_FORMAT: &[u8] = b"format";
 /// The format this lockfs writes (see the module's comment). A directory without the mark was
 /// written before there was one, in format 1. Format 1 kept the storage layer's own values
 /// (identity, divergence mark, member book, applied index) in the legacy configuration of
-/// [`crate::encoding`]; format 2 keeps them in the one configuration. The mark itself is
-/// always a u32 in 4 little-endian bytes, in every format.
-pub const FORMAT: u32 = 2;
+/// [`crate::encoding`]; format 2 keeps them in the one configuration. Format 3 keeps the same
+/// values, with writes logged in `wal/` ([`wal`]) instead of RocksDB's own log: a lockfs that
+/// knows only format 2 would not replay them. The mark itself is always a u32 in 4
+/// little-endian bytes, in every format.
+pub const FORMAT: u32 = 3;
 const KEY_DIVERGED: &[u8] = b"diverged";
 /// Bytes of checksum after every stored value.
 const SEAL: usize = 4;
@@ -104,7 +108,13 @@ impl Store {
         if found == FORMAT {
             return Ok(());
         }
-        self.convert_from_1()
+        if found == 1 {
+            return self.convert_from_1();
+        }
+        // Format 2 differs only in the log, which opening the directory has taken over.
+        let mut batch = WriteBatch::default();
+        self.put(&mut batch, CF_RAFT, KEY_FORMAT, &FORMAT.to_le_bytes());
+        self.write(batch, true)
     }
 
     /// The format mark, 1 when there is none.
