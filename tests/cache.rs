@@ -74,6 +74,53 @@ fn a_write_brings_its_own_attributes_and_still_sees_the_next_host_s_write() {
     assert_eq!(out.trim(), "ok");
 }
 
+/// A file this host creates brings its own attributes and name: the kernel's questions about
+/// it right after the creation, and a `stat` of it, cost the cluster nothing. What a creation
+/// still asks: the directory (the last creation in it changed its attributes), the missing
+/// name, the creation itself, and the close of its handle.
+#[test]
+fn a_creation_brings_its_own_attributes() {
+    let h = Hosts::start();
+    h.ok("mkdir \"$A/d\"; : > \"$A/d/first\"; stat \"$A/d\" \"$A/d/first\" > /dev/null");
+    let before = h.requests();
+    h.ok("for i in $(seq 20); do : > \"$A/d/n$i\"; stat \"$A/d/n$i\" > /dev/null; done");
+    let asked = h.requests() - before;
+    // 4 a creation here (6 when the mount asked for the new file's attributes, for the
+    // kernel and again for the stat); a little slack for a read that met a change and was
+    // not kept.
+    assert!(
+        asked < 5 * 20,
+        "{asked} requests for 20 creations and their stats"
+    );
+    // Kept, and still the latest: another host's write is seen here at once.
+    h.ok("echo longer > \"$B/d/n1\"");
+    assert_eq!(h.ok("stat -c %s \"$A/d/n1\"").trim(), "7");
+    h.ok("rm \"$B/d/n2\"");
+    h.ok("test ! -e \"$A/d/n2\"");
+}
+
+/// Two hosts open the same new name with O_CREAT at once (`>>` in scripts started together
+/// on both). A caching mount creates exclusively first, to keep what it made; the one that
+/// loses the race must still open the file, never fail with EEXIST, and both writes land.
+#[test]
+fn a_file_both_hosts_create_at_once_opens_on_both() {
+    let h = Hosts::start();
+    let out = h.sh("for i in $(seq 40); do
+             echo a >> \"$A/n$i\" & a=$!
+             echo b >> \"$B/n$i\" & b=$!
+             wait $a || echo \"A failed at $i\"
+             wait $b || echo \"B failed at $i\"
+             got=$(sort \"$A/n$i\" | tr -d '\\n')
+             [ \"$got\" = ab ] || echo \"n$i holds $got\"
+         done");
+    assert!(
+        out.status.success() && out.stdout.is_empty() && out.stderr.is_empty(),
+        "{}{}",
+        out.stdout,
+        out.stderr
+    );
+}
+
 #[test]
 fn a_frozen_caching_mount_holds_writes_only_until_its_lease_runs_out() {
     let h = Hosts::start();

@@ -16,6 +16,9 @@
 //! - The attributes a write of this mount answers with are kept only if exactly one change of
 //!   the file was heard while the write was in flight ([`WriteTicket::keep`]): that change is the
 //!   write's own, so nothing changed the file after it.
+//! - The attributes and name of a file this mount created are kept only if the creation made
+//!   it (it was exclusive) and exactly one change of it was heard while the creation was in
+//!   flight ([`CreateTicket::keep`]): that change is the creation itself.
 //! - It holds at most [`MAX_ITEMS`] entries and [`MAX_BYTES`] bytes of contents; past either it
 //!   starts over empty.
 //! - Lock state (holders, lock generation) is never served from here: it is always asked for.
@@ -91,6 +94,80 @@ impl Drop for WriteTicket<'_> {
     }
 }
 
+/// Taken before this mount sends the exclusive creation of a file (see
+/// [`CreateTicket::keep`]). While it lives, the cache notes which nodes the changes it hears
+/// name, since the new file's instance is known only from the answer.
+pub struct CreateTicket<'a> {
+    cache: &'a Cache,
+    id: u64,
+    valid: Validity,
+    clears: u64,
+}
+
+impl CreateTicket<'_> {
+    /// Keeps the attributes and the name (`name` in `dir`) that an exclusive creation
+    /// answered with, if they are the new file's latest: the cache is still valid under the
+    /// ticket's registration and did not start over, it heard every change since the ticket
+    /// was taken (no resync, no more than [`MAX_HEARD`]), and exactly one of them named the
+    /// new file.
+    ///
+    /// Why that suffices: the creation was exclusive, so the file did not exist before it and
+    /// no earlier change named it. The leader answers a creation only once this cache
+    /// acknowledged it (its registration covers the whole tree, see `crate::server::cache`),
+    /// so the creation was heard before its answer came; if it is the only change heard of
+    /// the file, no later one was. A later change of what is at `name` (a removal, a rename
+    /// away or over it) names the file too, so the name is as fresh as the attributes.
+    pub fn keep(&self, dir: u64, name: &str, attr: &FileAttr) {
+        let mut s = self.cache.lock();
+        if nameless(attr) || attr.kind != NodeKind::File {
+            return;
+        }
+        if s.valid != Some(self.valid) || s.clears != self.clears {
+            return;
+        }
+        let Some(heard) = s.creating.get(&self.id) else {
+            return;
+        };
+        if heard.lost {
+            return;
+        }
+        let mut indexes: Vec<u64> = heard
+            .named
+            .iter()
+            .filter(|(ino, _)| *ino == attr.ino)
+            .map(|(_, index)| *index)
+            .collect();
+        indexes.dedup();
+        if indexes.len() != 1 {
+            return;
+        }
+        if s.items() + 2 > MAX_ITEMS {
+            s.clear();
+            return;
+        }
+        s.attrs.insert(attr.ino, attr.clone());
+        s.names.insert((dir, name.to_string()), Some(attr.ino));
+    }
+}
+
+impl Drop for CreateTicket<'_> {
+    fn drop(&mut self) {
+        self.cache.lock().creating.remove(&self.id);
+    }
+}
+
+/// Most changes a creation in flight notes; past it, its answer is not kept.
+pub const MAX_HEARD: usize = 1024;
+
+/// What a creation in flight heard: (instance, log index) of each node a change named, as
+/// the node itself or, for a name that came or went, as its directory.
+#[derive(Default)]
+struct Heard {
+    named: Vec<(u64, u64)>,
+    /// Changes went unheard (a resync), or more than [`MAX_HEARD`] came.
+    lost: bool,
+}
+
 /// The changes heard of a file that writes of this mount are in flight on.
 #[derive(Default)]
 struct Written {
@@ -109,6 +186,9 @@ struct State {
     clears: u64,
     /// Files with write tickets out, by instance.
     written: HashMap<u64, Written>,
+    /// Creations in flight, by ticket.
+    creating: HashMap<u64, Heard>,
+    next_ticket: u64,
     attrs: HashMap<u64, FileAttr>,
     /// (directory, name) -> the instance there, or `None`: nothing is there.
     names: HashMap<(u64, String), Option<u64>>,
@@ -292,6 +372,40 @@ impl Cache {
         })
     }
 
+    /// A ticket for an exclusive creation this mount is about to send; `None` if the cache is
+    /// not valid under `now`.
+    pub fn create_ticket(&self, now: Option<Validity>) -> Option<CreateTicket<'_>> {
+        let mut s = self.lock();
+        let valid = now.filter(|v| s.valid == Some(*v))?;
+        s.next_ticket += 1;
+        let id = s.next_ticket;
+        s.creating.insert(id, Heard::default());
+        Some(CreateTicket {
+            cache: self,
+            id,
+            valid,
+            clears: s.clears,
+        })
+    }
+
+    /// Notes the nodes the change `e` names for every creation in flight.
+    fn note_creating(s: &mut State, e: &proto::WatchEvent) {
+        let dirs = matches!(e.change, Change::CREATED | Change::DELETED);
+        for heard in s.creating.values_mut() {
+            if e.change == Change::RESYNC || heard.named.len() + 2 > MAX_HEARD {
+                heard.lost = true;
+                heard.named.clear();
+            }
+            if heard.lost {
+                continue;
+            }
+            heard.named.push((e.instance, e.index));
+            if dirs {
+                heard.named.push((e.parent, e.index));
+            }
+        }
+    }
+
     /// Counts the change `e` for the files with write tickets whose attributes it drops.
     fn count_written(s: &mut State, e: &proto::WatchEvent) {
         if s.written.is_empty() {
@@ -331,6 +445,7 @@ impl Cache {
         }
         let mut s = self.lock();
         Self::count_written(&mut s, e);
+        Self::note_creating(&mut s, e);
         s.generation += 1;
         s.attrs.remove(&e.instance);
         s.drop_contents(e.instance);
@@ -538,6 +653,100 @@ mod tests {
         orphan.links = 0;
         t.keep(&orphan);
         assert!(c.attr(V, 5).is_none());
+    }
+
+    /// The events of a creation at `index` of file `ino` in directory 1, as `f`.
+    fn created_at(c: &Cache, index: u64, ino: u64) {
+        c.apply(&change_at(index, Change::CREATED, ino, 1));
+        c.apply(&change_at(index, Change::ATTRIB, ino, 0));
+    }
+
+    #[test]
+    fn a_creation_answer_is_kept_when_its_own_change_is_the_only_one_heard() {
+        let c = serving();
+        let t = c.create_ticket(V).unwrap();
+        // Changes of other nodes, before and after, do not count.
+        c.apply(&change_at(9, Change::MODIFIED, 6, 1));
+        created_at(&c, 10, 5);
+        c.apply(&change_at(11, Change::CREATED, 7, 1));
+        t.keep(1, "f", &attr(5));
+        assert_eq!(c.attr(V, 5), Some(attr(5)));
+        assert_eq!(c.name(V, 1, "f"), Some(Some(attr(5))));
+        drop(t);
+        assert!(
+            c.lock().creating.is_empty(),
+            "a ticket stops the noting when it goes"
+        );
+        // A later change drops both as usual.
+        c.apply(&change_at(12, Change::DELETED, 5, 1));
+        assert_eq!(c.attr(V, 5), None);
+        assert_eq!(c.name(V, 1, "f"), None);
+    }
+
+    #[test]
+    fn a_creation_answer_is_not_kept_when_the_file_may_have_changed_after_it() {
+        let c = serving();
+        let kept = |c: &Cache| c.attr(V, 5).is_some() || c.name(V, 1, "f").is_some();
+        // Nothing heard: the creation is still to come.
+        let t = c.create_ticket(V).unwrap();
+        t.keep(1, "f", &attr(5));
+        assert!(!kept(&c));
+        drop(t);
+
+        // Two changes: one of them is later than the creation.
+        let t = c.create_ticket(V).unwrap();
+        created_at(&c, 10, 5);
+        c.apply(&change_at(11, Change::MODIFIED, 5, 1));
+        t.keep(1, "f", &attr(5));
+        assert!(!kept(&c));
+        drop(t);
+
+        // Removed from its directory by a later change (named as the one that went).
+        let t = c.create_ticket(V).unwrap();
+        created_at(&c, 12, 5);
+        c.apply(&change_at(13, Change::DELETED, 5, 1));
+        t.keep(1, "f", &attr(5));
+        assert!(!kept(&c));
+        drop(t);
+
+        // Changes may have gone unheard.
+        let t = c.create_ticket(V).unwrap();
+        c.apply(&change_at(14, Change::RESYNC, 0, 0));
+        created_at(&c, 15, 5);
+        t.keep(1, "f", &attr(5));
+        assert!(!kept(&c));
+        drop(t);
+
+        // More changes came than a creation notes.
+        let t = c.create_ticket(V).unwrap();
+        for i in 0..MAX_HEARD as u64 {
+            c.apply(&change_at(100 + i, Change::MODIFIED, 6, 1));
+        }
+        created_at(&c, 100 + MAX_HEARD as u64, 5);
+        t.keep(1, "f", &attr(5));
+        assert!(!kept(&c));
+        drop(t);
+
+        // The cache started over, or serves under another registration.
+        let t = c.create_ticket(V).unwrap();
+        c.flush();
+        c.serve_under((1, 1, 0));
+        created_at(&c, 2000, 5);
+        t.keep(1, "f", &attr(5));
+        assert!(!kept(&c));
+        drop(t);
+        assert!(c.create_ticket(Some((1, 2, 0))).is_none());
+
+        // Only files, and only files with a name.
+        let t = c.create_ticket(V).unwrap();
+        created_at(&c, 2001, 5);
+        let mut dir = attr(5);
+        dir.kind = NodeKind::Dir;
+        t.keep(1, "f", &dir);
+        let mut orphan = attr(5);
+        orphan.links = 0;
+        t.keep(1, "f", &orphan);
+        assert!(!kept(&c));
     }
 
     #[test]

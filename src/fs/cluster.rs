@@ -878,9 +878,36 @@ impl Backend for ClusterBackend {
                 uid: new.uid,
                 gid: new.gid,
             };
-            let created = s.create(child(parent, &name), owner, new.exclusive).await;
-            let (handle, a) = self.refused(created.map_err(errno), &[(parent, &name)])?;
-            Ok((self.remember(s.id, handle), attr(&a)))
+            // With a cache, the creation goes exclusive first: a file this mount made is new,
+            // so the answer can be kept and the kernel's next questions about it cost nothing
+            // (`CreateTicket::keep`). The kernel asks only after finding the name missing; if
+            // another host took it meanwhile (EEXIST), the open that may create goes as asked.
+            let ticket = self
+                .cache
+                .as_ref()
+                .and_then(|c| c.create_ticket(self.validity()));
+            let exclusive = new.exclusive || ticket.is_some();
+            let mut created = s
+                .create(child(parent, &name), owner, exclusive)
+                .await
+                .map_err(errno);
+            let mut kept = ticket;
+            if !new.exclusive && matches!(created, Err(Errno(libc::EEXIST))) && kept.is_some() {
+                kept = None;
+                if let Some(cache) = &self.cache {
+                    cache.forget_name(parent, &name);
+                }
+                created = s
+                    .create(child(parent, &name), owner, false)
+                    .await
+                    .map_err(errno);
+            }
+            let (handle, a) = self.refused(created, &[(parent, &name)])?;
+            let a = attr(&a);
+            if let Some(t) = &kept {
+                t.keep(parent, &name, &a);
+            }
+            Ok((self.remember(s.id, handle), a))
         })
     }
 
