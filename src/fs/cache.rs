@@ -159,8 +159,9 @@ impl Drop for CreateTicket<'_> {
 /// Most changes a creation in flight notes; past it, its answer is not kept.
 pub const MAX_HEARD: usize = 1024;
 
-/// What a creation in flight heard: (instance, log index) of each node a change named, as
-/// the node itself or, for a name that came or went, as its directory.
+/// What a creation in flight heard: (instance, log index) of the node each change was of. A
+/// change that names a node only as the directory of a name is not noted: the answer kept
+/// is a file's, and a file is no directory.
 #[derive(Default)]
 struct Heard {
     named: Vec<(u64, u64)>,
@@ -390,18 +391,13 @@ impl Cache {
 
     /// Notes the nodes the change `e` names for every creation in flight.
     fn note_creating(s: &mut State, e: &proto::WatchEvent) {
-        let dirs = matches!(e.change, Change::CREATED | Change::DELETED);
         for heard in s.creating.values_mut() {
-            if e.change == Change::RESYNC || heard.named.len() + 2 > MAX_HEARD {
+            if e.change == Change::RESYNC || heard.named.len() >= MAX_HEARD {
                 heard.lost = true;
                 heard.named.clear();
             }
-            if heard.lost {
-                continue;
-            }
-            heard.named.push((e.instance, e.index));
-            if dirs {
-                heard.named.push((e.parent, e.index));
+            if !heard.lost {
+                heard.named.push((e.instance, e.index));
             }
         }
     }
