@@ -9,8 +9,10 @@
 //! [`RaftLog::set_snapshot_opener`] named (the transport, which sends them in chunks).
 //!
 //! raft-rs asks for terms very often (every append it sends or receives), so the terms of the
-//! entries in the log are kept in memory; entries themselves are read from RocksDB, whose
-//! memtable holds the recent ones.
+//! entries in the log are kept in memory. It reads every entry back once it is committed, to
+//! apply it, and a leader reads entries again for a follower that fell behind: the newest
+//! entries (up to [`RECENT_BYTES`]) are kept in memory too, and older ones are read from
+//! RocksDB.
 //!
 //! Next to the conf state (which raft-rs knows: the ids of voters and learners) lies the member
 //! book (which it does not: each member's address and whether a learner should be promoted).
@@ -30,6 +32,16 @@ use super::{Result, StorageError, Store, WriteBatch, CF_RAFT};
 
 /// Records of a snapshot stream are handed over in batches of about this many bytes.
 const SNAPSHOT_BATCH: usize = 1024 * 1024;
+
+/// The newest entries kept in memory, counted as their encoded size plus their size in memory
+/// (see [`in_memory`]). Applying follows the log closely, so this only needs to cover what is
+/// appended but not yet applied, and what a follower a little behind still needs.
+pub const RECENT_BYTES: u64 = 4 * 1024 * 1024;
+
+/// What an entry of `encoded` bytes costs in memory, about: its data and its struct.
+fn in_memory(encoded: u64) -> u64 {
+    encoded + std::mem::size_of::<Entry>() as u64
+}
 
 /// Called when raft-rs wants a snapshot for `to` of the state at `index` with `members`: gives
 /// the sink for its records and the data its message carries.
@@ -80,6 +92,14 @@ pub struct RaftLog {
     snapshot: Snapshot,
     /// Terms of the entries `first_index ..= last_index`.
     terms: VecDeque<u64>,
+    /// The newest entries with their encoded sizes: always a suffix of the log (it ends at
+    /// `last_index`), holding at least the newest entry appended since the log was opened, and
+    /// no more than [`RECENT_BYTES`] unless that one entry alone is bigger.
+    recent: VecDeque<(Entry, u64)>,
+    /// What `recent` holds, counted as [`RECENT_BYTES`] says.
+    recent_bytes: u64,
+    /// [`RECENT_BYTES`], smaller in tests.
+    recent_limit: u64,
     /// The state machine's applied index as stored: what a snapshot made now contains.
     applied: u64,
     opener: Option<SnapshotOpener>,
@@ -138,6 +158,9 @@ impl RaftLog {
             members,
             snapshot,
             terms,
+            recent: VecDeque::new(),
+            recent_bytes: 0,
+            recent_limit: RECENT_BYTES,
             applied: 0,
             opener: None,
         })
@@ -202,13 +225,57 @@ impl RaftLog {
             batch.delete_range(CF_RAFT, &entry_key(first.index), &end);
             self.terms
                 .truncate((first.index - self.first_index()) as usize);
+            self.forget_recent_from(first.index);
         }
         for e in entries {
-            self.store
-                .put(batch, CF_RAFT, &entry_key(e.index), &encode_pb(e));
+            let encoded = encode_pb(e);
+            let size = encoded.len() as u64;
+            self.store.put(batch, CF_RAFT, &entry_key(e.index), &encoded);
             self.terms.push_back(e.term);
+            self.recent.push_back((e.clone(), size));
+            self.recent_bytes += in_memory(size);
+        }
+        while self.recent_bytes > self.recent_limit && self.recent.len() > 1 {
+            self.forget_oldest_recent();
         }
         Ok(())
+    }
+
+    /// Drops the entries at `index` and after from memory (a new leader replaced them).
+    fn forget_recent_from(&mut self, index: u64) {
+        while self.recent.back().is_some_and(|(e, _)| e.index >= index) {
+            let (_, size) = self.recent.pop_back().expect("checked above");
+            self.recent_bytes -= in_memory(size);
+        }
+    }
+
+    fn forget_oldest_recent(&mut self) {
+        if let Some((_, size)) = self.recent.pop_front() {
+            self.recent_bytes -= in_memory(size);
+        }
+    }
+
+    /// The entries `low..high` from memory, if memory has `low` (and so all after it).
+    fn recent_entries(&self, low: u64, high: u64, max_size: Option<u64>) -> Option<Vec<Entry>> {
+        let start = self.recent.front()?.0.index;
+        let skip = usize::try_from(low.checked_sub(start)?).ok()?;
+        if skip >= self.recent.len() {
+            return None;
+        }
+        let mut out = Vec::with_capacity((high - low).min(1024) as usize);
+        let mut size = 0u64;
+        for (e, bytes) in self.recent.range(skip..) {
+            if e.index >= high {
+                break;
+            }
+            size += bytes;
+            // raft-rs wants at least one entry even when it alone exceeds the limit.
+            if !out.is_empty() && max_size.is_some_and(|m| size > m) {
+                break;
+            }
+            out.push(e.clone());
+        }
+        Some(out)
     }
 
     pub fn stage_hard_state(&mut self, batch: &mut WriteBatch, hs: HardState) {
@@ -244,6 +311,8 @@ impl RaftLog {
         self.stage_hard_state(batch, hs);
         self.stage_conf_state(batch, meta.get_conf_state().clone());
         self.terms.clear();
+        self.recent.clear();
+        self.recent_bytes = 0;
         batch.delete_range(CF_RAFT, &entry_key(0), &entry_key(u64::MAX));
         self.store
             .put(batch, CF_RAFT, KEY_SNAPSHOT, &encode_pb(&snapshot));
@@ -263,6 +332,9 @@ impl RaftLog {
         }
         batch.delete_range(CF_RAFT, &entry_key(0), &entry_key(index + 1));
         self.terms.drain(..(index - self.snapshot_index()) as usize);
+        while self.recent.front().is_some_and(|(e, _)| e.index <= index) {
+            self.forget_oldest_recent();
+        }
         self.store
             .put(batch, CF_RAFT, KEY_SNAPSHOT, &encode_pb(&snapshot));
         self.snapshot = snapshot;
@@ -270,6 +342,9 @@ impl RaftLog {
     }
 
     fn read_entries(&self, low: u64, high: u64, max_size: Option<u64>) -> Result<Vec<Entry>> {
+        if let Some(entries) = self.recent_entries(low, high, max_size) {
+            return Ok(entries);
+        }
         let mut out = Vec::with_capacity((high - low).min(1024) as usize);
         let mut size = 0u64;
         self.store
@@ -279,11 +354,13 @@ impl RaftLog {
                     return Ok(false);
                 }
                 let value = Bytes::copy_from_slice(super::unseal(k, v, "log entry")?);
+                let len = value.len() as u64;
                 let entry: Entry = decode_pb(value, "log entry")?;
                 if entry.index >= high {
                     return Ok(false);
                 }
-                size += v.len() as u64;
+                // The entry as encoded, as it is counted in memory and in raft's messages.
+                size += len;
                 // raft-rs wants at least one entry even when it alone exceeds the limit.
                 if !out.is_empty() && max_size.is_some_and(|m| size > m) {
                     return Ok(false);
@@ -488,6 +565,56 @@ mod tests {
         assert_eq!(Storage::first_index(&log).unwrap(), 4);
         assert_eq!(Storage::last_index(&log).unwrap(), 4);
         assert_eq!(log.term(4).unwrap(), 2);
+    }
+
+    /// The entries kept in memory read exactly as the ones RocksDB holds, through overwrites,
+    /// compaction, size limits and entries that memory no longer holds.
+    #[test]
+    fn entries_in_memory_read_as_the_stored_log() {
+        let dir = crate::testdir::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let mut log = store.raft_log().unwrap();
+        log.recent_limit = 8 * in_memory(encode_pb(&entry(1, 1)).len() as u64);
+        append(&mut log, &(1..=10).map(|i| entry(i, 1)).collect::<Vec<_>>());
+        append(&mut log, &(11..=20).map(|i| entry(i, 1)).collect::<Vec<_>>());
+        // A new leader replaces the tail.
+        append(&mut log, &[entry(17, 2), entry(18, 2)]);
+        let mut snap = Snapshot::default();
+        snap.mut_metadata().index = 3;
+        snap.mut_metadata().term = 1;
+        let mut batch = WriteBatch::default();
+        log.stage_compact(&mut batch, snap).unwrap();
+        store.write(batch, true).unwrap();
+        // It held 13..=20, the newest 8; the new leader's entries replaced 17..=20.
+        assert_eq!(log.recent.front().map(|(e, _)| e.index), Some(13));
+        assert_eq!(log.recent.back().map(|(e, _)| (e.index, e.term)), Some((18, 2)));
+
+        // A log opened now reads every entry from RocksDB.
+        let stored = store.raft_log().unwrap();
+        assert!(stored.recent.is_empty());
+        let ctx = || GetEntriesContext::empty(false);
+        let one = encode_pb(&entry(1, 1)).len() as u64;
+        for low in 4..=18 {
+            for high in low + 1..=19 {
+                for max in [None, Some(1), Some(3 * one + one / 2)] {
+                    let got = log.entries(low, high, max, ctx()).unwrap();
+                    let want = stored.entries(low, high, max, ctx()).unwrap();
+                    assert_eq!(got, want, "entries {low}..{high} at most {max:?} bytes");
+                    assert_eq!(got.first().map(|e| e.index), Some(low));
+                }
+            }
+        }
+        // Memory is emptied when a snapshot replaces the log.
+        let mut snap = Snapshot::default();
+        snap.mut_metadata().index = 30;
+        snap.mut_metadata().term = 3;
+        let mut batch = WriteBatch::default();
+        log.stage_install_snapshot(&mut batch, snap);
+        store.write(batch, true).unwrap();
+        assert!(log.recent.is_empty());
+        append(&mut log, &[entry(31, 3)]);
+        let got = log.entries(31, 32, None, ctx()).unwrap();
+        assert_eq!(got, vec![entry(31, 3)]);
     }
 
     #[test]
