@@ -1537,16 +1537,14 @@ impl Node {
 
         let mut batch = WriteBatch::default();
         let mut dirty = false;
+        // The hard state first: entries written now take a new commit index along.
+        if let Some(hs) = ready.hs() {
+            dirty |= self.raw.mut_store().take_hard_state(&mut batch, hs.clone());
+        }
         if !ready.entries().is_empty() {
             self.raw
                 .mut_store()
                 .stage_append(&mut batch, ready.entries())?;
-            dirty = true;
-        }
-        if let Some(hs) = ready.hs() {
-            self.raw
-                .mut_store()
-                .stage_hard_state(&mut batch, hs.clone());
             dirty = true;
         }
         if dirty {
@@ -1566,9 +1564,12 @@ impl Node {
 
         let mut light = self.raw.advance(ready);
         if let Some(commit) = light.commit_index() {
+            let mut hs = self.raw.store().hard_state().clone();
+            hs.commit = commit;
             let mut batch = WriteBatch::default();
-            self.raw.mut_store().stage_commit(&mut batch, commit);
-            self.store.write(batch, false)?;
+            if self.raw.mut_store().take_hard_state(&mut batch, hs) {
+                self.store.write(batch, false)?;
+            }
         }
         self.send(light.take_messages());
         self.apply(light.take_committed_entries())?;

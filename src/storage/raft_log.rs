@@ -90,6 +90,8 @@ pub struct RaftLog {
     members: Members,
     /// The latest snapshot: the log before `snapshot.index + 1` is gone.
     snapshot: Snapshot,
+    /// Whether `hard_state` has a commit index newer than the one last staged.
+    commit_unstaged: bool,
     /// Terms of the entries `first_index ..= last_index`.
     terms: VecDeque<u64>,
     /// The newest entries with their encoded sizes: always a suffix of the log (it ends at
@@ -157,6 +159,7 @@ impl RaftLog {
             conf_state,
             members,
             snapshot,
+            commit_unstaged: false,
             terms,
             recent: VecDeque::new(),
             recent_bytes: 0,
@@ -230,13 +233,17 @@ impl RaftLog {
         for e in entries {
             let encoded = encode_pb(e);
             let size = encoded.len() as u64;
-            self.store.put(batch, CF_RAFT, &entry_key(e.index), &encoded);
+            self.store
+                .put(batch, CF_RAFT, &entry_key(e.index), &encoded);
             self.terms.push_back(e.term);
             self.recent.push_back((e.clone(), size));
             self.recent_bytes += in_memory(size);
         }
         while self.recent_bytes > self.recent_limit && self.recent.len() > 1 {
             self.forget_oldest_recent();
+        }
+        if self.commit_unstaged {
+            self.stage_hard_state(batch, self.hard_state.clone());
         }
         Ok(())
     }
@@ -282,6 +289,24 @@ impl RaftLog {
         self.store
             .put(batch, CF_RAFT, KEY_HARD_STATE, &encode_pb(&hs));
         self.hard_state = hs;
+        self.commit_unstaged = false;
+    }
+
+    /// Takes raft-rs's new hard state. A new term or vote is staged in `batch` at once (it must
+    /// be on disk before any message that depends on it leaves), and true is returned. A new
+    /// commit index alone is only remembered, and staged with the next entries
+    /// ([`RaftLog::stage_append`]): that saves a write per commit. The stored commit index
+    /// may so lag behind; recovery catches it up to the applied index, and Raft needs no
+    /// more (raft-rs does not ask for it to be synced either: a restarted member learns later
+    /// commits from the leader).
+    pub fn take_hard_state(&mut self, batch: &mut WriteBatch, hs: HardState) -> bool {
+        if hs.term == self.hard_state.term && hs.vote == self.hard_state.vote {
+            self.commit_unstaged |= hs.commit != self.hard_state.commit;
+            self.hard_state = hs;
+            return false;
+        }
+        self.stage_hard_state(batch, hs);
+        true
     }
 
     pub fn stage_commit(&mut self, batch: &mut WriteBatch, commit: u64) {
@@ -576,7 +601,10 @@ mod tests {
         let mut log = store.raft_log().unwrap();
         log.recent_limit = 8 * in_memory(encode_pb(&entry(1, 1)).len() as u64);
         append(&mut log, &(1..=10).map(|i| entry(i, 1)).collect::<Vec<_>>());
-        append(&mut log, &(11..=20).map(|i| entry(i, 1)).collect::<Vec<_>>());
+        append(
+            &mut log,
+            &(11..=20).map(|i| entry(i, 1)).collect::<Vec<_>>(),
+        );
         // A new leader replaces the tail.
         append(&mut log, &[entry(17, 2), entry(18, 2)]);
         let mut snap = Snapshot::default();
@@ -587,7 +615,10 @@ mod tests {
         store.write(batch, true).unwrap();
         // It held 13..=20, the newest 8; the new leader's entries replaced 17..=20.
         assert_eq!(log.recent.front().map(|(e, _)| e.index), Some(13));
-        assert_eq!(log.recent.back().map(|(e, _)| (e.index, e.term)), Some((18, 2)));
+        assert_eq!(
+            log.recent.back().map(|(e, _)| (e.index, e.term)),
+            Some((18, 2))
+        );
 
         // A log opened now reads every entry from RocksDB.
         let stored = store.raft_log().unwrap();
@@ -615,6 +646,43 @@ mod tests {
         append(&mut log, &[entry(31, 3)]);
         let got = log.entries(31, 32, None, ctx()).unwrap();
         assert_eq!(got, vec![entry(31, 3)]);
+    }
+
+    /// A new commit index alone is written with the next entries; a new term or vote at once.
+    #[test]
+    fn a_commit_index_alone_waits_for_the_next_entries() {
+        let dir = crate::testdir::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let mut log = store.raft_log().unwrap();
+        append(&mut log, &[entry(1, 1), entry(2, 1)]);
+        let stored = |store: &Store| store.raft_log().unwrap().hard_state().clone();
+        let hs = |term, vote, commit| HardState {
+            term,
+            vote,
+            commit,
+            ..Default::default()
+        };
+        let mut batch = WriteBatch::default();
+        assert!(log.take_hard_state(&mut batch, hs(1, 1, 0)), "a vote");
+        store.write(batch, true).unwrap();
+        assert_eq!(stored(&store), hs(1, 1, 0));
+
+        let mut batch = WriteBatch::default();
+        assert!(!log.take_hard_state(&mut batch, hs(1, 1, 1)));
+        assert!(!log.take_hard_state(&mut batch, hs(1, 1, 2)));
+        store.write(batch, true).unwrap();
+        assert_eq!(log.hard_state(), &hs(1, 1, 2), "known here");
+        assert_eq!(stored(&store), hs(1, 1, 0), "not written yet");
+        append(&mut log, &[entry(3, 1)]);
+        assert_eq!(stored(&store), hs(1, 1, 2), "written with the entries");
+        append(&mut log, &[entry(4, 1)]);
+        assert_eq!(stored(&store), hs(1, 1, 2));
+
+        let mut batch = WriteBatch::default();
+        assert!(!log.take_hard_state(&mut batch, hs(1, 1, 3)));
+        assert!(log.take_hard_state(&mut batch, hs(2, 0, 3)), "a new term");
+        store.write(batch, true).unwrap();
+        assert_eq!(stored(&store), hs(2, 0, 3));
     }
 
     #[test]
