@@ -49,6 +49,7 @@ use super::echo::{self, Echoes, Replay};
 use super::errors::to_kernel;
 use super::kernel;
 use super::lock_loss::{self, Policy as LockLossPolicy};
+use super::lock_style;
 use super::locks::{self, KernelLock};
 use super::metrics::{MountMetrics, Timing};
 use super::open_files::{self, Ephemeral, OpenFile, OpenFiles};
@@ -76,6 +77,8 @@ pub struct Inner {
     /// `on_lock_loss` (`lock_loss.rs`): the policy, and the locks held here and by whom.
     pub lock_loss: std::sync::OnceLock<LockLossPolicy>,
     pub holders: lock_loss::Holders,
+    /// Tells flock(2) requests from fcntl(2) ones (`lock_style.rs`).
+    pub callers: lock_style::CallerFiles,
 }
 
 /// How many writes this mount made to each file (a number that only grows), for
@@ -230,6 +233,7 @@ impl LockFs {
                 metrics,
                 lock_loss: std::sync::OnceLock::new(),
                 holders: lock_loss::Holders::default(),
+                callers: lock_style::CallerFiles::default(),
             }),
             runtime,
             cluster: Vec::new(),

@@ -12,16 +12,62 @@
 //! it cannot tell (no access, pid 0 from another pid namespace), the request is taken as POSIX
 //! with the kernel's owner; such a lock is still released when its open file description is
 //! released (see `owners.rs`), so a misjudged flock lock never outlives its file.
+//!
+//! Opening the file costs more than reading it (a path lookup in /proc, then a size query and
+//! three reads to get to the end of it), and a process that locks in a loop asks from the
+//! same thread every time: [`CallerFiles`] keeps the files of the latest callers open and
+//! reads each with one `pread`. An open file stays bound to its thread: once the thread is
+//! gone, reading it fails (even if a new thread got the same number), and it is opened anew.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::sync::Mutex;
 
 use super::backend::LockStyle;
 
-/// The style of the lock request that thread `tid` is making right now, if we can tell.
-pub fn of_caller(tid: u32) -> Option<LockStyle> {
-    if tid == 0 {
-        return None;
+/// `/proc/<tid>/syscall` files of the latest callers, kept open. At most [`CallerFiles::KEEP`].
+#[derive(Default)]
+pub struct CallerFiles {
+    files: Mutex<HashMap<u32, File>>,
+}
+
+impl CallerFiles {
+    /// Threads whose file stays open; past this, one of them (any) is closed.
+    pub const KEEP: usize = 64;
+
+    /// The style of the lock request that thread `tid` is making right now, if we can tell.
+    pub fn style_of(&self, tid: u32) -> Option<LockStyle> {
+        if tid == 0 {
+            return None;
+        }
+        // The line is at most 9 numbers, under 200 bytes.
+        let mut buf = [0u8; 256];
+        let kept = self.files.lock().expect("poisoned").remove(&tid);
+        let read = |file: &File, buf: &mut [u8]| file.read_at(buf, 0).ok().filter(|n| *n > 0);
+        let (file, n) = match kept.and_then(|f| read(&f, &mut buf).map(|n| (f, n))) {
+            Some(kept) => kept,
+            None => {
+                let file = File::open(format!("/proc/{tid}/syscall")).ok()?;
+                let n = read(&file, &mut buf)?;
+                (file, n)
+            }
+        };
+        let style = style_of_syscall(std::str::from_utf8(&buf[..n]).ok()?);
+        let mut files = self.files.lock().expect("poisoned");
+        if files.len() >= Self::KEEP {
+            let any = *files.keys().next().expect("not empty");
+            files.remove(&any);
+        }
+        files.insert(tid, file);
+        style
     }
-    let text = std::fs::read_to_string(format!("/proc/{tid}/syscall")).ok()?;
-    style_of_syscall(&text)
+
+    /// How many files are open.
+    #[cfg(test)]
+    fn open(&self) -> usize {
+        self.files.lock().expect("poisoned").len()
+    }
 }
 
 /// The first field of `/proc/<tid>/syscall` is the number of the system call the thread is
@@ -60,5 +106,57 @@ mod tests {
         assert_eq!(style_of_syscall("running\n"), None);
         assert_eq!(style_of_syscall("-1 0x7ffd 0x7f00\n"), None);
         assert_eq!(style_of_syscall(""), None);
+    }
+
+    /// A thread blocked in flock(2) and one blocked in fcntl(2) are told apart, again with
+    /// their files kept open; a thread gone is not mistaken for anything; at most `KEEP` files
+    /// stay open.
+    #[test]
+    fn tells_blocked_threads_apart_with_files_kept_open() {
+        let dir = crate::testdir::tempdir().unwrap();
+        let path = dir.path().join("f");
+        std::fs::write(&path, b"").unwrap();
+        let holder = File::open(&path).unwrap();
+        let held = |fd: i32| {
+            let r = unsafe { libc::flock(fd, libc::LOCK_EX | libc::LOCK_NB) };
+            assert_eq!(r, 0);
+        };
+        held(std::os::fd::AsRawFd::as_raw_fd(&holder));
+        let files = CallerFiles::default();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let blocked_in_flock = {
+            let path = path.clone();
+            std::thread::spawn(move || {
+                tx.send(unsafe { libc::gettid() } as u32).unwrap();
+                let f = File::open(&path).unwrap();
+                let fd = std::os::fd::AsRawFd::as_raw_fd(&f);
+                assert_eq!(unsafe { libc::flock(fd, libc::LOCK_EX) }, 0);
+            })
+        };
+        let tid = rx.recv().unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while files.style_of(tid) != Some(LockStyle::Flock) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "never saw it in flock"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        for _ in 0..3 {
+            assert_eq!(files.style_of(tid), Some(LockStyle::Flock));
+        }
+        assert_eq!(files.open(), 1);
+        drop(holder);
+        blocked_in_flock.join().unwrap();
+        // The thread is gone: its kept file reads nothing, and its number names no thread.
+        assert_eq!(files.style_of(tid), None);
+
+        // This thread is in no lock call while it asks about itself.
+        let me = unsafe { libc::gettid() } as u32;
+        assert_eq!(files.style_of(me), None);
+        for tid in 1..=(CallerFiles::KEEP as u32 + 10) {
+            let _ = files.style_of(tid);
+        }
+        assert!(files.open() <= CallerFiles::KEEP);
     }
 }

@@ -31,7 +31,7 @@ use super::backend::{Errno, Grant, LockKind, LockReply, LockSpec, LockStyle};
 use super::filesystem::Inner;
 use super::lock_loss::LockKey;
 use super::open_files::OpenFile;
-use super::{lock_style, signal};
+use super::signal;
 
 /// The kernel's "to the end of the file" (`OFFSET_MAX`).
 const OFFSET_MAX: u64 = i64::MAX as u64;
@@ -77,7 +77,7 @@ fn kind_of(typ: i32) -> Result<LockKind, Errno> {
 /// SETLK (`sleep == false`) and SETLKW.
 pub async fn setlk(inner: &Inner, req: KernelLock, sleep: bool) -> Result<(), Errno> {
     let file = inner.files.get(req.fh)?;
-    let style = lock_style::of_caller(req.tid).unwrap_or_else(|| {
+    let style = inner.callers.style_of(req.tid).unwrap_or_else(|| {
         log::debug!("cannot tell flock from fcntl for thread {}: POSIX", req.tid);
         LockStyle::Posix
     });
