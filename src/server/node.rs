@@ -1995,8 +1995,9 @@ impl Node {
                         Some((EntryKind::Command, format)) => {
                             Some(self.apply_envelope(&entry, format, &mut expiries))
                         }
-                        // The entry read back as it was written (the store checks that), so
-                        // every replica holds these same bytes and skips them alike.
+                        // The entry is as it was written (kept in memory, or read back from
+                        // the store, which checks its seal), so every replica holds these same
+                        // bytes and skips them alike.
                         Some((EntryKind::Change, _)) | None => {
                             log::error!(
                                 "log entry {} has a context no lockfs writes; skipped",
@@ -2146,8 +2147,9 @@ impl Node {
                 self.count_applied(entry.index, &envelope.command, &result, expiries);
                 result.map_err(ServerError::from)
             }
-            // The entry read back as it was written (the store checks that), so every replica
-            // holds these same bytes and skips them alike.
+            // The entry is as it was written (kept in memory, or read back from the store,
+            // which checks its seal), so every replica holds these same bytes and skips them
+            // alike.
             Err(e) => {
                 log::error!("log entry {} cannot be decoded: {e}; skipped", entry.index);
                 Err(
