@@ -108,48 +108,77 @@ mod tests {
         assert_eq!(style_of_syscall(""), None);
     }
 
+    /// Waits until thread `tid` is seen in a lock call of `style`, then asks three times more
+    /// (through the kept file).
+    fn seen_in(files: &CallerFiles, tid: u32, style: LockStyle) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while files.style_of(tid) != Some(style) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "thread {tid} never seen in {style:?}"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        for _ in 0..3 {
+            assert_eq!(files.style_of(tid), Some(style));
+        }
+    }
+
     /// A thread blocked in flock(2) and one blocked in fcntl(2) are told apart, again with
     /// their files kept open; a thread gone is not mistaken for anything; at most `KEEP` files
     /// stay open.
     #[test]
     fn tells_blocked_threads_apart_with_files_kept_open() {
+        use std::os::fd::AsRawFd;
         let dir = crate::testdir::tempdir().unwrap();
         let path = dir.path().join("f");
         std::fs::write(&path, b"").unwrap();
-        let holder = File::open(&path).unwrap();
-        let held = |fd: i32| {
-            let r = unsafe { libc::flock(fd, libc::LOCK_EX | libc::LOCK_NB) };
-            assert_eq!(r, 0);
+        // An open file description lock (fcntl, F_OFD_*) conflicts with another open file
+        // description even in the same process, unlike a classic POSIX lock.
+        let ofd = |fd: i32, cmd: i32| {
+            let mut fl: libc::flock = unsafe { std::mem::zeroed() };
+            fl.l_type = libc::F_WRLCK as libc::c_short;
+            fl.l_whence = libc::SEEK_SET as libc::c_short;
+            unsafe { libc::fcntl(fd, cmd, &fl) }
         };
-        held(std::os::fd::AsRawFd::as_raw_fd(&holder));
+        let holder = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&path)
+            .unwrap();
+        assert_eq!(unsafe { libc::flock(holder.as_raw_fd(), libc::LOCK_EX) }, 0);
+        assert_eq!(ofd(holder.as_raw_fd(), libc::F_OFD_SETLK), 0);
         let files = CallerFiles::default();
-        let (tx, rx) = std::sync::mpsc::channel();
-        let blocked_in_flock = {
+        let waiter = |fcntl: bool| {
             let path = path.clone();
-            std::thread::spawn(move || {
+            let (tx, rx) = std::sync::mpsc::channel();
+            let thread = std::thread::spawn(move || {
                 tx.send(unsafe { libc::gettid() } as u32).unwrap();
-                let f = File::open(&path).unwrap();
-                let fd = std::os::fd::AsRawFd::as_raw_fd(&f);
-                assert_eq!(unsafe { libc::flock(fd, libc::LOCK_EX) }, 0);
-            })
+                let f = std::fs::OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .open(&path)
+                    .unwrap();
+                let r = if fcntl {
+                    ofd(f.as_raw_fd(), libc::F_OFD_SETLKW)
+                } else {
+                    unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) }
+                };
+                assert_eq!(r, 0);
+            });
+            (thread, rx.recv().unwrap())
         };
-        let tid = rx.recv().unwrap();
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-        while files.style_of(tid) != Some(LockStyle::Flock) {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "never saw it in flock"
-            );
-            std::thread::sleep(std::time::Duration::from_millis(10));
-        }
-        for _ in 0..3 {
-            assert_eq!(files.style_of(tid), Some(LockStyle::Flock));
-        }
-        assert_eq!(files.open(), 1);
+        let (in_flock, flock_tid) = waiter(false);
+        let (in_fcntl, fcntl_tid) = waiter(true);
+        seen_in(&files, flock_tid, LockStyle::Flock);
+        seen_in(&files, fcntl_tid, LockStyle::Posix);
+        assert_eq!(files.open(), 2);
         drop(holder);
-        blocked_in_flock.join().unwrap();
-        // The thread is gone: its kept file reads nothing, and its number names no thread.
-        assert_eq!(files.style_of(tid), None);
+        in_flock.join().unwrap();
+        in_fcntl.join().unwrap();
+        // The threads are gone: their kept files read nothing, their numbers name no thread.
+        assert_eq!(files.style_of(flock_tid), None);
+        assert_eq!(files.style_of(fcntl_tid), None);
 
         // This thread is in no lock call while it asks about itself.
         let me = unsafe { libc::gettid() } as u32;
