@@ -1564,12 +1564,7 @@ impl Node {
 
         let mut light = self.raw.advance(ready);
         if let Some(commit) = light.commit_index() {
-            let mut hs = self.raw.store().hard_state().clone();
-            hs.commit = commit;
-            let mut batch = WriteBatch::default();
-            if self.raw.mut_store().take_hard_state(&mut batch, hs) {
-                self.store.write(batch, false)?;
-            }
+            self.raw.mut_store().note_commit(commit);
         }
         self.send(light.take_messages());
         self.apply(light.take_committed_entries())?;

@@ -301,12 +301,18 @@ impl RaftLog {
     /// commits from the leader).
     pub fn take_hard_state(&mut self, batch: &mut WriteBatch, hs: HardState) -> bool {
         if hs.term == self.hard_state.term && hs.vote == self.hard_state.vote {
-            self.commit_unstaged |= hs.commit != self.hard_state.commit;
-            self.hard_state = hs;
+            self.note_commit(hs.commit);
             return false;
         }
         self.stage_hard_state(batch, hs);
         true
+    }
+
+    /// Remembers a new commit index, to be staged with the next entries (see
+    /// [`RaftLog::take_hard_state`]).
+    pub fn note_commit(&mut self, commit: u64) {
+        self.commit_unstaged |= commit != self.hard_state.commit;
+        self.hard_state.commit = commit;
     }
 
     pub fn stage_commit(&mut self, batch: &mut WriteBatch, commit: u64) {
