@@ -11,7 +11,8 @@ goes through the client a user of that system would use:
 - lockfs through two mounts (`echo >`, `cat` and flock(2), as a shell or program does), and for
   writes also through the CLI protocol (`lockfs bench write`).
 
-Workloads: sequential write, linearizable read, uncontended lock acquire+release, contended lock
+Workloads: sequential write (of keys that exist), sequential creation of new keys (new files
+through a mount), linearizable read, uncontended lock acquire+release, contended lock
 hand-offs per second (4 and 32 contenders, each its own client process), time from a lock
 holder's crash to the next holder (kill -9 of the holding process, and of its whole
 host/session), leader kill -9 to the next acknowledged write, and writes per second with 64
@@ -422,6 +423,9 @@ class EtcdClient:
     def put(self, key, value):
         self.c.put("/bench/" + key, value)
 
+    def create(self, key, value):
+        self.c.put("/bench/" + key, value)  # a new key is put like any other
+
     def get(self, key):
         return self.c.get("/bench/" + key)[0]  # linearizable unless serializable=True
 
@@ -461,6 +465,9 @@ class ZkClient:
             self.zk.set(path, value.encode())
         except NoNodeError:
             self.zk.create(path, value.encode(), makepath=True)
+
+    def create(self, key, value):
+        self.zk.create("/bench/" + key, value.encode())
 
     def get(self, key):
         path = "/bench/" + key
@@ -505,6 +512,9 @@ class MountClient:
         finally:
             os.close(fd)
 
+    def create(self, key, value):
+        self.put(key, value)  # `echo > file` of a name that does not exist yet
+
     def get(self, key):
         with open(os.path.join(self.root, "bench", key), "rb") as f:
             return f.read()
@@ -547,10 +557,23 @@ def summary(samples):
 
 
 def wl_write(spec, opts):
+    """Replaces the contents of existing keys (every key is written once before the timing:
+    the first write of a key is a creation, measured by `wl_create`)."""
     c = make_client(spec)
     try:
-        c.put("w", "warm")
+        for i in range(64):
+            c.put(f"w{i}", "warm")
         return summary(latencies(lambda i: c.put(f"w{i % 64}", "x" * 64), opts.count))
+    finally:
+        c.close()
+
+
+def wl_create(spec, opts):
+    """Creates new keys, one after another: a new file through a mount."""
+    c = make_client(spec)
+    try:
+        c.put("c-warm", "warm")
+        return summary(latencies(lambda i: c.create(f"c{i}", "x" * 64), max(opts.count // 4, 10)))
     finally:
         c.close()
 
@@ -801,6 +824,7 @@ def run_system(system, opts, record):
         spec = system.spec
         steps = [
             ("write", lambda: wl_write(spec, opts)),
+            ("create", lambda: wl_create(spec, opts)),
             ("read", lambda: wl_read(spec, opts)),
             ("lock", lambda: wl_lock(spec, opts)),
             ("contended_4", lambda: wl_contended(spec, opts, 4)),
@@ -812,7 +836,7 @@ def run_system(system, opts, record):
         ]
         if system.name == "lockfs":
             steps[1:1] = [("write_cli", lambda: lockfs_cli_write(system, opts, 1))]
-            steps.insert(7, ("writes_64_cli", lambda: lockfs_cli_write(system, opts, 64)))
+            steps.insert(8, ("writes_64_cli", lambda: lockfs_cli_write(system, opts, 64)))
         for name, step in steps:
             if opts.only and name not in opts.only:
                 continue

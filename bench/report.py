@@ -17,6 +17,8 @@ SYSTEMS = [("etcd", "etcd"), ("zookeeper", "ZooKeeper"), ("lockfs", "lockfs")]
 ROWS = [
     ("sequential write p50", "ms", True, "write", "p50_ms", "write_cli"),
     ("sequential write p99", "ms", True, "write", "p99_ms", "write_cli"),
+    ("create p50 (a new key or file)", "ms", True, "create", "p50_ms", None),
+    ("create p99 (a new key or file)", "ms", True, "create", "p99_ms", None),
     ("linearizable read p50", "ms", True, "read", "p50_ms", None),
     ("lock acquire+release p50 (uncontended)", "ms", True, "lock", "p50_ms", None),
     ("lock acquire+release p99 (uncontended)", "ms", True, "lock", "p99_ms", None),

@@ -10,8 +10,9 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 
 const SYSTEMS: [&str; 3] = ["etcd", "zookeeper", "lockfs"];
-const WORKLOADS: [&str; 9] = [
+const WORKLOADS: [&str; 10] = [
     "write",
+    "create",
     "read",
     "lock",
     "contended_4",
