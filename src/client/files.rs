@@ -32,6 +32,16 @@ impl At<'_> {
     }
 }
 
+/// An open that may have created its file.
+#[derive(Debug, Clone)]
+pub struct Created {
+    pub handle: u64,
+    pub attr: proto::Attr,
+    /// Only if this very request created the file: the creation's log index, and the
+    /// directory's attributes right after it.
+    pub dir: Option<(u64, proto::Attr)>,
+}
+
 /// Who owns a new node, and its permission bits.
 #[derive(Debug, Clone, Copy)]
 pub struct Owner {
@@ -217,20 +227,25 @@ impl Session {
     }
 
     /// Opens the file `at`, creating it if it is missing (with `exclusive`, failing with
-    /// EEXIST if it is not): its handle and attributes.
+    /// EEXIST if it is not).
     pub async fn create(
         &self,
         at: At<'_>,
         owner: Owner,
         exclusive: bool,
-    ) -> Result<(u64, proto::Attr), ClientError> {
+    ) -> Result<Created, ClientError> {
         let mut m = proto::Open::new();
         m.set_at(at.target());
         m.create = true;
         (m.mode, m.uid, m.gid) = (owner.mode, owner.uid, owner.gid);
         m.exclusive = exclusive;
         let mut o = answer::opened("create", self.call(Op::open(m)).await?)?;
-        Ok((o.handle, o.take_attr()))
+        let dir = o.has_dir().then(|| (o.created_at, o.take_dir()));
+        Ok(Created {
+            handle: o.handle,
+            attr: o.take_attr(),
+            dir,
+        })
     }
 
     /// Writes into file `ino`; no handle is needed, only this session.

@@ -134,8 +134,8 @@ impl CreateTicket<'_> {
         let mut indexes: Vec<u64> = heard
             .named
             .iter()
-            .filter(|(ino, _)| *ino == attr.ino)
-            .map(|(_, index)| *index)
+            .filter(|c| c.instance == attr.ino)
+            .map(|c| c.index)
             .collect();
         indexes.dedup();
         if indexes.len() != 1 {
@@ -148,6 +148,44 @@ impl CreateTicket<'_> {
         s.attrs.insert(attr.ino, attr.clone());
         s.names.insert((dir, name.to_string()), Some(attr.ino));
     }
+
+    /// Keeps the attributes of the directory the file was created in, as the creation's
+    /// answer gave them (`dir`, right after the creation at log index `index`), if nothing
+    /// is kept of them and they are its latest: the cache is still valid under the ticket's
+    /// registration and did not start over, it heard every change since the ticket was taken,
+    /// the creation among them, and no change of the directory after the creation (a name
+    /// made or removed in it, or a change of the directory itself).
+    ///
+    /// Why that suffices: the creation's own change drops the directory's attributes when it
+    /// is heard, and the leader answers a read that shows a later change of the directory
+    /// only once this cache acknowledged that change (see `crate::server::cache`). So
+    /// whatever is kept of the directory by now was read after the creation, and is kept
+    /// as it is; and if nothing is, no later state of the directory was shown on this host
+    /// without its change having been heard here.
+    pub fn keep_dir(&self, index: u64, dir: &FileAttr) {
+        let mut s = self.cache.lock();
+        if dir.kind != NodeKind::Dir || s.valid != Some(self.valid) || s.clears != self.clears {
+            return;
+        }
+        let Some(heard) = s.creating.get(&self.id) else {
+            return;
+        };
+        let of_dir = |c: &&HeardChange| c.instance == dir.ino || c.dir_of_name == Some(dir.ino);
+        let creation = heard
+            .named
+            .iter()
+            .filter(of_dir)
+            .any(|c| c.index == index && c.dir_of_name == Some(dir.ino));
+        let later = heard.named.iter().filter(of_dir).any(|c| c.index > index);
+        if heard.lost || !creation || later || s.attrs.contains_key(&dir.ino) {
+            return;
+        }
+        if s.items() >= MAX_ITEMS {
+            s.clear();
+            return;
+        }
+        s.attrs.insert(dir.ino, dir.clone());
+    }
 }
 
 impl Drop for CreateTicket<'_> {
@@ -159,12 +197,20 @@ impl Drop for CreateTicket<'_> {
 /// Most changes a creation in flight notes; past it, its answer is not kept.
 pub const MAX_HEARD: usize = 1024;
 
-/// What a creation in flight heard: (instance, log index) of the node each change was of. A
-/// change that names a node only as the directory of a name is not noted: the answer kept
-/// is a file's, and a file is no directory.
+/// One change a creation in flight heard.
+struct HeardChange {
+    /// The node the change was of.
+    instance: u64,
+    /// For a name made or removed (or a resync): the directory of the name, whose
+    /// attributes the change moved too.
+    dir_of_name: Option<u64>,
+    index: u64,
+}
+
+/// What a creation in flight heard.
 #[derive(Default)]
 struct Heard {
-    named: Vec<(u64, u64)>,
+    named: Vec<HeardChange>,
     /// Changes went unheard (a resync), or more than [`MAX_HEARD`] came.
     lost: bool,
 }
@@ -397,7 +443,12 @@ impl Cache {
                 heard.named.clear();
             }
             if !heard.lost {
-                heard.named.push((e.instance, e.index));
+                let names = matches!(e.change, Change::CREATED | Change::DELETED);
+                heard.named.push(HeardChange {
+                    instance: e.instance,
+                    dir_of_name: names.then_some(e.parent),
+                    index: e.index,
+                });
             }
         }
     }
@@ -750,6 +801,85 @@ mod tests {
         orphan.links = 0;
         not_kept(&c, |c| created_at(c, 2002, 5), &orphan);
         assert!(c.lock().creating.is_empty());
+    }
+
+    fn dir_attr(ino: u64, children: u64) -> FileAttr {
+        FileAttr {
+            kind: NodeKind::Dir,
+            children,
+            links: 2,
+            ..attr(ino)
+        }
+    }
+
+    /// Takes a creation ticket, lets `heard` happen, and offers the answer's directory
+    /// (directory 1 right after a creation at index 10): whether it was kept.
+    fn dir_kept(c: &Cache, heard: impl FnOnce(&Cache)) -> bool {
+        let t = c.create_ticket(V).unwrap();
+        heard(c);
+        t.keep_dir(10, &dir_attr(1, 3));
+        let kept = c.attr(V, 1) == Some(dir_attr(1, 3));
+        drop(t);
+        c.lock().attrs.remove(&1);
+        kept
+    }
+
+    #[test]
+    fn a_creation_answer_keeps_its_directory_only_if_no_later_change_of_it_was_heard() {
+        let c = serving();
+        // The creation heard, with changes of other directories and files around it, and a
+        // later write of a file in the directory (which moves nothing of the directory).
+        assert!(dir_kept(&c, |c| {
+            c.apply(&change_at(9, Change::CREATED, 6, 2));
+            created_at(c, 10, 5);
+            c.apply(&change_at(11, Change::CREATED, 7, 2));
+            c.apply(&change_at(12, Change::MODIFIED, 8, 1));
+        }));
+        // The creation not heard (yet): nothing says the cache dropped what it held before.
+        assert!(!dir_kept(&c, |c| {
+            c.apply(&change_at(9, Change::CREATED, 6, 1));
+        }));
+        // A later name made or removed in the directory, or a later change of the directory
+        // itself.
+        for later in [
+            change_at(11, Change::CREATED, 7, 1),
+            change_at(11, Change::DELETED, 5, 1),
+            change_at(11, Change::ATTRIB, 1, 0),
+            change_at(11, Change::DELETED, 1, 0),
+        ] {
+            assert!(
+                !dir_kept(&c, |c| {
+                    created_at(c, 10, 5);
+                    c.apply(&later);
+                }),
+                "kept after {later:?}"
+            );
+        }
+        // Changes may have gone unheard.
+        assert!(!dir_kept(&c, |c| {
+            created_at(c, 10, 5);
+            c.apply(&change_at(11, Change::RESYNC, 0, 0));
+        }));
+        // The cache started over meanwhile.
+        assert!(!dir_kept(&c, |c| {
+            created_at(c, 10, 5);
+            c.flush();
+            c.serve_under((1, 1, 0));
+        }));
+        // Something kept of the directory since the creation was read after it: it stays.
+        let t = c.create_ticket(V).unwrap();
+        created_at(&c, 10, 5);
+        let ticket = c.ticket(V).unwrap();
+        c.keep_attr(ticket, &dir_attr(1, 4));
+        t.keep_dir(10, &dir_attr(1, 3));
+        assert_eq!(c.attr(V, 1), Some(dir_attr(1, 4)));
+        // Only a directory's attributes.
+        drop(t);
+        c.lock().attrs.remove(&1);
+        let t = c.create_ticket(V).unwrap();
+        created_at(&c, 10, 5);
+        t.keep_dir(10, &attr(1));
+        assert_eq!(c.attr(V, 1), None);
     }
 
     #[test]

@@ -902,12 +902,15 @@ impl Backend for ClusterBackend {
                     .await
                     .map_err(errno);
             }
-            let (handle, a) = self.refused(created, &[(parent, &name)])?;
-            let a = attr(&a);
+            let created = self.refused(created, &[(parent, &name)])?;
+            let a = attr(&created.attr);
             if let Some(t) = &kept {
                 t.keep(parent, &name, &a);
+                if let Some((index, dir)) = &created.dir {
+                    t.keep_dir(*index, &attr(dir));
+                }
             }
-            Ok((self.remember(s.id, handle), a))
+            Ok((self.remember(s.id, created.handle), a))
         })
     }
 

@@ -462,10 +462,18 @@ pub fn outcome(o: Outcome) -> Res {
             p.secret = secret.to_be_bytes().to_vec();
             Res::session(p)
         }
-        Outcome::Opened { handle, attr: a } => {
+        Outcome::Opened {
+            handle,
+            attr: a,
+            created_in,
+        } => {
             let mut p = proto::Opened::new();
             p.handle = handle;
             p.set_attr(attr(&a));
+            if let Some((index, dir)) = created_in {
+                p.created_at = index;
+                p.set_dir(attr(&dir));
+            }
             Res::opened(p)
         }
         Outcome::Lock(r) => {

@@ -1956,6 +1956,36 @@ impl Node {
         }
     }
 
+    /// The answer to an open that created its file at `index` (the entry just applied) also
+    /// gives the directory's attributes as they are now, right after the creation, and the
+    /// index: a caching mount keeps them (`CreateTicket::keep_dir` in `fs/cache.rs`) instead
+    /// of asking for the directory again. An answer given again from the session's stored
+    /// answers created nothing at `index`, and gives neither.
+    fn with_directory(
+        &self,
+        index: u64,
+        result: Result<Outcome, ServerError>,
+    ) -> Result<Outcome, ServerError> {
+        let Ok(Outcome::Opened {
+            handle,
+            attr,
+            created_in: None,
+        }) = result
+        else {
+            return result;
+        };
+        let created_in = self
+            .machine
+            .created_in(index, attr.instance)
+            .and_then(|dir| self.machine.attr(dir).ok())
+            .map(|dir| (index, dir));
+        Ok(Outcome::Opened {
+            handle,
+            attr,
+            created_in,
+        })
+    }
+
     fn apply(&mut self, entries: Vec<Entry>) -> Result<(), ServerError> {
         if entries.is_empty() {
             return Ok(());
@@ -2042,7 +2072,7 @@ impl Node {
                             .saturating_duration_since(proposed)
                             .as_secs_f64();
                         self.metrics.proposal_seconds.observe(took);
-                        result
+                        self.with_directory(index, result)
                     }
                     _ => {
                         self.metrics.proposals_failed.inc();

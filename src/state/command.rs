@@ -341,6 +341,12 @@ pub enum Outcome {
     Opened {
         handle: u64,
         attr: Attr,
+        /// When the request created the file: the creation's log index and its directory's
+        /// attributes right after it. Filled by the server for its answer, never by the
+        /// state machine, and never stored (the answers a session may be given again keep
+        /// their stored form).
+        #[serde(skip)]
+        created_in: Option<(u64, Attr)>,
     },
     Lock(LockResult),
     Cancelled {

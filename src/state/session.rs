@@ -304,7 +304,11 @@ impl StateMachine {
         *self.holds.entry(ino).or_insert(0) += 1;
         self.session_mut(session).handles.insert(handle);
         let attr: Attr = self.attr_of(ino);
-        Ok(Outcome::Opened { handle, attr })
+        Ok(Outcome::Opened {
+            handle,
+            attr,
+            created_in: None,
+        })
     }
 
     pub(super) fn close(

@@ -200,7 +200,7 @@ fn spec(exclusive: bool) -> CreateSpec {
 
 fn into_opened(outcome: Outcome) -> (u64, Attr) {
     match outcome {
-        Outcome::Opened { handle, attr } => (handle, attr),
+        Outcome::Opened { handle, attr, .. } => (handle, attr),
         other => panic!("expected a handle, got {other:?}"),
     }
 }

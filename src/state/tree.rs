@@ -295,6 +295,17 @@ impl StateMachine {
         std::mem::take(&mut self.node_events)
     }
 
+    /// The directory the command at `index` (the last applied) created node `ino` in, if it
+    /// did; looked up among the node changes not yet taken.
+    pub fn created_in(&self, index: u64, ino: u64) -> Option<u64> {
+        self.node_events
+            .iter()
+            .rev()
+            .take_while(|e| e.index == index)
+            .find(|e| e.instance == ino && e.change == NodeChange::Created)
+            .map(|e| e.parent)
+    }
+
     /// The instance number a target names.
     pub fn lookup(&self, target: &Target) -> Result<u64, StateError> {
         match target {

@@ -195,7 +195,7 @@ impl Inner {
             at,
             create,
         }))? {
-            Outcome::Opened { handle, attr } => Ok((handle, file_attr(attr))),
+            Outcome::Opened { handle, attr, .. } => Ok((handle, file_attr(attr))),
             other => panic!("open answered {other:?}"),
         }
     }

@@ -357,7 +357,9 @@ fn show(result: Result<Outcome, StateError>) -> String {
             .collect::<Vec<_>>()
             .join("\n"),
         Ok(Outcome::Session { id, .. }) => format!("session {id}"),
-        Ok(Outcome::Opened { handle, attr }) => format!("handle {handle}: {}", show_attr(&attr)),
+        Ok(Outcome::Opened { handle, attr, .. }) => {
+            format!("handle {handle}: {}", show_attr(&attr))
+        }
         Ok(Outcome::Lock(LockResult::Granted { generation })) => {
             format!("granted gen={generation}")
         }
