@@ -201,8 +201,8 @@ pub const MAX_HEARD: usize = 1024;
 struct HeardChange {
     /// The node the change was of.
     instance: u64,
-    /// For a name made or removed (or a resync): the directory of the name, whose
-    /// attributes the change moved too.
+    /// For a name made or removed: the directory of the name, whose attributes the change
+    /// moved too.
     dir_of_name: Option<u64>,
     index: u64,
 }
