@@ -1964,26 +1964,19 @@ impl Node {
     fn with_directory(
         &self,
         index: u64,
-        result: Result<Outcome, ServerError>,
+        mut result: Result<Outcome, ServerError>,
     ) -> Result<Outcome, ServerError> {
-        let Ok(Outcome::Opened {
-            handle,
-            attr,
-            created_in: None,
-        }) = result
-        else {
-            return result;
-        };
-        let created_in = self
-            .machine
-            .created_in(index, attr.instance)
-            .and_then(|dir| self.machine.attr(dir).ok())
-            .map(|dir| (index, dir));
-        Ok(Outcome::Opened {
-            handle,
-            attr,
-            created_in,
-        })
+        if let Ok(Outcome::Opened {
+            attr, created_in, ..
+        }) = &mut result
+        {
+            *created_in = self
+                .machine
+                .created_in(index, attr.instance)
+                .and_then(|dir| self.machine.attr(dir).ok())
+                .map(|dir| (index, dir));
+        }
+        result
     }
 
     fn apply(&mut self, entries: Vec<Entry>) -> Result<(), ServerError> {
