@@ -368,8 +368,12 @@ fn no_read_shows_a_write_while_a_cache_may_still_serve_what_it_replaced() {
         common::tls::admin(),
     );
     let pid = c.pid().expect("mount C runs");
+    let apath = h.a.path.display().to_string();
     let mut early = Vec::new();
-    for round in 0..3 {
+    // Even rounds write with the CLI's put; odd ones through mount A, a write of a file's
+    // contents, of which the caches are told before it commits: C is told too, frozen, and
+    // cannot acknowledge.
+    for round in 0..4 {
         let old = format!("old{round}");
         h.ok(&format!("echo -n {old} > \"$A/f\""));
         assert_eq!(h.ok(&format!("cat \"{cpath}/f\"")), old);
@@ -383,9 +387,27 @@ fn no_read_shows_a_write_while_a_cache_may_still_serve_what_it_replaced() {
         let (reads, wrote) = common::block_on(async {
             let readers = tokio::spawn(read_until(servers.clone(), 3, frozen, stop.clone()));
             tokio::time::sleep(Duration::from_millis(100)).await;
-            let wrote = writer
-                .call(ops::put("/f", b"new".to_vec(), 0o644, 0, 0))
-                .await;
+            let wrote = if round % 2 == 0 {
+                let put = ops::put("/f", b"new".to_vec(), 0o644, 0, 0);
+                writer
+                    .call(put)
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| e.to_string())
+            } else {
+                let script = format!("printf new > '{apath}/f'");
+                let status = tokio::task::spawn_blocking(move || {
+                    std::process::Command::new("sh")
+                        .args(["-c", &script])
+                        .status()
+                })
+                .await
+                .expect("the writer");
+                match status {
+                    Ok(s) if s.success() => Ok(()),
+                    other => Err(format!("{other:?}")),
+                }
+            };
             stop.store(true, Ordering::SeqCst);
             (readers.await.expect("the readers"), wrote)
         });

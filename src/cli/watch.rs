@@ -300,6 +300,8 @@ fn change_name(c: Change) -> &'static str {
         Change::LOCKED => "locked",
         Change::UNLOCKED => "unlocked",
         Change::RESYNC => "resync",
+        // Only caches registered with `early` are told of writes before they commit.
+        Change::PENDING => "pending",
     }
 }
 
@@ -421,7 +423,7 @@ impl Known {
             }
             Change::MODIFIED => self.node = Some((e.instance, e.generation)),
             Change::LOCKED | Change::UNLOCKED => self.holders = e.holders,
-            Change::ATTRIB | Change::RESYNC => {}
+            Change::ATTRIB | Change::RESYNC | Change::PENDING => {}
         }
     }
 }

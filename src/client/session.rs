@@ -285,10 +285,12 @@ impl Session {
     }
 
     /// Tells the leader that this session's cache dropped what the events up to `index`
-    /// changed (see `crate::server::cache`).
-    pub async fn cache_ack(&self, index: u64) -> Result<(), ClientError> {
+    /// changed, and what the PENDING notices up to `early` named (see
+    /// `crate::server::cache`); either may be 0.
+    pub async fn cache_ack(&self, index: u64, early: u64) -> Result<(), ClientError> {
         let mut m = proto::CacheAck::new();
         m.index = index;
+        m.early = early;
         self.call(Op::cache_ack(m)).await.map(|_| ())
     }
 

@@ -170,6 +170,8 @@ impl Watcher {
             m.path = self.path.clone();
             m.recursive = self.recursive;
             m.cache = self.cache;
+            // A cache watcher also yields PENDING notices (see `crate::fs::cache`).
+            m.early = self.cache;
             let reply = answer::watching("watch", self.session.call(Op::watch(m)).await?)?;
             // Registered on the connection of `before` only if none replaced it meanwhile.
             if *self.epochs.borrow_and_update() == before {

@@ -13,9 +13,16 @@
 //!   missed meanwhile.
 //! - An answer read from the cluster is kept only if nothing was dropped since the read was
 //!   sent ([`Ticket`]): a read that raced with a change never puts old data back.
+//! - The leader may tell it of a write of a file before the write commits (a PENDING notice,
+//!   [`Cache::notice`]): it drops what it holds of the file, and keeps nothing of the file's
+//!   attributes or contents read from the cluster until it hears an event at or past the
+//!   notice's index. Only then does it acknowledge the notice, and the leader may answer the
+//!   write as soon as it applies: a read kept meanwhile could show the file from before it.
 //! - The attributes a write of this mount answers with are kept only if exactly one change of
-//!   the file was heard while the write was in flight ([`WriteTicket::keep`]): that change is the
-//!   write's own, so nothing changed the file after it.
+//!   the file (an event or a notice; those of one index count once) was heard while the write
+//!   was in flight ([`WriteTicket::keep`]): that change is the write's own, so nothing changed
+//!   the file after it. The event of that very write, if it comes after the answer, leaves
+//!   them kept.
 //! - The attributes and name of a file this mount created are kept only if the creation made
 //!   it (it was exclusive) and exactly one change of it was heard while the creation was in
 //!   flight ([`CreateTicket::keep`]): that change is the creation itself.
@@ -47,31 +54,42 @@ pub struct Ticket {
 }
 
 /// Taken before this mount sends a write of a file (see [`WriteTicket::keep`]). While it
-/// lives, the cache counts the changes it hears of the file.
+/// lives, the cache notes the changes it hears of the file.
 pub struct WriteTicket<'a> {
     cache: &'a Cache,
     ino: u64,
     valid: Validity,
     clears: u64,
-    changes: u64,
+    /// How many of the file's heard changes were heard before this ticket.
+    start: usize,
 }
 
 impl WriteTicket<'_> {
     /// Keeps the attributes the write answered with if they are the file's latest: the cache
-    /// is still valid under the ticket's registration and did not start over, and it heard
-    /// exactly one change of the file since the ticket was taken.
+    /// is still valid under the ticket's registration and did not start over, it heard
+    /// exactly one change of the file since the ticket was taken (an event or a notice; those
+    /// of one log index count once), and no notice of a later one.
     ///
-    /// Why that suffices: the leader answers a write only once this cache acknowledged it
-    /// (its registration covers the whole tree, see `crate::server::cache`), and every write
-    /// of a named file is heard as a change of it. So the write's own change was heard before
-    /// its answer came; if it is the only one, no later change of the file was.
+    /// Why that suffices: the leader answers a write only once this cache acknowledged the
+    /// write's event or its notice (its registration covers the whole tree, see
+    /// `crate::server::cache`), and every write of a named file is heard as a change of it.
+    /// So the write's own change was heard before its answer came; if it is the only one, no
+    /// later change of the file was, and none that returned without this cache hearing it.
+    /// The attributes are kept as of that change's index: its event, if it comes later,
+    /// does not drop them ([`Cache::apply`]).
     pub fn keep(&self, attr: &FileAttr) {
         let mut s = self.cache.lock();
         if nameless(attr) || attr.ino != self.ino {
             return;
         }
-        let heard = s.written.get(&self.ino).map_or(0, |w| w.changes);
-        if s.valid != Some(self.valid) || s.clears != self.clears || heard != self.changes + 1 {
+        if s.valid != Some(self.valid) || s.clears != self.clears {
+            return;
+        }
+        let own = match s.written.get(&self.ino).map(|w| w.heard.get(self.start..)) {
+            Some(Some(&[index])) if index != LOST => index,
+            _ => return,
+        };
+        if s.pending_all != 0 || s.pending.get(&self.ino).is_some_and(|p| *p > own) {
             return;
         }
         if s.items() >= MAX_ITEMS {
@@ -79,6 +97,7 @@ impl WriteTicket<'_> {
             return;
         }
         s.attrs.insert(attr.ino, attr.clone());
+        s.written_at.insert(attr.ino, own);
     }
 }
 
@@ -139,6 +158,9 @@ impl CreateTicket<'_> {
             .collect();
         indexes.dedup();
         if indexes.len() != 1 {
+            return;
+        }
+        if !s.settled(attr.ino) {
             return;
         }
         if s.items() + 2 > MAX_ITEMS {
@@ -219,10 +241,17 @@ struct Heard {
 #[derive(Default)]
 struct Written {
     tickets: usize,
-    /// Changes heard: log indexes that named the file (events of one index count once).
-    changes: u64,
-    last_index: u64,
+    /// The log indexes of the changes heard (events and notices of one index count once;
+    /// [`LOST`] for changes that may have gone unheard).
+    heard: Vec<u64>,
 }
+
+/// Stands for changes that may have gone unheard (a resync), in [`Written::heard`].
+const LOST: u64 = u64::MAX;
+
+/// Most files with notices outstanding that the cache tracks one by one; past it, it keeps
+/// nothing read until it has heard an event past every notice ([`State::pending_all`]).
+pub const MAX_PENDING: usize = 65536;
 
 #[derive(Default)]
 struct State {
@@ -237,6 +266,15 @@ struct State {
     creating: HashMap<u64, Heard>,
     next_ticket: u64,
     attrs: HashMap<u64, FileAttr>,
+    /// Files whose attributes were kept from this mount's own write, and the log index of
+    /// that write: an event at or below it does not drop them.
+    written_at: HashMap<u64, u64>,
+    /// Files told of by a notice (`Cache::notice`), and its highest index: nothing of them
+    /// read from the cluster is kept until an event at or past it is heard.
+    pending: HashMap<u64, u64>,
+    /// Notices past [`MAX_PENDING`]: nothing read is kept until an event at or past this
+    /// index is heard (0: none).
+    pending_all: u64,
     /// (directory, name) -> the instance there, or `None`: nothing is there.
     names: HashMap<(u64, String), Option<u64>>,
     listings: HashMap<u64, Arc<Vec<DirEntry>>>,
@@ -249,10 +287,12 @@ impl State {
         self.attrs.len() + self.names.len() + self.listings.len() + self.contents.len()
     }
 
+    /// Starts over empty. Outstanding notices stay: they still hold back what is read.
     fn clear(&mut self) {
         self.generation += 1;
         self.clears += 1;
         self.attrs.clear();
+        self.written_at.clear();
         self.names.clear();
         self.listings.clear();
         self.contents.clear();
@@ -271,9 +311,20 @@ impl State {
         true
     }
 
+    /// Whether what is read of `ino` from the cluster may be kept: no notice of it is
+    /// outstanding.
+    fn settled(&self, ino: u64) -> bool {
+        self.pending_all == 0 && !self.pending.contains_key(&ino)
+    }
+
+    fn drop_attrs(&mut self, ino: u64) {
+        self.attrs.remove(&ino);
+        self.written_at.remove(&ino);
+    }
+
     /// Drops the name `name` in `dir` and what the directory's entries, times and size were.
     fn drop_name(&mut self, dir: u64, name: &str) -> Option<Option<u64>> {
-        self.attrs.remove(&dir);
+        self.drop_attrs(dir);
         self.listings.remove(&dir);
         self.names.remove(&(dir, name.to_string()))
     }
@@ -364,7 +415,7 @@ impl Cache {
         if nameless(attr) {
             return;
         }
-        if s.admits(ticket, 0) {
+        if s.settled(attr.ino) && s.admits(ticket, 0) {
             s.attrs.insert(attr.ino, attr.clone());
         }
     }
@@ -375,7 +426,7 @@ impl Cache {
         if s.admits(ticket, 0) {
             s.names
                 .insert((dir, name.to_string()), found.map(|a| a.ino));
-            if let Some(a) = found {
+            if let Some(a) = found.filter(|a| s.settled(a.ino)) {
                 s.attrs.insert(a.ino, a.clone());
             }
         }
@@ -394,7 +445,7 @@ impl Cache {
         if nameless(attr) {
             return;
         }
-        if s.admits(ticket, data.len()) {
+        if s.settled(attr.ino) && s.admits(ticket, data.len()) {
             s.drop_contents(attr.ino);
             s.bytes += data.len();
             s.contents.insert(attr.ino, data);
@@ -415,7 +466,7 @@ impl Cache {
             ino,
             valid,
             clears,
-            changes: w.changes,
+            start: w.heard.len(),
         })
     }
 
@@ -453,7 +504,8 @@ impl Cache {
         }
     }
 
-    /// Counts the change `e` for the files with write tickets whose attributes it drops.
+    /// Notes the change `e` (an event or a notice) for the files with write tickets whose
+    /// attributes it drops.
     fn count_written(s: &mut State, e: &proto::WatchEvent) {
         if s.written.is_empty() {
             return;
@@ -461,12 +513,17 @@ impl Cache {
         let named = [e.instance, e.parent];
         let dirs = matches!(e.change, Change::CREATED | Change::DELETED | Change::RESYNC);
         for (ino, w) in s.written.iter_mut() {
-            if e.change == Change::RESYNC {
-                // Changes may have gone unheard: never one alone.
-                w.changes += 2;
-            } else if (named[0] == *ino || (dirs && named[1] == *ino)) && w.last_index != e.index {
-                w.changes += 1;
-                w.last_index = e.index;
+            let index = if e.change == Change::RESYNC {
+                LOST
+            } else if named[0] == *ino || (dirs && named[1] == *ino) {
+                e.index
+            } else {
+                continue;
+            };
+            if w.heard.len() >= MAX_HEARD {
+                w.heard.push(LOST);
+            } else if !w.heard.contains(&index) {
+                w.heard.push(index);
             }
         }
     }
@@ -480,8 +537,31 @@ impl Cache {
         let mut s = self.lock();
         s.generation += 1;
         if let Some(Some(ino)) = s.drop_name(dir, name) {
-            s.attrs.remove(&ino);
+            s.drop_attrs(ino);
             s.listings.remove(&ino);
+        }
+    }
+
+    /// Drops what a notice names (a write of the file `e.instance`, proposed at `e.index`,
+    /// not yet committed), and keeps nothing of the file read from the cluster until an event
+    /// at or past that index is heard: the leader may answer the write before this cache
+    /// hears its event.
+    pub fn notice(&self, e: &proto::WatchEvent) {
+        let mut s = self.lock();
+        Self::count_written(&mut s, e);
+        Self::note_creating(&mut s, e);
+        s.generation += 1;
+        if s.written_at.get(&e.instance).is_none_or(|at| *at < e.index) {
+            s.drop_attrs(e.instance);
+        }
+        s.drop_contents(e.instance);
+        if s.pending.len() >= MAX_PENDING && !s.pending.contains_key(&e.instance) {
+            let highest = s.pending.values().copied().max().unwrap_or(0);
+            s.pending_all = s.pending_all.max(highest).max(e.index);
+            s.pending.clear();
+        } else {
+            let at = s.pending.entry(e.instance).or_default();
+            *at = (*at).max(e.index);
         }
     }
 
@@ -494,7 +574,20 @@ impl Cache {
         Self::count_written(&mut s, e);
         Self::note_creating(&mut s, e);
         s.generation += 1;
-        s.attrs.remove(&e.instance);
+        // Every notice at or below this index is followed: its write applied, or never will.
+        s.pending.retain(|_, at| *at > e.index);
+        if s.pending_all <= e.index {
+            s.pending_all = 0;
+        }
+        // Attributes this mount's own write kept are as of its index: an event of that write,
+        // or of an earlier one, is older.
+        let newer = e.change != Change::RESYNC
+            && s.written_at
+                .get(&e.instance)
+                .is_some_and(|at| *at >= e.index);
+        if !newer {
+            s.drop_attrs(e.instance);
+        }
         s.drop_contents(e.instance);
         s.listings.remove(&e.instance);
         if matches!(e.change, Change::CREATED | Change::DELETED | Change::RESYNC) {
@@ -880,6 +973,125 @@ mod tests {
         created_at(&c, 10, 5);
         t.keep_dir(10, &attr(1));
         assert_eq!(c.attr(V, 1), None);
+    }
+
+    /// A notice that a write of file `ino` was proposed at `index`.
+    fn notice_at(index: u64, ino: u64) -> proto::WatchEvent {
+        change_at(index, Change::PENDING, ino, 1)
+    }
+
+    #[test]
+    fn a_notice_drops_the_file_and_holds_back_its_reads_until_an_event_at_or_past_it() {
+        let c = serving();
+        let t = c.ticket(V).unwrap();
+        c.keep_contents(t, &attr(5), Arc::new(b"old".to_vec()));
+        c.keep_attr(c.ticket(V).unwrap(), &attr(6));
+        // A read under way when the notice comes is not kept either.
+        let under_way = c.ticket(V).unwrap();
+        c.notice(&notice_at(10, 5));
+        assert!(c.attr(V, 5).is_none() && c.contents(V, 5).is_none());
+        assert!(c.attr(V, 6).is_some(), "other files stay");
+        c.keep_attr(under_way, &attr(5));
+        assert!(c.attr(V, 5).is_none());
+        // Read after the notice: it may show the file from before the write; not kept.
+        c.keep_attr(c.ticket(V).unwrap(), &attr(5));
+        let t = c.ticket(V).unwrap();
+        c.keep_contents(t, &attr(5), Arc::new(b"old".to_vec()));
+        c.keep_name(c.ticket(V).unwrap(), 1, "f", Some(&attr(5)));
+        assert!(c.attr(V, 5).is_none() && c.contents(V, 5).is_none());
+        assert_eq!(
+            c.name(V, 1, "f"),
+            None,
+            "the name is kept, not the attributes"
+        );
+        // An earlier event, of anything: still held back.
+        c.apply(&change_at(9, Change::MODIFIED, 7, 1));
+        c.keep_attr(c.ticket(V).unwrap(), &attr(5));
+        assert!(c.attr(V, 5).is_none());
+        // An event at the notice's index (the write, or whatever took its place): kept again.
+        c.apply(&change_at(10, Change::MODIFIED, 8, 1));
+        c.keep_attr(c.ticket(V).unwrap(), &attr(5));
+        assert!(c.attr(V, 5).is_some());
+        // A full cache starts over, but what it was told of stays held back.
+        c.notice(&notice_at(12, 5));
+        c.lock().clear();
+        c.keep_attr(c.ticket(V).unwrap(), &attr(5));
+        assert!(c.attr(V, 5).is_none());
+    }
+
+    #[test]
+    fn past_its_bound_a_notice_holds_back_every_read() {
+        let c = serving();
+        for i in 0..MAX_PENDING as u64 {
+            c.notice(&notice_at(100 + i, 1000 + i));
+        }
+        c.keep_attr(c.ticket(V).unwrap(), &attr(5));
+        assert!(c.attr(V, 5).is_some(), "within the bound, others are kept");
+        c.notice(&notice_at(100_000, 5_000_000));
+        assert!(c.lock().pending.is_empty());
+        c.keep_attr(c.ticket(V).unwrap(), &attr(6));
+        assert!(c.attr(V, 6).is_none());
+        c.apply(&change_at(99_999, Change::MODIFIED, 7, 1));
+        c.keep_attr(c.ticket(V).unwrap(), &attr(6));
+        assert!(c.attr(V, 6).is_none());
+        c.apply(&change_at(100_000, Change::MODIFIED, 7, 1));
+        c.keep_attr(c.ticket(V).unwrap(), &attr(6));
+        assert!(c.attr(V, 6).is_some());
+    }
+
+    #[test]
+    fn a_write_answer_told_by_its_notice_is_kept_and_outlives_its_own_later_event() {
+        let c = serving();
+        let t = c.write_ticket(V, 5).unwrap();
+        c.notice(&notice_at(10, 5));
+        t.keep(&attr(5));
+        assert!(c.attr(V, 5).is_some());
+        drop(t);
+        // The write's own event, after the answer: older than what is kept.
+        c.apply(&change_at(10, Change::MODIFIED, 5, 1));
+        assert!(c.attr(V, 5).is_some());
+        // A later one drops it.
+        c.apply(&change_at(11, Change::ATTRIB, 5, 1));
+        assert!(c.attr(V, 5).is_none());
+
+        // Its event heard too before the answer: one change still.
+        let t = c.write_ticket(V, 5).unwrap();
+        c.notice(&notice_at(12, 5));
+        c.apply(&change_at(12, Change::MODIFIED, 5, 1));
+        t.keep(&attr(5));
+        assert!(c.attr(V, 5).is_some());
+        drop(t);
+        // A notice of a later write drops it, and holds back the file until its event.
+        c.notice(&notice_at(13, 5));
+        assert!(c.attr(V, 5).is_none());
+        c.apply(&change_at(13, Change::MODIFIED, 5, 1));
+
+        // Another write's notice heard while this one was in flight: either may be the later.
+        let t = c.write_ticket(V, 5).unwrap();
+        c.notice(&notice_at(14, 5));
+        c.notice(&notice_at(15, 5));
+        t.keep(&attr(5));
+        assert!(c.attr(V, 5).is_none());
+        drop(t);
+        c.apply(&change_at(15, Change::MODIFIED, 5, 1));
+
+        // A notice and an event of different indexes: two changes.
+        let t = c.write_ticket(V, 5).unwrap();
+        c.notice(&notice_at(16, 5));
+        c.apply(&change_at(17, Change::MODIFIED, 5, 1));
+        t.keep(&attr(5));
+        assert!(c.attr(V, 5).is_none());
+        drop(t);
+
+        // Kept from a write at 18, then the events of changes up to it come late.
+        let t = c.write_ticket(V, 5).unwrap();
+        c.notice(&notice_at(18, 5));
+        t.keep(&attr(5));
+        drop(t);
+        c.apply(&change_at(18, Change::MODIFIED, 5, 1));
+        assert!(c.attr(V, 5).is_some());
+        c.apply(&change_at(19, Change::MODIFIED, 5, 1));
+        assert!(c.attr(V, 5).is_none());
     }
 
     #[test]

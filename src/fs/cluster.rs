@@ -460,15 +460,33 @@ impl ClusterBackend {
                     }
                     Ok(WatchItem::Resync(_)) => {}
                     Ok(WatchItem::Event(e)) => {
-                        let mut last = e.index;
+                        // The highest index of the events, and of the notices, handled; and
+                        // whether an event needs acknowledging (one marked `told` does not:
+                        // the acknowledgement of its notice stands for it).
+                        let (mut last, mut early, mut owed) = (0, 0, false);
+                        let mut mark = |e: &proto::WatchEvent| match e.change {
+                            Change::PENDING => early = e.index,
+                            _ => {
+                                last = e.index;
+                                owed |= !e.told;
+                            }
+                        };
                         let replay = |e: &proto::WatchEvent| {
-                            if let Some(r) = me.replayer.get().filter(|_| e.by != session.id) {
+                            let theirs = e.by != session.id && e.change != Change::PENDING;
+                            if let Some(r) = me.replayer.get().filter(|_| theirs) {
                                 r.send(e);
                             }
                         };
+                        // A notice: the kernel's attributes of the file go with the cache's,
+                        // before the notice is acknowledged.
                         let apply = |e: &proto::WatchEvent| {
-                            cache.apply(e);
-                            take_back(&me.kernel, e, e.by != session.id);
+                            if e.change == Change::PENDING {
+                                cache.notice(e);
+                                me.kernel.take_back(e.instance);
+                            } else {
+                                cache.apply(e);
+                                take_back(&me.kernel, e, e.by != session.id);
+                            }
                         };
                         // Files open here without a handle that lost their name: keepers
                         // are taken before the events are acknowledged (`pins.rs`).
@@ -488,21 +506,25 @@ impl ClusterBackend {
                         apply(&e);
                         replay(&e);
                         note(&e);
+                        mark(&e);
                         while let Some(e) = watcher.try_next() {
                             apply(&e);
                             replay(&e);
                             note(&e);
-                            last = e.index;
+                            mark(&e);
                         }
                         if !losing.is_empty() {
                             losing.sort_unstable();
                             losing.dedup();
                             me.keep(&session, losing).await;
                         }
+                        if !owed && early == 0 {
+                            continue;
+                        }
                         let session = session.clone();
                         tokio::spawn(async move {
-                            if let Err(e) = session.cache_ack(last).await {
-                                log::debug!("cache: acknowledging index {last}: {e}");
+                            if let Err(e) = session.cache_ack(last, early).await {
+                                log::debug!("cache: acknowledging index {last}/{early}: {e}");
                             }
                         });
                     }

@@ -231,6 +231,7 @@ fn take(rng: &mut StdRng, req: &proto::Request) -> &'static str {
             path,
             recursive,
             cache,
+            early,
             ..
         } => {
             // A watch of any path that converts registers, and sees events at that path.
@@ -243,11 +244,12 @@ fn take(rng: &mut StdRng, req: &proto::Request) -> &'static str {
                 path: path.clone(),
                 recursive,
                 cache,
+                early,
                 tx,
             };
             router.watch(spec, 0).expect("a converted path registers");
             if cache {
-                assert!(router.cache_ack(1, 1, 5));
+                assert!(router.cache_ack(1, 1, 5, 0));
                 assert_eq!(router.cache_registration(1).unwrap().acked, 5);
             }
             router.publish_changes(&[NodeEvent {

@@ -14,6 +14,16 @@
 //!   with an empty cache); a caching client never serves from its cache past its lease; or
 //! - ended.
 //!
+//! A cache registered with `early` is also told of a write of a file's contents when the leader
+//! proposes it, before it commits (a PENDING notice, as Chubby's master invalidated before it
+//! wrote): the cache drops what it holds of the file, keeps nothing of it until it hears an
+//! event at or past the notice's index, and acknowledges at once. Its acknowledgement then
+//! stands for the write's own when the write applies, if the entry applied at that index is
+//! the very proposal it was told of and changed that file alone ([`CacheWaits::hold`] takes
+//! the registrations told). So the acknowledgements travel while the write commits, instead
+//! of after. A registration is told only through the connection it registered on, and its
+//! acknowledgement counts only for that registration: one that registered anew was not told.
+//!
 //! A refused write changed nothing, but its answer tells what the tree held at its index, as a
 //! read there would: it waits behind every write held at or below that index
 //! ([`CacheWaits::hold_behind`]).
@@ -31,6 +41,7 @@ use std::collections::{BTreeSet, VecDeque};
 use std::time::{Duration, Instant};
 
 use super::authz::within;
+use super::events::Key;
 
 /// The longest TTL of a caching session: a cache that stops answering holds writes for up to
 /// its TTL (and a margin), so a host cannot make that long.
@@ -46,6 +57,10 @@ pub const ACK_GRACE: Duration = Duration::from_secs(2);
 pub struct Registration {
     pub path: String,
     pub acked: u64,
+    /// The registration's watch.
+    pub key: Key,
+    /// The highest index of a PENDING notice it acknowledged.
+    pub early_acked: u64,
 }
 
 struct Held<R> {
@@ -55,6 +70,8 @@ struct Held<R> {
     deadline: Instant,
     /// The sessions still waited on.
     waiting: BTreeSet<u64>,
+    /// The registrations told of the write before it committed: (session, registration).
+    told: Vec<(u64, Key)>,
     replies: Vec<R>,
 }
 
@@ -70,11 +87,15 @@ pub struct View<'a> {
 }
 
 impl View<'_> {
-    /// Whether the answer to a write at `index` that changed `paths` waits for `session`.
-    fn waits_for(&self, session: u64, index: u64, paths: &[String]) -> bool {
+    /// Whether the answer to a write at `index` that changed `paths`, of which the
+    /// registrations `told` were told before it committed, waits for `session`.
+    fn waits_for(&self, session: u64, index: u64, paths: &[String], told: &[(u64, Key)]) -> bool {
         match (self.registration)(session) {
             // A cache watches everything below its root.
-            Some(r) => r.acked < index && paths.iter().any(|p| within(p, &r.path)),
+            Some(r) => {
+                let early = r.early_acked >= index && told.contains(&(session, r.key));
+                r.acked < index && !early && paths.iter().any(|p| within(p, &r.path))
+            }
             None => !(self.lapsed)(session),
         }
     }
@@ -100,18 +121,21 @@ impl<R> CacheWaits<R> {
     }
 
     /// The answers of a write applied at `index` that changed `paths`: given back at once if
-    /// no cache needs to drop anything first, held otherwise.
+    /// no cache needs to drop anything first, held otherwise. `told`: the registrations told
+    /// of this very write, and of nothing else it changed, before it committed (see the module
+    /// docs); their acknowledgements of that notice count as of the write.
     pub fn hold(
         &mut self,
         index: u64,
         paths: Vec<String>,
+        told: Vec<(u64, Key)>,
         view: &View<'_>,
         replies: Vec<R>,
     ) -> Vec<R> {
         let waited: Vec<(u64, Duration)> = view
             .caching
             .iter()
-            .filter(|(s, _)| view.waits_for(*s, index, &paths))
+            .filter(|(s, _)| view.waits_for(*s, index, &paths, &told))
             .copied()
             .collect();
         if waited.is_empty() {
@@ -124,6 +148,7 @@ impl<R> CacheWaits<R> {
             since: view.now,
             deadline: view.now + longest + self.margin,
             waiting: waited.into_iter().map(|(s, _)| s).collect(),
+            told,
             replies,
         });
         Vec::new()
@@ -148,7 +173,7 @@ impl<R> CacheWaits<R> {
         let mut out = Vec::new();
         self.held.retain_mut(|h| {
             h.waiting
-                .retain(|s| live.contains(s) && view.waits_for(*s, h.index, &h.paths));
+                .retain(|s| live.contains(s) && view.waits_for(*s, h.index, &h.paths, &h.told));
             if h.waiting.is_empty() || view.now >= h.deadline {
                 out.append(&mut h.replies);
                 false
@@ -277,9 +302,16 @@ mod tests {
         }
 
         fn register(&self, s: u64, path: &str, acked: u64) {
+            self.register_told(s, path, acked, (s, 1), 0);
+        }
+
+        /// Registered through watch `key`, with PENDING notices acknowledged up to `early`.
+        fn register_told(&self, s: u64, path: &str, acked: u64, key: Key, early: u64) {
             let reg = Registration {
                 path: path.into(),
                 acked,
+                key,
+                early_acked: early,
             };
             self.regs.borrow_mut().insert(s, reg);
         }
@@ -309,7 +341,9 @@ mod tests {
         w.register(3, "/other", 5);
         w.register(4, "/", 9); // already acknowledged past the write
         let mut waits = CacheWaits::new(MARGIN);
-        let now = w.with(t0, |v| waits.hold(7, paths(&["/a/f"]), v, vec!["w7"]));
+        let now = w.with(t0, |v| {
+            waits.hold(7, paths(&["/a/f"]), vec![], v, vec!["w7"])
+        });
         assert!(now.is_empty(), "held for sessions 1 and 2");
         assert!(w.with(t0, |v| waits.release(v)).is_empty());
         w.register(2, "/", 7);
@@ -321,19 +355,52 @@ mod tests {
     }
 
     #[test]
+    fn a_notice_acknowledged_before_the_write_applied_stands_for_the_write_only_where_it_was_told()
+    {
+        let t0 = Instant::now();
+        let w = World::new(&[1, 2, 3]);
+        // 1 was told of the write at 7 and acknowledged it; 2 acknowledged a notice at 8 but
+        // was not told of 7; 3 was told through a registration it has since replaced.
+        w.register_told(1, "/", 5, (1, 1), 7);
+        w.register_told(2, "/", 5, (2, 1), 8);
+        w.register_told(3, "/", 5, (3, 2), 9);
+        let told = vec![(1, (1, 1)), (3, (3, 1))];
+        let mut waits = CacheWaits::new(MARGIN);
+        assert!(w
+            .with(t0, |v| waits.hold(7, paths(&["/f"]), told, v, vec!["w7"]))
+            .is_empty());
+        // 2 and 3 must still acknowledge the write's own event.
+        w.register_told(2, "/", 7, (2, 1), 8);
+        assert!(w.with(t0, |v| waits.release(v)).is_empty());
+        w.register_told(3, "/", 7, (3, 2), 9);
+        assert_eq!(w.with(t0, |v| waits.release(v)), vec!["w7"]);
+        // Told, but the notice not yet acknowledged: held until it is.
+        w.register_told(1, "/", 7, (1, 1), 7);
+        let told = vec![(1, (1, 1)), (2, (2, 1)), (3, (3, 2))];
+        w.register_told(2, "/", 7, (2, 1), 10);
+        w.register_told(3, "/", 7, (3, 2), 10);
+        assert!(w
+            .with(t0, |v| waits.hold(10, paths(&["/g"]), told, v, vec!["w10"]))
+            .is_empty());
+        w.register_told(1, "/", 7, (1, 1), 10);
+        assert_eq!(w.with(t0, |v| waits.release(v)), vec!["w10"]);
+        assert!(waits.is_empty());
+    }
+
+    #[test]
     fn an_unregistered_cache_is_waited_for_until_its_lease_lapses() {
         let t0 = Instant::now();
         let w = World::new(&[1]);
         let mut waits = CacheWaits::new(MARGIN);
         assert!(w
-            .with(t0, |v| waits.hold(3, paths(&["/f"]), v, vec![3]))
+            .with(t0, |v| waits.hold(3, paths(&["/f"]), vec![], v, vec![3]))
             .is_empty());
         assert!(w.with(t0, |v| waits.release(v)).is_empty());
         w.lapsed.borrow_mut().insert(1);
         assert_eq!(w.with(t0, |v| waits.release(v)), vec![3]);
         // Lapsed already: nothing to wait for.
         assert_eq!(
-            w.with(t0, |v| waits.hold(4, paths(&["/f"]), v, vec![4])),
+            w.with(t0, |v| waits.hold(4, paths(&["/f"]), vec![], v, vec![4])),
             vec![4]
         );
     }
@@ -344,11 +411,11 @@ mod tests {
         let w = World::new(&[1]);
         w.register(1, "/", 2);
         let mut waits: CacheWaits<u32> = CacheWaits::new(MARGIN);
-        w.with(t0, |v| waits.hold(5, paths(&["/f"]), v, vec![5]));
+        w.with(t0, |v| waits.hold(5, paths(&["/f"]), vec![], v, vec![5]));
         assert!(!waits.holds_through(4));
         assert!(waits.holds_through(5) && waits.holds_through(9));
         // A new leader's barrier: no answers, held for every cache all the same.
-        w.with(t0, |v| waits.hold(7, paths(&["/"]), v, Vec::new()));
+        w.with(t0, |v| waits.hold(7, paths(&["/"]), vec![], v, Vec::new()));
         w.register(1, "/", 5);
         assert_eq!(w.with(t0, |v| waits.release(v)), vec![5]);
         assert!(!waits.holds_through(6) && waits.holds_through(7));
@@ -363,7 +430,7 @@ mod tests {
         let w = World::new(&[1]);
         w.register(1, "/", 2);
         let mut waits: CacheWaits<u32> = CacheWaits::new(MARGIN);
-        w.with(t0, |v| waits.hold(5, paths(&["/d/f"]), v, vec![5]));
+        w.with(t0, |v| waits.hold(5, paths(&["/d/f"]), vec![], v, vec![5]));
         // A read shows the state at its index: below the write, nothing to wait for.
         assert!(!waits.holds(4, "/d/f"));
         // The file, its directory (a listing) and a path through it wait; others do not.
@@ -371,7 +438,7 @@ mod tests {
         assert!(waits.holds(9, "/d/f/x"));
         assert!(!waits.holds(9, "/d/g") && !waits.holds(9, "/d/ff") && !waits.holds(9, "/e"));
         // A barrier ("/") holds every read.
-        w.with(t0, |v| waits.hold(7, paths(&["/"]), v, Vec::new()));
+        w.with(t0, |v| waits.hold(7, paths(&["/"]), vec![], v, Vec::new()));
         assert!(waits.holds(7, "/e") && !waits.holds(6, "/e"));
     }
 
@@ -384,8 +451,8 @@ mod tests {
         let mut waits: CacheWaits<&str> = CacheWaits::new(MARGIN);
         // Nothing held: a refusal is answered at once.
         assert_eq!(waits.hold_behind(3, "r3"), Some("r3"));
-        w.with(t0, |v| waits.hold(5, paths(&["/a"]), v, vec!["w5"]));
-        w.with(t0, |v| waits.hold(6, paths(&["/b"]), v, vec!["w6"]));
+        w.with(t0, |v| waits.hold(5, paths(&["/a"]), vec![], v, vec!["w5"]));
+        w.with(t0, |v| waits.hold(6, paths(&["/b"]), vec![], v, vec!["w6"]));
         // Below every held write: at once; at or above one: behind it.
         assert_eq!(waits.hold_behind(4, "r4"), Some("r4"));
         assert_eq!(waits.hold_behind(6, "r6"), None);
@@ -393,7 +460,7 @@ mod tests {
         assert!(!waits.is_empty());
         // Released out of order: the refusals wait for the write at 5 as well.
         w.register(1, "/", 6);
-        w.with(t0, |v| waits.hold(8, paths(&["/c"]), v, vec!["w8"]));
+        w.with(t0, |v| waits.hold(8, paths(&["/c"]), vec![], v, vec!["w8"]));
         w.register(2, "/", 6);
         assert_eq!(
             w.with(t0, |v| waits.release(v)),
@@ -437,7 +504,7 @@ mod tests {
         let t0 = Instant::now();
         let w = World::new(&[1]);
         let mut waits = CacheWaits::new(MARGIN);
-        w.with(t0, |v| waits.hold(3, paths(&["/f"]), v, vec![3]));
+        w.with(t0, |v| waits.hold(3, paths(&["/f"]), vec![], v, vec![3]));
         // Reconnected and registered (with an empty cache) at index 8.
         w.register(1, "/", 8);
         assert_eq!(w.with(t0, |v| waits.release(v)), vec![3]);
@@ -450,14 +517,14 @@ mod tests {
         w.register(1, "/", 0);
         w.register(2, "/", 0);
         let mut waits = CacheWaits::new(MARGIN);
-        w.with(t0, |v| waits.hold(1, paths(&["/f"]), v, vec![1]));
+        w.with(t0, |v| waits.hold(1, paths(&["/f"]), vec![], v, vec![1]));
         assert!(!waits.overdue(1, t0 + ACK_GRACE));
         assert!(waits.overdue(1, t0 + ACK_GRACE + Duration::from_millis(1)));
         w.caching.retain(|(s, _)| *s != 2); // session 2 ended
         w.register(1, "/", 1);
         assert_eq!(w.with(t0, |v| waits.release(v)), vec![1]);
         // A write nobody acknowledges goes at its deadline: TTL plus the margin.
-        w.with(t0, |v| waits.hold(2, paths(&["/f"]), v, vec![2]));
+        w.with(t0, |v| waits.hold(2, paths(&["/f"]), vec![], v, vec![2]));
         assert!(w
             .with(t0 + TTL + MARGIN - Duration::from_millis(1), |v| waits
                 .release(v))

@@ -34,11 +34,15 @@ pub enum Action {
         path: String,
         recursive: bool,
         cache: bool,
+        /// A cache registration that takes PENDING notices.
+        early: bool,
     },
-    /// The session's cache dropped what the events up to `index` changed.
+    /// The session's cache dropped what the events up to `index` changed, and what the
+    /// PENDING notices up to `early` named.
     CacheAck {
         session: u64,
         index: u64,
+        early: u64,
     },
     /// Ends this connection's watch `id` (named in a session, like every watch request).
     Unwatch {
@@ -179,10 +183,12 @@ pub fn action(req: &proto::Request) -> Result<Action, ServerError> {
             // A cache sees everything below its root.
             recursive: m.recursive || m.cache,
             cache: m.cache,
+            early: m.cache && m.early,
         },
         Op::cache_ack(m) => Action::CacheAck {
             session: session()?,
             index: m.index,
+            early: m.early,
         },
         Op::unwatch(m) => {
             session()?;

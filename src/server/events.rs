@@ -16,6 +16,9 @@
 //! meanwhile are bounded ([`MAX_HELD_EVENTS`]); past the bound they are dropped and every such
 //! watch is owed a RESYNC.
 //!
+//! A cache registered with `early` also hears of a write of a file when it is proposed, before
+//! it commits ([`EventRouter::notice`], see `cache.rs`).
+//!
 //! Session events: a connection subscribes to a session with a KeepAlive (or by opening it). A
 //! push that cannot be delivered is dropped: clients re-check what they wait for after
 //! reconnecting, so a lost push delays a grant but never loses it.
@@ -76,6 +79,8 @@ pub struct WatchSpec {
     pub recursive: bool,
     /// The session's cache registration (see `cache.rs`).
     pub cache: bool,
+    /// A cache registration that takes PENDING notices ([`EventRouter::notice`]).
+    pub early: bool,
     pub tx: FrameSender,
 }
 
@@ -100,12 +105,21 @@ impl Watch {
     }
 }
 
-type Key = (u64, u64);
+/// (connection, watch id): names a watch.
+pub type Key = (u64, u64);
+
+/// By log index: the cache registrations told of the write there before it committed, as
+/// (session, registration).
+pub type Told = BTreeMap<u64, Vec<(u64, Key)>>;
 
 /// A session's cache registration: its watch, and the highest index it acknowledged.
 struct CacheReg {
     key: Key,
     acked: u64,
+    /// It takes PENDING notices.
+    early: bool,
+    /// The highest index of a PENDING notice it acknowledged.
+    early_acked: u64,
 }
 
 #[derive(Default)]
@@ -240,17 +254,21 @@ impl Watches {
         !owed.is_empty() || !covering.is_empty()
     }
 
-    /// Routes `event` to the watches it reaches, caches (`caches`) or the others. Returns
-    /// whether a RESYNC is owed.
-    fn route(&mut self, event: &NodeEvent, caches: bool) -> bool {
+    /// Routes `event` to the watches it reaches, caches (`caches`) or the others; a cache
+    /// registration in `told` at the event's index hears it marked `told`. Returns whether a
+    /// RESYNC is owed.
+    fn route(&mut self, event: &NodeEvent, caches: bool, told: &Told) -> bool {
         let (owed, covering) = self.reached(event, caches);
         for key in &owed {
             self.owe(*key, event.index);
         }
         if !covering.is_empty() {
             let wire = convert::watch_event(event);
+            let told = told.get(&event.index);
             for key in covering {
-                self.send(key, wire.clone());
+                let mut wire = wire.clone();
+                wire.told = told.is_some_and(|t| t.iter().any(|(_, k)| *k == key));
+                self.send(key, wire);
             }
         }
         !owed.is_empty()
@@ -401,9 +419,13 @@ impl EventRouter {
             .insert(key);
         *watches.per_conn.entry(spec.conn).or_default() += 1;
         if spec.cache {
-            watches
-                .caches
-                .insert(spec.session, CacheReg { key, acked: index });
+            let reg = CacheReg {
+                key,
+                acked: index,
+                early: spec.early,
+                early_acked: 0,
+            };
+            watches.caches.insert(spec.session, reg);
         }
         watches.by_key.insert(
             key,
@@ -429,6 +451,14 @@ impl EventRouter {
     /// them, and holds those that other watches cover until [`EventRouter::release_through`];
     /// never blocks.
     pub fn publish_changes(&self, events: &[NodeEvent]) {
+        self.publish_changes_told(events, &Told::new())
+    }
+
+    /// As [`EventRouter::publish_changes`], where `told` names the cache registrations told
+    /// of the writes at its indexes before they committed, whose acknowledgements of those
+    /// notices stand for the writes' own (see `cache.rs`): they hear the writes' events marked
+    /// `told`, and need not acknowledge them.
+    pub fn publish_changes_told(&self, events: &[NodeEvent], told: &Told) {
         let mut watches = self.watches.lock().expect("poisoned");
         if watches.by_key.is_empty() {
             return;
@@ -436,7 +466,7 @@ impl EventRouter {
         let plain = watches.has_plain();
         let mut owing = false;
         for event in events {
-            owing |= watches.route(event, true);
+            owing |= watches.route(event, true, told);
             // Only what a watch registered now would see: a later one starts after it.
             if plain && watches.reaches_any(event, false) {
                 owing |= watches.hold(event);
@@ -461,7 +491,7 @@ impl EventRouter {
         while watches.held.front().is_some_and(|e| e.index <= index) {
             let event = watches.held.pop_front().expect("looked at above");
             watches.held_bytes -= held_cost(&event);
-            owing |= watches.route(&event, false);
+            owing |= watches.route(&event, false, &Told::new());
         }
         if !watches.has_plain() {
             watches.held.clear();
@@ -525,20 +555,68 @@ impl EventRouter {
         Some(Registration {
             path: watches.by_key[&c.key].path.clone(),
             acked: c.acked,
+            key: c.key,
+            early_acked: c.early_acked,
         })
     }
 
     /// The cache of `session`, registered through connection `conn`, acknowledged the events
-    /// up to `index`; false if it has no registration through that connection.
-    pub fn cache_ack(&self, session: u64, conn: u64, index: u64) -> bool {
+    /// up to `index` and the PENDING notices up to `early`; false if it has no registration
+    /// through that connection.
+    pub fn cache_ack(&self, session: u64, conn: u64, index: u64, early: u64) -> bool {
         let mut watches = self.watches.lock().expect("poisoned");
         match watches.caches.get_mut(&session) {
             Some(c) if c.key.0 == conn => {
                 c.acked = c.acked.max(index);
+                c.early_acked = c.early_acked.max(early);
                 true
             }
             _ => false,
         }
+    }
+
+    /// Tells every cache registration that takes notices and covers `path` that a write of
+    /// the file `instance` there was proposed at `index` (a PENDING notice: see
+    /// `crate::server::cache`), by `by`. Returns the registrations it reached: (session,
+    /// registration). A registration owed a RESYNC, registered at or after `index`, or whose
+    /// queue is full is not told: it is waited for when the write applies, as without
+    /// notices. Never blocks.
+    pub fn notice(&self, index: u64, instance: u64, path: &str, by: u64) -> Vec<(u64, Key)> {
+        let mut watches = self.watches.lock().expect("poisoned");
+        let regs: Vec<(u64, Key)> = watches
+            .caches
+            .iter()
+            .filter(|(_, c)| c.early)
+            .map(|(s, c)| (*s, c.key))
+            .collect();
+        let mut told = Vec::new();
+        for (session, key) in regs {
+            let Some(w) = watches.by_key.get_mut(&key) else {
+                continue;
+            };
+            if w.missed.is_some() || w.from >= index || !super::authz::within(path, &w.path) {
+                continue;
+            }
+            let mut event = proto::WatchEvent::new();
+            event.watch = key.1;
+            event.index = index;
+            event.change = proto::WatchEvent_Change::PENDING;
+            event.path = path.to_string();
+            event.instance = instance;
+            event.kind = proto::Kind::FILE;
+            event.by = by;
+            let mut frame = proto::ServerFrame::new();
+            frame.set_watch_event(event);
+            match w.tx.try_send(frame) {
+                Ok(()) => {
+                    watches.pushed.inc();
+                    told.push((session, key));
+                }
+                Err(mpsc::error::TrySendError::Full(_)) => {}
+                Err(mpsc::error::TrySendError::Closed(_)) => watches.remove(key),
+            }
+        }
+        told
     }
 
     /// Watches registered on this node.
@@ -573,6 +651,7 @@ mod tests {
             path: path.into(),
             recursive,
             cache: false,
+            early: false,
             tx: tx.clone(),
         }
     }
@@ -801,6 +880,73 @@ mod tests {
         assert_eq!(received(&mut cache_rx), [(1, 5, "CREATED /f".to_string())]);
         let got: Vec<u64> = received(&mut rx).iter().map(|(_, i, _)| *i).collect();
         assert_eq!(got, [3, 4, 5]);
+    }
+
+    #[test]
+    fn notices_reach_only_caches_that_take_them_cover_the_file_and_can_be_told_now() {
+        let router = EventRouter::default();
+        let (tx, mut rx) = mpsc::channel(100);
+        let (plain_tx, mut plain_rx) = mpsc::channel(100);
+        let (old_tx, mut old_rx) = mpsc::channel(100);
+        let (full_tx, mut full_rx) = mpsc::channel(1);
+        let (sub_tx, mut sub_rx) = mpsc::channel(100);
+        let cache = |session, conn, path, early, tx| WatchSpec {
+            session,
+            cache: true,
+            early,
+            ..spec(conn, 1, path, true, tx)
+        };
+        router.watch(spec(1, 1, "/", true, &plain_tx), 0).unwrap();
+        router.watch(cache(2, 2, "/", true, &tx), 0).unwrap();
+        router.watch(cache(3, 3, "/", false, &old_tx), 0).unwrap();
+        router.watch(cache(4, 4, "/", true, &full_tx), 0).unwrap();
+        router.watch(cache(5, 5, "/d", true, &sub_tx), 0).unwrap();
+        // One frame fills session 4's queue.
+        router.publish_changes(&[event(3, "/x")]);
+        let told = router.notice(7, 9, "/f", 2);
+        assert_eq!(told, vec![(2, (2, 1))]);
+        assert_eq!(
+            received(&mut rx),
+            [
+                (1, 3, "CREATED /x".to_string()),
+                (1, 7, "PENDING /f".to_string())
+            ]
+        );
+        assert!(
+            received(&mut plain_rx).is_empty(),
+            "plain watches are never told"
+        );
+        assert_eq!(
+            received(&mut old_rx).len(),
+            1,
+            "a cache without notices is not told"
+        );
+        assert_eq!(
+            received(&mut full_rx).len(),
+            1,
+            "a full queue is not told, and owes nothing"
+        );
+        assert!(
+            received(&mut sub_rx).is_empty(),
+            "a cache of another subtree is not told"
+        );
+        // Session 4's queue has room again.
+        let mut told = router.notice(8, 10, "/d/g", 2);
+        told.sort();
+        assert_eq!(told, vec![(2, (2, 1)), (4, (4, 1)), (5, (5, 1))]);
+        // A registration at or after the proposal's index is not told of it.
+        router.watch(cache(2, 2, "/", true, &tx), 9).unwrap();
+        received(&mut rx);
+        assert!(router.notice(9, 9, "/f", 2).is_empty());
+        assert!(received(&mut rx).is_empty());
+        // The acknowledgement of notices moves only the registration's own, and starts over
+        // with a new registration.
+        assert!(router.cache_ack(2, 2, 0, 10));
+        assert!(!router.cache_ack(2, 3, 0, 11));
+        let reg = router.cache_registration(2).unwrap();
+        assert_eq!((reg.acked, reg.early_acked, reg.key), (9, 10, (2, 1)));
+        router.watch(cache(2, 2, "/", true, &tx), 10).unwrap();
+        assert_eq!(router.cache_registration(2).unwrap().early_acked, 0);
     }
 
     #[test]

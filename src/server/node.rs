@@ -42,7 +42,7 @@ use super::clock::Clock;
 use super::config::ServeConfig;
 use super::convert;
 use super::entry::{EntryKind, Envelope};
-use super::events::{EventRouter, WatchSpec};
+use super::events::{EventRouter, Key, Told, WatchSpec};
 use super::integrity::{Integrity, RecordDigest, Verdict};
 use super::limits;
 use super::log_formats::LogFormats;
@@ -365,6 +365,9 @@ pub struct Node {
     /// Set on becoming leader: the last index then, held like a write until every cache has
     /// registered here or lost its lease (see [`Node::observe_role`]).
     pending_barrier: Option<u64>,
+    /// Writes of files whose caches were told before they committed (`cache.rs`), by the
+    /// index they were proposed at; forgotten as that index applies.
+    noticed: BTreeMap<u64, Noticed>,
     role: StateRole,
     leader_id: u64,
     /// A follower's leader refuses connections (see [`Node::peer_down`]); cleared when a
@@ -406,6 +409,16 @@ const MAX_TIMED: usize = 1_000_000;
 
 /// A write's answer as it leaves `apply`: its index, and the answer.
 type Answer = (u64, Reply, Result<Outcome, ServerError>);
+
+/// A write of a file proposed at some index, of which caches were told before it committed.
+struct Noticed {
+    /// The term it was proposed in: only an entry of that term at its index is this write.
+    term: u64,
+    /// The file it writes, as the state was when it was proposed.
+    instance: u64,
+    /// The registrations told: (session, registration).
+    told: Vec<(u64, Key)>,
+}
 
 /// A write's answer on its way out: its index, the paths it changed (what caches may hold),
 /// and the answer.
@@ -526,6 +539,7 @@ impl Node {
             events_asked: Arc::default(),
             gated_read_answers: Vec::new(),
             pending_barrier: None,
+            noticed: BTreeMap::new(),
             role: StateRole::Follower,
             leader_id: 0,
             leader_down: false,
@@ -639,7 +653,7 @@ impl Node {
             self.expire_reads(now);
             self.retry_reads(now);
             self.events.flush();
-            let ready = self.settle_caches(Vec::new(), BTreeMap::new());
+            let ready = self.settle_caches(Vec::new(), BTreeMap::new(), BTreeMap::new());
             send_answers(ready);
             self.report_divergence(now);
             if self.leading() {
@@ -774,7 +788,7 @@ impl Node {
                 self.new_reads.push(PendingRead::Query(query, auth, reply));
             }
             Input::CacheAcked => {
-                let ready = self.settle_caches(Vec::new(), BTreeMap::new());
+                let ready = self.settle_caches(Vec::new(), BTreeMap::new(), BTreeMap::new());
                 send_answers(ready);
             }
             Input::Watch { reply, .. } if self.integrity.diverged.is_some() => {
@@ -991,6 +1005,7 @@ impl Node {
                 let term = self.raw.raft.term;
                 self.proposals
                     .insert(index, (term, reply, self.clock.now()));
+                self.notice_caches(index, term, &envelope.command, envelope.request.as_ref());
                 true
             }
             Err(e) => {
@@ -1001,6 +1016,44 @@ impl Node {
                 );
                 false
             }
+        }
+    }
+
+    /// Tells the caches that take notices of a write of a file's contents just proposed at
+    /// `index`, so that they drop the file while the write commits (see `cache.rs`).
+    fn notice_caches(
+        &mut self,
+        index: u64,
+        term: u64,
+        command: &Command,
+        request: Option<&RequestId>,
+    ) {
+        let Command::Write(cmd::Write { target, .. }) = command else {
+            return;
+        };
+        if self.machine.caching_sessions().next().is_none() {
+            return;
+        }
+        let Ok(instance) = self.machine.lookup(target) else {
+            return;
+        };
+        if self.machine.attr(instance).map(|a| a.kind) != Ok(Kind::File) {
+            return;
+        }
+        let Ok(path) = self.machine.path_of_target(&Target::Ino(instance)) else {
+            return;
+        };
+        let by = request.map_or(0, |r| r.session);
+        let told = self.events.notice(index, instance, &path, by);
+        if !told.is_empty() {
+            self.noticed.insert(
+                index,
+                Noticed {
+                    term,
+                    instance,
+                    told,
+                },
+            );
         }
     }
 
@@ -1659,6 +1712,7 @@ impl Node {
             // Caches registered here must register with the new leader, which holds writes
             // until they have: told now, they do not wait for their next keep-alive.
             self.events.resync_caches(self.applied);
+            self.noticed.clear();
         }
         if leader_id != 0 && leader_id != self.leader_id {
             self.metrics.leader_changes.inc();
@@ -1794,7 +1848,8 @@ impl Node {
                         let registered = self.register_watch(spec, &access);
                         let _ = reply.send(registered);
                         // A cache that registers anew may free held answers.
-                        let ready = self.settle_caches(Vec::new(), BTreeMap::new());
+                        let ready =
+                            self.settle_caches(Vec::new(), BTreeMap::new(), BTreeMap::new());
                         send_answers(ready);
                     }
                     PendingRead::Events(asked) => {
@@ -1988,6 +2043,9 @@ impl Node {
         let mut members_changed = false;
         // Indexes of session expiries applied in this batch (for `lock_delay_releases`).
         let mut expiries = std::collections::BTreeSet::new();
+        // Writes applied here whose caches were told before they committed: index ->
+        // (the file they were to write, the registrations told).
+        let mut told: BTreeMap<u64, (u64, Vec<(u64, Key)>)> = BTreeMap::new();
         for entry in entries {
             let mut outcome = match entry.get_entry_type() {
                 EntryType::EntryNormal if entry.data.is_empty() => None, // a new leader's no-op
@@ -2050,6 +2108,17 @@ impl Node {
                 }
             };
             self.applied = entry.index;
+            // Notices of proposals at earlier indexes, or of another term at this one, told of
+            // writes that never applied; the caches forget them as they hear later events.
+            while let Some(first) = self.noticed.first_entry() {
+                if *first.key() > entry.index {
+                    break;
+                }
+                let (index, noticed) = first.remove_entry();
+                if index == entry.index && noticed.term == entry.term {
+                    told.insert(index, (noticed.instance, noticed.told));
+                }
+            }
             // Proposals at earlier indexes were overwritten by another leader's entries.
             while let Some(first) = self.proposals.first_entry() {
                 if *first.key() > entry.index {
@@ -2092,8 +2161,26 @@ impl Node {
         if members_changed {
             self.follow_members();
         }
+        // A notice stands for the write only if the write changed the contents of the file
+        // it named, and nothing else.
+        for e in &node_events {
+            let as_told = |(instance, _): &(u64, _)| {
+                *instance == e.instance && matches!(e.change, NodeChange::Modified { .. })
+            };
+            let lock = matches!(
+                e.change,
+                NodeChange::Locked { .. } | NodeChange::Unlocked { .. }
+            );
+            if !lock && told.get(&e.index).is_some_and(|t| !as_told(t)) {
+                told.remove(&e.index);
+            }
+        }
+        let told: Told = told
+            .into_iter()
+            .map(|(index, (_, regs))| (index, regs))
+            .collect();
         // Caches hear of the changes first; answers wait for them where they must.
-        self.events.publish_changes(&node_events);
+        self.events.publish_changes_told(&node_events, &told);
         for event in events {
             if let (Event::SessionEnded { session, .. }, Some(lead)) = (&event, self.lead.as_mut())
             {
@@ -2128,7 +2215,7 @@ impl Node {
             .collect();
         // Changes nobody here waits for (an expiry, a wake-up, a former leader's entries) are
         // held all the same, without answers: reads wait for them too.
-        let ready = self.settle_caches(answers, changed);
+        let ready = self.settle_caches(answers, changed, told);
         send_answers(ready);
         Ok(())
     }
@@ -2312,6 +2399,7 @@ impl Node {
         &mut self,
         answers: Vec<Outgoing>,
         unanswered: BTreeMap<u64, Vec<String>>,
+        mut told: Told,
     ) -> Vec<(Reply, Result<Outcome, ServerError>)> {
         let caching: Vec<(u64, Duration)> = self
             .machine
@@ -2343,16 +2431,21 @@ impl Node {
         };
         let mut ready = Vec::new();
         if let Some(index) = self.pending_barrier.take() {
-            ready.extend(
-                self.cache_waits
-                    .hold(index, vec!["/".into()], &view, Vec::new()),
-            );
+            ready.extend(self.cache_waits.hold(
+                index,
+                vec!["/".into()],
+                Vec::new(),
+                &view,
+                Vec::new(),
+            ));
         }
         if leading {
             // A follower's holds would wait for caches registered elsewhere until their
             // deadline: it leaves its reads to `RecentChanges` instead.
             for (index, paths) in unanswered {
-                ready.extend(self.cache_waits.hold(index, paths, &view, Vec::new()));
+                let told = told.remove(&index).unwrap_or_default();
+                let held = self.cache_waits.hold(index, paths, told, &view, Vec::new());
+                ready.extend(held);
             }
         }
         for (index, paths, reply, result) in answers {
@@ -2365,9 +2458,10 @@ impl Node {
                 ready.push((reply, result));
                 continue;
             }
+            let told = told.remove(&index).unwrap_or_default();
             ready.extend(
                 self.cache_waits
-                    .hold(index, paths, &view, vec![(reply, result)]),
+                    .hold(index, paths, told, &view, vec![(reply, result)]),
             );
         }
         ready.extend(self.cache_waits.release(&view));

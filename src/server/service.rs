@@ -554,6 +554,7 @@ async fn handle(
             path,
             recursive,
             cache,
+            early,
         } => {
             let (reply, rx) = oneshot::channel();
             let spec = WatchSpec {
@@ -563,6 +564,7 @@ async fn handle(
                 path,
                 recursive,
                 cache,
+                early,
                 tx: tx.clone(),
             };
             inbox
@@ -570,9 +572,13 @@ async fn handle(
                 .map_err(|_| stopped())?;
             Ok(convert::watching(&rx.await.map_err(|_| stopped())??))
         }
-        Action::CacheAck { session, index } => {
+        Action::CacheAck {
+            session,
+            index,
+            early,
+        } => {
             // Only this connection's own registration (checked when it was made) moves.
-            if !events.cache_ack(session, conn, index) {
+            if !events.cache_ack(session, conn, index, early) {
                 return Err(ServerError::State(StateError::InvalidArgument(format!(
                     "session {session} has no cache registered through this connection"
                 ))));
