@@ -521,8 +521,11 @@ impl Cache {
                 continue;
             };
             if w.heard.len() >= MAX_HEARD {
-                w.heard.push(LOST);
-            } else if !w.heard.contains(&index) {
+                // Too many to tell apart: one LOST stands for all the rest.
+                if w.heard.last() != Some(&LOST) {
+                    w.heard.push(LOST);
+                }
+            } else if index == LOST || !w.heard.contains(&index) {
                 w.heard.push(index);
             }
         }
@@ -1092,6 +1095,25 @@ mod tests {
         assert!(c.attr(V, 5).is_some());
         c.apply(&change_at(19, Change::MODIFIED, 5, 1));
         assert!(c.attr(V, 5).is_none());
+
+        // More changes than a write notes: never kept, for the writes in flight then or
+        // after, until every ticket is gone.
+        let t = c.write_ticket(V, 5).unwrap();
+        for i in 0..MAX_HEARD as u64 + 5 {
+            c.apply(&change_at(100 + i, Change::MODIFIED, 5, 1));
+        }
+        let late = c.write_ticket(V, 5).unwrap();
+        c.notice(&notice_at(5000, 5));
+        t.keep(&attr(5));
+        late.keep(&attr(5));
+        assert!(c.attr(V, 5).is_none());
+        assert!(c.lock().written[&5].heard.len() <= MAX_HEARD + 1);
+        drop((t, late));
+        c.apply(&change_at(5000, Change::MODIFIED, 5, 1));
+        let t = c.write_ticket(V, 5).unwrap();
+        c.notice(&notice_at(5001, 5));
+        t.keep(&attr(5));
+        assert!(c.attr(V, 5).is_some());
     }
 
     #[test]
