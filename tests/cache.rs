@@ -368,14 +368,14 @@ fn no_read_shows_a_write_while_a_cache_may_still_serve_what_it_replaced() {
         common::tls::admin(),
     );
     let pid = c.pid().expect("mount C runs");
-    let apath = h.a.path.display().to_string();
+    let (apath, bpath) = (h.a.path.display(), h.b.path.display());
     let mut early = Vec::new();
-    // Even rounds write with the CLI's put; odd ones through mount A, a write of a file's
-    // contents, of which the caches are told before it commits: C is told too, frozen, and
-    // cannot acknowledge.
-    for round in 0..4 {
+    // The write: the CLI's put of the file, or a write through mount A; the caches are told
+    // of both before they commit (C too, frozen, which cannot acknowledge). Or a rename over
+    // the file through mount B, of which the caches hear only once it applied.
+    for round in 0..6 {
         let old = format!("old{round}");
-        h.ok(&format!("echo -n {old} > \"$A/f\""));
+        h.ok(&format!("echo -n {old} > \"$A/f\"; printf new > \"$A/g\""));
         assert_eq!(h.ok(&format!("cat \"{cpath}/f\"")), old);
         signal(pid, libc::SIGSTOP);
         let frozen = std::time::Instant::now();
@@ -387,7 +387,7 @@ fn no_read_shows_a_write_while_a_cache_may_still_serve_what_it_replaced() {
         let (reads, wrote) = common::block_on(async {
             let readers = tokio::spawn(read_until(servers.clone(), 3, frozen, stop.clone()));
             tokio::time::sleep(Duration::from_millis(100)).await;
-            let wrote = if round % 2 == 0 {
+            let wrote = if round % 3 == 0 {
                 let put = ops::put("/f", b"new".to_vec(), 0o644, 0, 0);
                 writer
                     .call(put)
@@ -395,7 +395,10 @@ fn no_read_shows_a_write_while_a_cache_may_still_serve_what_it_replaced() {
                     .map(|_| ())
                     .map_err(|e| e.to_string())
             } else {
-                let script = format!("printf new > '{apath}/f'");
+                let script = match round % 3 {
+                    1 => format!("printf new > '{apath}/f'"),
+                    _ => format!("mv '{bpath}/g' '{bpath}/f'"),
+                };
                 let status = tokio::task::spawn_blocking(move || {
                     std::process::Command::new("sh")
                         .args(["-c", &script])

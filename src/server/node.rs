@@ -1020,7 +1020,8 @@ impl Node {
     }
 
     /// Tells the caches that take notices of a write of a file's contents just proposed at
-    /// `index`, so that they drop the file while the write commits (see `cache.rs`).
+    /// `index` (a write, a truncation, or a put of a file that exists), so that they drop the
+    /// file while the write commits (see `cache.rs`).
     fn notice_caches(
         &mut self,
         index: u64,
@@ -1028,8 +1029,11 @@ impl Node {
         command: &Command,
         request: Option<&RequestId>,
     ) {
-        let Command::Write(cmd::Write { target, .. }) = command else {
-            return;
+        let target = match command {
+            Command::Write(cmd::Write { target, .. })
+            | Command::Truncate(cmd::Truncate { target, .. })
+            | Command::Put(cmd::Put { at: target, .. }) => target,
+            _ => return,
         };
         if self.machine.caching_sessions().next().is_none() {
             return;
