@@ -101,6 +101,33 @@ fn a_creation_brings_its_own_attributes() {
     h.ok("test ! -e \"$A/d/n2\"");
 }
 
+/// A directory's listing, once kept, answers names missing there without asking the cluster,
+/// and follows every host's changes of the directory: names made, removed and renamed
+/// elsewhere are seen here at once.
+#[test]
+fn a_kept_listing_answers_missing_names_and_follows_every_host_s_changes() {
+    let h = Hosts::start();
+    h.ok("mkdir \"$A/d\"; echo x > \"$A/d/a\"; ls \"$A/d\" > /dev/null");
+    let before = h.requests();
+    h.ok("for i in $(seq 20); do test ! -e \"$A/d/m$i\"; done");
+    assert_eq!(
+        h.requests() - before,
+        0,
+        "missing names asked of the cluster"
+    );
+    let out = h.ok("for i in $(seq 10); do echo $i > \"$B/d/n$i\"; \
+           [ \"$(cat \"$A/d/n$i\")\" = $i ] || { echo \"n$i not seen\"; exit 1; }; \
+         done; \
+         mv \"$B/d/n1\" \"$B/d/a\"; rm \"$B/d/n2\"; mv \"$B/d/n3\" \"$B/d/z\"; \
+         test ! -e \"$A/d/n1\" && test ! -e \"$A/d/n2\" && test ! -e \"$A/d/n3\" || exit 1; \
+         cat \"$A/d/a\" \"$A/d/z\"; ls \"$A/d\" | LC_ALL=C sort | tr '\\n' ' '");
+    assert_eq!(out, "1\n3\na n10 n4 n5 n6 n7 n8 n9 z ");
+    // This host's own creations, and what B finds after them.
+    h.ok("for i in $(seq 5); do echo $i > \"$A/d/o$i\"; done");
+    assert_eq!(h.ok("ls \"$B/d\" | grep -c '^o'").trim(), "5");
+    assert_eq!(h.ok("ls \"$A/d\" | grep -c '^o'").trim(), "5");
+}
+
 /// Two hosts open the same new name with O_CREAT at once (`>>` in scripts started together
 /// on both). A caching mount creates exclusively first, to keep what it made; the one that
 /// loses the race must still open the file, never fail with EEXIST, and both writes land.

@@ -26,6 +26,10 @@
 //! - The attributes and name of a file this mount created are kept only if the creation made
 //!   it (it was exclusive) and exactly one change of it was heard while the creation was in
 //!   flight ([`CreateTicket::keep`]): that change is the creation itself.
+//! - A directory's listing, once kept, follows the names made and removed in it, heard as
+//!   events, instead of being dropped by them (`State::edit_listing`); a name absent from it
+//!   is answered as missing. A lookup that finds a name missing in a small directory reads
+//!   its listing too, so the next new names there cost the cluster nothing to look up.
 //! - It holds at most [`MAX_ITEMS`] entries and [`MAX_BYTES`] bytes of contents; past either it
 //!   starts over empty.
 //! - Lock state (holders, lock generation) is never served from here: it is always asked for.
@@ -216,6 +220,9 @@ impl Drop for CreateTicket<'_> {
     }
 }
 
+/// Most entries of a directory whose listing a lookup that finds a name missing reads too.
+pub const LISTED_WHEN_MISSING: u64 = 256;
+
 /// Most changes a creation in flight notes; past it, its answer is not kept.
 pub const MAX_HEARD: usize = 1024;
 
@@ -329,6 +336,41 @@ impl State {
         self.names.remove(&(dir, name.to_string()))
     }
 
+    /// Follows a name made or removed in a directory whose listing is kept: the listing is
+    /// kept current, not dropped. What makes that sound: a listing is kept only from a read
+    /// that no heard change raced with ([`Ticket`]), and the cluster answers a read of a
+    /// directory only once this cache acknowledged every change of it up to the state the
+    /// read shows (see `crate::server::cache`; notices, which come before that, are of file
+    /// contents only, never of names). So the listing is the directory at some index, every
+    /// change of it up to there was heard before, and every later one is heard after, in
+    /// order.
+    fn edit_listing(&mut self, e: &proto::WatchEvent) {
+        let Some(list) = self.listings.get_mut(&e.parent) else {
+            return;
+        };
+        let list = Arc::make_mut(list);
+        let at = list.binary_search_by(|d| d.name.as_str().cmp(e.name.as_str()));
+        match (e.change, at) {
+            (Change::CREATED, Ok(i)) => {
+                list[i].ino = e.instance;
+                list[i].kind = kind_of(e.kind);
+            }
+            (Change::CREATED, Err(i)) => list.insert(
+                i,
+                DirEntry {
+                    name: e.name.clone(),
+                    ino: e.instance,
+                    kind: kind_of(e.kind),
+                },
+            ),
+            // The name may already hold what replaced the node (a rename over it).
+            (Change::DELETED, Ok(i)) if list[i].ino == e.instance => {
+                list.remove(i);
+            }
+            _ => {}
+        }
+    }
+
     fn drop_contents(&mut self, ino: u64) {
         if let Some(data) = self.contents.remove(&ino) {
             self.bytes -= data.len();
@@ -392,12 +434,33 @@ impl Cache {
         self.read(now, |s| s.attrs.get(&ino).cloned())
     }
 
-    /// What is at `name` in `dir`: `Some(None)` if it is known to be missing.
+    /// What is at `name` in `dir`: `Some(None)` if it is known to be missing (looked up so,
+    /// or absent from the directory's kept listing).
     pub fn name(&self, now: Option<Validity>, dir: u64, name: &str) -> Option<Option<FileAttr>> {
-        self.read(now, |s| match s.names.get(&(dir, name.to_string()))? {
-            None => Some(None),
-            Some(ino) => s.attrs.get(ino).cloned().map(Some),
+        self.read(now, |s| match s.names.get(&(dir, name.to_string())) {
+            Some(None) => Some(None),
+            Some(Some(ino)) => s.attrs.get(ino).cloned().map(Some),
+            None => {
+                let listed = s.listings.get(&dir)?;
+                let missing = listed
+                    .binary_search_by(|d| d.name.as_str().cmp(name))
+                    .is_err();
+                missing.then_some(None)
+            }
         })
+    }
+
+    /// Whether a lookup that found a name missing in `dir` should also read the directory's
+    /// listing, so that the next missing names there are answered here: the cache serves,
+    /// keeps no listing of it, and knows it to have at most [`LISTED_WHEN_MISSING`] entries.
+    pub fn wants_listing(&self, now: Option<Validity>, dir: u64) -> bool {
+        let s = self.lock();
+        now.is_some()
+            && s.valid == now
+            && !s.listings.contains_key(&dir)
+            && s.attrs
+                .get(&dir)
+                .is_some_and(|a| a.kind == NodeKind::Dir && a.children <= LISTED_WHEN_MISSING)
     }
 
     pub fn listing(&self, now: Option<Validity>, dir: u64) -> Option<Arc<Vec<DirEntry>>> {
@@ -593,14 +656,27 @@ impl Cache {
         }
         s.drop_contents(e.instance);
         s.listings.remove(&e.instance);
-        if matches!(e.change, Change::CREATED | Change::DELETED | Change::RESYNC) {
+        if e.change == Change::RESYNC {
             s.drop_name(e.parent, &e.name);
+        }
+        if matches!(e.change, Change::CREATED | Change::DELETED) {
+            s.drop_attrs(e.parent);
+            s.names.remove(&(e.parent, e.name.clone()));
+            s.edit_listing(e);
             if e.change == Change::DELETED {
                 // A directory that goes takes what was known to be missing in it.
                 let gone = e.instance;
                 s.names.retain(|(dir, _), _| *dir != gone);
             }
         }
+    }
+}
+
+fn kind_of(k: proto::Kind) -> NodeKind {
+    match k {
+        proto::Kind::DIR => NodeKind::Dir,
+        proto::Kind::FILE => NodeKind::File,
+        proto::Kind::SYMLINK => NodeKind::Symlink,
     }
 }
 
@@ -699,16 +775,15 @@ mod tests {
     }
 
     #[test]
-    fn creation_and_deletion_drop_the_name_and_the_directory() {
+    fn creation_and_deletion_drop_the_name_and_the_directory_s_attributes() {
         let c = serving();
         let t = c.ticket(V).unwrap();
         c.keep_name(t, 1, "f", None);
         c.keep_attr(t, &attr(1));
-        c.keep_listing(t, 1, Arc::new(Vec::new()));
         assert_eq!(c.name(V, 1, "f"), Some(None), "known missing");
         c.apply(&event(Change::CREATED, 7, 1, "f"));
         assert_eq!(c.name(V, 1, "f"), None);
-        assert!(c.attr(V, 1).is_none() && c.listing(V, 1).is_none());
+        assert!(c.attr(V, 1).is_none());
         let t = c.ticket(V).unwrap();
         c.keep_name(t, 1, "f", Some(&attr(7)));
         assert_eq!(c.name(V, 1, "f").unwrap().unwrap().ino, 7);
@@ -717,6 +792,76 @@ mod tests {
         assert!(c.name(V, 1, "f").is_some());
         c.apply(&event(Change::DELETED, 7, 1, "f"));
         assert_eq!(c.name(V, 1, "f"), None);
+    }
+
+    fn entry(name: &str, ino: u64) -> DirEntry {
+        DirEntry {
+            name: name.into(),
+            ino,
+            kind: NodeKind::File,
+        }
+    }
+
+    fn names(c: &Cache, dir: u64) -> Vec<(String, u64)> {
+        let listed = c.listing(V, dir).expect("a listing is kept");
+        listed.iter().map(|d| (d.name.clone(), d.ino)).collect()
+    }
+
+    #[test]
+    fn a_kept_listing_follows_names_made_and_removed_and_answers_missing_names() {
+        let c = serving();
+        let mut d = attr(1);
+        d.kind = NodeKind::Dir;
+        d.children = LISTED_WHEN_MISSING;
+        c.keep_attr(c.ticket(V).unwrap(), &d);
+        assert!(c.wants_listing(V, 1));
+        assert!(!c.wants_listing(V, 2), "nothing known of directory 2");
+        let t = c.ticket(V).unwrap();
+        c.keep_listing(t, 1, Arc::new(vec![entry("b", 5), entry("d", 6)]));
+        assert!(!c.wants_listing(V, 1));
+        // Missing names are answered from the listing; listed ones need their attributes.
+        assert_eq!(c.name(V, 1, "a"), Some(None));
+        assert_eq!(c.name(V, 1, "b"), None);
+        c.apply(&event(Change::CREATED, 7, 1, "c"));
+        c.apply(&event(Change::CREATED, 8, 1, "a"));
+        assert_eq!(
+            names(&c, 1),
+            [
+                ("a".into(), 8),
+                ("b".into(), 5),
+                ("c".into(), 7),
+                ("d".into(), 6)
+            ]
+        );
+        assert_eq!(c.name(V, 1, "a"), None);
+        c.apply(&event(Change::DELETED, 5, 1, "b"));
+        assert_eq!(c.name(V, 1, "b"), Some(None));
+        // A rename of 6 over "c", its events in either order; a deletion of a node the name
+        // no longer holds changes nothing.
+        c.apply(&event(Change::CREATED, 6, 1, "c"));
+        c.apply(&event(Change::DELETED, 7, 1, "c"));
+        c.apply(&event(Change::DELETED, 6, 1, "d"));
+        assert_eq!(names(&c, 1), [("a".into(), 8), ("c".into(), 6)]);
+        c.apply(&event(Change::DELETED, 8, 1, "a"));
+        c.apply(&event(Change::CREATED, 9, 1, "a"));
+        assert_eq!(names(&c, 1), [("a".into(), 9), ("c".into(), 6)]);
+        // Changes in other directories, and of the directory's attributes, leave it.
+        c.apply(&event(Change::CREATED, 10, 2, "a"));
+        c.apply(&event(Change::MODIFIED, 6, 1, "c"));
+        assert_eq!(names(&c, 1), [("a".into(), 9), ("c".into(), 6)]);
+        // A change of the directory itself (a rename, its mode) drops it; so does a refusal
+        // in it, which may come from a change not heard yet.
+        c.apply(&event(Change::ATTRIB, 1, 0, "dir"));
+        assert!(c.listing(V, 1).is_none());
+        assert_eq!(c.name(V, 1, "zz"), None);
+        c.keep_listing(c.ticket(V).unwrap(), 1, Arc::new(vec![entry("a", 9)]));
+        c.forget_name(1, "b");
+        assert!(c.listing(V, 1).is_none());
+        // A listing read while a change was heard is not kept.
+        let t = c.ticket(V).unwrap();
+        c.apply(&event(Change::CREATED, 11, 1, "e"));
+        c.keep_listing(t, 1, Arc::new(vec![entry("a", 9)]));
+        assert!(c.listing(V, 1).is_none());
     }
 
     fn change_at(index: u64, change: Change, instance: u64, parent: u64) -> proto::WatchEvent {

@@ -110,6 +110,14 @@ fn kind_of(k: proto::Kind) -> NodeKind {
     }
 }
 
+fn dir_entry(d: proto::DirEntry) -> DirEntry {
+    DirEntry {
+        kind: kind_of(d.kind),
+        name: d.name,
+        ino: d.instance,
+    }
+}
+
 fn attr(a: &proto::Attr) -> FileAttr {
     FileAttr {
         ino: a.instance,
@@ -583,7 +591,19 @@ impl Backend for ClusterBackend {
             if let (Some(c), Some(t)) = (cache, ticket) {
                 match &result {
                     Ok(a) => c.keep_name(t, parent, &name, Some(a)),
-                    Err(e) if e.0 == libc::ENOENT => c.keep_name(t, parent, &name, None),
+                    Err(e) if e.0 == libc::ENOENT => {
+                        c.keep_name(t, parent, &name, None);
+                        // A name looked up missing is often about to be made (`echo >` of
+                        // a new file): with the small directory's listing kept, the next
+                        // missing names in it are answered here (`Cache::name`).
+                        if c.wants_listing(valid, parent) {
+                            let t = c.ticket(valid);
+                            if let (Ok(listed), Some(t)) = (s.readdir(parent).await, t) {
+                                let entries = listed.into_iter().map(dir_entry).collect();
+                                c.keep_listing(t, parent, Arc::new(entries));
+                            }
+                        }
+                    }
                     Err(_) => {}
                 }
             }
@@ -772,14 +792,7 @@ impl Backend for ClusterBackend {
             }
             let ticket = cache.and_then(|c| c.ticket(valid));
             let listed = self.now().await?.readdir(ino).await.map_err(errno)?;
-            let entries: Vec<DirEntry> = listed
-                .into_iter()
-                .map(|d| DirEntry {
-                    kind: kind_of(d.kind),
-                    name: d.name,
-                    ino: d.instance,
-                })
-                .collect();
+            let entries: Vec<DirEntry> = listed.into_iter().map(dir_entry).collect();
             if let (Some(c), Some(t)) = (cache, ticket) {
                 c.keep_listing(t, ino, Arc::new(entries.clone()));
             }
