@@ -64,6 +64,20 @@ answers! {
     watching: watching -> proto::Watching;
 }
 
+/// The answer to a creation without a handle: `made` if this very request made the file,
+/// the file's attributes otherwise.
+pub fn made(what: &str, res: Res) -> Result<proto::Made, ClientError> {
+    match res {
+        Res::made(m) => Ok(m),
+        Res::attr(a) => {
+            let mut m = proto::Made::new();
+            m.set_attr(a);
+            Ok(m)
+        }
+        other => Err(unexpected(what, &other)),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -42,6 +42,14 @@ pub struct Created {
     pub dir: Option<(u64, proto::Attr)>,
 }
 
+/// A file created without a handle.
+#[derive(Debug, Clone)]
+pub struct Made {
+    pub attr: proto::Attr,
+    /// As for [`Created`]: only if this very request made the file.
+    pub dir: Option<(u64, proto::Attr)>,
+}
+
 /// Who owns a new node, and its permission bits.
 #[derive(Debug, Clone, Copy)]
 pub struct Owner {
@@ -243,6 +251,27 @@ impl Session {
         let dir = o.has_dir().then(|| (o.created_at, o.take_dir()));
         Ok(Created {
             handle: o.handle,
+            attr: o.take_attr(),
+            dir,
+        })
+    }
+
+    /// Creates the file `at` without opening a handle on it (with `exclusive`, failing with
+    /// EEXIST if something is there; without, answering what is there). The cluster refuses
+    /// it in a directory whose files are ephemeral: those live only while a handle holds them.
+    pub async fn make(
+        &self,
+        at: At<'_>,
+        owner: Owner,
+        exclusive: bool,
+    ) -> Result<Made, ClientError> {
+        let mut m = proto::Create::new();
+        m.set_at(at.target());
+        (m.mode, m.uid, m.gid) = (owner.mode, owner.uid, owner.gid);
+        m.exclusive = exclusive;
+        let mut o = answer::made("create", self.call(Op::create(m)).await?)?;
+        let dir = o.has_dir().then(|| (o.created_at, o.take_dir()));
+        Ok(Made {
             attr: o.take_attr(),
             dir,
         })

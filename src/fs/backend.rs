@@ -349,14 +349,16 @@ pub trait Backend: Send + Sync + 'static {
     fn open(&self, session: u64, ino: u64) -> BoxFut<'_, u64>;
     /// Creates the file if missing and opens it in `session`, in one step (an ephemeral file
     /// is never without a handle). `exclusive` is O_EXCL: EEXIST if the name exists,
-    /// cluster-wide.
+    /// cluster-wide. The handle is `None` when the file was made without one and is pinned
+    /// in `session` instead (see [`Backend::pin`]): the caller releases it with
+    /// [`Backend::unpin`], as for a file opened lazily.
     fn create(
         &self,
         session: u64,
         parent: u64,
         name: &str,
         new: NewFile,
-    ) -> BoxFut<'_, (u64, FileAttr)>;
+    ) -> BoxFut<'_, (Option<u64>, FileAttr)>;
     /// Reads a file opened in `session`, by inode: a linearizable read, no commit and no
     /// handle needed. EKEYEXPIRED if `session` has ended, as for every other use of a file
     /// opened in it. Fewer bytes than `len` only at the end of the file.

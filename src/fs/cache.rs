@@ -140,19 +140,21 @@ impl CreateTicket<'_> {
     /// so the creation was heard before its answer came; if it is the only change heard of
     /// the file, no later one was. A later change of what is at `name` (a removal, a rename
     /// away or over it) names the file too, so the name is as fresh as the attributes.
-    pub fn keep(&self, dir: u64, name: &str, attr: &FileAttr) {
+    ///
+    /// Says whether it kept them: then nothing but the creation was heard of the file so far.
+    pub fn keep(&self, dir: u64, name: &str, attr: &FileAttr) -> bool {
         let mut s = self.cache.lock();
         if nameless(attr) || attr.kind != NodeKind::File {
-            return;
+            return false;
         }
         if s.valid != Some(self.valid) || s.clears != self.clears {
-            return;
+            return false;
         }
         let Some(heard) = s.creating.get(&self.id) else {
-            return;
+            return false;
         };
         if heard.lost {
-            return;
+            return false;
         }
         let mut indexes: Vec<u64> = heard
             .named
@@ -162,17 +164,18 @@ impl CreateTicket<'_> {
             .collect();
         indexes.dedup();
         if indexes.len() != 1 {
-            return;
+            return false;
         }
         if !s.settled(attr.ino) {
-            return;
+            return false;
         }
         if s.items() + 2 > MAX_ITEMS {
             s.clear();
-            return;
+            return false;
         }
         s.attrs.insert(attr.ino, attr.clone());
         s.names.insert((dir, name.to_string()), Some(attr.ino));
+        true
     }
 
     /// Keeps the attributes of the directory the file was created in, as the creation's
@@ -448,6 +451,17 @@ impl Cache {
                 missing.then_some(None)
             }
         })
+    }
+
+    /// Whether files made in `dir` need no handle: the cache serves, and keeps the directory's
+    /// attributes, which say its files are not ephemeral.
+    pub fn makes_plain_files(&self, now: Option<Validity>, dir: u64) -> bool {
+        let s = self.lock();
+        now.is_some()
+            && s.valid == now
+            && s.attrs
+                .get(&dir)
+                .is_some_and(|a| a.kind == NodeKind::Dir && !a.ephemeral)
     }
 
     /// Whether a lookup that found a name missing in `dir` should also read the directory's

@@ -356,6 +356,65 @@ impl ClusterBackend {
     /// starts the cache over first.
     /// Passes on the answer to a change of the names `at` (directory, name); a refusal first
     /// drops what the cache keeps of them (see `Cache::forget_name`).
+    /// Makes `name` in `parent` without a handle, exclusively, where the file needs none: the
+    /// mount caches (it hears if the file loses its name, and takes a keeper then, see
+    /// `pins.rs`) and keeps the directory's attributes, which say its files are not
+    /// ephemeral. Saves the commit of the handle's close. `None`: the creation is to be made
+    /// with a handle instead (not such a directory, the name is taken and the open need not
+    /// be exclusive, or the cluster refused for another reason).
+    async fn make_plain(
+        &self,
+        s: &Arc<Session>,
+        parent: u64,
+        name: &str,
+        owner: Owner,
+        new: NewFile,
+    ) -> Result<Option<(Option<u64>, FileAttr)>, Errno> {
+        let valid = self.validity();
+        let Some(cache) = self
+            .cache
+            .as_ref()
+            .filter(|c| c.makes_plain_files(valid, parent))
+        else {
+            return Ok(None);
+        };
+        let Some(ticket) = cache.create_ticket(valid) else {
+            return Ok(None);
+        };
+        let made = match s
+            .make(child(parent, name), owner, true)
+            .await
+            .map_err(errno)
+        {
+            Ok(made) => made,
+            Err(e) if e.0 == libc::EEXIST && new.exclusive => {
+                return self.refused(Err(e), &[(parent, name)]);
+            }
+            Err(e) => {
+                if e.0 == libc::EEXIST {
+                    cache.forget_name(parent, name);
+                }
+                return Ok(None);
+            }
+        };
+        let a = attr(&made.attr);
+        // Pinned before the creation is checked to be the only change heard of the file: a
+        // removal heard after the check finds the pin and takes a keeper.
+        self.pin(s.id, a.ino);
+        let alone = ticket.keep(parent, name, &a);
+        if let Some((index, dir)) = &made.dir {
+            ticket.keep_dir(*index, &attr(dir));
+        }
+        if alone {
+            return Ok(Some((None, a)));
+        }
+        // Something else was heard of the file already (it may have lost its name): the file,
+        // nameless or not, is held by a handle instead.
+        self.unpin(s.id, a.ino);
+        let handle = s.open_handle(At::Ino(a.ino)).await.map_err(errno)?;
+        Ok(Some((Some(self.remember(s.id, handle)), a)))
+    }
+
     fn refused<T>(&self, answer: Result<T, Errno>, at: &[(u64, &str)]) -> Result<T, Errno> {
         if let (Err(_), Some(cache)) = (&answer, &self.cache) {
             for (dir, name) in at {
@@ -904,7 +963,7 @@ impl Backend for ClusterBackend {
         parent: u64,
         name: &str,
         new: NewFile,
-    ) -> BoxFut<'_, (u64, FileAttr)> {
+    ) -> BoxFut<'_, (Option<u64>, FileAttr)> {
         let name = name.to_string();
         Box::pin(async move {
             let s = self.live(session).await?;
@@ -913,6 +972,9 @@ impl Backend for ClusterBackend {
                 uid: new.uid,
                 gid: new.gid,
             };
+            if let Some(made) = self.make_plain(&s, parent, &name, owner, new).await? {
+                return Ok(made);
+            }
             // With a cache, the creation goes exclusive first: a file this mount made is new,
             // so the answer can be kept and the kernel's next questions about it cost nothing
             // (`CreateTicket::keep`). The kernel asks only after finding the name missing; if
@@ -945,7 +1007,7 @@ impl Backend for ClusterBackend {
                     t.keep_dir(*index, &attr(dir));
                 }
             }
-            Ok((self.remember(s.id, created.handle), a))
+            Ok((Some(self.remember(s.id, created.handle)), a))
         })
     }
 

@@ -497,7 +497,7 @@ impl Inner {
     }
 
     /// A new empty regular file, opened for nothing (mknod): created with a handle, which is
-    /// closed at once. A file in an ephemeral directory lives only while it is open, so it
+    /// closed at once (or without one, pinned, and unpinned at once). A file in an ephemeral directory lives only while it is open, so it
     /// cannot be made this way (EPERM).
     async fn make_file(
         &self,
@@ -522,7 +522,10 @@ impl Inner {
                 },
             )
             .await?;
-        self.backend.close(handle).await?;
+        match handle {
+            Some(handle) => self.backend.close(handle).await?,
+            None => self.backend.unpin(session, attr.ino),
+        }
         if attr.ephemeral {
             return Err(Errno::EPERM);
         }
@@ -1389,7 +1392,11 @@ impl fuser::Filesystem for LockFs {
                     // An empty file has nothing to truncate; a file someone else created
                     // first may have contents, which O_TRUNC replaces at the first write.
                     let pending = truncate && attr.size > 0;
-                    let file = OpenFile::file(attr.ino, session, Some(handle), pending);
+                    let file = match handle {
+                        Some(handle) => OpenFile::file(attr.ino, session, Some(handle), pending),
+                        // Made without a handle, and pinned by the backend.
+                        None => OpenFile::lazy(attr.ino, session, pending),
+                    };
                     let fh = inner.insert_file(file);
                     let kattr = attr::to_kernel(&attr);
                     let flags = FopenFlags::FOPEN_DIRECT_IO;

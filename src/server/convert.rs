@@ -482,6 +482,16 @@ pub fn outcome(o: Outcome) -> Res {
             }
             Res::opened(p)
         }
+        Outcome::Made {
+            attr: a,
+            created_in: (index, dir),
+        } => {
+            let mut p = proto::Made::new();
+            p.set_attr(attr(&a));
+            p.set_dir(attr(&dir));
+            p.created_at = index;
+            Res::made(p)
+        }
         Outcome::Lock(r) => {
             let mut p = proto::LockReply::new();
             match r {

@@ -2254,7 +2254,24 @@ impl Node {
                     &envelope.command,
                 );
                 self.count_applied(entry.index, &envelope.command, &result, expiries);
-                result.map_err(ServerError::from)
+                match (result, &envelope.command) {
+                    // A creation without a handle tells its directory too, as an open that
+                    // creates does (`Node::with_directory`).
+                    (Ok(Outcome::Attr(attr)), Command::Create(_)) => {
+                        let dir = self
+                            .machine
+                            .created_in(entry.index, attr.instance)
+                            .and_then(|dir| self.machine.attr(dir).ok());
+                        Ok(match dir {
+                            Some(dir) => Outcome::Made {
+                                attr,
+                                created_in: (entry.index, dir),
+                            },
+                            None => Outcome::Attr(attr),
+                        })
+                    }
+                    (result, _) => result.map_err(ServerError::from),
+                }
             }
             // The entry is as it was written (kept in memory, or read back from the store,
             // which checks its seal), so every replica holds these same bytes and skips them

@@ -348,6 +348,14 @@ pub enum Outcome {
         #[serde(skip)]
         created_in: Option<(u64, Attr)>,
     },
+    /// The answer to a `Create` that made the file: its attributes, and the creation's log
+    /// index with its directory's attributes right after it. Given by the server for its
+    /// answer only (the state machine answers `Attr`, and stores that), never stored.
+    #[serde(skip)]
+    Made {
+        attr: Attr,
+        created_in: (u64, Attr),
+    },
     Lock(LockResult),
     Cancelled {
         was_granted: bool,

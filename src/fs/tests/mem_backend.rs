@@ -432,7 +432,7 @@ impl Backend for MemBackend {
         parent: u64,
         name: &str,
         new: NewFile,
-    ) -> BoxFut<'_, (u64, FileAttr)> {
+    ) -> BoxFut<'_, (Option<u64>, FileAttr)> {
         let spec = CreateSpec {
             mode: new.mode,
             uid: new.uid,
@@ -443,6 +443,7 @@ impl Backend for MemBackend {
         done(self.with(|i| {
             i.live(session)?;
             i.opened(at, Some(spec))
+                .map(|(handle, attr)| (Some(handle), attr))
         }))
     }
 

@@ -348,7 +348,7 @@ fn show(result: Result<Outcome, StateError>) -> String {
     match result {
         Err(err) => format!("error: {err:?}"),
         Ok(Outcome::Done) => "ok".into(),
-        Ok(Outcome::Attr(attr)) => show_attr(&attr),
+        Ok(Outcome::Attr(attr) | Outcome::Made { attr, .. }) => show_attr(&attr),
         Ok(Outcome::Data { data, .. }) => format!("{:?}", String::from_utf8_lossy(&data)),
         Ok(Outcome::Entries(entries)) if entries.is_empty() => "(empty)".into(),
         Ok(Outcome::Entries(entries)) => entries
