@@ -348,14 +348,6 @@ pub enum Outcome {
         #[serde(skip)]
         created_in: Option<(u64, Attr)>,
     },
-    /// The answer to a `Create` that made the file: its attributes, and the creation's log
-    /// index with its directory's attributes right after it. Given by the server for its
-    /// answer only (the state machine answers `Attr`, and stores that), never stored.
-    #[serde(skip)]
-    Made {
-        attr: Attr,
-        created_in: (u64, Attr),
-    },
     Lock(LockResult),
     Cancelled {
         was_granted: bool,
@@ -370,5 +362,14 @@ pub enum Outcome {
     Sessions {
         sessions: Vec<SessionInfo>,
         next: Option<u64>,
+    },
+    /// The answer to a `Create` that made the file: its attributes, and the creation's log
+    /// index with its directory's attributes right after it. Given by the server for its
+    /// answer only (the state machine answers `Attr`, and stores that), never stored. Last,
+    /// so that the stored answers' encoding of every other variant stays as it was.
+    #[serde(skip)]
+    Made {
+        attr: Attr,
+        created_in: (u64, Attr),
     },
 }
