@@ -351,11 +351,6 @@ impl ClusterBackend {
         }
     }
 
-    /// Under what the cache may serve now, if it may: its registration is on the client's
-    /// current connection and the session's lease holds. A lease renewed after it had run out
-    /// starts the cache over first.
-    /// Passes on the answer to a change of the names `at` (directory, name); a refusal first
-    /// drops what the cache keeps of them (see `Cache::forget_name`).
     /// Makes `name` in `parent` without a handle, exclusively, where the file needs none: the
     /// mount caches (it hears if the file loses its name, and takes a keeper then, see
     /// `pins.rs`) and keeps the directory's attributes, which say its files are not
@@ -415,6 +410,8 @@ impl ClusterBackend {
         Ok(Some((Some(self.remember(s.id, handle)), a)))
     }
 
+    /// Passes on the answer to a change of the names `at` (directory, name); a refusal first
+    /// drops what the cache keeps of them (see `Cache::forget_name`).
     fn refused<T>(&self, answer: Result<T, Errno>, at: &[(u64, &str)]) -> Result<T, Errno> {
         if let (Err(_), Some(cache)) = (&answer, &self.cache) {
             for (dir, name) in at {
@@ -424,6 +421,9 @@ impl ClusterBackend {
         answer
     }
 
+    /// Under what the cache may serve now, if it may: its registration is on the client's
+    /// current connection and the session's lease holds. A lease renewed after it had run out
+    /// starts the cache over first.
     fn validity(&self) -> Option<Validity> {
         let cache = self.cache.as_ref()?;
         let mut registered = self.registered.lock().expect("poisoned");

@@ -267,11 +267,24 @@ impl Watches {
             let told = told.get(&event.index);
             for key in covering {
                 let mut wire = wire.clone();
-                wire.told = told.is_some_and(|t| t.iter().any(|(_, k)| *k == key));
+                wire.told = told.is_some_and(|t| t.iter().any(|(_, k)| *k == key))
+                    && self.acked_early(key, event.index);
                 self.send(key, wire);
             }
         }
         !owed.is_empty()
+    }
+
+    /// Whether watch `key` is its session's cache registration and has acknowledged the
+    /// notice of `index` already. Only then is the event of that write marked `told`: a
+    /// registration that has not (a notice still on its way, or one that registered anew
+    /// through the same watch) acknowledges the event itself, so a write is never left
+    /// waiting for an acknowledgement nobody will send.
+    fn acked_early(&self, key: Key, index: u64) -> bool {
+        self.by_key
+            .get(&key)
+            .and_then(|w| self.caches.get(&w.session))
+            .is_some_and(|c| c.key == key && c.early_acked >= index)
     }
 
     /// Whether a watch other than a cache registration exists.
@@ -456,8 +469,8 @@ impl EventRouter {
 
     /// As [`EventRouter::publish_changes`], where `told` names the cache registrations told
     /// of the writes at its indexes before they committed, whose acknowledgements of those
-    /// notices stand for the writes' own (see `cache.rs`): they hear the writes' events marked
-    /// `told`, and need not acknowledge them.
+    /// notices stand for the writes' own (see `cache.rs`): those that have acknowledged the
+    /// notice already hear the write's event marked `told`, and need not acknowledge it.
     pub fn publish_changes_told(&self, events: &[NodeEvent], told: &Told) {
         let mut watches = self.watches.lock().expect("poisoned");
         if watches.by_key.is_empty() {
@@ -947,6 +960,41 @@ mod tests {
         assert_eq!((reg.acked, reg.early_acked, reg.key), (9, 10, (2, 1)));
         router.watch(cache(2, 2, "/", true, &tx), 10).unwrap();
         assert_eq!(router.cache_registration(2).unwrap().early_acked, 0);
+    }
+
+    #[test]
+    fn a_write_s_event_is_marked_told_only_where_its_notice_was_acknowledged() {
+        let router = EventRouter::default();
+        let (tx2, mut rx2) = mpsc::channel(100);
+        let (tx3, mut rx3) = mpsc::channel(100);
+        for (session, tx) in [(2, &tx2), (3, &tx3)] {
+            let spec = WatchSpec {
+                session,
+                cache: true,
+                early: true,
+                ..spec(session, 1, "/", true, tx)
+            };
+            router.watch(spec, 0).unwrap();
+        }
+        let told = router.notice(5, 9, "/f", 2);
+        assert_eq!(told.len(), 2);
+        // 2 acknowledged the notice; 3 has not yet.
+        assert!(router.cache_ack(2, 2, 0, 5));
+        let marked = |rx: &mut mpsc::Receiver<proto::ServerFrame>| -> Vec<(u64, bool)> {
+            let mut out = Vec::new();
+            while let Ok(frame) = rx.try_recv() {
+                let e = frame.get_watch_event();
+                out.push((e.index, e.told));
+            }
+            out
+        };
+        marked(&mut rx2);
+        marked(&mut rx3);
+        let mut by_index = Told::new();
+        by_index.insert(5, told);
+        router.publish_changes_told(&[event(5, "/f"), event(6, "/g")], &by_index);
+        assert_eq!(marked(&mut rx2), [(5, true), (6, false)]);
+        assert_eq!(marked(&mut rx3), [(5, false), (6, false)]);
     }
 
     #[test]
