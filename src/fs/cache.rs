@@ -686,7 +686,8 @@ impl Cache {
     }
 }
 
-fn kind_of(k: proto::Kind) -> NodeKind {
+/// The mount's kind of a node the cluster names.
+pub(super) fn kind_of(k: proto::Kind) -> NodeKind {
     match k {
         proto::Kind::DIR => NodeKind::Dir,
         proto::Kind::FILE => NodeKind::File,

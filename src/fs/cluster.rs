@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use tokio::sync::Mutex as AsyncMutex;
 
-use super::cache::{Cache, Validity};
+use super::cache::{kind_of, Cache, Validity};
 use super::echo::{Kernel, Replayer};
 use super::kernel::KernelCache;
 use super::pins::Pins;
@@ -27,7 +27,7 @@ use crate::client::watches::{WatchItem, Watcher};
 
 use super::backend::{
     Backend, BoxFut, DirEntry, Errno, FileAttr, Grant, Holder, LockKind, LockReply, LockSettings,
-    LockSpec, LockStyle, NewFile, NodeKind, OnLoss, RenameHow, RevokedLock, SetAttrs,
+    LockSpec, LockStyle, NewFile, OnLoss, RenameHow, RevokedLock, SetAttrs,
 };
 use crate::client::files::{At, AttrChanges, Owner, Replace, WriteAt};
 use crate::client::session::{LockOutcome, LockRequest, Requested, Session, SessionState};
@@ -100,14 +100,6 @@ fn errno(e: ClientError) -> Errno {
 
 fn child(parent: u64, name: &str) -> At<'_> {
     At::Child { parent, name }
-}
-
-fn kind_of(k: proto::Kind) -> NodeKind {
-    match k {
-        proto::Kind::DIR => NodeKind::Dir,
-        proto::Kind::FILE => NodeKind::File,
-        proto::Kind::SYMLINK => NodeKind::Symlink,
-    }
 }
 
 fn dir_entry(d: proto::DirEntry) -> DirEntry {
